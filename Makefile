@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`. Both run `setup` first, which is idempotent:
+# the venv is rebuilt only when pyproject.toml, conf/jars.txt or the setup scripts change.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/sparkrec
+WHEELS := $(CACHE)/wheels
+JARS := $(CACHE)/jars
+STAMP := $(VENV)/.setup-done
+export SPARKREC_JAR_DIR := $(JARS)
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml conf/jars.txt scripts/build_horovod_wheel.sh scripts/fetch_jars.sh scripts/cxx17
+	@start=$$(date +%s); \
+	[ -x $(PY) ] || python3 -m venv $(VENV); \
+	$(PY) -m pip install -q "torch==$$(python3 scripts/pin.py torch)" packaging && \
+	scripts/build_horovod_wheel.sh $(abspath $(PY)) $(WHEELS) && \
+	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[dev]' && \
+	scripts/fetch_jars.sh conf/jars.txt $(JARS) && \
+	touch $(STAMP) && echo "setup: done in $$(( $$(date +%s) - start )) s"
+
+demo: setup
+	$(PY) -m spark_jobs.cli demo --out artifacts/demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) bench/generate.py
+
+clean:
+	rm -rf artifacts .pytest_cache

@@ -1,0 +1,1 @@
+"""sparkrec's feature-engineering library: the Criteo schema, feature ops and Workflows."""

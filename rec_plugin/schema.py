@@ -1,0 +1,39 @@
+"""The Criteo click-log schema: the one definition of raw columns that every stage reads."""
+
+from __future__ import annotations
+
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+
+LABEL = "label"
+DENSE = [f"I{i}" for i in range(1, 14)]
+CATEGORICAL = [f"C{i}" for i in range(1, 27)]
+RAW_COLUMNS = [LABEL, *DENSE, *CATEGORICAL]
+FIELD_SEPARATOR = "\t"
+CATEGORY_HEX_LENGTH = 8
+DAY = "day"
+SOURCE_FILE = "source_file"
+LINE_NUMBER = "line_number"
+
+
+def bronze_schema() -> StructType:
+    """Raw Criteo fields typed (empty field = null), plus the day partition and line lineage."""
+    return StructType(
+        [StructField(DAY, IntegerType(), False), StructField(LABEL, IntegerType(), False)]
+        + [StructField(c, IntegerType(), True) for c in DENSE]
+        + [StructField(c, StringType(), True) for c in CATEGORICAL]
+        + [StructField(SOURCE_FILE, StringType(), False), StructField(LINE_NUMBER, LongType(), False)]
+    )
+
+
+def rejects_schema() -> StructType:
+    """One row per malformed raw line: what it was, where it came from, and why it was refused."""
+    return StructType(
+        [
+            StructField(DAY, IntegerType(), False),
+            StructField(SOURCE_FILE, StringType(), False),
+            StructField(LINE_NUMBER, LongType(), False),
+            StructField("raw_line", StringType(), True),
+            StructField("reason", StringType(), False),
+            StructField("reason_field", StringType(), True),
+        ]
+    )

@@ -1,0 +1,185 @@
+"""sparkrec ingest: raw Criteo TSV (plain or gzip) -> a Delta bronze table partitioned by day.
+
+Every line ends up in exactly one place: the bronze table (typed by rec_plugin.schema, no inference)
+or the rejects table (the raw line, its file and line number, and a reason code). Re-ingesting a file
+atomically replaces that file's rows in both tables (one Delta replaceWhere commit each), so reruns
+never duplicate. A file's day comes from `day_<d>` in its path, as in Criteo's own layout.
+
+    spark-submit spark_jobs/ingest.py --input data/criteo/raw --bronze lake/bronze --rejects lake/rejects
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from urllib.parse import urlparse
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
+
+from rec_plugin.schema import (
+    CATEGORICAL,
+    CATEGORY_HEX_LENGTH,
+    DAY,
+    DENSE,
+    FIELD_SEPARATOR,
+    LABEL,
+    LINE_NUMBER,
+    RAW_COLUMNS,
+    SOURCE_FILE,
+    bronze_schema,
+    rejects_schema,
+)
+from spark_jobs import storage
+from spark_jobs.session import build_session, session_conf
+
+DAY_IN_PATH = re.compile(r"day_(\d+)")
+# Reason codes of the rejects table, in the order they are checked.
+EMPTY_LINE = "EMPTY_LINE"
+BAD_BYTES = "BAD_BYTES"
+FIELD_COUNT = "FIELD_COUNT"
+BAD_LABEL = "BAD_LABEL"
+INT_NOT_INTEGER = "INT_NOT_INTEGER"
+INT_OUT_OF_RANGE = "INT_OUT_OF_RANGE"
+CAT_BAD_LENGTH = "CAT_BAD_LENGTH"
+CAT_NOT_HEX = "CAT_NOT_HEX"
+# Each file is read whole by one task, so a row's index in its partition is its line number.
+_ONE_FILE_PER_PARTITION = {
+    "spark.sql.files.maxPartitionBytes": str(1 << 40),
+    "spark.sql.files.openCostInBytes": str(1 << 40),
+}
+_ROW_INDEX_BITS = 33
+
+
+def raw_files(spark: SparkSession, input_dir: str, days: list[int] | None = None) -> dict[str, int]:
+    """Raw files below input_dir (relative path -> day), optionally only the given days."""
+    files = {}
+    for relative in storage.list_files_recursive(spark, input_dir):
+        match = DAY_IN_PATH.search(relative)
+        if match is None:
+            raise ValueError(f"{input_dir}/{relative}: no day_<d> in its path, so its day is unknown")
+        day = int(match.group(1))
+        if days is None or day in days:
+            files[relative] = day
+    if not files:
+        raise ValueError(f"no raw files for days {days} under {input_dir}")
+    return files
+
+
+def read_lines(spark: SparkSession, input_dir: str, files: dict[str, int]) -> DataFrame:
+    """Raw lines with their file (relative to input_dir), day and 1-based line number."""
+    root = storage.qualified(spark, input_dir).rstrip("/") + "/"
+    paths = [root + relative for relative in sorted(files)]
+    lines = spark.read.option("lineSep", "\n").text(paths)
+    # input_file_name writes file:///x where Hadoop qualifies file:/x: match on the path part alone.
+    root_path = urlparse(root).path
+    name = F.input_file_name()
+    source = name.substr(F.locate(root_path, name) + len(root_path), F.lit(1 << 20))
+    index = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << _ROW_INDEX_BITS) - 1))
+    return lines.select(
+        F.regexp_extract(source, DAY_IN_PATH.pattern, 1).cast("int").alias(DAY),
+        source.alias(SOURCE_FILE),
+        (index + 1).alias(LINE_NUMBER),
+        F.col("value").alias("raw_line"),
+    )
+
+
+def _problem(condition: Column, reason: str, field: str | None) -> Column:
+    return F.when(condition, F.struct(F.lit(reason).alias("reason"), F.lit(field).alias("field")))
+
+
+def parse(lines: DataFrame) -> DataFrame:
+    """Lines -> typed Criteo columns plus `problem` (reason, field), null for a well-formed line."""
+    # A CRLF file's lines end in '\r': the line ends there, as the data intends.
+    line = F.regexp_replace("raw_line", "\r$", "")
+    fields = F.split(line, FIELD_SEPARATOR, -1)
+    value = {name: F.try_element_at(fields, F.lit(i + 1)) for i, name in enumerate(RAW_COLUMNS)}
+    problems = [
+        _problem(line == "", EMPTY_LINE, None),
+        _problem(line.contains("\ufffd"), BAD_BYTES, None),
+        _problem(F.size(fields) != len(RAW_COLUMNS), FIELD_COUNT, None),
+        _problem(~value[LABEL].isin("0", "1"), BAD_LABEL, LABEL),
+    ]
+    for name in DENSE:
+        present = value[name] != ""
+        problems.append(_problem(present & ~value[name].rlike("^-?[0-9]+$"), INT_NOT_INTEGER, name))
+        problems.append(_problem(present & value[name].try_cast("int").isNull(), INT_OUT_OF_RANGE, name))
+    for name in CATEGORICAL:
+        present = value[name] != ""
+        problems.append(
+            _problem(present & (F.length(value[name]) != CATEGORY_HEX_LENGTH), CAT_BAD_LENGTH, name)
+        )
+        problems.append(_problem(present & ~value[name].rlike("^[0-9a-f]+$"), CAT_NOT_HEX, name))
+    typed = [value[LABEL].try_cast("int").alias(LABEL)]
+    typed += [F.nullif(value[name], F.lit("")).try_cast("int").alias(name) for name in DENSE]
+    typed += [F.nullif(value[name], F.lit("")).alias(name) for name in CATEGORICAL]
+    return lines.select(
+        DAY, SOURCE_FILE, LINE_NUMBER, "raw_line", F.coalesce(*problems).alias("problem"), *typed
+    )
+
+
+def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
+    """The frame's columns of `schema`, in its order and types: the explicit schema of a table."""
+    return frame.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
+
+
+def _replace_files(frame: DataFrame, path: str, files: dict[str, int], partition_by: list[str]) -> None:
+    """Atomically replaces the given files' rows in a Delta table (creating it on first write)."""
+    days = ", ".join(str(d) for d in sorted(set(files.values())))
+    names = ", ".join("'" + name.replace("'", "''") + "'" for name in sorted(files))
+    (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"{DAY} IN ({days}) AND {SOURCE_FILE} IN ({names})")
+        .partitionBy(*partition_by)
+        .save(path)
+    )
+
+
+def ingest(
+    spark: SparkSession, input_dir: str, bronze: str, rejects: str, days: list[int] | None = None
+) -> dict:
+    """Ingests the raw files of `days` (all by default); returns the report section."""
+    files = raw_files(spark, input_dir, days)
+    with session_conf(spark, _ONE_FILE_PER_PARTITION):
+        parsed = parse(read_lines(spark, input_dir, files)).persist()
+        counts = dict(parsed.groupBy(F.col("problem").isNull().alias("ok")).count().collect())
+        lines_read, accepted, rejected = sum(counts.values()), counts.get(True, 0), counts.get(False, 0)
+        accepted_rows = parsed.where("problem IS NULL")
+        _replace_files(_conform(accepted_rows, bronze_schema()), bronze, files, [DAY])
+        rejected_rows = parsed.where("problem IS NOT NULL").select(
+            "*", F.col("problem.reason").alias("reason"), F.col("problem.field").alias("reason_field")
+        )
+        _replace_files(_conform(rejected_rows, rejects_schema()), rejects, files, [])
+        parsed.unpersist()
+    if accepted + rejected != lines_read:
+        raise AssertionError(f"ingest lost lines: {lines_read} read != {accepted} + {rejected}")
+    print(f"ingest: lines read {lines_read}, accepted {accepted}, rejected {rejected}")
+    return {
+        "lines_read": lines_read,
+        "accepted": accepted,
+        "rejected": rejected,
+        "bronze_table": bronze,
+        "bronze_version": DeltaTable.forPath(spark, bronze).history(1).first()["version"],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="sparkrec ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="directory of raw files (day_<d> in each path)")
+    parser.add_argument("--bronze", required=True, help="Delta bronze table path")
+    parser.add_argument("--rejects", required=True, help="Delta rejects table path")
+    parser.add_argument("--days", type=lambda s: [int(d) for d in s.split(",")], help="e.g. 0,1,2")
+    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    args = parser.parse_args(argv)
+    spark = build_session(args.profile, "sparkrec-ingest")
+    report = ingest(spark, args.input, args.bronze, args.rejects, args.days)
+    print(json.dumps({"ingest": report}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

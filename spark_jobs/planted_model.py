@@ -1,0 +1,178 @@
+"""The generator's planted ground truth: a known click model whose true probability is computed per row.
+
+Every random quantity is a hash of (seed, row or category key), written as Spark SQL expressions, so
+the generator runs on the executors with no Python UDF and is deterministic for a seed. The model:
+
+    logit = bias + sum_j w_j[c_j] + sum_(a,b) <v_a[c_a], v_b[c_b]> * s2 / sqrt(k) + sum_i beta_i * x_i
+
+with first-order category effects w, factorization-machine interactions between chosen field pairs,
+and dense effects on x_i = log1p(max(I_i, 0)) - mu_i. Category frequencies are Zipf-like; later days
+draw some values born after day 0 (drift).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+from rec_plugin.schema import CATEGORICAL, DENSE
+
+_U32 = 0xFFFFFFFF
+_INT_MAX = 2**31 - 1
+# Shares of the logit's variance: first-order categories, pairwise interactions, dense features.
+_FIRST_ORDER_SHARE, _INTERACTION_SHARE, _DENSE_SHARE = 0.40, 0.45, 0.15
+# Criteo-like missing rates of I1..I13 and of C1..C26 (share of rows with an empty field).
+_DENSE_MISSING = [0.45, 0.0, 0.21, 0.22, 0.03, 0.22, 0.04, 0.0, 0.04, 0.45, 0.04, 0.40, 0.22]
+_CAT_MISSING = [0.0] * 12 + [0.03, 0.0, 0.0, 0.03] + [0.0] * 2 + [0.44] * 8
+# Criteo's I2 and I9-like columns carry small negative values.
+_NEGATIVE_OFFSET = [0, 3, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]
+
+
+@dataclass(frozen=True)
+class PlantedModel:
+    """All parameters of the planted click model; derived from the seed, saved beside the data."""
+
+    seed: int
+    cardinalities: list[int]
+    new_value_rate: float
+    latent_dim: int
+    pairs: list[tuple[int, int]]
+    first_order_scale: float
+    interaction_scale: float
+    dense_mu: list[float]
+    dense_sigma: list[float]
+    dense_beta: list[float]
+    dense_missing: list[float] = field(default_factory=lambda: list(_DENSE_MISSING))
+    cat_missing: list[float] = field(default_factory=lambda: list(_CAT_MISSING))
+    negative_offset: list[int] = field(default_factory=lambda: list(_NEGATIVE_OFFSET))
+    bias: float = 0.0
+
+    @classmethod
+    def from_seed(
+        cls,
+        seed: int,
+        max_cardinality: int,
+        logit_scale: float,
+        new_value_rate: float,
+        latent_dim: int = 4,
+        num_pairs: int = 13,
+    ) -> PlantedModel:
+        """Cardinalities from ~4 to max_cardinality (geometric, shuffled), pairs, scales and dense laws."""
+        rng = np.random.default_rng(seed)
+        steps = rng.permutation(len(CATEGORICAL)) / (len(CATEGORICAL) - 1)
+        cardinalities = [max(4, round(4 * (max_cardinality / 4) ** s)) for s in steps]
+        all_pairs = [(a, b) for a in range(len(CATEGORICAL)) for b in range(a + 1, len(CATEGORICAL))]
+        chosen = rng.choice(len(all_pairs), size=num_pairs, replace=False)
+        pairs = sorted(all_pairs[i] for i in chosen)
+        dense_mu = rng.uniform(0.5, 4.0, len(DENSE)).round(3).tolist()
+        dense_sigma = rng.uniform(0.8, 1.8, len(DENSE)).round(3).tolist()
+        variance = logit_scale**2
+        beta_size = math.sqrt(_DENSE_SHARE * variance / len(DENSE))
+        signs = rng.choice([-1.0, 1.0], len(DENSE))
+        dense_beta = [round(float(s) * beta_size / sd, 4) for s, sd in zip(signs, dense_sigma)]
+        return cls(
+            seed=seed,
+            cardinalities=cardinalities,
+            new_value_rate=new_value_rate,
+            latent_dim=latent_dim,
+            pairs=pairs,
+            first_order_scale=math.sqrt(_FIRST_ORDER_SHARE * variance / len(CATEGORICAL)),
+            interaction_scale=math.sqrt(_INTERACTION_SHARE * variance / num_pairs),
+            dense_mu=dense_mu,
+            dense_sigma=dense_sigma,
+            dense_beta=dense_beta,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> PlantedModel:
+        values = json.loads(text)
+        values["pairs"] = [tuple(p) for p in values["pairs"]]
+        return cls(**values)
+
+    def category_ids(self, day: Column, row_hash: Column) -> dict[str, Column]:
+        """Per field: the category's integer id for this row (null = missing)."""
+        ids = {}
+        for j, name in enumerate(CATEGORICAL):
+            h = F.xxhash64(row_hash, F.lit(j))
+            k = self.cardinalities[j]
+            # Zipf-like: P(rank = r) ~ 1 / (r + 1); exp(u * ln(k + 1)) is pow(k + 1, u), twice as fast.
+            rank = F.floor(F.exp(math.log(k + 1.0) * _uniform(h, 0, 32))) - 1
+            birth_day = F.floor(_uniform(h, 56, 8) * day) + 1
+            is_new = (day > 0) & (_uniform(h, 44, 12) < self.new_value_rate)
+            value = F.when(is_new, birth_day * k + rank).otherwise(rank)
+            missing = _uniform(h, 32, 12) < self.cat_missing[j]
+            ids[name] = F.when(missing, F.lit(None)).otherwise(value).cast("long")
+        return ids
+
+    def dense_values(self, row_hash: Column) -> dict[str, Column]:
+        """Per dense field: a heavy-tailed (log-normal) count, with negatives and missing as in Criteo."""
+        values = {}
+        for i, name in enumerate(DENSE):
+            h = F.xxhash64(row_hash, F.lit(100 + i))
+            # Irwin-Hall: the sum of four uniforms, rescaled, is a near-normal draw with no log or cos.
+            normal = (sum(_uniform(h, 12 * t, 12) for t in range(4)) - 2.0) * math.sqrt(3.0)
+            count = F.floor(F.exp(self.dense_mu[i] + self.dense_sigma[i] * normal) - 1.0)
+            value = F.least(count, F.lit(_INT_MAX)) - self.negative_offset[i]
+            missing = _uniform(h, 48, 16) < self.dense_missing[i]
+            values[name] = F.when(missing, F.lit(None)).otherwise(value).cast("int")
+        return values
+
+    def effect_hashes(self, ids: dict[str, Column]) -> dict[str, Column]:
+        """Per field: a hash of (field, category id) whose bits are that category's effects (null if missing).
+
+        Materialize these as columns before `logits`, so each is computed once per row."""
+        return {
+            name: F.when(ids[name].isNotNull(), F.xxhash64(F.lit(self.seed + 1), F.lit(j), ids[name]))
+            for j, name in enumerate(CATEGORICAL)
+        }
+
+    def logits(self, effect_hash: dict[str, Column], dense: dict[str, Column]) -> tuple[Column, Column]:
+        """(full logit, logit without the interactions) from the rows' effect hashes and dense values."""
+        first_order = sum(
+            F.coalesce(self.first_order_scale * _centered(effect_hash[name], 0), F.lit(0.0))
+            for name in CATEGORICAL
+        )
+        interaction = sum(self._pair_term(effect_hash, a, b) for a, b in self.pairs)
+        dense_term = sum(
+            F.coalesce(
+                self.dense_beta[i] * (F.log1p(F.greatest(dense[name], F.lit(0))) - self.dense_mu[i]),
+                F.lit(0.0),
+            )
+            for i, name in enumerate(DENSE)
+        )
+        base = F.lit(self.bias) + first_order + dense_term
+        return base + interaction, base
+
+    def _pair_term(self, effect_hash: dict[str, Column], a: int, b: int) -> Column:
+        ha, hb = effect_hash[CATEGORICAL[a]], effect_hash[CATEGORICAL[b]]
+        dot = sum(_centered(ha, 12 + 12 * t) * _centered(hb, 12 + 12 * t) for t in range(self.latent_dim))
+        return F.coalesce(dot * (self.interaction_scale / math.sqrt(self.latent_dim)), F.lit(0.0))
+
+
+def category_token(field_index: int, category_id: Column) -> Column:
+    """The 8-hex-digit token of a category id, in UPPER case (lower the whole line once: cheaper).
+
+    A bijection on 32 bits, so distinct ids never collide."""
+    x = (category_id * 2654435761 + (field_index + 1) * 40503) % (_U32 + 1)
+    x = x.bitwiseXOR(F.shiftright(x, 16))
+    x = (x * 0x45D9F3B) % (_U32 + 1)
+    return F.lpad(F.hex(x), 8, "0")
+
+
+def _uniform(h: Column, offset: int, width: int) -> Column:
+    """A uniform draw in (0, 1) from `width` bits of a 64-bit hash starting at bit `offset`."""
+    bits = F.shiftright(h, offset).bitwiseAND(F.lit((1 << width) - 1))
+    return (bits + 0.5) / float(1 << width)
+
+
+def _centered(h: Column, offset: int) -> Column:
+    """A zero-mean, unit-variance uniform draw from 12 bits of a hash."""
+    return (_uniform(h, offset, 12) - 0.5) * math.sqrt(12.0)

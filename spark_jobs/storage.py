@@ -1,0 +1,63 @@
+"""File operations through Hadoop's FileSystem, so paths work alike on local disk, DBFS, S3 or HDFS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+
+def _fs_and_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
+def qualified(spark: SparkSession, path: str) -> str:
+    """The fully qualified URI of a path (file:/..., s3a://...), as Spark's input_file_name gives it."""
+    fs, hadoop_path = _fs_and_path(spark, path)
+    return str(fs.makeQualified(hadoop_path).toString())
+
+
+def list_files(spark: SparkSession, directory: str) -> list[str]:
+    """Data files directly under a directory, sorted (Spark's _SUCCESS and hidden files skipped)."""
+    fs, hadoop_path = _fs_and_path(spark, directory)
+    names = [status.getPath().getName() for status in fs.listStatus(hadoop_path) if status.isFile()]
+    return sorted(n for n in names if not n.startswith(("_", ".")))
+
+
+def rename(spark: SparkSession, source: str, target: str) -> None:
+    fs, source_path = _fs_and_path(spark, source)
+    _, target_path = _fs_and_path(spark, target)
+    fs.mkdirs(target_path.getParent())
+    if not fs.rename(source_path, target_path):
+        raise OSError(f"could not rename {source} to {target}")
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    fs, hadoop_path = _fs_and_path(spark, path)
+    fs.delete(hadoop_path, True)
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Writes a small text file (a report, a model description) to any Hadoop file system."""
+    fs, hadoop_path = _fs_and_path(spark, path)
+    stream = fs.create(hadoop_path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def list_files_recursive(spark: SparkSession, directory: str) -> list[str]:
+    """Data files anywhere below a directory, as sorted paths relative to it."""
+    fs, hadoop_path = _fs_and_path(spark, directory)
+    root = str(fs.makeQualified(hadoop_path).toString()).rstrip("/") + "/"
+    files = fs.listFiles(hadoop_path, True)
+    relative = []
+    while files.hasNext():
+        path = str(files.next().getPath().toString())
+        name = path.rsplit("/", 1)[-1]
+        if not name.startswith(("_", ".")):
+            relative.append(path[len(root) :])
+    return sorted(relative)

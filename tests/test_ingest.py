@@ -1,0 +1,124 @@
+"""Ingest: every raw line lands in bronze or rejects with a reason; reruns add nothing."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+
+from rec_plugin.schema import CATEGORICAL, DENSE
+from spark_jobs import ingest as ing
+
+GOOD = ["1", *[str(i) for i in range(1, 14)], *[f"{i:08x}" for i in range(1, 27)]]
+
+
+def line(**changes: str) -> bytes:
+    fields = dict(zip(["label", *DENSE, *CATEGORICAL], GOOD))
+    fields.update(changes)
+    return "\t".join(fields.values()).encode()
+
+
+# (raw bytes of the line, the reason code it must get, the field it must name); None = accepted.
+CASES = [
+    (line(), None, None),
+    (b"", ing.EMPTY_LINE, None),
+    (line().replace(b"00000003", b"0000\xff\xfe00"), ing.BAD_BYTES, None),
+    (b"\t".join(line().split(b"\t")[:-1]), ing.FIELD_COUNT, None),
+    (line() + b"\t", ing.FIELD_COUNT, None),
+    (b"   ", ing.FIELD_COUNT, None),
+    (line(label="2"), ing.BAD_LABEL, "label"),
+    (line(label=""), ing.BAD_LABEL, "label"),
+    (line(I3="abc"), ing.INT_NOT_INTEGER, "I3"),
+    (line(I5="1.5"), ing.INT_NOT_INTEGER, "I5"),
+    (line(I4="99999999999"), ing.INT_OUT_OF_RANGE, "I4"),
+    (line(C5="abc"), ing.CAT_BAD_LENGTH, "C5"),
+    (line(C6="zzzzzzzz"), ing.CAT_NOT_HEX, "C6"),
+    (line(C7="ABCDEF12"), ing.CAT_NOT_HEX, "C7"),
+    (line(I2="5\r3"), ing.INT_NOT_INTEGER, "I2"),
+    (line(I1="", C26=""), None, None),
+    (line(I2="-3", I7="0042"), None, None),
+    (line() + b"\r", None, None),  # a CRLF line: the carriage return ends the line
+]
+
+
+def write_raw(root: Path, name: str, compress: bool) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = b"\n".join(raw for raw, _, _ in CASES) + b"\n" + line(label="0")  # no final newline
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_every_malformation_is_quarantined_and_counts_reconcile(spark, tmp_path, compress):
+    raw = tmp_path / "raw"
+    write_raw(raw, "day_5/part-00000.tsv" + (".gz" if compress else ""), compress)
+    bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
+    report = ing.ingest(spark, str(raw), bronze, rejects)
+
+    expected_rejects = {n + 1: (reason, field) for n, (_, reason, field) in enumerate(CASES) if reason}
+    lines = len(CASES) + 1
+    assert report["lines_read"] == lines
+    assert report["rejected"] == len(expected_rejects)
+    assert report["accepted"] == lines - len(expected_rejects)
+    got = {
+        r.line_number: (r.reason, r.reason_field) for r in spark.read.format("delta").load(rejects).collect()
+    }
+    assert got == expected_rejects
+
+    accepted = {r.line_number: r for r in spark.read.format("delta").load(bronze).collect()}
+    assert sorted(accepted) == [n for n in range(1, lines + 1) if n not in expected_rejects]
+    first = accepted[1]
+    assert (first.day, first.label, first.I1, first.I13, first.C1, first.C26) == (
+        5,
+        1,
+        1,
+        13,
+        "00000001",
+        "0000001a",
+    )
+    assert first.source_file.startswith("day_5/part-00000.tsv")
+    missing = accepted[16]
+    assert missing.I1 is None and missing.C26 is None
+    assert (accepted[17].I2, accepted[17].I7) == (-3, 42)
+    assert accepted[18].C26 == "0000001a", "the CRLF line's last field loses its carriage return"
+    assert accepted[lines].label == 0
+
+
+def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
+    raw = tmp_path / "raw"
+    write_raw(raw, "day_1/a.tsv", False)
+    write_raw(raw, "day_2/b.tsv", False)
+    bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
+    ing.ingest(spark, str(raw), bronze, rejects)
+    counts = spark.read.format("delta").load(bronze).count(), spark.read.format("delta").load(rejects).count()
+    version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
+
+    again = ing.ingest(spark, str(raw), bronze, rejects, days=[2])
+    assert again["bronze_version"] == version + 1
+    assert (
+        spark.read.format("delta").load(bronze).count(),
+        spark.read.format("delta").load(rejects).count(),
+    ) == counts
+    ing.ingest(spark, str(raw), bronze, rejects)
+    assert spark.read.format("delta").load(bronze).count() == counts[0]
+
+
+def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, tmp_path):
+    root, report = default_data
+    result = ing.ingest(spark, str(root / "raw"), str(tmp_path / "bronze"), str(tmp_path / "rejects"))
+    assert result["lines_read"] == report["rows"] == result["accepted"] and result["rejected"] == 0
+    bronze = spark.read.format("delta").load(str(tmp_path / "bronze"))
+    oracle = spark.read.format("delta").load(str(root / "oracle"))
+    joined = bronze.join(oracle, ["day", "source_file", "line_number"])
+    assert joined.count() == report["rows"]
+    assert joined.where(bronze.label != oracle.label).count() == 0
+
+
+def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "clicks.tsv").write_bytes(line())
+    with pytest.raises(ValueError, match="no day_<d> in its path"):
+        ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))

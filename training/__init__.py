@@ -1,0 +1,1 @@
+"""Training: loaders, models, distributed training, evaluation and checkpoints."""
