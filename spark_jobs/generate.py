@@ -15,20 +15,20 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin.schema import CATEGORICAL, DENSE, FIELD_SEPARATOR, LABEL, LINE_NUMBER, SOURCE_FILE
 from spark_jobs import storage
-from spark_jobs.planted_model import PlantedModel, category_token
+from spark_jobs.planted_model import PlantedModel, category_token, label_draw
 from spark_jobs.session import build_session, session_conf
+from training.metrics import auc_from_counts
 
-_CALIBRATION_ROWS = 50_000
+_CALIBRATION_ROWS = 20_000
 _ROW_INDEX_BITS = 33  # monotonically_increasing_id keeps the row's index in its partition in these bits
 # The generator's hundreds of expressions per row run 1.2x faster without whole-stage codegen
 # (bench/generate.py): its one giant method JIT-compiles worse than per-operator projections.
-_WIDE_PROJECTIONS = {"spark.sql.codegen.wholeStage": "false"}
+WIDE_PROJECTIONS = {"spark.sql.codegen.wholeStage": "false"}
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,22 @@ def _frame(
 ) -> DataFrame:
     """Draws for global rows 0..rows-1 (day = row // rows_per_day): category ids, dense values,
     the label's uniform draw and the planted logits."""
-    day = F.floor(F.col("id") / rows_per_day).cast("int")
-    row_hash = F.xxhash64(F.lit(model.seed), day, F.col("id") % rows_per_day)
-    ids = model.category_ids(day, row_hash)
-    dense = model.dense_values(row_hash)
-    label_bits = F.xxhash64(row_hash, F.lit(999)).bitwiseAND(F.lit((1 << 53) - 1))
-    draws = spark.range(0, rows, 1, partitions).select(
-        day.alias("day"),
-        *[column.alias(f"id_{name}") for name, column in ids.items()],
-        *[column.alias(name) for name, column in dense.items()],
-        (label_bits / float(1 << 53)).alias("label_draw"),
+    day = F.floor(F.col("id") / rows_per_day).cast("int").alias("day")
+    row_hash = F.xxhash64(F.lit(model.seed), F.col("day"), F.col("id") % rows_per_day).alias("row_hash")
+    # Each stage materializes what the next reads many times (see PlantedModel.field_hashes).
+    keyed = spark.range(0, rows, 1, partitions).select("id", day).select("id", "day", row_hash)
+    hashed_fields = keyed.select(
+        "day", *[h.alias(f"f_{name}") for name, h in PlantedModel.field_hashes(F.col("row_hash")).items()]
+    )
+    field_hash = {name: F.col(f"f_{name}") for name in [*CATEGORICAL, *DENSE, LABEL]}
+    draws = hashed_fields.select(
+        "day",
+        *[
+            column.alias(f"id_{name}")
+            for name, column in model.category_ids(F.col("day"), field_hash).items()
+        ],
+        *[column.alias(name) for name, column in model.dense_values(field_hash).items()],
+        label_draw(field_hash[LABEL]).alias("label_draw"),
     )
     hashes = model.effect_hashes({name: F.col(f"id_{name}") for name in CATEGORICAL})
     hashed = draws.select("*", *[column.alias(f"h_{name}") for name, column in hashes.items()])
@@ -130,12 +136,14 @@ def _suffix(compression: str) -> str:
     return ".tsv" + (".gz" if compression == "gzip" else "")
 
 
-def generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
+def generate(
+    spark: SparkSession, out: str, config: GeneratorConfig, sql_conf: dict[str, str] | None = None
+) -> dict:
     """Writes the raw files, the oracle table and the planted model; returns the report section.
 
     One Spark partition is one output file: partition p holds day p // files_per_day, so a line's
     number in its file is its index in the partition, for the raw files and the oracle alike."""
-    with session_conf(spark, _WIDE_PROJECTIONS):
+    with session_conf(spark, WIDE_PROJECTIONS if sql_conf is None else sql_conf):
         return _generate(spark, out, config)
 
 
@@ -145,7 +153,8 @@ def _generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
     rows = config.days * config.rows_per_day
     frame = _frame(spark, model, config.rows_per_day, rows, config.days * config.files_per_day)
     staging = f"{out}/raw/_staging"
-    storage.delete(spark, f"{out}/raw")
+    for previous in ("raw", "oracle"):  # a full regeneration: no old versions to keep
+        storage.delete(spark, f"{out}/{previous}")
     _raw_lines(frame).write.option("compression", config.compression).text(staging)
     for name in storage.list_files(spark, staging):
         day, part = divmod(int(name.split("-")[1]), config.files_per_day)
@@ -153,7 +162,7 @@ def _generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
             spark, f"{staging}/{name}", f"{out}/raw/day_{day}/part-{part:05d}{_suffix(config.compression)}"
         )
     storage.delete(spark, staging)
-    _oracle(frame, config).write.format("delta").mode("overwrite").save(f"{out}/oracle")
+    _oracle(frame, config).write.format("delta").save(f"{out}/oracle")
     elapsed = time.perf_counter() - started
     storage.write_text(spark, f"{out}/planted_model.json", model.to_json())
     return {
@@ -166,16 +175,29 @@ def _generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
 
 def oracle_metrics(oracle: DataFrame) -> dict:
     """AUC and logloss of the planted model on its own rows, and the AUC of its first-order part."""
-    evaluator = BinaryClassificationEvaluator(labelCol=LABEL, metricName="areaUnderROC", numBins=0)
-    frame = oracle.withColumn(LABEL, F.col(LABEL).cast("double"))
+    label = F.col(LABEL).cast("double")
     p = F.greatest(F.least(F.col("p_click"), F.lit(1 - 1e-7)), F.lit(1e-7))
-    logloss = frame.select(F.avg(-(F.col(LABEL) * F.log(p) + (1 - F.col(LABEL)) * F.log(1 - p)))).first()[0]
+    totals = oracle.select(
+        F.avg(-(label * F.log(p) + (1 - label) * F.log(1 - p))).alias("logloss"), F.avg(label).alias("rate")
+    ).first()
     return {
-        "oracle_auc": round(evaluator.setRawPredictionCol("p_click").evaluate(frame), 5),
-        "oracle_logloss": round(float(logloss), 5),
-        "first_order_auc": round(evaluator.setRawPredictionCol("p_first_order").evaluate(frame), 5),
-        "positive_rate": round(float(frame.select(F.avg(LABEL)).first()[0]), 5),
+        "oracle_auc": round(spark_auc(oracle, "p_click"), 5),
+        "oracle_logloss": round(float(totals["logloss"]), 5),
+        "first_order_auc": round(spark_auc(oracle, "p_first_order"), 5),
+        "positive_rate": round(float(totals["rate"]), 5),
     }
+
+
+def spark_auc(frame: DataFrame, probability: str, bins: int = 100_000) -> float:
+    """AUC of a probability column against `label`, from a group-by over `bins` score bins (no sort);
+    pairs tied within a bin count half, which moves the AUC by less than 1e-4."""
+    counts = (
+        frame.groupBy(F.floor(F.col(probability) * bins).alias("bin"))
+        .agg(F.sum(LABEL).alias("positives"), F.count("*").alias("rows"))
+        .orderBy("bin")
+        .toPandas()
+    )
+    return auc_from_counts(counts["positives"], counts["rows"] - counts["positives"])
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GeneratorConfig]:

@@ -20,9 +20,10 @@ import numpy as np
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from rec_plugin.schema import CATEGORICAL, DENSE
+from rec_plugin.schema import CATEGORICAL, DENSE, LABEL
 
-_U32 = 0xFFFFFFFF
+_TOKEN_PRIME = 4_026_531_833
+_TOKEN_MULTIPLIER = 1_103_515_245
 _INT_MAX = 2**31 - 1
 # Shares of the logit's variance: first-order categories, pairwise interactions, dense features.
 _FIRST_ORDER_SHARE, _INTERACTION_SHARE, _DENSE_SHARE = 0.40, 0.45, 0.15
@@ -97,11 +98,19 @@ class PlantedModel:
         values["pairs"] = [tuple(p) for p in values["pairs"]]
         return cls(**values)
 
-    def category_ids(self, day: Column, row_hash: Column) -> dict[str, Column]:
+    @staticmethod
+    def field_hashes(row_hash: Column) -> dict[str, Column]:
+        """Per raw field (and the label): a 64-bit hash whose bits are that field's draws for the row.
+
+        Materialize these as columns before category_ids/dense_values read them, so that each is
+        computed once per row rather than once per place that reads it."""
+        return {name: F.xxhash64(row_hash, F.lit(j)) for j, name in enumerate([*CATEGORICAL, *DENSE, LABEL])}
+
+    def category_ids(self, day: Column, field_hash: dict[str, Column]) -> dict[str, Column]:
         """Per field: the category's integer id for this row (null = missing)."""
         ids = {}
         for j, name in enumerate(CATEGORICAL):
-            h = F.xxhash64(row_hash, F.lit(j))
+            h = field_hash[name]
             k = self.cardinalities[j]
             # Zipf-like: P(rank = r) ~ 1 / (r + 1); exp(u * ln(k + 1)) is pow(k + 1, u), twice as fast.
             rank = F.floor(F.exp(math.log(k + 1.0) * _uniform(h, 0, 32))) - 1
@@ -112,11 +121,11 @@ class PlantedModel:
             ids[name] = F.when(missing, F.lit(None)).otherwise(value).cast("long")
         return ids
 
-    def dense_values(self, row_hash: Column) -> dict[str, Column]:
+    def dense_values(self, field_hash: dict[str, Column]) -> dict[str, Column]:
         """Per dense field: a heavy-tailed (log-normal) count, with negatives and missing as in Criteo."""
         values = {}
         for i, name in enumerate(DENSE):
-            h = F.xxhash64(row_hash, F.lit(100 + i))
+            h = field_hash[name]
             # Irwin-Hall: the sum of four uniforms, rescaled, is a near-normal draw with no log or cos.
             normal = (sum(_uniform(h, 12 * t, 12) for t in range(4)) - 2.0) * math.sqrt(3.0)
             count = F.floor(F.exp(self.dense_mu[i] + self.dense_sigma[i] * normal) - 1.0)
@@ -160,11 +169,15 @@ class PlantedModel:
 def category_token(field_index: int, category_id: Column) -> Column:
     """The 8-hex-digit token of a category id, in UPPER case (lower the whole line once: cheaper).
 
-    A bijection on 32 bits, so distinct ids never collide."""
-    x = (category_id * 2654435761 + (field_index + 1) * 40503) % (_U32 + 1)
-    x = x.bitwiseXOR(F.shiftright(x, 16))
-    x = (x * 0x45D9F3B) % (_U32 + 1)
-    return F.lpad(F.hex(x), 8, "0")
+    x -> (x * A + field) mod P for a prime P just below 0xF0000000 is a bijection on [0, P), so
+    distinct ids (below P) never collide, and + 0x10000000 makes every token 8 digits long."""
+    scrambled = (category_id * _TOKEN_MULTIPLIER + field_index * 7919) % _TOKEN_PRIME
+    return F.hex(scrambled + 0x10000000)
+
+
+def label_draw(label_hash: Column) -> Column:
+    """The uniform draw that decides a row's label: clicked when it falls below the true probability."""
+    return F.shiftrightunsigned(label_hash, 11) / float(1 << 53)
 
 
 def _uniform(h: Column, offset: int, width: int) -> Column:
