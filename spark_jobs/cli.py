@@ -8,6 +8,7 @@ from importlib import import_module
 STAGES = {
     "generate": "spark_jobs.generate",
     "ingest": "spark_jobs.ingest",
+    "featurize": "spark_jobs.featurize",
     "demo": "spark_jobs.demo",
 }
 

@@ -10,19 +10,22 @@ import argparse
 import json
 from pathlib import Path
 
+from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
 
 
 def summary(report: dict) -> str:
-    g, i = report["generate"], report["ingest"]
+    g, i, f = report["generate"], report["ingest"], report["featurize"]
     return "\n".join(
         [
             f"generate: {g['rows']:,} rows over {g['days']} days at {g['rows_per_s']:,.0f} rows/s; "
             f"oracle AUC {g['oracle_auc']:.4f} (first-order part alone {g['first_order_auc']:.4f})",
             f"ingest:   {i['lines_read']:,} lines read = {i['accepted']:,} accepted"
             f" + {i['rejected']:,} rejected; bronze {i['bronze_table']} at version {i['bronze_version']}",
+            f"featurize: {f['rows_out']:,} rows at {f['rows_per_s']:,.0f} rows/s from bronze version "
+            f"{f['bronze_version']}; GPU-eligible operators {f['gpu_eligible_fraction']}",
         ]
     )
 
@@ -30,19 +33,28 @@ def summary(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="sparkrec demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="artifacts/demo", help="folder for data, tables and the report")
-    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    parser.add_argument(
+        "--profile",
+        default="rapids-explain",
+        help="Spark profile (default: local Spark + RAPIDS explain-only)",
+    )
     parser.add_argument("--rows-per-day", type=int, default=GeneratorConfig.rows_per_day)
     parser.add_argument("--days", type=int, default=GeneratorConfig.days)
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    spark = build_session(args.profile, "sparkrec-demo")
+    # The RAPIDS jar on the classpath (plugin off) lets featurize report which operators a GPU would run.
+    spark = build_session(args.profile, "sparkrec-demo", {"sparkrec.jars": "delta,rapids"})
     print(
         f"demo: Spark UI at {spark.sparkContext.uiWebUrl}" if spark.sparkContext.uiWebUrl else "demo: started"
     )
     config = GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
     report = {"generate": generate(spark, str(out / "data"), config)}
-    report["ingest"] = ingest(
-        spark, str(out / "data" / "raw"), str(out / "lake" / "bronze"), str(out / "lake" / "rejects")
+    lake = out / "lake"
+    report["ingest"] = ingest(spark, str(out / "data" / "raw"), str(lake / "bronze"), str(lake / "rejects"))
+    days = list(range(config.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    report["featurize"] = featurize(
+        spark, str(lake / "bronze"), str(lake / "features"), str(lake / "workflow"), splits
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

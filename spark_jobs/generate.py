@@ -18,8 +18,8 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from rec_plugin import storage
 from rec_plugin.schema import CATEGORICAL, DENSE, FIELD_SEPARATOR, LABEL, LINE_NUMBER, SOURCE_FILE
-from spark_jobs import storage
 from spark_jobs.planted_model import PlantedModel, category_token, label_draw
 from spark_jobs.session import build_session, session_conf
 from training.metrics import auc_from_counts

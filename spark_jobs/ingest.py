@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from rec_plugin import storage
 from rec_plugin.schema import (
     CATEGORICAL,
     CATEGORY_HEX_LENGTH,
@@ -33,7 +34,6 @@ from rec_plugin.schema import (
     bronze_schema,
     rejects_schema,
 )
-from spark_jobs import storage
 from spark_jobs.session import build_session, session_conf
 
 DAY_IN_PATH = re.compile(r"day_(\d+)")

@@ -8,6 +8,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
 
 TEST_SPARK_CONF = {
@@ -15,6 +16,8 @@ TEST_SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "4",
+    # The RAPIDS jar on the classpath (plugin off) lets tests ask which operators would run on a GPU.
+    "sparkrec.jars": "delta,rapids",
 }
 
 
@@ -30,3 +33,11 @@ def default_data(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) 
     """The demo's default generated data set (4 days x 100k rows) and its generate report."""
     out = tmp_path_factory.mktemp("default_data")
     return out, generate(spark, str(out), GeneratorConfig())
+
+
+@pytest.fixture(scope="session")
+def default_bronze(spark: SparkSession, default_data: tuple[Path, dict]) -> tuple[str, dict]:
+    """The default data set ingested into a Delta bronze table, and the ingest report."""
+    root, _ = default_data
+    bronze = str(root / "lake" / "bronze")
+    return bronze, ingest(spark, str(root / "raw"), bronze, str(root / "lake" / "rejects"))

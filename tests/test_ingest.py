@@ -106,11 +106,11 @@ def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
     assert spark.read.format("delta").load(bronze).count() == counts[0]
 
 
-def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, tmp_path):
+def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, default_bronze):
     root, report = default_data
-    result = ing.ingest(spark, str(root / "raw"), str(tmp_path / "bronze"), str(tmp_path / "rejects"))
+    path, result = default_bronze
     assert result["lines_read"] == report["rows"] == result["accepted"] and result["rejected"] == 0
-    bronze = spark.read.format("delta").load(str(tmp_path / "bronze"))
+    bronze = spark.read.format("delta").load(path)
     oracle = spark.read.format("delta").load(str(root / "oracle"))
     joined = bronze.join(oracle, ["day", "source_file", "line_number"])
     assert joined.count() == report["rows"]

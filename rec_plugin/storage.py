@@ -61,3 +61,15 @@ def list_files_recursive(spark: SparkSession, directory: str) -> list[str]:
         if not name.startswith(("_", ".")):
             relative.append(path[len(root) :])
     return sorted(relative)
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    fs, hadoop_path = _fs_and_path(spark, path)
+    stream = fs.open(hadoop_path)
+    try:
+        reader = spark.sparkContext._jvm.java.io.BufferedReader(
+            spark.sparkContext._jvm.java.io.InputStreamReader(stream, "UTF-8")
+        )
+        return "\n".join(iter(reader.readLine, None))
+    finally:
+        stream.close()

@@ -1,0 +1,16 @@
+"""Feature ops, composable with `>>`: each has its own module with a fit/transform split."""
+
+from rec_plugin.ops.base import Op
+from rec_plugin.ops.categorify import Categorify
+from rec_plugin.ops.clip import Clip
+from rec_plugin.ops.cross import Cross
+from rec_plugin.ops.fill_missing import FillMissing
+from rec_plugin.ops.hash_bucket import HashBucket
+from rec_plugin.ops.log import LogOp
+from rec_plugin.ops.normalize import Normalize
+
+OPS: dict[str, type[Op]] = {
+    op.__name__: op for op in (Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize)
+}
+
+__all__ = ["OPS", "Categorify", "Clip", "Cross", "FillMissing", "HashBucket", "LogOp", "Normalize", "Op"]

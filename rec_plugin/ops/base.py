@@ -1,0 +1,65 @@
+"""The op protocol: fit learns a state from data (Estimator), transform applies it (Transformer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from rec_plugin.templates import expression
+
+
+class Op:
+    """A feature op over columns. Subclasses keep their constructor arguments in `params`."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame | None:
+        """The aggregation fit runs over `frame` (the upstream ops' output); None for a stateless op."""
+        return None
+
+    def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
+        """The op's state, from its fit query."""
+        return {}
+
+    def fit(self, frame: DataFrame, columns: list[str]) -> dict[str, Any]:
+        query = self.fit_query(frame, columns)
+        return {} if query is None else self.state_from(query, columns)
+
+    def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        raise NotImplementedError
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        """Columns the op writes; by default it replaces its inputs in place."""
+        return columns
+
+    def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
+        """The JSON form of a state; ops with tables write them under `path`."""
+        return state
+
+    def load_state(self, spark: SparkSession, saved: dict[str, Any], path: str) -> dict[str, Any]:
+        return saved
+
+    def __rrshift__(self, columns: list[str] | str) -> Any:
+        from rec_plugin.workflow import Node
+
+        return Node(tuple([columns] if isinstance(columns, str) else columns)) >> self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class RowOp(Op):
+    """An op that rewrites each column through one template of op_templates.json."""
+
+    template = ""
+
+    def template_params(self, column: str, state: dict[str, Any]) -> dict[str, Any]:
+        return self.params
+
+    def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        return frame.withColumns(
+            {c: expression(self.template, {"x": c}, self.template_params(c, state)) for c in columns}
+        )

@@ -1,0 +1,12 @@
+"""Clip: bounds values to [min, max] (either side optional); nulls stay null."""
+
+from __future__ import annotations
+
+from rec_plugin.ops.base import RowOp
+
+
+class Clip(RowOp):
+    template = "clip"
+
+    def __init__(self, min: float | None = None, max: float | None = None) -> None:  # noqa: A002
+        super().__init__(min=min, max=max)

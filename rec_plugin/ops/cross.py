@@ -1,0 +1,25 @@
+"""Cross: a hashed cross of two categorical columns, as a new id column (0 = either side missing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+from rec_plugin.ops.base import Op
+from rec_plugin.templates import expression
+
+
+class Cross(Op):
+    def __init__(self, buckets: int) -> None:
+        super().__init__(buckets=buckets)
+
+    def output_columns(self, columns: list[str]) -> list[str]:
+        if len(columns) != 2:
+            raise ValueError(f"Cross takes two columns, got {columns}")
+        return ["_x_".join(columns)]
+
+    def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        (name,) = self.output_columns(columns)
+        crossed = expression("hashed_cross", {"x": columns[0], "y": columns[1]}, self.params)
+        return frame.withColumn(name, crossed)

@@ -1,0 +1,126 @@
+"""Workflow: an NVTabular-style ops graph over Spark DataFrames, fitted once, applied anywhere.
+
+    cont = DENSE >> FillMissing(0) >> Clip(min=0) >> LogOp() >> Normalize()
+    cat = CATEGORICAL >> Categorify(freq_threshold=15)
+    wf = Workflow(cont + cat + ["label"])
+    wf.fit(bronze); features = wf.transform(bronze); wf.save(path); Workflow.load(spark, path)
+
+Saved as workflow.json (the graph, parameters and scalar statistics) plus one Delta table per
+vocabulary: no pickle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from rec_plugin import storage
+from rec_plugin.ops import OPS, Op
+
+
+@dataclass(frozen=True)
+class Node:
+    """Columns and the chain of ops applied to them, in order."""
+
+    columns: tuple[str, ...]
+    ops: tuple[Op, ...] = field(default=())
+
+    def __rshift__(self, op: Op) -> Node:
+        return Node(self.columns, (*self.ops, op))
+
+    def __add__(self, other: Node | list) -> list:
+        return [self, *(other if isinstance(other, list) else [other])]
+
+    def __radd__(self, other: list) -> list:
+        return [*other, self]
+
+    def output_columns(self) -> list[str]:
+        columns = list(self.columns)
+        for op in self.ops:
+            columns = op.output_columns(columns)
+        return columns
+
+
+class Workflow:
+    """The fitted (or not yet fitted) graph: nodes, plus columns passed through unchanged."""
+
+    def __init__(self, graph: list[Node | str]) -> None:
+        self.nodes = [item for item in graph if isinstance(item, Node)]
+        self.passthrough = [item for item in graph if isinstance(item, str)]
+        self.states: list[list[dict[str, Any]]] | None = None
+
+    def output_columns(self) -> list[str]:
+        return [c for node in self.nodes for c in node.output_columns()] + self.passthrough
+
+    def fit(self, frame: DataFrame) -> Workflow:
+        """Learns every op's state; each op sees the data as transform will hand it to that op."""
+        self.states = [[] for _ in self.nodes]
+
+        def fit_op(node_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
+            self.states[node_index].append(op.fit(current, columns))
+
+        self._apply(frame, fit_op)
+        return self
+
+    def fit_queries(self, frame: DataFrame) -> list[DataFrame]:
+        """The aggregations fit runs over `frame`, rebuilt from the fitted graph (for plan inspection)."""
+        queries: list[DataFrame] = []
+
+        def collect(node_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
+            query = op.fit_query(current, columns)
+            queries.extend([] if query is None else [query])
+
+        self._apply(frame, collect)
+        return queries
+
+    def transform(self, frame: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+        """The workflow's output columns, plus the untouched input columns named in `keep`."""
+        frame = frame.withColumns({f"_keep_{c}": frame[c] for c in keep})
+        frame = self._apply(frame, lambda *_: None)
+        return frame.select(*[frame[f"_keep_{c}"].alias(c) for c in keep], *self.output_columns())
+
+    def _apply(
+        self, frame: DataFrame, before_op: Callable[[int, Op, DataFrame, list[str]], None]
+    ) -> DataFrame:
+        """Runs the nodes in order over one frame (a node sees columns as earlier nodes left them),
+        calling before_op ahead of each op's transform."""
+        if self.states is None:
+            raise RuntimeError("fit the workflow (or load a fitted one) first")
+        for node_index, node in enumerate(self.nodes):
+            columns = list(node.columns)
+            for op_index, op in enumerate(node.ops):
+                before_op(node_index, op, frame, columns)
+                frame = op.transform(frame, columns, self.states[node_index][op_index])
+                columns = op.output_columns(columns)
+        return frame
+
+    def state(self, node_index: int, op_index: int) -> dict[str, Any]:
+        return self.states[node_index][op_index]
+
+    def save(self, path: str) -> None:
+        spark = SparkSession.getActiveSession()
+        nodes = []
+        for node, states in zip(self.nodes, self.states or [[{}] * len(n.ops) for n in self.nodes]):
+            ops = [
+                {"op": type(op).__name__, "params": op.params, "state": op.save_state(spark, state, path)}
+                for op, state in zip(node.ops, states)
+            ]
+            nodes.append({"columns": list(node.columns), "ops": ops})
+        document = {"nodes": nodes, "passthrough": self.passthrough, "fitted": self.states is not None}
+        storage.write_text(spark, f"{path}/workflow.json", json.dumps(document, indent=2))
+
+    @classmethod
+    def load(cls, spark: SparkSession, path: str) -> Workflow:
+        document = json.loads(storage.read_text(spark, f"{path}/workflow.json"))
+        graph: list[Node | str] = []
+        states = []
+        for entry in document["nodes"]:
+            ops = [OPS[o["op"]](**o["params"]) for o in entry["ops"]]
+            graph.append(Node(tuple(entry["columns"]), tuple(ops)))
+            states.append([op.load_state(spark, o["state"], path) for op, o in zip(ops, entry["ops"])])
+        workflow = cls([*graph, *document["passthrough"]])
+        workflow.states = states if document["fitted"] else None
+        return workflow

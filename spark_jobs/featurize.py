@@ -1,0 +1,135 @@
+"""sparkrec featurize: bronze Delta -> Delta features + the fitted workflow.
+
+Fits the Criteo workflow (rec_plugin/criteo.py) on the training days of the bronze table read at a
+pinned Delta version (the latest by default; recorded, so a rerun at that version reproduces the
+output exactly), transforms the train, validation and test days, and writes what training consumes:
+a Delta table (day, split, label float32, I1..I13 float32, C1..C26 int32 ids) partitioned by day,
+the saved workflow (JSON + one Delta table per vocabulary) and features.json (schema, cardinalities,
+lineage).
+
+    spark-submit spark_jobs/featurize.py --bronze lake/bronze --features lake/features \\
+        --workflow lake/workflow --train-days 0,1 --valid-days 2 --test-days 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from rec_plugin import storage
+from rec_plugin.criteo import criteo_workflow
+from rec_plugin.gpu import gpu_plan, rapids_available
+from rec_plugin.ops import Categorify
+from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL
+from rec_plugin.workflow import Workflow
+from spark_jobs.session import build_session
+
+SPLIT = "split"
+
+
+def _days(text: str) -> list[int]:
+    return [int(d) for d in text.split(",") if d]
+
+
+def cardinalities(workflow: Workflow) -> dict[str, int]:
+    """Embedding rows per categorical column (largest id + the reserved 0), from the fitted vocabularies."""
+    sizes = {}
+    for node, states in zip(workflow.nodes, workflow.states or []):
+        for op, state in zip(node.ops, states):
+            if isinstance(op, Categorify):
+                sizes.update({column: Categorify.cardinality(state, column) for column in state})
+    return sizes
+
+
+def gpu_eligibility(frames: list[DataFrame]) -> float | None:
+    """The share of plan operators the RAPIDS Accelerator would run on a GPU (None without its jar)."""
+    if not frames or not rapids_available(frames[0]):
+        return None
+    reports = [gpu_plan(frame) for frame in frames]
+    on = sum(len(r.on_gpu) for r in reports)
+    total = on + sum(len(r.not_on_gpu) for r in reports)
+    return round(on / total, 4) if total else 1.0
+
+
+def featurize(
+    spark: SparkSession,
+    bronze: str,
+    features: str,
+    workflow_path: str,
+    splits: dict[str, list[int]],
+    bronze_version: int | None = None,
+    freq_threshold: int = 15,
+) -> dict:
+    """Fits on splits['train'], writes features for every split's days; returns the report section."""
+    started = time.perf_counter()
+    if bronze_version is None:
+        bronze_version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
+    source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
+    criteo_workflow(freq_threshold).fit(source.where(F.col(DAY).isin(splits["train"]))).save(workflow_path)
+    # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache.
+    spark.catalog.clearCache()
+    workflow = Workflow.load(spark, workflow_path)
+    split_of_day = F.create_map(
+        *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
+    )
+    wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
+    transformed = workflow.transform(wanted, keep=(DAY,))
+    output = transformed.select(
+        DAY,
+        split_of_day[F.col(DAY)].alias(SPLIT),
+        F.col(LABEL).cast("float").alias(LABEL),
+        *[F.col(c).cast("float") for c in DENSE],
+        *[F.col(c).cast("int") for c in CATEGORICAL],
+    )
+    lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "splits": splits}
+    (
+        output.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("userMetadata", json.dumps(lineage))
+        .partitionBy(DAY)
+        .save(features)
+    )
+    elapsed = time.perf_counter() - started
+    rows_out = spark.read.format("delta").load(features).count()
+    sizes = cardinalities(workflow)
+    schema = {"label": LABEL, "dense": DENSE, "categorical": CATEGORICAL, "cardinalities": sizes}
+    storage.write_text(spark, f"{workflow_path}/features.json", json.dumps({**schema, **lineage}, indent=2))
+    fit_source = source.where(F.col(DAY).isin(splits["train"]))
+    return {
+        "rows_out": rows_out,
+        "rows_per_s": round(rows_out / elapsed, 1),
+        "gpu_eligible_fraction": gpu_eligibility([*workflow.fit_queries(fit_source), output]),
+        "bronze_version": bronze_version,
+        "features_table": features,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="sparkrec featurize", description=__doc__.splitlines()[0])
+    parser.add_argument("--bronze", required=True, help="Delta bronze table path")
+    parser.add_argument("--bronze-version", type=int, help="Delta version to read (default: latest)")
+    parser.add_argument("--features", required=True, help="Delta features table path")
+    parser.add_argument("--workflow", required=True, help="where to save the fitted workflow")
+    parser.add_argument("--train-days", type=_days, required=True, help="e.g. 0,1")
+    parser.add_argument("--valid-days", type=_days, default=[])
+    parser.add_argument("--test-days", type=_days, default=[])
+    parser.add_argument("--freq-threshold", type=int, default=15)
+    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    args = parser.parse_args(argv)
+    spark = build_session(args.profile, "sparkrec-featurize")
+    splits = {"train": args.train_days, "valid": args.valid_days, "test": args.test_days}
+    report = featurize(
+        spark, args.bronze, args.features, args.workflow, splits, args.bronze_version, args.freq_threshold
+    )
+    print(json.dumps({"featurize": report}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
