@@ -18,7 +18,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from rec_plugin import storage
-from rec_plugin.ops import OPS, Op
+from rec_plugin.ops import OPS, Categorify, Op
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Workflow:
         """Learns every op's state; each op sees the data as transform will hand it to that op."""
         self.states = [[] for _ in self.nodes]
 
-        def fit_op(node_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
+        def fit_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
             self.states[node_index].append(op.fit(current, columns))
 
         self._apply(frame, fit_op)
@@ -69,7 +69,7 @@ class Workflow:
         """The aggregations fit runs over `frame`, rebuilt from the fitted graph (for plan inspection)."""
         queries: list[DataFrame] = []
 
-        def collect(node_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
+        def collect(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
             query = op.fit_query(current, columns)
             queries.extend([] if query is None else [query])
 
@@ -82,8 +82,19 @@ class Workflow:
         frame = self._apply(frame, lambda *_: None)
         return frame.select(*[frame[f"_keep_{c}"].alias(c) for c in keep], *self.output_columns())
 
+    def extend(self, frame: DataFrame, path: str) -> Workflow:
+        """Grows the vocabularies of the workflow saved at `path` with new data (Categorify.extend):
+        a deployed model keeps its ids, and only the new rows of its embedding tables need training."""
+
+        def extend_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
+            if isinstance(op, Categorify):
+                self.states[node_index][op_index] = op.extend(current, columns, path)
+
+        self._apply(frame, extend_op)
+        return self
+
     def _apply(
-        self, frame: DataFrame, before_op: Callable[[int, Op, DataFrame, list[str]], None]
+        self, frame: DataFrame, before_op: Callable[[int, int, Op, DataFrame, list[str]], None]
     ) -> DataFrame:
         """Runs the nodes in order over one frame (a node sees columns as earlier nodes left them),
         calling before_op ahead of each op's transform."""
@@ -92,7 +103,7 @@ class Workflow:
         for node_index, node in enumerate(self.nodes):
             columns = list(node.columns)
             for op_index, op in enumerate(node.ops):
-                before_op(node_index, op, frame, columns)
+                before_op(node_index, op_index, op, frame, columns)
                 frame = op.transform(frame, columns, self.states[node_index][op_index])
                 columns = op.output_columns(columns)
         return frame

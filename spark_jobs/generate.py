@@ -119,12 +119,12 @@ def _raw_lines(frame: DataFrame) -> DataFrame:
 
 def _oracle(frame: DataFrame, config: GeneratorConfig) -> DataFrame:
     """Each line's true click probability, keyed by its file (relative to raw/) and line number."""
-    part_in_day = F.lpad((F.spark_partition_id() % config.files_per_day).cast("string"), 5, "0")
-    source_file = F.concat(F.lit("day_"), F.col("day").cast("string"), F.lit("/part-"), part_in_day)
+    # A literal array indexed by partition: no per-row string building.
+    source_file = F.element_at(F.array(*map(F.lit, raw_file_names(config))), F.spark_partition_id() + 1)
     line_number = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << _ROW_INDEX_BITS) - 1)) + 1
     return frame.select(
         "day",
-        F.concat(source_file, F.lit(_suffix(config.compression))).alias(SOURCE_FILE),
+        source_file.alias(SOURCE_FILE),
         line_number.alias(LINE_NUMBER),
         _label(frame).alias(LABEL),
         _sigmoid("logit").alias("p_click"),
@@ -132,8 +132,14 @@ def _oracle(frame: DataFrame, config: GeneratorConfig) -> DataFrame:
     )
 
 
-def _suffix(compression: str) -> str:
-    return ".tsv" + (".gz" if compression == "gzip" else "")
+def _progress(step: str, started: float) -> None:
+    print(f"generate: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+
+def raw_file_names(config: GeneratorConfig) -> list[str]:
+    """Output file of each Spark partition, relative to raw/: partition p is day p // files_per_day."""
+    suffix = ".tsv" + (".gz" if config.compression == "gzip" else "")
+    return [f"day_{d}/part-{p:05d}{suffix}" for d in range(config.days) for p in range(config.files_per_day)]
 
 
 def generate(
@@ -151,19 +157,20 @@ def _generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
     started = time.perf_counter()
     model = planted_model(spark, config)
     rows = config.days * config.rows_per_day
+    _progress(f"bias calibrated to a {config.positive_rate:.0%} positive rate", started)
     frame = _frame(spark, model, config.rows_per_day, rows, config.days * config.files_per_day)
     staging = f"{out}/raw/_staging"
     for previous in ("raw", "oracle"):  # a full regeneration: no old versions to keep
         storage.delete(spark, f"{out}/{previous}")
     _raw_lines(frame).write.option("compression", config.compression).text(staging)
+    targets = raw_file_names(config)
     for name in storage.list_files(spark, staging):
-        day, part = divmod(int(name.split("-")[1]), config.files_per_day)
-        storage.rename(
-            spark, f"{staging}/{name}", f"{out}/raw/day_{day}/part-{part:05d}{_suffix(config.compression)}"
-        )
+        storage.rename(spark, f"{staging}/{name}", f"{out}/raw/{targets[int(name.split('-')[1])]}")
     storage.delete(spark, staging)
+    _progress(f"{rows:,} raw lines written to {out}/raw", started)
     _oracle(frame, config).write.format("delta").save(f"{out}/oracle")
     elapsed = time.perf_counter() - started
+    _progress(f"oracle written to {out}/oracle", started)
     storage.write_text(spark, f"{out}/planted_model.json", model.to_json())
     return {
         "rows": rows,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable
 
 from rec_plugin.ops import Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize
 from rec_plugin.workflow import Workflow
@@ -100,3 +101,26 @@ def test_save_load_round_trip_without_pickle(spark, frame, tmp_path):
     saved = {p.name for p in Path(tmp_path / "wf").rglob("*") if p.is_file()}
     assert "workflow.json" in saved and not any(n.endswith((".pkl", ".pickle")) for n in saved)
     assert (tmp_path / "wf" / "vocab" / "c" / "_delta_log").is_dir()
+
+
+def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
+    day0 = spark.createDataFrame([(v,) for v in "aaabbc"], "c string")
+    day1 = spark.createDataFrame([(v,) for v in "zzzyyyyxbbw"], "c string")
+    path = str(tmp_path / "wf")
+    workflow = Workflow([["c"] >> Categorify(freq_threshold=2)]).fit(day0)
+    workflow.save(path)
+    before = {r.value: r.id for r in spark.read.format("delta").load(f"{path}/vocab/c").collect()}
+    assert before == {"a": 1, "b": 2}
+
+    Workflow.load(spark, path).extend(day1, path)
+    vocab = spark.read.format("delta").load(f"{path}/vocab/c").collect()
+    after = {r.value: (r.id, r["count"]) for r in vocab}
+    # Known ids unchanged (b's count grows); y (4) and z (3) pass the threshold and follow the last id;
+    # x and w (once each) stay out.
+    assert after == {"a": (1, 3), "b": (2, 4), "y": (3, 4), "z": (4, 3)}
+    history = DeltaTable.forPath(spark, f"{path}/vocab/c").history(1).first()
+    assert history["operation"] == "MERGE"
+
+    extended = Workflow.load(spark, path)
+    out = extended.transform(spark.createDataFrame([("a",), ("y",), ("z",), ("x",)], "c string"))
+    assert [r.c for r in out.collect()] == [1, 3, 4, 0]

@@ -2,12 +2,14 @@
 
 Ids start at 1 in order of descending count, ties broken by the value itself, so a refit on the same
 data gives the same ids; 0 is reserved for missing, rare (below freq_threshold) and unseen values.
-Each column's vocabulary is a table (value, id, count), saved as its own Delta table."""
+Each column's vocabulary is a table (value, id, count), saved as its own Delta table, which `extend`
+grows in place with a new day's data (see Workflow.extend)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -20,24 +22,44 @@ class Categorify(Op):
         super().__init__(freq_threshold=freq_threshold, max_size=max_size)
 
     def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame:
-        """One pass for all columns: (column, value) pairs counted in a single aggregation."""
-        pairs = frame.select(
-            F.explode(
-                F.array(
-                    *[
-                        F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value"))
-                        for c in columns
-                    ]
-                )
-            ).alias("pair")
-        ).select("pair.column", "pair.value")
-        counts = pairs.where("value IS NOT NULL").groupBy("column", "value").count()
-        counts = counts.where(F.col("count") >= self.params["freq_threshold"])
+        counts = _value_counts(frame, columns).where(F.col("count") >= self.params["freq_threshold"])
         order = Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value"))
-        vocab = counts.withColumn("id", F.row_number().over(order).cast("int"))
-        if self.params["max_size"] is not None:
-            vocab = vocab.where(F.col("id") <= self.params["max_size"])
-        return vocab
+        return self._capped(counts.withColumn("id", F.row_number().over(order).cast("int")))
+
+    def _capped(self, vocab: DataFrame) -> DataFrame:
+        size = self.params["max_size"]
+        return vocab if size is None else vocab.where(F.col("id") <= size)
+
+    def extend(self, frame: DataFrame, columns: list[str], path: str) -> dict[str, Any]:
+        """Grows the saved vocabularies with `frame` (a new day's data): existing ids never change, and
+        values not yet known that reach freq_threshold in `frame` get ids after the last one, by
+        descending count. One Delta MERGE per vocabulary table, which also adds the new counts."""
+        spark = frame.sparkSession
+        counts = _value_counts(frame, columns).persist()
+        state = {}
+        for c in columns:
+            table = DeltaTable.forPath(spark, f"{path}/vocab/{c}")
+            known = table.toDF()
+            last_id = known.agg(F.max("id")).first()[0] or 0
+            seen = counts.where(F.col("column") == c).select("value", "count")
+            fresh = seen.join(known.select("value"), "value", "left_anti")
+            fresh = fresh.where(F.col("count") >= self.params["freq_threshold"])
+            order = Window.orderBy(F.desc("count"), F.asc("value"))
+            fresh = self._capped(fresh.withColumn("id", (F.row_number().over(order) + last_id).cast("int")))
+            updates = seen.join(fresh.select("value", "id"), "value", "left")
+            (
+                table.alias("v")
+                .merge(updates.alias("u"), "v.value = u.value")
+                .whenMatchedUpdate(set={"count": "v.count + u.count"})
+                .whenNotMatchedInsert(
+                    condition="u.id IS NOT NULL",
+                    values={"value": "u.value", "id": "u.id", "count": "u.count"},
+                )
+                .execute()
+            )
+            state[c] = spark.read.format("delta").load(f"{path}/vocab/{c}")
+        counts.unpersist()
+        return state
 
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
         vocab = query.persist()
@@ -66,3 +88,10 @@ class Categorify(Op):
     def cardinality(state: dict[str, Any], column: str) -> int:
         """Embedding rows a model needs for the column: the largest id plus the reserved 0."""
         return int(state[column].agg(F.max("id")).first()[0] or 0) + 1
+
+
+def _value_counts(frame: DataFrame, columns: list[str]) -> DataFrame:
+    """(column, value, count) of every non-null value of the columns, in one aggregation for all."""
+    pairs = [F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value")) for c in columns]
+    exploded = frame.select(F.explode(F.array(*pairs)).alias("pair")).select("pair.column", "pair.value")
+    return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
