@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
+from pyspark.ml import Pipeline, PipelineModel
 
+from rec_plugin.ml import WorkflowEstimator
 from rec_plugin.ops import Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize
 from rec_plugin.workflow import Workflow
 
@@ -124,3 +126,17 @@ def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
     extended = Workflow.load(spark, path)
     out = extended.transform(spark.createDataFrame([("a",), ("y",), ("z",), ("x",)], "c string"))
     assert [r.c for r in out.collect()] == [1, 3, 4, 0]
+
+
+def test_workflow_runs_and_persists_as_a_spark_ml_pipeline(spark, frame, tmp_path):
+    graph = [["n"] >> FillMissing(0) >> Normalize(), ["c", "d"] >> Categorify(), "row"]
+    pipeline = Pipeline(stages=[WorkflowEstimator(Workflow(graph))])
+    model = pipeline.fit(frame)
+    expected = Workflow(graph).fit(frame).transform(frame).orderBy("row").collect()
+    assert model.transform(frame).orderBy("row").collect() == expected
+
+    model.write().overwrite().save(str(tmp_path / "model"))
+    assert PipelineModel.load(str(tmp_path / "model")).transform(frame).orderBy("row").collect() == expected
+    pipeline.write().overwrite().save(str(tmp_path / "pipeline"))
+    refit = Pipeline.load(str(tmp_path / "pipeline")).fit(frame)
+    assert refit.transform(frame).orderBy("row").collect() == expected
