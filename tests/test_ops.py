@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 from pyspark.ml import Pipeline, PipelineModel
+from pyspark.sql import functions as F
 
 from rec_plugin.ml import WorkflowEstimator
-from rec_plugin.ops import Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize
+from rec_plugin.ops import Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize, TargetEncoding
 from rec_plugin.workflow import Workflow
 
 ROWS = [
@@ -140,3 +141,24 @@ def test_workflow_runs_and_persists_as_a_spark_ml_pipeline(spark, frame, tmp_pat
     pipeline.write().overwrite().save(str(tmp_path / "pipeline"))
     refit = Pipeline.load(str(tmp_path / "pipeline")).fit(frame)
     assert refit.transform(frame).orderBy("row").collect() == expected
+
+
+def test_target_encoding_is_out_of_fold_for_keyed_rows_and_smoothed(spark):
+    rows = [("f", i, "abc"[i % 3] if i < 30 else "solo", int(i % 3 == 0 or i == 30)) for i in range(31)]
+    frame = spark.createDataFrame(rows, "source_file string, line_number int, c string, label int")
+    encoding = TargetEncoding(folds=3, smoothing=2.0)
+    workflow = Workflow([["c"] >> encoding, "line_number"]).fit(frame)
+    out = {r.line_number: r.TE_c for r in workflow.transform(frame).collect()}
+
+    data = frame.withColumn("fold", F.pmod(F.xxhash64("source_file", "line_number"), F.lit(3))).toPandas()
+    prior = data["label"].mean()
+    for _, row in data.iterrows():
+        others = data[(data["c"] == row["c"]) & (data["fold"] != row["fold"])]
+        expected = (others["label"].sum() + 2.0 * prior) / (len(others) + 2.0)
+        assert out[row["line_number"]] == pytest.approx(expected, abs=1e-6)
+    assert out[30] == pytest.approx(prior, abs=1e-6), "a value's only row never sees its own label"
+
+    serving = spark.createDataFrame([("a",), ("zzz",)], "c string")
+    served = [r.TE_c for r in Workflow([["c"] >> encoding]).fit(frame).transform(serving).collect()]
+    a = data[data["c"] == "a"]
+    assert served == pytest.approx([(a["label"].sum() + 2.0 * prior) / (len(a) + 2.0), prior], abs=1e-6)

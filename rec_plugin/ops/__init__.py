@@ -8,9 +8,22 @@ from rec_plugin.ops.fill_missing import FillMissing
 from rec_plugin.ops.hash_bucket import HashBucket
 from rec_plugin.ops.log import LogOp
 from rec_plugin.ops.normalize import Normalize
+from rec_plugin.ops.target_encoding import TargetEncoding
 
 OPS: dict[str, type[Op]] = {
-    op.__name__: op for op in (Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize)
+    op.__name__: op
+    for op in (Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize, TargetEncoding)
 }
 
-__all__ = ["OPS", "Categorify", "Clip", "Cross", "FillMissing", "HashBucket", "LogOp", "Normalize", "Op"]
+__all__ = [
+    "OPS",
+    "Categorify",
+    "Clip",
+    "Cross",
+    "FillMissing",
+    "HashBucket",
+    "LogOp",
+    "Normalize",
+    "Op",
+    "TargetEncoding",
+]
