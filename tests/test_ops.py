@@ -10,7 +10,17 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import functions as F
 
 from rec_plugin.ml import WorkflowEstimator
-from rec_plugin.ops import Categorify, Clip, Cross, FillMissing, HashBucket, LogOp, Normalize, TargetEncoding
+from rec_plugin.ops import (
+    Categorify,
+    Clip,
+    Cross,
+    FillMissing,
+    HashBucket,
+    ListCategorify,
+    LogOp,
+    Normalize,
+    TargetEncoding,
+)
 from rec_plugin.workflow import Workflow
 
 ROWS = [
@@ -162,3 +172,13 @@ def test_target_encoding_is_out_of_fold_for_keyed_rows_and_smoothed(spark):
     served = [r.TE_c for r in Workflow([["c"] >> encoding]).fit(frame).transform(serving).collect()]
     a = data[data["c"] == "a"]
     assert served == pytest.approx([(a["label"].sum() + 2.0 * prior) / (len(a) + 2.0), prior], abs=1e-6)
+
+
+def test_list_categorify_maps_arrays_in_order_and_truncates(spark, tmp_path):
+    rows = [(1, ["a", "b", "c"]), (2, ["b", "a", "a", "zz"]), (3, []), (4, None), (5, ["b", "q"])]
+    frame = spark.createDataFrame(rows, "row int, tags array<string>")
+    workflow = Workflow([["tags"] >> ListCategorify(max_length=3, freq_threshold=2), "row"]).fit(frame)
+    workflow.save(str(tmp_path / "wf"))
+    out = {r.row: r.tags for r in Workflow.load(spark, str(tmp_path / "wf")).transform(frame).collect()}
+    # a: 3, b: 3 -> ids 1, 2 (tie broken by value); c, zz, q are rare -> 0.
+    assert out == {1: [1, 2, 0], 2: [2, 1, 1], 3: [], 4: None, 5: [2, 0]}

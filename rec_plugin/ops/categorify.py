@@ -21,8 +21,14 @@ class Categorify(Op):
     def __init__(self, freq_threshold: int = 1, max_size: int | None = None) -> None:
         super().__init__(freq_threshold=freq_threshold, max_size=max_size)
 
+    def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
+        """(column, value, count) of every non-null value of the columns, in one aggregation for all."""
+        pairs = [F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value")) for c in columns]
+        exploded = frame.select(F.explode(F.array(*pairs)).alias("pair")).select("pair.column", "pair.value")
+        return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
+
     def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame:
-        counts = _value_counts(frame, columns).where(F.col("count") >= self.params["freq_threshold"])
+        counts = self.value_counts(frame, columns).where(F.col("count") >= self.params["freq_threshold"])
         order = Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value"))
         return self._capped(counts.withColumn("id", F.row_number().over(order).cast("int")))
 
@@ -35,7 +41,7 @@ class Categorify(Op):
         values not yet known that reach freq_threshold in `frame` get ids after the last one, by
         descending count. One Delta MERGE per vocabulary table, which also adds the new counts."""
         spark = frame.sparkSession
-        counts = _value_counts(frame, columns).persist()
+        counts = self.value_counts(frame, columns).persist()
         state = {}
         for c in columns:
             table = DeltaTable.forPath(spark, f"{path}/vocab/{c}")
@@ -88,10 +94,3 @@ class Categorify(Op):
     def cardinality(state: dict[str, Any], column: str) -> int:
         """Embedding rows a model needs for the column: the largest id plus the reserved 0."""
         return int(state[column].agg(F.max("id")).first()[0] or 0) + 1
-
-
-def _value_counts(frame: DataFrame, columns: list[str]) -> DataFrame:
-    """(column, value, count) of every non-null value of the columns, in one aggregation for all."""
-    pairs = [F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value")) for c in columns]
-    exploded = frame.select(F.explode(F.array(*pairs)).alias("pair")).select("pair.column", "pair.value")
-    return exploded.where("value IS NOT NULL").groupBy("column", "value").count()

@@ -1,0 +1,47 @@
+"""ListCategorify: multi-hot columns (arrays of values) -> arrays of ids, at most max_length long.
+
+The vocabulary counts every element (as Categorify does for single values, same ids and 0 rules);
+each array keeps its order and its first max_length elements, unpadded (the loader pads)."""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from rec_plugin.ops.categorify import Categorify
+
+
+class ListCategorify(Categorify):
+    def __init__(self, max_length: int, freq_threshold: int = 1, max_size: int | None = None) -> None:
+        super().__init__(freq_threshold=freq_threshold, max_size=max_size)
+        self.params["max_length"] = max_length
+
+    def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
+        elements = [
+            frame.select(F.lit(c).alias("column"), F.explode(F.col(c).cast("array<string>")).alias("value"))
+            for c in columns
+        ]
+        exploded = reduce(DataFrame.unionAll, elements)
+        return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
+
+    def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        """Per column: explode with positions, look ids up with a broadcast join, regroup in order."""
+        frame = frame.withColumn("_row", F.monotonically_increasing_id())
+        for c in columns:
+            kept = F.slice(F.col(c), 1, self.params["max_length"])
+            elements = frame.select("_row", F.posexplode(kept).alias("_pos", "_value"))
+            ids = state[c].select(F.col("value").alias("_value"), F.col("id").alias("_id"))
+            looked_up = elements.join(F.broadcast(ids), "_value", "left")
+            pairs = F.sort_array(F.collect_list(F.struct("_pos", F.coalesce("_id", F.lit(0)).alias("_id"))))
+            regrouped = looked_up.groupBy("_row").agg(pairs.alias("_pairs"))
+            frame = frame.join(regrouped, "_row", "left").withColumn(
+                c,
+                F.when(F.col(c).isNull(), F.lit(None)).otherwise(
+                    F.coalesce(F.transform("_pairs", lambda p: p["_id"]), F.array().cast("array<int>"))
+                ),
+            )
+            frame = frame.drop("_pairs")
+        return frame.drop("_row")
