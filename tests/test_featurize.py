@@ -6,8 +6,10 @@ import json
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 from pyspark.sql import functions as F
+from reference import duckdb_features_sql, polars_features
 
 from rec_plugin.gpu import gpu_plan
 from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL
@@ -73,37 +75,23 @@ def test_fit_and_transform_plans_run_on_the_gpu_under_rapids(spark, featurized, 
         assert unexpected == [], report.text
 
 
-def test_parity_with_an_independent_duckdb_implementation(spark, featurized, default_bronze):
+def test_parity_with_independent_duckdb_and_polars_implementations(spark, featurized, default_bronze):
     out, _ = featurized
     bronze = spark.read.format("delta").load(default_bronze[0])
     keys = ["day", "source_file", "line_number"]
     ours = Workflow.load(spark, str(out / "workflow")).transform(bronze, keep=tuple(keys)).toPandas()
-    theirs = duckdb_features(bronze.toPandas(), SPLITS["train"], threshold=15)
-    ours, theirs = (f.sort_values(keys).reset_index(drop=True) for f in (ours, theirs))
-    assert len(ours) == len(theirs) == bronze.count()
-    for c in CATEGORICAL:
-        assert (ours[c].to_numpy() == theirs[c].to_numpy()).all(), c
-    for c in DENSE:
-        assert np.abs(ours[c].to_numpy(np.float64) - theirs[c].to_numpy()).max() <= 1e-6, c
-
-
-def duckdb_features(bronze, train_days: list[int], threshold: int):
-    """The Criteo workflow written again in plain SQL, from its definition, for DuckDB."""
+    raw = bronze.toPandas()
     con = duckdb.connect()
-    con.register("bronze", bronze)
-    train = f"(SELECT * FROM bronze WHERE day IN ({', '.join(map(str, train_days))}))"
-    logged = {c: f"ln(1 + greatest(coalesce({c}, 0), 0))" for c in DENSE}
-    stats = ", ".join(f"avg({x}) AS m_{c}, stddev_pop({x}) AS s_{c}" for c, x in logged.items())
-    vocabularies = ",\n".join(
-        f"""v_{c} AS (SELECT value, row_number() OVER (ORDER BY n DESC, value ASC) AS id
-             FROM (SELECT {c} AS value, count(*) AS n FROM {train} WHERE {c} IS NOT NULL
-                   GROUP BY {c} HAVING count(*) >= {threshold}))"""
-        for c in CATEGORICAL
+    con.register("bronze", raw)
+    by_duckdb = con.sql(duckdb_features_sql("bronze", SPLITS["train"], threshold=15)).df()
+    by_polars = (
+        polars_features(pl.from_pandas(raw).lazy(), SPLITS["train"], threshold=15).collect().to_pandas()
     )
-    dense = ", ".join(f"({x} - stats.m_{c}) / stats.s_{c} AS {c}" for c, x in logged.items())
-    ids = ", ".join(f"coalesce(v_{c}.id, 0) AS {c}" for c in CATEGORICAL)
-    joins = " ".join(f"LEFT JOIN v_{c} ON b.{c} = v_{c}.value" for c in CATEGORICAL)
-    query = f"""WITH stats AS (SELECT {stats} FROM {train}), {vocabularies}
-        SELECT b.day, b.source_file, b.line_number, {dense}, {ids}
-        FROM bronze b CROSS JOIN stats {joins}"""
-    return con.sql(query).df()
+    ours = ours.sort_values(keys).reset_index(drop=True)
+    for theirs in (by_duckdb, by_polars):
+        theirs = theirs.sort_values(keys).reset_index(drop=True)
+        assert len(ours) == len(theirs) == bronze.count()
+        for c in CATEGORICAL:
+            assert (ours[c].to_numpy() == theirs[c].to_numpy()).all(), c
+        for c in DENSE:
+            assert np.abs(ours[c].to_numpy(np.float64) - theirs[c].to_numpy(np.float64)).max() <= 1e-6, c
