@@ -8,10 +8,9 @@ Both run interleaved in one Spark session on the same config, median of several 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 
-from quiet import report_quiet
+from harness import print_medians, report_quiet
 
 from spark_jobs.generate import WIDE_PROJECTIONS, GeneratorConfig, generate
 from spark_jobs.session import build_session
@@ -36,13 +35,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name, conf in variants.items():
                 rates[name].append(generate(spark, f"{scratch}/{repeat}", config, conf)["rows_per_s"])
-    rows = args.days * args.rows_per_day
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    for name, values in rates.items():
-        print(
-            f"{name:34s} median {medians[name]:>10,.0f} rows/s"
-            f"  runs {[round(v) for v in values]}  ({rows:,} rows)"
-        )
+    medians = print_medians(rates, args.days * args.rows_per_day)
     baseline, candidate = medians.values()
     print(f"ratio sparkrec / baseline: {candidate / baseline:.2f}x")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+
+_TABLE_THREADS = 8
 
 
 def _fs_and_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -73,3 +76,27 @@ def read_text(spark: SparkSession, path: str) -> str:
         return "\n".join(iter(reader.readLine, None))
     finally:
         stream.close()
+
+
+def save_tables(tables: dict[str, DataFrame], path: str, folder: str) -> dict[str, str]:
+    """Writes one Delta table per key under path/folder/<key>, concurrently (each commit is mostly
+    driver-side latency); returns each key's location relative to `path`."""
+    locations = {key: f"{folder}/{key}" for key in tables}
+    with ThreadPoolExecutor(_TABLE_THREADS) as pool:
+        jobs = [
+            pool.submit(table.write.format("delta").mode("overwrite").save, f"{path}/{locations[key]}")
+            for key, table in tables.items()
+        ]
+        for job in jobs:
+            job.result()
+    return locations
+
+
+def load_tables(spark: SparkSession, locations: dict[str, str], path: str) -> dict[str, DataFrame]:
+    """The Delta tables save_tables wrote, opened concurrently."""
+    with ThreadPoolExecutor(_TABLE_THREADS) as pool:
+        opened = {
+            key: pool.submit(spark.read.format("delta").load, f"{path}/{rel}")
+            for key, rel in locations.items()
+        }
+        return {key: job.result() for key, job in opened.items()}

@@ -56,6 +56,10 @@ def gpu_eligibility(frames: list[DataFrame]) -> float | None:
     return round(on / total, 4) if total else 1.0
 
 
+def _progress(step: str, started: float) -> None:
+    print(f"featurize: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+
 def featurize(
     spark: SparkSession,
     bronze: str,
@@ -71,6 +75,7 @@ def featurize(
         bronze_version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
     criteo_workflow(freq_threshold).fit(source.where(F.col(DAY).isin(splits["train"]))).save(workflow_path)
+    _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
     # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache.
     spark.catalog.clearCache()
     workflow = Workflow.load(spark, workflow_path)
@@ -96,6 +101,7 @@ def featurize(
         .save(features)
     )
     elapsed = time.perf_counter() - started
+    _progress(f"features written to {features}", started)
     rows_out = spark.read.format("delta").load(features).count()
     sizes = cardinalities(workflow)
     schema = {"label": LABEL, "dense": DENSE, "categorical": CATEGORICAL, "cardinalities": sizes}

@@ -16,14 +16,14 @@ TEST_SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "4",
-    # The RAPIDS jar on the classpath (plugin off) lets tests ask which operators would run on a GPU.
-    "sparkrec.jars": "delta,rapids",
 }
 
 
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
-    session = build_session("local", "sparkrec-tests", TEST_SPARK_CONF)
+    # The RAPIDS Accelerator in explain-only mode: everything runs on the CPU, and tests can ask the
+    # real plugin which operators would run on a GPU.
+    session = build_session("rapids-explain", "sparkrec-tests", TEST_SPARK_CONF)
     yield session
     session.stop()
 

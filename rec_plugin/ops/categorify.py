@@ -13,6 +13,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from rec_plugin import storage
 from rec_plugin.ops.base import Op
 from rec_plugin.templates import expression
 
@@ -81,14 +82,10 @@ class Categorify(Op):
         return frame
 
     def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
-        saved = {}
-        for c, vocab in state.items():
-            vocab.write.format("delta").mode("overwrite").save(f"{path}/vocab/{c}")
-            saved[c] = {"table": f"vocab/{c}"}
-        return saved
+        return {"tables": storage.save_tables(state, path, "vocab")}
 
     def load_state(self, spark: SparkSession, saved: dict[str, Any], path: str) -> dict[str, Any]:
-        return {c: spark.read.format("delta").load(f"{path}/{entry['table']}") for c, entry in saved.items()}
+        return storage.load_tables(spark, saved["tables"], path)
 
     @staticmethod
     def cardinality(state: dict[str, Any], column: str) -> int:

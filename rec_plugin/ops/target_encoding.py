@@ -14,6 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from rec_plugin import storage
 from rec_plugin.ops.base import Op
 
 
@@ -82,10 +83,10 @@ class TargetEncoding(Op):
         return frame.drop("_te_fold") if keyed else frame
 
     def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
-        for c, table in state["stats"].items():
-            table.write.format("delta").mode("overwrite").save(f"{path}/target_encoding/{c}")
-        return {"prior": state["prior"], "tables": {c: f"target_encoding/{c}" for c in state["stats"]}}
+        return {
+            "prior": state["prior"],
+            "tables": storage.save_tables(state["stats"], path, "target_encoding"),
+        }
 
     def load_state(self, spark: SparkSession, saved: dict[str, Any], path: str) -> dict[str, Any]:
-        tables = {c: spark.read.format("delta").load(f"{path}/{t}") for c, t in saved["tables"].items()}
-        return {"prior": saved["prior"], "stats": tables}
+        return {"prior": saved["prior"], "stats": storage.load_tables(spark, saved["tables"], path)}

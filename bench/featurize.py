@@ -1,0 +1,78 @@
+"""Featurize throughput: sparkrec (Spark + Delta) against DuckDB and polars doing the same transforms.
+
+Generates and ingests a data set once, then runs fit + transform + write for each engine, interleaved,
+several times; prints median rows/s and the ratios. Everyone uses this machine's cores.
+
+    .venv/bin/python bench/featurize.py [--rows-per-day 500000] [--days 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from harness import print_medians, report_quiet
+from reference import duckdb_features_sql, polars_features
+
+from spark_jobs.featurize import featurize
+from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
+from spark_jobs.session import build_session
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-per-day", type=int, default=500_000)
+    parser.add_argument("--days", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    spark = build_session("local", "bench-featurize", {"spark.ui.showConsoleProgress": "false"})
+    scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-"))
+    config = GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
+    generate(spark, str(scratch / "data"), config)
+    bronze = str(scratch / "bronze")
+    ingest(spark, str(scratch / "data" / "raw"), bronze, str(scratch / "rejects"))
+    days = list(range(args.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    rows = args.days * args.rows_per_day
+    parquet_files = f"{bronze}/**/*.parquet"  # one Delta version, no deletes: its files are the table
+
+    def run_spark(repeat: int) -> float:
+        started = time.perf_counter()
+        featurize(spark, bronze, str(scratch / f"spark_{repeat}"), str(scratch / f"wf_{repeat}"), splits)
+        return rows / (time.perf_counter() - started)
+
+    def run_duckdb(repeat: int) -> float:
+        started = time.perf_counter()
+        con = duckdb.connect()
+        con.sql(
+            f"CREATE VIEW bronze AS SELECT * FROM read_parquet('{parquet_files}', hive_partitioning = true)"
+        )
+        query = duckdb_features_sql("bronze", splits["train"], 15)
+        con.sql(f"COPY ({query}) TO '{scratch}/duckdb_{repeat}.parquet' (FORMAT PARQUET)")
+        return rows / (time.perf_counter() - started)
+
+    def run_polars(repeat: int) -> float:
+        started = time.perf_counter()
+        source = pl.scan_parquet(parquet_files, hive_partitioning=True)
+        polars_features(source, splits["train"], 15).sink_parquet(scratch / f"polars_{repeat}.parquet")
+        return rows / (time.perf_counter() - started)
+
+    engines = {"sparkrec (Spark + Delta)": run_spark, "DuckDB": run_duckdb, "polars": run_polars}
+    report_quiet()
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    for repeat in range(args.repeats):
+        for name, run in engines.items():
+            rates[name].append(run(repeat))
+    medians = print_medians(rates, rows)
+    ours = medians["sparkrec (Spark + Delta)"]
+    print(f"ratio sparkrec / DuckDB: {ours / medians['DuckDB']:.2f}x")
+    print(f"ratio sparkrec / polars: {ours / medians['polars']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
