@@ -8,31 +8,23 @@ several times; prints median rows/s and the ratios. Everyone uses this machine's
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
 import polars as pl
-from harness import print_medians, report_quiet
+from harness import bench_setup, print_medians, report_quiet
 from reference import duckdb_features_sql, polars_features
 
 from spark_jobs.featurize import featurize
-from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.generate import generate
 from spark_jobs.ingest import ingest
-from spark_jobs.session import build_session
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows-per-day", type=int, default=500_000)
-    parser.add_argument("--days", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    spark = build_session("local", "bench-featurize", {"spark.ui.showConsoleProgress": "false"})
+    args, spark, config = bench_setup(__doc__, "bench-featurize")
     scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-"))
-    config = GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
     generate(spark, str(scratch / "data"), config)
     bronze = str(scratch / "bronze")
     ingest(spark, str(scratch / "data" / "raw"), bronze, str(scratch / "rejects"))

@@ -7,24 +7,16 @@ Both run interleaved in one Spark session on the same config, median of several 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
-from harness import print_medians, report_quiet
+from harness import bench_setup, print_medians, report_quiet
 
-from spark_jobs.generate import WIDE_PROJECTIONS, GeneratorConfig, generate
-from spark_jobs.session import build_session
+from spark_jobs.generate import WIDE_PROJECTIONS, generate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows-per-day", type=int, default=500_000)
-    parser.add_argument("--days", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args, spark, config = bench_setup(__doc__, "bench-generate")
     report_quiet()
-    spark = build_session("local", "bench-generate", {"spark.ui.showConsoleProgress": "false"})
-    config = GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
     variants = {
         "whole-stage codegen (baseline)": {"spark.sql.codegen.wholeStage": "true"},
         "per-operator codegen (sparkrec)": WIDE_PROJECTIONS,

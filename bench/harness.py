@@ -3,21 +3,29 @@ median report."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
+
+from pyspark.sql import SparkSession
+
+from spark_jobs.generate import GeneratorConfig
+from spark_jobs.session import build_session
 
 
 def report_quiet() -> None:
     """Prints the load average and any process but this one and its descendants (Spark's JVM) using CPU;
     warns if there is one. The load average includes this benchmark's own earlier work."""
     load = os.getloadavg()[0]
-    busy = subprocess.run(
-        ["ps", "-eo", "pid,pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True
-    ).stdout.splitlines()
-    others = [
-        line.strip() for line in busy if float(line.split()[1]) > 5.0 and int(line.split()[0]) != os.getpid()
-    ]
+    listing = subprocess.run(
+        ["ps", "-eo", "pid,ppid,pcpu,comm", "--no-headers"], capture_output=True, text=True
+    )
+    processes = [line.split(None, 3) for line in listing.stdout.splitlines()]
+    mine = {os.getpid()}
+    while grown := {int(p[0]) for p in processes if int(p[1]) in mine} - mine:
+        mine |= grown
+    others = [" ".join(p) for p in processes if float(p[2]) > 5.0 and int(p[0]) not in mine]
     print(f"quiet check: 1-min load average {load:.2f}; other busy processes: {others or 'none'}")
     if others:
         print("WARNING: the machine is busy; timings below are distorted")
@@ -31,3 +39,14 @@ def print_medians(rates: dict[str, list[float]], rows: int) -> dict[str, float]:
         runs = [round(v) for v in values]
         print(f"{name:{width}s}  median {medians[name]:>10,.0f} rows/s  runs {runs}  ({rows:,} rows)")
     return medians
+
+
+def bench_setup(doc: str, app_name: str) -> tuple[argparse.Namespace, SparkSession, GeneratorConfig]:
+    """The benchmarks' shared options (data size, repeats), a quiet Spark session and the data config."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rows-per-day", type=int, default=500_000)
+    parser.add_argument("--days", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    spark = build_session("local", app_name, {"spark.ui.showConsoleProgress": "false"})
+    return args, spark, GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)

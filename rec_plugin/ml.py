@@ -39,7 +39,7 @@ class _WorkflowStageReader(MLReader):
 
     def load(self, path: str) -> Any:
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
-        instance = self.cls(Workflow.load(self.sparkSession, f"{path}/workflow"))
+        instance = self.cls(Workflow.load(f"{path}/workflow", self.sparkSession))
         instance._resetUid(metadata["uid"])
         return instance
 

@@ -3,7 +3,7 @@
     cont = DENSE >> FillMissing(0) >> Clip(min=0) >> LogOp() >> Normalize()
     cat = CATEGORICAL >> Categorify(freq_threshold=15)
     wf = Workflow(cont + cat + ["label"])
-    wf.fit(bronze); features = wf.transform(bronze); wf.save(path); Workflow.load(spark, path)
+    wf.fit(bronze); features = wf.transform(bronze); wf.save(path); wf2 = Workflow.load(path)
 
 Saved as workflow.json (the graph, parameters and scalar statistics) plus one Delta table per
 vocabulary: no pickle."""
@@ -124,7 +124,9 @@ class Workflow:
         storage.write_text(spark, f"{path}/workflow.json", json.dumps(document, indent=2))
 
     @classmethod
-    def load(cls, spark: SparkSession, path: str) -> Workflow:
+    def load(cls, path: str, spark: SparkSession | None = None) -> Workflow:
+        """A saved workflow, fitted or not; `spark` defaults to the active session."""
+        spark = spark or SparkSession.getActiveSession()
         document = json.loads(storage.read_text(spark, f"{path}/workflow.json"))
         graph: list[Node | str] = []
         states = []

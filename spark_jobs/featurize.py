@@ -78,7 +78,7 @@ def featurize(
     _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
     # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache.
     spark.catalog.clearCache()
-    workflow = Workflow.load(spark, workflow_path)
+    workflow = Workflow.load(workflow_path, spark)
     split_of_day = F.create_map(
         *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
     )

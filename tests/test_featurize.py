@@ -63,7 +63,7 @@ def test_rerun_at_the_pinned_version_reproduces_the_features(spark, featurized, 
 def test_fit_and_transform_plans_run_on_the_gpu_under_rapids(spark, featurized, default_bronze):
     out, _ = featurized
     bronze = spark.read.format("delta").load(default_bronze[0])
-    workflow = Workflow.load(spark, str(out / "workflow"))
+    workflow = Workflow.load(str(out / "workflow"))
     plans = [
         *workflow.fit_queries(bronze.where(F.col(DAY).isin(SPLITS["train"]))),
         workflow.transform(bronze),
@@ -79,7 +79,7 @@ def test_parity_with_independent_duckdb_and_polars_implementations(spark, featur
     out, _ = featurized
     bronze = spark.read.format("delta").load(default_bronze[0])
     keys = ["day", "source_file", "line_number"]
-    ours = Workflow.load(spark, str(out / "workflow")).transform(bronze, keep=tuple(keys)).toPandas()
+    ours = Workflow.load(str(out / "workflow")).transform(bronze, keep=tuple(keys)).toPandas()
     raw = bronze.toPandas()
     con = duckdb.connect()
     con.register("bronze", raw)

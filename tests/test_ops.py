@@ -107,7 +107,7 @@ def test_save_load_round_trip_without_pickle(spark, frame, tmp_path):
     ]
     workflow = Workflow([*graph, "row"]).fit(frame)
     workflow.save(str(tmp_path / "wf"))
-    loaded = Workflow.load(spark, str(tmp_path / "wf"))
+    loaded = Workflow.load(str(tmp_path / "wf"))
     assert (
         loaded.transform(frame).orderBy("row").collect() == workflow.transform(frame).orderBy("row").collect()
     )
@@ -125,7 +125,7 @@ def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
     before = {r.value: r.id for r in spark.read.format("delta").load(f"{path}/vocab/c").collect()}
     assert before == {"a": 1, "b": 2}
 
-    Workflow.load(spark, path).extend(day1, path)
+    Workflow.load(path).extend(day1, path)
     vocab = spark.read.format("delta").load(f"{path}/vocab/c").collect()
     after = {r.value: (r.id, r["count"]) for r in vocab}
     # Known ids unchanged (b's count grows); y (4) and z (3) pass the threshold and follow the last id;
@@ -134,7 +134,7 @@ def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
     history = DeltaTable.forPath(spark, f"{path}/vocab/c").history(1).first()
     assert history["operation"] == "MERGE"
 
-    extended = Workflow.load(spark, path)
+    extended = Workflow.load(path)
     out = extended.transform(spark.createDataFrame([("a",), ("y",), ("z",), ("x",)], "c string"))
     assert [r.c for r in out.collect()] == [1, 3, 4, 0]
 
@@ -179,6 +179,6 @@ def test_list_categorify_maps_arrays_in_order_and_truncates(spark, tmp_path):
     frame = spark.createDataFrame(rows, "row int, tags array<string>")
     workflow = Workflow([["tags"] >> ListCategorify(max_length=3, freq_threshold=2), "row"]).fit(frame)
     workflow.save(str(tmp_path / "wf"))
-    out = {r.row: r.tags for r in Workflow.load(spark, str(tmp_path / "wf")).transform(frame).collect()}
+    out = {r.row: r.tags for r in Workflow.load(str(tmp_path / "wf")).transform(frame).collect()}
     # a: 3, b: 3 -> ids 1, 2 (tie broken by value); c, zz, q are rare -> 0.
     assert out == {1: [1, 2, 0], 2: [2, 1, 1], 3: [], 4: None, 5: [2, 0]}
