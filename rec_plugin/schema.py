@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pyspark.sql import Column
+from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 LABEL = "label"
@@ -37,3 +39,9 @@ def rejects_schema() -> StructType:
             StructField("reason_field", StringType(), True),
         ]
     )
+
+
+def partition_line_number() -> Column:
+    """1-based index of a row in its Spark partition (monotonically_increasing_id keeps it in the low
+    33 bits): the line number wherever one partition is exactly one file, read or written in order."""
+    return F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1)) + 1

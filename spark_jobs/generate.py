@@ -19,13 +19,20 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.schema import CATEGORICAL, DENSE, FIELD_SEPARATOR, LABEL, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import (
+    CATEGORICAL,
+    DENSE,
+    FIELD_SEPARATOR,
+    LABEL,
+    LINE_NUMBER,
+    SOURCE_FILE,
+    partition_line_number,
+)
 from spark_jobs.planted_model import PlantedModel, category_token, label_draw
 from spark_jobs.session import build_session, session_conf
 from training.metrics import auc_from_counts
 
 _CALIBRATION_ROWS = 20_000
-_ROW_INDEX_BITS = 33  # monotonically_increasing_id keeps the row's index in its partition in these bits
 # The generator's hundreds of expressions per row run 1.2x faster without whole-stage codegen
 # (bench/generate.py): its one giant method JIT-compiles worse than per-operator projections.
 WIDE_PROJECTIONS = {"spark.sql.codegen.wholeStage": "false"}
@@ -121,7 +128,7 @@ def _oracle(frame: DataFrame, config: GeneratorConfig) -> DataFrame:
     """Each line's true click probability, keyed by its file (relative to raw/) and line number."""
     # A literal array indexed by partition: no per-row string building.
     source_file = F.element_at(F.array(*map(F.lit, raw_file_names(config))), F.spark_partition_id() + 1)
-    line_number = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << _ROW_INDEX_BITS) - 1)) + 1
+    line_number = partition_line_number()
     return frame.select(
         "day",
         source_file.alias(SOURCE_FILE),

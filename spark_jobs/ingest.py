@@ -32,6 +32,7 @@ from rec_plugin.schema import (
     RAW_COLUMNS,
     SOURCE_FILE,
     bronze_schema,
+    partition_line_number,
     rejects_schema,
 )
 from spark_jobs.session import build_session, session_conf
@@ -51,7 +52,6 @@ _ONE_FILE_PER_PARTITION = {
     "spark.sql.files.maxPartitionBytes": str(1 << 40),
     "spark.sql.files.openCostInBytes": str(1 << 40),
 }
-_ROW_INDEX_BITS = 33
 
 
 def raw_files(spark: SparkSession, input_dir: str, days: list[int] | None = None) -> dict[str, int]:
@@ -78,11 +78,10 @@ def read_lines(spark: SparkSession, input_dir: str, files: dict[str, int]) -> Da
     root_path = urlparse(root).path
     name = F.input_file_name()
     source = name.substr(F.locate(root_path, name) + len(root_path), F.lit(1 << 20))
-    index = F.monotonically_increasing_id().bitwiseAND(F.lit((1 << _ROW_INDEX_BITS) - 1))
     return lines.select(
         F.regexp_extract(source, DAY_IN_PATH.pattern, 1).cast("int").alias(DAY),
         source.alias(SOURCE_FILE),
-        (index + 1).alias(LINE_NUMBER),
+        partition_line_number().alias(LINE_NUMBER),
         F.col("value").alias("raw_line"),
     )
 
