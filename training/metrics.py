@@ -1,4 +1,4 @@
-"""Ranking and calibration metrics of click models."""
+"""Ranking metrics of click models."""
 
 from __future__ import annotations
 
@@ -26,9 +26,3 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     negatives = np.bincount(group, weights=1.0 - labels, minlength=unique.size)
     return auc_from_counts(positives, negatives)
 
-
-def logloss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy of predicted click probabilities."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), eps, 1 - eps)
-    y = np.asarray(labels, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
