@@ -25,4 +25,3 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     positives = np.bincount(group, weights=labels, minlength=unique.size)
     negatives = np.bincount(group, weights=1.0 - labels, minlength=unique.size)
     return auc_from_counts(positives, negatives)
-
