@@ -74,7 +74,8 @@ def featurize(
     if bronze_version is None:
         bronze_version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
-    criteo_workflow(freq_threshold).fit(source.where(F.col(DAY).isin(splits["train"]))).save(workflow_path)
+    training_rows = source.where(F.col(DAY).isin(splits["train"]))
+    criteo_workflow(freq_threshold).fit(training_rows).save(workflow_path)
     _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
     # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache.
     spark.catalog.clearCache()
@@ -106,11 +107,10 @@ def featurize(
     sizes = cardinalities(workflow)
     schema = {"label": LABEL, "dense": DENSE, "categorical": CATEGORICAL, "cardinalities": sizes}
     storage.write_text(spark, f"{workflow_path}/features.json", json.dumps({**schema, **lineage}, indent=2))
-    fit_source = source.where(F.col(DAY).isin(splits["train"]))
     return {
         "rows_out": rows_out,
         "rows_per_s": round(rows_out / elapsed, 1),
-        "gpu_eligible_fraction": gpu_eligibility([*workflow.fit_queries(fit_source), output]),
+        "gpu_eligible_fraction": gpu_eligibility([*workflow.fit_queries(training_rows), output]),
         "bronze_version": bronze_version,
         "features_table": features,
     }
