@@ -3,7 +3,9 @@
 Fits the Criteo workflow (rec_plugin/criteo.py) on the training days of the bronze table read at a
 pinned Delta version (the latest by default; recorded, so a rerun at that version reproduces the
 output exactly), transforms the train, validation and test days, and writes what training consumes:
-a Delta table (day, split, label float32, I1..I13 float32, C1..C26 int32 ids) partitioned by day,
+a Delta table (day, split, label float32, I1..I13 float32, C1..C26 int32 ids, and each row's
+source_file + line_number so that any row joins back to bronze and the generator's oracle) partitioned
+by day in files of at most `rows_per_file` rows (the training loader shards and shuffles by file),
 the saved workflow (JSON + one Delta table per vocabulary) and features.json (schema, cardinalities,
 lineage).
 
@@ -25,7 +27,7 @@ from rec_plugin import storage
 from rec_plugin.criteo import criteo_workflow
 from rec_plugin.gpu import gpu_plan, rapids_available
 from rec_plugin.ops import Categorify
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL
+from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import build_session
 
@@ -68,6 +70,7 @@ def featurize(
     splits: dict[str, list[int]],
     bronze_version: int | None = None,
     freq_threshold: int = 15,
+    rows_per_file: int = 50_000,
 ) -> dict:
     """Fits on splits['train'], writes features for every split's days; returns the report section."""
     started = time.perf_counter()
@@ -84,13 +87,15 @@ def featurize(
         *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
     )
     wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
-    transformed = workflow.transform(wanted, keep=(DAY,))
+    transformed = workflow.transform(wanted, keep=(DAY, SOURCE_FILE, LINE_NUMBER))
     output = transformed.select(
         DAY,
         split_of_day[F.col(DAY)].alias(SPLIT),
         F.col(LABEL).cast("float").alias(LABEL),
         *[F.col(c).cast("float") for c in DENSE],
         *[F.col(c).cast("int") for c in CATEGORICAL],
+        SOURCE_FILE,
+        LINE_NUMBER,
     )
     lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "splits": splits}
     (
@@ -98,12 +103,14 @@ def featurize(
         .mode("overwrite")
         .option("overwriteSchema", "true")
         .option("userMetadata", json.dumps(lineage))
+        .option("maxRecordsPerFile", rows_per_file)
         .partitionBy(DAY)
         .save(features)
     )
     elapsed = time.perf_counter() - started
     _progress(f"features written to {features}", started)
     rows_out = spark.read.format("delta").load(features).count()
+    features_version = DeltaTable.forPath(spark, features).history(1).first()["version"]
     sizes = cardinalities(workflow)
     schema = {"label": LABEL, "dense": DENSE, "categorical": CATEGORICAL, "cardinalities": sizes}
     storage.write_text(spark, f"{workflow_path}/features.json", json.dumps({**schema, **lineage}, indent=2))
@@ -113,6 +120,7 @@ def featurize(
         "gpu_eligible_fraction": gpu_eligibility([*workflow.fit_queries(training_rows), output]),
         "bronze_version": bronze_version,
         "features_table": features,
+        "features_version": features_version,
     }
 
 
@@ -126,12 +134,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--valid-days", type=_days, default=[])
     parser.add_argument("--test-days", type=_days, default=[])
     parser.add_argument("--freq-threshold", type=int, default=15)
+    parser.add_argument("--rows-per-file", type=int, default=50_000, help="largest features file")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     spark = build_session(args.profile, "sparkrec-featurize")
     splits = {"train": args.train_days, "valid": args.valid_days, "test": args.test_days}
     report = featurize(
-        spark, args.bronze, args.features, args.workflow, splits, args.bronze_version, args.freq_threshold
+        spark,
+        args.bronze,
+        args.features,
+        args.workflow,
+        splits,
+        args.bronze_version,
+        args.freq_threshold,
+        args.rows_per_file,
     )
     print(json.dumps({"featurize": report}, indent=2))
     return report

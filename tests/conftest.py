@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
 
+SPLITS = {"train": [0, 1], "valid": [2], "test": [3]}
 TEST_SPARK_CONF = {
     "spark.master": "local[2]",
     "spark.ui.enabled": "false",
@@ -41,3 +43,14 @@ def default_bronze(spark: SparkSession, default_data: tuple[Path, dict]) -> tupl
     root, _ = default_data
     bronze = str(root / "lake" / "bronze")
     return bronze, ingest(spark, str(root / "raw"), bronze, str(root / "lake" / "rejects"))
+
+
+@pytest.fixture(scope="session")
+def default_features(
+    spark: SparkSession, default_bronze: tuple[str, dict], tmp_path_factory
+) -> tuple[Path, dict]:
+    """The default bronze table featurized as the demo does (days 0-1 train, 2 valid, 3 test):
+    the folder holding features/ and workflow/, and the featurize report."""
+    bronze, _ = default_bronze
+    out = tmp_path_factory.mktemp("features")
+    return out, featurize(spark, bronze, str(out / "features"), str(out / "workflow"), SPLITS)

@@ -8,6 +8,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from conftest import SPLITS
 from pyspark.sql import functions as F
 from reference import duckdb_features_sql, polars_features
 
@@ -16,17 +17,13 @@ from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
 
-SPLITS = {"train": [0, 1], "valid": [2], "test": [3]}
 # Operators allowed off the GPU, with the reason; empty: every operator of fit and transform is eligible.
 ALLOWED_OFF_GPU: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def featurized(spark, default_bronze, tmp_path_factory):
-    bronze, _ = default_bronze
-    out = tmp_path_factory.mktemp("features")
-    report = featurize(spark, bronze, str(out / "features"), str(out / "workflow"), SPLITS)
-    return out, report
+def featurized(default_features):
+    return default_features
 
 
 def test_features_table_holds_what_training_consumes(spark, featurized, default_bronze):
