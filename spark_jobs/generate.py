@@ -50,6 +50,8 @@ class GeneratorConfig:
     positive_rate: float = 0.25
     new_value_rate: float = 0.05
     logit_scale: float = 1.5
+    latent_dim: int = 4
+    interaction_pairs: int = 13
     compression: str = "none"
 
     def __post_init__(self) -> None:
@@ -64,7 +66,12 @@ class GeneratorConfig:
 def planted_model(spark: SparkSession, config: GeneratorConfig) -> PlantedModel:
     """The config's planted model, its bias calibrated on day 0 to the requested positive rate."""
     model = PlantedModel.from_seed(
-        config.seed, config.max_cardinality, config.logit_scale, config.new_value_rate
+        config.seed,
+        config.max_cardinality,
+        config.logit_scale,
+        config.new_value_rate,
+        config.latent_dim,
+        config.interaction_pairs,
     )
     sample = _frame(spark, model, config.rows_per_day, min(config.rows_per_day, _CALIBRATION_ROWS), 2)
     logits = np.array([r[0] for r in sample.select("logit").collect()])
