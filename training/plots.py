@@ -1,0 +1,43 @@
+"""PNG plots written beside a run's metrics.json: the loss curve and AUC per day against the oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def loss_curve(losses: list[float], path: Path, title: str) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4))
+    steps = np.arange(1, len(losses) + 1)
+    axes.plot(steps, losses, alpha=0.3, label="batch loss")
+    window = max(1, len(losses) // 50)
+    if len(losses) >= window:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes.plot(steps[window - 1 :], smooth, label=f"mean of {window} batches")
+    axes.set(xlabel="step", ylabel="log loss", title=title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def auc_per_day(days: list[dict], path: Path, title: str) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4))
+    labels = [f"day {d['day']}\n({d['split']})" for d in days]
+    x = np.arange(len(days))
+    axes.bar(x - 0.2, [d["auc"] for d in days], 0.4, label="model")
+    oracle = [d.get("oracle_auc") for d in days]
+    if all(value is not None for value in oracle):
+        axes.bar(x + 0.2, oracle, 0.4, label="oracle (planted truth)")
+    axes.set_xticks(x, labels)
+    low = min(d["auc"] for d in days)
+    axes.set(ylabel="AUC", ylim=(max(0.5, low - 0.05), 1.0), title=title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
