@@ -9,6 +9,7 @@ STAGES = {
     "generate": "spark_jobs.generate",
     "ingest": "spark_jobs.ingest",
     "featurize": "spark_jobs.featurize",
+    "train": "spark_jobs.train",
     "demo": "spark_jobs.demo",
 }
 
