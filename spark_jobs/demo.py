@@ -14,10 +14,11 @@ from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
+from spark_jobs.train import train
 
 
 def summary(report: dict) -> str:
-    g, i, f = report["generate"], report["ingest"], report["featurize"]
+    g, i, f, t = report["generate"], report["ingest"], report["featurize"], report["train"]
     return "\n".join(
         [
             f"generate: {g['rows']:,} rows over {g['days']} days at {g['rows_per_s']:,.0f} rows/s; "
@@ -26,6 +27,9 @@ def summary(report: dict) -> str:
             f" + {i['rejected']:,} rejected; bronze {i['bronze_table']} at version {i['bronze_version']}",
             f"featurize: {f['rows_out']:,} rows at {f['rows_per_s']:,.0f} rows/s from bronze version "
             f"{f['bronze_version']}; GPU-eligible operators {f['gpu_eligible_fraction']}",
+            f"train:    {t['model']} on {t['workers']} {t['backend']} workers at {t['samples_per_s']:,.0f} "
+            f"samples/s; test AUC {t['auc']:.4f} (oracle {t['oracle_auc']:.4f}), "
+            f"logloss {t['logloss']:.4f} (oracle {t['oracle_logloss']:.4f}); run in {t['run_dir']}",
         ]
     )
 
@@ -55,6 +59,17 @@ def main(argv: list[str] | None = None) -> dict:
     splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
     report["featurize"] = featurize(
         spark, str(lake / "bronze"), str(lake / "features"), str(lake / "workflow"), splits
+    )
+    # Two Horovod workers launched from Spark, meeting over loopback.
+    report["train"] = train(
+        spark,
+        str(lake / "features"),
+        str(lake / "workflow"),
+        str(out / "runs" / "dlrm"),
+        model="dlrm",
+        backend="horovod",
+        workers=2,
+        oracle=str(out / "data" / "oracle"),
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
