@@ -31,20 +31,22 @@ def report_quiet() -> None:
         print("WARNING: the machine is busy; timings below are distorted")
 
 
-def print_medians(rates: dict[str, list[float]], rows: int) -> dict[str, float]:
-    """Prints each variant's median rows/s and its runs; returns the medians."""
+def print_medians(rates: dict[str, list[float]], rows: int, unit: str = "rows/s") -> dict[str, float]:
+    """Prints each variant's median rate and its runs; returns the medians."""
     medians = {name: statistics.median(values) for name, values in rates.items()}
     width = max(len(name) for name in rates)
     for name, values in rates.items():
         runs = [round(v) for v in values]
-        print(f"{name:{width}s}  median {medians[name]:>10,.0f} rows/s  runs {runs}  ({rows:,} rows)")
+        print(f"{name:{width}s}  median {medians[name]:>10,.0f} {unit}  runs {runs}  ({rows:,} rows)")
     return medians
 
 
-def bench_setup(doc: str, app_name: str) -> tuple[argparse.Namespace, SparkSession, GeneratorConfig]:
+def bench_setup(
+    doc: str, app_name: str, default_rows_per_day: int = 500_000
+) -> tuple[argparse.Namespace, SparkSession, GeneratorConfig]:
     """The benchmarks' shared options (data size, repeats), a quiet Spark session and the data config."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--rows-per-day", type=int, default=500_000)
+    parser.add_argument("--rows-per-day", type=int, default=default_rows_per_day)
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

@@ -1,0 +1,168 @@
+"""Training throughput: our DLRM against a plain PyTorch DLRM, our loader against plain readers, and
+Horovod with 1 and 2 workers.
+
+Generates, ingests and featurizes one data set, then runs every variant interleaved, several times;
+prints median samples/s (rows/s for loaders) and the ratios. TorchRec is not in the comparison: its
+fbgemm-gpu(-cpu) 1.9.0 wheels fail to load against torch 2.13 (undefined symbol), see the README.
+
+    .venv/bin/python bench/train.py [--rows-per-day 100000] [--days 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import horovod.spark
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from harness import bench_setup, print_medians, report_quiet
+from petastorm import make_batch_reader
+from petastorm.pytorch import DataLoader
+from torch import nn
+
+from rec_plugin.schema import CATEGORICAL, DENSE, LABEL
+from spark_jobs.featurize import featurize
+from spark_jobs.generate import generate
+from spark_jobs.ingest import ingest
+from spark_jobs.train import feature_files
+from training.data import BatchLoader
+from training.loop import TrainSpec, train_worker
+from training.models import ModelConfig
+
+BATCH = 1024
+
+
+class PlainDLRM(nn.Module):
+    """The textbook single-process DLRM of the same shape: one dense nn.Embedding per field."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        dim = config.embedding_dim
+        self.tables = nn.ModuleList(nn.Embedding(n, dim) for n in config.cardinalities)
+        self.bottom = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, dim), nn.ReLU())
+        fields = len(config.cardinalities) + 1
+        self.top = nn.Sequential(
+            nn.Linear(dim + fields * (fields - 1) // 2, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+            nn.Linear(64, 1),
+        )  # fmt: skip
+        self.rows, self.cols = torch.triu_indices(fields, fields, offset=1)
+
+    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        x = self.bottom(dense)
+        vectors = torch.stack([x] + [t(categorical[:, i]) for i, t in enumerate(self.tables)], dim=1)
+        dots = torch.bmm(vectors, vectors.transpose(1, 2))[:, self.rows, self.cols]
+        return self.top(torch.cat([x, dots], dim=1)).squeeze(1)
+
+
+def plain_training(config: ModelConfig, files: list[str]) -> float:
+    """samples/s of PlainDLRM with Adam over tensors already in memory (reading is not timed)."""
+    table = pq.read_table(list(files), columns=[LABEL, *DENSE, *CATEGORICAL]).to_pandas()
+    dense = torch.tensor(table[DENSE].to_numpy(np.float32))
+    categorical = torch.tensor(table[CATEGORICAL].to_numpy(np.int64))
+    labels = torch.tensor(table[LABEL].to_numpy(np.float32))
+    torch.manual_seed(0)
+    model = PlainDLRM(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    started = time.perf_counter()
+    for batch in torch.randperm(len(labels)).split(BATCH):
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            model(dense[batch], categorical[batch]), labels[batch]
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return len(labels) / (time.perf_counter() - started)
+
+
+def pyarrow_reader(files: list[str]) -> float:
+    """rows/s of the plainest reader: each file whole with pyarrow, cut into tensors."""
+    started, rows = time.perf_counter(), 0
+    for path in files:
+        frame = pq.read_table(path, columns=[LABEL, *DENSE, *CATEGORICAL])
+        dense = np.stack([frame[c].to_numpy() for c in DENSE], axis=1)
+        categorical = np.stack([frame[c].to_numpy() for c in CATEGORICAL], axis=1).astype(np.int64)
+        for start in range(0, frame.num_rows, BATCH):
+            (
+                torch.from_numpy(dense[start : start + BATCH]),
+                torch.from_numpy(categorical[start : start + BATCH]),
+            )
+        rows += frame.num_rows
+    return rows / (time.perf_counter() - started)
+
+
+def petastorm_torch_loader(files: list[str], limit: int = 100_000) -> float:
+    """rows/s of Petastorm's default torch DataLoader (collates row by row), over its first `limit` rows."""
+    started, rows = time.perf_counter(), 0
+    urls = [f"file://{f}" for f in files]
+    with DataLoader(
+        make_batch_reader(urls, schema_fields=[LABEL, *DENSE, *CATEGORICAL]), batch_size=BATCH
+    ) as loader:
+        for batch in loader:
+            rows += len(batch[LABEL])
+            if rows >= limit:
+                break
+    return rows / (time.perf_counter() - started)
+
+
+def our_loader(file_set) -> float:
+    started = time.perf_counter()
+    loader = BatchLoader(file_set, BATCH)
+    for _ in loader.epoch(0):
+        pass
+    return loader.rows_read / (time.perf_counter() - started)
+
+
+def main() -> None:
+    args, spark, config = bench_setup(__doc__, "bench-train", default_rows_per_day=100_000)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    generate(spark, str(scratch / "data"), config)
+    ingest(spark, str(scratch / "data" / "raw"), str(scratch / "bronze"), str(scratch / "rejects"))
+    days = list(range(args.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
+    train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
+    described = json.loads((scratch / "wf" / "features.json").read_text())
+    model = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
+
+    def ours(backend: str, workers: int) -> float:
+        spec = TrainSpec(model.to_dict(), train.to_dict(), str(scratch / "run"), backend, progress=False)
+        if backend == "single":
+            return train_worker(spec.to_dict())["samples_per_s"]
+        results = horovod.spark.run(
+            train_worker, args=(spec.to_dict(),), num_proc=workers, nics={"lo"}, verbose=0
+        )
+        return results[0]["samples_per_s"]
+
+    variants = {
+        "training: sparkrec DLRM (Petastorm loader, SparseAdam + Adam)": lambda: ours("single", 1),
+        "training: plain PyTorch DLRM (in-memory tensors, dense Adam)": lambda: plain_training(
+            model, train.files
+        ),
+        "training: sparkrec DLRM, Horovod on Spark, 1 worker": lambda: ours("horovod", 1),
+        "training: sparkrec DLRM, Horovod on Spark, 2 workers": lambda: ours("horovod", 2),
+        "loader: sparkrec BatchLoader (Petastorm dummy pool, batched)": lambda: our_loader(train),
+        "loader: plain pyarrow read_table per file": lambda: pyarrow_reader(list(train.files)),
+        "loader: Petastorm default torch DataLoader (row by row)": lambda: petastorm_torch_loader(
+            list(train.files)
+        ),
+    }
+    report_quiet()
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, run in variants.items():
+            rates[name].append(run())
+    report_quiet()
+    medians = print_medians(rates, train.rows, "samples|rows/s")
+    names = list(variants)
+    print(f"our DLRM / plain PyTorch DLRM: {medians[names[0]] / medians[names[1]]:.2f}x")
+    print(f"Horovod 2 workers / 1 worker: {medians[names[3]] / medians[names[2]]:.2f}x")
+    print(f"our loader / plain pyarrow: {medians[names[4]] / medians[names[5]]:.2f}x")
+    print(f"our loader / Petastorm's torch DataLoader: {medians[names[4]] / medians[names[6]]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
