@@ -1,0 +1,58 @@
+package sparkrec
+
+import org.apache.spark.sql.{Row, SparkSession}
+import org.apache.spark.sql.catalyst.expressions.ScalaUDF
+import org.scalatest.BeforeAndAfterAll
+import org.scalatest.funsuite.AnyFunSuite
+
+class SparkrecExtensionsSuite extends AnyFunSuite with BeforeAndAfterAll {
+  private lazy val spark = SparkSession
+    .builder()
+    .master("local[1]")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.extensions", classOf[SparkrecExtensions].getName)
+    .getOrCreate()
+
+  override def afterAll(): Unit = spark.stop()
+
+  private def one(sql: String): Row = spark.sql(sql).collect().head
+
+  test("every op of op_templates.json is a function, its placeholders the arguments") {
+    val names = OpTemplate.all.map(_.name).toSet
+    assert(Set("fill_missing", "clip", "log", "normalize", "hash_bucket", "hashed_cross", "category_id").subsetOf(names))
+    assert(OpTemplate.all.find(_.name == "clip").get.arguments == Seq("x", "min", "max"))
+    OpTemplate.all.foreach(op => assert(spark.catalog.functionExists(op.sqlName), op.sqlName))
+  }
+
+  test("row-level ops compute what their templates say") {
+    val row = one(
+      """SELECT sparkrec_fill_missing(CAST(NULL AS INT), 0), sparkrec_clip(-3, 0, 10),
+        |       sparkrec_clip(CAST(NULL AS INT), 0, 10), sparkrec_log(CAST(0 AS DOUBLE)),
+        |       sparkrec_normalize(CAST(5 AS DOUBLE), CAST(3 AS DOUBLE), CAST(2 AS DOUBLE)),
+        |       sparkrec_category_id(CAST(NULL AS BIGINT))""".stripMargin
+    )
+    assert(row.getInt(0) == 0 && row.getInt(1) == 0 && row.isNullAt(2))
+    assert(row.getDouble(3) == 0.0 && row.getFloat(4) == 1.0f && row.getInt(5) == 0)
+  }
+
+  test("hash buckets are 1..n, 0 for missing, and the same as the built-ins they expand to") {
+    val row = one(
+      """SELECT sparkrec_hash_bucket('a1b2c3d4', 1000), CAST(pmod(xxhash64('a1b2c3d4'), 1000) AS INT) + 1,
+        |       sparkrec_hash_bucket(CAST(NULL AS STRING), 1000), sparkrec_hashed_cross('a', 'b', 10)""".stripMargin
+    )
+    assert(row.getInt(0) == row.getInt(1) && row.getInt(2) == 0)
+    assert(row.getInt(3) >= 1 && row.getInt(3) <= 10)
+  }
+
+  test("functions expand to built-in expressions, never an opaque UDF") {
+    val plan = spark.sql("SELECT sparkrec_clip(id, 0, 5) AS c, sparkrec_hash_bucket(id, 7) AS h FROM range(3)")
+      .queryExecution.analyzed
+    assert(plan.expressions.flatMap(_.collect { case udf: ScalaUDF => udf }).isEmpty)
+    assert(plan.toString.contains("least") && plan.toString.contains("xxhash64"))
+  }
+
+  test("a wrong number of arguments is a clear error") {
+    val error = intercept[Exception](spark.sql("SELECT sparkrec_clip(1, 2)").collect())
+    assert(error.getMessage.contains("sparkrec_clip takes 3 arguments (x, min, max), got 2"))
+  }
+}
