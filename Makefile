@@ -7,12 +7,14 @@ CACHE ?= $(HOME)/.cache/sparkrec
 WHEELS := $(CACHE)/wheels
 JARS := $(CACHE)/jars
 STAMP := $(VENV)/.setup-done
+SQL_JAR := target/sparkrec-sql.jar
+SQL_SOURCES := build.sbt project/build.properties rec_plugin/op_templates.json $(shell find rec_plugin/jvm -name '*.scala')
 export SPARKREC_JAR_DIR := $(JARS)
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup sql-jar demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -25,11 +27,17 @@ $(STAMP): pyproject.toml conf/jars.txt scripts/build_horovod_wheel.sh scripts/fe
 	scripts/fetch_jars.sh conf/jars.txt $(JARS) && \
 	touch $(STAMP) && echo "setup: done in $$(( $$(date +%s) - start )) s"
 
+# rec_plugin's JVM half: built by sbt (launcher and downloads cached), rebuilt only when its sources change.
+sql-jar: $(SQL_JAR)
+
+$(SQL_JAR): $(SQL_SOURCES)
+	scripts/sbt package < /dev/null
+
 demo: setup
 	$(PY) -m spark_jobs.cli demo --out artifacts/demo
 
-test: setup
-	$(PY) -m pytest -q tests
+test: setup $(SQL_JAR)
+	scripts/sbt test < /dev/null && $(PY) -m pytest -q tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

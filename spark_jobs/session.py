@@ -59,8 +59,9 @@ def build_session(
             raise RuntimeError(f"profile {profile!r} expects an existing Spark session (a notebook's)")
         return active
     jar_names = [n for n in settings.pop("sparkrec.jars", "").split(",") if n]
-    if jar_names:
-        settings["spark.jars"] = ",".join(str(p) for p in jar_paths(jar_names))
+    if jar_names:  # beside any jars the caller names in spark.jars (e.g. sparkrec's SQL functions)
+        named = [settings["spark.jars"]] if settings.get("spark.jars") else []
+        settings["spark.jars"] = ",".join([*(str(p) for p in jar_paths(jar_names)), *named])
     if settings.get("spark.driver.bindAddress") == "127.0.0.1":
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(app_name)
