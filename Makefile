@@ -1,5 +1,6 @@
 # The README's two commands: `make demo` and `make test`. Both run `setup` first, which is idempotent:
-# the venv is rebuilt only when pyproject.toml, conf/jars.txt or the setup scripts change.
+# the venv is rebuilt only when pyproject.toml, conf/jars.txt or the setup scripts change. Setup also
+# fetches sbt's launcher; `make test` builds the SQL jar with it (once, then when its sources change).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,13 +19,15 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml conf/jars.txt scripts/build_horovod_wheel.sh scripts/fetch_jars.sh scripts/cxx17
+$(STAMP): pyproject.toml conf/jars.txt project/build.properties scripts/build_horovod_wheel.sh scripts/fetch_jars.sh \
+		scripts/cxx17 scripts/sbt
 	@start=$$(date +%s); \
 	[ -x $(PY) ] || python3 -m venv $(VENV); \
 	$(PY) -m pip install -q "torch==$$(python3 scripts/pin.py torch)" packaging && \
 	scripts/build_horovod_wheel.sh $(abspath $(PY)) $(WHEELS) && \
 	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[dev]' && \
 	scripts/fetch_jars.sh conf/jars.txt $(JARS) && \
+	scripts/sbt --fetch-launcher && \
 	touch $(STAMP) && echo "setup: done in $$(( $$(date +%s) - start )) s"
 
 # rec_plugin's JVM half: built by sbt (launcher and downloads cached), rebuilt only when its sources change.

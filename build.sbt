@@ -26,7 +26,7 @@ lazy val root = (project in file("."))
     // The op definitions the Python ops read, packed into the jar as /op_templates.json.
     Compile / unmanagedResources := Seq(baseDirectory.value / "rec_plugin" / "op_templates.json"),
     Compile / unmanagedResourceDirectories := Nil,
-    Test / unmanagedResourceDirectories := Nil,
+    Test / resourceDirectory := baseDirectory.value / "rec_plugin" / "jvm" / "src" / "test" / "resources",
     libraryDependencies ++= Seq(
       "org.apache.spark" %% "spark-sql" % sparkVersion % Provided,
       "org.scalatest" %% "scalatest" % "3.2.19" % Test
