@@ -1,0 +1,1 @@
+"""Serving: TorchScript export, Triton model repositories, and the Triton server's lifecycle."""

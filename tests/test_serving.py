@@ -1,0 +1,151 @@
+"""Serving the trained model from a real tritonserver on 127.0.0.1: repository layout and configs,
+explicit load/unload, two versions at once, bad requests, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from rec_plugin.schema import CATEGORICAL
+from serving.export import MODEL_CONFIG, torchscript
+from serving.repository import add_version, config_pbtxt, versions
+from serving.server import TritonServer
+from spark_jobs.train import feature_files
+from training.data import BatchLoader
+from training.loop import TrainSpec, train_worker
+from training.models import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def runs(spark, default_features, tmp_path_factory):
+    """Two trained DLRM runs (different seeds) on the default features, and a batch of feature rows."""
+    root, report = default_features
+    train = feature_files(spark, str(root / "features"), report["features_version"], [0, 1])
+    valid = feature_files(spark, str(root / "features"), report["features_version"], [2])
+    described = json.loads((root / "workflow" / "features.json").read_text())
+    config = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
+    run_dirs = []
+    for seed in (0, 1):
+        run_dir = tmp_path_factory.mktemp(f"run{seed}")
+        (run_dir / MODEL_CONFIG).write_text(json.dumps(config.to_dict()))
+        spec = TrainSpec(
+            config.to_dict(), train.to_dict(), str(run_dir), batch_size=4096, seed=seed, progress=False
+        )
+        train_worker(spec.to_dict())
+        run_dirs.append(run_dir)
+    batch = next(BatchLoader(valid, 512, shuffle=False).epoch(0))
+    return run_dirs, batch.dense.numpy(), batch.categorical.numpy()
+
+
+def infer(client, dense: np.ndarray, categorical: np.ndarray, version: str = "") -> np.ndarray:
+    inputs = [
+        triton_http.InferInput("DENSE", dense.shape, "FP32"),
+        triton_http.InferInput("CATEGORICAL", categorical.shape, "INT64"),
+    ]
+    inputs[0].set_data_from_numpy(dense)
+    inputs[1].set_data_from_numpy(categorical)
+    return client.infer("ctr", inputs, model_version=version).as_numpy("PROBABILITY")
+
+
+def test_configs_for_the_python_backend_and_the_libtorch_container():
+    python = config_pbtxt("ctr", "python")
+    libtorch = config_pbtxt("ctr", "pytorch_libtorch")
+    assert 'backend: "python"' in python and 'name: "DENSE" data_type: TYPE_FP32 dims: [ 13 ]' in python
+    assert (
+        'platform: "pytorch_libtorch"' in libtorch
+        and 'name: "INPUT__1" data_type: TYPE_INT64 dims: [ 26 ]' in libtorch
+    )
+    assert 'name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 1 ]' in libtorch
+    for text in (python, libtorch):
+        assert "version_policy: { latest: { num_versions: 2 } }" in text and "dynamic_batching" in text
+    with pytest.raises(ValueError, match="unknown flavour"):
+        config_pbtxt("ctr", "tensorflow")
+
+
+def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, tmp_path):
+    run_dirs, dense, categorical = runs
+    repository = tmp_path / "repository"
+    models = [torchscript(run_dir) for run_dir in run_dirs]
+    with TritonServer(repository) as server:
+        client = triton_http.InferenceServerClient(server.http_url)
+        assert add_version(repository, "ctr", models[0]) == 1
+        client.load_model("ctr")
+        assert client.is_model_ready("ctr", "1")
+        assert add_version(repository, "ctr", models[1]) == 2 and versions(repository, "ctr") == [1, 2]
+        client.load_model("ctr")  # the version policy keeps the newest two loaded
+        assert client.is_model_ready("ctr", "1") and client.is_model_ready("ctr", "2")
+        for version, model in zip(("1", "2"), models):
+            expected = model(torch.from_numpy(dense), torch.from_numpy(categorical)).detach().numpy()
+            assert np.abs(infer(client, dense, categorical, version) - expected).max() <= 1e-5
+        assert (
+            np.abs(infer(client, dense, categorical, "1") - infer(client, dense, categorical, "2")).max()
+            > 1e-3
+        )
+        client.unload_model("ctr")
+        assert not client.is_model_ready("ctr", "1") and not client.is_model_ready("ctr", "2")
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["wrong dtype", "wrong shape", "missing input", "unknown model", "unknown version"],
+)
+def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, bad):
+    run_dirs, dense, categorical = runs
+    repository = tmp_path / "repository"
+    add_version(repository, "ctr", torchscript(run_dirs[0]))
+    with TritonServer(repository) as server:
+        client = triton_http.InferenceServerClient(server.http_url)
+        client.load_model("ctr")
+        model, version = (
+            ("nope" if bad == "unknown model" else "ctr"),
+            ("7" if bad == "unknown version" else ""),
+        )
+        values = (
+            dense.astype(np.float64)
+            if bad == "wrong dtype"
+            else dense[:, :12]
+            if bad == "wrong shape"
+            else dense
+        )
+        inputs = [triton_http.InferInput("DENSE", values.shape, "FP64" if bad == "wrong dtype" else "FP32")]
+        inputs[0].set_data_from_numpy(values)
+        if bad != "missing input":
+            inputs.append(triton_http.InferInput("CATEGORICAL", categorical.shape, "INT64"))
+            inputs[1].set_data_from_numpy(categorical)
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(model, inputs, model_version=version)
+        assert str(error.value)
+        assert client.is_server_live() and client.is_model_ready("ctr")
+        assert infer(client, dense, categorical).shape == (len(dense), 1)
+        client.close()
+
+
+def test_stop_ends_the_server_and_its_backend_stubs(runs, tmp_path):
+    run_dirs, _, _ = runs
+    repository = tmp_path / "repository"
+    add_version(repository, "ctr", torchscript(run_dirs[0]))
+    server = TritonServer(repository).start()
+    client = triton_http.InferenceServerClient(server.http_url)
+    client.load_model("ctr")
+    client.close()
+    group = server.process.pid
+    members = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _in_group(p, group)]
+    assert len(members) >= 2  # the server and the model's python backend stub
+    assert server.stop() == 0
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)  # signal 0: does any process of the group remain?
+
+
+def _in_group(proc: Path, group: int) -> bool:
+    try:
+        return os.getpgid(int(proc.name)) == group
+    except (ProcessLookupError, PermissionError):
+        return False
