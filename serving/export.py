@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import torch
+import tritonclient.http as triton_http
 
+from serving.repository import FLAVOURS, add_version, versions
 from training.loop import WEIGHTS
 from training.models import ModelConfig, build_model
 
@@ -46,3 +49,30 @@ def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
         traced = torch.jit.trace(model, (dense, categorical))
         torch.testing.assert_close(traced(dense, categorical), model(dense, categorical))
     return traced
+
+
+def main(argv: list[str] | None = None) -> int:
+    """sparkrec export: a trained run -> the next version of a model in a Triton repository; with
+    --push, loaded on a running server (its version policy keeps the previous version serving)."""
+    parser = argparse.ArgumentParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, type=Path, help="a `sparkrec train` run directory")
+    parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
+    parser.add_argument("--name", default="ctr", help="model name in the repository")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="python")
+    parser.add_argument("--push", metavar="URL", help="a running server's HTTP address, e.g. 127.0.0.1:8000")
+    args = parser.parse_args(argv)
+    version = add_version(args.repository, args.name, torchscript(args.run_dir), args.flavour)
+    print(f"export: {args.name} version {version} written to {args.repository / args.name}")
+    if args.push:
+        client = triton_http.InferenceServerClient(args.push)
+        client.load_model(args.name)
+        ready = [
+            v for v in map(str, versions(args.repository, args.name)) if client.is_model_ready(args.name, v)
+        ]
+        client.close()
+        print(f"export: loaded on {args.push}; versions ready: {', '.join(ready)}")
+    return version
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ own front end is not used: it guards model control with a token and adds 2-4 ms 
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -165,3 +166,39 @@ def _reap_group(group: int) -> None:
         os.killpg(group, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """sparkrec serve: starts tritonserver over a repository, loads the named models, and serves
+    until SIGTERM or Ctrl-C, then shuts the server down with no processes left behind."""
+    parser = argparse.ArgumentParser(prog="sparkrec serve", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
+    parser.add_argument("--load", nargs="*", default=[], help="models to load at start")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    args = parser.parse_args(argv)
+    server = TritonServer(args.repository, Ports(args.http_port, args.grpc_port, args.metrics_port)).start()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        client = triton_http.InferenceServerClient(server.http_url)
+        for name in args.load:
+            client.load_model(name)
+        client.close()
+        print(
+            f"serve: tritonserver ready; HTTP {server.http_url}, gRPC {server.grpc_url}, "
+            f"metrics {server.metrics_url}; models loaded: {', '.join(args.load) or 'none'}",
+            flush=True,
+        )
+        while not stopping and server.process.poll() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = server.stop()
+        print(f"serve: tritonserver stopped (exit code {code})", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,8 @@ STAGES = {
     "ingest": "spark_jobs.ingest",
     "featurize": "spark_jobs.featurize",
     "train": "spark_jobs.train",
+    "export": "serving.export",
+    "serve": "serving.server",
     "demo": "spark_jobs.demo",
 }
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from rec_plugin.schema import CATEGORICAL
 from serving.export import MODEL_CONFIG, torchscript
 from serving.repository import add_version, config_pbtxt, versions
-from serving.server import TritonServer
+from serving.server import Ports, TritonServer
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
 from training.loop import TrainSpec, train_worker
@@ -149,3 +153,47 @@ def _in_group(proc: Path, group: int) -> bool:
         return os.getpgid(int(proc.name)) == group
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
+    run_dirs, dense, categorical = runs
+    repository = tmp_path / "repository"
+    ports = Ports.free()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "spark_jobs.cli", "serve", "--repository", str(repository),
+         "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
+         "--metrics-port", str(ports.metrics)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert "tritonserver ready" in serve.stdout.readline()
+    url = f"127.0.0.1:{ports.http}"
+    for run_dir, version in zip(run_dirs, (1, 2)):
+        export = [sys.executable, "-m", "spark_jobs.cli", "export", "--run-dir", str(run_dir)]
+        pushed = subprocess.run(
+            [*export, "--repository", str(repository), "--push", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"version {version} written" in pushed.stdout
+    assert "versions ready: 1, 2" in pushed.stdout
+    client = triton_http.InferenceServerClient(url)
+    assert infer(client, dense, categorical, "2").shape == (len(dense), 1)
+    client.close()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports.metrics}/metrics").read().decode()
+    assert 'nv_inference_request_success{model="ctr",version="2"}' in metrics
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=60) == 0
+    assert "tritonserver stopped (exit code 0)" in serve.stdout.read()
+    assert _processes_mentioning(str(repository)) == []
