@@ -41,9 +41,16 @@ def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
     return f"{kind} [\n" + ",\n".join(entries) + "\n]"
 
 
-def config_pbtxt(name: str, flavour: str, max_batch_size: int = 65536, versions_served: int = 2) -> str:
+def config_pbtxt(
+    name: str,
+    flavour: str,
+    max_batch_size: int = 65536,
+    versions_served: int = 2,
+    only_versions: list[int] | None = None,
+) -> str:
     """config.pbtxt: the newest `versions_served` versions stay loaded (two serve at once, for A/B),
-    and dynamic batching groups concurrent requests."""
+    or exactly `only_versions`; dynamic batching groups concurrent requests."""
+    pinned = ", ".join(map(str, only_versions or []))
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; choose one of {FLAVOURS}")
     backend = 'backend: "python"' if flavour == "python" else 'platform: "pytorch_libtorch"'
@@ -55,7 +62,11 @@ def config_pbtxt(name: str, flavour: str, max_batch_size: int = 65536, versions_
                 f"max_batch_size: {max_batch_size}",
                 _tensors("input", INPUTS, flavour),
                 _tensors("output", OUTPUTS, flavour),
-                f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}",
+                (
+                    f"version_policy: {{ specific: {{ versions: [ {pinned} ] }} }}"
+                    if only_versions
+                    else f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
+                ),
                 "dynamic_batching { max_queue_delay_microseconds: 200 }",
                 "instance_group [ { kind: KIND_CPU count: 1 } ]" if flavour == "python" else "",
             ]

@@ -18,6 +18,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.schema import CATEGORICAL
+from serving.client import ab_split, predict, serve_only
 from serving.export import MODEL_CONFIG, torchscript
 from serving.repository import add_version, config_pbtxt, versions
 from serving.server import Ports, TritonServer
@@ -46,16 +47,6 @@ def runs(spark, default_features, tmp_path_factory):
         run_dirs.append(run_dir)
     batch = next(BatchLoader(valid, 512, shuffle=False).epoch(0))
     return run_dirs, batch.dense.numpy(), batch.categorical.numpy()
-
-
-def infer(client, dense: np.ndarray, categorical: np.ndarray, version: str = "") -> np.ndarray:
-    inputs = [
-        triton_http.InferInput("DENSE", dense.shape, "FP32"),
-        triton_http.InferInput("CATEGORICAL", categorical.shape, "INT64"),
-    ]
-    inputs[0].set_data_from_numpy(dense)
-    inputs[1].set_data_from_numpy(categorical)
-    return client.infer("ctr", inputs, model_version=version).as_numpy("PROBABILITY")
 
 
 def test_configs_for_the_python_backend_and_the_libtorch_container():
@@ -87,13 +78,22 @@ def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, tmp_pa
         assert client.is_model_ready("ctr", "1") and client.is_model_ready("ctr", "2")
         for version, model in zip(("1", "2"), models):
             expected = model(torch.from_numpy(dense), torch.from_numpy(categorical)).detach().numpy()
-            assert np.abs(infer(client, dense, categorical, version) - expected).max() <= 1e-5
+            assert np.abs(predict(client, "ctr", dense, categorical, version) - expected).max() <= 1e-5
         assert (
-            np.abs(infer(client, dense, categorical, "1") - infer(client, dense, categorical, "2")).max()
+            np.abs(
+                predict(client, "ctr", dense, categorical, "1")
+                - predict(client, "ctr", dense, categorical, "2")
+            ).max()
             > 1e-3
         )
+        batches = [(dense[i : i + 16], categorical[i : i + 16]) for i in range(0, len(dense), 16)]
+        predictions, served = ab_split(client, "ctr", {1: 0.25, 2: 0.75}, batches)
+        assert sum(served.values()) == len(batches) == 32 and 3 <= served[1] <= 14 < served[2]
+        assert all(p.shape == (16, 1) for p in predictions)
+        serve_only(client, repository, "ctr", keep=[2])  # retire version 1; 2 keeps serving
+        assert not client.is_model_ready("ctr", "1") and client.is_model_ready("ctr", "2")
         client.unload_model("ctr")
-        assert not client.is_model_ready("ctr", "1") and not client.is_model_ready("ctr", "2")
+        assert not client.is_model_ready("ctr", "2")
         client.close()
 
 
@@ -128,7 +128,7 @@ def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, b
             client.infer(model, inputs, model_version=version)
         assert str(error.value)
         assert client.is_server_live() and client.is_model_ready("ctr")
-        assert infer(client, dense, categorical).shape == (len(dense), 1)
+        assert predict(client, "ctr", dense, categorical).shape == (len(dense), 1)
         client.close()
 
 
@@ -189,7 +189,7 @@ def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
         assert f"version {version} written" in pushed.stdout
     assert "versions ready: 1, 2" in pushed.stdout
     client = triton_http.InferenceServerClient(url)
-    assert infer(client, dense, categorical, "2").shape == (len(dense), 1)
+    assert predict(client, "ctr", dense, categorical, "2").shape == (len(dense), 1)
     client.close()
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports.metrics}/metrics").read().decode()
     assert 'nv_inference_request_success{model="ctr",version="2"}' in metrics
