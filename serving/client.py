@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as triton_http
 
-from serving.repository import INPUTS, OUTPUTS, config_pbtxt
+from serving.repository import INPUTS, OUTPUTS, RAW_INPUTS, config_pbtxt
 
 
 def predict(
@@ -28,6 +28,19 @@ def predict(
         tensor.set_data_from_numpy(values)
         inputs.append(tensor)
     return client.infer(name, inputs, model_version=version).as_numpy(OUTPUTS[0].name)
+
+
+def predict_raw(
+    client: triton_http.InferenceServerClient, name: str, raw_dense: np.ndarray, raw_categorical: np.ndarray
+) -> np.ndarray:
+    """Click probabilities [B, 1] from raw Criteo fields through the ensemble `name`: dense counts
+    (NaN = missing) and category tokens (empty = missing)."""
+    dense = triton_http.InferInput(RAW_INPUTS[0].name, raw_dense.shape, "FP64")
+    dense.set_data_from_numpy(raw_dense.astype(np.float64))
+    tokens = np.vectorize(lambda t: t if isinstance(t, bytes) else str(t or "").encode(), otypes=[object])
+    categorical = triton_http.InferInput(RAW_INPUTS[1].name, raw_categorical.shape, "BYTES")
+    categorical.set_data_from_numpy(tokens(raw_categorical))
+    return client.infer(name, [dense, categorical]).as_numpy(OUTPUTS[0].name)
 
 
 def ab_split(

@@ -15,6 +15,7 @@ import torch
 from rec_plugin.schema import CATEGORICAL, DENSE
 
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
+PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess_model.py")
 FLAVOURS = ("python", "pytorch_libtorch")
 
 
@@ -31,6 +32,12 @@ INPUTS = (
     TensorSpec("CATEGORICAL", "TYPE_INT64", len(CATEGORICAL)),
 )
 OUTPUTS = (TensorSpec("PROBABILITY", "TYPE_FP32", 1),)
+# The ensemble's raw Criteo fields: dense counts as float64 (NaN = missing), categories as bytes
+# (empty = missing).
+RAW_INPUTS = (
+    TensorSpec("RAW_DENSE", "TYPE_FP64", len(DENSE)),
+    TensorSpec("RAW_CATEGORICAL", "TYPE_STRING", len(CATEGORICAL)),
+)
 
 
 def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
@@ -73,6 +80,64 @@ def config_pbtxt(
         ).strip()
         + "\n"
     )
+
+
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    maps = [f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
+    maps += [f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
+    return f'    {{ model_name: "{model}" model_version: -1 {" ".join(maps)} }}'
+
+
+def ensemble_pbtxt(name: str, max_batch_size: int = 65536) -> str:
+    """`name` = `name`_preprocess (raw fields -> features) then `name`_model (features -> probability),
+    each step on its newest loaded version."""
+    features = {spec.name: f"features_{spec.name.lower()}" for spec in INPUTS}
+    steps = [
+        _step(f"{name}_preprocess", {s.name: s.name for s in RAW_INPUTS}, features),
+        _step(f"{name}_model", features, {s.name: s.name for s in OUTPUTS}),
+    ]
+    return (
+        "\n".join(
+            [
+                f'name: "{name}"',
+                'platform: "ensemble"',
+                f"max_batch_size: {max_batch_size}",
+                _tensors("input", RAW_INPUTS, "python"),
+                _tensors("output", OUTPUTS, "python"),
+                "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
+            ]
+        )
+        + "\n"
+    )
+
+
+def preprocess_pbtxt(name: str, max_batch_size: int = 65536) -> str:
+    return (
+        "\n".join(
+            [
+                f'name: "{name}"',
+                'backend: "python"',
+                f"max_batch_size: {max_batch_size}",
+                _tensors("input", RAW_INPUTS, "python"),
+                _tensors("output", INPUTS, "python"),
+                "dynamic_batching { max_queue_delay_microseconds: 200 }",
+                "instance_group [ { kind: KIND_CPU count: 1 } ]",
+            ]
+        )
+        + "\n"
+    )
+
+
+def write_ensemble(repository: Path, name: str, preprocess: Path) -> None:
+    """Writes `name`_preprocess (version 1: the exported workflow of serving/preprocess.py) and the
+    ensemble `name`; the model itself goes to `name`_model with add_version."""
+    folder = repository / f"{name}_preprocess" / "1"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(preprocess, folder)
+    shutil.copy2(PREPROCESS_MODEL, folder / "model.py")
+    (folder.parent / "config.pbtxt").write_text(preprocess_pbtxt(f"{name}_preprocess"))
+    (repository / name / "1").mkdir(parents=True, exist_ok=True)
+    (repository / name / "config.pbtxt").write_text(ensemble_pbtxt(name))
 
 
 def versions(repository: Path, name: str) -> list[int]:

@@ -17,10 +17,12 @@ import torch
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
-from rec_plugin.schema import CATEGORICAL
-from serving.client import ab_split, predict, serve_only
+from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.workflow import Workflow
+from serving.client import ab_split, predict, predict_raw, serve_only
 from serving.export import MODEL_CONFIG, torchscript
-from serving.repository import add_version, config_pbtxt, versions
+from serving.preprocess import export_preprocess
+from serving.repository import add_version, config_pbtxt, versions, write_ensemble
 from serving.server import Ports, TritonServer
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
@@ -197,3 +199,34 @@ def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
     assert serve.wait(timeout=60) == 0
     assert "tritonserver stopped (exit code 0)" in serve.stdout.read()
     assert _processes_mentioning(str(repository)) == []
+
+
+def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
+    spark, runs, default_bronze, default_features, tmp_path
+):
+    run_dirs, _, _ = runs
+    bronze, _ = default_bronze
+    root, _ = default_features
+    keys = [SOURCE_FILE, LINE_NUMBER]
+    rows = spark.read.format("delta").load(bronze).where(f"{DAY} = 3").orderBy(*keys).limit(2048)
+    raw = rows.toPandas()
+    features = Workflow.load(str(root / "workflow"), spark).transform(rows, keep=tuple(keys)).toPandas()
+    aligned = raw[keys].merge(features, on=keys, validate="one_to_one")  # raw's row order
+    model = torchscript(run_dirs[0])
+    dense, ids = aligned[DENSE].to_numpy(np.float32), aligned[CATEGORICAL].to_numpy(np.int64)
+    expected = model(torch.from_numpy(dense), torch.from_numpy(ids)).detach().numpy()
+    repository = tmp_path / "repository"
+    add_version(repository, "ctr_model", model)
+    write_ensemble(
+        repository, "ctr", export_preprocess(spark, str(root / "workflow"), tmp_path / "preprocess").parent
+    )
+    with TritonServer(repository) as server:
+        client = triton_http.InferenceServerClient(server.http_url)
+        client.load_model("ctr")  # loads its composing models too
+        assert client.is_model_ready("ctr_preprocess") and client.is_model_ready("ctr_model")
+        raw_dense = raw[DENSE].astype("float64").to_numpy()
+        assert np.isnan(raw_dense).any() and raw[CATEGORICAL].isna().to_numpy().any()  # missing fields served
+        served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].fillna("").to_numpy(object))
+        client.close()
+    assert served.shape == (len(raw), 1) == expected.shape
+    assert np.abs(served - expected).max() <= 1e-5
