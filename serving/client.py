@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 
 from serving.repository import INPUTS, OUTPUTS, RAW_INPUTS, config_pbtxt
@@ -31,14 +32,18 @@ def predict(
 
 
 def predict_raw(
-    client: triton_http.InferenceServerClient, name: str, raw_dense: np.ndarray, raw_categorical: np.ndarray
+    client: triton_http.InferenceServerClient | triton_grpc.InferenceServerClient,
+    name: str,
+    raw_dense: np.ndarray,
+    raw_categorical: np.ndarray,
 ) -> np.ndarray:
-    """Click probabilities [B, 1] from raw Criteo fields through the ensemble `name`: dense counts
-    (NaN = missing) and category tokens (empty = missing)."""
-    dense = triton_http.InferInput(RAW_INPUTS[0].name, raw_dense.shape, "FP64")
+    """Click probabilities [B, 1] from raw Criteo fields through the ensemble `name`, over HTTP or
+    gRPC (the client's): dense counts (NaN = missing) and category tokens (empty = missing)."""
+    protocol = triton_grpc if isinstance(client, triton_grpc.InferenceServerClient) else triton_http
+    dense = protocol.InferInput(RAW_INPUTS[0].name, raw_dense.shape, "FP64")
     dense.set_data_from_numpy(raw_dense.astype(np.float64))
     tokens = np.vectorize(lambda t: t if isinstance(t, bytes) else str(t or "").encode(), otypes=[object])
-    categorical = triton_http.InferInput(RAW_INPUTS[1].name, raw_categorical.shape, "BYTES")
+    categorical = protocol.InferInput(RAW_INPUTS[1].name, raw_categorical.shape, "BYTES")
     categorical.set_data_from_numpy(tokens(raw_categorical))
     return client.infer(name, [dense, categorical]).as_numpy(OUTPUTS[0].name)
 

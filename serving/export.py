@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
 import tritonclient.http as triton_http
 
-from serving.repository import FLAVOURS, add_version, versions
+from serving.preprocess import export_preprocess
+from serving.repository import FLAVOURS, add_version, versions, write_ensemble
+from spark_jobs.session import build_session
 from training.loop import WEIGHTS
 from training.models import ModelConfig, build_model
 
@@ -52,25 +55,39 @@ def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """sparkrec export: a trained run -> the next version of a model in a Triton repository; with
-    --push, loaded on a running server (its version policy keeps the previous version serving)."""
+    """sparkrec export: a trained run -> the next version of a model in a Triton repository (with
+    --workflow, also the preprocess model and the ensemble that serve raw Criteo fields); with --push,
+    loaded on a running server (its version policy keeps the previous version serving)."""
     parser = argparse.ArgumentParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, type=Path, help="a `sparkrec train` run directory")
     parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
     parser.add_argument("--name", default="ctr", help="model name in the repository")
+    parser.add_argument(
+        "--workflow", help="the fitted workflow: adds <name>_preprocess and the ensemble <name>"
+    )
     parser.add_argument("--flavour", choices=FLAVOURS, default="python")
     parser.add_argument("--push", metavar="URL", help="a running server's HTTP address, e.g. 127.0.0.1:8000")
+    parser.add_argument(
+        "--profile", default="local", help="Spark profile (reads the workflow's vocabularies)"
+    )
     args = parser.parse_args(argv)
-    version = add_version(args.repository, args.name, torchscript(args.run_dir), args.flavour)
-    print(f"export: {args.name} version {version} written to {args.repository / args.name}")
+    model_name = f"{args.name}_model" if args.workflow else args.name
+    version = add_version(args.repository, model_name, torchscript(args.run_dir), args.flavour)
+    print(f"export: {model_name} version {version} written to {args.repository / model_name}")
+    if args.workflow:
+        spark = build_session(args.profile, "sparkrec-export")
+        with tempfile.TemporaryDirectory() as staging:
+            write_ensemble(
+                args.repository, args.name, export_preprocess(spark, args.workflow, Path(staging)).parent
+            )
+        print(f"export: ensemble {args.name} = {args.name}_preprocess -> {model_name}")
     if args.push:
         client = triton_http.InferenceServerClient(args.push)
         client.load_model(args.name)
-        ready = [
-            v for v in map(str, versions(args.repository, args.name)) if client.is_model_ready(args.name, v)
-        ]
+        loaded = versions(args.repository, model_name)
+        ready = [str(v) for v in loaded if client.is_model_ready(model_name, str(v))]
         client.close()
-        print(f"export: loaded on {args.push}; versions ready: {', '.join(ready)}")
+        print(f"export: loaded on {args.push}; {model_name} versions ready: {', '.join(ready)}")
     return version
 
 

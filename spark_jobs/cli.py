@@ -11,6 +11,7 @@ STAGES = {
     "featurize": "spark_jobs.featurize",
     "train": "spark_jobs.train",
     "export": "serving.export",
+    "score": "spark_jobs.score",
     "serve": "serving.server",
     "demo": "spark_jobs.demo",
 }

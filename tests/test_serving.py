@@ -24,6 +24,7 @@ from serving.export import MODEL_CONFIG, torchscript
 from serving.preprocess import export_preprocess
 from serving.repository import add_version, config_pbtxt, versions, write_ensemble
 from serving.server import Ports, TritonServer
+from spark_jobs.score import score
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
 from training.loop import TrainSpec, train_worker
@@ -189,7 +190,7 @@ def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
             check=True,
         )
         assert f"version {version} written" in pushed.stdout
-    assert "versions ready: 1, 2" in pushed.stdout
+    assert "ctr versions ready: 1, 2" in pushed.stdout
     client = triton_http.InferenceServerClient(url)
     assert predict(client, "ctr", dense, categorical, "2").shape == (len(dense), 1)
     client.close()
@@ -228,5 +229,21 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
         assert np.isnan(raw_dense).any() and raw[CATEGORICAL].isna().to_numpy().any()  # missing fields served
         served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].fillna("").to_numpy(object))
         client.close()
-    assert served.shape == (len(raw), 1) == expected.shape
-    assert np.abs(served - expected).max() <= 1e-5
+        assert served.shape == (len(raw), 1) == expected.shape
+        assert np.abs(served - expected).max() <= 1e-5
+        # Batch scoring of the test day through Triton (gRPC) and in-process; reruns add no duplicates.
+        predictions = {mode: str(tmp_path / f"predictions_{mode}") for mode in ("triton", "in_process")}
+        by_triton = score(
+            spark, bronze, [3], predictions["triton"], via_triton_url=server.grpc_url, name="ctr"
+        )
+    for _ in range(2):
+        in_process = score(
+            spark, bronze, [3], predictions["in_process"], str(run_dirs[0]), str(root / "workflow")
+        )
+    day_rows = spark.read.format("delta").load(bronze).where(f"{DAY} = 3").count()
+    assert by_triton["rows"] == in_process["rows"] == day_rows
+    tables = [spark.read.format("delta").load(path).toPandas() for path in predictions.values()]
+    assert all(len(t) == day_rows and not t.duplicated(keys).any() for t in tables)
+    both = tables[0].merge(tables[1], on=[DAY, *keys], validate="one_to_one")
+    assert len(both) == day_rows
+    assert np.abs(both["probability_x"] - both["probability_y"]).max() <= 1e-5
