@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
@@ -71,3 +73,37 @@ def export_preprocess(spark: SparkSession, workflow_path: str, out: Path) -> Pat
     query = f"WITH {', '.join(steps)} SELECT {outputs} FROM {previous} ORDER BY {ROW_ID}"
     (out / QUERY).write_text(query + "\n")
     return out / QUERY
+
+
+class Preprocessor:
+    """Runs an exported preprocess folder on raw fields: what Triton's preprocess model calls, and
+    what in-process serving benchmarks call."""
+
+    def __init__(self, folder: Path) -> None:
+        self.connection = duckdb.connect()
+        for macro in DUCKDB_MACROS:
+            self.connection.execute(macro)
+        for vocabulary in sorted(folder.glob("vocab_*.parquet")):
+            self.connection.execute(
+                f"CREATE TABLE {vocabulary.stem} AS SELECT * FROM read_parquet('{vocabulary}')"
+            )
+        self.query = (folder / QUERY).read_text()
+
+    def __call__(self, raw_dense: np.ndarray, raw_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float64 [B, 13] counts (NaN = missing) and [B, 26] tokens (bytes or str, empty = missing)
+        -> float32 [B, 13] features and int64 [B, 26] ids, in row order."""
+        columns = {ROW_ID: pa.array(np.arange(len(raw_dense)))}
+        for i, name in enumerate(DENSE):
+            missing = np.isnan(raw_dense[:, i])
+            columns[name] = pa.array(np.where(missing, 0, raw_dense[:, i]).astype(np.int32), mask=missing)
+        for j, name in enumerate(CATEGORICAL):
+            texts = [t.decode() if isinstance(t, bytes) else str(t) for t in raw_tokens[:, j]]
+            columns[name] = pa.array([t or None for t in texts], type=pa.string())
+        self.connection.register("raw", pa.table(columns))
+        try:
+            result = self.connection.execute(self.query).to_arrow_table()
+        finally:
+            self.connection.unregister("raw")
+        dense = np.stack([result[c].to_numpy() for c in DENSE], axis=1).astype(np.float32)
+        ids = np.stack([result[c].to_numpy() for c in CATEGORICAL], axis=1).astype(np.int64)
+        return dense, ids

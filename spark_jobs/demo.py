@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from serving.pipeline import serve_and_score
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
@@ -18,7 +19,7 @@ from spark_jobs.train import train
 
 
 def summary(report: dict) -> str:
-    g, i, f, t = report["generate"], report["ingest"], report["featurize"], report["train"]
+    g, i, f, t, v = (report[k] for k in ("generate", "ingest", "featurize", "train", "serve"))
     return "\n".join(
         [
             f"generate: {g['rows']:,} rows over {g['days']} days at {g['rows_per_s']:,.0f} rows/s; "
@@ -30,6 +31,10 @@ def summary(report: dict) -> str:
             f"train:    {t['model']} on {t['workers']} {t['backend']} workers at {t['samples_per_s']:,.0f} "
             f"samples/s; test AUC {t['auc']:.4f} (oracle {t['oracle_auc']:.4f}), "
             f"logloss {t['logloss']:.4f} (oracle {t['oracle_logloss']:.4f}); run in {t['run_dir']}",
+            f"serve:    Triton {v['triton_version']}, model versions {v['versions_loaded']}, raw-row parity "
+            f"max |diff| {v['parity_max_abs_diff']:.2e}, batch 2048 p50 {v['p50_ms_b2048']} ms / p99 "
+            f"{v['p99_ms_b2048']} ms",
+            f"score:    {report['score']['rows']:,} rows -> {report['score']['predictions_table']}",
         ]
     )
 
@@ -70,6 +75,16 @@ def main(argv: list[str] | None = None) -> dict:
         backend="horovod",
         workers=2,
         oracle=str(out / "data" / "oracle"),
+    )
+    # Serve the model with its preprocessing from a real Triton server, check parity on raw rows,
+    # score the test day into Delta through it, and stop it.
+    report["serve"], report["score"] = serve_and_score(
+        spark,
+        Path(report["train"]["run_dir"]),
+        str(lake / "workflow"),
+        str(lake / "bronze"),
+        splits["test"],
+        out / "serving",
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
