@@ -101,7 +101,7 @@ class Preprocessor:
             columns[name] = pa.array([t or None for t in texts], type=pa.string())
         self.connection.register("raw", pa.table(columns))
         try:
-            result = self.connection.execute(self.query).to_arrow_table()
+            result = self.connection.sql(self.query).to_arrow_table()
         finally:
             self.connection.unregister("raw")
         dense = np.stack([result[c].to_numpy() for c in DENSE], axis=1).astype(np.float32)
