@@ -4,14 +4,24 @@ median report."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from spark_jobs.generate import GeneratorConfig
+from rec_plugin.schema import CATEGORICAL
+from spark_jobs.featurize import featurize
+from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
+from spark_jobs.train import feature_files
+from training.data import FileSet
+from training.models import ModelConfig
 
 
 def report_quiet() -> None:
@@ -52,3 +62,27 @@ def bench_setup(
     args = parser.parse_args()
     spark = build_session("local", app_name, {"spark.ui.showConsoleProgress": "false"})
     return args, spark, GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
+
+
+@dataclass(frozen=True)
+class Featurized:
+    """A generated, ingested and featurized data set in a scratch folder (bronze/, features/, wf/)."""
+
+    scratch: Path
+    train: FileSet
+    dlrm: ModelConfig
+    test_day: int
+
+
+def featurized_data(spark: SparkSession, config: GeneratorConfig, prefix: str) -> Featurized:
+    """Days 0..n-3 train, n-2 valid, n-1 test, as the demo splits them."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    generate(spark, str(scratch / "data"), config)
+    ingest(spark, str(scratch / "data" / "raw"), str(scratch / "bronze"), str(scratch / "rejects"))
+    days = list(range(config.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
+    train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
+    described = json.loads((scratch / "wf" / "features.json").read_text())
+    dlrm = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
+    return Featurized(scratch, train, dlrm, days[-1])

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from harness import bench_setup, report_quiet
+from harness import bench_setup, featurized_data, report_quiet
 from pyspark.sql import functions as F
 
 from rec_plugin.schema import CATEGORICAL, DAY, DENSE
@@ -29,12 +27,7 @@ from serving.client import predict_raw
 from serving.pipeline import NAME, build_repository
 from serving.preprocess import Preprocessor
 from serving.server import TritonServer
-from spark_jobs.featurize import featurize
-from spark_jobs.generate import generate
-from spark_jobs.ingest import ingest
-from spark_jobs.train import feature_files
 from training.loop import TrainSpec, train_worker
-from training.models import ModelConfig
 
 BATCHES = (1, 64, 2048)
 REQUESTS = {1: 200, 64: 100, 2048: 20}
@@ -42,22 +35,20 @@ REQUESTS = {1: 200, 64: 100, 2048: 20}
 
 def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-serve", default_rows_per_day=100_000)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    generate(spark, str(scratch / "data"), config)
-    ingest(spark, str(scratch / "data" / "raw"), str(scratch / "bronze"), str(scratch / "rejects"))
-    days = list(range(args.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
-    report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
-    train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
-    described = json.loads((scratch / "wf" / "features.json").read_text())
-    model_config = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
+    data = featurized_data(spark, config, "bench-serve-")
+    scratch, train, model_config = data.scratch, data.train, data.dlrm
     run_dir = scratch / "run"
     run_dir.mkdir()
     (run_dir / "model_config.json").write_text(json.dumps(model_config.to_dict()))
     train_worker(TrainSpec(model_config.to_dict(), train.to_dict(), str(run_dir), progress=False).to_dict())
     model = build_repository(spark, run_dir, str(scratch / "wf"), scratch / "repository")
     preprocess = Preprocessor(scratch / "repository" / f"{NAME}_preprocess" / "1")
-    raw = spark.read.format("delta").load(str(scratch / "bronze")).where(F.col(DAY) == days[-1]).limit(2048)
+    raw = (
+        spark.read.format("delta")
+        .load(str(scratch / "bronze"))
+        .where(F.col(DAY) == data.test_day)
+        .limit(2048)
+    )
     raw = raw.toPandas()
     raw_dense = raw[DENSE].astype("float64").to_numpy()
     raw_tokens = raw[CATEGORICAL].fillna("").to_numpy(object)

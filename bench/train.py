@@ -10,25 +10,18 @@ fbgemm-gpu(-cpu) 1.9.0 wheels fail to load against torch 2.13 (undefined symbol)
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from pathlib import Path
 
 import horovod.spark
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from harness import bench_setup, print_medians, report_quiet
+from harness import bench_setup, featurized_data, print_medians, report_quiet
 from petastorm import make_batch_reader
 from petastorm.pytorch import DataLoader
 from torch import nn
 
 from rec_plugin.schema import CATEGORICAL, DENSE, LABEL
-from spark_jobs.featurize import featurize
-from spark_jobs.generate import generate
-from spark_jobs.ingest import ingest
-from spark_jobs.train import feature_files
 from training.data import BatchLoader
 from training.loop import TrainSpec, train_worker
 from training.models import ModelConfig
@@ -118,15 +111,8 @@ def our_loader(file_set) -> float:
 
 def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-train", default_rows_per_day=100_000)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    generate(spark, str(scratch / "data"), config)
-    ingest(spark, str(scratch / "data" / "raw"), str(scratch / "bronze"), str(scratch / "rejects"))
-    days = list(range(args.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
-    report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
-    train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
-    described = json.loads((scratch / "wf" / "features.json").read_text())
-    model = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
+    data = featurized_data(spark, config, "bench-train-")
+    scratch, train, model = data.scratch, data.train, data.dlrm
 
     def ours(backend: str, workers: int) -> float:
         spec = TrainSpec(model.to_dict(), train.to_dict(), str(scratch / "run"), backend, progress=False)

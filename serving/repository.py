@@ -48,38 +48,33 @@ def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
     return f"{kind} [\n" + ",\n".join(entries) + "\n]"
 
 
-def config_pbtxt(
-    name: str,
-    flavour: str,
-    max_batch_size: int = 65536,
-    versions_served: int = 2,
-    only_versions: list[int] | None = None,
+def _config(
+    name: str, kind: str, inputs: tuple, outputs: tuple, flavour: str, *extra: str, batch: int = 65536
 ) -> str:
-    """config.pbtxt: the newest `versions_served` versions stay loaded (two serve at once, for A/B),
-    or exactly `only_versions`; dynamic batching groups concurrent requests."""
-    pinned = ", ".join(map(str, only_versions or []))
+    """A config.pbtxt: name, backend or platform, batching limit, tensors, then any further blocks."""
+    lines = [f'name: "{name}"', kind, f"max_batch_size: {batch}"]
+    lines += [_tensors("input", inputs, flavour), _tensors("output", outputs, flavour), *extra]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+DYNAMIC_BATCHING = "dynamic_batching { max_queue_delay_microseconds: 200 }"
+ONE_CPU_INSTANCE = "instance_group [ { kind: KIND_CPU count: 1 } ]"
+
+
+def config_pbtxt(
+    name: str, flavour: str, versions_served: int = 2, only_versions: list[int] | None = None
+) -> str:
+    """The model's config: the newest `versions_served` versions stay loaded (two serve at once, for
+    A/B), or exactly `only_versions`; dynamic batching groups concurrent requests."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; choose one of {FLAVOURS}")
-    backend = 'backend: "python"' if flavour == "python" else 'platform: "pytorch_libtorch"'
-    return (
-        "\n".join(
-            [
-                f'name: "{name}"',
-                backend,
-                f"max_batch_size: {max_batch_size}",
-                _tensors("input", INPUTS, flavour),
-                _tensors("output", OUTPUTS, flavour),
-                (
-                    f"version_policy: {{ specific: {{ versions: [ {pinned} ] }} }}"
-                    if only_versions
-                    else f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
-                ),
-                "dynamic_batching { max_queue_delay_microseconds: 200 }",
-                "instance_group [ { kind: KIND_CPU count: 1 } ]" if flavour == "python" else "",
-            ]
-        ).strip()
-        + "\n"
-    )
+    kind = 'backend: "python"' if flavour == "python" else 'platform: "pytorch_libtorch"'
+    if only_versions:
+        policy = f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, only_versions))} ] }} }}"
+    else:
+        policy = f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
+    instances = ONE_CPU_INSTANCE if flavour == "python" else ""
+    return _config(name, kind, INPUTS, OUTPUTS, flavour, policy, DYNAMIC_BATCHING, instances)
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
@@ -88,7 +83,7 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     return f'    {{ model_name: "{model}" model_version: -1 {" ".join(maps)} }}'
 
 
-def ensemble_pbtxt(name: str, max_batch_size: int = 65536) -> str:
+def ensemble_pbtxt(name: str) -> str:
     """`name` = `name`_preprocess (raw fields -> features) then `name`_model (features -> probability),
     each step on its newest loaded version."""
     features = {spec.name: f"features_{spec.name.lower()}" for spec in INPUTS}
@@ -96,36 +91,13 @@ def ensemble_pbtxt(name: str, max_batch_size: int = 65536) -> str:
         _step(f"{name}_preprocess", {s.name: s.name for s in RAW_INPUTS}, features),
         _step(f"{name}_model", features, {s.name: s.name for s in OUTPUTS}),
     ]
-    return (
-        "\n".join(
-            [
-                f'name: "{name}"',
-                'platform: "ensemble"',
-                f"max_batch_size: {max_batch_size}",
-                _tensors("input", RAW_INPUTS, "python"),
-                _tensors("output", OUTPUTS, "python"),
-                "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
-            ]
-        )
-        + "\n"
-    )
+    scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}"
+    return _config(name, 'platform: "ensemble"', RAW_INPUTS, OUTPUTS, "python", scheduling)
 
 
-def preprocess_pbtxt(name: str, max_batch_size: int = 65536) -> str:
-    return (
-        "\n".join(
-            [
-                f'name: "{name}"',
-                'backend: "python"',
-                f"max_batch_size: {max_batch_size}",
-                _tensors("input", RAW_INPUTS, "python"),
-                _tensors("output", INPUTS, "python"),
-                "dynamic_batching { max_queue_delay_microseconds: 200 }",
-                "instance_group [ { kind: KIND_CPU count: 1 } ]",
-            ]
-        )
-        + "\n"
-    )
+def preprocess_pbtxt(name: str) -> str:
+    kind = 'backend: "python"'
+    return _config(name, kind, RAW_INPUTS, INPUTS, "python", DYNAMIC_BATCHING, ONE_CPU_INSTANCE)
 
 
 def write_ensemble(repository: Path, name: str, preprocess: Path) -> None:
