@@ -30,6 +30,11 @@ class ModelConfig:
     deep_mlp: tuple[int, ...] = (256, 128)
     cross_layers: int = 3
 
+    @property
+    def flat_width(self) -> int:
+        """Width of the dense features and every field's embedding side by side."""
+        return self.num_dense + len(self.cardinalities) * self.embedding_dim
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -79,7 +84,7 @@ class DCNv2(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        width = config.num_dense + len(config.cardinalities) * config.embedding_dim
+        width = config.flat_width
         self.embeddings = EmbeddingCollection(config.cardinalities, config.embedding_dim)
         self.cross = CrossNetwork(width, config.cross_layers)
         self.deep = mlp([width, *config.deep_mlp, 1], False)
@@ -93,7 +98,7 @@ class WideDeep(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        width = config.num_dense + len(config.cardinalities) * config.embedding_dim
+        width = config.flat_width
         self.wide = Logistic(config)
         self.embeddings = EmbeddingCollection(config.cardinalities, config.embedding_dim)
         self.deep = mlp([width, *config.deep_mlp, 1], False)
@@ -108,7 +113,7 @@ class DeepFM(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        width = config.num_dense + len(config.cardinalities) * config.embedding_dim
+        width = config.flat_width
         self.first_order = Logistic(config)
         self.embeddings = EmbeddingCollection(config.cardinalities, config.embedding_dim)
         self.fm = FactorizationMachine()
