@@ -119,17 +119,20 @@ class BatchLoader:
         rng = np.random.default_rng([self.seed, epoch, self.rank])
         pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         pending_rows = 0
-        for chunk in _with_end(self._chunks(epoch)):
-            if chunk is not None:
-                pending.append(chunk)
-                pending_rows += len(chunk[2])
-            if pending and (chunk is None or pending_rows >= self.shuffle_rows):
-                arrays = [np.concatenate(parts) for parts in zip(*pending)]
-                if self.shuffle:
-                    order = rng.permutation(len(arrays[2]))
-                    arrays = [a[order] for a in arrays]
-                yield tuple(arrays)
+
+        def merged() -> tuple[np.ndarray, ...]:
+            arrays = [np.concatenate(parts) for parts in zip(*pending)]
+            order = rng.permutation(len(arrays[2])) if self.shuffle else slice(None)
+            return tuple(a[order] for a in arrays)
+
+        for chunk in self._chunks(epoch):
+            pending.append(chunk)
+            pending_rows += len(chunk[2])
+            if pending_rows >= self.shuffle_rows:
+                yield merged()
                 pending, pending_rows = [], 0
+        if pending:
+            yield merged()
 
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[Batch]:
         """The epoch's batches (the last may be short), skipping the first `skip_batches`."""
@@ -147,11 +150,6 @@ class BatchLoader:
             carry = tuple(a[whole:] for a in arrays)
         if carry is not None and len(carry[2]) and index >= skip_batches:
             yield _batch(carry, 0, len(carry[2]))
-
-
-def _with_end(chunks: Iterator) -> Iterator:
-    yield from chunks
-    yield None
 
 
 def _batch(arrays: tuple[np.ndarray, ...], start: int, stop: int) -> Batch:
