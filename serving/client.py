@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
+from tritonclient.utils import np_to_triton_dtype
 
 from serving.repository import INPUTS, OUTPUTS, RAW_INPUTS, config_pbtxt
 
@@ -23,9 +24,7 @@ def predict(
     """Click probabilities [B, 1] from one model version ("" = the newest loaded)."""
     inputs = []
     for spec, values in zip(INPUTS, (dense.astype(np.float32), categorical.astype(np.int64))):
-        tensor = triton_http.InferInput(
-            spec.name, values.shape, "FP32" if values.dtype == np.float32 else "INT64"
-        )
+        tensor = triton_http.InferInput(spec.name, values.shape, np_to_triton_dtype(values.dtype))
         tensor.set_data_from_numpy(values)
         inputs.append(tensor)
     return client.infer(name, inputs, model_version=version).as_numpy(OUTPUTS[0].name)

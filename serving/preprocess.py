@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
@@ -96,9 +97,11 @@ class Preprocessor:
         for i, name in enumerate(DENSE):
             missing = np.isnan(raw_dense[:, i])
             columns[name] = pa.array(np.where(missing, 0, raw_dense[:, i]).astype(np.int32), mask=missing)
+        missing = pa.scalar(None, pa.string())
         for j, name in enumerate(CATEGORICAL):
-            texts = [t.decode() if isinstance(t, bytes) else str(t) for t in raw_tokens[:, j]]
-            columns[name] = pa.array([t or None for t in texts], type=pa.string())
+            # Triton hands over bytes, callers in process may pass str: Arrow converts either at once.
+            tokens = pa.array(raw_tokens[:, j]).cast(pa.string())
+            columns[name] = pc.if_else(pc.equal(tokens, ""), missing, tokens)
         self.connection.register("raw", pa.table(columns))
         try:
             result = self.connection.sql(self.query).to_arrow_table()
