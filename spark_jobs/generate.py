@@ -40,18 +40,22 @@ WIDE_PROJECTIONS = {"spark.sql.codegen.wholeStage": "false"}
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """What to generate; the defaults are the demo's small embedded data set."""
+    """What to generate; the defaults are the demo's small embedded data set.
+
+    They are sized so that its planted interactions can be learnt: at 300k rows a day (two train
+    days), cardinalities up to 100 and four rank-2 interaction pairs, one epoch of DLRM comes within
+    0.01 AUC of the oracle, while a first-order model stays far below it (README, "train")."""
 
     days: int = 4
-    rows_per_day: int = 100_000
+    rows_per_day: int = 300_000
     files_per_day: int = 2
     seed: int = 42
-    max_cardinality: int = 2_000
+    max_cardinality: int = 100
     positive_rate: float = 0.25
-    new_value_rate: float = 0.05
+    new_value_rate: float = 0.005
     logit_scale: float = 1.5
-    latent_dim: int = 4
-    interaction_pairs: int = 13
+    latent_dim: int = 2
+    interaction_pairs: int = 4
     compression: str = "none"
 
     def __post_init__(self) -> None:

@@ -60,8 +60,8 @@ class PlantedModel:
         max_cardinality: int,
         logit_scale: float,
         new_value_rate: float,
-        latent_dim: int = 4,
-        num_pairs: int = 13,
+        latent_dim: int,
+        num_pairs: int,
     ) -> PlantedModel:
         """Cardinalities from ~4 to max_cardinality (geometric, shuffled), pairs, scales and dense laws."""
         rng = np.random.default_rng(seed)
