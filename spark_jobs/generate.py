@@ -28,7 +28,7 @@ from rec_plugin.schema import (
     SOURCE_FILE,
     partition_line_number,
 )
-from spark_jobs.planted_model import PlantedModel, category_token, label_draw
+from spark_jobs.planted_model import TOKEN_CONF, PlantedModel, category_token, label_draw
 from spark_jobs.session import build_session, session_conf
 from training.metrics import auc_from_counts
 
@@ -132,7 +132,7 @@ def _raw_lines(frame: DataFrame) -> DataFrame:
     fields += [
         F.coalesce(category_token(j, F.col(f"id_{name}")), F.lit("")) for j, name in enumerate(CATEGORICAL)
     ]
-    return frame.select(F.lower(F.concat_ws(FIELD_SEPARATOR, *fields)).alias("value"))
+    return frame.select(F.concat_ws(FIELD_SEPARATOR, *fields).alias("value"))
 
 
 def _oracle(frame: DataFrame, config: GeneratorConfig) -> DataFrame:
@@ -167,7 +167,7 @@ def generate(
 
     One Spark partition is one output file: partition p holds day p // files_per_day, so a line's
     number in its file is its index in the partition, for the raw files and the oracle alike."""
-    with session_conf(spark, WIDE_PROJECTIONS if sql_conf is None else sql_conf):
+    with session_conf(spark, {**TOKEN_CONF, **(WIDE_PROJECTIONS if sql_conf is None else sql_conf)}):
         return _generate(spark, out, config)
 
 
