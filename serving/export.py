@@ -1,4 +1,4 @@
-"""Export of a trained run as TorchScript: the model Triton serves (and batch scoring loads)."""
+"""Export of a trained run as TorchScript (what Triton serves here, and batch scoring loads) or ONNX."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import json
 import tempfile
 from pathlib import Path
 
+import onnxruntime
 import torch
 import tritonclient.http as triton_http
 
 from serving.preprocess import export_preprocess
-from serving.repository import FLAVOURS, add_version, versions, write_ensemble
+from serving.repository import FLAVOURS, INPUTS, OUTPUTS, add_version, versions, write_ensemble
 from spark_jobs.session import build_session
 from training.loop import WEIGHTS
 from training.models import ModelConfig, build_model
@@ -39,8 +40,8 @@ class ClickProbability(torch.nn.Module):
         return torch.sigmoid(self.model(dense, categorical)).unsqueeze(1)
 
 
-def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
-    """The trained model as a traced ClickProbability, checked against eager on the example batch."""
+def _served(run_dir: Path) -> tuple[ClickProbability, tuple[torch.Tensor, torch.Tensor]]:
+    """The run's ClickProbability and an example batch of 64 rows to trace and check it with."""
     model = ClickProbability(trained_model(run_dir)).eval()
     config = ModelConfig.from_dict(json.loads((run_dir / MODEL_CONFIG).read_text()))
     generator = torch.Generator().manual_seed(0)
@@ -48,10 +49,41 @@ def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
     categorical = torch.stack(
         [torch.randint(0, size, (64,), generator=generator) for size in config.cardinalities], dim=1
     )
+    return model, (dense, categorical)
+
+
+def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
+    """The trained model as a traced ClickProbability, checked against eager on the example batch."""
+    model, example = _served(run_dir)
     with torch.no_grad():
-        traced = torch.jit.trace(model, (dense, categorical))
-        torch.testing.assert_close(traced(dense, categorical), model(dense, categorical))
+        traced = torch.jit.trace(model, example)
+        torch.testing.assert_close(traced(*example), model(*example))
     return traced
+
+
+def onnx_program(run_dir: Path) -> torch.onnx.ONNXProgram:
+    """The trained model as ONNX (torch.export, a dynamic batch axis, the served tensor names),
+    checked with onnxruntime against eager at batch 1 and 64."""
+    model, example = _served(run_dir)
+    batch = torch.export.Dim("batch")
+    program = torch.onnx.export(
+        model,
+        example,
+        input_names=[spec.name for spec in INPUTS],
+        output_names=[spec.name for spec in OUTPUTS],
+        dynamic_shapes=({0: batch}, {0: batch}),
+        dynamo=True,
+        verbose=False,
+    )
+    session = onnxruntime.InferenceSession(
+        program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    for rows in (1, len(example[0])):
+        inputs = {spec.name: tensor[:rows].numpy() for spec, tensor in zip(INPUTS, example)}
+        with torch.no_grad():
+            expected = model(*(tensor[:rows] for tensor in example))
+        torch.testing.assert_close(torch.from_numpy(session.run(None, inputs)[0]), expected)
+    return program
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     model_name = f"{args.name}_model" if args.workflow else args.name
-    version = add_version(args.repository, model_name, torchscript(args.run_dir), args.flavour)
+    served = onnx_program(args.run_dir) if args.flavour == "onnxruntime" else torchscript(args.run_dir)
+    version = add_version(args.repository, model_name, served, args.flavour)
     print(f"export: {model_name} version {version} written to {args.repository / model_name}")
     if args.workflow:
         spark = build_session(args.profile, "sparkrec-export")

@@ -1,7 +1,8 @@
 """Triton model repositories in the standard layout: <repository>/<name>/config.pbtxt and one
-directory per version. Two flavours from one description of the model's tensors: `python` (the
-python backend: what runs here on CPU) and `pytorch_libtorch` (the NVIDIA Triton container's
-libtorch backend on GPU hosts; its config is generated and checked, it cannot run here).
+directory per version. Three flavours from one description of the model's tensors: `python` (the
+python backend: what runs here on CPU), and `pytorch_libtorch` (TorchScript) and `onnxruntime`
+(ONNX) for the NVIDIA Triton container's backends on GPU hosts (their configs are generated and
+checked; this machine's server has only the python backend).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from rec_plugin.schema import CATEGORICAL, DENSE
 
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess_model.py")
-FLAVOURS = ("python", "pytorch_libtorch")
+FLAVOURS = ("python", "pytorch_libtorch", "onnxruntime")
+# Each flavour's backend (or platform) and the file its version folders hold.
+_KIND = {
+    "python": 'backend: "python"',
+    "pytorch_libtorch": 'platform: "pytorch_libtorch"',
+    "onnxruntime": 'platform: "onnxruntime_onnx"',
+}
+MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime": "model.onnx"}
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,7 @@ class TensorSpec:
     width: int
 
 
-# The served model's interface: the same tensors for both flavours (libtorch names them by position).
+# The served model's interface: the same tensors for every flavour (libtorch names them by position).
 INPUTS = (
     TensorSpec("DENSE", "TYPE_FP32", len(DENSE)),
     TensorSpec("CATEGORICAL", "TYPE_INT64", len(CATEGORICAL)),
@@ -43,7 +51,8 @@ RAW_INPUTS = (
 def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
     entries = []
     for index, spec in enumerate(specs):
-        name = spec.name if flavour == "python" else f"{'INPUT' if kind == 'input' else 'OUTPUT'}__{index}"
+        positional = f"{'INPUT' if kind == 'input' else 'OUTPUT'}__{index}"
+        name = positional if flavour == "pytorch_libtorch" else spec.name
         entries.append(f'  {{ name: "{name}" data_type: {spec.dtype} dims: [ {spec.width} ] }}')
     return f"{kind} [\n" + ",\n".join(entries) + "\n]"
 
@@ -68,13 +77,12 @@ def config_pbtxt(
     A/B), or exactly `only_versions`; dynamic batching groups concurrent requests."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; choose one of {FLAVOURS}")
-    kind = 'backend: "python"' if flavour == "python" else 'platform: "pytorch_libtorch"'
     if only_versions:
         policy = f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, only_versions))} ] }} }}"
     else:
         policy = f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
     instances = ONE_CPU_INSTANCE if flavour == "python" else ""
-    return _config(name, kind, INPUTS, OUTPUTS, flavour, policy, DYNAMIC_BATCHING, instances)
+    return _config(name, _KIND[flavour], INPUTS, OUTPUTS, flavour, policy, DYNAMIC_BATCHING, instances)
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
@@ -117,12 +125,18 @@ def versions(repository: Path, name: str) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
-def add_version(repository: Path, name: str, model: torch.jit.ScriptModule, flavour: str = "python") -> int:
-    """Writes the model as the next version (N + 1) of `name`, with the flavour's config; returns N + 1."""
+def add_version(
+    repository: Path,
+    name: str,
+    model: torch.jit.ScriptModule | torch.onnx.ONNXProgram,
+    flavour: str = "python",
+) -> int:
+    """Writes the model (TorchScript, or ONNX for `onnxruntime`) as the next version (N + 1) of `name`,
+    with the flavour's config; returns N + 1."""
     version = (versions(repository, name) or [0])[-1] + 1
     folder = repository / name / str(version)
     folder.mkdir(parents=True)
-    model.save(str(folder / "model.pt"))
+    model.save(str(folder / MODEL_FILE[flavour]))
     if flavour == "python":
         shutil.copy2(PYTHON_MODEL, folder / "model.py")
     (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour))

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 import tritonclient.http as triton_http
@@ -20,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
 from serving.client import ab_split, predict, predict_raw, serve_only
-from serving.export import MODEL_CONFIG, torchscript
+from serving.export import MODEL_CONFIG, onnx_program, torchscript
 from serving.preprocess import export_preprocess
 from serving.repository import add_version, config_pbtxt, versions, write_ensemble
 from serving.server import Ports, TritonServer
@@ -52,19 +53,38 @@ def runs(spark, default_features, tmp_path_factory):
     return run_dirs, batch.dense.numpy(), batch.categorical.numpy()
 
 
-def test_configs_for_the_python_backend_and_the_libtorch_container():
+def test_configs_for_the_python_backend_and_the_gpu_containers_backends():
     python = config_pbtxt("ctr", "python")
     libtorch = config_pbtxt("ctr", "pytorch_libtorch")
+    onnx = config_pbtxt("ctr", "onnxruntime")
     assert 'backend: "python"' in python and 'name: "DENSE" data_type: TYPE_FP32 dims: [ 13 ]' in python
     assert (
         'platform: "pytorch_libtorch"' in libtorch
         and 'name: "INPUT__1" data_type: TYPE_INT64 dims: [ 26 ]' in libtorch
     )
     assert 'name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 1 ]' in libtorch
-    for text in (python, libtorch):
+    assert 'platform: "onnxruntime_onnx"' in onnx
+    assert 'name: "CATEGORICAL" data_type: TYPE_INT64 dims: [ 26 ]' in onnx
+    assert 'name: "PROBABILITY" data_type: TYPE_FP32 dims: [ 1 ]' in onnx
+    assert "KIND_CPU" in python and "KIND_CPU" not in libtorch + onnx  # GPU hosts: Triton's default GPUs
+    for text in (python, libtorch, onnx):
         assert "version_policy: { latest: { num_versions: 2 } }" in text and "dynamic_batching" in text
     with pytest.raises(ValueError, match="unknown flavour"):
         config_pbtxt("ctr", "tensorflow")
+
+
+def test_onnx_export_matches_torchscript_on_feature_rows(runs, tmp_path):
+    run_dirs, dense, categorical = runs
+    repository = tmp_path / "repository"
+    assert add_version(repository, "ctr", onnx_program(run_dirs[0]), "onnxruntime") == 1
+    saved = repository / "ctr" / "1" / "model.onnx"
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model.onnx"]
+    session = onnxruntime.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
+    onnx_scores = session.run(None, {"DENSE": dense, "CATEGORICAL": categorical})[0]
+    with torch.no_grad():
+        scripted = torchscript(run_dirs[0])(torch.from_numpy(dense), torch.from_numpy(categorical)).numpy()
+    assert onnx_scores.shape == (len(dense), 1)
+    assert np.abs(onnx_scores - scripted).max() <= 1e-5
 
 
 def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, tmp_path):
