@@ -32,7 +32,13 @@ def sql_literal(value: object) -> str:
 
 def render(name: str, columns: dict[str, str], params: dict[str, object]) -> str:
     """The SQL text of template `name` over the given column names and parameter values."""
-    values = {key: f"`{column}`" for key, column in columns.items()}
+    return render_over(name, {key: f"`{column}`" for key, column in columns.items()}, params)
+
+
+def render_over(name: str, inputs: dict[str, str], params: dict[str, object]) -> str:
+    """The SQL text of template `name` over SQL expressions for its inputs (parenthesized here, so
+    templates nest) and parameter values."""
+    values = {key: f"({sql})" for key, sql in inputs.items()}
     values.update({key: sql_literal(value) for key, value in params.items()})
     return templates()[name].format(**values)
 

@@ -1,7 +1,12 @@
 """The fitted workflow in serving form: one SQL query for DuckDB rendered from the same op templates
 (rec_plugin/op_templates.json) the Spark transform renders, and each vocabulary as a parquet lookup
-table (value, id). Triton's preprocess model (serving/triton_preprocess_model.py) runs the query on
-each batch of raw Criteo fields; nothing is pickled, and no op is defined a second time.
+table (value, id). Triton's preprocess model (serving/triton_preprocess_model.py) runs it on each
+batch of raw Criteo fields; nothing is pickled, and no op is defined a second time.
+
+Categorify's lookup (Spark's LEFT JOIN of a column with its vocabulary) is done before the query, in
+a hash index per vocabulary built once: 26 joins in the query cost ~50 ms per batch of 2048 rows
+(DuckDB's fixed cost per join and the planning of the larger query). The query then reads each
+column's looked-up id as `<column>__id` and applies the `category_id` template to it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -18,7 +24,7 @@ from pyspark.sql import SparkSession
 from rec_plugin.ops import Categorify
 from rec_plugin.ops.base import RowOp
 from rec_plugin.schema import CATEGORICAL, DENSE
-from rec_plugin.templates import render
+from rec_plugin.templates import render_over
 from rec_plugin.workflow import Workflow
 
 QUERY = "preprocess.sql"
@@ -27,51 +33,51 @@ ROW_ID = "row_id"
 DUCKDB_MACROS = ["CREATE MACRO log1p(x) AS ln(1 + x)"]
 
 
+def _looked_up(column: str) -> str:
+    """The query's input holding `column`'s vocabulary id (null when the value is not in it)."""
+    return f"{column}__id"
+
+
 def _duckdb(sql: str) -> str:
     """Spark SQL quotes identifiers with backticks, DuckDB with double quotes."""
     return sql.replace("`", '"')
 
 
 def export_preprocess(spark: SparkSession, workflow_path: str, out: Path) -> Path:
-    """Writes preprocess.sql and vocab_<column>.parquet into `out`; returns the query's path."""
+    """Writes preprocess.sql and vocab_<column>.parquet into `out`; returns the query's path.
+
+    The query is one SELECT: each output column is its ops' templates nested into one expression
+    (a chain of one CTE per op took DuckDB ~13 ms to plan per batch)."""
     workflow = Workflow.load(workflow_path, spark)
     out.mkdir(parents=True, exist_ok=True)
-    steps, previous = [], "raw"
+    raw = {c: f'"{c}"' for c in [*DENSE, *CATEGORICAL]}
+    expressions = dict(raw)
     for node, states in zip(workflow.nodes, workflow.states):
         columns = list(node.columns)
         for op, state in zip(node.ops, states):
-            name = f"s{len(steps)}"
             if isinstance(op, Categorify):
-                joins = []
+                transformed = sorted(c for c in columns if expressions[c] != raw[c])
+                if transformed:
+                    raise NotImplementedError(
+                        f"Categorify of {transformed} after other ops cannot be served yet "
+                        "(the serving lookup reads the raw column)"
+                    )
                 for c in columns:
                     table = state[c].select("value", "id").toPandas()
                     pq.write_table(
                         pa.Table.from_pandas(table, preserve_index=False), out / f"vocab_{c}.parquet"
                     )
-                    joins.append(f'LEFT JOIN vocab_{c} AS "v_{c}" ON "v_{c}".value = p."{c}"')
-                ids = ", ".join(f'"v_{c}".id AS "{c}__id"' for c in columns)
-                steps.append(f"{name}_joined AS (SELECT p.*, {ids} FROM {previous} AS p {' '.join(joins)})")
-                mapped = [
-                    f'{_duckdb(render("category_id", {"id": f"{c}__id"}, {}))} AS "{c}"' for c in columns
-                ]
-                dropped = ", ".join(f'"{c}__id"' for c in columns)
-                replaced = ", ".join(mapped)
-                steps.append(
-                    f"{name} AS (SELECT * EXCLUDE ({dropped}) REPLACE ({replaced}) FROM {name}_joined)"
-                )
+                    expressions[c] = _duckdb(render_over("category_id", {"id": f'"{_looked_up(c)}"'}, {}))
             elif isinstance(op, RowOp):
-                mapped = [
-                    f'{_duckdb(render(op.template, {"x": c}, op.template_params(c, state)))} AS "{c}"'
-                    for c in columns
-                ]
-                steps.append(f"{name} AS (SELECT * REPLACE ({', '.join(mapped)}) FROM {previous})")
+                for c in columns:
+                    params = op.template_params(c, state)
+                    expressions[c] = _duckdb(render_over(op.template, {"x": expressions[c]}, params))
             else:
                 raise NotImplementedError(
                     f"{type(op).__name__} cannot be served yet (only row ops and Categorify)"
                 )
-            previous = name
-    outputs = ", ".join(f'"{c}"' for c in [*DENSE, *CATEGORICAL])
-    query = f"WITH {', '.join(steps)} SELECT {outputs} FROM {previous} ORDER BY {ROW_ID}"
+    outputs = ", ".join(f'{expressions[c]} AS "{c}"' for c in [*DENSE, *CATEGORICAL])
+    query = f"SELECT {outputs} FROM raw ORDER BY {ROW_ID}"
     (out / QUERY).write_text(query + "\n")
     return out / QUERY
 
@@ -84,10 +90,12 @@ class Preprocessor:
         self.connection = duckdb.connect()
         for macro in DUCKDB_MACROS:
             self.connection.execute(macro)
+        # Per categorical column: a hash index of its vocabulary's values, and their ids.
+        self.vocabularies = {}
         for vocabulary in sorted(folder.glob("vocab_*.parquet")):
-            self.connection.execute(
-                f"CREATE TABLE {vocabulary.stem} AS SELECT * FROM read_parquet('{vocabulary}')"
-            )
+            table = pq.read_table(vocabulary)
+            values = pd.Index(table["value"].to_numpy(zero_copy_only=False))
+            self.vocabularies[vocabulary.stem.removeprefix("vocab_")] = (values, table["id"].to_numpy())
         self.query = (folder / QUERY).read_text()
 
     def __call__(self, raw_dense: np.ndarray, raw_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +110,12 @@ class Preprocessor:
             # Triton hands over bytes, callers in process may pass str: Arrow converts either at once.
             tokens = pa.array(raw_tokens[:, j]).cast(pa.string())
             columns[name] = pc.if_else(pc.equal(tokens, ""), missing, tokens)
+            if name in self.vocabularies:
+                # As the LEFT JOIN on value: a missing or unknown value gets a null id.
+                values, ids = self.vocabularies[name]
+                position = values.get_indexer(columns[name].to_numpy(zero_copy_only=False))
+                found = position >= 0
+                columns[_looked_up(name)] = pa.array(np.where(found, ids[position], 0), mask=~found)
         self.connection.register("raw", pa.table(columns))
         try:
             result = self.connection.sql(self.query).to_arrow_table()
