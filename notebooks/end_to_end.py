@@ -19,6 +19,7 @@ from serving.pipeline import build_repository
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
+from spark_jobs.layout import PipelineLayout, day_splits
 from spark_jobs.score import score
 from spark_jobs.session import build_session
 from spark_jobs.train import train
@@ -26,45 +27,42 @@ from spark_jobs.train import train
 spark = SparkSession.getActiveSession() or build_session("local", "sparkrec-notebook")
 out = Path(os.environ.get("SPARKREC_NOTEBOOK_OUT", "/tmp/sparkrec-notebook")).resolve()
 rows_per_day = int(os.environ.get("SPARKREC_NOTEBOOK_ROWS_PER_DAY", "100000"))
-lake = out / "lake"
+paths = PipelineLayout(out)
 
 # COMMAND ----------
 
 config = GeneratorConfig(days=4, rows_per_day=rows_per_day)
-report = {"generate": generate(spark, str(out / "data"), config)}
-report["ingest"] = ingest(spark, str(out / "data" / "raw"), str(lake / "bronze"), str(lake / "rejects"))
+report = {"generate": generate(spark, paths.data, config)}
+report["ingest"] = ingest(spark, paths.raw, paths.bronze, paths.rejects)
 
 # COMMAND ----------
 
-splits = {"train": [0, 1], "valid": [2], "test": [3]}
-report["featurize"] = featurize(
-    spark, str(lake / "bronze"), str(lake / "features"), str(lake / "workflow"), splits
-)
+splits = day_splits(config.days)
+report["featurize"] = featurize(spark, paths.bronze, paths.features, paths.workflow, splits)
 
 # COMMAND ----------
 
 report["train"] = train(
     spark,
-    str(lake / "features"),
-    str(lake / "workflow"),
-    str(out / "runs" / "dlrm"),
-    model="dlrm",
+    paths.features,
+    paths.workflow,
+    paths.run("dlrm"),
     backend="single",
     workers=1,
-    oracle=str(out / "data" / "oracle"),
+    oracle=paths.oracle,
     progress=False,
 )
 
 # COMMAND ----------
 
-build_repository(spark, Path(report["train"]["run_dir"]), str(lake / "workflow"), out / "repository")
+build_repository(spark, Path(report["train"]["run_dir"]), paths.workflow, out / "repository")
 report["score"] = score(
     spark,
-    str(lake / "bronze"),
+    paths.bronze,
     splits["test"],
-    str(lake / "predictions"),
+    paths.predictions,
     run_dir=report["train"]["run_dir"],
-    workflow=str(lake / "workflow"),
+    workflow=paths.workflow,
 )
 (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 print(json.dumps({k: report[k] for k in ("train", "score")}, indent=2))

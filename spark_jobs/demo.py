@@ -14,6 +14,7 @@ from serving.pipeline import serve_and_score
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
+from spark_jobs.layout import PipelineLayout, day_splits
 from spark_jobs.session import build_session
 from spark_jobs.train import train
 
@@ -57,32 +58,29 @@ def main(argv: list[str] | None = None) -> dict:
         f"demo: Spark UI at {spark.sparkContext.uiWebUrl}" if spark.sparkContext.uiWebUrl else "demo: started"
     )
     config = GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
-    report = {"generate": generate(spark, str(out / "data"), config)}
-    lake = out / "lake"
-    report["ingest"] = ingest(spark, str(out / "data" / "raw"), str(lake / "bronze"), str(lake / "rejects"))
-    days = list(range(config.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
-    report["featurize"] = featurize(
-        spark, str(lake / "bronze"), str(lake / "features"), str(lake / "workflow"), splits
-    )
+    paths = PipelineLayout(out)
+    report = {"generate": generate(spark, paths.data, config)}
+    report["ingest"] = ingest(spark, paths.raw, paths.bronze, paths.rejects)
+    splits = day_splits(config.days)
+    report["featurize"] = featurize(spark, paths.bronze, paths.features, paths.workflow, splits)
     # Two Horovod workers launched from Spark, meeting over loopback.
     report["train"] = train(
         spark,
-        str(lake / "features"),
-        str(lake / "workflow"),
-        str(out / "runs" / "dlrm"),
+        paths.features,
+        paths.workflow,
+        paths.run("dlrm"),
         model="dlrm",
         backend="horovod",
         workers=2,
-        oracle=str(out / "data" / "oracle"),
+        oracle=paths.oracle,
     )
     # Serve the model with its preprocessing from a real Triton server, check parity on raw rows,
     # score the test day into Delta through it, and stop it.
     report["serve"], report["score"] = serve_and_score(
         spark,
         Path(report["train"]["run_dir"]),
-        str(lake / "workflow"),
-        str(lake / "bronze"),
+        paths.workflow,
+        paths.bronze,
         splits["test"],
         out / "serving",
     )

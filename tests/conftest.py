@@ -10,9 +10,9 @@ from pyspark.sql import SparkSession
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
+from spark_jobs.layout import day_splits
 from spark_jobs.session import build_session
 
-SPLITS = {"train": [0, 1], "valid": [2], "test": [3]}
 TEST_SPARK_CONF = {
     "spark.master": "local[2]",
     "spark.ui.enabled": "false",
@@ -33,6 +33,8 @@ def spark() -> SparkSession:
 # The demo's default data set cut to its first 100k rows a day: rows are drawn from (seed, day, row
 # of the day), so these are exactly those rows of the default data, with the same planted model.
 TEST_DATA = GeneratorConfig(rows_per_day=100_000)
+# Days 0-1 train, 2 validates, 3 tests, as in the demo.
+SPLITS = day_splits(TEST_DATA.days)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,54 @@
+"""Where a pipeline run keeps each stage's output under one folder, and how its days split: one
+definition for the demo and the notebook (each stage reads the previous one's output from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PipelineLayout:
+    """<out>/data (raw TSV and the oracle), <out>/lake (Delta tables, the workflow), <out>/runs."""
+
+    out: Path
+
+    @property
+    def data(self) -> str:
+        return str(self.out / "data")
+
+    @property
+    def raw(self) -> str:
+        return str(self.out / "data" / "raw")
+
+    @property
+    def oracle(self) -> str:
+        return str(self.out / "data" / "oracle")
+
+    @property
+    def bronze(self) -> str:
+        return str(self.out / "lake" / "bronze")
+
+    @property
+    def rejects(self) -> str:
+        return str(self.out / "lake" / "rejects")
+
+    @property
+    def features(self) -> str:
+        return str(self.out / "lake" / "features")
+
+    @property
+    def workflow(self) -> str:
+        return str(self.out / "lake" / "workflow")
+
+    @property
+    def predictions(self) -> str:
+        return str(self.out / "lake" / "predictions")
+
+    def run(self, model: str) -> str:
+        return str(self.out / "runs" / model)
+
+
+def day_splits(days: int) -> dict[str, list[int]]:
+    """All days but the last two train, the second-to-last validates, the last one tests."""
+    return {"train": list(range(days - 2)), "valid": [days - 2], "test": [days - 1]}
