@@ -1,6 +1,6 @@
 """Serving latency and throughput: raw-feature requests through the Triton ensemble over gRPC and
-HTTP at batch 1, 64 and 2048, against in-process inference (the same DuckDB preprocessing and the
-same TorchScript model, no server) in the same run.
+HTTP at batch 1, 64 and 2048, against in-process inference (the same preprocessing and the same
+TorchScript model, no server) in the same run.
 
 Generates, ingests and featurizes a data set, trains DLRM for one epoch, exports it with its
 workflow, starts tritonserver, then runs every variant interleaved, several rounds; prints p50/p99
@@ -27,6 +27,7 @@ from serving.client import predict_raw
 from serving.pipeline import NAME, build_repository
 from serving.preprocess import Preprocessor
 from serving.server import TritonServer
+from serving.tokens import token_bytes
 from training.loop import TrainSpec, train_worker
 
 BATCHES = (1, 64, 2048)
@@ -51,10 +52,10 @@ def main() -> None:
     )
     raw = raw.toPandas()
     raw_dense = raw[DENSE].astype("float64").to_numpy()
-    raw_tokens = raw[CATEGORICAL].fillna("").to_numpy(object)
+    raw_tokens = raw[CATEGORICAL].to_numpy(object)
 
     def in_process(dense: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        features, ids = preprocess(dense, tokens)
+        features, ids = preprocess(dense, token_bytes(tokens))
         with torch.no_grad():
             return model(torch.from_numpy(features), torch.from_numpy(ids)).numpy()
 

@@ -12,6 +12,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import np_to_triton_dtype
 
 from serving.repository import INPUTS, OUTPUTS, RAW_INPUTS, config_pbtxt
+from serving.tokens import token_bytes
 
 
 def predict(
@@ -37,14 +38,15 @@ def predict_raw(
     raw_categorical: np.ndarray,
 ) -> np.ndarray:
     """Click probabilities [B, 1] from raw Criteo fields through the ensemble `name`, over HTTP or
-    gRPC (the client's): dense counts (NaN = missing) and category tokens (empty = missing)."""
+    gRPC (the client's): dense counts (NaN = missing) and category tokens, str or bytes (None or
+    empty = missing), sent as fixed-width bytes (serving/tokens.py)."""
     protocol = triton_grpc if isinstance(client, triton_grpc.InferenceServerClient) else triton_http
-    dense = protocol.InferInput(RAW_INPUTS[0].name, raw_dense.shape, "FP64")
-    dense.set_data_from_numpy(raw_dense.astype(np.float64))
-    tokens = np.vectorize(lambda t: t if isinstance(t, bytes) else str(t or "").encode(), otypes=[object])
-    categorical = protocol.InferInput(RAW_INPUTS[1].name, raw_categorical.shape, "BYTES")
-    categorical.set_data_from_numpy(tokens(raw_categorical))
-    return client.infer(name, [dense, categorical]).as_numpy(OUTPUTS[0].name)
+    inputs = []
+    for spec, values in zip(RAW_INPUTS, (raw_dense.astype(np.float64), token_bytes(raw_categorical))):
+        tensor = protocol.InferInput(spec.name, values.shape, np_to_triton_dtype(values.dtype))
+        tensor.set_data_from_numpy(values)
+        inputs.append(tensor)
+    return client.infer(name, inputs).as_numpy(OUTPUTS[0].name)
 
 
 def ab_split(

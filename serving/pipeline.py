@@ -65,7 +65,7 @@ def serve_and_score(
             torch.from_numpy(aligned[CATEGORICAL].to_numpy(np.int64)),
         ).numpy()
     raw_dense = raw[DENSE].astype("float64").to_numpy()
-    raw_tokens = raw[CATEGORICAL].fillna("").to_numpy(object)
+    raw_tokens = raw[CATEGORICAL].to_numpy(object)
     with TritonServer(repository, log=out / "tritonserver.log") as server:
         client = triton_grpc.InferenceServerClient(server.grpc_url)
         client.load_model(NAME)

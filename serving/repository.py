@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from rec_plugin.schema import CATEGORICAL, DENSE
+from serving.tokens import TOKEN_BYTES
 
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess_model.py")
@@ -31,20 +32,20 @@ MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime
 class TensorSpec:
     name: str
     dtype: str
-    width: int
+    dims: tuple[int, ...]
 
 
 # The served model's interface: the same tensors for every flavour (libtorch names them by position).
 INPUTS = (
-    TensorSpec("DENSE", "TYPE_FP32", len(DENSE)),
-    TensorSpec("CATEGORICAL", "TYPE_INT64", len(CATEGORICAL)),
+    TensorSpec("DENSE", "TYPE_FP32", (len(DENSE),)),
+    TensorSpec("CATEGORICAL", "TYPE_INT64", (len(CATEGORICAL),)),
 )
-OUTPUTS = (TensorSpec("PROBABILITY", "TYPE_FP32", 1),)
-# The ensemble's raw Criteo fields: dense counts as float64 (NaN = missing), categories as bytes
-# (empty = missing).
+OUTPUTS = (TensorSpec("PROBABILITY", "TYPE_FP32", (1,)),)
+# The ensemble's raw Criteo fields: dense counts as float64 (NaN = missing), category tokens as their
+# bytes, zero-padded (all zero = missing; serving/tokens.py).
 RAW_INPUTS = (
-    TensorSpec("RAW_DENSE", "TYPE_FP64", len(DENSE)),
-    TensorSpec("RAW_CATEGORICAL", "TYPE_STRING", len(CATEGORICAL)),
+    TensorSpec("RAW_DENSE", "TYPE_FP64", (len(DENSE),)),
+    TensorSpec("RAW_CATEGORICAL", "TYPE_UINT8", (len(CATEGORICAL), TOKEN_BYTES)),
 )
 
 
@@ -53,7 +54,9 @@ def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
     for index, spec in enumerate(specs):
         positional = f"{'INPUT' if kind == 'input' else 'OUTPUT'}__{index}"
         name = positional if flavour == "pytorch_libtorch" else spec.name
-        entries.append(f'  {{ name: "{name}" data_type: {spec.dtype} dims: [ {spec.width} ] }}')
+        entries.append(
+            f'  {{ name: "{name}" data_type: {spec.dtype} dims: [ {", ".join(map(str, spec.dims))} ] }}'
+        )
     return f"{kind} [\n" + ",\n".join(entries) + "\n]"
 
 

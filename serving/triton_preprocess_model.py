@@ -1,9 +1,11 @@
-"""Triton python-backend model: raw Criteo fields -> model features, by the workflow's exported query.
+"""Triton python-backend model: raw Criteo fields -> model features, by the workflow's exported
+expressions.
 
 serving/repository.py copies this file into the preprocess model's version directory as model.py,
-beside preprocess.sql and the vocabulary parquet files (serving/preprocess.py). Inputs: RAW_DENSE
-float64 [B, 13] (NaN = missing), RAW_CATEGORICAL bytes [B, 26] (empty = missing). Outputs: DENSE
-float32 [B, 13], CATEGORICAL int64 [B, 26]. Requests that dynamic batching groups run as one query."""
+beside preprocess.json and the vocabulary parquet files (serving/preprocess.py). Inputs: RAW_DENSE
+float64 [B, 13] (NaN = missing), RAW_CATEGORICAL uint8 [B, 26, 8] (each token's bytes, all zero =
+missing; serving/tokens.py). Outputs: DENSE float32 [B, 13], CATEGORICAL int64 [B, 26]. Requests that
+dynamic batching groups run as one batch."""
 
 from __future__ import annotations
 

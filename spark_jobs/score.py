@@ -66,7 +66,7 @@ def via_triton(url: str, name: str) -> Callable[[Iterator[pd.DataFrame]], Iterat
             for start in range(0, len(frame), TRITON_BATCH):
                 chunk = frame.iloc[start : start + TRITON_BATCH]
                 dense = chunk[DENSE].astype("float64").to_numpy()
-                tokens = chunk[CATEGORICAL].fillna("").to_numpy(object)
+                tokens = chunk[CATEGORICAL].to_numpy(object)
                 parts.append(predict_raw(client, name, dense, tokens)[:, 0])
             yield frame[KEYS].assign(probability=np.concatenate(parts) if parts else np.zeros(0, np.float32))
         client.close()

@@ -247,10 +247,22 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
         assert client.is_model_ready("ctr_preprocess") and client.is_model_ready("ctr_model")
         raw_dense = raw[DENSE].astype("float64").to_numpy()
         assert np.isnan(raw_dense).any() and raw[CATEGORICAL].isna().to_numpy().any()  # missing fields served
-        served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].fillna("").to_numpy(object))
-        client.close()
+        served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].to_numpy(object))
         assert served.shape == (len(raw), 1) == expected.shape
         assert np.abs(served - expected).max() <= 1e-5
+        # Tokens travel as 8 bytes each: the client helper refuses a longer one, the server a wider tensor.
+        with pytest.raises(ValueError, match="at most 8 bytes; got '123456789'"):
+            predict_raw(client, "ctr", raw_dense[:2], np.full((2, len(CATEGORICAL)), "123456789", object))
+        wide = [
+            triton_http.InferInput("RAW_DENSE", [2, len(DENSE)], "FP64"),
+            triton_http.InferInput("RAW_CATEGORICAL", [2, len(CATEGORICAL), 9], "UINT8"),
+        ]
+        wide[0].set_data_from_numpy(raw_dense[:2])
+        wide[1].set_data_from_numpy(np.zeros((2, len(CATEGORICAL), 9), np.uint8))
+        with pytest.raises(InferenceServerException, match="RAW_CATEGORICAL"):
+            client.infer("ctr", wide)
+        assert client.is_model_ready("ctr")
+        client.close()
         # Batch scoring of the test day through Triton (gRPC) and in-process; reruns add no duplicates.
         predictions = {mode: str(tmp_path / f"predictions_{mode}") for mode in ("triton", "in_process")}
         by_triton = score(
