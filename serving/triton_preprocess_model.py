@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the python backend stub
 
+from serving.allocator import keep_freed_memory
 from serving.preprocess import Preprocessor
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        keep_freed_memory()
         self.preprocess = Preprocessor(Path(args["model_repository"]) / args["model_version"])
 
     def execute(self, requests: list) -> list:

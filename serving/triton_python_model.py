@@ -11,9 +11,12 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils  # provided by the python backend stub
 
+from serving.allocator import keep_freed_memory
+
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        keep_freed_memory()
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.model = torch.jit.load(str(version_dir / "model.pt"))
         self.model.eval()

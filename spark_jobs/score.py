@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
+from serving.allocator import keep_freed_memory
 from serving.export import torchscript
 from spark_jobs.session import build_session
 
@@ -37,7 +38,9 @@ TRITON_BATCH = 2048
 
 @cache
 def _model(path: str) -> torch.jit.ScriptModule:
-    """Loaded once per Python worker process (Spark reuses its workers across tasks)."""
+    """Loaded once per Python worker process (Spark reuses its workers across tasks), which keeps
+    freed batch memory from then on (serving/allocator.py)."""
+    keep_freed_memory()
     return torch.jit.load(path).eval()
 
 
