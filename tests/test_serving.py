@@ -251,7 +251,7 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
         assert served.shape == (len(raw), 1) == expected.shape
         assert np.abs(served - expected).max() <= 1e-5
         # Tokens travel as 8 bytes each: the client helper refuses a longer one, the server a wider tensor.
-        with pytest.raises(ValueError, match="at most 8 bytes; got '123456789'"):
+        with pytest.raises(ValueError, match="at most 8 ASCII characters; got '123456789'"):
             predict_raw(client, "ctr", raw_dense[:2], np.full((2, len(CATEGORICAL)), "123456789", object))
         wide = [
             triton_http.InferInput("RAW_DENSE", [2, len(DENSE)], "FP64"),

@@ -20,10 +20,16 @@ def test_tokens_become_zero_padded_bytes_and_distinct_keys():
     assert len({int(k) for k in keys[0, :2]} | {int(keys[1, 2])}) == 3
     # Fortran-ordered input (what pandas' to_numpy gives) encodes the same.
     assert np.array_equal(token_bytes(np.asfortranarray(tokens)), encoded)
+    assert token_bytes(np.empty((0, 3), dtype=object)).shape == (0, 3, TOKEN_BYTES)
 
 
 @pytest.mark.parametrize(
-    ("token", "message"), [("123456789", "at most 8 bytes"), ("ünicode", "must be ASCII")]
+    ("token", "message"),
+    [
+        ("123456789", "at most 8 ASCII characters; got '123456789'"),
+        ("ünicode", "at most 8 ASCII characters; got 'ünicode'"),
+        (b"\xff\xfe", "must be ASCII"),
+    ],
 )
 def test_tokens_that_do_not_fit_are_refused(token, message):
     with pytest.raises(ValueError, match=message):
