@@ -36,7 +36,7 @@ from rec_plugin.schema import CATEGORICAL, DAY, DENSE
 from serving.allocator import keep_freed_memory
 from serving.client import predict_raw
 from serving.pipeline import NAME, build_repository
-from serving.preprocess import Preprocessor
+from serving.preprocessor import Preprocessor
 from serving.server import TritonServer
 from serving.tokens import token_bytes
 from training.loop import TrainSpec, train_worker

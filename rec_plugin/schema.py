@@ -1,10 +1,15 @@
-"""The Criteo click-log schema: the one definition of raw columns that every stage reads."""
+"""The Criteo click-log schema: the one definition of raw columns that every stage reads.
+
+Spark is imported inside the functions that build Spark objects, so that serving code (Triton's
+python-backend models, clients) reads the column names without pyspark installed."""
 
 from __future__ import annotations
 
-from pyspark.sql import Column
-from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
+    from pyspark.sql.types import StructType
 
 LABEL = "label"
 DENSE = [f"I{i}" for i in range(1, 14)]
@@ -19,6 +24,8 @@ LINE_NUMBER = "line_number"
 
 def bronze_schema() -> StructType:
     """Raw Criteo fields typed (empty field = null), plus the day partition and line lineage."""
+    from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+
     return StructType(
         [StructField(DAY, IntegerType(), False), StructField(LABEL, IntegerType(), False)]
         + [StructField(c, IntegerType(), True) for c in DENSE]
@@ -29,6 +36,8 @@ def bronze_schema() -> StructType:
 
 def rejects_schema() -> StructType:
     """One row per malformed raw line: what it was, where it came from, and why it was refused."""
+    from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+
     return StructType(
         [
             StructField(DAY, IntegerType(), False),
@@ -44,4 +53,6 @@ def rejects_schema() -> StructType:
 def partition_line_number() -> Column:
     """1-based index of a row in its Spark partition (monotonically_increasing_id keeps it in the low
     33 bits): the line number wherever one partition is exactly one file, read or written in order."""
+    from pyspark.sql import functions as F
+
     return F.monotonically_increasing_id().bitwiseAND(F.lit((1 << 33) - 1)) + 1

@@ -2,10 +2,11 @@
 expressions.
 
 serving/repository.py copies this file into the preprocess model's version directory as model.py,
-beside preprocess.json and the vocabulary parquet files (serving/preprocess.py). Inputs: RAW_DENSE
-float64 [B, 13] (NaN = missing), RAW_CATEGORICAL uint8 [B, 26, 8] (each token's bytes, all zero =
-missing; serving/tokens.py). Outputs: DENSE float32 [B, 13], CATEGORICAL int64 [B, 26]. Requests that
-dynamic batching groups run as one batch."""
+beside preprocess.json and the vocabulary parquet files (serving/preprocess.py exports them,
+serving/preprocessor.py runs them). Inputs: RAW_DENSE float64 [B, 13] (NaN = missing),
+RAW_CATEGORICAL uint8 [B, 26, 8] (each token's bytes, all zero = missing; serving/tokens.py).
+Outputs: DENSE float32 [B, 13], CATEGORICAL int64 [B, 26]. Requests that dynamic batching groups run
+as one batch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the python backend stub
 
 from serving.allocator import keep_freed_memory
-from serving.preprocess import Preprocessor
+from serving.preprocessor import Preprocessor
 
 
 class TritonPythonModel:

@@ -73,6 +73,20 @@ def test_configs_for_the_python_backend_and_the_gpu_containers_backends():
         config_pbtxt("ctr", "tensorflow")
 
 
+def test_the_python_backend_models_need_no_spark():
+    """What model.py files import runs where pyspark and delta are not installed (Triton's container)."""
+    blocked = "import sys; sys.modules.update(pyspark=None, delta=None); "
+    for module in ("serving.preprocessor", "serving.allocator", "serving.tokens"):
+        imported = subprocess.run(
+            [sys.executable, "-c", blocked + f"import {module}"], capture_output=True, text=True
+        )
+        assert imported.returncode == 0, imported.stderr
+    spark_side = subprocess.run(
+        [sys.executable, "-c", blocked + "import serving.preprocess"], capture_output=True, text=True
+    )
+    assert "pyspark" in spark_side.stderr  # the check itself can fail: the export side needs Spark
+
+
 def test_onnx_export_matches_torchscript_on_feature_rows(runs, tmp_path):
     run_dirs, dense, categorical = runs
     repository = tmp_path / "repository"
