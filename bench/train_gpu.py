@@ -1,0 +1,148 @@
+"""DLRM training-step throughput on one device: fp32 against TF32 and bf16 autocast (AMP).
+
+The model, optimizers and loss are the training loop's (training/models, training/step.py); the
+batches are synthetic, of Criteo's shape (13 dense features, 26 categorical fields with the Criteo
+Kaggle cardinalities capped at 1M rows each), made on the device before timing, so data loading is
+not measured here (bench/train.py measures the loader). Variants run interleaved, several rounds;
+prints the median samples/s of each and its ratio to fp32, and writes train_gpu.json and a bar chart.
+Needs only torch and matplotlib, so it runs from a plain checkout on a GPU host:
+
+    PYTHONPATH=. python bench/train_gpu.py [--device cuda] [--batch-size 4096] [--steps 100] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import torch  # noqa: E402
+
+from training.models import ModelConfig, build_model  # noqa: E402
+from training.step import bce_loss, optimizers  # noqa: E402
+
+# Criteo Kaggle (display advertising challenge) distinct values per categorical field.
+KAGGLE_CARDINALITIES = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
+    27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+)  # fmt: skip
+CAP = 1_000_000
+BATCHES_ON_DEVICE = 32  # cycled through; distinct ids per batch, as in training
+SPARSE_LR, DENSE_LR = 0.01, 3e-3  # TrainSpec's defaults
+
+
+def variants(device: str) -> dict[str, tuple[bool, torch.dtype | None]]:
+    """name -> (TF32 matmuls allowed, autocast dtype or None)."""
+    if device == "cpu":
+        return {"fp32": (False, None), "bf16 amp": (False, torch.bfloat16)}
+    return {"fp32": (False, None), "tf32": (True, None), "bf16 amp": (True, torch.bfloat16)}
+
+
+def synthetic_batches(config: ModelConfig, batch_size: int, device: str) -> list[tuple[torch.Tensor, ...]]:
+    generator = torch.Generator(device=device).manual_seed(0)
+    batches = []
+    for _ in range(BATCHES_ON_DEVICE):
+        dense = torch.randn(batch_size, config.num_dense, device=device, generator=generator)
+        categorical = torch.stack(
+            [
+                torch.randint(0, size, (batch_size,), device=device, generator=generator)
+                for size in config.cardinalities
+            ],
+            dim=1,
+        )
+        label = (torch.rand(batch_size, device=device, generator=generator) < 0.25).float()
+        batches.append((dense, categorical, label, torch.ones(batch_size, device=device)))
+    return batches
+
+
+def samples_per_s(
+    model: torch.nn.Module,
+    steppers: list[torch.optim.Optimizer],
+    batches: list[tuple[torch.Tensor, ...]],
+    steps: int,
+    tf32: bool,
+    autocast: torch.dtype | None,
+) -> float:
+    """Times `steps` training steps (forward, loss, backward, both optimizers)."""
+    device = batches[0][0].device
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    sync()
+    started = time.perf_counter()
+    for step in range(steps):
+        dense, categorical, label, weight = batches[step % len(batches)]
+        context = (
+            torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+        )
+        with context:
+            loss = bce_loss(model(dense, categorical).float(), label, weight)
+        for stepper in steppers:
+            stepper.zero_grad()
+        loss.backward()
+        for stepper in steppers:
+            stepper.step()
+    sync()
+    return steps * len(batches[0][0]) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    args = parser.parse_args()
+    config = ModelConfig("dlrm", tuple(min(size, CAP) for size in KAGGLE_CARDINALITIES))
+    name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    rows = sum(config.cardinalities)
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {rows:,} embedding rows")
+    batches = synthetic_batches(config, args.batch_size, args.device)
+    runs = {}
+    for variant, (tf32, autocast) in variants(args.device).items():
+        torch.manual_seed(0)
+        model = build_model(config).to(args.device)
+        steppers = [optimizer for optimizer, _ in optimizers(model, SPARSE_LR, DENSE_LR)]
+        samples_per_s(model, steppers, batches, 10, tf32, autocast)  # warm-up: kernels, allocator
+        runs[variant] = (model, steppers, tf32, autocast)
+    rates: dict[str, list[float]] = {variant: [] for variant in runs}
+    for _ in range(args.repeats):
+        for variant, (model, steppers, tf32, autocast) in runs.items():
+            rates[variant].append(samples_per_s(model, steppers, batches, args.steps, tf32, autocast))
+    medians = {variant: statistics.median(values) for variant, values in rates.items()}
+    for variant, median in medians.items():
+        runs_text = [round(v) for v in rates[variant]]
+        ratio = median / medians["fp32"]
+        print(f"{variant:9s} median {median:>12,.0f} samples/s  {ratio:5.2f}x fp32  runs {runs_text}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "device": name,
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "samples_per_s": medians,
+        "runs": rates,
+    }
+    (args.out / "train_gpu.json").write_text(json.dumps(report, indent=1) + "\n")
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.bar(list(medians), list(medians.values()))
+    axes.set_ylabel("samples/s")
+    axes.set_title(f"DLRM training steps, batch {args.batch_size}, {name}")
+    figure.tight_layout()
+    figure.savefig(args.out / "train_gpu.png", dpi=100)
+    print(f"report: {args.out / 'train_gpu.json'}, chart: {args.out / 'train_gpu.png'}")
+
+
+if __name__ == "__main__":
+    main()
