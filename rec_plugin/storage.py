@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+
+from rec_plugin.errors import InputError
 
 _TABLE_THREADS = 8
 
@@ -20,6 +25,12 @@ def qualified(spark: SparkSession, path: str) -> str:
     """The fully qualified URI of a path (file:/..., s3a://...), as Spark's input_file_name gives it."""
     fs, hadoop_path = _fs_and_path(spark, path)
     return str(fs.makeQualified(hadoop_path).toString())
+
+
+def raw_path(spark: SparkSession, path: str) -> str:
+    """The percent-encoded path part of a path's URI, as Spark's input_file_name() writes it."""
+    _, hadoop_path = _fs_and_path(spark, path)
+    return str(hadoop_path.toUri().getRawPath())
 
 
 def list_files(spark: SparkSession, directory: str) -> list[str]:
@@ -100,3 +111,44 @@ def load_tables(spark: SparkSession, locations: dict[str, str], path: str) -> di
             for key, rel in locations.items()
         }
         return {key: job.result() for key, job in opened.items()}
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, hadoop_path = _fs_and_path(spark, path)
+    return bool(fs.exists(hadoop_path))
+
+
+def delta_version(spark: SparkSession, path: str, role: str, version: int | None = None) -> int:
+    """`version` (default: the latest) of the Delta table at `path`, checked to exist; `role` says
+    what the table is for the error line ("bronze table", "features table")."""
+    from delta.tables import DeltaTable
+
+    if not exists(spark, path):
+        raise InputError(f"{role} {path} does not exist")
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise InputError(f"{role} {path} is not a Delta table")
+    latest = DeltaTable.forPath(spark, path).history(1).first()["version"]
+    if version is not None and not 0 <= version <= latest:
+        raise InputError(f"{role} {path} has versions 0 to {latest}, not {version}")
+    return latest if version is None else version
+
+
+def partition_values(table: DataFrame, column: str) -> set[str]:
+    """The values of a partition column that a table's files hold, from its file list alone (a Delta
+    table answers from its log: no data is read)."""
+    pattern = re.compile(rf"/{re.escape(column)}=([^/]*)/")
+    return {match.group(1) for name in table.inputFiles() for match in [pattern.search(name)] if match}
+
+
+@contextmanager
+def new_table_removed_on_failure(spark: SparkSession, path: str) -> Iterator[None]:
+    """A write that fails leaves no half-made table behind: a table that did not exist before the
+    block is deleted when the block raises (an existing Delta table is safe: a failed commit
+    changes nothing)."""
+    existed = exists(spark, path)
+    try:
+        yield
+    except BaseException:
+        if not existed and exists(spark, path):
+            delete(spark, path)
+        raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from importlib import import_module
 
+from rec_plugin.errors import DEBUG_FLAG, run_command
+
 STAGES = {
     "generate": "spark_jobs.generate",
     "ingest": "spark_jobs.ingest",
@@ -21,9 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in STAGES:
         names = ", ".join(STAGES)
-        print(f"usage: sparkrec {{{names}}} [options]  (sparkrec STAGE --help for a stage's options)")
+        print(
+            f"usage: sparkrec {{{names}}} [options] [{DEBUG_FLAG}]  (sparkrec STAGE --help for a stage's "
+            f"options; {DEBUG_FLAG} shows the trace of an expected failure instead of its one line)"
+        )
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    import_module(STAGES[argv[0]]).main(argv[1:])
+    run_command(import_module(STAGES[argv[0]]).main, f"sparkrec {argv[0]}", argv[1:])
 
 
 if __name__ == "__main__":

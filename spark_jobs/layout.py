@@ -3,6 +3,7 @@ definition for the demo and the notebook (each stage reads the previous one's ou
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,14 @@ class PipelineLayout:
 def day_splits(days: int) -> dict[str, list[int]]:
     """All days but the last two train, the second-to-last validates, the last one tests."""
     return {"train": list(range(days - 2)), "valid": [days - 2], "test": [days - 1]}
+
+
+def day_list(text: str) -> list[int]:
+    """A command line's comma-separated days ("0,1,2") as numbers; argparse reports a bad one."""
+    try:
+        days = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected day numbers such as 0,1,2, got {text!r}") from None
+    if any(d < 0 for d in days):
+        raise argparse.ArgumentTypeError(f"days are numbers from 0, got {text!r}")
+    return days

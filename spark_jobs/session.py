@@ -3,20 +3,35 @@
 A profile is a spark-defaults style file (`key value` per line) with three sparkrec keys:
 `sparkrec.include` (another profile to start from), `sparkrec.jars` (names from conf/jars.txt, loaded
 from the local jar cache that `make setup` fills) and `sparkrec.use_existing_session` (Databricks).
+
+The same call works when Python starts the JVM (`sparkrec <stage>`, tests, notebooks run as scripts)
+and under a plain `spark-submit spark_jobs/<stage>.py`, where the JVM is running before this code:
+there the profile's cached jars join the driver's class loader before the SparkContext exists. Either
+way the JVM's log goes to a file (conf/log4j2.properties), not the console: a run prints its own
+summaries and progress, and says where its log went.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
+
+from rec_plugin.errors import LOG_FILE_ENV
 
 CONF_DIR = Path(os.environ.get("SPARKREC_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 JAR_DIR = Path(os.environ.get("SPARKREC_JAR_DIR", Path.home() / ".cache" / "sparkrec" / "jars"))
 PROFILES = ("local", "rapids-explain", "rapids-gpu", "databricks")
+LOG4J_CONF = CONF_DIR / "log4j2.properties"
+# Where the JVM's log file goes: this variable's folder, else ./logs.
+LOG_DIR_ENV = "SPARKREC_LOG_DIR"
+# Set by spark-submit for the Python driver it starts: the JVM is already running.
+SUBMITTED_ENV = "PYSPARK_GATEWAY_PORT"
 
 
 def read_profile(profile: str) -> dict[str, str]:
@@ -34,18 +49,67 @@ def read_profile(profile: str) -> dict[str, str]:
     return {**read_profile(included), **settings} if included else settings
 
 
-def jar_paths(names: list[str]) -> list[Path]:
-    """Cached jar files for the given names of conf/jars.txt; a missing jar is a setup error."""
+def jar_paths(names: list[str], required: bool = True) -> list[Path]:
+    """Cached jar files for the given names of conf/jars.txt; a missing jar is a setup error unless
+    not `required` (under spark-submit on a cluster, --packages or --jars bring them)."""
     paths = []
     for line in (CONF_DIR / "jars.txt").read_text().splitlines():
         fields = line.split()
         if len(fields) == 2 and not line.startswith("#") and fields[0] in names:
             _group, artifact, version = fields[1].split(":")
             path = JAR_DIR / f"{artifact}-{version}.jar"
+            if not path.is_file() and not required:
+                continue
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: run `make setup` to fetch {fields[1]}")
             paths.append(path)
     return paths
+
+
+def log_file(app_name: str) -> Path:
+    """This run's JVM log: $SPARKREC_LOG_FILE if set, else <$SPARKREC_LOG_DIR or ./logs>/<app>-<time>.log."""
+    if os.environ.get(LOG_FILE_ENV):
+        return Path(os.environ[LOG_FILE_ENV]).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(os.environ.get(LOG_DIR_ENV, "logs")).resolve() / f"{app_name}-{stamp}-{os.getpid()}.log"
+    os.environ[LOG_FILE_ENV] = str(path)  # for run_command's error line and child processes
+    return path
+
+
+def _submitted_settings() -> dict[str, str]:
+    """The settings spark-submit passed to its JVM (its flags and --conf), less the app name."""
+    SparkContext._ensure_initialized()
+    given = dict(SparkConf().getAll())
+    given.pop("spark.app.name", None)
+    return given
+
+
+def _start_jvm(settings: dict[str, str], log: Path) -> None:
+    """Starts (or, under spark-submit, joins) the JVM before the SparkContext exists, so its log
+    goes to `log` from the first line and the profile's jars are loadable."""
+    submitted = SUBMITTED_ENV in os.environ
+    log.parent.mkdir(parents=True, exist_ok=True)
+    java_options = f"-Dlog4j2.configurationFile={LOG4J_CONF.as_uri()} -Dsparkrec.log.file={log}"
+    settings["spark.driver.extraJavaOptions"] = " ".join(
+        filter(None, [settings.get("spark.driver.extraJavaOptions"), java_options])
+    )
+    SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(settings.items()))
+    jvm = SparkContext._jvm
+    if not submitted:
+        return
+    jvm.java.lang.System.setProperty("sparkrec.log.file", str(log))
+    # The logger context of Spark's own classes (log4j keeps one per class loader).
+    spark_loader = jvm.java.lang.Class.forName("org.apache.spark.SparkContext").getClassLoader()
+    context = jvm.org.apache.logging.log4j.LogManager.getContext(spark_loader, False)
+    context.setConfigLocation(jvm.java.io.File(str(LOG4J_CONF)).toURI())
+    # spark-submit loaded Spark's default profile; a new SparkContext resets logging and, while Spark
+    # believes its default is in force, reloads that default over ours. Tell it the default is gone.
+    logging = jvm.java.lang.Class.forName("org.apache.spark.internal.Logging$").getField("MODULE$").get(None)
+    getattr(logging, "org$apache$spark$internal$Logging$$defaultSparkLog4jConfig_$eq")(False)
+    # spark-submit's driver runs in a class loader that takes more jars (Spark's MutableURLClassLoader).
+    loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    for jar in filter(None, settings.get("spark.jars", "").split(",")):
+        loader.addURL(jvm.java.io.File(jar).toURI().toURL())
 
 
 def build_session(
@@ -58,12 +122,19 @@ def build_session(
         if active is None:
             raise RuntimeError(f"profile {profile!r} expects an existing Spark session (a notebook's)")
         return active
+    if SUBMITTED_ENV in os.environ and SparkContext._active_spark_context is None:
+        settings.update(_submitted_settings())  # what spark-submit was told (--master, --conf) wins
     jar_names = [n for n in settings.pop("sparkrec.jars", "").split(",") if n]
     if jar_names:  # beside any jars the caller names in spark.jars (e.g. sparkrec's SQL functions)
         named = [settings["spark.jars"]] if settings.get("spark.jars") else []
-        settings["spark.jars"] = ",".join([*(str(p) for p in jar_paths(jar_names)), *named])
+        cached = jar_paths(jar_names, required=SUBMITTED_ENV not in os.environ)
+        settings["spark.jars"] = ",".join([*(str(p) for p in cached), *named])
     if settings.get("spark.driver.bindAddress") == "127.0.0.1":
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if SparkContext._active_spark_context is None:
+        log = log_file(app_name)
+        _start_jvm(settings, log)
+        print(f"{app_name}: Spark's log goes to {log}", flush=True)
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,10 @@ from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.layout import day_splits
-from spark_jobs.session import build_session
+from spark_jobs.session import LOG_DIR_ENV, build_session
+
+# The JVM logs of the test session and of the commands tests start, out of the checkout.
+os.environ.setdefault(LOG_DIR_ENV, str(Path(tempfile.gettempdir()) / "sparkrec-test-logs"))
 
 TEST_SPARK_CONF = {
     "spark.master": "local[2]",
