@@ -45,7 +45,8 @@ class _WorkflowStageReader(MLReader):
 
 
 class WorkflowModel(Model, MLWritable, MLReadable):
-    """A fitted workflow as a Spark ML Transformer."""
+    """A fitted workflow as a Spark ML Transformer; it transforms as serving does (no row is marked as
+    fitted, so TargetEncoding gives every row its all-folds encoding)."""
 
     def __init__(self, workflow: Workflow) -> None:
         super().__init__()

@@ -18,7 +18,10 @@ def templates() -> dict[str, str]:
 
 
 def sql_literal(value: object) -> str:
-    """A Python value as a Spark SQL literal (None -> NULL; floats keep full precision)."""
+    """A Python value as a Spark SQL literal (None -> NULL; floats keep full precision); the one way
+    sparkrec quotes text into SQL. Strings escape `\\` and `'` with a backslash, as Spark's parser reads
+    them by default (spark.sql.parser.escapedStringLiterals=false): there `'it''s'` is two adjacent
+    literals, concatenated to `its`, not an escaped quote."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.ops import OPS, Categorify, Op
+from rec_plugin.ops.base import FITTED_ROW
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class Node:
         return columns
 
 
+def _marked(frame: DataFrame, fitted_rows: Column) -> DataFrame:
+    """`frame` with the FITTED_ROW column the ops read (a null mark is not fitted)."""
+    return frame.withColumn(FITTED_ROW, F.coalesce(fitted_rows, F.lit(False)))
+
+
 class Workflow:
     """The fitted (or not yet fitted) graph: nodes, plus columns passed through unchanged."""
 
@@ -51,19 +58,30 @@ class Workflow:
         self.nodes = [item for item in graph if isinstance(item, Node)]
         self.passthrough = [item for item in graph if isinstance(item, str)]
         self.states: list[list[dict[str, Any]]] | None = None
+        self._persisted: list[DataFrame] = []
 
     def output_columns(self) -> list[str]:
         return [c for node in self.nodes for c in node.output_columns()] + self.passthrough
 
     def fit(self, frame: DataFrame) -> Workflow:
-        """Learns every op's state; each op sees the data as transform will hand it to that op."""
+        """Learns every op's state; each op sees the data as transform hands it to that op for rows
+        fitted on (every row of `frame` is one). The fit queries that states keep frames of stay
+        persisted until `release` (a refit releases the previous fit's first)."""
+        self.release()
         self.states = [[] for _ in self.nodes]
 
         def fit_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
-            self.states[node_index].append(op.fit(current, columns))
+            self.states[node_index].append(op.fit(current, columns, self._persisted))
 
-        self._apply(frame, fit_op)
+        self._apply(_marked(frame, F.lit(True)), fit_op)
         return self
+
+    def release(self) -> None:
+        """Unpersists what fit persisted, and only that: never the rest of a shared session's cache. The
+        states stay usable; their frames then read their source (or saved tables, after load) again."""
+        for frame in self._persisted:
+            frame.unpersist()
+        self._persisted = []
 
     def fit_queries(self, frame: DataFrame) -> list[DataFrame]:
         """The aggregations fit runs over `frame`, rebuilt from the fitted graph (for plan inspection)."""
@@ -73,13 +91,19 @@ class Workflow:
             query = op.fit_query(current, columns)
             queries.extend([] if query is None else [query])
 
-        self._apply(frame, collect)
+        self._apply(_marked(frame, F.lit(True)), collect)
         return queries
 
-    def transform(self, frame: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
-        """The workflow's output columns, plus the untouched input columns named in `keep`."""
+    def transform(
+        self, frame: DataFrame, keep: tuple[str, ...] = (), fitted_rows: Column | None = None
+    ) -> DataFrame:
+        """The workflow's output columns, plus the untouched input columns named in `keep`.
+
+        `fitted_rows` is a boolean Column over `frame` marking the rows that were in the fit data
+        (None: none were, as at serving or scoring). Ops that learn from the label (TargetEncoding)
+        encode only those rows out of fold; every other row gets what serving computes."""
         frame = frame.withColumns({f"_keep_{c}": frame[c] for c in keep})
-        frame = self._apply(frame, lambda *_: None)
+        frame = self._apply(frame if fitted_rows is None else _marked(frame, fitted_rows), lambda *_: None)
         return frame.select(*[frame[f"_keep_{c}"].alias(c) for c in keep], *self.output_columns())
 
     def extend(self, frame: DataFrame, path: str) -> Workflow:

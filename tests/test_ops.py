@@ -153,12 +153,12 @@ def test_workflow_runs_and_persists_as_a_spark_ml_pipeline(spark, frame, tmp_pat
     assert refit.transform(frame).orderBy("row").collect() == expected
 
 
-def test_target_encoding_is_out_of_fold_for_keyed_rows_and_smoothed(spark):
+def test_target_encoding_is_out_of_fold_for_fitted_rows_and_smoothed(spark):
     rows = [("f", i, "abc"[i % 3] if i < 30 else "solo", int(i % 3 == 0 or i == 30)) for i in range(31)]
     frame = spark.createDataFrame(rows, "source_file string, line_number int, c string, label int")
     encoding = TargetEncoding(folds=3, smoothing=2.0)
     workflow = Workflow([["c"] >> encoding, "line_number"]).fit(frame)
-    out = {r.line_number: r.TE_c for r in workflow.transform(frame).collect()}
+    out = {r.line_number: r.TE_c for r in workflow.transform(frame, fitted_rows=F.lit(True)).collect()}
 
     data = frame.withColumn("fold", F.pmod(F.xxhash64("source_file", "line_number"), F.lit(3))).toPandas()
     prior = data["label"].mean()

@@ -8,9 +8,18 @@ from pyspark.sql import DataFrame, SparkSession
 
 from rec_plugin.templates import expression
 
+# The boolean column by which Workflow marks the rows it was fitted on (all rows while it fits, the
+# caller's `fitted_rows` when it transforms): ops that learn from the label encode only those rows from
+# statistics without their own label.
+FITTED_ROW = "_sparkrec_fitted_row"
+
 
 class Op:
     """A feature op over columns. Subclasses keep their constructor arguments in `params`."""
+
+    # Whether the op's state keeps frames of its fit query (vocabularies, statistics tables) rather
+    # than values read from it: fit persists that query, so those frames do not recompute it.
+    state_holds_frames = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -23,9 +32,16 @@ class Op:
         """The op's state, from its fit query."""
         return {}
 
-    def fit(self, frame: DataFrame, columns: list[str]) -> dict[str, Any]:
+    def fit(self, frame: DataFrame, columns: list[str], persisted: list[DataFrame]) -> dict[str, Any]:
+        """The op's state learnt from `frame`. A fit query whose frames the state keeps is persisted and
+        appended to `persisted`: its owner (the Workflow) releases it, and nothing else is cached."""
         query = self.fit_query(frame, columns)
-        return {} if query is None else self.state_from(query, columns)
+        if query is None:
+            return {}
+        if self.state_holds_frames:
+            query = query.persist()
+            persisted.append(query)
+        return self.state_from(query, columns)
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
         raise NotImplementedError

@@ -19,6 +19,8 @@ from rec_plugin.templates import expression
 
 
 class Categorify(Op):
+    state_holds_frames = True
+
     def __init__(self, freq_threshold: int = 1, max_size: int | None = None) -> None:
         super().__init__(freq_threshold=freq_threshold, max_size=max_size)
 
@@ -69,8 +71,7 @@ class Categorify(Op):
         return state
 
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
-        vocab = query.persist()
-        return {c: vocab.where(F.col("column") == c).select("value", "id", "count") for c in columns}
+        return {c: query.where(F.col("column") == c).select("value", "id", "count") for c in columns}
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
         for c in columns:

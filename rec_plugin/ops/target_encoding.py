@@ -3,8 +3,9 @@
     encoding = (sum + smoothing * prior) / (count + smoothing),   prior = the target's global mean
 
 Statistics are kept per fold (fold = a hash of the row's `fold_key` columns, modulo `folds`). A row
-that carries its fold key is encoded from the other folds only, so no row's own label leaks into its
-feature (k-fold); rows without the key (serving) use all folds. Writes a new float column TE_<column>;
+the workflow was fitted on (marked by Workflow.transform's `fitted_rows`) is encoded from the other
+folds only, so no row's own label leaks into its feature (k-fold); every other row (validation, test,
+serving), fold key or not, uses all folds, as serving does. Writes a new float column TE_<column>;
 unseen values get the prior. One Delta table of (value, fold, sum, count) per column."""
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.ops.base import Op
+from rec_plugin.ops.base import FITTED_ROW, Op
+
+# The fold a row not fitted on is looked up under: its value's statistics over all folds.
+ALL_FOLDS = -1
 
 
 class TargetEncoding(Op):
+    state_holds_frames = True
+
     def __init__(
         self,
         target: str = "label",
@@ -45,42 +51,44 @@ class TargetEncoding(Op):
         )
 
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
-        stats = query.persist()
-        totals = stats.where(F.col("column") == columns[0]).agg(F.sum("sum"), F.sum("count")).first()
+        totals = query.where(F.col("column") == columns[0]).agg(F.sum("sum"), F.sum("count")).first()
         prior = float(totals[0]) / float(totals[1]) if totals[1] else 0.0
-        tables = {c: stats.where(F.col("column") == c).drop("column") for c in columns}
+        tables = {c: query.where(F.col("column") == c).drop("column") for c in columns}
         return {"prior": prior, "stats": tables}
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        """Rows marked FITTED_ROW get their fold's out-of-fold encoding, all others the all-folds one:
+        one broadcast join per column on (value, fold), the fold of an unmarked row being ALL_FOLDS."""
         prior, w = state["prior"], float(self.params["smoothing"])
-        keyed = all(k in frame.columns for k in self.params["fold_key"])
-        if keyed:
-            frame = frame.withColumn("_te_fold", self._fold())
+        marked = FITTED_ROW in frame.columns
+        if marked:
+            missing = [k for k in self.params["fold_key"] if k not in frame.columns]
+            if missing:
+                raise ValueError(f"rows marked as fitted need their fold key {missing} (out of fold)")
+            frame = frame.withColumn("_te_fold", F.when(F.col(FITTED_ROW), self._fold()).otherwise(ALL_FOLDS))
         for c in columns:
             stats = state["stats"][c]
             totals = stats.groupBy("value").agg(F.sum("sum").alias("s"), F.sum("count").alias("n"))
-            if keyed:
-                totals = totals.join(
-                    stats.withColumnRenamed("sum", "fs").withColumnRenamed("count", "fn"), "value"
-                )
-                totals = totals.select(
+            if marked:
+                out_of_fold = totals.join(stats, "value").select(
                     "value",
                     "fold",
-                    (F.col("s") - F.col("fs")).alias("s"),
-                    (F.col("n") - F.col("fn")).alias("n"),
+                    (F.col("s") - F.col("sum")).alias("s"),
+                    (F.col("n") - F.col("count")).alias("n"),
                 )
+                totals = out_of_fold.unionByName(totals.withColumn("fold", F.lit(ALL_FOLDS)))
             totals = totals.select(
                 F.col("value").alias("_te_value"),
-                *([F.col("fold").alias("_te_value_fold")] if keyed else []),
+                *([F.col("fold").alias("_te_value_fold")] if marked else []),
                 ((F.col("s") + w * prior) / (F.col("n") + w)).cast("float").alias("_te"),
             )
             condition = frame[c].cast("string") == totals["_te_value"]
-            if keyed:
+            if marked:
                 condition = condition & (frame["_te_fold"] == totals["_te_value_fold"])
             frame = frame.join(F.broadcast(totals), condition, "left")
             frame = frame.withColumn(f"TE_{c}", F.coalesce(F.col("_te"), F.lit(prior).cast("float")))
             frame = frame.drop("_te_value", "_te_value_fold", "_te")
-        return frame.drop("_te_fold") if keyed else frame
+        return frame.drop("_te_fold")
 
     def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
         return {
