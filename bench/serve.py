@@ -40,6 +40,7 @@ from serving.preprocessor import Preprocessor
 from serving.server import TritonServer
 from serving.tokens import token_bytes
 from training.loop import TrainSpec, train_worker
+from training.run_directory import RunDirectory
 
 BATCHES = (1, 64, 2048)
 REQUESTS = {1: 200, 64: 100, 2048: 60}
@@ -51,11 +52,10 @@ def main() -> None:
     keep_freed_memory()  # as the python-backend models do: the in-process variant gets the same allocator
     data = featurized_data(spark, config, "bench-serve-")
     scratch, train, model_config = data.scratch, data.train, data.dlrm
-    run_dir = scratch / "run"
-    run_dir.mkdir()
-    (run_dir / "model_config.json").write_text(json.dumps(model_config.to_dict()))
-    train_worker(TrainSpec(model_config.to_dict(), train.to_dict(), str(run_dir), progress=False).to_dict())
-    model = build_repository(spark, run_dir, str(scratch / "wf"), scratch / "repository")
+    run = RunDirectory(scratch / "run")
+    run.write_model_config(model_config)
+    train_worker(TrainSpec(model_config.to_dict(), train.to_dict(), run.uri, progress=False).to_dict())
+    model = build_repository(spark, run, str(scratch / "wf"), scratch / "repository")
     preprocess = Preprocessor(scratch / "repository" / f"{NAME}_preprocess" / "1")
     raw = (
         spark.read.format("delta")

@@ -14,6 +14,7 @@ import time
 
 import horovod.spark
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from harness import bench_setup, featurized_data, print_medians, report_quiet
@@ -53,7 +54,9 @@ class PlainDLRM(nn.Module):
 
 def plain_training(config: ModelConfig, files: list[str]) -> float:
     """samples/s of PlainDLRM with Adam over tensors already in memory (reading is not timed)."""
-    table = pq.read_table(list(files), columns=[LABEL, *DENSE, *CATEGORICAL]).to_pandas()
+    table = pa.concat_tables(
+        pq.read_table(f, columns=[LABEL, *DENSE, *CATEGORICAL]) for f in files
+    ).to_pandas()
     dense = torch.tensor(table[DENSE].to_numpy(np.float32))
     categorical = torch.tensor(table[CATEGORICAL].to_numpy(np.int64))
     labels = torch.tensor(table[LABEL].to_numpy(np.float32))
@@ -90,9 +93,8 @@ def pyarrow_reader(files: list[str]) -> float:
 def petastorm_torch_loader(files: list[str], limit: int = 100_000) -> float:
     """rows/s of Petastorm's default torch DataLoader (collates row by row), over its first `limit` rows."""
     started, rows = time.perf_counter(), 0
-    urls = [f"file://{f}" for f in files]
     with DataLoader(
-        make_batch_reader(urls, schema_fields=[LABEL, *DENSE, *CATEGORICAL]), batch_size=BATCH
+        make_batch_reader(files, schema_fields=[LABEL, *DENSE, *CATEGORICAL]), batch_size=BATCH
     ) as loader:
         for batch in loader:
             rows += len(batch[LABEL])

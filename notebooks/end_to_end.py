@@ -55,13 +55,13 @@ report["train"] = train(
 
 # COMMAND ----------
 
-build_repository(spark, Path(report["train"]["run_dir"]), paths.workflow, out / "repository")
+build_repository(spark, report["train"]["run_dir"], paths.workflow, out / "repository")
 report["score"] = score(
     spark,
     paths.bronze,
     splits["test"],
     paths.predictions,
-    run_dir=report["train"]["run_dir"],
+    repository=str(out / "repository"),
     workflow=paths.workflow,
 )
 (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

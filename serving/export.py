@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import onnxruntime
 import torch
 import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
 
+from rec_plugin.errors import CommandParser, InputError, run_command
 from serving.preprocess import export_preprocess
-from serving.repository import FLAVOURS, INPUTS, OUTPUTS, add_version, versions, write_ensemble
+from serving.repository import (
+    FLAVOURS,
+    INPUTS,
+    OUTPUTS,
+    add_version,
+    ensemble_model_name,
+    versions,
+    write_ensemble,
+)
 from spark_jobs.session import build_session
-from training.loop import WEIGHTS
-from training.models import ModelConfig, build_model
-
-MODEL_CONFIG = "model_config.json"
+from training.models import build_model
+from training.run_directory import RunDirectory, RunLocation
 
 
-def trained_model(run_dir: Path) -> torch.nn.Module:
-    """The run's final weights in its model class, in eval mode."""
-    config = ModelConfig.from_dict(json.loads((run_dir / MODEL_CONFIG).read_text()))
-    model = build_model(config)
-    model.load_state_dict(torch.load(run_dir / WEIGHTS, weights_only=True))
+def trained_model(run_dir: RunLocation) -> torch.nn.Module:
+    """The run's final weights in its model class, in eval mode (the run directory: a path or URI)."""
+    run = RunDirectory.at(run_dir)
+    model = build_model(run.model_config())
+    model.load_state_dict(run.weights())
     return model.eval()
 
 
@@ -40,10 +46,11 @@ class ClickProbability(torch.nn.Module):
         return torch.sigmoid(self.model(dense, categorical)).unsqueeze(1)
 
 
-def _served(run_dir: Path) -> tuple[ClickProbability, tuple[torch.Tensor, torch.Tensor]]:
+def _served(run_dir: RunLocation) -> tuple[ClickProbability, tuple[torch.Tensor, torch.Tensor]]:
     """The run's ClickProbability and an example batch of 64 rows to trace and check it with."""
-    model = ClickProbability(trained_model(run_dir)).eval()
-    config = ModelConfig.from_dict(json.loads((run_dir / MODEL_CONFIG).read_text()))
+    run = RunDirectory.at(run_dir)
+    model = ClickProbability(trained_model(run)).eval()
+    config = run.model_config()
     generator = torch.Generator().manual_seed(0)
     dense = torch.randn(64, config.num_dense, generator=generator)
     categorical = torch.stack(
@@ -52,7 +59,7 @@ def _served(run_dir: Path) -> tuple[ClickProbability, tuple[torch.Tensor, torch.
     return model, (dense, categorical)
 
 
-def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
+def torchscript(run_dir: RunLocation) -> torch.jit.ScriptModule:
     """The trained model as a traced ClickProbability, checked against eager on the example batch."""
     model, example = _served(run_dir)
     with torch.no_grad():
@@ -61,7 +68,7 @@ def torchscript(run_dir: Path) -> torch.jit.ScriptModule:
     return traced
 
 
-def onnx_program(run_dir: Path) -> torch.onnx.ONNXProgram:
+def onnx_program(run_dir: RunLocation) -> torch.onnx.ONNXProgram:
     """The trained model as ONNX (torch.export, a dynamic batch axis, the served tensor names),
     checked with onnxruntime against eager at batch 1 and 64."""
     model, example = _served(run_dir)
@@ -86,12 +93,26 @@ def onnx_program(run_dir: Path) -> torch.onnx.ONNXProgram:
     return program
 
 
+def _require_live(url: str) -> None:
+    """A server answers at `url`: checked before a version is written that it could not load."""
+    client = triton_http.InferenceServerClient(url)
+    try:
+        client.is_server_live()
+    except Exception:  # refused connections surface as several client exception types
+        raise InputError(
+            f"no Triton server answers at {url}: start one (sparkrec serve) or fix --push"
+        ) from None
+    finally:
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """sparkrec export: a trained run -> the next version of a model in a Triton repository (with
-    --workflow, also the preprocess model and the ensemble that serve raw Criteo fields); with --push,
-    loaded on a running server (its version policy keeps the previous version serving)."""
-    parser = argparse.ArgumentParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", required=True, type=Path, help="a `sparkrec train` run directory")
+    """sparkrec export: a trained run -> the next version of a model in a Triton model repository.
+
+    With --workflow, also the preprocess model and the ensemble that serve raw Criteo fields; with
+    --push, loaded on a running server (its version policy keeps the previous version serving)."""
+    parser = CommandParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, help="a `sparkrec train` run directory (a path or URI)")
     parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
     parser.add_argument("--name", default="ctr", help="model name in the repository")
     parser.add_argument(
@@ -103,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default="local", help="Spark profile (reads the workflow's vocabularies)"
     )
     args = parser.parse_args(argv)
-    model_name = f"{args.name}_model" if args.workflow else args.name
+    if args.push:
+        _require_live(args.push)
+    model_name = ensemble_model_name(args.name) if args.workflow else args.name
     served = onnx_program(args.run_dir) if args.flavour == "onnxruntime" else torchscript(args.run_dir)
     version = add_version(args.repository, model_name, served, args.flavour)
     print(f"export: {model_name} version {version} written to {args.repository / model_name}")
@@ -116,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export: ensemble {args.name} = {args.name}_preprocess -> {model_name}")
     if args.push:
         client = triton_http.InferenceServerClient(args.push)
-        client.load_model(args.name)
+        try:
+            client.load_model(args.name)
+        except InferenceServerException as error:
+            raise InputError(f"{args.name} did not load on {args.push}: {error.message()}") from None
         loaded = versions(args.repository, model_name)
         ready = [str(v) for v in loaded if client.is_model_ready(model_name, str(v))]
         client.close()
@@ -125,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec export")

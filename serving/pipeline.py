@@ -25,12 +25,13 @@ from serving.preprocess import export_preprocess
 from serving.repository import add_version, versions, write_ensemble
 from serving.server import TritonServer
 from spark_jobs.score import score
+from training.run_directory import RunLocation
 
 NAME = "ctr"
 
 
 def build_repository(
-    spark: SparkSession, run_dir: Path, workflow: str, repository: Path
+    spark: SparkSession, run_dir: RunLocation, workflow: str, repository: Path
 ) -> torch.jit.ScriptModule:
     """A fresh repository: the ensemble NAME over NAME_preprocess and NAME_model version 1."""
     shutil.rmtree(repository, ignore_errors=True)
@@ -43,7 +44,7 @@ def build_repository(
 
 def serve_and_score(
     spark: SparkSession,
-    run_dir: Path,
+    run_dir: RunLocation,
     workflow: str,
     bronze: str,
     days: list[int],

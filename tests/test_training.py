@@ -4,7 +4,9 @@ resuming after a kill."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,16 +15,21 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from pyspark.sql import functions as F
 
-from rec_plugin.schema import CATEGORICAL, DENSE
+from rec_plugin.errors import InputError
+from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER
+from serving.export import torchscript, trained_model
 from spark_jobs.train import feature_files, train
 from training.data import BatchLoader, EpochRowCountError, FileSet
 from training.evaluate import metrics, predict
-from training.loop import WEIGHTS, TrainSpec, train_worker, weights_digest
+from training.loop import TrainSpec, train_worker, weights_digest
 from training.models import MODELS, ModelConfig, build_model
+from training.run_directory import RunDirectory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +63,9 @@ def row_fingerprints(batches: list) -> np.ndarray:
 def test_shards_cover_every_row_once_and_each_epoch_reshuffles(files):
     train = files["train"]
     assert len(train.files) >= 2  # features are written in files of at most 50k rows
-    table = pq.read_table(list(train.files), columns=[*CATEGORICAL, *DENSE]).to_pandas()
+    table = pa.concat_tables(
+        pq.read_table(f, columns=[*CATEGORICAL, *DENSE]) for f in train.files
+    ).to_pandas()
     everything = row_fingerprints(
         [
             SimpleNamespace(
@@ -92,7 +101,7 @@ def test_every_model_learns_in_one_epoch(files, tmp_path, name):
     spec = TrainSpec(config.to_dict(), files["train"].to_dict(), str(tmp_path), progress=False)
     summary = train_worker(spec.to_dict())
     model = build_model(config)
-    model.load_state_dict(torch.load(tmp_path / WEIGHTS, weights_only=True))
+    model.load_state_dict(RunDirectory(tmp_path).weights())
     result = metrics(*predict(model, files["valid"]))
     losses = summary["losses"]
     assert summary["samples"] == files["train"].rows
@@ -122,7 +131,7 @@ def test_torch_ddp_backend_via_torch_distributor(spark, default_features, tmp_pa
     report = train(spark, features, workflow, str(tmp_path), "dlrm", "torch", 2, progress=False)
     assert report["backend"] == "torch" and report["workers"] == 2
     assert report["auc"] > 0.70
-    assert (tmp_path / WEIGHTS).exists()
+    assert report["run_dir"] == RunDirectory(tmp_path).uri and RunDirectory(tmp_path).weights()
 
 
 def run_train(root: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
@@ -140,15 +149,102 @@ def test_resume_after_kill_reaches_the_same_metrics(default_features, tmp_path):
     assert run_train(root, whole).wait(timeout=600) == 0
     victim = run_train(root, killed)
     deadline = time.time() + 300
-    while not (killed / "checkpoints" / "latest.json").exists():
+    while RunDirectory(killed).latest_checkpoint() is None:
         assert victim.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
         time.sleep(0.2)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    assert not (killed / "metrics.json").exists()
+    assert RunDirectory(killed).metrics() is None
     assert run_train(root, killed, "--resume").wait(timeout=600) == 0
-    first, resumed = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
+    first, resumed = (RunDirectory(d).metrics() for d in (whole, killed))
     assert first["steps"] == resumed["steps"]
     assert abs(first["auc"] - resumed["auc"]) <= 1e-3, (first["auc"], resumed["auc"])
-    for plot in ("loss.png", "auc_per_day.png"):
-        assert (killed / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in (RunDirectory(killed).loss_plot(), RunDirectory(killed).auc_plot()):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def cut_features(spark, default_features, out: Path, splits: dict[str, list[int]]) -> tuple[Path, Path]:
+    """A small features table (about 4,000 rows a day) of the default one's days in `splits`, and a workflow
+    folder whose features.json lists those splits: what featurize writes, in seconds."""
+    root, report = default_features
+    days = [d for split_days in splits.values() for d in split_days]
+    source = spark.read.format("delta").option("versionAsOf", report["features_version"])
+    rows = source.load(str(root / "features")).where(F.col(DAY).isin(days) & (F.col(LINE_NUMBER) < 2000))
+    rows.write.format("delta").partitionBy(DAY).save(str(out / "features"))
+    described = json.loads((root / "workflow" / "features.json").read_text())
+    (out / "workflow").mkdir()
+    (out / "workflow" / "features.json").write_text(json.dumps({**described, "splits": splits}))
+    return out / "features", out / "workflow"
+
+
+def test_a_run_directory_given_as_a_uri_is_written_and_exported_there(
+    spark, default_features, tmp_path, monkeypatch
+):
+    """Every stage takes Hadoop-style URIs: nothing lands in a folder named `file:` in the working
+    directory, and the run is found again by its plain local path."""
+    features, workflow = cut_features(
+        spark, default_features, tmp_path, {"train": [0], "valid": [2], "test": [3]}
+    )
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    run_path = tmp_path / "runs" / "uri"
+    report = train(
+        spark, features.as_uri(), workflow.as_uri(), run_path.as_uri(), "logistic", "single", 1,
+        batch_size=512, checkpoint_every=3, progress=False,
+    )  # fmt: skip
+    assert list(working.iterdir()) == []
+    run = RunDirectory(run_path)
+    assert report["run_dir"] == run.uri == f"file://{run_path}"
+    written = run.metrics()  # read back by the plain local path: the files are in that folder
+    rows = feature_files(spark, str(features), 0, [0]).rows
+    assert written["steps"] == math.ceil(rows / 512) and written["auc"] == report["auc"] is not None
+    assert [d["day"] for d in written["days"]] == [2, 3]
+    assert run.spec()["train"]["rows"] == rows and run.latest_checkpoint() is not None
+    batch = next(BatchLoader(feature_files(spark, str(features), 0, [3]), 64, shuffle=False).epoch(0))
+    with torch.no_grad():
+        eager = torch.sigmoid(trained_model(run_path.as_uri())(batch.dense, batch.categorical))
+        scripted = torchscript(run_path.as_uri())(batch.dense, batch.categorical)
+    torch.testing.assert_close(scripted[:, 0], eager)
+    assert list(working.iterdir()) == []
+
+
+def test_training_without_test_days_reports_no_test_metrics(spark, default_features, tmp_path):
+    features, workflow = cut_features(
+        spark, default_features, tmp_path, {"train": [0], "valid": [2], "test": []}
+    )
+    run_path = tmp_path / "run"
+    report = train(
+        spark, str(features), str(workflow), str(run_path), "logistic", "single", 1, batch_size=1024,
+        progress=False,
+    )  # fmt: skip
+    assert report["auc"] is None and report["logloss"] is None and report["oracle_auc"] is None
+    run = RunDirectory(run_path)
+    assert [(d["day"], d["split"]) for d in run.metrics()["days"]] == [(2, "valid")]
+    assert run.auc_plot()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_refuses_bad_input_before_writing_anything(spark, default_features, tmp_path):
+    features, workflow = cut_features(
+        spark, default_features, tmp_path, {"train": [0], "valid": [], "test": []}
+    )
+    no_train_rows = tmp_path / "no_train_rows"
+    no_train_rows.mkdir()
+    described = json.loads((workflow / "features.json").read_text())
+    (no_train_rows / "features.json").write_text(json.dumps({**described, "splits": {"train": [1]}}))
+    missing = tmp_path / "missing"
+    refusals = {
+        f"features table {missing} does not exist: featurize": dict(features=missing),
+        f"features table {features} has versions 0 to 0, not 3": dict(features_version=3),
+        f"workflow {missing} holds no features.json: featurize into it": dict(workflow=missing),
+        f"the train days [1] hold no rows in features table {features}": dict(workflow=no_train_rows),
+    }
+    run_path = tmp_path / "run"
+    for message, changes in refusals.items():
+        arguments = {"features": features, "workflow": workflow, **changes}
+        with pytest.raises(InputError, match=re.escape(message)):
+            train(
+                spark, str(arguments.pop("features")), str(arguments.pop("workflow")), str(run_path),
+                "logistic", "single", 1, progress=False, **arguments,
+            )  # fmt: skip
+    assert not run_path.exists()

@@ -35,7 +35,8 @@ class Batch(NamedTuple):
 
 @dataclass(frozen=True)
 class FileSet:
-    """The parquet files of some days of a pinned features table version, and their row count."""
+    """The parquet files of some days of a pinned features table version, as the qualified URIs Delta
+    lists (`file:/...`, `s3a://...`, which Petastorm reads as they are), and their row count."""
 
     files: tuple[str, ...]
     rows: int
@@ -93,7 +94,7 @@ class BatchLoader:
 
     def _reader(self, epoch: int):  # noqa: ANN202 - petastorm's Reader
         return make_batch_reader(
-            [f"file://{f}" if f.startswith("/") else f for f in self.file_set.files],
+            list(self.file_set.files),
             schema_fields=[LABEL, *DENSE, *CATEGORICAL],
             reader_pool_type="dummy",
             seed=self.seed * 100_003 + epoch,

@@ -1,7 +1,8 @@
 """The training function every launcher runs: in-process, Horovod workers or torch DDP workers.
 
 It takes one plain dict (a TrainSpec), so Horovod on Spark, TorchDistributor and horovodrun can
-ship it to any process; rank 0 writes checkpoints and the final weights into the run directory.
+ship it to any process; rank 0 writes checkpoints and the final weights into the run directory
+(training/run_directory.py: a path or URI, on any filesystem fsspec reaches).
 """
 
 from __future__ import annotations
@@ -11,19 +12,17 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from training import checkpoint
 from training.data import BatchLoader, FileSet, check_epoch_rows, padding_batch
 from training.distributed import collective
 from training.models import ModelConfig, build_model
+from training.progress import progress_bar
+from training.run_directory import RunDirectory
 from training.step import bce_loss, optimizers
-
-WEIGHTS = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -58,22 +57,19 @@ def train_worker(spec_dict: dict) -> dict:
     config = ModelConfig.from_dict(spec.model)
     model = build_model(config)
     forward, steppers = group.prepare(model, optimizers(model, spec.sparse_lr, spec.dense_lr))
-    run_dir = Path(spec.run_dir)
-    position = checkpoint.Position()
-    saved = checkpoint.latest(run_dir / "checkpoints") if spec.resume else None
-    if saved is not None:
-        position = checkpoint.restore(saved, model, steppers)
+    run = RunDirectory(spec.run_dir)
+    restored = checkpoint.restore_latest(run, model, steppers) if spec.resume else None
+    position = checkpoint.Position() if restored is None else restored
     train = FileSet.from_dict(spec.train)
     loader = BatchLoader(train, spec.batch_size, group.rank, group.size, spec.seed)
     batches_per_rank = math.ceil(train.rows / group.size / spec.batch_size)
-    bar = tqdm(
+    bar = progress_bar(
         total=spec.epochs * batches_per_rank * group.size * spec.batch_size,
         initial=(position.epoch * batches_per_rank + position.batches) * group.size * spec.batch_size,
         unit="samples",
         unit_scale=True,
         disable=not spec.progress or group.rank != 0,
         desc=f"train {config.name} ({group.name} x{group.size})",
-        mininterval=1.0,
     )
     started, samples = time.perf_counter(), 0
     running = None
@@ -99,19 +95,17 @@ def train_worker(spec_dict: dict) -> dict:
             running = value if running is None else 0.98 * running + 0.02 * value
             position.losses.append(value)
             bar.update(spec.batch_size * group.size)
-            bar.set_postfix(
-                loss=f"{running:.4f}", samples_per_s=f"{samples * group.size / _since(started):,.0f}"
-            )
+            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
             if group.rank == 0 and position.step % spec.checkpoint_every == 0:
-                checkpoint.save(run_dir / "checkpoints", model, steppers, position)
+                checkpoint.save(run, model, steppers, position)
         check_epoch_rows(int(group.sum(loader.rows_read)), train.rows, f"training epoch {epoch}")
         position.epoch, position.batches = epoch + 1, 0
     bar.close()
     elapsed = _since(started)
     total_samples = int(group.sum(samples))
     if group.rank == 0:
-        checkpoint.save(run_dir / "checkpoints", model, steppers, position)
-        torch.save(model.state_dict(), run_dir / WEIGHTS)
+        checkpoint.save(run, model, steppers, position)
+        run.save_weights(model.state_dict())
     group.close()
     return {
         "steps": position.step,

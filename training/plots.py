@@ -1,8 +1,10 @@
-"""PNG plots written beside a run's metrics.json: the loss curve and AUC per day against the oracle."""
+"""PNG plots written beside a run's metrics: the loss curve and AUC per day against the oracle.
+
+Each returns the PNG's bytes, which the run directory writes to whatever filesystem it lives on."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import matplotlib
 
@@ -11,7 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 
-def loss_curve(losses: list[float], path: Path, title: str) -> None:
+def _png(figure: plt.Figure) -> bytes:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def loss_curve(losses: list[float], title: str) -> bytes:
     figure, axes = plt.subplots(figsize=(7, 4))
     steps = np.arange(1, len(losses) + 1)
     axes.plot(steps, losses, alpha=0.3, label="batch loss")
@@ -21,23 +31,23 @@ def loss_curve(losses: list[float], path: Path, title: str) -> None:
         axes.plot(steps[window - 1 :], smooth, label=f"mean of {window} batches")
     axes.set(xlabel="step", ylabel="log loss", title=title)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return _png(figure)
 
 
-def auc_per_day(days: list[dict], path: Path, title: str) -> None:
+def auc_per_day(days: list[dict], title: str) -> bytes:
+    """Bars per validation/test day; a run without such days gets an empty chart saying so."""
     figure, axes = plt.subplots(figsize=(7, 4))
     labels = [f"day {d['day']}\n({d['split']})" for d in days]
     x = np.arange(len(days))
     axes.bar(x - 0.2, [d["auc"] for d in days], 0.4, label="model")
     oracle = [d.get("oracle_auc") for d in days]
-    if all(value is not None for value in oracle):
+    if days and all(value is not None for value in oracle):
         axes.bar(x + 0.2, oracle, 0.4, label="oracle (planted truth)")
     axes.set_xticks(x, labels)
-    low = min(d["auc"] for d in days)
+    low = min((d["auc"] for d in days), default=0.5)
     axes.set(ylabel="AUC", ylim=(max(0.5, low - 0.05), 1.0), title=title)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    if days:
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "no validation or test days", ha="center", va="center", transform=axes.transAxes)
+    return _png(figure)
