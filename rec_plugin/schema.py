@@ -20,6 +20,10 @@ CATEGORY_HEX_LENGTH = 8
 DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
+# Why a dense field is refused: the rejects table's reason codes that serving gives too (a value
+# that would otherwise be truncated or wrapped into an int32 the model never saw in training).
+INT_NOT_INTEGER = "INT_NOT_INTEGER"
+INT_OUT_OF_RANGE = "INT_OUT_OF_RANGE"
 
 
 def bronze_schema() -> StructType:

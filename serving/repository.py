@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from rec_plugin.errors import InputError
 from rec_plugin.schema import CATEGORICAL, DENSE
 from serving.tokens import TOKEN_BYTES
 
@@ -47,6 +48,11 @@ RAW_INPUTS = (
     TensorSpec("RAW_DENSE", "TYPE_FP64", (len(DENSE),)),
     TensorSpec("RAW_CATEGORICAL", "TYPE_UINT8", (len(CATEGORICAL), TOKEN_BYTES)),
 )
+
+
+def ensemble_model_name(name: str) -> str:
+    """The model that the ensemble `name` calls after its preprocessing."""
+    return f"{name}_model"
 
 
 def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
@@ -100,7 +106,7 @@ def ensemble_pbtxt(name: str) -> str:
     features = {spec.name: f"features_{spec.name.lower()}" for spec in INPUTS}
     steps = [
         _step(f"{name}_preprocess", {s.name: s.name for s in RAW_INPUTS}, features),
-        _step(f"{name}_model", features, {s.name: s.name for s in OUTPUTS}),
+        _step(ensemble_model_name(name), features, {s.name: s.name for s in OUTPUTS}),
     ]
     scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}"
     return _config(name, 'platform: "ensemble"', RAW_INPUTS, OUTPUTS, "python", scheduling)
@@ -126,6 +132,19 @@ def write_ensemble(repository: Path, name: str, preprocess: Path) -> None:
 def versions(repository: Path, name: str) -> list[int]:
     folder = repository / name
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def torchscript_file(repository: Path, name: str, version: int | None = None) -> Path:
+    """The TorchScript file of `version` (default: the newest) of model `name`, or of the model
+    `<name>_model` that the ensemble `name` serves; what in-process scoring loads."""
+    for model in (name, ensemble_model_name(name)):
+        found = versions(repository, model)
+        chosen = found[-1] if version is None and found else version
+        path = repository / model / str(chosen) / MODEL_FILE["python"]
+        if path.is_file():
+            return path
+    wanted = "any version" if version is None else f"version {version}"
+    raise InputError(f"no TorchScript model {name} ({wanted}) in the model repository {repository}")
 
 
 def add_version(

@@ -8,7 +8,6 @@ own front end is not used: it guards model control with a token and adds 2-4 ms 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -23,6 +22,9 @@ from pathlib import Path
 
 import pytriton
 import tritonclient.http as triton_http
+from tritonclient.utils import InferenceServerException
+
+from rec_plugin.errors import CommandParser, InputError, run_command
 
 CACHE = Path(os.environ.get("SPARKREC_CACHE", Path.home() / ".cache" / "sparkrec"))
 BUNDLED = Path(pytriton.__file__).resolve().parent / "tritonserver"
@@ -172,26 +174,42 @@ def _reap_group(group: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """sparkrec serve: starts tritonserver over a repository, loads the named models, and serves
-    until SIGTERM or Ctrl-C, then shuts the server down with no processes left behind."""
-    parser = argparse.ArgumentParser(prog="sparkrec serve", description=main.__doc__.splitlines()[0])
+    """sparkrec serve: tritonserver over a model repository, serving until SIGTERM or Ctrl-C.
+
+    Loads the named models at the start, and at the end shuts the server down with no processes left
+    behind."""
+    parser = CommandParser(prog="sparkrec serve", description=main.__doc__.splitlines()[0])
     parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
     parser.add_argument("--load", nargs="*", default=[], help="models to load at start")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help="tritonserver's log, appended to (default: tritonserver.log beside the repository folder)",
+    )
     args = parser.parse_args(argv)
-    server = TritonServer(args.repository, Ports(args.http_port, args.grpc_port, args.metrics_port)).start()
+    if not args.repository.is_dir():
+        raise InputError(f"model repository {args.repository} does not exist: export a model into it first")
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    server = TritonServer(args.repository, ports, args.log_file).start()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
         client = triton_http.InferenceServerClient(server.http_url)
         for name in args.load:
-            client.load_model(name)
+            try:
+                client.load_model(name)
+            except InferenceServerException as error:
+                raise InputError(
+                    f"model {name} did not load from {args.repository}: {error.message()}"
+                ) from None
         client.close()
         print(
             f"serve: tritonserver ready; HTTP {server.http_url}, gRPC {server.grpc_url}, "
-            f"metrics {server.metrics_url}; models loaded: {', '.join(args.load) or 'none'}",
+            f"metrics {server.metrics_url}; models loaded: {', '.join(args.load) or 'none'}; "
+            f"log {server.log}",
             flush=True,
         )
         while not stopping and server.process.poll() is None:
@@ -204,4 +222,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec serve")

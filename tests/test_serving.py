@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -15,21 +16,34 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.errors import InputError
+from rec_plugin.schema import (
+    CATEGORICAL,
+    DAY,
+    DENSE,
+    INT_NOT_INTEGER,
+    INT_OUT_OF_RANGE,
+    LINE_NUMBER,
+    SOURCE_FILE,
+)
 from rec_plugin.workflow import Workflow
 from serving.client import ab_split, predict, predict_raw, serve_only
-from serving.export import MODEL_CONFIG, onnx_program, torchscript
+from serving.export import onnx_program, torchscript
 from serving.preprocess import export_preprocess
-from serving.repository import add_version, config_pbtxt, versions, write_ensemble
+from serving.preprocessor import Preprocessor
+from serving.repository import RAW_INPUTS, add_version, config_pbtxt, versions, write_ensemble
 from serving.server import Ports, TritonServer
+from serving.tokens import token_bytes
 from spark_jobs.score import score
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
 from training.loop import TrainSpec, train_worker
 from training.models import ModelConfig
+from training.run_directory import RunDirectory
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +57,7 @@ def runs(spark, default_features, tmp_path_factory):
     run_dirs = []
     for seed in (0, 1):
         run_dir = tmp_path_factory.mktemp(f"run{seed}")
-        (run_dir / MODEL_CONFIG).write_text(json.dumps(config.to_dict()))
+        RunDirectory(run_dir).write_model_config(config)
         spec = TrainSpec(
             config.to_dict(), train.to_dict(), str(run_dir), batch_size=4096, seed=seed, progress=False
         )
@@ -135,10 +149,19 @@ def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "bad",
-    ["wrong dtype", "wrong shape", "missing input", "unknown model", "unknown version"],
+    ("bad", "says"),
+    [
+        ("wrong dtype", "inference input 'DENSE' data-type is 'FP64', but model 'ctr' expects 'FP32'"),
+        ("wrong shape", "unexpected shape for input 'DENSE' for model 'ctr'. Expected [-1,13], got [512,12]"),
+        (
+            "missing input",
+            "for model 'ctr'. Got input(s) ['DENSE'], but missing required input(s) ['CATEGORICAL']",
+        ),
+        ("unknown model", "Request for unknown model: 'nope' is not found"),
+        ("unknown version", "Request for unknown model: 'ctr' version 7 is not found"),
+    ],
 )
-def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, bad):
+def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, bad, says):
     run_dirs, dense, categorical = runs
     repository = tmp_path / "repository"
     add_version(repository, "ctr", torchscript(run_dirs[0]))
@@ -163,7 +186,7 @@ def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, b
             inputs[1].set_data_from_numpy(categorical)
         with pytest.raises(InferenceServerException) as error:
             client.infer(model, inputs, model_version=version)
-        assert str(error.value)
+        assert says in error.value.message(), error.value.message()
         assert client.is_server_live() and client.is_model_ready("ctr")
         assert predict(client, "ctr", dense, categorical).shape == (len(dense), 1)
         client.close()
@@ -206,14 +229,17 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
     run_dirs, dense, categorical = runs
     repository = tmp_path / "repository"
-    ports = Ports.free()
+    ports, log = Ports.free(), tmp_path / "logs" / "serve.log"
     serve = subprocess.Popen(
         [sys.executable, "-m", "spark_jobs.cli", "serve", "--repository", str(repository),
          "--http-port", str(ports.http), "--grpc-port", str(ports.grpc),
-         "--metrics-port", str(ports.metrics)],
+         "--metrics-port", str(ports.metrics), "--log-file", str(log)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert "tritonserver ready" in serve.stdout.readline()
+    ready = serve.stdout.readline()
+    assert "tritonserver ready" in ready and ready.rstrip().endswith(f"; log {log}"), ready
+    assert "Started HTTPService at 127.0.0.1" in log.read_text()  # tritonserver's own log lines
+    assert not (tmp_path / "tritonserver.log").exists()  # not the default place beside the repository
     url = f"127.0.0.1:{ports.http}"
     for run_dir, version in zip(run_dirs, (1, 2)):
         export = [sys.executable, "-m", "spark_jobs.cli", "export", "--run-dir", str(run_dir)]
@@ -236,9 +262,145 @@ def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
     assert _processes_mentioning(str(repository)) == []
 
 
+@pytest.fixture(scope="module")
+def preprocess_folder(spark, default_features, tmp_path_factory) -> Path:
+    """The default features' fitted workflow exported in serving form (serving/preprocess.py)."""
+    root, _ = default_features
+    out = tmp_path_factory.mktemp("preprocess")
+    return export_preprocess(spark, str(root / "workflow"), out).parent
+
+
+@pytest.fixture(scope="module")
+def ensemble(runs, preprocess_folder, tmp_path_factory):
+    """One tritonserver serving the ensemble ctr (preprocess_folder, then the first run's model), and
+    that model in-process; the tests that need the ensemble share it."""
+    run_dirs, _, _ = runs
+    repository = tmp_path_factory.mktemp("ensemble") / "repository"
+    model = torchscript(run_dirs[0])
+    add_version(repository, "ctr_model", model)
+    write_ensemble(repository, "ctr", preprocess_folder)
+    with TritonServer(repository) as server:
+        client = triton_http.InferenceServerClient(server.http_url)
+        client.load_model("ctr")  # loads its composing models too
+        client.close()
+        yield server, model
+
+
+@pytest.fixture(scope="module")
+def raw_rows(spark, default_bronze) -> tuple[np.ndarray, np.ndarray]:
+    """64 bronze rows of the test day as served: dense counts (float64, NaN = missing) and tokens."""
+    bronze, _ = default_bronze
+    rows = spark.read.format("delta").load(bronze).where(f"{DAY} = 3").orderBy(SOURCE_FILE, LINE_NUMBER)
+    raw = rows.limit(64).toPandas()
+    return raw[DENSE].astype("float64").to_numpy(), raw[CATEGORICAL].to_numpy(object)
+
+
+# Dense values that ingest rejects, with its reason: cast to int32 they became other counts (1.5 -> 1,
+# 3e9 -> -2147483648) that the model never saw.
+REFUSED = [
+    (1.5, INT_NOT_INTEGER),
+    (-0.5, INT_NOT_INTEGER),
+    (3e9, INT_OUT_OF_RANGE),
+    (-(2.0**31) - 1, INT_OUT_OF_RANGE),
+    (float("inf"), INT_OUT_OF_RANGE),
+]
+
+
+def test_the_preprocessor_refuses_dense_values_that_ingest_rejects(preprocess_folder, raw_rows):
+    """In-process serving refuses them as ingest does: one line naming the row, field, value and reason."""
+    raw_dense, raw_categorical = raw_rows
+    preprocess = Preprocessor(preprocess_folder)
+    tokens = token_bytes(raw_categorical)
+    for value, reason in REFUSED:
+        bad = raw_dense.copy()
+        bad[5, 2] = value
+        with pytest.raises(InputError) as refused:
+            preprocess(bad, tokens)
+        message = str(refused.value)
+        assert message.startswith(f"RAW_DENSE row 5: I3 = {value!r} is "), message
+        assert f"({reason}," in message and "\n" not in message, message
+    edge = raw_dense.copy()
+    edge[:3, 2] = [np.nan, -(2.0**31), 2.0**31 - 1]  # missing, and the int32 bounds: all served
+    features, ids = preprocess(edge, tokens)
+    assert np.isfinite(features).all() and ids.shape == (len(edge), len(CATEGORICAL))
+
+
+def test_the_ensemble_refuses_dense_values_that_ingest_rejects_and_serves_on(ensemble, raw_rows):
+    """Through Triton the refusal is that request's error, with the preprocessor's line; the server and
+    the next request go on."""
+    server, _ = ensemble
+    raw_dense, raw_categorical = raw_rows
+    client = triton_http.InferenceServerClient(server.http_url)
+    served = predict_raw(client, "ctr", raw_dense, raw_categorical)
+    for value, reason in REFUSED:
+        bad = raw_dense.copy()
+        bad[5, 2] = value
+        with pytest.raises(InferenceServerException) as refused:
+            predict_raw(client, "ctr", bad, raw_categorical)
+        message = refused.value.message()
+        assert refused.value.status() == "400", refused.value  # the request's fault, not the server's
+        assert f"RAW_DENSE row 5: I3 = {value!r} is " in message and f"({reason}," in message, message
+        assert "\n" not in message, message  # the preprocessor's one line, not a Python trace
+        assert client.is_server_live() and client.is_model_ready("ctr")
+        np.testing.assert_array_equal(predict_raw(client, "ctr", raw_dense, raw_categorical), served)
+    client.close()
+
+
+def _sent_at_once(url: str, batches: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """Raw batches sent to the ensemble ctr over gRPC without waiting (so dynamic batching can group
+    them); each one's probabilities or its InferenceServerException, in order."""
+    client = triton_grpc.InferenceServerClient(url)
+    requests = []
+    for raw_dense, raw_categorical in batches:
+        inputs = []
+        for spec, values in zip(RAW_INPUTS, (raw_dense, token_bytes(raw_categorical))):
+            inputs.append(triton_grpc.InferInput(spec.name, values.shape, np_to_triton_dtype(values.dtype)))
+            inputs[-1].set_data_from_numpy(values)
+        requests.append(inputs)
+    finished = queue.Queue()
+    for i, inputs in enumerate(requests):
+        client.async_infer("ctr", inputs, lambda result, error, i=i: finished.put((i, result, error)))
+    results = {}
+    for _ in requests:
+        i, result, error = finished.get(timeout=60)
+        results[i] = error or result.as_numpy("PROBABILITY")
+    client.close()
+    return [results[i] for i in range(len(batches))]
+
+
+def test_a_refused_request_fails_alone_in_a_dynamic_batch(ensemble, raw_rows):
+    """Dynamic batching runs concurrent requests as one batch of the preprocess model: a value refused
+    in one of them fails that request only."""
+    server, _ = ensemble
+    raw_dense, raw_categorical = raw_rows
+    bad = raw_dense.copy()
+    bad[5, 2] = 1.5
+    batches = [(bad if i == 3 else raw_dense, raw_categorical) for i in range(8)]
+    client = triton_http.InferenceServerClient(server.http_url)
+    served = predict_raw(client, "ctr", raw_dense, raw_categorical)
+    for _ in range(10):
+        executions = _executions(client, "ctr_preprocess")
+        results = _sent_at_once(server.grpc_url, batches)
+        assert isinstance(results[3], InferenceServerException), results[3]
+        assert f"({INT_NOT_INTEGER}," in results[3].message(), results[3]
+        for result in results[:3] + results[4:]:
+            assert isinstance(result, np.ndarray), result  # a neighbour's request, served
+            assert np.abs(result - served).max() <= 1e-6
+        if _executions(client, "ctr_preprocess") - executions == 1:
+            break  # all eight ran as one batch, the refused request among them
+    else:
+        pytest.fail("eight requests sent at once never ran as one batch: the test proved nothing")
+    client.close()
+
+
+def _executions(client: triton_http.InferenceServerClient, model: str) -> int:
+    return int(client.get_inference_statistics(model)["model_stats"][0]["execution_count"])
+
+
 def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
-    spark, runs, default_bronze, default_features, tmp_path
+    spark, ensemble, runs, default_bronze, default_features, tmp_path
 ):
+    server, model = ensemble
     run_dirs, _, _ = runs
     bronze, _ = default_bronze
     root, _ = default_features
@@ -247,44 +409,35 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     raw = rows.toPandas()
     features = Workflow.load(str(root / "workflow"), spark).transform(rows, keep=tuple(keys)).toPandas()
     aligned = raw[keys].merge(features, on=keys, validate="one_to_one")  # raw's row order
-    model = torchscript(run_dirs[0])
     dense, ids = aligned[DENSE].to_numpy(np.float32), aligned[CATEGORICAL].to_numpy(np.int64)
     expected = model(torch.from_numpy(dense), torch.from_numpy(ids)).detach().numpy()
-    repository = tmp_path / "repository"
-    add_version(repository, "ctr_model", model)
-    write_ensemble(
-        repository, "ctr", export_preprocess(spark, str(root / "workflow"), tmp_path / "preprocess").parent
-    )
-    with TritonServer(repository) as server:
-        client = triton_http.InferenceServerClient(server.http_url)
-        client.load_model("ctr")  # loads its composing models too
-        assert client.is_model_ready("ctr_preprocess") and client.is_model_ready("ctr_model")
-        raw_dense = raw[DENSE].astype("float64").to_numpy()
-        assert np.isnan(raw_dense).any() and raw[CATEGORICAL].isna().to_numpy().any()  # missing fields served
-        served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].to_numpy(object))
-        assert served.shape == (len(raw), 1) == expected.shape
-        assert np.abs(served - expected).max() <= 1e-5
-        # Tokens travel as 8 bytes each: the client helper refuses a longer one, the server a wider tensor.
-        with pytest.raises(ValueError, match="at most 8 ASCII characters; got '123456789'"):
-            predict_raw(client, "ctr", raw_dense[:2], np.full((2, len(CATEGORICAL)), "123456789", object))
-        wide = [
-            triton_http.InferInput("RAW_DENSE", [2, len(DENSE)], "FP64"),
-            triton_http.InferInput("RAW_CATEGORICAL", [2, len(CATEGORICAL), 9], "UINT8"),
-        ]
-        wide[0].set_data_from_numpy(raw_dense[:2])
-        wide[1].set_data_from_numpy(np.zeros((2, len(CATEGORICAL), 9), np.uint8))
-        with pytest.raises(InferenceServerException, match="RAW_CATEGORICAL"):
-            client.infer("ctr", wide)
-        assert client.is_model_ready("ctr")
-        client.close()
-        # Batch scoring of the test day through Triton (gRPC) and in-process; reruns add no duplicates.
-        predictions = {mode: str(tmp_path / f"predictions_{mode}") for mode in ("triton", "in_process")}
-        by_triton = score(
-            spark, bronze, [3], predictions["triton"], via_triton_url=server.grpc_url, name="ctr"
-        )
+    client = triton_http.InferenceServerClient(server.http_url)
+    assert client.is_model_ready("ctr_preprocess") and client.is_model_ready("ctr_model")
+    raw_dense = raw[DENSE].astype("float64").to_numpy()
+    assert np.isnan(raw_dense).any() and raw[CATEGORICAL].isna().to_numpy().any()  # missing fields served
+    served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].to_numpy(object))
+    assert served.shape == (len(raw), 1) == expected.shape
+    assert np.abs(served - expected).max() <= 1e-5
+    # Tokens travel as 8 bytes each: the client helper refuses a longer one, the server a wider tensor.
+    with pytest.raises(ValueError, match="at most 8 ASCII characters; got '123456789'"):
+        predict_raw(client, "ctr", raw_dense[:2], np.full((2, len(CATEGORICAL)), "123456789", object))
+    wide = [
+        triton_http.InferInput("RAW_DENSE", [2, len(DENSE)], "FP64"),
+        triton_http.InferInput("RAW_CATEGORICAL", [2, len(CATEGORICAL), 9], "UINT8"),
+    ]
+    wide[0].set_data_from_numpy(raw_dense[:2])
+    wide[1].set_data_from_numpy(np.zeros((2, len(CATEGORICAL), 9), np.uint8))
+    with pytest.raises(InferenceServerException, match="RAW_CATEGORICAL"):
+        client.infer("ctr", wide)
+    assert client.is_model_ready("ctr")
+    client.close()
+    # Batch scoring of the test day through Triton (gRPC) and in-process; reruns add no duplicates.
+    predictions = {mode: str(tmp_path / f"predictions_{mode}") for mode in ("triton", "in_process")}
+    by_triton = score(spark, bronze, [3], predictions["triton"], via_triton_url=server.grpc_url, name="ctr")
     for _ in range(2):
+        # The exported model of the ensemble ctr (its ctr_model), read from the repository.
         in_process = score(
-            spark, bronze, [3], predictions["in_process"], str(run_dirs[0]), str(root / "workflow")
+            spark, bronze, [3], predictions["in_process"], str(server.repository), str(root / "workflow")
         )
     day_rows = spark.read.format("delta").load(bronze).where(f"{DAY} = 3").count()
     assert by_triton["rows"] == in_process["rows"] == day_rows
