@@ -6,16 +6,17 @@ Each stage reads the previous stage's output from storage and adds its section t
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 from pathlib import Path
 
+from rec_plugin.errors import CommandParser, run_command
 from serving.pipeline import serve_and_score
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.layout import PipelineLayout, day_splits
-from spark_jobs.session import build_session
+from spark_jobs.session import LOG_DIR_ENV, build_session
 from spark_jobs.train import train
 
 
@@ -41,7 +42,7 @@ def summary(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="sparkrec demo", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="artifacts/demo", help="folder for data, tables and the report")
     parser.add_argument(
         "--profile",
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--days", type=int, default=GeneratorConfig.days)
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
+    os.environ.setdefault(LOG_DIR_ENV, str(out / "logs"))  # Spark's and the workers' logs
     # The RAPIDS jar on the classpath (plugin off) lets featurize report which operators a GPU would run.
     spark = build_session(args.profile, "sparkrec-demo", {"sparkrec.jars": "delta,rapids"})
     print(
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     # score the test day into Delta through it, and stop it.
     report["serve"], report["score"] = serve_and_score(
         spark,
-        Path(report["train"]["run_dir"]),
+        report["train"]["run_dir"],
         paths.workflow,
         paths.bronze,
         splits["test"],
@@ -92,4 +94,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec demo")

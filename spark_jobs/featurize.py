@@ -15,7 +15,6 @@ lineage).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -25,17 +24,15 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.criteo import criteo_workflow
+from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.gpu import gpu_plan, rapids_available
 from rec_plugin.ops import Categorify
 from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
+from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 
 SPLIT = "split"
-
-
-def _days(text: str) -> list[int]:
-    return [int(d) for d in text.split(",") if d]
 
 
 def cardinalities(workflow: Workflow) -> dict[str, int]:
@@ -58,8 +55,47 @@ def gpu_eligibility(frames: list[DataFrame]) -> float | None:
     return round(on / total, 4) if total else 1.0
 
 
+def _check_splits(splits: dict[str, list[int]], days_present: set[str], source: str) -> None:
+    """Every named day is in the source, and no day is in two splits: refused before any work."""
+    named = [d for days in splits.values() for d in days]
+    if not splits.get("train"):
+        raise InputError("no training days: give --train-days, e.g. 0,1")
+    doubled = sorted({d for d in named if named.count(d) > 1})
+    if doubled:
+        raise InputError(f"days {doubled} are in more than one of --train-days, --valid-days, --test-days")
+    absent = sorted(d for d in named if str(d) not in days_present)
+    if absent:
+        held = ",".join(sorted(days_present, key=int)) or "none"
+        raise InputError(f"days {absent} are not in {source} (it holds days {held})")
+
+
+def _check_features_path(spark: SparkSession, features: str, bronze: str) -> None:
+    """The features table is replaced on every run: never let that hit the bronze table or another
+    table that is not a features table."""
+    if storage.qualified(spark, features) == storage.qualified(spark, bronze):
+        raise InputError(f"--features {features} is the bronze table: give the features table its own path")
+    if storage.exists(spark, features):
+        storage.delta_version(spark, features, "features table")
+        if SPLIT not in spark.read.format("delta").load(features).columns:
+            raise InputError(
+                f"{features} holds a Delta table that is not a features table: choose another path"
+            )
+
+
 def _progress(step: str, started: float) -> None:
     print(f"featurize: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+
+def _write_features(output: DataFrame, features: str, lineage: dict, rows_per_file: int) -> None:
+    (
+        output.write.format("delta")
+        .mode("overwrite")
+        .option("overwriteSchema", "true")
+        .option("userMetadata", json.dumps(lineage))
+        .option("maxRecordsPerFile", rows_per_file)
+        .partitionBy(DAY)
+        .save(features)
+    )
 
 
 def featurize(
@@ -74,20 +110,25 @@ def featurize(
 ) -> dict:
     """Fits on splits['train'], writes features for every split's days; returns the report section."""
     started = time.perf_counter()
-    if bronze_version is None:
-        bronze_version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
+    bronze_version = storage.delta_version(spark, bronze, "bronze table", bronze_version)
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
+    _check_splits(splits, storage.partition_values(source, DAY), f"bronze table {bronze}@v{bronze_version}")
+    _check_features_path(spark, features, bronze)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
-    criteo_workflow(freq_threshold).fit(training_rows).save(workflow_path)
+    fitted = criteo_workflow(freq_threshold).fit(training_rows)
+    fitted.save(workflow_path)
     _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
-    # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache.
-    spark.catalog.clearCache()
+    # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache:
+    # release what fit cached, and nothing else of a shared session's cache.
+    fitted.release()
     workflow = Workflow.load(workflow_path, spark)
     split_of_day = F.create_map(
         *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
     )
     wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
-    transformed = workflow.transform(wanted, keep=(DAY, SOURCE_FILE, LINE_NUMBER))
+    transformed = workflow.transform(
+        wanted, keep=(DAY, SOURCE_FILE, LINE_NUMBER), fitted_rows=F.col(DAY).isin(splits["train"])
+    )
     output = transformed.select(
         DAY,
         split_of_day[F.col(DAY)].alias(SPLIT),
@@ -98,15 +139,8 @@ def featurize(
         LINE_NUMBER,
     )
     lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "splits": splits}
-    (
-        output.write.format("delta")
-        .mode("overwrite")
-        .option("overwriteSchema", "true")
-        .option("userMetadata", json.dumps(lineage))
-        .option("maxRecordsPerFile", rows_per_file)
-        .partitionBy(DAY)
-        .save(features)
-    )
+    with storage.new_table_removed_on_failure(spark, features):
+        _write_features(output, features, lineage, rows_per_file)
     elapsed = time.perf_counter() - started
     _progress(f"features written to {features}", started)
     rows_out = spark.read.format("delta").load(features).count()
@@ -125,14 +159,14 @@ def featurize(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="sparkrec featurize", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec featurize", description=__doc__.splitlines()[0])
     parser.add_argument("--bronze", required=True, help="Delta bronze table path")
     parser.add_argument("--bronze-version", type=int, help="Delta version to read (default: latest)")
     parser.add_argument("--features", required=True, help="Delta features table path")
     parser.add_argument("--workflow", required=True, help="where to save the fitted workflow")
-    parser.add_argument("--train-days", type=_days, required=True, help="e.g. 0,1")
-    parser.add_argument("--valid-days", type=_days, default=[])
-    parser.add_argument("--test-days", type=_days, default=[])
+    parser.add_argument("--train-days", type=day_list, required=True, help="e.g. 0,1")
+    parser.add_argument("--valid-days", type=day_list, default=[], help="e.g. 2 (default: none)")
+    parser.add_argument("--test-days", type=day_list, default=[], help="e.g. 3 (default: none)")
     parser.add_argument("--freq-threshold", type=int, default=15)
     parser.add_argument("--rows-per-file", type=int, default=50_000, help="largest features file")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
@@ -154,4 +188,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec featurize")

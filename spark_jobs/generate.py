@@ -19,6 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import (
     CATEGORICAL,
     DENSE,
@@ -227,14 +228,17 @@ def spark_auc(frame: DataFrame, probability: str, bins: int = 100_000) -> float:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GeneratorConfig]:
-    parser = argparse.ArgumentParser(prog="sparkrec generate", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec generate", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output directory (local path or URI)")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     defaults = GeneratorConfig()
     for name, value in defaults.__dict__.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
-    return args, GeneratorConfig(**{name: getattr(args, name) for name in defaults.__dict__})
+    try:
+        return args, GeneratorConfig(**{name: getattr(args, name) for name in defaults.__dict__})
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -246,4 +250,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec generate")

@@ -10,10 +10,9 @@ never duplicate. A file's day comes from `day_<d>` in its path, as in Criteo's o
 
 from __future__ import annotations
 
-import argparse
+import fnmatch
 import json
 import re
-from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -21,12 +20,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import (
     CATEGORICAL,
     CATEGORY_HEX_LENGTH,
     DAY,
     DENSE,
     FIELD_SEPARATOR,
+    INT_NOT_INTEGER,
+    INT_OUT_OF_RANGE,
     LABEL,
     LINE_NUMBER,
     RAW_COLUMNS,
@@ -35,16 +37,18 @@ from rec_plugin.schema import (
     partition_line_number,
     rejects_schema,
 )
+from rec_plugin.templates import sql_literal
+from spark_jobs.layout import day_list
 from spark_jobs.session import build_session, session_conf
 
 DAY_IN_PATH = re.compile(r"day_(\d+)")
+# Which files under --input are raw logs (file names; --glob overrides).
+RAW_PATTERNS = ["*.tsv", "*.tsv.gz"]
 # Reason codes of the rejects table, in the order they are checked.
 EMPTY_LINE = "EMPTY_LINE"
 BAD_BYTES = "BAD_BYTES"
 FIELD_COUNT = "FIELD_COUNT"
 BAD_LABEL = "BAD_LABEL"
-INT_NOT_INTEGER = "INT_NOT_INTEGER"
-INT_OUT_OF_RANGE = "INT_OUT_OF_RANGE"
 CAT_BAD_LENGTH = "CAT_BAD_LENGTH"
 CAT_NOT_HEX = "CAT_NOT_HEX"
 # Each file is read whole by one task, so a row's index in its partition is its line number.
@@ -54,30 +58,56 @@ _ONE_FILE_PER_PARTITION = {
 }
 
 
-def raw_files(spark: SparkSession, input_dir: str, days: list[int] | None = None) -> dict[str, int]:
-    """Raw files below input_dir (relative path -> day), optionally only the given days."""
-    files = {}
+def raw_files(
+    spark: SparkSession, input_dir: str, days: list[int] | None = None, patterns: list[str] = RAW_PATTERNS
+) -> dict[str, int]:
+    """Raw files below input_dir whose names match `patterns` (relative path -> day), optionally only
+    the given days; says which files it takes and which it leaves, and refuses before any work when
+    there is nothing to take, a day has no file, or a taken file has no day in its path."""
+    if not storage.exists(spark, input_dir):
+        raise InputError(f"input folder {input_dir} does not exist")
+    taken, skipped = {}, []
     for relative in storage.list_files_recursive(spark, input_dir):
+        if not any(fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], p) for p in patterns):
+            skipped.append(relative)
+            continue
         match = DAY_IN_PATH.search(relative)
         if match is None:
-            raise ValueError(f"{input_dir}/{relative}: no day_<d> in its path, so its day is unknown")
-        day = int(match.group(1))
-        if days is None or day in days:
-            files[relative] = day
-    if not files:
-        raise ValueError(f"no raw files for days {days} under {input_dir}")
-    return files
+            raise InputError(
+                f"{input_dir}/{relative} has no day_<d> in its path, so its day is unknown: "
+                "move it under a day_<d> folder or leave it out with --glob"
+            )
+        taken[relative] = int(match.group(1))
+    wanted = taken if days is None else {f: d for f, d in taken.items() if d in days}
+    globs = ",".join(patterns)
+    if not wanted:
+        raise InputError(
+            f"no raw files matching {globs} under {input_dir}" + (f" for days {days}" if days else "")
+        )
+    missing = sorted(set(days or []) - set(wanted.values()))
+    if missing:
+        found = ",".join(map(str, sorted(set(taken.values()))))
+        raise InputError(f"no raw files for days {missing} under {input_dir} (days found: {found})")
+    print(f"ingest: taking {len(wanted)} files matching {globs} under {input_dir}", flush=True)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"ingest: skipping {len(skipped)} files not matching {globs}: {shown}", flush=True)
+    return wanted
 
 
 def read_lines(spark: SparkSession, input_dir: str, files: dict[str, int]) -> DataFrame:
     """Raw lines with their file (relative to input_dir), day and 1-based line number."""
     root = storage.qualified(spark, input_dir).rstrip("/") + "/"
-    paths = [root + relative for relative in sorted(files)]
-    lines = spark.read.option("lineSep", "\n").text(paths)
-    # input_file_name writes file:///x where Hadoop qualifies file:/x: match on the path part alone.
-    root_path = urlparse(root).path
-    name = F.input_file_name()
-    source = name.substr(F.locate(root_path, name) + len(root_path), F.lit(1 << 20))
+    paths = {relative: root + relative for relative in sorted(files)}
+    # The listed paths are read as they are, not as Hadoop globs (where `\` escapes and `[` opens a
+    # class): Spark's own switch for that, which its file-stream source sets too.
+    lines = spark.read.option("lineSep", "\n").option("__globPaths__", "false").text(list(paths.values()))
+    # input_file_name gives each file's URI, percent-encoded (a space is %20) and as file:///x where
+    # Hadoop writes file:/x: each file's relative name is looked up by the URI's raw path.
+    relative_of = F.create_map(
+        *[F.lit(x) for relative, path in paths.items() for x in (storage.raw_path(spark, path), relative)]
+    )
+    source = relative_of[F.parse_url(F.input_file_name(), F.lit("PATH"))]
     return lines.select(
         F.regexp_extract(source, DAY_IN_PATH.pattern, 1).cast("int").alias(DAY),
         source.alias(SOURCE_FILE),
@@ -134,7 +164,7 @@ def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
 def _replace_files(frame: DataFrame, path: str, files: dict[str, int], partition_by: list[str]) -> None:
     """Atomically replaces the given files' rows in a Delta table (creating it on first write)."""
     days = ", ".join(str(d) for d in sorted(set(files.values())))
-    names = ", ".join("'" + name.replace("'", "''") + "'" for name in sorted(files))
+    names = ", ".join(sql_literal(name) for name in sorted(files))
     (
         frame.write.format("delta")
         .mode("overwrite")
@@ -144,12 +174,35 @@ def _replace_files(frame: DataFrame, path: str, files: dict[str, int], partition
     )
 
 
+def _require_columns_of(spark: SparkSession, path: str, schema: StructType, role: str) -> None:
+    """An existing table at `path` must be this stage's own (same columns): never overwrite another."""
+    if storage.exists(spark, path):
+        storage.delta_version(spark, path, role)
+        columns = spark.read.format("delta").load(path).columns
+        if sorted(columns) != sorted(schema.fieldNames()):
+            raise InputError(
+                f"{path} holds a Delta table with other columns than a {role}: choose another path"
+            )
+
+
 def ingest(
-    spark: SparkSession, input_dir: str, bronze: str, rejects: str, days: list[int] | None = None
+    spark: SparkSession,
+    input_dir: str,
+    bronze: str,
+    rejects: str,
+    days: list[int] | None = None,
+    patterns: list[str] = RAW_PATTERNS,
 ) -> dict:
-    """Ingests the raw files of `days` (all by default); returns the report section."""
-    files = raw_files(spark, input_dir, days)
-    with session_conf(spark, _ONE_FILE_PER_PARTITION):
+    """Ingests the raw files of `days` (all by default) whose names match `patterns`; returns the
+    report section."""
+    _require_columns_of(spark, bronze, bronze_schema(), "bronze table")
+    _require_columns_of(spark, rejects, rejects_schema(), "rejects table")
+    files = raw_files(spark, input_dir, days, patterns)
+    with (
+        session_conf(spark, _ONE_FILE_PER_PARTITION),
+        storage.new_table_removed_on_failure(spark, bronze),
+        storage.new_table_removed_on_failure(spark, rejects),
+    ):
         parsed = parse(read_lines(spark, input_dir, files)).persist()
         counts = dict(parsed.groupBy(F.col("problem").isNull().alias("ok")).count().collect())
         lines_read, accepted, rejected = sum(counts.values()), counts.get(True, 0), counts.get(False, 0)
@@ -173,18 +226,24 @@ def ingest(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="sparkrec ingest", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="directory of raw files (day_<d> in each path)")
     parser.add_argument("--bronze", required=True, help="Delta bronze table path")
     parser.add_argument("--rejects", required=True, help="Delta rejects table path")
-    parser.add_argument("--days", type=lambda s: [int(d) for d in s.split(",")], help="e.g. 0,1,2")
+    parser.add_argument("--days", type=day_list, help="only these days, e.g. 0,1,2 (default: all)")
+    parser.add_argument(
+        "--glob",
+        type=lambda text: [p for p in text.split(",") if p],
+        default=RAW_PATTERNS,
+        help=f"comma-separated file-name patterns of the raw files (default: {','.join(RAW_PATTERNS)})",
+    )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     spark = build_session(args.profile, "sparkrec-ingest")
-    report = ingest(spark, args.input, args.bronze, args.rejects, args.days)
+    report = ingest(spark, args.input, args.bronze, args.rejects, args.days, args.glob)
     print(json.dumps({"ingest": report}, indent=2))
     return report
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec ingest")

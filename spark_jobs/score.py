@@ -1,17 +1,17 @@
 """sparkrec score: raw rows of the bronze Delta table -> a Delta predictions table, in batch.
 
-In-process (the run's TorchScript model, loaded once per Python worker, applied with mapInPandas
-after the Spark workflow) or through Triton (`--via-triton HOST:GRPC_PORT`: raw fields in batches of
-2,048 over gRPC to the ensemble, which runs the same workflow). The table is partitioned by day and
+In-process (the TorchScript model that `sparkrec export` wrote to a Triton repository, loaded once per
+Python worker, applied with mapInPandas after the Spark workflow) or through Triton (`--via-triton
+HOST:GRPC_PORT`: raw fields in batches of 2,048 over gRPC to the ensemble, which runs the same
+workflow). The table is partitioned by day and
 each run replaces exactly the days it scores, so rerunning for the same input adds no duplicates.
 
     spark-submit spark_jobs/score.py --bronze lake/bronze --days 3 --predictions lake/predictions \\
-        --run-dir runs/dlrm --workflow lake/workflow   # or: --via-triton 127.0.0.1:8001 --name ctr
+        --repository serving_repo --name ctr --workflow lake/workflow   # or: --via-triton 127.0.0.1:8001
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -20,19 +20,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
-from serving.export import torchscript
+from serving.repository import torchscript_file
+from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 
 KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
-SCHEMA = f"{DAY} int, {SOURCE_FILE} string, {LINE_NUMBER} long, probability float"
-TORCHSCRIPT = "model_torchscript.pt"
+PROBABILITY = "probability"
+PREDICTION_COLUMNS = [*KEYS, PROBABILITY]
+SCHEMA = f"{DAY} int, {SOURCE_FILE} string, {LINE_NUMBER} long, {PROBABILITY} float"
 TRITON_BATCH = 2048
 
 
@@ -52,7 +55,7 @@ def in_process(model_path: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[p
             ids = torch.from_numpy(frame[CATEGORICAL].to_numpy(np.int64))
             with torch.no_grad():
                 probability = model(dense, ids).numpy()[:, 0]
-            yield frame[KEYS].assign(probability=probability)
+            yield frame[KEYS].assign(**{PROBABILITY: probability})
 
     return score
 
@@ -71,10 +74,40 @@ def via_triton(url: str, name: str) -> Callable[[Iterator[pd.DataFrame]], Iterat
                 dense = chunk[DENSE].astype("float64").to_numpy()
                 tokens = chunk[CATEGORICAL].to_numpy(object)
                 parts.append(predict_raw(client, name, dense, tokens)[:, 0])
-            yield frame[KEYS].assign(probability=np.concatenate(parts) if parts else np.zeros(0, np.float32))
+            probability = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            yield frame[KEYS].assign(**{PROBABILITY: probability})
         client.close()
 
     return score
+
+
+def _require_served(url: str, name: str) -> None:
+    """A Triton server answers at `url` and has `name` ready: checked before any row is read."""
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.utils import InferenceServerException
+
+    client = triton_grpc.InferenceServerClient(url)
+    try:
+        client.is_server_live(client_timeout=10)
+        ready = client.is_model_ready(name, client_timeout=10)
+    except InferenceServerException:
+        raise InputError(
+            f"no Triton server answers at {url}: start one (sparkrec serve) or fix --via-triton"
+        ) from None
+    finally:
+        client.close()
+    if not ready:
+        raise InputError(f"model {name} is not loaded on the Triton server at {url}: load it or fix --name")
+
+
+def _require_predictions_table(spark: SparkSession, path: str) -> None:
+    """Each run replaces days of the table at `path`: never let that hit a table of another kind."""
+    if storage.exists(spark, path):
+        storage.delta_version(spark, path, "predictions table")
+        if sorted(spark.read.format("delta").load(path).columns) != sorted(PREDICTION_COLUMNS):
+            raise InputError(
+                f"{path} holds a Delta table that is not a predictions table: choose another path"
+            )
 
 
 def score(
@@ -82,67 +115,76 @@ def score(
     bronze: str,
     days: list[int],
     predictions: str,
-    run_dir: str | None = None,
+    repository: str | None = None,
     workflow: str | None = None,
     via_triton_url: str | None = None,
     name: str = "ctr",
+    version: int | None = None,
     bronze_version: int | None = None,
 ) -> dict:
-    """Scores the days' rows and replaces those days in the predictions table; the report section."""
-    if bronze_version is None:
-        bronze_version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
-    rows = (
-        spark.read.format("delta")
-        .option("versionAsOf", bronze_version)
-        .load(bronze)
-        .where(F.col(DAY).isin(days))
-    )
+    """Scores the days' rows and replaces those days in the predictions table; the report section.
+
+    In-process scoring loads the exported TorchScript model (version `version` of `name` in the
+    Triton model repository, the newest by default) and writes nothing anywhere else."""
+    bronze_version = storage.delta_version(spark, bronze, "bronze table", bronze_version)
+    rows = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
+    absent = sorted(d for d in days if str(d) not in storage.partition_values(rows, DAY))
+    if not days or absent:
+        raise InputError(f"days {absent or days} are not in bronze table {bronze}@v{bronze_version}")
+    _require_predictions_table(spark, predictions)
+    rows = rows.where(F.col(DAY).isin(days))
     if via_triton_url:
+        _require_served(via_triton_url, name)
         scored = rows.mapInPandas(via_triton(via_triton_url, name), SCHEMA)
         source = {"triton": via_triton_url, "model": name}
     else:
-        if not (run_dir and workflow):
-            raise ValueError("in-process scoring needs --run-dir and --workflow (or use --via-triton)")
-        model_path = Path(run_dir) / TORCHSCRIPT
-        torchscript(Path(run_dir)).save(str(model_path))
+        if not (repository and workflow):
+            raise InputError("in-process scoring needs --repository and --workflow (or use --via-triton)")
+        model_path = torchscript_file(Path(repository), name, version)
         features = Workflow.load(workflow, spark).transform(rows, keep=(SOURCE_FILE, LINE_NUMBER, DAY))
         scored = features.mapInPandas(in_process(str(model_path.resolve())), SCHEMA)
-        source = {"run_dir": str(Path(run_dir).resolve())}
+        source = {"model_file": str(model_path.resolve())}
     lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "days": days, **source}
-    (
-        scored.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"{DAY} IN ({', '.join(map(str, days))})")
-        .option("userMetadata", json.dumps(lineage))
-        .partitionBy(DAY)
-        .save(predictions)
-    )
+    with storage.new_table_removed_on_failure(spark, predictions):
+        (
+            scored.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"{DAY} IN ({', '.join(map(str, days))})")
+            .option("userMetadata", json.dumps(lineage))
+            .partitionBy(DAY)
+            .save(predictions)
+        )
     written = spark.read.format("delta").load(predictions).where(F.col(DAY).isin(days)).count()
     return {"rows": written, "predictions_table": predictions}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="sparkrec score", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec score", description=__doc__.splitlines()[0])
     parser.add_argument("--bronze", required=True, help="Delta table of raw rows (the bronze table)")
     parser.add_argument("--bronze-version", type=int, help="Delta version to read (default: latest)")
-    parser.add_argument("--days", required=True, type=lambda t: [int(d) for d in t.split(",") if d])
+    parser.add_argument("--days", required=True, type=day_list, help="e.g. 3")
     parser.add_argument("--predictions", required=True, help="Delta predictions table path")
-    parser.add_argument("--run-dir", help="in-process: the trained run")
+    parser.add_argument(
+        "--repository", help="in-process: the Triton model repository `sparkrec export` wrote"
+    )
+    parser.add_argument("--version", type=int, help="in-process: the model version (default: newest)")
     parser.add_argument("--workflow", help="in-process: the fitted workflow")
     parser.add_argument(
-        "--via-triton", metavar="HOST:GRPC_PORT", help="score through a Triton server instead"
+        "--via-triton", metavar="HOST:GRPC_PORT", help="score through a running Triton server instead"
     )
-    parser.add_argument("--name", default="ctr", help="the ensemble's name on the Triton server")
+    parser.add_argument(
+        "--name", default="ctr", help="the model (or ensemble, whose <name>_model is used in-process)"
+    )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     spark = build_session(args.profile, "sparkrec-score")
     report = score(
-        spark, args.bronze, args.days, args.predictions, args.run_dir, args.workflow, args.via_triton,
-        args.name, args.bronze_version,
+        spark, args.bronze, args.days, args.predictions, args.repository, args.workflow, args.via_triton,
+        args.name, args.version, args.bronze_version,
     )  # fmt: skip
     print(json.dumps({"score": report}, indent=2))
     return report
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec score")

@@ -2,8 +2,9 @@
 
 Reads a pinned version of the features table (latest by default), trains on its train days with
 N Horovod workers launched from Spark (or torch DDP workers via TorchDistributor, or in-process),
-then scores every validation and test day and writes metrics.json, loss.png and auc_per_day.png
-into the run directory beside the checkpoints and the final weights.
+then scores every validation and test day it holds and writes the metrics and their plots into the
+run directory (training/run_directory.py: a path or URI on any filesystem) beside the checkpoints and
+the final weights. Bad input is refused before training starts.
 
     spark-submit spark_jobs/train.py --features lake/features --workflow lake/workflow \\
         --oracle data/oracle --model dlrm --workers 2 --backend horovod --run-dir runs/dlrm
@@ -11,17 +12,14 @@ into the run directory beside the checkpoints and the final weights.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
-from pathlib import Path
 
 import torch
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import DAY, LABEL, LINE_NUMBER, SOURCE_FILE
 from spark_jobs.generate import oracle_metrics
 from spark_jobs.session import build_session
@@ -29,18 +27,40 @@ from training import plots
 from training.data import FileSet
 from training.evaluate import metrics, predict
 from training.launch import launch
-from training.loop import WEIGHTS, TrainSpec
+from training.loop import TrainSpec
 from training.models import MODELS, ModelConfig, build_model
+from training.run_directory import RunDirectory
 
-CONFIG = "model_config.json"
+FEATURES_DESCRIPTION = "features.json"
 
 
 def feature_files(spark: SparkSession, features: str, version: int, days: list[int]) -> FileSet:
-    """The parquet files holding `days` at table version `version`, and their row count."""
+    """The parquet files holding `days` at table version `version` (qualified URIs, readable from any
+    worker), and their row count."""
     table = spark.read.format("delta").option("versionAsOf", version).load(features)
     files = [f for f in table.inputFiles() if any(f"/{DAY}={d}/" in f for d in days)]
     rows = table.where(F.col(DAY).isin(days)).count()
-    return FileSet(tuple(sorted(f.removeprefix("file:") for f in files)), rows)
+    return FileSet(tuple(sorted(files)), rows)
+
+
+def features_version_to_read(spark: SparkSession, features: str, version: int | None) -> int:
+    """`version` of the features table (default: the latest), refused when the table or the version
+    is not there."""
+    try:
+        return storage.delta_version(spark, features, "features table", version)
+    except InputError as error:
+        raise InputError(f"{error}: featurize it first (sparkrec featurize) or fix --features") from None
+
+
+def features_description(spark: SparkSession, workflow: str) -> dict:
+    """The workflow's features.json (cardinalities and day splits), which featurize writes last."""
+    path = f"{workflow}/{FEATURES_DESCRIPTION}"
+    if not storage.exists(spark, path):
+        raise InputError(
+            f"workflow {workflow} holds no {FEATURES_DESCRIPTION}: featurize into it first "
+            "(sparkrec featurize --workflow) or fix --workflow"
+        )
+    return json.loads(storage.read_text(spark, path))
 
 
 def oracle_on(spark: SparkSession, features: str, version: int, oracle: str, days: list[int]) -> dict:
@@ -69,6 +89,12 @@ def evaluate(
     }
 
 
+def days_held(spark: SparkSession, features: str, version: int) -> set[int]:
+    """The days the features table holds at `version`, from its file list (no data is read)."""
+    table = spark.read.format("delta").option("versionAsOf", version).load(features)
+    return {int(day) for day in storage.partition_values(table, DAY)}
+
+
 def train(
     spark: SparkSession,
     features: str,
@@ -83,65 +109,75 @@ def train(
 ) -> dict:
     """Trains, evaluates per day and writes the run directory; returns the report's train section.
 
-    `options` are TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, seed, checkpoint_every,
-    resume, progress) and ModelConfig fields (embedding_dim, ...)."""
-    run = Path(run_dir).resolve()
+    Bad input (no features table or no such version, no features.json, no rows on the train days) is
+    refused with an InputError before anything is written. The test metrics are None when the table
+    has no test days. `options` are TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, seed,
+    checkpoint_every, resume, progress) and ModelConfig fields (embedding_dim, ...)."""
+    features_version = features_version_to_read(spark, features, features_version)
+    described = features_description(spark, workflow)
+    splits = described["splits"]
+    train_files = feature_files(spark, features, features_version, splits["train"])
+    if train_files.rows == 0:
+        raise InputError(
+            f"the train days {splits['train']} hold no rows in features table {features} at version "
+            f"{features_version}: featurize them (sparkrec featurize --train-days) or fix --features-version"
+        )
+    # Qualified as Spark resolves the other paths (relative paths against its working directory or
+    # default filesystem), so the workers, which have no JVM, write where the driver reads.
+    run = RunDirectory(storage.qualified(spark, run_dir))
     if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
-        shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    run.mkdir(parents=True, exist_ok=True)
-    if features_version is None:
-        features_version = DeltaTable.forPath(spark, features).history(1).first()["version"]
-    described = json.loads(storage.read_text(spark, f"{workflow}/features.json"))
+        run.clear_checkpoints()
     sizes = tuple(described["cardinalities"][c] for c in described["categorical"])
     model_fields = set(ModelConfig.__dataclass_fields__) - {"name", "cardinalities"}
     config = ModelConfig(model, sizes, **{k: v for k, v in options.items() if k in model_fields})
     spec_options = {k: v for k, v in options.items() if k not in model_fields}
-    splits = described["splits"]
     spec = TrainSpec(
-        model=config.to_dict(),
-        train=feature_files(spark, features, features_version, splits["train"]).to_dict(),
-        run_dir=str(run),
-        backend=backend,
-        **spec_options,
+        model=config.to_dict(), train=train_files.to_dict(), run_dir=run.uri, backend=backend, **spec_options
     )
-    (run / CONFIG).write_text(json.dumps(config.to_dict(), indent=2))
-    (run / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    run.write_model_config(config)
+    run.write_spec(spec.to_dict())
     summary = launch(spark, spec, workers)
     trained = build_model(config)
-    trained.load_state_dict(torch.load(run / WEIGHTS, weights_only=True))
-    eval_days = [(d, split) for split in ("valid", "test") for d in splits.get(split, [])]
+    trained.load_state_dict(run.weights())
+    held = days_held(spark, features, features_version)
+    scored = {split: [d for d in splits.get(split, []) if d in held] for split in ("valid", "test")}
     days = [
         {"day": d, "split": split, **evaluate(spark, trained, features, features_version, [d], oracle)}
-        for d, split in eval_days
+        for split, split_days in scored.items()
+        for d in split_days
     ]
-    test = evaluate(spark, trained, features, features_version, splits["test"], oracle)
+    test = (
+        evaluate(spark, trained, features, features_version, scored["test"], oracle) if scored["test"] else {}
+    )
     report = {
         "model": model,
         "backend": backend,
         "workers": workers,
         "samples_per_s": summary["samples_per_s"],
-        "auc": test["auc"],
-        "logloss": test["logloss"],
-        "oracle_auc": test["oracle_auc"],
-        "oracle_logloss": test["oracle_logloss"],
-        "run_dir": str(run),
+        "auc": test.get("auc"),
+        "logloss": test.get("logloss"),
+        "oracle_auc": test.get("oracle_auc"),
+        "oracle_logloss": test.get("oracle_logloss"),
+        "run_dir": run.uri,
     }
     details = {**report, "features_version": features_version, "steps": summary["steps"], "days": days}
-    (run / "metrics.json").write_text(json.dumps(details, indent=2) + "\n")
-    plots.loss_curve(summary["losses"], run / "loss.png", f"{model}: training loss")
-    plots.auc_per_day(days, run / "auc_per_day.png", f"{model}: AUC per day")
+    run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss"))
+    run.write_auc_plot(plots.auc_per_day(days, f"{model}: AUC per day"))
+    run.write_metrics(details)
     return report
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="sparkrec train", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True, help="Delta features table path")
     parser.add_argument("--features-version", type=int, help="Delta version to read (default: latest)")
     parser.add_argument("--workflow", required=True, help="the saved workflow (holds features.json)")
     parser.add_argument(
         "--oracle", help="the generator's oracle table, to report the planted model's metrics"
     )
-    parser.add_argument("--run-dir", required=True, help="checkpoints, weights, metrics and plots go here")
+    parser.add_argument(
+        "--run-dir", required=True, help="checkpoints, weights, metrics and plots go here (a path or URI)"
+    )
     parser.add_argument("--model", choices=sorted(MODELS), default="dlrm")
     parser.add_argument("--backend", choices=["horovod", "torch", "single"], default="horovod")
     parser.add_argument("--workers", type=int, default=2)
@@ -180,4 +216,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main, "sparkrec train")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
+from rec_plugin.errors import InputError
 from rec_plugin.schema import CATEGORICAL, DENSE
 from spark_jobs import ingest as ing
 
@@ -120,5 +121,6 @@ def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, def
 def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "clicks.tsv").write_bytes(line())
-    with pytest.raises(ValueError, match="no day_<d> in its path"):
+    with pytest.raises(InputError, match="clicks.tsv has no day_<d> in its path, so its day is unknown"):
         ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
+    assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()

@@ -1,0 +1,257 @@
+"""A new user's first hour: every stage runs under a plain `spark-submit` as the README documents,
+and expected failures end with one line on stderr, a non-zero exit status and no table left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+
+from rec_plugin.errors import EXIT_INPUT_ERROR, InputError, run_command
+from serving.server import free_port
+from spark_jobs.featurize import featurize
+from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
+from spark_jobs.ingest import main as ingest_main
+from spark_jobs.score import score
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TINY = GeneratorConfig(rows_per_day=2_000, files_per_day=1)
+# Lying beside the logs: not raw files, so ingest leaves them (and says so).
+STRAY_FILES = {"day_0/notes.txt": b"not a log\n", "day_1/embeddings.npy": b"\x93NUMPY\x01\x00"}
+
+
+def run(command: list[str], logs: Path) -> subprocess.CompletedProcess:
+    """A command as a user runs it from the repository, with the venv's bin first on PATH."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SPARKREC_LOG_DIR": str(logs)}
+    env.pop("SPARKREC_LOG_FILE", None)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def spark_submit(script: str, *args: str, logs: Path) -> subprocess.CompletedProcess:
+    return run([str(BIN / "spark-submit"), f"spark_jobs/{script}", *args], logs)
+
+
+def sparkrec(*args: str, logs: Path) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "spark_jobs.cli", *args], logs)
+
+
+@pytest.fixture(scope="module")
+def tiny(spark, tmp_path_factory) -> Path:
+    """4 days x 2,000 generated rows, with stray files beside the logs."""
+    root = tmp_path_factory.mktemp("first_hour")
+    generate(spark, str(root), TINY)
+    for relative, content in STRAY_FILES.items():
+        (root / "raw" / relative).write_bytes(content)
+    return root
+
+
+def test_stages_run_under_plain_spark_submit_as_documented(spark, tiny, tmp_path):
+    raw, lake, logs = tiny / "raw", tmp_path / "lake", tmp_path / "logs"
+    bronze, features, workflow = lake / "bronze", lake / "features", lake / "workflow"
+    ingested = spark_submit(
+        "ingest.py",
+        "--input",
+        str(raw),
+        "--bronze",
+        str(bronze),
+        "--rejects",
+        str(lake / "rejects"),
+        logs=logs,
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    assert "skipping 2 files not matching *.tsv,*.tsv.gz" in ingested.stdout
+    assert "INFO" not in ingested.stdout + ingested.stderr  # Spark's log went to its file
+    assert any(logs.glob("sparkrec-ingest-*.log"))
+    assert spark.read.format("delta").load(str(bronze)).count() == TINY.days * TINY.rows_per_day
+    assert spark.read.format("delta").load(str(lake / "rejects")).count() == 0
+
+    featurized = spark_submit(
+        "featurize.py", "--bronze", str(bronze), "--features", str(features), "--workflow", str(workflow),
+        "--train-days", "0,1", "--valid-days", "2", "--test-days", "3", logs=logs,
+    )  # fmt: skip
+    assert featurized.returncode == 0, featurized.stderr
+    table = spark.read.format("delta").load(str(features))
+    assert table.count() == TINY.days * TINY.rows_per_day
+    assert {r["split"] for r in table.select("split").distinct().collect()} == {"train", "valid", "test"}
+
+    run_dir, repository = tmp_path / "run", tmp_path / "repository"
+    trained = spark_submit(
+        "train.py", "--features", str(features), "--workflow", str(workflow), "--run-dir", str(run_dir),
+        "--model", "logistic", "--backend", "single", "--workers", "1", logs=logs,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    exported = sparkrec("export", "--run-dir", str(run_dir), "--repository", str(repository), logs=logs)
+    assert exported.returncode == 0, exported.stderr
+    run_files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+
+    predictions = tmp_path / "predictions"
+    scored = spark_submit(
+        "score.py", "--bronze", str(bronze), "--days", "3", "--predictions", str(predictions),
+        "--repository", str(repository), "--name", "ctr", "--workflow", str(workflow), logs=logs,
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    rows = spark.read.format("delta").load(str(predictions))
+    assert rows.count() == TINY.rows_per_day
+    assert rows.where("probability < 0 OR probability > 1 OR probability IS NULL").count() == 0
+    # Scoring reads the exported model and writes nothing into the training run.
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == run_files
+
+
+# The JVM prints this itself when Spark's launcher adds the module; no option of ours reaches it.
+JVM_START_WARNING = "WARNING: Using incubator modules: jdk.incubator.vector"
+
+
+def _one_line_error(result: subprocess.CompletedProcess, stage: str, problem: str) -> None:
+    # What a terminal shows: Spark's stage bar redraws itself with carriage returns.
+    shown = [line.rsplit("\r", 1)[-1] for line in result.stderr.splitlines()]
+    lines = [line for line in shown if line.strip() and line != JVM_START_WARNING]
+    assert result.returncode == EXIT_INPUT_ERROR, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"sparkrec {stage}: error: ") and problem in lines[0], lines[0]
+    assert "Traceback" not in result.stdout and "at org.apache" not in result.stdout
+
+
+def test_each_stage_fails_in_one_line_and_leaves_no_table(tiny, tmp_path):
+    missing, logs, out = tmp_path / "missing", tmp_path / "logs", tmp_path / "out"
+    bronze = out / "bronze"
+    made = sparkrec(
+        "ingest", "--input", str(tiny / "raw"), "--bronze", str(bronze), "--rejects", str(out / "rejects"),
+        "--days", "0,1", logs=logs,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    unreachable = f"127.0.0.1:{free_port()}"
+    cases = {  # stage: (arguments, what the line must name, the path that must not appear)
+        "generate": (["--out", str(out / "gen"), "--days", "0"], "must be positive", out / "gen"),
+        "ingest": (
+            ["--input", str(missing), "--bronze", str(out / "b2"), "--rejects", str(out / "r2")],
+            f"input folder {missing} does not exist",
+            out / "b2",
+        ),
+        "featurize": (
+            [
+                "--bronze",
+                str(bronze),
+                "--features",
+                str(out / "f"),
+                "--workflow",
+                str(out / "w"),
+                "--train-days",
+                "0",
+                "--test-days",
+                "5",
+            ],
+            "days [5] are not in bronze table",
+            out / "f",
+        ),  # fmt: skip
+        "train": (
+            ["--features", str(missing), "--workflow", str(missing), "--run-dir", str(out / "run")],
+            f"{missing} does not exist",
+            out / "run",
+        ),
+        "score": (
+            [
+                "--bronze",
+                str(bronze),
+                "--days",
+                "0",
+                "--predictions",
+                str(out / "p"),
+                "--via-triton",
+                unreachable,
+            ],
+            f"no Triton server answers at {unreachable}",
+            out / "p",
+        ),
+        "export": (
+            ["--run-dir", str(missing), "--repository", str(out / "repo")],
+            str(missing),
+            out / "repo",
+        ),
+        "serve": (
+            [
+                "--repository",
+                str(missing),
+                "--http-port",
+                str(free_port()),
+                "--grpc-port",
+                str(free_port()),
+                "--metrics-port",
+                str(free_port()),
+            ],
+            f"model repository {missing} does not exist",
+            missing,
+        ),  # fmt: skip
+    }
+    with ThreadPoolExecutor(3) as pool:
+        results = {
+            stage: pool.submit(sparkrec, stage, *args, logs=logs) for stage, (args, *_) in cases.items()
+        }
+    for stage, (_, problem, not_made) in cases.items():
+        _one_line_error(results[stage].result(), stage, problem)
+        assert not not_made.exists(), stage
+    # --debug shows the trace instead.
+    debug = sparkrec("generate", "--out", str(out / "gen"), "--days", "0", "--debug", logs=logs)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_ingest_takes_only_raw_files_and_refuses_before_work(spark, tiny, tmp_path):
+    bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
+    with pytest.raises(InputError, match=r"no raw files for days \[7\] under .* \(days found: 0,1,2,3\)"):
+        ingest(spark, str(tiny / "raw"), bronze, rejects, days=[0, 7])
+    with pytest.raises(InputError, match=r"no raw files matching \*\.csv under"):
+        ingest(spark, str(tiny / "raw"), bronze, rejects, patterns=["*.csv"])
+    with pytest.raises(InputError, match="notes.txt has no day_<d> in its path"):
+        ingest(spark, str(tiny / "raw" / "day_0"), bronze, rejects, patterns=["*.txt"])
+    with pytest.raises(InputError, match=r"expected day numbers such as 0,1,2, got 'one'"):
+        ingest_main(["--input", "x", "--bronze", "y", "--rejects", "z", "--days", "one"])
+    assert not (tmp_path / "bronze").exists() and not (tmp_path / "rejects").exists()
+    # A table of another kind at --bronze is refused, and left as it was.
+    other = str(tmp_path / "other")
+    spark.range(3).write.format("delta").save(other)
+    with pytest.raises(InputError, match="holds a Delta table with other columns than a bronze table"):
+        ingest(spark, str(tiny / "raw"), other, rejects, days=[0])
+    assert DeltaTable.forPath(spark, other).history().count() == 1
+
+
+def test_featurize_and_score_refuse_bad_arguments_before_work(spark, tiny, tmp_path):
+    bronze = str(tmp_path / "bronze")
+    ingest(spark, str(tiny / "raw"), bronze, str(tmp_path / "rejects"), days=[0, 1])
+    features, workflow = str(tmp_path / "features"), str(tmp_path / "workflow")
+    splits = {"train": [0], "valid": [], "test": [1]}
+    refusals = {
+        r"bronze table .* has versions 0 to 0, not 4": dict(bronze_version=4),
+        r"days \[1\] are in more than one": dict(splits={"train": [0, 1], "valid": [1], "test": []}),
+        "is the bronze table": dict(features=bronze),
+    }
+    for message, changes in refusals.items():
+        arguments = {"features": features, "splits": splits, **changes}
+        with pytest.raises(InputError, match=message):
+            featurize(
+                spark, bronze, arguments.pop("features"), workflow, arguments.pop("splits"), **arguments
+            )
+    assert not (tmp_path / "features").exists() and not (tmp_path / "workflow").exists()
+    predictions = str(tmp_path / "predictions")
+    with pytest.raises(InputError, match=r"days \[3\] are not in bronze table"):
+        score(spark, bronze, [3], predictions, str(tmp_path), workflow)
+    with pytest.raises(InputError, match="no TorchScript model ctr .* in the model repository"):
+        score(spark, bronze, [1], predictions, str(tmp_path / "repository"), workflow)
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_run_command_prints_one_line_or_the_trace_with_debug(capsys):
+    def refuse(argv: list[str]) -> None:
+        raise InputError(f"nothing to do for {argv}")
+
+    with pytest.raises(SystemExit) as exited:
+        run_command(refuse, "sparkrec thing", ["a"])
+    assert exited.value.code == EXIT_INPUT_ERROR
+    assert capsys.readouterr().err.startswith("sparkrec thing: error: nothing to do for ['a']")
+    with pytest.raises(InputError, match=r"nothing to do for \['a'\]"):
+        run_command(refuse, "sparkrec thing", ["a", "--debug"])
