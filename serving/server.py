@@ -190,8 +190,6 @@ def main(argv: list[str] | None = None) -> None:
         help="tritonserver's log, appended to (default: tritonserver.log beside the repository folder)",
     )
     args = parser.parse_args(argv)
-    if not args.repository.is_dir():
-        raise InputError(f"model repository {args.repository} does not exist: export a model into it first")
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     server = TritonServer(args.repository, ports, args.log_file).start()
     stopping = []

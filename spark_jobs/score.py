@@ -187,4 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main, "sparkrec score")
+    # Run from the importable module, not this __main__: Spark's Python workers unpickle the scoring
+    # functions by module name, and under `spark-submit spark_jobs/score.py` __main__ is not theirs.
+    from spark_jobs import score as stage
+
+    run_command(stage.main, "sparkrec score")
