@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from rec_plugin.schema import CATEGORICAL, DENSE
+from rec_plugin.dataset import load_dataset
+from rec_plugin.schema import Tags
+
+CRITEO = load_dataset("criteo")
+DENSE, CATEGORICAL = CRITEO.tagged(Tags.CONTINUOUS), CRITEO.tagged(Tags.CATEGORICAL)
 
 KEYS = ["day", "source_file", "line_number"]
 

@@ -1,41 +1,167 @@
-"""The Criteo click-log schema: the one definition of raw columns that every stage reads.
+"""The schema: what each column a workflow outputs is (name, dtype, tags, embedding cardinality), the
+contract that featurize, the loader, the models and serving all read instead of naming columns.
 
-Spark is imported inside the functions that build Spark objects, so that serving code (Triton's
-python-backend models, clients) reads the column names without pyspark installed."""
+`Workflow.fit` computes it from the ops graph (each op says what it makes of its input columns) and
+saves it as schema.json beside workflow.json. It also names the lineage columns every table carries
+(day, source file, line number) and the rejects table's layout. Spark is imported inside the
+functions that build Spark objects, so serving code reads a schema without pyspark installed."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
     from pyspark.sql.types import StructType
 
-LABEL = "label"
-DENSE = [f"I{i}" for i in range(1, 14)]
-CATEGORICAL = [f"C{i}" for i in range(1, 27)]
-RAW_COLUMNS = [LABEL, *DENSE, *CATEGORICAL]
-FIELD_SEPARATOR = "\t"
-CATEGORY_HEX_LENGTH = 8
 DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
-# Why a dense field is refused: the rejects table's reason codes that serving gives too (a value
-# that would otherwise be truncated or wrapped into an int32 the model never saw in training).
+LINEAGE = (DAY, SOURCE_FILE, LINE_NUMBER)
+# Why a field is refused: the rejects table's reason codes that serving gives too (a value that would
+# otherwise be truncated or wrapped into an int32 the model never saw in training).
 INT_NOT_INTEGER = "INT_NOT_INTEGER"
 INT_OUT_OF_RANGE = "INT_OUT_OF_RANGE"
 
 
-def bronze_schema() -> StructType:
-    """Raw Criteo fields typed (empty field = null), plus the day partition and line lineage."""
-    from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+class Tags:
+    """The tags a column carries; any other string is a free tag the user reads back."""
 
-    return StructType(
-        [StructField(DAY, IntegerType(), False), StructField(LABEL, IntegerType(), False)]
-        + [StructField(c, IntegerType(), True) for c in DENSE]
-        + [StructField(c, StringType(), True) for c in CATEGORICAL]
-        + [StructField(SOURCE_FILE, StringType(), False), StructField(LINE_NUMBER, LongType(), False)]
-    )
+    CONTINUOUS = "continuous"
+    CATEGORICAL = "categorical"
+    LIST = "list"
+    LABEL = "label"
+    USER_ID = "user_id"
+    ITEM_ID = "item_id"
+    TIMESTAMP = "timestamp"
+
+
+@dataclass(frozen=True)
+class VocabularyPin:
+    """The Delta table (relative to the workflow folder) and version a categorical column's ids come from."""
+
+    table: str
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class ColumnSchema:
+    """One column: `dtype` is float32, float64, int32, int64, string, or list<...> of one of them.
+    `cardinality` is the embedding rows a model needs (largest id + 1: 0 is reserved); `max_length`
+    bounds a list column's elements."""
+
+    name: str
+    dtype: str
+    tags: tuple[str, ...] = ()
+    cardinality: int | None = None
+    max_length: int | None = None
+    vocabulary: VocabularyPin | None = None
+    # Serving: raw tokens of this width (e.g. Criteo's 8 hex characters) take the fixed-width path.
+    token_width: int | None = None
+
+    def has(self, tag: str) -> bool:
+        return tag in self.tags
+
+    @property
+    def is_list(self) -> bool:
+        return self.dtype.startswith("list<")
+
+    @property
+    def element_dtype(self) -> str:
+        return self.dtype[len("list<") : -1] if self.is_list else self.dtype
+
+    def with_tags(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> ColumnSchema:
+        removed = set(remove)
+        kept = [t for t in self.tags if t not in removed]
+        return replace(self, tags=tuple(dict.fromkeys([*kept, *add])))
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if v is not None and v != ()}
+        data["tags"] = list(self.tags)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ColumnSchema:
+        pin = data.get("vocabulary")
+        return cls(
+            **{
+                **data,
+                "tags": tuple(data.get("tags", ())),
+                "vocabulary": VocabularyPin(**pin) if pin else None,
+            }
+        )
+
+
+class SchemaError(ValueError):
+    """A schema that does not fit what reads it (a missing column, a table of another size)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Columns in order. Accessors select by tag, so no stage lists column names."""
+
+    columns: tuple[ColumnSchema, ...] = field(default=())
+
+    def __iter__(self) -> Iterator[ColumnSchema]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def __getitem__(self, name: str) -> ColumnSchema:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise SchemaError(f"the schema has no column {name!r} (it has {', '.join(self.names)})")
+
+    def __contains__(self, name: object) -> bool:
+        return any(column.name == name for column in self.columns)
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def tagged(self, tag: str) -> Schema:
+        return Schema(tuple(c for c in self.columns if c.has(tag)))
+
+    def select(self, names: Iterable[str]) -> Schema:
+        return Schema(tuple(self[name] for name in names))
+
+    @property
+    def label(self) -> ColumnSchema:
+        labels = self.tagged(Tags.LABEL).columns
+        if len(labels) != 1:
+            raise SchemaError(f"the schema needs exactly one column tagged label, it has {len(labels)}")
+        return labels[0]
+
+    @property
+    def continuous(self) -> Schema:
+        """Dense model inputs, in schema order (the label is not one)."""
+        return Schema(tuple(c for c in self.columns if c.has(Tags.CONTINUOUS) and not c.has(Tags.LABEL)))
+
+    @property
+    def categorical(self) -> Schema:
+        """Single-id sparse inputs, in schema order."""
+        return Schema(tuple(c for c in self.columns if c.has(Tags.CATEGORICAL) and not c.is_list))
+
+    @property
+    def lists(self) -> Schema:
+        """Multi-hot sparse inputs (arrays of ids), in schema order."""
+        return Schema(tuple(c for c in self.columns if c.has(Tags.CATEGORICAL) and c.is_list))
+
+    @property
+    def model_inputs(self) -> Schema:
+        return Schema((*self.continuous, *self.categorical, *self.lists))
+
+    def to_json(self) -> str:
+        return json.dumps({"columns": [c.to_dict() for c in self.columns]}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schema:
+        return cls(tuple(ColumnSchema.from_dict(c) for c in json.loads(text)["columns"]))
 
 
 def rejects_schema() -> StructType:

@@ -103,13 +103,21 @@ def save_tables(tables: dict[str, DataFrame], path: str, folder: str) -> dict[st
     return locations
 
 
-def load_tables(spark: SparkSession, locations: dict[str, str], path: str) -> dict[str, DataFrame]:
-    """The Delta tables save_tables wrote, opened concurrently."""
+def load_tables(
+    spark: SparkSession, locations: dict[str, str], path: str, pins: dict[str, int | None] | None = None
+) -> dict[str, DataFrame]:
+    """The Delta tables save_tables wrote, opened concurrently; a table whose location `pins` names is
+    read at that Delta version (the one a fitted schema recorded), the others at their latest."""
+    pins = pins or {}
+
+    def open_table(relative: str) -> DataFrame:
+        reader = spark.read.format("delta")
+        if pins.get(relative) is not None:
+            reader = reader.option("versionAsOf", pins[relative])
+        return reader.load(f"{path}/{relative}")
+
     with ThreadPoolExecutor(_TABLE_THREADS) as pool:
-        opened = {
-            key: pool.submit(spark.read.format("delta").load, f"{path}/{rel}")
-            for key, rel in locations.items()
-        }
+        opened = {key: pool.submit(open_table, rel) for key, rel in locations.items()}
         return {key: job.result() for key, job in opened.items()}
 
 

@@ -5,22 +5,55 @@
     wf = Workflow(cont + cat + ["label"])
     wf.fit(bronze); features = wf.transform(bronze); wf.save(path); wf2 = Workflow.load(path)
 
-Saved as workflow.json (the graph, parameters and scalar statistics) plus one Delta table per
-vocabulary: no pickle."""
+The workflow folder (this module owns it) holds workflow.json (the graph, parameters and scalar
+statistics), schema.json (the output schema, every vocabulary pinned to its Delta version) and one
+Delta table per vocabulary or statistics table: no pickle."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
+from rec_plugin.errors import InputError
 from rec_plugin.ops import OPS, Categorify, Op
 from rec_plugin.ops.base import FITTED_ROW
+from rec_plugin.schema import ColumnSchema, Schema, Tags
+
+WORKFLOW_FILE = "workflow.json"
+SCHEMA_FILE = "schema.json"
+# Spark SQL type of each schema dtype (lists map element-wise).
+SPARK_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "bigint", "string": "string"}
+
+
+def spark_type(dtype: str) -> str:
+    """The Spark SQL type a column of this schema dtype is stored as."""
+    if dtype.startswith("list<"):
+        return f"array<{spark_type(dtype[len('list<') : -1])}>"
+    return SPARK_TYPES[dtype]
+
+
+def inferred_schema(frame: DataFrame, label: str = "label") -> Schema:
+    """A frame's columns as a schema when no dataset definition gives one: numbers continuous, strings
+    categorical, arrays lists, and a column named `label` the label."""
+    from pyspark.sql.types import ArrayType, StringType
+
+    columns = []
+    for f in frame.schema.fields:
+        if f.name == label:
+            columns.append(ColumnSchema(f.name, "float32", (Tags.LABEL,)))
+        elif isinstance(f.dataType, ArrayType):
+            columns.append(ColumnSchema(f.name, "list<string>", (Tags.CATEGORICAL, Tags.LIST)))
+        elif isinstance(f.dataType, StringType):
+            columns.append(ColumnSchema(f.name, "string", (Tags.CATEGORICAL,)))
+        else:
+            columns.append(ColumnSchema(f.name, "float64", (Tags.CONTINUOUS,)))
+    return Schema(tuple(columns))
 
 
 @dataclass(frozen=True)
@@ -54,10 +87,14 @@ def _marked(frame: DataFrame, fitted_rows: Column) -> DataFrame:
 class Workflow:
     """The fitted (or not yet fitted) graph: nodes, plus columns passed through unchanged."""
 
-    def __init__(self, graph: list[Node | str]) -> None:
+    def __init__(self, graph: list[Node | str], input_schema: Schema | None = None) -> None:
+        """`input_schema` types and tags the input columns (a dataset definition's); without it fit
+        infers one from the frame."""
         self.nodes = [item for item in graph if isinstance(item, Node)]
         self.passthrough = [item for item in graph if isinstance(item, str)]
+        self.input_schema = input_schema
         self.states: list[list[dict[str, Any]]] | None = None
+        self.schema: Schema | None = None
         self._persisted: list[DataFrame] = []
 
     def output_columns(self) -> list[str]:
@@ -73,8 +110,33 @@ class Workflow:
         def fit_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
             self.states[node_index].append(op.fit(current, columns, self._persisted))
 
+        self.input_schema = self.input_schema or inferred_schema(frame)
         self._apply(_marked(frame, F.lit(True)), fit_op)
+        self.schema = self.output_schema()
         return self
+
+    def output_schema(self) -> Schema:
+        """The fitted workflow's output, computed from the graph: each op says what it makes of its
+        inputs (NVTabular's compute_output_schema), so no data moves but the vocabularies' sizes."""
+        if self.states is None or self.input_schema is None:
+            raise RuntimeError("fit the workflow (or load a fitted one) first")
+        known = {c.name: c for c in self.input_schema}
+        output: list[ColumnSchema] = []
+        for node, states in zip(self.nodes, self.states):
+            missing = [c for c in node.columns if c not in known]
+            if missing:
+                raise InputError(f"workflow node {list(node.columns)}: no input columns {missing}")
+            columns = [known[c] for c in node.columns]
+            for op, state in zip(node.ops, states):
+                columns = op.output_schema(columns, state)
+            known.update({c.name: c for c in columns})
+            output.extend(columns)
+        # The label is read as a float32 target whatever its raw type.
+        output += [
+            replace(known[name], dtype="float32") if known[name].has(Tags.LABEL) else known[name]
+            for name in self.passthrough
+        ]
+        return Schema(tuple(output))
 
     def release(self) -> None:
         """Unpersists what fit persisted, and only that: never the rest of a shared session's cache. The
@@ -115,6 +177,8 @@ class Workflow:
                 self.states[node_index][op_index] = op.extend(current, columns, path)
 
         self._apply(frame, extend_op)
+        self.schema = self.output_schema()
+        self._save_schema(frame.sparkSession, path)
         return self
 
     def _apply(
@@ -144,20 +208,60 @@ class Workflow:
                 for op, state in zip(node.ops, states)
             ]
             nodes.append({"columns": list(node.columns), "ops": ops})
-        document = {"nodes": nodes, "passthrough": self.passthrough, "fitted": self.states is not None}
-        storage.write_text(spark, f"{path}/workflow.json", json.dumps(document, indent=2))
+        document = {
+            "nodes": nodes,
+            "passthrough": self.passthrough,
+            "fitted": self.states is not None,
+            "input_schema": None if self.input_schema is None else json.loads(self.input_schema.to_json()),
+        }
+        storage.write_text(spark, f"{path}/{WORKFLOW_FILE}", json.dumps(document, indent=2))
+        if self.schema is not None:
+            self._save_schema(spark, path)
+
+    def _save_schema(self, spark: SparkSession, path: str) -> None:
+        """schema.json, each vocabulary pinned to the Delta version saved under `path` now."""
+        pinned = [
+            c
+            if c.vocabulary is None
+            else replace(
+                c,
+                vocabulary=replace(
+                    c.vocabulary,
+                    version=storage.delta_version(spark, f"{path}/{c.vocabulary.table}", "vocabulary table"),
+                ),
+            )
+            for c in self.schema
+        ]
+        self.schema = Schema(tuple(pinned))
+        storage.write_text(spark, f"{path}/{SCHEMA_FILE}", self.schema.to_json())
+
+    @staticmethod
+    def load_schema(path: str, spark: SparkSession | None = None) -> Schema:
+        """The output schema of the fitted workflow saved at `path` (without loading its tables)."""
+        spark = spark or SparkSession.getActiveSession()
+        location = f"{path}/{SCHEMA_FILE}"
+        if not storage.exists(spark, location):
+            raise InputError(
+                f"workflow {path} holds no {SCHEMA_FILE}: featurize (fit a workflow) into it first"
+            )
+        return Schema.from_json(storage.read_text(spark, location))
 
     @classmethod
     def load(cls, path: str, spark: SparkSession | None = None) -> Workflow:
         """A saved workflow, fitted or not; `spark` defaults to the active session."""
         spark = spark or SparkSession.getActiveSession()
-        document = json.loads(storage.read_text(spark, f"{path}/workflow.json"))
+        document = json.loads(storage.read_text(spark, f"{path}/{WORKFLOW_FILE}"))
+        schema = cls.load_schema(path, spark) if document["fitted"] else None
+        pins = {c.vocabulary.table: c.vocabulary.version for c in schema or () if c.vocabulary}
         graph: list[Node | str] = []
         states = []
         for entry in document["nodes"]:
             ops = [OPS[o["op"]](**o["params"]) for o in entry["ops"]]
             graph.append(Node(tuple(entry["columns"]), tuple(ops)))
-            states.append([op.load_state(spark, o["state"], path) for op, o in zip(ops, entry["ops"])])
-        workflow = cls([*graph, *document["passthrough"]])
+            states.append([op.load_state(spark, o["state"], path, pins) for op, o in zip(ops, entry["ops"])])
+        saved_input = document.get("input_schema")
+        input_schema = Schema.from_json(json.dumps(saved_input)) if saved_input else None
+        workflow = cls([*graph, *document["passthrough"]], input_schema)
         workflow.states = states if document["fitted"] else None
+        workflow.schema = schema
         return workflow

@@ -1,13 +1,13 @@
 """sparkrec featurize: bronze Delta -> Delta features + the fitted workflow.
 
-Fits the Criteo workflow (rec_plugin/criteo.py) on the training days of the bronze table read at a
-pinned Delta version (the latest by default; recorded, so a rerun at that version reproduces the
-output exactly), transforms the train, validation and test days, and writes what training consumes:
-a Delta table (day, split, label float32, I1..I13 float32, C1..C26 int32 ids, and each row's
-source_file + line_number so that any row joins back to bronze and the generator's oracle) partitioned
-by day in files of at most `rows_per_file` rows (the training loader shards and shuffles by file),
-the saved workflow (JSON + one Delta table per vocabulary) and features.json (schema, cardinalities,
-lineage).
+Fits the dataset definition's default workflow (conf/datasets/<name>.json) on the training days of the
+bronze table read at a pinned Delta version (the latest by default; recorded, so a rerun at that version
+reproduces the output exactly), transforms the train, validation and test days, and writes what training
+consumes: a Delta table (day, split, every output column of the workflow typed by its schema, and each
+row's source_file + line_number so that any row joins back to bronze and the generator's oracle)
+partitioned by day in files of at most `rows_per_file` rows (the training loader shards and shuffles by
+file), the saved workflow (workflow.json, schema.json, vocabulary tables) and the features description
+(rec_plugin/features_description.py).
 
     spark-submit spark_jobs/featurize.py --bronze lake/bronze --features lake/features \\
         --workflow lake/workflow --train-days 0,1 --valid-days 2 --test-days 3
@@ -23,26 +23,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.criteo import criteo_workflow
+from rec_plugin.dataset import DEFAULT_DATASET, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.features_description import SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
-from rec_plugin.ops import Categorify
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL, LINE_NUMBER, SOURCE_FILE
-from rec_plugin.workflow import Workflow
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
-
-SPLIT = "split"
-
-
-def cardinalities(workflow: Workflow) -> dict[str, int]:
-    """Embedding rows per categorical column (largest id + the reserved 0), from the fitted vocabularies."""
-    sizes = {}
-    for node, states in zip(workflow.nodes, workflow.states or []):
-        for op, state in zip(node.ops, states):
-            if isinstance(op, Categorify):
-                sizes.update({column: Categorify.cardinality(state, column) for column in state})
-    return sizes
 
 
 def gpu_eligibility(frames: list[DataFrame]) -> float | None:
@@ -105,8 +93,9 @@ def featurize(
     workflow_path: str,
     splits: dict[str, list[int]],
     bronze_version: int | None = None,
-    freq_threshold: int = 15,
+    freq_threshold: int | None = None,
     rows_per_file: int = 50_000,
+    dataset: str = DEFAULT_DATASET,
 ) -> dict:
     """Fits on splits['train'], writes features for every split's days; returns the report section."""
     started = time.perf_counter()
@@ -115,7 +104,7 @@ def featurize(
     _check_splits(splits, storage.partition_values(source, DAY), f"bronze table {bronze}@v{bronze_version}")
     _check_features_path(spark, features, bronze)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
-    fitted = criteo_workflow(freq_threshold).fit(training_rows)
+    fitted = load_dataset(dataset).default_workflow(freq_threshold=freq_threshold).fit(training_rows)
     fitted.save(workflow_path)
     _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
     # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache:
@@ -132,9 +121,7 @@ def featurize(
     output = transformed.select(
         DAY,
         split_of_day[F.col(DAY)].alias(SPLIT),
-        F.col(LABEL).cast("float").alias(LABEL),
-        *[F.col(c).cast("float") for c in DENSE],
-        *[F.col(c).cast("int") for c in CATEGORICAL],
+        *[F.col(c.name).cast(spark_type(c.dtype)) for c in workflow.schema],
         SOURCE_FILE,
         LINE_NUMBER,
     )
@@ -145,9 +132,9 @@ def featurize(
     _progress(f"features written to {features}", started)
     rows_out = spark.read.format("delta").load(features).count()
     features_version = DeltaTable.forPath(spark, features).history(1).first()["version"]
-    sizes = cardinalities(workflow)
-    schema = {"label": LABEL, "dense": DENSE, "categorical": CATEGORICAL, "cardinalities": sizes}
-    storage.write_text(spark, f"{workflow_path}/features.json", json.dumps({**schema, **lineage}, indent=2))
+    FeaturesDescription(features, features_version, bronze, bronze_version, splits, rows_out).save(
+        spark, workflow_path
+    )
     return {
         "rows_out": rows_out,
         "rows_per_s": round(rows_out / elapsed, 1),
@@ -167,7 +154,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-days", type=day_list, required=True, help="e.g. 0,1")
     parser.add_argument("--valid-days", type=day_list, default=[], help="e.g. 2 (default: none)")
     parser.add_argument("--test-days", type=day_list, default=[], help="e.g. 3 (default: none)")
-    parser.add_argument("--freq-threshold", type=int, default=15)
+    parser.add_argument(
+        "--dataset", default=DEFAULT_DATASET, help="dataset definition: a bundled name or a .json path"
+    )
+    parser.add_argument(
+        "--freq-threshold", type=int, help="rarer values share id 0 (default: the dataset's workflow's)"
+    )
     parser.add_argument("--rows-per-file", type=int, default=50_000, help="largest features file")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
@@ -182,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.bronze_version,
         args.freq_threshold,
         args.rows_per_file,
+        args.dataset,
     )
     print(json.dumps({"featurize": report}, indent=2))
     return report

@@ -8,13 +8,16 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from rec_plugin.dataset import load_dataset
 from rec_plugin.ops import Categorify, TargetEncoding
-from rec_plugin.schema import CATEGORICAL, DAY, bronze_schema
+from rec_plugin.schema import DAY, Tags
 from rec_plugin.templates import sql_literal
 from rec_plugin.workflow import Workflow
 from spark_jobs import ingest as ing
 from spark_jobs.featurize import featurize
 from tests.test_ingest import line
+
+CRITEO = load_dataset("criteo")
 
 FOLD_KEY = ["source_file", "line_number"]
 
@@ -71,14 +74,14 @@ def test_workflow_release_unpersists_what_fit_persisted_and_nothing_else(spark, 
 
 def _bronze_row(day: int, i: int) -> tuple:
     dense = [i % 7, None, *range(11)]
-    categorical = [f"{(i * k) % 5:08x}" for k in range(1, len(CATEGORICAL) + 1)]
+    categorical = [f"{(i * k) % 5:08x}" for k in range(1, len(CRITEO.tagged(Tags.CATEGORICAL)) + 1)]
     return (day, i % 2, *dense, *categorical, f"day_{day}/part.tsv", i + 1)
 
 
 def test_featurize_keeps_the_sessions_other_caches(spark, tmp_path):
     bronze = str(tmp_path / "bronze")
     rows = [_bronze_row(day, i) for day in (0, 1) for i in range(20)]
-    spark.createDataFrame(rows, bronze_schema()).write.format("delta").partitionBy(DAY).save(bronze)
+    spark.createDataFrame(rows, CRITEO.bronze_schema()).write.format("delta").partitionBy(DAY).save(bronze)
     users = spark.range(10).withColumnRenamed("id", "user")
     users.createOrReplaceTempView("defects_notebook_frame")
     spark.catalog.cacheTable("defects_notebook_frame")
@@ -123,7 +126,9 @@ def test_reingest_of_a_file_named_with_a_quote_and_a_backslash_replaces_its_rows
 def test_replace_files_replaces_rows_of_names_with_quotes_and_backslashes(spark, tmp_path):
     names = {"day_0/it's\\x.tsv": 0, "day_0/a\\'b''.tsv": 0}
     rows = [_bronze_row(0, i) for i in range(4)]
-    frame = spark.createDataFrame([(*r[:-2], name, r[-1]) for r in rows for name in names], bronze_schema())
+    frame = spark.createDataFrame(
+        [(*r[:-2], name, r[-1]) for r in rows for name in names], CRITEO.bronze_schema()
+    )
     table = str(tmp_path / "bronze")
     ing._replace_files(frame, table, names, [DAY])
     ing._replace_files(frame, table, names, [DAY])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import duckdb
 import numpy as np
 import polars as pl
@@ -12,10 +10,16 @@ from conftest import SPLITS
 from pyspark.sql import functions as F
 from reference import duckdb_features_sql, polars_features
 
+from rec_plugin.dataset import load_dataset
+from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.gpu import gpu_plan
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LABEL
+from rec_plugin.schema import DAY, Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
+
+CRITEO = load_dataset("criteo")
+DENSE, CATEGORICAL = CRITEO.tagged(Tags.CONTINUOUS), CRITEO.tagged(Tags.CATEGORICAL)
+
 
 # Operators allowed off the GPU, with the reason; empty: every operator of fit and transform is eligible.
 ALLOWED_OFF_GPU: dict[str, str] = {}
@@ -32,16 +36,22 @@ def test_features_table_holds_what_training_consumes(spark, featurized, default_
     features = spark.read.format("delta").load(str(out / "features"))
     assert report["rows_out"] == ingested["accepted"] == features.count()
     types = dict(features.dtypes)
-    assert types[LABEL] == "float" and {types[c] for c in DENSE} == {"float"}
+    assert types[CRITEO.label] == "float" and {types[c] for c in DENSE} == {"float"}
     assert {types[c] for c in CATEGORICAL} == {"int"}
     assert {
         r.split: sorted(r.days)
         for r in features.groupBy("split").agg(F.collect_set(DAY).alias("days")).collect()
     } == {"train": [0, 1], "valid": [2], "test": [3]}
-    saved = json.loads((out / "workflow" / "features.json").read_text())
-    assert saved["bronze_version"] == report["bronze_version"] == 0
+    described = FeaturesDescription.load(spark, str(out / "workflow"))
+    assert described.bronze_version == report["bronze_version"] == 0
+    assert (described.version, described.rows) == (report["features_version"], report["rows_out"])
+    schema = Workflow.load_schema(str(out / "workflow"), spark)
+    assert schema.names == [*DENSE, *CATEGORICAL, CRITEO.label]
+    assert schema.continuous.names == DENSE and schema.categorical.names == CATEGORICAL
     max_ids = features.agg(*[F.max(c).alias(c) for c in CATEGORICAL]).first()
-    assert all(saved["cardinalities"][c] == max_ids[c] + 1 for c in CATEGORICAL)
+    assert all(schema[c].cardinality == max_ids[c] + 1 for c in CATEGORICAL)
+    # Every vocabulary is pinned to the Delta version it was fitted with.
+    assert {schema[c].vocabulary.version for c in CATEGORICAL} == {0}
     assert report["gpu_eligible_fraction"] == 1.0
 
 

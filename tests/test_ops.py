@@ -182,3 +182,54 @@ def test_list_categorify_maps_arrays_in_order_and_truncates(spark, tmp_path):
     out = {r.row: r.tags for r in Workflow.load(str(tmp_path / "wf")).transform(frame).collect()}
     # a: 3, b: 3 -> ids 1, 2 (tie broken by value); c, zz, q are rare -> 0.
     assert out == {1: [1, 2, 0], 2: [2, 1, 1], 3: [], 4: None, 5: [2, 0]}
+
+
+def test_the_schema_is_computed_from_the_graph_for_every_op(spark, tmp_path):
+    rows = [("f", i, f"u{i % 4}", "ab"[i % 2], 1.5 * i, ["x", "y", "x"][: i % 4], i % 2) for i in range(40)]
+    frame = spark.createDataFrame(
+        rows,
+        "source_file string, line_number int, user string, cat string, price double, "
+        "recent array<string>, label int",
+    )
+    graph = [
+        ["user", "cat"] >> Cross(buckets=10),
+        ["user"] >> TargetEncoding(),
+        ["cat"] >> HashBucket(buckets=7),
+        ["user"] >> Categorify(),
+        ["recent"] >> ListCategorify(max_length=2),
+        ["price"] >> FillMissing(0) >> Clip(min=0) >> LogOp() >> Normalize(),
+        "label",
+    ]
+    workflow = Workflow(graph).fit(frame)
+    schema = workflow.schema
+    assert schema.names == workflow.output_columns()
+    assert schema.names == ["user_x_cat", "TE_user", "cat", "user", "recent", "price", "label"]
+    assert schema.categorical.names == ["user_x_cat", "cat", "user"]
+    assert schema.continuous.names == ["TE_user", "price"] and schema.label.name == "label"
+    assert schema.lists.names == ["recent"] and schema["recent"].max_length == 2
+    assert schema["recent"].dtype == "list<int32>" and schema["user"].dtype == "int32"
+    assert (schema["user_x_cat"].cardinality, schema["cat"].cardinality) == (11, 8)
+    assert (schema["user"].cardinality, schema["recent"].cardinality) == (5, 3)
+    # The types the features table stores agree with the schema.
+    out = workflow.transform(frame)
+    assert dict(out.dtypes)["recent"] == "array<int>"
+    assert out.agg(F.max("user")).first()[0] == schema["user"].cardinality - 1
+
+    workflow.save(str(tmp_path / "wf"))
+    saved = Workflow.load_schema(str(tmp_path / "wf"), spark)
+    assert saved.names == schema.names and saved["user"].vocabulary.version == 0
+    assert saved["user"].vocabulary.table == "vocab/user"
+
+
+def test_a_loaded_workflow_reads_its_vocabularies_at_the_pinned_versions(spark, tmp_path):
+    day0 = spark.createDataFrame([(v,) for v in "aabb"], "c string")
+    path = str(tmp_path / "wf")
+    Workflow([["c"] >> Categorify()]).fit(day0).save(path)
+    pinned_schema = (tmp_path / "wf" / "schema.json").read_text()
+    extended = Workflow.load(path).extend(spark.createDataFrame([("z",)], "c string"), path)
+    assert extended.schema["c"].cardinality == 4 and extended.schema["c"].vocabulary.version == 1
+    # A copy of the first fit's schema still reads version 0 of the (since extended) vocabulary.
+    (tmp_path / "wf" / "schema.json").write_text(pinned_schema)
+    (tmp_path / "wf" / ".schema.json.crc").unlink()  # Hadoop's checksum of the file it wrote
+    first = Workflow.load(path).transform(spark.createDataFrame([("a",), ("z",)], "c string"))
+    assert [r.c for r in first.collect()] == [1, 0]

@@ -16,11 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rec_plugin.dataset import load_dataset
 from rec_plugin.ops import OPS
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
 from rec_plugin.templates import sql_literal, templates
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import jar_paths
+
+CRITEO = load_dataset("criteo")
+DENSE, CATEGORICAL = CRITEO.tagged(Tags.CONTINUOUS), CRITEO.tagged(Tags.CATEGORICAL)
 
 REPO = Path(__file__).resolve().parents[1]
 SQL_JAR = REPO / "target" / "sparkrec-sql.jar"

@@ -6,12 +6,28 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from rec_plugin.schema import ColumnSchema, Tags
 from rec_plugin.templates import expression
 
 # The boolean column by which Workflow marks the rows it was fitted on (all rows while it fits, the
 # caller's `fitted_rows` when it transforms): ops that learn from the label encode only those rows from
 # statistics without their own label.
 FITTED_ROW = "_sparkrec_fitted_row"
+
+
+def continuous(column: ColumnSchema, name: str | None = None) -> ColumnSchema:
+    """`column` as a float32 continuous feature (optionally renamed), keeping its free tags."""
+    kept = column.with_tags([Tags.CONTINUOUS], [Tags.CATEGORICAL, Tags.LIST])
+    return ColumnSchema(name or column.name, "float32", kept.tags)
+
+
+def categorical(
+    column: ColumnSchema, cardinality: int, name: str | None = None, **extra: Any
+) -> ColumnSchema:
+    """`column` as an int32 id feature of `cardinality` embedding rows (id 0 reserved), keeping its
+    free tags (user_id, item_id, ...)."""
+    kept = column.with_tags([Tags.CATEGORICAL], [Tags.CONTINUOUS, Tags.LIST])
+    return ColumnSchema(name or column.name, "int32", kept.tags, cardinality=cardinality, **extra)
 
 
 class Op:
@@ -50,11 +66,21 @@ class Op:
         """Columns the op writes; by default it replaces its inputs in place."""
         return columns
 
+    def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        """What the op makes of its input columns (one per output column): NVTabular's
+        compute_output_schema. The default, for ops that rewrite values in place, keeps strings as they
+        are and makes numbers float32 continuous features."""
+        return [c if c.dtype == "string" or c.is_list else continuous(c) for c in inputs]
+
     def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
         """The JSON form of a state; ops with tables write them under `path`."""
         return state
 
-    def load_state(self, spark: SparkSession, saved: dict[str, Any], path: str) -> dict[str, Any]:
+    def load_state(
+        self, spark: SparkSession, saved: dict[str, Any], path: str, pins: dict[str, int | None]
+    ) -> dict[str, Any]:
+        """The state save_state wrote; tables named in `pins` (relative path -> Delta version, from the
+        saved schema) are read at that version."""
         return saved
 
     def __rrshift__(self, columns: list[str] | str) -> Any:

@@ -7,6 +7,7 @@ grows in place with a new day's data (see Workflow.extend)."""
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -14,8 +15,12 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.ops.base import Op
+from rec_plugin.ops.base import Op, categorical
+from rec_plugin.schema import ColumnSchema, VocabularyPin
 from rec_plugin.templates import expression
+
+# The workflow folder's subfolder of vocabulary tables.
+VOCABULARY_FOLDER = "vocab"
 
 
 class Categorify(Op):
@@ -47,7 +52,7 @@ class Categorify(Op):
         counts = self.value_counts(frame, columns).persist()
         state = {}
         for c in columns:
-            table = DeltaTable.forPath(spark, f"{path}/vocab/{c}")
+            table = DeltaTable.forPath(spark, f"{path}/{VOCABULARY_FOLDER}/{c}")
             known = table.toDF()
             last_id = known.agg(F.max("id")).first()[0] or 0
             seen = counts.where(F.col("column") == c).select("value", "count")
@@ -66,7 +71,7 @@ class Categorify(Op):
                 )
                 .execute()
             )
-            state[c] = spark.read.format("delta").load(f"{path}/vocab/{c}")
+            state[c] = spark.read.format("delta").load(f"{path}/{VOCABULARY_FOLDER}/{c}")
         counts.unpersist()
         return state
 
@@ -82,13 +87,36 @@ class Categorify(Op):
             )
         return frame
 
-    def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
-        return {"tables": storage.save_tables(state, path, "vocab")}
+    def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        """int32 ids, one embedding row per id plus the reserved 0; the vocabulary table is pinned to its
+        Delta version when the workflow is saved."""
+        sizes = self.cardinalities(state, [c.name for c in inputs])
+        return [
+            categorical(
+                c,
+                sizes[c.name],
+                vocabulary=VocabularyPin(f"{VOCABULARY_FOLDER}/{c.name}"),
+                token_width=c.token_width,
+            )
+            for c in inputs
+        ]
 
-    def load_state(self, spark: SparkSession, saved: dict[str, Any], path: str) -> dict[str, Any]:
-        return storage.load_tables(spark, saved["tables"], path)
+    def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
+        return {"tables": storage.save_tables(state, path, VOCABULARY_FOLDER)}
+
+    def load_state(
+        self, spark: SparkSession, saved: dict[str, Any], path: str, pins: dict[str, int | None]
+    ) -> dict[str, Any]:
+        return storage.load_tables(spark, saved["tables"], path, pins)
 
     @staticmethod
-    def cardinality(state: dict[str, Any], column: str) -> int:
-        """Embedding rows a model needs for the column: the largest id plus the reserved 0."""
-        return int(state[column].agg(F.max("id")).first()[0] or 0) + 1
+    def cardinalities(state: dict[str, Any], columns: list[str]) -> dict[str, int]:
+        """Embedding rows a model needs per column: the largest id plus the reserved 0 (one query)."""
+        if not columns:
+            return {}
+        largest = [
+            state[c].agg(F.max("id").alias("largest")).select(F.lit(c).alias("column"), "largest")
+            for c in columns
+        ]
+        rows = reduce(DataFrame.unionAll, largest).collect()
+        return {row["column"]: int(row["largest"] or 0) + 1 for row in rows}

@@ -6,7 +6,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from rec_plugin.ops.base import Op
+from rec_plugin.ops.base import Op, categorical
+from rec_plugin.schema import ColumnSchema, Tags
 from rec_plugin.templates import expression
 
 
@@ -18,6 +19,11 @@ class Cross(Op):
         if len(columns) != 2:
             raise ValueError(f"Cross takes two columns, got {columns}")
         return ["_x_".join(columns)]
+
+    def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        (name,) = self.output_columns([c.name for c in inputs])
+        crossed = ColumnSchema(name, "int32", (Tags.CATEGORICAL,))
+        return [categorical(crossed, self.params["buckets"] + 1)]
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
         (name,) = self.output_columns(columns)

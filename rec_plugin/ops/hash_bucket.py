@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rec_plugin.ops.base import RowOp
+from typing import Any
+
+from rec_plugin.ops.base import RowOp, categorical
+from rec_plugin.schema import ColumnSchema
 
 
 class HashBucket(RowOp):
@@ -10,3 +13,6 @@ class HashBucket(RowOp):
 
     def __init__(self, buckets: int) -> None:
         super().__init__(buckets=buckets)
+
+    def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        return [categorical(c, self.params["buckets"] + 1, token_width=c.token_width) for c in inputs]

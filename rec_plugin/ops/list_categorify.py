@@ -5,6 +5,7 @@ each array keeps its order and its first max_length elements, unpadded (the load
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import reduce
 from typing import Any
 
@@ -12,12 +13,21 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from rec_plugin.ops.categorify import Categorify
+from rec_plugin.schema import ColumnSchema, Tags
 
 
 class ListCategorify(Categorify):
     def __init__(self, max_length: int, freq_threshold: int = 1, max_size: int | None = None) -> None:
         super().__init__(freq_threshold=freq_threshold, max_size=max_size)
         self.params["max_length"] = max_length
+
+    def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        """Arrays of int32 ids (the vocabulary's), at most max_length long."""
+        singles = super().output_schema(inputs, state)
+        return [
+            replace(c, dtype="list<int32>", max_length=self.params["max_length"]).with_tags([Tags.LIST])
+            for c in singles
+        ]
 
     def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
         elements = [

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.ops.base import FITTED_ROW, Op
+from rec_plugin.schema import ColumnSchema, Tags
 
 # The fold a row not fitted on is looked up under: its value's statistics over all folds.
 ALL_FOLDS = -1
@@ -36,6 +37,10 @@ class TargetEncoding(Op):
 
     def output_columns(self, columns: list[str]) -> list[str]:
         return [f"TE_{c}" for c in columns]
+
+    def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        """A new float32 feature per column; it is not an id, so it drops the input's tags."""
+        return [ColumnSchema(f"TE_{c.name}", "float32", (Tags.CONTINUOUS,)) for c in inputs]
 
     def _fold(self) -> Any:
         return F.pmod(F.xxhash64(*self.params["fold_key"]), F.lit(self.params["folds"])).cast("int")
@@ -96,5 +101,7 @@ class TargetEncoding(Op):
             "tables": storage.save_tables(state["stats"], path, "target_encoding"),
         }
 
-    def load_state(self, spark: SparkSession, saved: dict[str, Any], path: str) -> dict[str, Any]:
-        return {"prior": saved["prior"], "stats": storage.load_tables(spark, saved["tables"], path)}
+    def load_state(
+        self, spark: SparkSession, saved: dict[str, Any], path: str, pins: dict[str, int | None]
+    ) -> dict[str, Any]:
+        return {"prior": saved["prior"], "stats": storage.load_tables(spark, saved["tables"], path, pins)}
