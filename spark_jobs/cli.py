@@ -9,6 +9,7 @@ from rec_plugin.errors import DEBUG_FLAG, run_command
 
 STAGES = {
     "generate": "spark_jobs.generate",
+    "generate-ecommerce": "spark_jobs.generate_ecommerce",
     "ingest": "spark_jobs.ingest",
     "featurize": "spark_jobs.featurize",
     "train": "spark_jobs.train",

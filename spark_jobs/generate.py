@@ -1,6 +1,7 @@
 """sparkrec generate: Criteo-format raw click logs with a planted ground truth.
 
-Writes <out>/raw/day_<d>/part-<i>.tsv[.gz] (label, I1..I13, C1..C26; tab-separated; empty = missing),
+Writes <out>/raw/day_<d>/part-<i>.tsv[.gz] (the columns of conf/datasets/criteo.json: the label, 13
+integer and 26 hex-token fields; tab-separated; empty = missing),
 <out>/oracle (a Delta table: the true click probability of every line, keyed by file and line number)
 and <out>/planted_model.json. Runs on the executors: no driver-side loop over rows.
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -20,20 +22,24 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.schema import (
+from rec_plugin.schema import LINE_NUMBER, SOURCE_FILE, partition_line_number
+from spark_jobs.planted_model import (
     CATEGORICAL,
+    CRITEO,
     DENSE,
-    FIELD_SEPARATOR,
     LABEL,
-    LINE_NUMBER,
-    SOURCE_FILE,
-    partition_line_number,
+    TOKEN_CONF,
+    PlantedModel,
+    category_token,
+    label_draw,
 )
-from spark_jobs.planted_model import TOKEN_CONF, PlantedModel, category_token, label_draw
 from spark_jobs.session import build_session, session_conf
 from training.metrics import auc_from_counts
 
 _CALIBRATION_ROWS = 20_000
+# The oracle table's drawn click, whatever the dataset calls its label: what train's oracle join and
+# oracle_metrics read.
+ORACLE_LABEL = "label"
 # Whole-stage codegen of the generator's hundreds of expressions per row fails to compile (janino:
 # an ERROR with a stack trace per job) and Spark falls back to per-operator code, at the same speed
 # (bench/generate.py, 10M rows: 1.00x): ask for per-operator code directly.
@@ -134,11 +140,21 @@ def _raw_lines(frame: DataFrame) -> DataFrame:
     fields += [
         F.coalesce(category_token(j, F.col(f"id_{name}")), F.lit("")) for j, name in enumerate(CATEGORICAL)
     ]
-    return frame.select(F.concat_ws(FIELD_SEPARATOR, *fields).alias("value"))
+    return frame.select(F.concat_ws(CRITEO.separator, *fields).alias("value"))
 
 
-def _oracle(frame: DataFrame, config: GeneratorConfig) -> DataFrame:
-    """Each line's true click probability, keyed by its file (relative to raw/) and line number."""
+class FileLayout(Protocol):
+    """What names a generator's output files: any generator's config (GeneratorConfig, EcommerceConfig)."""
+
+    days: int
+    rows_per_day: int
+    files_per_day: int
+    compression: str
+
+
+def oracle_rows(frame: DataFrame, config: FileLayout) -> DataFrame:
+    """Each line's true click probability, keyed by its file (relative to raw/) and line number, from a
+    generator's frame of `day`, `label_draw`, `logit` and `first_order_logit` (one partition a file)."""
     # A literal array indexed by partition: no per-row string building.
     source_file = F.element_at(F.array(*map(F.lit, raw_file_names(config))), F.spark_partition_id() + 1)
     line_number = partition_line_number()
@@ -146,17 +162,17 @@ def _oracle(frame: DataFrame, config: GeneratorConfig) -> DataFrame:
         "day",
         source_file.alias(SOURCE_FILE),
         line_number.alias(LINE_NUMBER),
-        _label(frame).alias(LABEL),
+        _label(frame).alias(ORACLE_LABEL),
         _sigmoid("logit").alias("p_click"),
         _sigmoid("first_order_logit").alias("p_first_order"),
     )
 
 
-def _progress(step: str, started: float) -> None:
+def progress(step: str, started: float) -> None:
     print(f"generate: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def raw_file_names(config: GeneratorConfig) -> list[str]:
+def raw_file_names(config: FileLayout) -> list[str]:
     """Output file of each Spark partition, relative to raw/: partition p is day p // files_per_day."""
     suffix = ".tsv" + (".gz" if config.compression == "gzip" else "")
     return [f"day_{d}/part-{p:05d}{suffix}" for d in range(config.days) for p in range(config.files_per_day)]
@@ -177,21 +193,39 @@ def _generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
     started = time.perf_counter()
     model = planted_model(spark, config)
     rows = config.days * config.rows_per_day
-    _progress(f"bias calibrated to a {config.positive_rate:.0%} positive rate", started)
+    progress(f"bias calibrated to a {config.positive_rate:.0%} positive rate", started)
     frame = _frame(spark, model, config.rows_per_day, rows, config.days * config.files_per_day)
+    return write_outputs(
+        spark, out, config, _raw_lines(frame), oracle_rows(frame, config), model.to_json(), started
+    )
+
+
+def write_outputs(
+    spark: SparkSession,
+    out: str,
+    config: FileLayout,
+    raw_lines: DataFrame,
+    oracle: DataFrame,
+    model_json: str,
+    started: float,
+) -> dict:
+    """Writes a generator's raw lines (a `value` column, one partition a file, in line order) to
+    <out>/raw, its oracle table to <out>/oracle and its planted model to <out>/planted_model.json,
+    replacing any earlier output; returns the report section."""
+    rows = config.days * config.rows_per_day
     staging = f"{out}/raw/_staging"
     for previous in ("raw", "oracle"):  # a full regeneration: no old versions to keep
         storage.delete(spark, f"{out}/{previous}")
-    _raw_lines(frame).write.option("compression", config.compression).text(staging)
+    raw_lines.write.option("compression", config.compression).text(staging)
     targets = raw_file_names(config)
     for name in storage.list_files(spark, staging):
         storage.rename(spark, f"{staging}/{name}", f"{out}/raw/{targets[int(name.split('-')[1])]}")
     storage.delete(spark, staging)
-    _progress(f"{rows:,} raw lines written to {out}/raw", started)
-    _oracle(frame, config).write.format("delta").save(f"{out}/oracle")
+    progress(f"{rows:,} raw lines written to {out}/raw", started)
+    oracle.write.format("delta").save(f"{out}/oracle")
     elapsed = time.perf_counter() - started
-    _progress(f"oracle written to {out}/oracle", started)
-    storage.write_text(spark, f"{out}/planted_model.json", model.to_json())
+    progress(f"oracle written to {out}/oracle", started)
+    storage.write_text(spark, f"{out}/planted_model.json", model_json)
     return {
         "rows": rows,
         "days": config.days,
@@ -202,7 +236,7 @@ def _generate(spark: SparkSession, out: str, config: GeneratorConfig) -> dict:
 
 def oracle_metrics(oracle: DataFrame) -> dict:
     """AUC and logloss of the planted model on its own rows, and the AUC of its first-order part."""
-    label = F.col(LABEL).cast("double")
+    label = F.col(ORACLE_LABEL).cast("double")
     p = F.greatest(F.least(F.col("p_click"), F.lit(1 - 1e-7)), F.lit(1e-7))
     totals = oracle.select(
         F.avg(-(label * F.log(p) + (1 - label) * F.log(1 - p))).alias("logloss"), F.avg(label).alias("rate")
@@ -216,11 +250,12 @@ def oracle_metrics(oracle: DataFrame) -> dict:
 
 
 def spark_auc(frame: DataFrame, probability: str, bins: int = 100_000) -> float:
-    """AUC of a probability column against `label`, from a group-by over `bins` score bins (no sort);
-    pairs tied within a bin count half, which moves the AUC by less than 1e-4."""
+    """AUC of a probability column against `label` (the oracle's drawn click), from a group-by over
+    `bins` score bins (no sort); pairs tied within a bin count half, which moves the AUC by less than
+    1e-4."""
     counts = (
         frame.groupBy(F.floor(F.col(probability) * bins).alias("bin"))
-        .agg(F.sum(LABEL).alias("positives"), F.count("*").alias("rows"))
+        .agg(F.sum(ORACLE_LABEL).alias("positives"), F.count("*").alias("rows"))
         .orderBy("bin")
         .toPandas()
     )

@@ -20,7 +20,18 @@ import numpy as np
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from rec_plugin.schema import CATEGORICAL, DENSE, LABEL
+from rec_plugin.dataset import load_dataset
+from rec_plugin.schema import Tags
+
+# The raw columns it draws, by role, from Criteo's dataset definition (conf/datasets/criteo.json).
+CRITEO = load_dataset("criteo")
+LABEL = CRITEO.label
+DENSE = CRITEO.tagged(Tags.CONTINUOUS)
+CATEGORICAL = CRITEO.tagged(Tags.CATEGORICAL)
+# category_token writes tokens of 8 lowercase hex digits: the definition's categorical columns say so.
+TOKEN_WIDTH = 8
+if {(CRITEO.column(c).token_width, CRITEO.column(c).alphabet) for c in CATEGORICAL} != {(TOKEN_WIDTH, "hex")}:
+    raise ValueError("conf/datasets/criteo.json: the generator writes 8-digit hex categorical tokens")
 
 _TOKEN_PRIME = 4_026_531_833
 _TOKEN_MULTIPLIER = 1_103_515_245
@@ -29,10 +40,10 @@ _INT_MAX = 2**31 - 1
 TOKEN_CONF = {"spark.sql.ansi.enabled": "false"}
 # Shares of the logit's variance: first-order categories, pairwise interactions, dense features.
 _FIRST_ORDER_SHARE, _INTERACTION_SHARE, _DENSE_SHARE = 0.40, 0.45, 0.15
-# Criteo-like missing rates of I1..I13 and of C1..C26 (share of rows with an empty field).
+# Criteo-like missing rates of its 13 integer and 26 categorical fields (share of rows with an empty field).
 _DENSE_MISSING = [0.45, 0.0, 0.21, 0.22, 0.03, 0.22, 0.04, 0.0, 0.04, 0.45, 0.04, 0.40, 0.22]
 _CAT_MISSING = [0.0] * 12 + [0.03, 0.0, 0.0, 0.03] + [0.0] * 2 + [0.44] * 8
-# Criteo's I2 and I9-like columns carry small negative values.
+# As in Criteo, its second and ninth integer columns carry small negative values.
 _NEGATIVE_OFFSET = [0, 3, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]
 
 

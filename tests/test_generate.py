@@ -11,9 +11,14 @@ import pytest
 import torch
 from conftest import TEST_DATA
 
-from rec_plugin.schema import CATEGORICAL, DENSE, RAW_COLUMNS
+from rec_plugin.dataset import load_dataset
+from rec_plugin.schema import Tags
 from spark_jobs.generate import GeneratorConfig, generate
 from training.metrics import auc
+
+CRITEO = load_dataset("criteo")
+DENSE, CATEGORICAL = CRITEO.tagged(Tags.CONTINUOUS), CRITEO.tagged(Tags.CATEGORICAL)
+RAW_COLUMNS = CRITEO.names
 
 SMALL = GeneratorConfig(days=2, rows_per_day=4_000, files_per_day=2, max_cardinality=500)
 

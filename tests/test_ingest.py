@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
+from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
-from rec_plugin.schema import CATEGORICAL, DENSE
 from spark_jobs import ingest as ing
 
+CRITEO = load_dataset("criteo")
 GOOD = ["1", *[str(i) for i in range(1, 14)], *[f"{i:08x}" for i in range(1, 27)]]
 
 
 def line(**changes: str) -> bytes:
-    fields = dict(zip(["label", *DENSE, *CATEGORICAL], GOOD))
+    fields = dict(zip(CRITEO.names, GOOD))
     fields.update(changes)
     return "\t".join(fields.values()).encode()
 
