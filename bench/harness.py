@@ -4,7 +4,6 @@ median report."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -14,7 +13,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from rec_plugin.schema import CATEGORICAL
+from rec_plugin.schema import Schema
+from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
@@ -66,10 +66,12 @@ def bench_setup(
 
 @dataclass(frozen=True)
 class Featurized:
-    """A generated, ingested and featurized data set in a scratch folder (bronze/, features/, wf/)."""
+    """A generated, ingested and featurized data set in a scratch folder (bronze/, features/, wf/), its
+    workflow's schema and a DLRM built from it."""
 
     scratch: Path
     train: FileSet
+    schema: Schema
     dlrm: ModelConfig
     test_day: int
 
@@ -83,6 +85,5 @@ def featurized_data(spark: SparkSession, config: GeneratorConfig, prefix: str) -
     splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
     report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
     train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
-    described = json.loads((scratch / "wf" / "features.json").read_text())
-    dlrm = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
-    return Featurized(scratch, train, dlrm, days[-1])
+    schema = Workflow.load_schema(str(scratch / "wf"), spark)
+    return Featurized(scratch, train, schema, ModelConfig.from_schema("dlrm", schema), days[-1])

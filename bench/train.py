@@ -22,7 +22,7 @@ from petastorm import make_batch_reader
 from petastorm.pytorch import DataLoader
 from torch import nn
 
-from rec_plugin.schema import CATEGORICAL, DENSE, LABEL
+from rec_plugin.schema import Schema
 from training.data import BatchLoader
 from training.loop import TrainSpec, train_worker
 from training.models import ModelConfig
@@ -35,10 +35,12 @@ class PlainDLRM(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        dim = config.embedding_dim
-        self.tables = nn.ModuleList(nn.Embedding(n, dim) for n in config.cardinalities)
-        self.bottom = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, dim), nn.ReLU())
-        fields = len(config.cardinalities) + 1
+        (dim,) = config.embedding_dims
+        sizes = [config.table_of(f).num_embeddings for f in config.categorical_features]
+        self.tables = nn.ModuleList(nn.Embedding(n, dim) for n in sizes)
+        width = len(config.dense_features)
+        self.bottom = nn.Sequential(nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, dim), nn.ReLU())
+        fields = len(sizes) + 1
         self.top = nn.Sequential(
             nn.Linear(dim + fields * (fields - 1) // 2, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
             nn.Linear(64, 1),
@@ -52,14 +54,20 @@ class PlainDLRM(nn.Module):
         return self.top(torch.cat([x, dots], dim=1)).squeeze(1)
 
 
-def plain_training(config: ModelConfig, files: list[str]) -> float:
+def columns(schema: Schema) -> tuple[str, list[str], list[str]]:
+    """The label, continuous and categorical columns (the Criteo data has no list columns)."""
+    return schema.label.name, schema.continuous.names, schema.categorical.names
+
+
+def plain_training(config: ModelConfig, schema: Schema, files: list[str]) -> float:
     """samples/s of PlainDLRM with Adam over tensors already in memory (reading is not timed)."""
+    label, dense_columns, categorical_columns = columns(schema)
     table = pa.concat_tables(
-        pq.read_table(f, columns=[LABEL, *DENSE, *CATEGORICAL]) for f in files
+        pq.read_table(f, columns=[label, *dense_columns, *categorical_columns]) for f in files
     ).to_pandas()
-    dense = torch.tensor(table[DENSE].to_numpy(np.float32))
-    categorical = torch.tensor(table[CATEGORICAL].to_numpy(np.int64))
-    labels = torch.tensor(table[LABEL].to_numpy(np.float32))
+    dense = torch.tensor(table[dense_columns].to_numpy(np.float32))
+    categorical = torch.tensor(table[categorical_columns].to_numpy(np.int64))
+    labels = torch.tensor(table[label].to_numpy(np.float32))
     torch.manual_seed(0)
     model = PlainDLRM(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -74,13 +82,14 @@ def plain_training(config: ModelConfig, files: list[str]) -> float:
     return len(labels) / (time.perf_counter() - started)
 
 
-def pyarrow_reader(files: list[str]) -> float:
+def pyarrow_reader(schema: Schema, files: list[str]) -> float:
     """rows/s of the plainest reader: each file whole with pyarrow, cut into tensors."""
+    label, dense_columns, categorical_columns = columns(schema)
     started, rows = time.perf_counter(), 0
     for path in files:
-        frame = pq.read_table(path, columns=[LABEL, *DENSE, *CATEGORICAL])
-        dense = np.stack([frame[c].to_numpy() for c in DENSE], axis=1)
-        categorical = np.stack([frame[c].to_numpy() for c in CATEGORICAL], axis=1).astype(np.int64)
+        frame = pq.read_table(path, columns=[label, *dense_columns, *categorical_columns])
+        dense = np.stack([frame[c].to_numpy() for c in dense_columns], axis=1)
+        categorical = np.stack([frame[c].to_numpy() for c in categorical_columns], axis=1).astype(np.int64)
         for start in range(0, frame.num_rows, BATCH):
             (
                 torch.from_numpy(dense[start : start + BATCH]),
@@ -90,22 +99,22 @@ def pyarrow_reader(files: list[str]) -> float:
     return rows / (time.perf_counter() - started)
 
 
-def petastorm_torch_loader(files: list[str], limit: int = 100_000) -> float:
+def petastorm_torch_loader(schema: Schema, files: list[str], limit: int = 100_000) -> float:
     """rows/s of Petastorm's default torch DataLoader (collates row by row), over its first `limit` rows."""
+    label, dense_columns, categorical_columns = columns(schema)
     started, rows = time.perf_counter(), 0
-    with DataLoader(
-        make_batch_reader(files, schema_fields=[LABEL, *DENSE, *CATEGORICAL]), batch_size=BATCH
-    ) as loader:
+    fields = [label, *dense_columns, *categorical_columns]
+    with DataLoader(make_batch_reader(files, schema_fields=fields), batch_size=BATCH) as loader:
         for batch in loader:
-            rows += len(batch[LABEL])
+            rows += len(batch[label])
             if rows >= limit:
                 break
     return rows / (time.perf_counter() - started)
 
 
-def our_loader(file_set) -> float:
+def our_loader(file_set, schema: Schema) -> float:
     started = time.perf_counter()
-    loader = BatchLoader(file_set, BATCH)
+    loader = BatchLoader(file_set, schema, BATCH)
     for _ in loader.epoch(0):
         pass
     return loader.rows_read / (time.perf_counter() - started)
@@ -114,10 +123,11 @@ def our_loader(file_set) -> float:
 def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-train", default_rows_per_day=100_000)
     data = featurized_data(spark, config, "bench-train-")
-    scratch, train, model = data.scratch, data.train, data.dlrm
+    scratch, train, model, schema = data.scratch, data.train, data.dlrm, data.schema
 
     def ours(backend: str, workers: int) -> float:
-        spec = TrainSpec(model.to_dict(), train.to_dict(), str(scratch / "run"), backend, progress=False)
+        run, described = str(scratch / "run"), TrainSpec.schema_dict(schema)
+        spec = TrainSpec(model.to_dict(), train.to_dict(), run, described, backend, progress=False)
         if backend == "single":
             return train_worker(spec.to_dict())["samples_per_s"]
         results = horovod.spark.run(
@@ -128,14 +138,14 @@ def main() -> None:
     variants = {
         "training: sparkrec DLRM (Petastorm loader, SparseAdam + Adam)": lambda: ours("single", 1),
         "training: plain PyTorch DLRM (in-memory tensors, dense Adam)": lambda: plain_training(
-            model, train.files
+            model, schema, train.files
         ),
         "training: sparkrec DLRM, Horovod on Spark, 1 worker": lambda: ours("horovod", 1),
         "training: sparkrec DLRM, Horovod on Spark, 2 workers": lambda: ours("horovod", 2),
-        "loader: sparkrec BatchLoader (Petastorm dummy pool, batched)": lambda: our_loader(train),
-        "loader: plain pyarrow read_table per file": lambda: pyarrow_reader(list(train.files)),
+        "loader: sparkrec BatchLoader (Petastorm dummy pool, batched)": lambda: our_loader(train, schema),
+        "loader: plain pyarrow read_table per file": lambda: pyarrow_reader(schema, list(train.files)),
         "loader: Petastorm default torch DataLoader (row by row)": lambda: petastorm_torch_loader(
-            list(train.files)
+            schema, list(train.files)
         ),
     }
     report_quiet()

@@ -25,7 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import torch  # noqa: E402
 
-from training.models import ModelConfig, build_model  # noqa: E402
+from rec_plugin.schema import ColumnSchema, Schema, Tags  # noqa: E402
+from training.models import ModelConfig, build_model, example_inputs  # noqa: E402
 from training.step import bce_loss, optimizers  # noqa: E402
 
 # Criteo Kaggle (display advertising challenge) distinct values per categorical field.
@@ -45,27 +46,47 @@ def variants(device: str) -> dict[str, tuple[bool, torch.dtype | None]]:
     return {"fp32": (False, None), "tf32": (True, None), "bf16 amp": (True, torch.bfloat16)}
 
 
-def synthetic_batches(config: ModelConfig, batch_size: int, device: str) -> list[tuple[torch.Tensor, ...]]:
-    generator = torch.Generator(device=device).manual_seed(0)
+def criteo_schema() -> Schema:
+    """Criteo's layout as a workflow schema: a label, 13 continuous and 26 categorical columns."""
+    return Schema(
+        (
+            ColumnSchema("label", "float32", (Tags.LABEL,)),
+            *[ColumnSchema(f"I{i}", "float32", (Tags.CONTINUOUS,)) for i in range(1, 14)],
+            *[
+                ColumnSchema(f"C{i}", "int32", (Tags.CATEGORICAL,), cardinality=min(size, CAP))
+                for i, size in enumerate(KAGGLE_CARDINALITIES, 1)
+            ],
+        )
+    )
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]
+
+
+def synthetic_batches(config: ModelConfig, batch_size: int, device: str) -> list[Batch]:
+    """The model's inputs (dense, ids, list values, list offsets), a label and a weight, on the device."""
+    generator = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(BATCHES_ON_DEVICE):
-        dense = torch.randn(batch_size, config.num_dense, device=device, generator=generator)
-        categorical = torch.stack(
-            [
-                torch.randint(0, size, (batch_size,), device=device, generator=generator)
-                for size in config.cardinalities
-            ],
-            dim=1,
+        dense, ids, values, offsets = example_inputs(config, batch_size, generator)
+        label = (torch.rand(batch_size, generator=generator) < 0.25).float()
+        batches.append(
+            (
+                dense.to(device),
+                ids.to(device),
+                [v.to(device) for v in values],
+                [o.to(device) for o in offsets],
+                label.to(device),
+                torch.ones(batch_size, device=device),
+            )
         )
-        label = (torch.rand(batch_size, device=device, generator=generator) < 0.25).float()
-        batches.append((dense, categorical, label, torch.ones(batch_size, device=device)))
     return batches
 
 
 def samples_per_s(
     model: torch.nn.Module,
     steppers: list[torch.optim.Optimizer],
-    batches: list[tuple[torch.Tensor, ...]],
+    batches: list[Batch],
     steps: int,
     tf32: bool,
     autocast: torch.dtype | None,
@@ -82,12 +103,12 @@ def samples_per_s(
     sync()
     started = time.perf_counter()
     for step in range(steps):
-        dense, categorical, label, weight = batches[step % len(batches)]
+        dense, ids, values, offsets, label, weight = batches[step % len(batches)]
         context = (
             torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
         )
         with context:
-            loss = bce_loss(model(dense, categorical).float(), label, weight)
+            loss = bce_loss(model(dense, ids, values, offsets).float(), label, weight)
         for stepper in steppers:
             stepper.zero_grad()
         loss.backward()
@@ -105,9 +126,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     args = parser.parse_args()
-    config = ModelConfig("dlrm", tuple(min(size, CAP) for size in KAGGLE_CARDINALITIES))
+    config = ModelConfig.from_schema("dlrm", criteo_schema())
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
-    rows = sum(config.cardinalities)
+    rows = sum(table.num_embeddings for table in config.tables)
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {rows:,} embedding rows")
     batches = synthetic_batches(config, args.batch_size, args.device)
     runs = {}

@@ -20,7 +20,9 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.schema import DAY, LABEL, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.features_description import FeaturesDescription
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
+from rec_plugin.workflow import Workflow
 from spark_jobs.generate import oracle_metrics
 from spark_jobs.session import build_session
 from training import plots
@@ -31,7 +33,10 @@ from training.loop import TrainSpec
 from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
 
-FEATURES_DESCRIPTION = "features.json"
+# The generator's oracle table names its label column so (the features' label is the schema's).
+ORACLE_LABEL = "label"
+# Options that shape the model's tables rather than its layers.
+TABLE_OPTIONS = ("embedding_dim",)
 
 
 def feature_files(spark: SparkSession, features: str, version: int, days: list[int]) -> FileSet:
@@ -52,35 +57,25 @@ def features_version_to_read(spark: SparkSession, features: str, version: int | 
         raise InputError(f"{error}: featurize it first (sparkrec featurize) or fix --features") from None
 
 
-def features_description(spark: SparkSession, workflow: str) -> dict:
-    """The workflow's features.json (cardinalities and day splits), which featurize writes last."""
-    path = f"{workflow}/{FEATURES_DESCRIPTION}"
-    if not storage.exists(spark, path):
-        raise InputError(
-            f"workflow {workflow} holds no {FEATURES_DESCRIPTION}: featurize into it first "
-            "(sparkrec featurize --workflow) or fix --workflow"
-        )
-    return json.loads(storage.read_text(spark, path))
-
-
 def oracle_on(spark: SparkSession, features: str, version: int, oracle: str, days: list[int]) -> dict:
     """The planted model's AUC and logloss on exactly the feature rows of `days` (joined by line)."""
     keys = [DAY, SOURCE_FILE, LINE_NUMBER]
     rows = spark.read.format("delta").option("versionAsOf", version).load(features).select(*keys)
-    truth = spark.read.format("delta").load(oracle).select(*keys, LABEL, "p_click", "p_first_order")
+    truth = spark.read.format("delta").load(oracle).select(*keys, ORACLE_LABEL, "p_click", "p_first_order")
     return oracle_metrics(rows.where(F.col(DAY).isin(days)).join(truth, keys))
 
 
 def evaluate(
     spark: SparkSession,
     model: torch.nn.Module,
+    schema: Schema,
     features: str,
     version: int,
     days: list[int],
     oracle: str | None,
 ) -> dict:
     """The model's metrics on the rows of `days`, beside the oracle's on the same rows."""
-    labels, scores = predict(model, feature_files(spark, features, version, days))
+    labels, scores = predict(model, feature_files(spark, features, version, days), schema)
     truth = oracle_on(spark, features, version, oracle, days) if oracle else {}
     return {
         **metrics(labels, scores),
@@ -109,13 +104,15 @@ def train(
 ) -> dict:
     """Trains, evaluates per day and writes the run directory; returns the report's train section.
 
-    Bad input (no features table or no such version, no features.json, no rows on the train days) is
-    refused with an InputError before anything is written. The test metrics are None when the table
-    has no test days. `options` are TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, seed,
-    checkpoint_every, resume, progress) and ModelConfig fields (embedding_dim, ...)."""
+    The model's inputs and tables come from the workflow's schema (schema.json), the day splits from
+    its features description (features.json). Bad input (no features table or no such version, no
+    features.json or schema.json, no rows on the train days) is refused with an InputError before
+    anything is written. The test metrics are None when the table has no test days. `options` are
+    TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, seed, checkpoint_every, resume,
+    progress), embedding_dim and the model's hyperparameters (ModelConfig.HYPERPARAMETERS)."""
     features_version = features_version_to_read(spark, features, features_version)
-    described = features_description(spark, workflow)
-    splits = described["splits"]
+    splits = FeaturesDescription.load(spark, workflow).splits
+    schema = Workflow.load_schema(workflow, spark)
     train_files = feature_files(spark, features, features_version, splits["train"])
     if train_files.rows == 0:
         raise InputError(
@@ -127,12 +124,16 @@ def train(
     run = RunDirectory(storage.qualified(spark, run_dir))
     if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
         run.clear_checkpoints()
-    sizes = tuple(described["cardinalities"][c] for c in described["categorical"])
-    model_fields = set(ModelConfig.__dataclass_fields__) - {"name", "cardinalities"}
-    config = ModelConfig(model, sizes, **{k: v for k, v in options.items() if k in model_fields})
+    model_fields = {*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS}
+    config = ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in model_fields})
     spec_options = {k: v for k, v in options.items() if k not in model_fields}
     spec = TrainSpec(
-        model=config.to_dict(), train=train_files.to_dict(), run_dir=run.uri, backend=backend, **spec_options
+        model=config.to_dict(),
+        train=train_files.to_dict(),
+        run_dir=run.uri,
+        schema=TrainSpec.schema_dict(schema),
+        backend=backend,
+        **spec_options,
     )
     run.write_model_config(config)
     run.write_spec(spec.to_dict())
@@ -141,14 +142,12 @@ def train(
     trained.load_state_dict(run.weights())
     held = days_held(spark, features, features_version)
     scored = {split: [d for d in splits.get(split, []) if d in held] for split in ("valid", "test")}
-    days = [
-        {"day": d, "split": split, **evaluate(spark, trained, features, features_version, [d], oracle)}
-        for split, split_days in scored.items()
-        for d in split_days
-    ]
-    test = (
-        evaluate(spark, trained, features, features_version, scored["test"], oracle) if scored["test"] else {}
-    )
+
+    def evaluated(days: list[int]) -> dict:
+        return evaluate(spark, trained, schema, features, features_version, days, oracle)
+
+    days = [{"day": d, "split": split, **evaluated([d])} for split in scored for d in scored[split]]
+    test = evaluated(scored["test"]) if scored["test"] else {}
     report = {
         "model": model,
         "backend": backend,
@@ -171,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True, help="Delta features table path")
     parser.add_argument("--features-version", type=int, help="Delta version to read (default: latest)")
-    parser.add_argument("--workflow", required=True, help="the saved workflow (holds features.json)")
+    parser.add_argument(
+        "--workflow", required=True, help="the saved workflow (holds schema.json and features.json)"
+    )
     parser.add_argument(
         "--oracle", help="the generator's oracle table, to report the planted model's metrics"
     )
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=TrainSpec.batch_size, help="per worker")
     parser.add_argument("--dense-lr", type=float, default=TrainSpec.dense_lr)
     parser.add_argument("--sparse-lr", type=float, default=TrainSpec.sparse_lr)
-    parser.add_argument("--embedding-dim", type=int, default=ModelConfig.embedding_dim)
+    parser.add_argument("--embedding-dim", type=int, default=16, help="every embedding table's width")
     parser.add_argument("--seed", type=int, default=TrainSpec.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainSpec.checkpoint_every, help="steps")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")

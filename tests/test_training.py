@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +23,8 @@ import torch
 from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER
-from serving.export import torchscript, trained_model
+from rec_plugin.schema import DAY, LINE_NUMBER
+from rec_plugin.workflow import Workflow
 from spark_jobs.train import feature_files, train
 from training.data import BatchLoader, EpochRowCountError, FileSet
 from training.evaluate import metrics, predict
@@ -42,67 +43,73 @@ def files(spark, default_features):
     return {
         "train": feature_files(spark, features, version, [0, 1]),
         "valid": feature_files(spark, features, version, [2]),
-        "cardinalities": tuple(
-            json.loads((root / "workflow" / "features.json").read_text())["cardinalities"][c]
-            for c in CATEGORICAL
-        ),
+        "schema": Workflow.load_schema(str(root / "workflow"), spark),
     }
 
 
 def row_fingerprints(batches: list) -> np.ndarray:
     """One int64 per row from its categorical ids and dense values, sorted: a multiset of rows."""
-    weights = np.random.default_rng(0).integers(1, 2**31, len(CATEGORICAL) + len(DENSE))
+    categorical, dense = batches[0].ids.values.shape[1], batches[0].dense.shape[1]
+    weights = np.random.default_rng(0).integers(1, 2**31, categorical + dense)
     keys = [
-        b.categorical.numpy() @ weights[: len(CATEGORICAL)]
-        + np.round(b.dense.numpy().astype(np.float64) * 1e4).astype(np.int64) @ weights[len(CATEGORICAL) :]
+        b.ids.values.numpy() @ weights[:categorical]
+        + np.round(b.dense.numpy().astype(np.float64) * 1e4).astype(np.int64) @ weights[categorical:]
         for b in batches
     ]
     return np.sort(np.concatenate(keys))
 
 
 def test_shards_cover_every_row_once_and_each_epoch_reshuffles(files):
-    train = files["train"]
+    train, schema = files["train"], files["schema"]
+    categorical, dense = schema.categorical.names, schema.continuous.names
+    assert len(categorical) == 26 and len(dense) == 13 and not schema.lists  # the Criteo layout
     assert len(train.files) >= 2  # features are written in files of at most 50k rows
-    table = pa.concat_tables(
-        pq.read_table(f, columns=[*CATEGORICAL, *DENSE]) for f in train.files
-    ).to_pandas()
+    columns = [*categorical, *dense]
+    table = pa.concat_tables(pq.read_table(f, columns=columns) for f in train.files).to_pandas()
     everything = row_fingerprints(
         [
             SimpleNamespace(
-                categorical=torch.tensor(table[CATEGORICAL].to_numpy(np.int64)),
-                dense=torch.tensor(table[DENSE].to_numpy(np.float32)),
+                ids=SimpleNamespace(values=torch.tensor(table[categorical].to_numpy(np.int64))),
+                dense=torch.tensor(table[dense].to_numpy(np.float32)),
             )
         ]
     )
-    shards = [BatchLoader(train, 1000, rank, 2, seed=7) for rank in (0, 1)]
+    shards = [BatchLoader(train, schema, 1000, rank, 2, seed=7) for rank in (0, 1)]
     epoch0 = [list(loader.epoch(0)) for loader in shards]
     assert all(len(batches) > 0 for batches in epoch0)
     assert sum(loader.rows_read for loader in shards) == train.rows == len(table)
     assert np.array_equal(row_fingerprints(epoch0[0] + epoch0[1]), everything)
     assert all(len(b.label) == 1000 for b in epoch0[0][:-1])
-    again = list(BatchLoader(train, 1000, 0, 2, seed=7).epoch(0))
-    assert all(torch.equal(a.categorical, b.categorical) for a, b in zip(again, epoch0[0]))
+    assert all(b.ids.keys == tuple(categorical) and b.lists == {} for b in epoch0[0])
+    again = list(BatchLoader(train, schema, 1000, 0, 2, seed=7).epoch(0))
+    assert all(torch.equal(a.ids.values, b.ids.values) for a, b in zip(again, epoch0[0]))
     epoch1 = list(shards[0].epoch(1))
-    assert not torch.equal(epoch1[0].categorical, epoch0[0][0].categorical)
-    resumed = list(BatchLoader(train, 1000, 0, 2, seed=7).epoch(0, skip_batches=5))
+    assert not torch.equal(epoch1[0].ids.values, epoch0[0][0].ids.values)
+    resumed = list(BatchLoader(train, schema, 1000, 0, 2, seed=7).epoch(0, skip_batches=5))
     assert len(resumed) == len(epoch0[0]) - 5
     assert all(torch.equal(a.dense, b.dense) for a, b in zip(resumed, epoch0[0][5:]))
 
 
 def test_an_epoch_with_missing_rows_fails_loudly(files):
     short = FileSet(files["valid"].files, files["valid"].rows + 1)
+    schema = files["schema"]
     with pytest.raises(EpochRowCountError, match="read 100,000 rows but the table holds 100,001"):
-        predict(build_model(ModelConfig("logistic", files["cardinalities"])), short)
+        predict(build_model(ModelConfig.from_schema("logistic", schema)), short, schema)
+
+
+def spec_of(files: dict, config: ModelConfig, run_dir: Path, *args: object, **options: object) -> TrainSpec:
+    schema = TrainSpec.schema_dict(files["schema"])
+    return TrainSpec(config.to_dict(), files["train"].to_dict(), str(run_dir), schema, *args, **options)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_learns_in_one_epoch(files, tmp_path, name):
-    config = ModelConfig(name, files["cardinalities"])
-    spec = TrainSpec(config.to_dict(), files["train"].to_dict(), str(tmp_path), progress=False)
+    config = ModelConfig.from_schema(name, files["schema"])
+    spec = spec_of(files, config, tmp_path, progress=False)
     summary = train_worker(spec.to_dict())
     model = build_model(config)
     model.load_state_dict(RunDirectory(tmp_path).weights())
-    result = metrics(*predict(model, files["valid"]))
+    result = metrics(*predict(model, files["valid"], files["schema"]))
     losses = summary["losses"]
     assert summary["samples"] == files["train"].rows
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.02
@@ -112,10 +119,8 @@ def test_every_model_learns_in_one_epoch(files, tmp_path, name):
 def test_horovod_workers_on_spark_keep_sparse_embeddings_identical(files, tmp_path):
     import horovod.spark
 
-    config = ModelConfig("dlrm", files["cardinalities"])
-    spec = TrainSpec(
-        config.to_dict(), files["train"].to_dict(), str(tmp_path), "horovod", batch_size=4096, progress=False
-    )
+    config = ModelConfig.from_schema("dlrm", files["schema"])
+    spec = spec_of(files, config, tmp_path, "horovod", batch_size=4096, progress=False)
     results = horovod.spark.run(train_worker, args=(spec.to_dict(),), num_proc=2, use_gloo=True, nics={"lo"})
     torch.manual_seed(spec.seed)
     initial = weights_digest(build_model(config))
@@ -165,7 +170,8 @@ def test_resume_after_kill_reaches_the_same_metrics(default_features, tmp_path):
 
 def cut_features(spark, default_features, out: Path, splits: dict[str, list[int]]) -> tuple[Path, Path]:
     """A small features table (about 4,000 rows a day) of the default one's days in `splits`, and a workflow
-    folder whose features.json lists those splits: what featurize writes, in seconds."""
+    folder whose features.json lists those splits beside the workflow's schema.json: what featurize
+    writes, in seconds."""
     root, report = default_features
     days = [d for split_days in splits.values() for d in split_days]
     source = spark.read.format("delta").option("versionAsOf", report["features_version"])
@@ -174,6 +180,7 @@ def cut_features(spark, default_features, out: Path, splits: dict[str, list[int]
     described = json.loads((root / "workflow" / "features.json").read_text())
     (out / "workflow").mkdir()
     (out / "workflow" / "features.json").write_text(json.dumps({**described, "splits": splits}))
+    shutil.copy(root / "workflow" / "schema.json", out / "workflow" / "schema.json")
     return out / "features", out / "workflow"
 
 
@@ -182,6 +189,8 @@ def test_a_run_directory_given_as_a_uri_is_written_and_exported_there(
 ):
     """Every stage takes Hadoop-style URIs: nothing lands in a folder named `file:` in the working
     directory, and the run is found again by its plain local path."""
+    from serving.export import torchscript, trained_model
+
     features, workflow = cut_features(
         spark, default_features, tmp_path, {"train": [0], "valid": [2], "test": [3]}
     )
@@ -201,10 +210,12 @@ def test_a_run_directory_given_as_a_uri_is_written_and_exported_there(
     assert written["steps"] == math.ceil(rows / 512) and written["auc"] == report["auc"] is not None
     assert [d["day"] for d in written["days"]] == [2, 3]
     assert run.spec()["train"]["rows"] == rows and run.latest_checkpoint() is not None
-    batch = next(BatchLoader(feature_files(spark, str(features), 0, [3]), 64, shuffle=False).epoch(0))
+    schema = Workflow.load_schema(str(workflow), spark)
+    test_day = feature_files(spark, str(features), 0, [3])
+    batch = next(BatchLoader(test_day, schema, 64, shuffle=False).epoch(0))
     with torch.no_grad():
-        eager = torch.sigmoid(trained_model(run_path.as_uri())(batch.dense, batch.categorical))
-        scripted = torchscript(run_path.as_uri())(batch.dense, batch.categorical)
+        eager = torch.sigmoid(trained_model(run_path.as_uri())(*batch.inputs()))
+        scripted = torchscript(run_path.as_uri())(*batch.inputs())
     torch.testing.assert_close(scripted[:, 0], eager)
     assert list(working.iterdir()) == []
 
@@ -232,11 +243,16 @@ def test_training_refuses_bad_input_before_writing_anything(spark, default_featu
     no_train_rows.mkdir()
     described = json.loads((workflow / "features.json").read_text())
     (no_train_rows / "features.json").write_text(json.dumps({**described, "splits": {"train": [1]}}))
+    shutil.copy(workflow / "schema.json", no_train_rows / "schema.json")
+    no_schema = tmp_path / "no_schema"
+    no_schema.mkdir()
+    shutil.copy(workflow / "features.json", no_schema / "features.json")
     missing = tmp_path / "missing"
     refusals = {
         f"features table {missing} does not exist: featurize": dict(features=missing),
         f"features table {features} has versions 0 to 0, not 3": dict(features_version=3),
         f"workflow {missing} holds no features.json: featurize into it": dict(workflow=missing),
+        f"workflow {no_schema} holds no schema.json: featurize": dict(workflow=no_schema),
         f"the train days [1] hold no rows in features table {features}": dict(workflow=no_train_rows),
     }
     run_path = tmp_path / "run"

@@ -4,33 +4,81 @@ Two Petastorm faults are kept away from users. Its default thread pool races and
 epoch empty with no error, so the reader runs on the single-threaded `dummy` pool (parquet decoding
 is multithreaded inside Arrow anyway) and every epoch's row count is checked against the Delta
 table's. Its default torch DataLoader collates row by row, so batches are cut here from whole
-row-group column arrays instead.
+row-group column arrays instead. Its batch reader takes list columns only when every row has the
+same length, so variable-length lists are padded per row group on the way in (`_pad_lists`) and
+unpadded into TorchRec's jagged layout (values + offsets) here.
+
+A batch is keyed by the workflow's schema: dense float32 [B, n_continuous], the single-id features
+as one int64 [B, n_categorical] tensor with their names (KeyedIds), each list feature as JaggedIds,
+the label and a weight; `Batch.inputs()` is the models' call (training/models/ctr.py).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
-from petastorm import make_batch_reader
+from petastorm import TransformSpec, make_batch_reader
 
-from rec_plugin.schema import CATEGORICAL, DENSE, LABEL
+from rec_plugin.schema import Schema
 
 # Petastorm 0.12 calls pyarrow's legacy dataset API (the one pyarrow 14 keeps, with a warning per call).
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
 
 
-class Batch(NamedTuple):
-    """One training batch; `weight` is 0 for the padding rows of a rank that ran out of data."""
+class KeyedIds:
+    """The single-id features of a batch: one int64 [B, n] tensor (one allocation per batch) and the
+    features' names in its column order; `ids[name]` is that feature's [B] ids."""
 
-    dense: torch.Tensor  # float32 [B, 13]
-    categorical: torch.Tensor  # int64 [B, 26]
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys: tuple[str, ...], values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.values[:, self.keys.index(name)]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return f"KeyedIds({list(self.keys)}, {tuple(self.values.shape)})"
+
+
+class JaggedIds(NamedTuple):
+    """One list feature of a batch in TorchRec's jagged layout: row i's ids are
+    values[offsets[i]:offsets[i + 1]]."""
+
+    values: torch.Tensor  # int64 [N]
+    offsets: torch.Tensor  # int64 [B + 1]
+
+    def row(self, index: int) -> torch.Tensor:
+        return self.values[self.offsets[index] : self.offsets[index + 1]]
+
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+
+class Batch(NamedTuple):
+    """One training batch of the schema's columns; `weight` is 0 for the padding rows of a rank that
+    ran out of data."""
+
+    dense: torch.Tensor  # float32 [B, n_continuous], schema.continuous order
+    ids: KeyedIds  # int64 [B, n_categorical], schema.categorical order
+    lists: dict[str, JaggedIds]  # schema.lists order
     label: torch.Tensor  # float32 [B]
     weight: torch.Tensor  # float32 [B]
+
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """The model's arguments: (dense, ids, list values, list offsets)."""
+        lists = list(self.lists.values())
+        return self.dense, self.ids.values, [j.values for j in lists], [j.offsets for j in lists]
 
 
 @dataclass(frozen=True)
@@ -60,26 +108,117 @@ def check_epoch_rows(read: int, expected: int, what: str) -> None:
         )
 
 
-def padding_batch(size: int) -> Batch:
+def padding_batch(schema: Schema, size: int) -> Batch:
     """A batch of weight 0: lets a rank whose shard is exhausted keep step with the others."""
+    empty = JaggedIds(torch.zeros(0, dtype=torch.int64), torch.zeros(size + 1, dtype=torch.int64))
+    ids = torch.zeros(size, len(schema.categorical), dtype=torch.int64)
     return Batch(
-        torch.zeros(size, len(DENSE)),
-        torch.zeros(size, len(CATEGORICAL), dtype=torch.int64),
+        torch.zeros(size, len(schema.continuous)),
+        KeyedIds(tuple(schema.categorical.names), ids),
+        {name: empty for name in schema.lists.names},
         torch.zeros(size),
         torch.zeros(size),
     )
 
 
+def jagged_arrays(cells: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets), int64, of a list column given as one array per row (None for a null list:
+    no ids), as Petastorm and pandas hand Arrow list columns over: one concatenate and a cumulative
+    sum of the lengths."""
+    present = [cell for cell in cells if cell is not None]
+    lengths = np.fromiter((0 if cell is None else len(cell) for cell in cells), np.int64, len(cells))
+    offsets = np.zeros(len(cells) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(present).astype(np.int64, copy=False) if present else np.zeros(0, np.int64)
+    return values, offsets
+
+
+# After a row's ids in a padded list column: no id (negative ids included, which the model refuses).
+PAD = np.iinfo(np.int32).min
+
+
+def _pad_lists(columns: tuple[str, ...], frame: pd.DataFrame) -> pd.DataFrame:
+    """Each list column of a row group as rows of one length, PAD after a row's ids (a null list has
+    none): Petastorm's batch reader stacks a list column's rows into one matrix, which variable-length
+    rows would fail. Runs in Petastorm's worker (a TransformSpec) on list columns only."""
+    rows = len(frame)
+    for column in columns:
+        values, offsets = jagged_arrays(frame[column].to_numpy())
+        lengths = offsets[1:] - offsets[:-1]
+        padded = np.full((rows, int(lengths.max(initial=0))), PAD, dtype=np.int32)
+        positions = np.arange(len(values)) - np.repeat(offsets[:-1], lengths)
+        padded[np.repeat(np.arange(rows), lengths), positions] = values
+        frame[column] = list(padded)
+    return frame
+
+
+class _Jagged(NamedTuple):
+    """A list column as numpy arrays: row i is values[offsets[i]:offsets[i + 1]] (int64 both)."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_padded(cls, padded: np.ndarray) -> _Jagged:
+        """From the [rows, width] matrix `_pad_lists` made (PAD after each row's ids)."""
+        present = padded != PAD
+        offsets = np.zeros(len(padded) + 1, dtype=np.int64)
+        np.cumsum(present.sum(axis=1), out=offsets[1:])
+        return cls(padded[present].astype(np.int64), offsets)
+
+    def take(self, order: np.ndarray) -> _Jagged:
+        """Rows in `order`: each row's ids kept together."""
+        lengths = (self.offsets[1:] - self.offsets[:-1])[order]
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # For every output element: its row's start in the source plus its position within the row.
+        index = np.repeat(self.offsets[:-1][order] - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return _Jagged(self.values[index], offsets)
+
+    def rows(self, start: int, stop: int) -> _Jagged:
+        first, last = self.offsets[start], self.offsets[stop]
+        return _Jagged(self.values[first:last], self.offsets[start : stop + 1] - first)
+
+    @staticmethod
+    def concatenate(parts: Sequence[_Jagged]) -> _Jagged:
+        shifts = np.cumsum([0, *(p.offsets[-1] for p in parts[:-1])])
+        offsets = np.concatenate([parts[0].offsets[:1], *(p.offsets[1:] + s for p, s in zip(parts, shifts))])
+        return _Jagged(np.concatenate([p.values for p in parts]), offsets)
+
+
+# A chunk of rows: label, dense, ids as arrays of B rows, then one _Jagged per list feature.
+Part = np.ndarray | _Jagged
+
+
+def _take(part: Part, order: np.ndarray | slice) -> Part:
+    if isinstance(part, _Jagged):
+        return part if isinstance(order, slice) else part.take(order)
+    return part[order]
+
+
+def _rows(part: Part, start: int, stop: int) -> Part:
+    return part.rows(start, stop) if isinstance(part, _Jagged) else part[start:stop]
+
+
+def _concatenate(parts: Sequence[Part]) -> Part:
+    if len(parts) == 1:
+        return parts[0]
+    return _Jagged.concatenate(parts) if isinstance(parts[0], _Jagged) else np.concatenate(parts)
+
+
 class BatchLoader:
     """Batches of one rank's shard of a FileSet, reshuffled every epoch from (seed, epoch).
 
-    Row groups are assigned to ranks and ordered by Petastorm from the epoch's seed, then rows are
-    shuffled within a buffer of `shuffle_rows` rows. The order is a pure function of (seed, epoch,
-    rank, size), so a resumed run can skip exactly the batches it had already trained on."""
+    Reads exactly the schema's label, continuous, categorical and list columns. Row groups are
+    assigned to ranks and ordered by Petastorm from the epoch's seed, then rows are shuffled within a
+    buffer of `shuffle_rows` rows (a list feature's ids move with their row). The order is a pure
+    function of (seed, epoch, rank, size), so a resumed run can skip exactly the batches it had
+    already trained on."""
 
     def __init__(
         self,
         file_set: FileSet,
+        schema: Schema,
         batch_size: int,
         rank: int = 0,
         size: int = 1,
@@ -91,11 +230,20 @@ class BatchLoader:
         self.rank, self.size, self.seed, self.shuffle = rank, size, seed, shuffle
         self.shuffle_rows = shuffle_rows
         self.rows_read = 0
+        self.label = schema.label.name
+        self.dense = schema.continuous.names
+        self.categorical = schema.categorical.names
+        self.lists = schema.lists.names
 
     def _reader(self, epoch: int):  # noqa: ANN202 - petastorm's Reader
+        lists = tuple(self.lists)
+        padding = TransformSpec(
+            partial(_pad_lists, lists), edit_fields=[(c, np.int32, (None,), False) for c in lists]
+        )
         return make_batch_reader(
             list(self.file_set.files),
-            schema_fields=[LABEL, *DENSE, *CATEGORICAL],
+            schema_fields=[self.label, *self.dense, *self.categorical, *lists],
+            transform_spec=padding if lists else None,
             reader_pool_type="dummy",
             seed=self.seed * 100_003 + epoch,
             shuffle_row_groups=self.shuffle,
@@ -104,31 +252,33 @@ class BatchLoader:
             shard_count=self.size if self.size > 1 else None,
         )
 
-    def _chunks(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(dense, categorical, label) arrays per row group, counted into rows_read."""
+    def _chunks(self, epoch: int) -> Iterator[tuple[Part, ...]]:
+        """(label, dense, categorical, *lists) per row group, counted into rows_read."""
         with self._reader(epoch) as reader:
             for group in reader:
                 columns = group._asdict()
-                dense = np.stack([columns[c] for c in DENSE], axis=1).astype(np.float32, copy=False)
-                categorical = np.stack([columns[c] for c in CATEGORICAL], axis=1).astype(np.int64)
-                label = np.asarray(columns[LABEL], dtype=np.float32)
-                self.rows_read += len(label)
-                yield dense, categorical, label
+                label = np.asarray(columns[self.label], dtype=np.float32)
+                rows = len(label)
+                dense = _stacked(columns, self.dense, np.float32, rows)
+                categorical = _stacked(columns, self.categorical, np.int64, rows)
+                lists = [_Jagged.from_padded(columns[c]) for c in self.lists]
+                self.rows_read += rows
+                yield label, dense, categorical, *lists
 
-    def _buffers(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _buffers(self, epoch: int) -> Iterator[tuple[Part, ...]]:
         """Concatenated chunks of about shuffle_rows rows, each permuted when shuffling."""
         rng = np.random.default_rng([self.seed, epoch, self.rank])
-        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        pending: list[tuple[Part, ...]] = []
         pending_rows = 0
 
-        def merged() -> tuple[np.ndarray, ...]:
-            arrays = [np.concatenate(parts) for parts in zip(*pending)]
-            order = rng.permutation(len(arrays[2])) if self.shuffle else slice(None)
-            return tuple(a[order] for a in arrays)
+        def merged() -> tuple[Part, ...]:
+            arrays = [_concatenate(parts) for parts in zip(*pending)]
+            order = rng.permutation(len(arrays[0])) if self.shuffle else slice(None)
+            return tuple(_take(a, order) for a in arrays)
 
         for chunk in self._chunks(epoch):
             pending.append(chunk)
-            pending_rows += len(chunk[2])
+            pending_rows += len(chunk[0])
             if pending_rows >= self.shuffle_rows:
                 yield merged()
                 pending, pending_rows = [], 0
@@ -138,21 +288,36 @@ class BatchLoader:
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator[Batch]:
         """The epoch's batches (the last may be short), skipping the first `skip_batches`."""
         self.rows_read = 0
-        carry: tuple[np.ndarray, ...] | None = None
+        carry: tuple[Part, ...] | None = None
         index = 0
         for arrays in self._buffers(epoch):
             if carry is not None:
-                arrays = tuple(np.concatenate(pair) for pair in zip(carry, arrays))
-            whole = len(arrays[2]) // self.batch_size * self.batch_size
+                arrays = tuple(_concatenate(pair) for pair in zip(carry, arrays))
+            whole = len(arrays[0]) // self.batch_size * self.batch_size
             for start in range(0, whole, self.batch_size):
                 if index >= skip_batches:
-                    yield _batch(arrays, start, start + self.batch_size)
+                    yield self._batch(arrays, start, start + self.batch_size)
                 index += 1
-            carry = tuple(a[whole:] for a in arrays)
-        if carry is not None and len(carry[2]) and index >= skip_batches:
-            yield _batch(carry, 0, len(carry[2]))
+            carry = tuple(_rows(a, whole, len(arrays[0])) for a in arrays)
+        if carry is not None and len(carry[0]) and index >= skip_batches:
+            yield self._batch(carry, 0, len(carry[0]))
+
+    def _batch(self, arrays: tuple[Part, ...], start: int, stop: int) -> Batch:
+        label, dense, categorical, *lists = (_rows(a, start, stop) for a in arrays)
+        return Batch(
+            torch.from_numpy(np.ascontiguousarray(dense)),
+            KeyedIds(tuple(self.categorical), torch.from_numpy(np.ascontiguousarray(categorical))),
+            {
+                name: JaggedIds(torch.from_numpy(np.ascontiguousarray(j.values)), torch.from_numpy(j.offsets))
+                for name, j in zip(self.lists, lists)
+            },
+            torch.from_numpy(np.ascontiguousarray(label)),
+            torch.ones(len(label)),
+        )
 
 
-def _batch(arrays: tuple[np.ndarray, ...], start: int, stop: int) -> Batch:
-    dense, categorical, label = (torch.from_numpy(np.ascontiguousarray(a[start:stop])) for a in arrays)
-    return Batch(dense, categorical, label, torch.ones(len(label)))
+def _stacked(columns: dict, names: list[str], dtype: type, rows: int) -> np.ndarray:
+    """The named columns side by side as a [rows, len(names)] array of `dtype`."""
+    if not names:
+        return np.zeros((rows, 0), dtype=dtype)
+    return np.stack([columns[c] for c in names], axis=1).astype(dtype, copy=False)

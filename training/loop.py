@@ -8,6 +8,7 @@ ship it to any process; rank 0 writes checkpoints and the final weights into the
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from rec_plugin.schema import Schema
 from training import checkpoint
 from training.data import BatchLoader, FileSet, check_epoch_rows, padding_batch
 from training.distributed import collective
@@ -32,6 +34,7 @@ class TrainSpec:
     model: dict
     train: dict
     run_dir: str
+    schema: dict  # the workflow's output schema (Schema.to_json as a dict): the columns the loader reads
     backend: str = "single"
     epochs: int = 1
     batch_size: int = 1024
@@ -44,6 +47,13 @@ class TrainSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @staticmethod
+    def schema_dict(schema: Schema) -> dict:
+        return json.loads(schema.to_json())
+
+    def features_schema(self) -> Schema:
+        return Schema.from_json(json.dumps(self.schema))
 
 
 def train_worker(spec_dict: dict) -> dict:
@@ -61,7 +71,8 @@ def train_worker(spec_dict: dict) -> dict:
     restored = checkpoint.restore_latest(run, model, steppers) if spec.resume else None
     position = checkpoint.Position() if restored is None else restored
     train = FileSet.from_dict(spec.train)
-    loader = BatchLoader(train, spec.batch_size, group.rank, group.size, spec.seed)
+    schema = spec.features_schema()
+    loader = BatchLoader(train, schema, spec.batch_size, group.rank, group.size, spec.seed)
     batches_per_rank = math.ceil(train.rows / group.size / spec.batch_size)
     bar = progress_bar(
         total=spec.epochs * batches_per_rank * group.size * spec.batch_size,
@@ -81,8 +92,8 @@ def train_worker(spec_dict: dict) -> dict:
             # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
             if group.sum(batch is not None) == 0:
                 break
-            batch = batch or padding_batch(spec.batch_size)
-            loss = bce_loss(forward(batch.dense, batch.categorical), batch.label, batch.weight)
+            batch = batch or padding_batch(schema, spec.batch_size)
+            loss = bce_loss(forward(*batch.inputs()), batch.label, batch.weight)
             for stepper in steppers:
                 stepper.zero_grad()
             loss.backward()

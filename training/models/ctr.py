@@ -1,13 +1,21 @@
 """The CTR models, each a composition of the shared parts: DLRM, DCN-v2, Wide&Deep, DeepFM, and the
-first-order logistic baseline they are measured against."""
+first-order logistic baseline they are measured against.
 
-from __future__ import annotations
+Every model takes any number of dense, single-id and list features, as its ModelConfig (built from
+the workflow's schema) declares them, and has one call signature, the one serving exports:
 
-from dataclasses import asdict, dataclass
+    forward(dense float32 [B, n_dense], ids int64 [B, n_categorical],
+            list_values: list of int64 [N_i], list_offsets: list of int64 [B + 1]) -> logits [B]
 
+A pooled list feature is one more field vector beside the single-id features' vectors.
+"""
+
+# No `from __future__ import annotations`: TorchScript reads these modules' annotations as types.
 import torch
 from torch import nn
 
+from rec_plugin.schema import SchemaError
+from training.models.config import ModelConfig
 from training.models.parts import (
     CrossNetwork,
     DotInteraction,
@@ -17,43 +25,56 @@ from training.models.parts import (
 )
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model (saved beside its weights; the serving export reads it)."""
+def _embeddings(config: ModelConfig) -> EmbeddingCollection:
+    return EmbeddingCollection(config.tables, config.categorical_features, config.list_features)
 
-    name: str
-    cardinalities: tuple[int, ...]
-    num_dense: int = 13
-    embedding_dim: int = 16
-    bottom_mlp: tuple[int, ...] = (64,)
-    top_mlp: tuple[int, ...] = (128, 64)
-    deep_mlp: tuple[int, ...] = (256, 128)
-    cross_layers: int = 3
 
-    @property
-    def flat_width(self) -> int:
-        """Width of the dense features and every field's embedding side by side."""
-        return self.num_dense + len(self.cardinalities) * self.embedding_dim
+def _one_dim(config: ModelConfig) -> int:
+    """The embedding dim every table shares: interactions take dot products between field vectors."""
+    dims = config.embedding_dims
+    if len(dims) != 1:
+        raise SchemaError(
+            f"{config.name} takes dot products of field vectors, so every table needs the same "
+            f"embedding dim; the tables have dims {list(dims)}"
+        )
+    return dims[0]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
-        return cls(**{**data, **tuples})
+def _fields(config: ModelConfig) -> int:
+    return len(config.categorical_features) + len(config.list_features)
+
+
+def _flat(dense: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Dense features and every field's vector side by side: [B, flat_width]."""
+    return torch.cat([dense] + [block.flatten(1) for block in blocks], dim=1)
+
+
+def _stacked(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Every field's vector of one dim: [B, fields, dim]."""
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
 
 class Logistic(nn.Module):
-    """First-order baseline: one weight per category value plus a linear term in the dense features."""
+    """First-order baseline: one weight per id of every table plus a linear term in the dense features."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.first_order = EmbeddingCollection(config.cardinalities, 1, init_std=0.0)
-        self.dense = nn.Linear(config.num_dense, 1)
+        self.first_order = EmbeddingCollection(
+            config.tables, config.categorical_features, config.list_features, dim=1, init_std=0.0
+        )
+        self.dense = nn.Linear(len(config.dense_features), 1)
 
-    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        return self.dense(dense).squeeze(1) + self.first_order(categorical).sum(dim=(1, 2))
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> torch.Tensor:
+        logits = self.dense(dense).squeeze(1)
+        for block in self.first_order(ids, list_values, list_offsets):
+            logits = logits + block.sum(dim=(1, 2))
+        return logits
 
 
 class DLRM(nn.Module):
@@ -61,22 +82,23 @@ class DLRM(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        dim, fields = config.embedding_dim, len(config.cardinalities)
-        self.embeddings = EmbeddingCollection(config.cardinalities, dim)
-        self.bottom = mlp([config.num_dense, *config.bottom_mlp, dim])
+        dim, fields = _one_dim(config), _fields(config)
+        self.embeddings = _embeddings(config)
+        self.bottom = mlp([len(config.dense_features), *config.bottom_mlp, dim])
         self.interaction = DotInteraction(fields + 1)
         self.top = mlp([dim + DotInteraction.output_width(fields + 1), *config.top_mlp, 1], False)
 
-    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> torch.Tensor:
         dense_vector = self.bottom(dense)
-        vectors = torch.cat([dense_vector.unsqueeze(1), self.embeddings(categorical)], dim=1)
+        blocks = self.embeddings(ids, list_values, list_offsets)
+        vectors = torch.cat([dense_vector.unsqueeze(1)] + blocks, dim=1)
         return self.top(torch.cat([dense_vector, self.interaction(vectors)], dim=1)).squeeze(1)
-
-
-def _flat_inputs(
-    embeddings: EmbeddingCollection, dense: torch.Tensor, categorical: torch.Tensor
-) -> torch.Tensor:
-    return torch.cat([dense, embeddings(categorical).flatten(1)], dim=1)
 
 
 class DCNv2(nn.Module):
@@ -85,12 +107,19 @@ class DCNv2(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         width = config.flat_width
-        self.embeddings = EmbeddingCollection(config.cardinalities, config.embedding_dim)
+        self.embeddings = _embeddings(config)
         self.cross = CrossNetwork(width, config.cross_layers)
         self.deep = mlp([width, *config.deep_mlp, 1], False)
 
-    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        return self.deep(self.cross(_flat_inputs(self.embeddings, dense, categorical))).squeeze(1)
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> torch.Tensor:
+        flat = _flat(dense, self.embeddings(ids, list_values, list_offsets))
+        return self.deep(self.cross(flat)).squeeze(1)
 
 
 class WideDeep(nn.Module):
@@ -98,14 +127,19 @@ class WideDeep(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        width = config.flat_width
         self.wide = Logistic(config)
-        self.embeddings = EmbeddingCollection(config.cardinalities, config.embedding_dim)
-        self.deep = mlp([width, *config.deep_mlp, 1], False)
+        self.embeddings = _embeddings(config)
+        self.deep = mlp([config.flat_width, *config.deep_mlp, 1], False)
 
-    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        deep = self.deep(_flat_inputs(self.embeddings, dense, categorical)).squeeze(1)
-        return self.wide(dense, categorical) + deep
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> torch.Tensor:
+        deep = self.deep(_flat(dense, self.embeddings(ids, list_values, list_offsets))).squeeze(1)
+        return self.wide(dense, ids, list_values, list_offsets) + deep
 
 
 class DeepFM(nn.Module):
@@ -113,16 +147,23 @@ class DeepFM(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        width = config.flat_width
+        _one_dim(config)
         self.first_order = Logistic(config)
-        self.embeddings = EmbeddingCollection(config.cardinalities, config.embedding_dim)
+        self.embeddings = _embeddings(config)
         self.fm = FactorizationMachine()
-        self.deep = mlp([width, *config.deep_mlp, 1], False)
+        self.deep = mlp([config.flat_width, *config.deep_mlp, 1], False)
 
-    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        vectors = self.embeddings(categorical)
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> torch.Tensor:
+        vectors = _stacked(self.embeddings(ids, list_values, list_offsets))
         deep = self.deep(torch.cat([dense, vectors.flatten(1)], dim=1))
-        return self.first_order(dense, categorical) + (self.fm(vectors) + deep).squeeze(1)
+        first_order = self.first_order(dense, ids, list_values, list_offsets)
+        return first_order + (self.fm(vectors) + deep).squeeze(1)
 
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -145,9 +186,9 @@ def sparse_and_dense_parameters(
 ) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
     """(embedding tables, everything else) as named parameters: they take different optimizers."""
     sparse_names = {
-        f"{prefix}.table.weight" if prefix else "table.weight"
+        f"{prefix}.weight" if prefix else "weight"
         for prefix, module in model.named_modules()
-        if isinstance(module, EmbeddingCollection)
+        if isinstance(module, nn.Embedding) and module.sparse
     }
     named = list(model.named_parameters())
     return [p for p in named if p[0] in sparse_names], [p for p in named if p[0] not in sparse_names]

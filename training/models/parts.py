@@ -1,30 +1,192 @@
 """Shared model parts, TorchRec-style: the embedding collection, MLP blocks and interaction layers."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TorchScript reads these modules' annotations as types.
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from rec_plugin.schema import SchemaError
+from training.models.config import TableConfig
+
+
+class FusedTables(nn.Module):
+    """Tables of one embedding dim fused into one sparse weight, each at its own row offset (as
+    FBGEMM's table-batched embedding does): one lookup and one sparse gradient per step for all its
+    single-id features instead of one per table; `sparse=True` makes the gradient touch only the rows
+    a batch used. Every id is checked against its own table's rows first (a per-column min and max),
+    so an id past its table fails naming the feature instead of reading the next table's rows.
+
+    `table_rows` is saved with the weights: loading weights whose tables have other sizes fails in
+    one line naming the table (see `_load_from_state_dict`)."""
+
+    # Declared for TorchScript, which cannot type an empty list from its value.
+    check_ids: bool
+    table_names: list[str]
+    all_columns: bool
+    has_ids: bool
+    id_names: list[str]
+    id_tables: list[str]
+    list_slots: list[int]
+    list_names: list[str]
+    list_tables: list[str]
+    list_starts: list[int]
+    list_rows: list[int]
+    list_modes: list[str]
+
+    def __init__(
+        self,
+        tables: Sequence[TableConfig],
+        dim: int,
+        id_features: Sequence[str],
+        list_features: Sequence[str],
+        init_std: float,
+    ) -> None:
+        super().__init__()
+        rows = [table.num_embeddings for table in tables]
+        starts = [sum(rows[:index]) for index in range(len(rows))]
+        self.check_ids = True  # off only where the check cannot be expressed (an ONNX graph)
+        self.table_names = [table.name for table in tables]
+        self.register_buffer("table_rows", torch.tensor(rows, dtype=torch.int64))
+        self.table = nn.Embedding(sum(rows), dim, sparse=True)
+        nn.init.normal_(self.table.weight, std=init_std)
+        index = {feature: t for t, table in enumerate(tables) for feature in table.features}
+        # Single-id features: which columns of `ids` are this group's, at which row offsets.
+        columns = [c for c, feature in enumerate(id_features) if feature in index]
+        id_tables = [index[id_features[c]] for c in columns]
+        self.all_columns = columns == list(range(len(id_features)))
+        self.has_ids = len(columns) > 0
+        self.id_names = [id_features[c] for c in columns]
+        self.id_tables = [tables[t].name for t in id_tables]
+        self.register_buffer("id_columns", torch.tensor(columns, dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "id_starts", torch.tensor([starts[t] for t in id_tables], dtype=torch.int64), persistent=False
+        )
+        self.register_buffer(
+            "id_rows", torch.tensor([rows[t] for t in id_tables], dtype=torch.int64), persistent=False
+        )
+        # List features: which entries of the values/offsets lists are this group's, pooled how.
+        slots = [s for s, feature in enumerate(list_features) if feature in index]
+        list_tables = [index[list_features[s]] for s in slots]
+        self.list_slots = slots
+        self.list_names = [list_features[s] for s in slots]
+        self.list_tables = [tables[t].name for t in list_tables]
+        self.list_starts = [starts[t] for t in list_tables]
+        self.list_rows = [rows[t] for t in list_tables]
+        self.list_modes = [tables[t].pooling for t in list_tables]
+
+    def forward(
+        self, ids: torch.Tensor, list_values: list[torch.Tensor], list_offsets: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """[B, n_ids, dim] vectors of this group's single-id features (if any), then [B, n_lists, dim]
+        pooled vectors of its list features (if any)."""
+        blocks: list[torch.Tensor] = []
+        if self.has_ids:
+            mine = ids if self.all_columns else ids.index_select(1, self.id_columns)
+            if self.check_ids and mine.shape[0] > 0:
+                low, high = torch.aminmax(mine, dim=0)
+                outside = (high >= self.id_rows) | (low < 0)
+                if bool(outside.any()):
+                    c = int(outside.nonzero()[0, 0])
+                    rows = int(self.id_rows[c])
+                    bad = int(high[c]) if int(high[c]) >= rows else int(low[c])
+                    self._refuse(self.id_names[c], self.id_tables[c], bad, rows)
+            blocks.append(self.table(mine + self.id_starts))
+        if len(self.list_slots) > 0:
+            pooled: list[torch.Tensor] = []
+            for k, slot in enumerate(self.list_slots):
+                values = list_values[slot]
+                if self.check_ids and values.numel() > 0:
+                    low, high = torch.aminmax(values)
+                    if bool(high >= self.list_rows[k]) or bool(low < 0):
+                        bad = int(high) if bool(high >= self.list_rows[k]) else int(low)
+                        self._refuse(self.list_names[k], self.list_tables[k], bad, self.list_rows[k])
+                pooled.append(
+                    nn.functional.embedding_bag(
+                        values + self.list_starts[k],
+                        self.table.weight,
+                        list_offsets[slot],
+                        mode=self.list_modes[k],
+                        sparse=True,
+                        include_last_offset=True,
+                    )
+                )
+            blocks.append(torch.stack(pooled, dim=1))
+        return blocks
+
+    def _refuse(self, feature: str, table: str, bad: int, rows: int) -> None:
+        raise SchemaError(
+            f"feature {feature}: id {bad} is outside its table {table} of {rows} rows (ids 0 to {rows - 1}); "
+            "the data and the model's schema disagree"
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        saved = state_dict.get(prefix + "table_rows")
+        expected = self.table_rows.tolist()
+        if saved is not None and saved.tolist() != expected:
+            saved = saved.tolist()
+            for name, had, wanted in zip(self.table_names, saved, expected):
+                if had != wanted:
+                    raise SchemaError(
+                        f"table {name}: the saved weights hold {had:,} rows but the model's schema "
+                        f"gives {wanted:,}; train on the same workflow or fix the config"
+                    )
+            raise SchemaError(
+                f"the saved weights hold {len(saved)} embedding tables of dim {self.table.embedding_dim} "
+                f"but the model has {len(expected)} ({', '.join(self.table_names)})"
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def without_id_checks(model: nn.Module) -> nn.Module:
+    """`model` with its ids' range checks off, for torch.export (ONNX), which cannot trace a branch on
+    data; the served ids then come from the same vocabularies as training's."""
+    for module in model.modules():
+        if isinstance(module, FusedTables):
+            module.check_ids = False
+    return model
+
 
 class EmbeddingCollection(nn.Module):
-    """Every categorical field's table in one sparse embedding, addressed by per-field row offsets.
+    """Every table of a model (TorchRec's EmbeddingBagCollection), fused per embedding dim
+    (FusedTables); `dim` gives every table that dim instead (the first-order weights of a wide part)."""
 
-    One table means one lookup and one sparse gradient per step instead of 26; `sparse=True` makes
-    the gradient touch only the rows a batch used."""
-
-    def __init__(self, cardinalities: Sequence[int], dim: int, init_std: float = 0.05) -> None:
+    def __init__(
+        self,
+        tables: Sequence[TableConfig],
+        id_features: Sequence[str],
+        list_features: Sequence[str],
+        dim: int | None = None,
+        init_std: float = 0.05,
+    ) -> None:
         super().__init__()
-        offsets = torch.tensor([0, *list(cardinalities)[:-1]], dtype=torch.int64).cumsum(0)
-        self.register_buffer("offsets", offsets, persistent=False)
-        self.cardinalities = list(cardinalities)
-        self.table = nn.Embedding(sum(cardinalities), dim, sparse=True)
-        nn.init.normal_(self.table.weight, std=init_std)
+        dims = sorted({dim or table.embedding_dim for table in tables})
+        self.groups = nn.ModuleList(
+            FusedTables(
+                [t for t in tables if (dim or t.embedding_dim) == d], d, id_features, list_features, init_std
+            )
+            for d in dims
+        )
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """int64 [B, fields] ids -> [B, fields, dim] vectors."""
-        return self.table(ids + self.offsets)
+    def forward(
+        self, ids: torch.Tensor, list_values: list[torch.Tensor], list_offsets: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Blocks of field vectors [B, n, dim], per embedding dim: its single-id, then its list features."""
+        blocks: list[torch.Tensor] = []
+        for group in self.groups:
+            blocks.extend(group(ids, list_values, list_offsets))
+        return blocks
 
 
 def mlp(sizes: Sequence[int], last_activation: bool = True) -> nn.Sequential:

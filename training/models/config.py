@@ -1,0 +1,173 @@
+"""What a model is built from, as data: TorchRec-style embedding tables and the model's inputs by name.
+
+`ModelConfig.from_schema` declares one table per categorical and per list column of a workflow's
+schema (rec_plugin/schema.py); the config is saved beside the weights, so serving and scoring rebuild
+the same model without the schema. The model's inputs follow the schema's order: dense float32
+[B, len(dense_features)], ids int64 [B, len(categorical_features)], and for the i-th list feature
+values int64 [N_i] and offsets int64 [B + 1] (TorchRec's jagged layout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import torch
+
+from rec_plugin.schema import Schema, SchemaError
+
+POOLINGS = ("sum", "mean")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """One embedding table (TorchRec's EmbeddingBagConfig): `num_embeddings` rows (id 0 included) of
+    `embedding_dim` floats, looked up by `features`; a list feature's vectors are pooled by `pooling`."""
+
+    name: str
+    num_embeddings: int
+    embedding_dim: int
+    features: tuple[str, ...]
+    pooling: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.num_embeddings < 1 or self.embedding_dim < 1:
+            raise SchemaError(
+                f"table {self.name!r} needs at least one row and one dimension, "
+                f"not {self.num_embeddings} x {self.embedding_dim}"
+            )
+        if self.pooling not in POOLINGS:
+            raise SchemaError(f"table {self.name!r}: pooling {self.pooling!r} is not one of {POOLINGS}")
+        if not self.features:
+            raise SchemaError(f"table {self.name!r} serves no feature")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TableConfig:
+        return cls(**{**data, "features": tuple(data["features"])})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (saved beside its weights; the serving export reads it):
+    its tables, its inputs by name in the schema's order, and its hyperparameters."""
+
+    name: str
+    tables: tuple[TableConfig, ...] = ()
+    dense_features: tuple[str, ...] = ()
+    categorical_features: tuple[str, ...] = ()
+    list_features: tuple[str, ...] = ()
+    bottom_mlp: tuple[int, ...] = (64,)
+    top_mlp: tuple[int, ...] = (128, 64)
+    deep_mlp: tuple[int, ...] = (256, 128)
+    cross_layers: int = 3
+
+    def __post_init__(self) -> None:
+        table_of = {}
+        for table in self.tables:
+            for feature in table.features:
+                if feature in table_of:
+                    raise SchemaError(
+                        f"feature {feature!r} is in tables {table_of[feature].name!r} and {table.name!r}"
+                    )
+                table_of[feature] = table
+        sparse = [*self.categorical_features, *self.list_features]
+        if len(set(sparse)) != len(sparse):
+            raise SchemaError(f"a sparse feature is listed twice in {sparse}")
+        if missing := [f for f in sparse if f not in table_of]:
+            raise SchemaError(f"features {missing} have no embedding table")
+        if unused := sorted(set(table_of) - set(sparse)):
+            raise SchemaError(f"tables serve features {unused} that are not model inputs")
+
+    HYPERPARAMETERS = ("bottom_mlp", "top_mlp", "deep_mlp", "cross_layers")
+
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        schema: Schema,
+        embedding_dim: int = 16,
+        table_dims: Mapping[str, int] | None = None,
+        list_pooling: str = "sum",
+        **hyper: object,
+    ) -> ModelConfig:
+        """One table per categorical and per list column of `schema` (its cardinality rows, dim
+        `embedding_dim` unless `table_dims` names another), list features pooled by `list_pooling`;
+        `hyper` are the model's hyperparameters (bottom_mlp, top_mlp, deep_mlp, cross_layers)."""
+        dims = dict(table_dims or {})
+        tables = []
+        for column in (*schema.categorical, *schema.lists):
+            if column.cardinality is None:
+                raise SchemaError(
+                    f"categorical column {column.name!r} has no cardinality in the schema: "
+                    "fit the workflow (Categorify or HashBucket) that makes its ids"
+                )
+            tables.append(
+                TableConfig(
+                    column.name,
+                    column.cardinality,
+                    dims.pop(column.name, embedding_dim),
+                    (column.name,),
+                    list_pooling if column.is_list else "sum",
+                )
+            )
+        if dims:
+            raise SchemaError(f"table_dims names {sorted(dims)}, which are not categorical columns")
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
+        return cls(
+            name,
+            tuple(tables),
+            tuple(schema.continuous.names),
+            tuple(schema.categorical.names),
+            tuple(schema.lists.names),
+            **tuples,  # type: ignore[arg-type]
+        )
+
+    @cached_property
+    def _tables_by_feature(self) -> dict[str, TableConfig]:
+        return {feature: table for table in self.tables for feature in table.features}
+
+    def table_of(self, feature: str) -> TableConfig:
+        return self._tables_by_feature[feature]
+
+    @property
+    def embedding_dims(self) -> tuple[int, ...]:
+        """The distinct table dims, ascending."""
+        return tuple(sorted({table.embedding_dim for table in self.tables}))
+
+    @property
+    def flat_width(self) -> int:
+        """Width of the dense features and every sparse feature's vector side by side."""
+        sparse = (*self.categorical_features, *self.list_features)
+        return len(self.dense_features) + sum(self.table_of(f).embedding_dim for f in sparse)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
+        tables = tuple(TableConfig.from_dict(t) for t in data.get("tables", ()))
+        return cls(**{**data, **tuples, "tables": tables})
+
+
+def example_inputs(
+    config: ModelConfig, batch_size: int, generator: torch.Generator, max_length: int = 8
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Random model inputs: ids within each table's rows, list lengths drawn from 0..max_length."""
+    dense = torch.randn(batch_size, len(config.dense_features), generator=generator)
+    ids = torch.stack(
+        [
+            torch.randint(0, config.table_of(f).num_embeddings, (batch_size,), generator=generator)
+            for f in config.categorical_features
+        ]
+        or [torch.zeros(batch_size, dtype=torch.int64)],
+        dim=1,
+    )[:, : len(config.categorical_features)]
+    values, offsets = [], []
+    for feature in config.list_features:
+        lengths = torch.randint(0, max_length + 1, (batch_size,), generator=generator)
+        offsets.append(torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)]))
+        rows = config.table_of(feature).num_embeddings
+        values.append(torch.randint(0, rows, (int(lengths.sum()),), generator=generator))
+    return dense, ids, values, offsets
