@@ -26,19 +26,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np
-import torch
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from harness import bench_setup, featurized_data, report_quiet
 from pyspark.sql import functions as F
 
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE
+from rec_plugin.schema import DAY
 from serving.allocator import keep_freed_memory
 from serving.client import predict_raw
-from serving.pipeline import NAME, build_repository
+from serving.pipeline import NAME, build_repository, call_model
 from serving.preprocessor import Preprocessor
 from serving.server import TritonServer
-from serving.tokens import token_bytes
 from training.loop import TrainSpec, train_worker
 from training.run_directory import RunDirectory
 
@@ -54,7 +52,10 @@ def main() -> None:
     scratch, train, model_config = data.scratch, data.train, data.dlrm
     run = RunDirectory(scratch / "run")
     run.write_model_config(model_config)
-    train_worker(TrainSpec(model_config.to_dict(), train.to_dict(), run.uri, progress=False).to_dict())
+    schema = TrainSpec.schema_dict(data.schema)
+    train_worker(
+        TrainSpec(model_config.to_dict(), train.to_dict(), run.uri, schema, progress=False).to_dict()
+    )
     model = build_repository(spark, run, str(scratch / "wf"), scratch / "repository")
     preprocess = Preprocessor(scratch / "repository" / f"{NAME}_preprocess" / "1")
     raw = (
@@ -63,15 +64,15 @@ def main() -> None:
         .where(F.col(DAY) == data.test_day)
         .limit(2048)
     )
+    # Raw rows as each variant takes them: by the workflow's raw inputs (its input schema). The
+    # in-process variant encodes the same columns as a client does (the fixed-width tokens too).
+    spec = preprocess.spec
     raw = raw.toPandas()
-    raw_dense = raw[DENSE].astype("float64").to_numpy()
-    raw_tokens = raw[CATEGORICAL].to_numpy(object)
+    rows = {b: raw.iloc[:b] for b in BATCHES}
 
-    def in_process() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        def call(dense: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-            features, ids = preprocess(dense, token_bytes(tokens))
-            with torch.no_grad():
-                return model(torch.from_numpy(features), torch.from_numpy(ids)).numpy()
+    def in_process() -> Callable[[object], np.ndarray]:
+        def call(frame: object) -> np.ndarray:
+            return call_model(model, preprocess(*spec.batch(frame)))
 
         return call
 
@@ -80,10 +81,10 @@ def main() -> None:
         clients = [triton_http.InferenceServerClient(server.http_url)]  # each closed at the end
         clients[0].load_model(NAME)
 
-        def triton(protocol: Any, url: str) -> Callable[[], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-            def caller() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        def triton(protocol: Any, url: str) -> Callable[[], Callable[[object], np.ndarray]]:
+            def caller() -> Callable[[object], np.ndarray]:
                 clients.append(protocol.InferenceServerClient(url))
-                return lambda d, t, c=clients[-1]: predict_raw(c, NAME, d, t)
+                return lambda frame, c=clients[-1]: predict_raw(c, NAME, frame, spec=spec)
 
             return caller
 
@@ -94,7 +95,7 @@ def main() -> None:
         }
         callers = {name: make() for name, make in variants.items()}
         for call in callers.values():  # warm-up: first-request costs are not what we measure
-            call(raw_dense[:64], raw_tokens[:64])
+            call(raw.iloc[:64])
         latencies = {(name, b): [] for name in variants for b in BATCHES}
         rates = {(name, b): [] for name in variants for b in BATCHES}
         report_quiet()
@@ -104,9 +105,9 @@ def main() -> None:
                 for name, call in callers.items():
                     for _ in range(requests):
                         started = time.perf_counter()
-                        call(raw_dense[:b], raw_tokens[:b])
+                        call(rows[b])
                         latencies[(name, b)].append((time.perf_counter() - started) * 1000)
-                    rate = in_flight_rate(variants[name], raw_dense[:b], raw_tokens[:b], requests)
+                    rate = in_flight_rate(variants[name], rows[b], requests)
                     rates[(name, b)].append(rate)
         report_quiet()
         for client in clients:
@@ -119,7 +120,7 @@ def main() -> None:
     print(f"report: {out / 'serve.json'}, histogram: {out / 'serve_latency_b2048.png'}")
 
 
-def in_flight_rate(make: Callable, dense: np.ndarray, tokens: np.ndarray, requests: int) -> float:
+def in_flight_rate(make: Callable, frame: object, requests: int) -> float:
     """Rows/s with IN_FLIGHT callers (threads) sending `requests` requests in all, back to back: a
     server's throughput once its two stages can overlap (the in-process variant gets the same threads)."""
     callers = [make() for _ in range(IN_FLIGHT)]
@@ -127,13 +128,13 @@ def in_flight_rate(make: Callable, dense: np.ndarray, tokens: np.ndarray, reques
 
     def send(call: Callable) -> None:
         for _ in range(requests // IN_FLIGHT):
-            call(dense, tokens)
+            call(frame)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         for sent in [pool.submit(send, call) for call in callers]:
             sent.result()  # a failed request fails the benchmark instead of inflating the rate
-    return requests * len(dense) / (time.perf_counter() - started)
+    return requests * len(frame) / (time.perf_counter() - started)
 
 
 def summary(latencies: dict, rates: dict) -> list[dict]:

@@ -1,63 +1,113 @@
-"""Client helpers over tritonclient: inference on the served click model, an A/B split of traffic
-between loaded versions, and retiring old versions."""
+"""Client helpers over tritonclient: inference on the served click model, raw rows through an
+ensemble (requests built by the schema: the ensemble's config names its raw inputs), an A/B split of
+traffic between loaded versions, and retiring old versions."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import np_to_triton_dtype
 
-from serving.repository import INPUTS, OUTPUTS, RAW_INPUTS, config_pbtxt
-from serving.tokens import token_bytes
+from serving.preprocessor import CATEGORICAL, DENSE, RawBatch, RawSpec, lengths_of, list_output, padded
+from serving.repository import (
+    OUTPUTS,
+    RAW_SPEC_PARAMETER,
+    config_pbtxt,
+    ensemble_version_name,
+    served_layout,
+)
+
+Client = triton_http.InferenceServerClient | triton_grpc.InferenceServerClient
+
+
+def _protocol(client: Client):  # noqa: ANN202 - the tritonclient module of the client's protocol
+    return triton_grpc if isinstance(client, triton_grpc.InferenceServerClient) else triton_http
+
+
+def _inputs(client: Client, tensors: dict[str, np.ndarray]) -> list:
+    protocol = _protocol(client)
+    inputs = []
+    for name, values in tensors.items():
+        tensor = protocol.InferInput(name, list(values.shape), np_to_triton_dtype(values.dtype))
+        tensor.set_data_from_numpy(values)
+        inputs.append(tensor)
+    return inputs
+
+
+def feature_tensors(
+    dense: np.ndarray,
+    ids: np.ndarray,
+    list_values: list[np.ndarray] = (),
+    list_offsets: list[np.ndarray] = (),
+    widths: list[int] = (),
+) -> dict[str, np.ndarray]:
+    """The model's input tensors from its features (lists padded to `widths`); empty groups omitted."""
+    tensors = {}
+    if dense.shape[1]:
+        tensors[DENSE] = np.ascontiguousarray(dense, np.float32)
+    if ids.shape[1]:
+        tensors[CATEGORICAL] = np.ascontiguousarray(ids, np.int64)
+    for i, (values, offsets) in enumerate(zip(list_values, list_offsets)):
+        tensors[list_output(i)], tensors[lengths_of(list_output(i))] = padded(values, offsets, widths[i])
+    return tensors
 
 
 def predict(
-    client: triton_http.InferenceServerClient,
+    client: Client,
     name: str,
     dense: np.ndarray,
     categorical: np.ndarray,
     version: str = "",
+    list_values: list[np.ndarray] = (),
+    list_offsets: list[np.ndarray] = (),
+    widths: list[int] = (),
 ) -> np.ndarray:
-    """Click probabilities [B, 1] from one model version ("" = the newest loaded)."""
-    inputs = []
-    for spec, values in zip(INPUTS, (dense.astype(np.float32), categorical.astype(np.int64))):
-        tensor = triton_http.InferInput(spec.name, values.shape, np_to_triton_dtype(values.dtype))
-        tensor.set_data_from_numpy(values)
-        inputs.append(tensor)
-    return client.infer(name, inputs, model_version=version).as_numpy(OUTPUTS[0].name)
+    """Click probabilities [B, 1] from one model version ("" = the newest loaded), given its features."""
+    tensors = feature_tensors(dense, categorical, list_values, list_offsets, widths)
+    return client.infer(name, _inputs(client, tensors), model_version=version).as_numpy(OUTPUTS[0].name)
+
+
+def raw_spec(client: Client, name: str) -> RawSpec:
+    """The raw inputs the ensemble `name` takes, from its config on the server."""
+    if isinstance(client, triton_grpc.InferenceServerClient):
+        config = client.get_model_config(name, as_json=True)["config"]
+    else:
+        config = client.get_model_config(name)
+    return RawSpec.from_dict(json.loads(config["parameters"][RAW_SPEC_PARAMETER]["string_value"]))
 
 
 def predict_raw(
-    client: triton_http.InferenceServerClient | triton_grpc.InferenceServerClient,
+    client: Client,
     name: str,
-    raw_dense: np.ndarray,
-    raw_categorical: np.ndarray,
+    rows: pd.DataFrame | RawBatch,
+    version: int | str | None = None,
+    spec: RawSpec | None = None,
 ) -> np.ndarray:
-    """Click probabilities [B, 1] from raw Criteo fields through the ensemble `name`, over HTTP or
-    gRPC (the client's): dense counts (NaN = missing) and category tokens, str or bytes (None or
-    empty = missing), sent as fixed-width bytes (serving/tokens.py)."""
-    protocol = triton_grpc if isinstance(client, triton_grpc.InferenceServerClient) else triton_http
-    inputs = []
-    for spec, values in zip(RAW_INPUTS, (raw_dense.astype(np.float64), token_bytes(raw_categorical))):
-        tensor = protocol.InferInput(spec.name, values.shape, np_to_triton_dtype(values.dtype))
-        tensor.set_data_from_numpy(values)
-        inputs.append(tensor)
-    return client.infer(name, inputs).as_numpy(OUTPUTS[0].name)
+    """Click probabilities [B, 1] from raw rows through the ensemble `name` (or `name`_v<version>, the
+    ensemble of that version's preprocessing and model), over HTTP or gRPC (the client's). `rows` is
+    a pandas frame of raw bronze columns by name (tokens str or bytes, None or NaN = missing) or a
+    RawBatch; `spec` (default: read from the ensemble's config) says how they are sent."""
+    ensemble = name if version in (None, "") else ensemble_version_name(name, version)
+    spec = spec or raw_spec(client, ensemble)
+    batch = spec.batch(rows) if isinstance(rows, pd.DataFrame) else rows
+    return client.infer(ensemble, _inputs(client, spec.encode(batch))).as_numpy(OUTPUTS[0].name)
 
 
 def ab_split(
-    client: triton_http.InferenceServerClient,
+    client: Client,
     name: str,
     shares: dict[int, float],
     batches: list[tuple[np.ndarray, np.ndarray]],
     seed: int = 0,
 ) -> tuple[list[np.ndarray], Counter]:
-    """Sends each batch to one version, drawn with the given shares (A/B); returns the predictions
-    in batch order and how many batches each version served."""
+    """Sends each batch (the model's dense and ids) to one version, drawn with the given shares (A/B);
+    returns the predictions in batch order and how many batches each version served."""
     versions = sorted(shares)
     weights = np.array([shares[v] for v in versions], dtype=np.float64)
     if (weights < 0).any() or weights.sum() <= 0:
@@ -72,7 +122,7 @@ def ab_split(
 
 
 def serve_only(
-    client: triton_http.InferenceServerClient,
+    client: Client,
     repository: Path,
     name: str,
     keep: list[int],
@@ -80,5 +130,6 @@ def serve_only(
 ) -> None:
     """Pins `name` to exactly the `keep` versions and reloads it: the others unload, the kept ones
     keep serving (Triton reloads a model whose config changed without dropping unchanged versions)."""
-    (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour, only_versions=keep))
+    layout = served_layout(repository, name)
+    (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour, layout, only_versions=keep))
     client.load_model(name)

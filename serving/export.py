@@ -22,7 +22,9 @@ from serving.repository import (
     write_ensemble,
 )
 from spark_jobs.session import build_session
-from training.models import build_model
+from training.loop import TrainSpec
+from training.models import ModelConfig, build_model, example_inputs
+from training.models.parts import without_id_checks
 from training.run_directory import RunDirectory, RunLocation
 
 
@@ -35,48 +37,75 @@ def trained_model(run_dir: RunLocation) -> torch.nn.Module:
 
 
 class ClickProbability(torch.nn.Module):
-    """What is served: click probabilities [B, 1] from dense float32 [B, 13] and categorical int64
-    [B, 26], the tensors of serving/repository.py for both backends."""
+    """What is served: click probabilities [B, 1] from the model's inputs (training/models/ctr.py):
+    dense float32 [B, n_continuous], ids int64 [B, n_categorical], and per list feature of the schema
+    its values int64 [N_i] and offsets int64 [B + 1] (both lists empty without list features).
+    Scriptable (torch.jit.script), so one TorchScript file takes any batch size and list lengths."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(dense, categorical)).unsqueeze(1)
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> torch.Tensor:
+        return torch.sigmoid(self.model(dense, ids, list_values, list_offsets)).unsqueeze(1)
 
 
-def _served(run_dir: RunLocation) -> tuple[ClickProbability, tuple[torch.Tensor, torch.Tensor]]:
-    """The run's ClickProbability and an example batch of 64 rows to trace and check it with."""
+Example = tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
+
+
+def _served(run_dir: RunLocation) -> tuple[ClickProbability, ModelConfig, Example]:
+    """The run's ClickProbability, its config and an example batch of 64 rows to check it with."""
     run = RunDirectory.at(run_dir)
     model = ClickProbability(trained_model(run)).eval()
     config = run.model_config()
-    generator = torch.Generator().manual_seed(0)
-    dense = torch.randn(64, config.num_dense, generator=generator)
-    categorical = torch.stack(
-        [torch.randint(0, size, (64,), generator=generator) for size in config.cardinalities], dim=1
-    )
-    return model, (dense, categorical)
+    return model, config, example_inputs(config, 64, torch.Generator().manual_seed(0))
 
 
 def torchscript(run_dir: RunLocation) -> torch.jit.ScriptModule:
-    """The trained model as a traced ClickProbability, checked against eager on the example batch."""
-    model, example = _served(run_dir)
+    """The trained model as a scripted ClickProbability, checked against eager on the example batch."""
+    model, _, example = _served(run_dir)
+    scripted = torch.jit.script(model)
     with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-        torch.testing.assert_close(traced(*example), model(*example))
-    return traced
+        torch.testing.assert_close(scripted(*example), model(*example))
+    return scripted
+
+
+class _WithoutLists(torch.nn.Module):
+    """ClickProbability of a model without list features, as the two tensors ONNX takes. Its ids are
+    not range-checked (torch.export cannot trace the check's branch on data)."""
+
+    def __init__(self, served: ClickProbability) -> None:
+        super().__init__()
+        self.served = without_id_checks(served)
+
+    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.served(dense, ids, [], [])
 
 
 def onnx_program(run_dir: RunLocation) -> torch.onnx.ONNXProgram:
     """The trained model as ONNX (torch.export, a dynamic batch axis, the served tensor names),
-    checked with onnxruntime against eager at batch 1 and 64."""
-    model, example = _served(run_dir)
+    checked with onnxruntime against eager at batch 1 and 64. Only for models without list
+    features: their jagged inputs (a variable number of variable-length tensors) have no ONNX form
+    here, so those are refused in one line (export them as TorchScript)."""
+    served, config, (dense, ids, _, _) = _served(run_dir)
+    if config.list_features:
+        raise InputError(
+            f"the onnxruntime flavour takes no list features, and this model has "
+            f"{', '.join(config.list_features)}: export it with --flavour python or pytorch_libtorch"
+        )
+    model, example = _WithoutLists(served).eval(), (dense, ids)
+    names = [spec.name for spec in INPUTS][: len(example)]
     batch = torch.export.Dim("batch")
     program = torch.onnx.export(
         model,
         example,
-        input_names=[spec.name for spec in INPUTS],
+        input_names=names,
         output_names=[spec.name for spec in OUTPUTS],
         dynamic_shapes=({0: batch}, {0: batch}),
         dynamo=True,
@@ -85,8 +114,8 @@ def onnx_program(run_dir: RunLocation) -> torch.onnx.ONNXProgram:
     session = onnxruntime.InferenceSession(
         program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    for rows in (1, len(example[0])):
-        inputs = {spec.name: tensor[:rows].numpy() for spec, tensor in zip(INPUTS, example)}
+    for rows in (1, len(dense)):
+        inputs = {name: tensor[:rows].numpy() for name, tensor in zip(names, example)}
         with torch.no_grad():
             expected = model(*(tensor[:rows] for tensor in example))
         torch.testing.assert_close(torch.from_numpy(session.run(None, inputs)[0]), expected)
@@ -109,7 +138,7 @@ def _require_live(url: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """sparkrec export: a trained run -> the next version of a model in a Triton model repository.
 
-    With --workflow, also the preprocess model and the ensemble that serve raw Criteo fields; with
+    With --workflow, also the preprocess model and the ensemble that serve raw fields; with
     --push, loaded on a running server (its version policy keeps the previous version serving)."""
     parser = CommandParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, help="a `sparkrec train` run directory (a path or URI)")
@@ -128,13 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         _require_live(args.push)
     model_name = ensemble_model_name(args.name) if args.workflow else args.name
     served = onnx_program(args.run_dir) if args.flavour == "onnxruntime" else torchscript(args.run_dir)
-    version = add_version(args.repository, model_name, served, args.flavour)
+    # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
+    schema = TrainSpec(**RunDirectory.at(args.run_dir).spec()).features_schema()
+    version = add_version(args.repository, model_name, served, args.flavour, schema=schema)
     print(f"export: {model_name} version {version} written to {args.repository / model_name}")
     if args.workflow:
         spark = build_session(args.profile, "sparkrec-export")
         with tempfile.TemporaryDirectory() as staging:
             write_ensemble(
-                args.repository, args.name, export_preprocess(spark, args.workflow, Path(staging)).parent
+                args.repository,
+                args.name,
+                export_preprocess(spark, args.workflow, Path(staging), schema).parent,
+                version,
             )
         print(f"export: ensemble {args.name} = {args.name}_preprocess -> {model_name}")
     if args.push:

@@ -12,16 +12,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import tritonclient.grpc as triton_grpc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
-from serving.client import predict_raw
+from serving.client import predict_raw, raw_spec
 from serving.export import torchscript
 from serving.preprocess import export_preprocess
+from serving.preprocessor import Features
 from serving.repository import add_version, versions, write_ensemble
 from serving.server import TritonServer
 from spark_jobs.score import score
@@ -33,13 +35,44 @@ NAME = "ctr"
 def build_repository(
     spark: SparkSession, run_dir: RunLocation, workflow: str, repository: Path
 ) -> torch.jit.ScriptModule:
-    """A fresh repository: the ensemble NAME over NAME_preprocess and NAME_model version 1."""
+    """A fresh repository: the ensemble NAME over NAME_preprocess and NAME_model version 1, their
+    tensors from the workflow's schema."""
     shutil.rmtree(repository, ignore_errors=True)
     model = torchscript(run_dir)
-    add_version(repository, f"{NAME}_model", model)
+    schema = Workflow.load_schema(workflow, spark)
+    add_version(repository, f"{NAME}_model", model, schema=schema)
     with tempfile.TemporaryDirectory() as staging:
-        write_ensemble(repository, NAME, export_preprocess(spark, workflow, Path(staging)).parent)
+        write_ensemble(repository, NAME, export_preprocess(spark, workflow, Path(staging), schema).parent)
     return model
+
+
+def table_features(frame: pd.DataFrame, schema: Schema) -> Features:
+    """The model's inputs from rows of the workflow's output (a features table read into pandas): the
+    schema's continuous, categorical and list columns in its order, a missing list empty."""
+    values, offsets = [], []
+    for column in schema.lists.names:
+        lists = [np.asarray([] if v is None else v, np.int64) for v in frame[column]]
+        values.append(np.concatenate(lists) if lists else np.zeros(0, np.int64))
+        offsets.append(np.concatenate([[0], np.cumsum([len(v) for v in lists])]).astype(np.int64))
+    return Features(
+        frame[schema.continuous.names].to_numpy(np.float32).reshape(len(frame), -1),
+        frame[schema.categorical.names].to_numpy(np.int64).reshape(len(frame), -1),
+        values,
+        offsets,
+    )
+
+
+def call_model(model: torch.jit.ScriptModule, features: Features) -> np.ndarray:
+    """Click probabilities [B, 1] of the TorchScript model on its features (the contract's forward:
+    dense, ids, list values, list offsets)."""
+    arguments = (
+        torch.from_numpy(features.dense),
+        torch.from_numpy(features.ids),
+        [torch.from_numpy(v) for v in features.list_values],
+        [torch.from_numpy(o) for o in features.list_offsets],
+    )
+    with torch.no_grad():
+        return model(*arguments).numpy().reshape(-1, 1)
 
 
 def serve_and_score(
@@ -60,24 +93,20 @@ def serve_and_score(
     raw = rows.toPandas()
     features = Workflow.load(workflow, spark).transform(rows, keep=tuple(keys)).toPandas()
     aligned = raw[keys].merge(features, on=keys, validate="one_to_one")
-    with torch.no_grad():
-        expected = model(
-            torch.from_numpy(aligned[DENSE].to_numpy(np.float32)),
-            torch.from_numpy(aligned[CATEGORICAL].to_numpy(np.int64)),
-        ).numpy()
-    raw_dense = raw[DENSE].astype("float64").to_numpy()
-    raw_tokens = raw[CATEGORICAL].to_numpy(object)
+    expected = call_model(model, table_features(aligned, Workflow.load_schema(workflow, spark)))
     with TritonServer(repository, log=out / "tritonserver.log") as server:
         client = triton_grpc.InferenceServerClient(server.grpc_url)
         client.load_model(NAME)
         loaded = [
             v for v in versions(repository, f"{NAME}_model") if client.is_model_ready(f"{NAME}_model", str(v))
         ]
-        served = predict_raw(client, NAME, raw_dense[:parity_rows], raw_tokens[:parity_rows])
+        spec = raw_spec(client, NAME)  # the raw inputs, as the ensemble's config names them
+        served = predict_raw(client, NAME, raw.iloc[:parity_rows], spec=spec)
+        batch = spec.batch(raw)
         latencies = []
         for _ in range(latency_requests):
             started = time.perf_counter()
-            predict_raw(client, NAME, raw_dense, raw_tokens)
+            predict_raw(client, NAME, batch, spec=spec)
             latencies.append((time.perf_counter() - started) * 1000)
         version = client.get_server_metadata().version
         client.close()

@@ -1,7 +1,21 @@
-"""Exports the fitted workflow in serving form: each served feature's SQL expression, rendered from
-the same op templates (rec_plugin/op_templates.json) the Spark transform renders, and each vocabulary
-as a parquet lookup table (value, id). serving/preprocessor.py runs them; nothing is pickled, and no
-op is defined a second time.
+"""Exports a fitted workflow in serving form, generated from the workflow and its schema: the raw
+inputs (RawSpec: one group per kind of input column), the steps serving runs, each model input's
+expression, and one parquet lookup table per vocabulary or target encoding. serving/preprocessor.py
+runs them; nothing is pickled.
+
+Every op is served with Spark's transform semantics (rows not fitted on, as at scoring):
+- FillMissing, Clip, LogOp, Normalize: their op_templates.json SQL, rendered as Spark renders it and
+  nested per column (polars' SQL runs it).
+- Categorify: the vocabulary (value, id) looked up by the value cast to string; absent -> 0.
+- HashBucket, Cross: Spark's xxhash64 (serving/tokens.py), pmod, + 1; 0 when an input is null.
+- TargetEncoding: TE_<column> from the all-folds statistics, (sum + w * prior) / (count + w) computed
+  here by Spark as float, the prior for an unseen value.
+- ListCategorify: the raw list's first max_length elements looked up in its vocabulary (absent -> 0).
+
+What cannot be served with parity is refused here in one line naming the op: an op of another kind,
+a vocabulary or hash of float values (Spark's double-to-string and float hashing of computed values
+are not reproduced), row ops on strings (but FillMissing with a string), and lists read by anything
+but one ListCategorify of the raw column.
 """
 
 from __future__ import annotations
@@ -12,14 +26,24 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
-from rec_plugin.ops import Categorify
+from rec_plugin.errors import InputError
+from rec_plugin.ops import Categorify, Cross, HashBucket, ListCategorify, TargetEncoding
 from rec_plugin.ops.base import RowOp
-from rec_plugin.schema import CATEGORICAL, DENSE
+from rec_plugin.schema import Schema, Tags
 from rec_plugin.templates import render_over
 from rec_plugin.workflow import Workflow
-from serving.preprocessor import EXPRESSIONS, looked_up
-from serving.tokens import token_bytes
+from serving.preprocessor import EXPRESSIONS, RawColumn, RawSpec
+from serving.tokens import TOKEN_BYTES
+
+NUMERIC = ("int32", "int64", "float32", "float64")
+KEYED = ("string", "int32", "int64")
+HASHED = ("string", "int32", "int64")
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _standard_sql(sql: str) -> str:
@@ -27,47 +51,203 @@ def _standard_sql(sql: str) -> str:
     return sql.replace("`", '"')
 
 
-def export_preprocess(spark: SparkSession, workflow_path: str, out: Path) -> Path:
-    """Writes preprocess.json (each served feature's SQL expression: its ops' templates nested into
-    one) and vocab_<column>.parquet into `out`; returns the expressions' path."""
+def _refuse(op: object, why: str) -> InputError:
+    return InputError(f"{type(op).__name__} cannot be served with parity: {why}")
+
+
+def _row_dtype(op: RowOp, column: str, dtype: str) -> str:
+    """The Spark type a row op's template leaves `column` in; refuses what serving cannot match."""
+    template, params = op.template, op.params
+    if dtype == "string" and template == "fill_missing" and isinstance(params.get("value"), str):
+        return "string"
+    if dtype not in NUMERIC:
+        raise _refuse(
+            op, f"column {column!r} is {dtype}, and serving applies {type(op).__name__} to numbers only"
+        )
+    if template == "fill_missing":
+        value = params.get("value")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _refuse(op, f"column {column!r}: fill value {value!r} is not a number")
+        return "float64" if isinstance(value, float) and dtype.startswith("int") else dtype
+    if template == "clip":
+        bounds = [params.get("min"), params.get("max")]
+        return "float64" if any(isinstance(b, float) for b in bounds) and dtype.startswith("int") else dtype
+    if template == "log":
+        return "float64"
+    if template == "normalize":
+        return "float32"
+    raise _refuse(op, f"template {template!r} has no serving form")
+
+
+def export_preprocess(
+    spark: SparkSession, workflow_path: str, out: Path, schema: Schema | None = None
+) -> Path:
+    """Writes preprocess.json and the lookup tables into `out`; returns preprocess.json's path.
+
+    `schema` is the output schema the model was trained with (default: the workflow's): its model
+    inputs are the served outputs, in its order."""
     workflow = Workflow.load(workflow_path, spark)
+    if workflow.states is None or workflow.input_schema is None:
+        raise InputError(f"workflow {workflow_path} is not fitted: featurize (fit it) first")
+    schema = schema or workflow.schema or workflow.output_schema()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # The raw inputs an expression may read: dense counts; categorical fields only through Categorify.
-    expressions = {c: f'"{c}"' for c in DENSE}
+    raw_columns = {c.name: c for c in workflow.input_schema}
+    label = {c.name for c in workflow.input_schema if c.has(Tags.LABEL)}
+    read = [c for node in workflow.nodes for c in node.columns] + list(schema.names)
+    # The raw columns serving takes: those the graph reads (or a model input passes through).
+    served_raw = [c for c in workflow.input_schema if c.name in read and c.name not in label]
+    expressions = {c.name: _quoted(c.name) for c in served_raw if not c.is_list}
+    dtypes = {c.name: c.dtype for c in served_raw}
+    lists_read: dict[str, int] = {}
+    list_spec: list[RawColumn] = []
+    steps: list[dict] = []
+    tables = 0
+
+    def table_file(frame, payload: str) -> str:  # noqa: ANN001 - a Spark DataFrame (value, payload)
+        nonlocal tables
+        name = f"lookup_{tables}.parquet"
+        tables += 1
+        data = frame.where(F.col("value").isNotNull()).toPandas()
+        pq.write_table(pa.Table.from_pandas(data[["value", payload]], preserve_index=False), out / name)
+        return name
+
+    def step_output() -> str:
+        return f"__step{len(steps)}"
+
     for node, states in zip(workflow.nodes, workflow.states):
         columns = list(node.columns)
         for op, state in zip(node.ops, states):
-            if isinstance(op, Categorify):
-                unservable = sorted(c for c in columns if c not in CATEGORICAL or c in expressions)
-                if unservable:
-                    raise NotImplementedError(
-                        f"Categorify of {unservable} cannot be served yet (the serving lookup reads "
-                        "raw category tokens)"
-                    )
+            for c in columns:
+                if c not in dtypes:
+                    raise _refuse(op, f"column {c!r} is neither a raw column nor made by an earlier op")
+            listed = [c for c in columns if dtypes[c].startswith("list<")]
+            if isinstance(op, ListCategorify):
                 for c in columns:
-                    table = state[c].select("value", "id").toPandas()
-                    token_bytes(table["value"].to_numpy(object))  # refuses values longer than a token
-                    pq.write_table(
-                        pa.Table.from_pandas(table, preserve_index=False), out / f"vocab_{c}.parquet"
-                    )
-                    expressions[c] = render_over("category_id", {"id": f'"{looked_up(c)}"'}, {})
+                    if c not in raw_columns or dtypes[c] != "list<string>" or c in lists_read:
+                        raise _refuse(
+                            op, f"serving takes one ListCategorify of a raw list<string> column, not of {c!r}"
+                        )
+                    lists_read[c] = len(list_spec)
+                    list_spec.append(RawColumn(c, "list<string>", int(op.params["max_length"])))
+                    vocabulary = table_file(state[c].select("value", "id"), "id")
+                    output = step_output()
+                    steps.append(
+                        {"kind": "list", "op": "ListCategorify", "column": c, "list": lists_read[c],
+                         "table": vocabulary, "max_length": int(op.params["max_length"]), "output": output}
+                    )  # fmt: skip
+                    expressions[c] = output
+                    dtypes[c] = "list<int32>"
+                continue
+            if listed:
+                raise _refuse(op, f"list columns {listed} are served through ListCategorify only")
+            if isinstance(op, Categorify | TargetEncoding):
+                for c in columns:
+                    if dtypes[c] not in KEYED:
+                        raise _refuse(
+                            op, f"column {c!r} is {dtypes[c]}: lookups by a {dtypes[c]}'s text are not served"
+                        )
+                    is_raw = expressions[c] == _quoted(c) and c in raw_columns and dtypes[c] == "string"
+                    step = {
+                        "kind": "lookup",
+                        "op": type(op).__name__,
+                        "column": c,
+                        "raw": c if is_raw else None,
+                        "inputs": [_standard_sql(expressions[c])],
+                        "dtypes": [dtypes[c]],
+                        "output": step_output(),
+                    }
+                    if isinstance(op, Categorify):
+                        step["table"] = table_file(state[c].select("value", "id"), "id")
+                        expressions[c] = render_over("category_id", {"id": _quoted(step["output"])}, {})
+                        dtypes[c] = "int32"
+                    else:
+                        prior, w = state["prior"], float(op.params["smoothing"])
+                        totals = (
+                            state["stats"][c]
+                            .groupBy("value")
+                            .agg(F.sum("sum").alias("s"), F.sum("count").alias("n"))
+                        )
+                        encoded = totals.select(
+                            "value",
+                            ((F.col("s") + w * prior) / (F.col("n") + w)).cast("float").alias("encoding"),
+                        )
+                        step["table"] = table_file(encoded, "encoding")
+                        step["missing"] = prior
+                        (name,) = op.output_columns([c])
+                        expressions[name] = _quoted(step["output"])
+                        dtypes[name] = "float32"
+                    steps.append(step)
+            elif isinstance(op, HashBucket | Cross):
+                groups = [columns] if isinstance(op, Cross) else [[c] for c in columns]
+                for group in groups:
+                    unhashed = [c for c in group if dtypes[c] not in HASHED]
+                    if unhashed:
+                        raise _refuse(
+                            op,
+                            f"columns {unhashed} are {[dtypes[c] for c in unhashed]}: only strings and "
+                            "integers hash as Spark does",
+                        )
+                    output = step_output()
+                    steps.append(
+                        {"kind": "hash", "op": type(op).__name__, "column": "_x_".join(group),
+                         "inputs": [_standard_sql(expressions[c]) for c in group],
+                         "dtypes": [dtypes[c] for c in group], "buckets": int(op.params["buckets"]),
+                         "output": output}
+                    )  # fmt: skip
+                    (name,) = op.output_columns(group) if isinstance(op, Cross) else (group[0],)
+                    expressions[name] = _quoted(output)
+                    dtypes[name] = "int32"
             elif isinstance(op, RowOp):
-                unservable = sorted(c for c in columns if c not in expressions)
-                if unservable:
-                    raise NotImplementedError(
-                        f"{type(op).__name__} of raw category tokens {unservable} cannot be served yet "
-                        "(serving reads them only through Categorify)"
-                    )
                 for c in columns:
                     params = op.template_params(c, state)
-                    expressions[c] = render_over(op.template, {"x": expressions[c]}, params)
+                    dtypes[c] = _row_dtype(op, c, dtypes[c])
+                    expressions[c] = _standard_sql(render_over(op.template, {"x": expressions[c]}, params))
             else:
-                raise NotImplementedError(
-                    f"{type(op).__name__} cannot be served yet (only row ops and Categorify)"
+                raise _refuse(op, "it has no serving form")
+            columns = op.output_columns(columns)
+
+    outputs = {"continuous": [], "categorical": [], "lists": []}
+    for group, columns, allowed in (
+        ("continuous", schema.continuous, NUMERIC),
+        ("categorical", schema.categorical, ("int32", "int64")),
+    ):
+        for column in columns:
+            if column.name not in expressions or dtypes.get(column.name) not in allowed:
+                raise InputError(
+                    f"model input {column.name!r} ({group}) is "
+                    f"{dtypes.get(column.name, 'not made by the workflow')}: "
+                    "serving cannot give it to the model"
                 )
-    unserved = [c for c in CATEGORICAL if c not in expressions]
-    if unserved:
-        raise NotImplementedError(f"categorical fields {unserved} have no Categorify to serve them by")
-    features = {c: _standard_sql(expressions[c]) for c in [*DENSE, *CATEGORICAL]}
-    (out / EXPRESSIONS).write_text(json.dumps(features, indent=1) + "\n")
+            outputs[group].append([column.name, expressions[column.name]])
+    for column in schema.lists:
+        if column.name not in lists_read:
+            raise InputError(f"list model input {column.name!r} has no ListCategorify to serve it by")
+        outputs["lists"].append([column.name, expressions[column.name]])
+    strings = [c for c in served_raw if c.dtype == "string"]
+    # The fixed-width token path: every raw string column declares the same width, of at most 8.
+    widths = {c.token_width for c in strings}
+    width = next(iter(widths)) if len(widths) == 1 else None
+    width = width if width is not None and 0 < width <= TOKEN_BYTES else None
+    spec = RawSpec(
+        tuple(RawColumn(c.name, c.dtype) for c in served_raw if c.dtype in NUMERIC),
+        tuple(RawColumn(c.name, c.dtype) for c in strings),
+        width,
+        tuple(list_spec),
+    )
+    unknown = [
+        c.name
+        for c in served_raw
+        if c.dtype not in NUMERIC and c.dtype != "string" and c.name not in lists_read
+    ]
+    if unknown:
+        raise InputError(
+            f"raw columns {unknown} have no serving form (numbers, strings and ListCategorify lists)"
+        )
+    # Raw string columns whose text (not only their key) an expression or a hash reads.
+    texts = [sql for step in steps if step.get("raw") is None for sql in step.get("inputs", [])]
+    texts += [sql for group in ("continuous", "categorical") for _, sql in outputs[group]]
+    materialized = [c.name for c in strings if any(_quoted(c.name) in sql for sql in texts)]
+    plan = {"raw": spec.to_dict(), "steps": steps, "outputs": outputs, "materialized": materialized}
+    (out / EXPRESSIONS).write_text(json.dumps(plan, indent=1) + "\n")
     return out / EXPRESSIONS

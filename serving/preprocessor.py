@@ -1,27 +1,39 @@
-"""The serving form of the fitted workflow at run time: what Triton's preprocess model
-(serving/triton_preprocess_model.py) and in-process serving run on each batch of raw Criteo fields.
+"""The serving form of a fitted workflow at run time: what Triton's preprocess model
+(serving/triton_preprocess_model.py) and in-process serving run on each batch of raw fields.
 
-It reads what serving/preprocess.py exported (preprocess.json: each served feature's SQL expression;
-vocab_<column>.parquet: each vocabulary's values and ids) and imports no Spark, so the python
-backend runs it where pyspark is not installed (the NVIDIA Triton container on GPU hosts).
+It reads what serving/preprocess.py exported from the workflow and its schema (preprocess.json: the
+raw inputs, the steps and each model input's expression; one parquet lookup table per vocabulary or
+target encoding) and imports no Spark, so the python backend runs it where pyspark is not installed
+(the NVIDIA Triton container on GPU hosts).
 
-The expressions are compiled once into polars expressions (polars' SQL reads the templates'
-functions), so a batch costs no parsing or planning: 2048 rows in ~3 ms, where DuckDB took ~14 ms to
-parse, plan and run the same query. Categorify's lookup (Spark's LEFT JOIN of a column with its
-vocabulary) is a hash lookup of each token's 8-byte key (serving/tokens.py) in an index of the
-vocabulary's keys built once: polars' replace_strict rebuilds its table per call (23 ms for 1M
-values, against 0.03 ms), and numpy's binary search costs 45 us a column. The expression then reads
-the looked-up id as `<column>__id` and applies the `category_id` template to it.
+Raw inputs, one per group of the workflow's input columns (RawSpec):
+- RAW_DENSE float64 [n]: the numeric raw columns (NaN = missing); an int column's value that ingest
+  would reject (not an integer, or out of range) fails the request with ingest's reason code.
+- RAW_CATEGORICAL: the string raw columns, as uint8 [n, width] zero-padded bytes when every one
+  declares the same token_width of at most 8 (Criteo: 8), else BYTES [n] (UTF-8; empty = missing).
+- per list column i (ListCategorify's input): RAW_LIST_<i> BYTES [max_length], padded with empty
+  elements, and RAW_LIST_<i>_LENGTHS int64 [1]: how many elements are the row's (a missing list is
+  length 0). Elements past max_length are dropped by the client, as ListCategorify drops them.
 
-A dense value that ingest would reject (not an integer, or outside 32-bit integers) is refused with
-ingest's reason code: cast to int32 it would become a count the model never saw.
+Outputs (the model's inputs, in schema order): DENSE float32 [n_continuous], CATEGORICAL int64
+[n_categorical], and per list feature i LIST_<i> int64 [max_length] padded with 0 and LIST_<i>_LENGTHS
+int64 [1]; in process, Features holds each list feature as values and offsets (the model's form).
+
+Row ops run as polars expressions compiled once from the op templates (op_templates.json, as Spark
+renders them), nested per column: 2048 Criteo rows in ~3 ms. Categorify, ListCategorify and
+TargetEncoding are hash lookups in an index of the table's values built once (polars' replace_strict
+rebuilds its table per call: 23 ms for 1M values against 0.03 ms); a raw fixed-width token is looked
+up by its 8-byte key (serving/tokens.py). HashBucket and Cross hash as Spark's xxhash64 does.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,71 +42,400 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import CATEGORICAL, DENSE, INT_NOT_INTEGER, INT_OUT_OF_RANGE
-from serving.tokens import TOKEN_BYTES, token_bytes, token_keys
+from rec_plugin.schema import INT_NOT_INTEGER, INT_OUT_OF_RANGE
+from serving.tokens import (
+    TOKEN_BYTES,
+    fixed_width_strings,
+    object_strings,
+    token_bytes,
+    token_keys,
+    xxhash64,
+)
 
 EXPRESSIONS = "preprocess.json"
+RAW_DENSE = "RAW_DENSE"
+RAW_CATEGORICAL = "RAW_CATEGORICAL"
+DENSE = "DENSE"
+CATEGORICAL = "CATEGORICAL"
+# The integer range each int raw dtype holds (ingest refuses values outside it).
+INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+POLARS_TYPES = {
+    "int32": pl.Int32,
+    "int64": pl.Int64,
+    "float32": pl.Float32,
+    "float64": pl.Float64,
+    "string": pl.String,
+}
 
 
-def looked_up(column: str) -> str:
-    """The expressions' input holding `column`'s vocabulary id (null when the value is not in it)."""
-    return f"{column}__id"
+def raw_list(index: int) -> str:
+    return f"RAW_LIST_{index}"
 
 
-def dense_counts(raw_dense: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 [B, 13] counts -> int32 counts and where they are missing (NaN), typed as ingest types
-    them. A value that ingest would reject raises InputError naming its row, field, value and
-    ingest's reason code: cast anyway, it would be truncated or wrapped into a count the model never
-    saw. One cast and one comparison for the whole batch: a value survives the round trip through
-    int32 exactly when it is a 32-bit integer."""
+def list_output(index: int) -> str:
+    return f"LIST_{index}"
+
+
+def lengths_of(tensor: str) -> str:
+    return f"{tensor}_LENGTHS"
+
+
+@dataclass(frozen=True)
+class RawColumn:
+    """A raw input column: its name, schema dtype, and (lists) the elements served."""
+
+    name: str
+    dtype: str
+    max_length: int | None = None
+
+
+class RawBatch(NamedTuple):
+    """Raw rows as the preprocessor takes them: dense float64 [B, n] (NaN = missing); tokens uint8
+    [B, n, width] (fixed width) or object [B, n] (str or bytes); per list column, elements object
+    [B, max_length] and lengths int64 [B]."""
+
+    dense: np.ndarray
+    tokens: np.ndarray
+    lists: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+
+class Features(NamedTuple):
+    """The model's inputs: dense float32 [B, n_continuous], ids int64 [B, n_categorical], and per
+    list feature its ids int64 [N_i] and offsets int64 [B + 1]."""
+
+    dense: np.ndarray
+    ids: np.ndarray
+    list_values: list[np.ndarray]
+    list_offsets: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class RawSpec:
+    """The raw inputs of a served workflow, by group (see the module docstring)."""
+
+    continuous: tuple[RawColumn, ...] = ()
+    categorical: tuple[RawColumn, ...] = ()
+    token_width: int | None = None
+    lists: tuple[RawColumn, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RawSpec:
+        return cls(
+            tuple(RawColumn(**c) for c in data["continuous"]),
+            tuple(RawColumn(**c) for c in data["categorical"]),
+            data.get("token_width"),
+            tuple(RawColumn(**c) for c in data["lists"]),
+        )
+
+    def tensors(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(name, Triton data type, dims) of each raw input tensor; a group without columns has none."""
+        specs = []
+        if self.continuous:
+            specs.append((RAW_DENSE, "TYPE_FP64", (len(self.continuous),)))
+        if self.categorical:
+            if self.token_width:
+                specs.append((RAW_CATEGORICAL, "TYPE_UINT8", (len(self.categorical), self.token_width)))
+            else:
+                specs.append((RAW_CATEGORICAL, "TYPE_STRING", (len(self.categorical),)))
+        for i, column in enumerate(self.lists):
+            specs.append((raw_list(i), "TYPE_STRING", (column.max_length,)))
+            specs.append((lengths_of(raw_list(i)), "TYPE_INT64", (1,)))
+        return specs
+
+    def batch(self, rows: pd.DataFrame) -> RawBatch:
+        """Raw bronze rows (a pandas frame with the raw columns by name) as a RawBatch; fixed-width
+        tokens are checked and encoded here (token_bytes refuses a longer or non-ASCII token)."""
+        names = [c.name for c in self.continuous]
+        dense = rows[names].astype("float64").to_numpy(np.float64, na_value=np.nan).reshape(len(rows), -1)
+        tokens = rows[[c.name for c in self.categorical]].to_numpy(object).reshape(len(rows), -1)
+        if self.token_width:
+            tokens = token_bytes(tokens, self.token_width)
+        lists = []
+        for column in self.lists:
+            width = column.max_length
+            elements = np.full((len(rows), width), "", object)
+            lengths = np.zeros(len(rows), np.int64)
+            for r, value in enumerate(rows[column.name].to_numpy(object)):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                kept = [("" if v is None else v) for v in list(value)[:width]]
+                elements[r, : len(kept)] = kept
+                lengths[r] = len(kept)
+            lists.append((elements, lengths))
+        return RawBatch(dense, tokens, tuple(lists))
+
+    def encode(self, batch: RawBatch) -> dict[str, np.ndarray]:
+        """The batch as Triton input tensors, by name, in tensors() order."""
+        inputs: dict[str, np.ndarray] = {}
+        if self.continuous:
+            inputs[RAW_DENSE] = np.ascontiguousarray(batch.dense, np.float64)
+        if self.categorical:
+            if self.token_width:
+                inputs[RAW_CATEGORICAL] = np.ascontiguousarray(batch.tokens, np.uint8)
+            else:
+                inputs[RAW_CATEGORICAL] = _bytes_tensor(batch.tokens)
+        for i, (elements, lengths) in enumerate(batch.lists):
+            inputs[raw_list(i)] = _bytes_tensor(elements)
+            inputs[lengths_of(raw_list(i))] = np.asarray(lengths, np.int64).reshape(-1, 1)
+        return inputs
+
+    def decode(self, inputs: dict[str, np.ndarray]) -> RawBatch:
+        """Triton input tensors (by name) back into a RawBatch."""
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        dense = inputs.get(RAW_DENSE, np.zeros((rows, 0), np.float64))
+        tokens = inputs.get(RAW_CATEGORICAL, np.zeros((rows, 0), object))
+        lists = tuple(
+            (inputs[raw_list(i)], inputs[lengths_of(raw_list(i))].reshape(-1)) for i in range(len(self.lists))
+        )
+        return RawBatch(dense, tokens, lists)
+
+
+def _bytes_tensor(values: np.ndarray) -> np.ndarray:
+    """str or bytes (None or NaN = empty) -> an object array of bytes, what a BYTES tensor carries."""
+    out = np.empty(values.shape, object)
+    flat = values.reshape(-1)
+    out.reshape(-1)[:] = [
+        b""
+        if v is None or (isinstance(v, float) and math.isnan(v))
+        else v
+        if isinstance(v, bytes)
+        else str(v).encode()
+        for v in flat
+    ]
+    return out
+
+
+def dense_counts(raw_dense: np.ndarray, columns: Sequence[RawColumn]) -> dict[str, pa.Array]:
+    """float64 [B, n] raw numbers (NaN = missing) -> each column typed as ingest types it (int32,
+    int64 or float64; null = missing). An int column's value that ingest would reject raises
+    InputError naming its row, field, value and ingest's reason code: cast anyway, it would be
+    truncated or wrapped into a count the model never saw. One cast and one comparison per dtype:
+    a value survives the round trip through its int type exactly when ingest accepts it."""
     missing = np.isnan(raw_dense)
-    with np.errstate(invalid="ignore"):  # NaN, inf and out-of-range values cast to garbage: refused below
-        counts = raw_dense.astype(np.int32)
-    refused = (counts != raw_dense) & ~missing
+    refused = np.zeros(raw_dense.shape, bool)
+    typed: dict[str, np.ndarray] = {}
+    for dtype in ("int32", "int64"):
+        chosen = [j for j, c in enumerate(columns) if c.dtype == dtype]
+        if not chosen:
+            continue
+        low, high = INT_RANGES[dtype]
+        block = raw_dense[:, chosen]
+        with np.errstate(invalid="ignore"):  # NaN, inf, out-of-range values cast to garbage: refused below
+            inside = (block >= low) & (block <= high)
+            counts = np.where(inside, block, 0).astype(dtype)
+        refused[:, chosen] = ((counts != block) | ~inside) & ~missing[:, chosen]
+        for k, j in enumerate(chosen):
+            typed[columns[j].name] = counts[:, k]
     if refused.any():
         row, column = np.argwhere(refused)[0]  # the first in row order, as ingest reports a line's first
         value = float(raw_dense[row, column])
         reason = INT_NOT_INTEGER if math.isfinite(value) and not value.is_integer() else INT_OUT_OF_RANGE
-        what = "not an integer" if reason == INT_NOT_INTEGER else "outside 32-bit integers"
+        what = "not an integer" if reason == INT_NOT_INTEGER else f"outside {columns[column].dtype} integers"
+        if reason == INT_OUT_OF_RANGE and columns[column].dtype == "int32":
+            what = "outside 32-bit integers"
         raise InputError(
-            f"RAW_DENSE row {row}: {DENSE[column]} = {value!r} is {what} ({reason}, as ingest rejects it); "
-            f"{int(refused.sum())} refused value(s) in the batch"
+            f"{RAW_DENSE} row {row}: {columns[column].name} = {value!r} is {what} ({reason}, as ingest "
+            f"rejects it); {int(refused.sum())} refused value(s) in the batch"
         )
-    return counts, missing
+    arrays = {}
+    for j, column in enumerate(columns):
+        values = typed.get(column.name, raw_dense[:, j])
+        arrays[column.name] = pa.array(values, mask=missing[:, j])
+    return arrays
+
+
+class Lookup:
+    """A lookup table (value -> payload) with indexes built once: by string, and by fixed-width key."""
+
+    def __init__(self, path: Path, payload: str) -> None:
+        table = pq.read_table(path)
+        self.values = table["value"].combine_chunks().cast(pa.string())
+        self.payload = table[payload].to_numpy()
+        self._strings: pd.Index | None = None
+        self._keys: tuple[pd.Index, np.ndarray] | None = None
+
+    def by_strings(self, values: pa.Array) -> np.ndarray:
+        """Positions of string values in the table, -1 where absent (null is never found)."""
+        if self._strings is None:
+            self._strings = pd.Index(self.values.to_numpy(zero_copy_only=False), dtype=object)
+        return self._strings.get_indexer(values.to_numpy(zero_copy_only=False))
+
+    def by_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Positions of fixed-width token keys (serving/tokens.py) in the table, -1 where absent."""
+        if self._keys is None:
+            values = self.values.to_numpy(zero_copy_only=False)
+            fits = np.array([0 < len(v.encode()) <= TOKEN_BYTES and v.isascii() for v in values], bool)
+            where = np.flatnonzero(fits)
+            index = (
+                pd.Index(token_keys(token_bytes(values[where].astype(object))))
+                if len(where)
+                else pd.Index([])
+            )
+            self._keys = (index, where)
+        index, where = self._keys
+        found = index.get_indexer(keys)
+        return np.where(found >= 0, where[found], -1)
 
 
 class Preprocessor:
     """Runs an exported preprocess folder on raw fields: what Triton's preprocess model calls, and
-    what in-process serving benchmarks call."""
+    what in-process serving and the benchmarks call."""
 
     def __init__(self, folder: Path) -> None:
-        # Per categorical column: a hash index of its vocabulary's token keys, and their ids.
-        self.vocabularies = {}
-        for vocabulary in sorted(folder.glob("vocab_*.parquet")):
-            table = pq.read_table(vocabulary)
-            keys = pd.Index(token_keys(token_bytes(table["value"].to_numpy(zero_copy_only=False))))
-            self.vocabularies[vocabulary.stem.removeprefix("vocab_")] = (keys, table["id"].to_numpy())
-        features = json.loads((folder / EXPRESSIONS).read_text())
-        self.features = [pl.sql_expr(sql).alias(name) for name, sql in features.items()]
-
-    def __call__(self, raw_dense: np.ndarray, raw_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float64 [B, 13] counts (NaN = missing) and uint8 [B, 26, TOKEN_BYTES] tokens
-        (serving/tokens.py) -> float32 [B, 13] features and int64 [B, 26] ids, in row order; a
-        count that ingest would reject raises InputError (dense_counts)."""
-        if raw_tokens.shape[1:] != (len(CATEGORICAL), TOKEN_BYTES):
-            raise ValueError(
-                f"raw tokens must be [B, {len(CATEGORICAL)}, {TOKEN_BYTES}] bytes, got {raw_tokens.shape}"
+        folder = Path(folder)
+        plan = json.loads((folder / EXPRESSIONS).read_text())
+        self.spec = RawSpec.from_dict(plan["raw"])
+        self.steps = plan["steps"]
+        self.materialized = set(plan.get("materialized", []))
+        self.tables = {
+            step["table"]: Lookup(
+                folder / step["table"], "encoding" if step["op"] == "TargetEncoding" else "id"
             )
-        counts, missing = dense_counts(raw_dense)
-        columns = {name: pa.array(counts[:, i], mask=missing[:, i]) for i, name in enumerate(DENSE)}
-        keys = token_keys(raw_tokens)
-        for j, name in enumerate(CATEGORICAL):
-            # As the LEFT JOIN on value: a missing or unknown token gets a null id.
-            vocabulary, ids = self.vocabularies[name]
-            position = vocabulary.get_indexer(keys[:, j])
-            found = position >= 0
-            columns[looked_up(name)] = pa.array(np.where(found, ids[position], 0), mask=~found)
-        result = pl.from_arrow(pa.table(columns)).select(self.features)
-        dense = result.select(DENSE).to_numpy().astype(np.float32)
-        ids = result.select(CATEGORICAL).to_numpy().astype(np.int64)
-        return dense, ids
+            for step in self.steps
+            if "table" in step
+        }
+        self.inputs = {
+            i: pl.sql_expr(sql)
+            for i, sql in enumerate(s for step in self.steps for s in step.get("inputs", []))
+        }
+        self.continuous = [
+            (name, pl.sql_expr(sql).alias(name)) for name, sql in plan["outputs"]["continuous"]
+        ]
+        self.categorical = [
+            (name, pl.sql_expr(sql).alias(name)) for name, sql in plan["outputs"]["categorical"]
+        ]
+        self.lists = [output for _, output in plan["outputs"]["lists"]]
+        self.names = {
+            "continuous": [n for n, _ in self.continuous],
+            "categorical": [n for n, _ in self.categorical],
+            "lists": [n for n, _ in plan["outputs"]["lists"]],
+        }
+
+    def __call__(self, dense: np.ndarray, tokens: np.ndarray | None = None, lists: Sequence = ()) -> Features:
+        """A RawBatch's parts -> the model's Features, in row order; an int value that ingest would
+        reject raises InputError (dense_counts)."""
+        spec = self.spec
+        rows = len(dense)
+        if len(spec.categorical):
+            expected = (
+                (len(spec.categorical), spec.token_width) if spec.token_width else (len(spec.categorical),)
+            )
+            if tokens is None or tokens.shape[1:] != expected:
+                shape = None if tokens is None else tokens.shape
+                raise ValueError(f"raw tokens must be [B, {', '.join(map(str, expected))}], got {shape}")
+        if dense.shape[1:] != (len(spec.continuous),):
+            raise ValueError(f"raw dense values must be [B, {len(spec.continuous)}], got {dense.shape}")
+        columns: dict[str, pa.Array] = dense_counts(dense, spec.continuous)
+        keys = token_keys(tokens) if spec.token_width and len(spec.categorical) else None
+        for j, column in enumerate(spec.categorical):
+            if keys is None:
+                columns[column.name] = object_strings(tokens[:, j])
+            elif column.name in self.materialized:
+                columns[column.name] = fixed_width_strings(tokens[:, j, :])
+        frame = pl.from_arrow(pa.table(columns)) if columns else pl.DataFrame({"__rows": np.zeros(rows)})
+        if isinstance(frame, pl.Series):
+            frame = frame.to_frame()
+        list_results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        position = 0
+        raw_index = {c.name: j for j, c in enumerate(spec.categorical)}
+        for step in self.steps:
+            inputs = []
+            for dtype in step.get("dtypes", []):
+                expression = self.inputs[position]
+                position += 1
+                if step.get("raw") is None:
+                    inputs.append(frame.select(expression.cast(POLARS_TYPES[dtype])).to_series().to_arrow())
+            if step["kind"] == "list":
+                elements, lengths = lists[step["list"]]
+                list_results[step["output"]] = self._list_ids(step, elements, lengths)
+                continue
+            if step["kind"] == "hash":
+                result = self._hashed(step, inputs)
+            else:
+                table = self.tables[step["table"]]
+                if step.get("raw") is not None and keys is not None:
+                    found = table.by_keys(keys[:, raw_index[step["raw"]]])
+                else:
+                    value = inputs[0] if inputs else frame[step["raw"]].to_arrow()
+                    found = table.by_strings(value.cast(pa.string()))
+                result = self._looked_up(step, table, found)
+            frame = frame.with_columns(pl.Series(step["output"], result))
+        if not self.continuous and not self.categorical:
+            out = pl.DataFrame()
+        else:
+            out = frame.select([e for _, e in self.continuous] + [e for _, e in self.categorical])
+        dense_out = (
+            out.select(self.names["continuous"]).to_numpy().astype(np.float32)
+            if self.continuous
+            else np.zeros((rows, 0), np.float32)
+        )
+        ids = (
+            out.select(self.names["categorical"]).to_numpy().astype(np.int64)
+            if self.categorical
+            else np.zeros((rows, 0), np.int64)
+        )
+        values = [list_results[o][0] for o in self.lists]
+        offsets = [list_results[o][1] for o in self.lists]
+        return Features(dense_out.reshape(rows, -1), ids.reshape(rows, -1), values, offsets)
+
+    @staticmethod
+    def _hashed(step: dict, inputs: list[pa.Array]) -> pl.Series | np.ndarray:
+        """Spark's `CAST(pmod(xxhash64(x[, y]), buckets) AS INT) + 1`, 0 where an input is null."""
+        seeds = None
+        missing = np.zeros(len(inputs[0]), bool)
+        for value in inputs:
+            seeds = xxhash64(value, seeds)
+            missing |= np.asarray(value.is_null().to_numpy(zero_copy_only=False), bool)
+        bucket = seeds.view(np.int64) % np.int64(step["buckets"])  # non-negative, as Spark's pmod
+        return np.where(missing, 0, bucket + 1).astype(np.int32)
+
+    @staticmethod
+    def _looked_up(step: dict, table: Lookup, found: np.ndarray) -> pl.Series:
+        """Categorify: the id, null where absent (its expression applies category_id); TargetEncoding:
+        the encoding, the prior where absent."""
+        hit = found >= 0
+        if step["op"] == "TargetEncoding":
+            return pl.Series(
+                np.where(hit, table.payload[found], np.float32(step["missing"])).astype(np.float32)
+            )
+        ids = np.where(hit, table.payload[np.where(hit, found, 0)] if len(table.payload) else 0, 0)
+        return pl.Series(pa.array(ids.astype(np.int32), mask=~hit))
+
+    def _list_ids(
+        self, step: dict, elements: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ListCategorify: each row's first max_length elements -> ids (0 = unseen or rare), as values
+        and offsets."""
+        width = step["max_length"]
+        lengths = np.clip(np.asarray(lengths, np.int64).reshape(-1), 0, min(width, elements.shape[1]))
+        kept = np.arange(elements.shape[1])[None, :] < lengths[:, None]
+        flat = elements[kept]
+        if len(flat) and isinstance(flat[0], bytes):
+            strings = pa.array(flat, type=pa.binary()).cast(pa.string())
+        else:
+            strings = pa.array(flat, type=pa.string(), from_pandas=True)
+        table = self.tables[step["table"]]
+        found = table.by_strings(strings) if len(flat) else np.zeros(0, np.int64)
+        ids = np.where(
+            found >= 0, table.payload[np.where(found >= 0, found, 0)] if len(table.payload) else 0, 0
+        )
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return ids.astype(np.int64), offsets
+
+
+def padded(values: np.ndarray, offsets: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A list feature's values and offsets -> int64 [B, width] padded with 0, and lengths [B, 1]."""
+    lengths = np.diff(offsets)
+    out = np.zeros((len(lengths), width), np.int64)
+    out[np.arange(width)[None, :] < lengths[:, None]] = values
+    return out, lengths.reshape(-1, 1).astype(np.int64)
+
+
+def unpadded(padded_values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [B, width] padded ids and lengths [B, 1] -> values [N] and offsets [B + 1]."""
+    lengths = np.clip(lengths.reshape(-1), 0, padded_values.shape[1])
+    values = padded_values[np.arange(padded_values.shape[1])[None, :] < lengths[:, None]]
+    return values.astype(np.int64), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -1,12 +1,28 @@
 """Triton model repositories in the standard layout: <repository>/<name>/config.pbtxt and one
-directory per version. Three flavours from one description of the model's tensors: `python` (the
-python backend: what runs here on CPU), and `pytorch_libtorch` (TorchScript) and `onnxruntime`
-(ONNX) for the NVIDIA Triton container's backends on GPU hosts (their configs are generated and
-checked; this machine's server has only the python backend).
+directory per version, generated from the workflow's schema. Three flavours of the model from one
+description of its tensors: `python` (the python backend: what runs here on CPU), and
+`pytorch_libtorch` (TorchScript) and `onnxruntime` (ONNX) for the NVIDIA Triton container's backends
+on GPU hosts (their configs are generated and checked; this machine's server has only the python
+backend).
+
+The model's tensors come from the schema (model_inputs): DENSE FP32 [n_continuous], CATEGORICAL INT64
+[n_categorical], and per list feature i LIST_<i> INT64 [max_length] padded with 0 and
+LIST_<i>_LENGTHS INT64 [1]; a group the schema lacks has no tensor. Each version folder keeps its
+layout in model_inputs.json (what the python backend model reads). One config serves every version
+of a model, so a version whose layout differs from the served one is refused: serve it under
+another name.
+
+An ensemble serves raw rows. Triton pins the version of each step in the ensemble's one config, so a
+single ensemble cannot route per version: every version k gets its own ensemble <name>_v<k>
+(<name>_preprocess version k, the preprocessing of the workflow model k was trained with, then
+<name>_model version k), and <name> is the newest of them. Pushing version k + 1 never rewrites what
+<name>_v<k> computes. Each ensemble's config carries its raw inputs (RawSpec) as the parameter
+raw_spec, which clients read to build requests from raw rows.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +30,8 @@ from pathlib import Path
 import torch
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import CATEGORICAL, DENSE
-from serving.tokens import TOKEN_BYTES
+from rec_plugin.schema import Schema
+from serving.preprocessor import CATEGORICAL, DENSE, EXPRESSIONS, RawSpec, lengths_of, list_output
 
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess_model.py")
@@ -27,6 +43,8 @@ _KIND = {
     "onnxruntime": 'platform: "onnxruntime_onnx"',
 }
 MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime": "model.onnx"}
+MODEL_INPUTS_FILE = "model_inputs.json"
+RAW_SPEC_PARAMETER = "raw_spec"
 
 
 @dataclass(frozen=True)
@@ -35,24 +53,53 @@ class TensorSpec:
     dtype: str
     dims: tuple[int, ...]
 
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
 
-# The served model's interface: the same tensors for every flavour (libtorch names them by position).
-INPUTS = (
-    TensorSpec("DENSE", "TYPE_FP32", (len(DENSE),)),
-    TensorSpec("CATEGORICAL", "TYPE_INT64", (len(CATEGORICAL),)),
-)
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        return cls(data["name"], data["dtype"], tuple(data["dims"]))
+
+
+# The two fixed-width feature tensors' names and types (their dims come from the schema: model_inputs).
+INPUTS = (TensorSpec(DENSE, "TYPE_FP32", (-1,)), TensorSpec(CATEGORICAL, "TYPE_INT64", (-1,)))
 OUTPUTS = (TensorSpec("PROBABILITY", "TYPE_FP32", (1,)),)
-# The ensemble's raw Criteo fields: dense counts as float64 (NaN = missing), category tokens as their
-# bytes, zero-padded (all zero = missing; serving/tokens.py).
-RAW_INPUTS = (
-    TensorSpec("RAW_DENSE", "TYPE_FP64", (len(DENSE),)),
-    TensorSpec("RAW_CATEGORICAL", "TYPE_UINT8", (len(CATEGORICAL), TOKEN_BYTES)),
-)
+
+
+def model_inputs(schema: Schema) -> tuple[TensorSpec, ...]:
+    """The model's input tensors for a workflow's output schema (see the module docstring)."""
+    specs = []
+    if len(schema.continuous):
+        specs.append(TensorSpec(DENSE, "TYPE_FP32", (len(schema.continuous),)))
+    if len(schema.categorical):
+        specs.append(TensorSpec(CATEGORICAL, "TYPE_INT64", (len(schema.categorical),)))
+    for i, column in enumerate(schema.lists):
+        if not column.max_length:
+            raise InputError(
+                f"list feature {column.name!r} has no max_length in the schema: serving pads to it"
+            )
+        specs.append(TensorSpec(list_output(i), "TYPE_INT64", (int(column.max_length),)))
+        specs.append(TensorSpec(lengths_of(list_output(i)), "TYPE_INT64", (1,)))
+    return tuple(specs)
+
+
+def raw_inputs(spec: RawSpec) -> tuple[TensorSpec, ...]:
+    """The ensemble's (and the preprocess model's) raw input tensors."""
+    return tuple(TensorSpec(name, dtype, dims) for name, dtype, dims in spec.tensors())
 
 
 def ensemble_model_name(name: str) -> str:
     """The model that the ensemble `name` calls after its preprocessing."""
     return f"{name}_model"
+
+
+def preprocess_model_name(name: str) -> str:
+    return f"{name}_preprocess"
+
+
+def ensemble_version_name(name: str, version: int | str) -> str:
+    """The ensemble that serves version `version` of `name` (its preprocessing and its model)."""
+    return f"{name}_v{version}"
 
 
 def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
@@ -79,54 +126,133 @@ DYNAMIC_BATCHING = "dynamic_batching { max_queue_delay_microseconds: 200 }"
 ONE_CPU_INSTANCE = "instance_group [ { kind: KIND_CPU count: 1 } ]"
 
 
+def _policy(versions_served: int, only_versions: list[int] | None) -> str:
+    if only_versions:
+        return f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, only_versions))} ] }} }}"
+    return f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
+
+
 def config_pbtxt(
-    name: str, flavour: str, versions_served: int = 2, only_versions: list[int] | None = None
+    name: str,
+    flavour: str,
+    inputs: Schema | tuple[TensorSpec, ...],
+    versions_served: int = 2,
+    only_versions: list[int] | None = None,
 ) -> str:
-    """The model's config: the newest `versions_served` versions stay loaded (two serve at once, for
-    A/B), or exactly `only_versions`; dynamic batching groups concurrent requests."""
+    """The model's config for its input tensors (or the schema they come from): the newest
+    `versions_served` versions stay loaded (two serve at once, for A/B), or exactly `only_versions`;
+    dynamic batching groups concurrent requests."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; choose one of {FLAVOURS}")
-    if only_versions:
-        policy = f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, only_versions))} ] }} }}"
-    else:
-        policy = f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
+    specs = model_inputs(inputs) if isinstance(inputs, Schema) else tuple(inputs)
     instances = ONE_CPU_INSTANCE if flavour == "python" else ""
-    return _config(name, _KIND[flavour], INPUTS, OUTPUTS, flavour, policy, DYNAMIC_BATCHING, instances)
+    policy = _policy(versions_served, only_versions)
+    return _config(name, _KIND[flavour], specs, OUTPUTS, flavour, policy, DYNAMIC_BATCHING, instances)
 
 
-def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+def _step(model: str, version: int, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     maps = [f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
     maps += [f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
-    return f'    {{ model_name: "{model}" model_version: -1 {" ".join(maps)} }}'
+    return f'    {{ model_name: "{model}" model_version: {version} {" ".join(maps)} }}'
 
 
-def ensemble_pbtxt(name: str) -> str:
-    """`name` = `name`_preprocess (raw fields -> features) then `name`_model (features -> probability),
-    each step on its newest loaded version."""
-    features = {spec.name: f"features_{spec.name.lower()}" for spec in INPUTS}
+def _string_parameter(key: str, value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}'
+
+
+def ensemble_pbtxt(name: str, base: str, version: int, raw: RawSpec, features: tuple[TensorSpec, ...]) -> str:
+    """The ensemble `name`: version `version` of `base`_preprocess (raw fields -> features), then the
+    same version of `base`_model (features -> probability); its raw inputs as a parameter."""
+    mapped = {spec.name: f"features_{spec.name.lower()}" for spec in features}
+    specs = raw_inputs(raw)
     steps = [
-        _step(f"{name}_preprocess", {s.name: s.name for s in RAW_INPUTS}, features),
-        _step(ensemble_model_name(name), features, {s.name: s.name for s in OUTPUTS}),
+        _step(preprocess_model_name(base), version, {s.name: s.name for s in specs}, mapped),
+        _step(ensemble_model_name(base), version, mapped, {s.name: s.name for s in OUTPUTS}),
     ]
     scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}"
-    return _config(name, 'platform: "ensemble"', RAW_INPUTS, OUTPUTS, "python", scheduling)
+    parameter = _string_parameter(RAW_SPEC_PARAMETER, json.dumps(raw.to_dict(), separators=(",", ":")))
+    return _config(name, 'platform: "ensemble"', specs, OUTPUTS, "python", scheduling, parameter)
 
 
-def preprocess_pbtxt(name: str) -> str:
+def preprocess_pbtxt(
+    name: str, raw: RawSpec, features: tuple[TensorSpec, ...], versions_served: int = 2
+) -> str:
     kind = 'backend: "python"'
-    return _config(name, kind, RAW_INPUTS, INPUTS, "python", DYNAMIC_BATCHING, ONE_CPU_INSTANCE)
+    policy = _policy(versions_served, None)
+    return _config(
+        name, kind, raw_inputs(raw), features, "python", policy, DYNAMIC_BATCHING, ONE_CPU_INSTANCE
+    )
 
 
-def write_ensemble(repository: Path, name: str, preprocess: Path) -> None:
-    """Writes `name`_preprocess (version 1: the exported workflow of serving/preprocess.py) and the
-    ensemble `name`; the model itself goes to `name`_model with add_version."""
-    folder = repository / f"{name}_preprocess" / "1"
+def _layout(folder: Path) -> tuple[TensorSpec, ...] | None:
+    path = folder / MODEL_INPUTS_FILE
+    return tuple(TensorSpec.from_dict(d) for d in json.loads(path.read_text())) if path.is_file() else None
+
+
+def served_layout(repository: Path, name: str) -> tuple[TensorSpec, ...] | None:
+    """The input tensors of the newest version of model `name` (None if it has none yet)."""
+    found = versions(repository, name)
+    return _layout(repository / name / str(found[-1])) if found else None
+
+
+def _features_of(plan: dict) -> tuple[TensorSpec, ...]:
+    """The model inputs a preprocess plan (preprocess.json) outputs."""
+    outputs = plan["outputs"]
+    specs = []
+    if outputs["continuous"]:
+        specs.append(TensorSpec(DENSE, "TYPE_FP32", (len(outputs["continuous"]),)))
+    if outputs["categorical"]:
+        specs.append(TensorSpec(CATEGORICAL, "TYPE_INT64", (len(outputs["categorical"]),)))
+    lengths = {s["output"]: s["max_length"] for s in plan["steps"] if s["kind"] == "list"}
+    for i, (_, output) in enumerate(outputs["lists"]):
+        specs.append(TensorSpec(list_output(i), "TYPE_INT64", (int(lengths[output]),)))
+        specs.append(TensorSpec(lengths_of(list_output(i)), "TYPE_INT64", (1,)))
+    return tuple(specs)
+
+
+def write_ensemble(repository: Path, name: str, preprocess: Path, version: int | None = None) -> int:
+    """Writes `preprocess` (serving/preprocess.py's export of the workflow model `version` was trained
+    with; default the newest version of `name`_model) as version `version` of `name`_preprocess, the
+    ensemble `name`_v<version> over both, and the ensemble `name` over the newest version; returns the
+    version. Refuses preprocessing whose raw inputs or outputs differ from the served ones."""
+    model = ensemble_model_name(name)
+    version = version or (versions(repository, model) or [0])[-1]
+    layout = _layout(repository / model / str(version))
+    if layout is None:
+        raise InputError(
+            f"{model} has no version {version} with its inputs in {repository}: add_version first"
+        )
+    plan = json.loads((Path(preprocess) / EXPRESSIONS).read_text())
+    raw, features = RawSpec.from_dict(plan["raw"]), _features_of(plan)
+    if features != layout:
+        raise InputError(
+            f"the preprocessing outputs {[s.to_dict() for s in features]} but {model} version {version} "
+            f"takes {[s.to_dict() for s in layout]}"
+        )
+    preprocess_name = preprocess_model_name(name)
+    config = preprocess_pbtxt(preprocess_name, raw, features)
+    served_config = repository / preprocess_name / "config.pbtxt"
+    if served_config.is_file() and served_config.read_text() != config:
+        raise InputError(
+            f"{preprocess_name} serves other raw inputs or features than this workflow's: a config "
+            "serves all versions of a model, so serve this one under another --name"
+        )
+    folder = repository / preprocess_name / str(version)
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(preprocess, folder)
     shutil.copy2(PREPROCESS_MODEL, folder / "model.py")
-    (folder.parent / "config.pbtxt").write_text(preprocess_pbtxt(f"{name}_preprocess"))
-    (repository / name / "1").mkdir(parents=True, exist_ok=True)
-    (repository / name / "config.pbtxt").write_text(ensemble_pbtxt(name))
+    served_config.write_text(config)
+    ensembles = [ensemble_version_name(name, version)]
+    newest = max(v for v in versions(repository, preprocess_name) if (repository / model / str(v)).is_dir())
+    if version == newest:
+        ensembles.append(name)
+    for ensemble in ensembles:
+        (repository / ensemble / "1").mkdir(parents=True, exist_ok=True)
+        (repository / ensemble / "config.pbtxt").write_text(
+            ensemble_pbtxt(ensemble, name, version, raw, features)
+        )
+    return version
 
 
 def versions(repository: Path, name: str) -> list[int]:
@@ -152,14 +278,27 @@ def add_version(
     name: str,
     model: torch.jit.ScriptModule | torch.onnx.ONNXProgram,
     flavour: str = "python",
+    schema: Schema | None = None,
 ) -> int:
     """Writes the model (TorchScript, or ONNX for `onnxruntime`) as the next version (N + 1) of `name`,
-    with the flavour's config; returns N + 1."""
+    with the flavour's config for the input tensors of `schema` (the workflow's output schema the
+    model was trained on; default: the served versions' tensors); returns N + 1."""
+    served = served_layout(repository, name)
+    layout = model_inputs(schema) if schema is not None else served
+    if layout is None:
+        raise InputError(f"the first version of {name} needs the schema its model was trained on (schema=)")
+    if served is not None and layout != served:
+        raise InputError(
+            f"{name}'s served versions take {[s.to_dict() for s in served]}, this model "
+            f"{[s.to_dict() for s in layout]}: a config serves all versions of a model, so serve it under "
+            "another name"
+        )
     version = (versions(repository, name) or [0])[-1] + 1
     folder = repository / name / str(version)
     folder.mkdir(parents=True)
     model.save(str(folder / MODEL_FILE[flavour]))
+    (folder / MODEL_INPUTS_FILE).write_text(json.dumps([s.to_dict() for s in layout], indent=1) + "\n")
     if flavour == "python":
         shutil.copy2(PYTHON_MODEL, folder / "model.py")
-    (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour))
+    (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour, layout))
     return version

@@ -1,10 +1,14 @@
 """Triton python-backend model: the exported TorchScript click model (serving/export.py).
 
-serving/repository.py copies this file into each version directory as model.py. Requests that
-dynamic batching groups run as one forward pass."""
+serving/repository.py copies this file into each version directory as model.py, beside model.pt and
+model_inputs.json (the version's input tensors, from the schema). The model's forward takes dense
+float32 [B, n_continuous], ids int64 [B, n_categorical], and per list feature its values [N_i] and
+offsets [B + 1]; a list feature arrives as LIST_<i> padded with 0 and LIST_<i>_LENGTHS, and a group
+the schema lacks as an empty tensor. Requests that dynamic batching groups run as one forward pass."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,35 @@ import torch
 import triton_python_backend_utils as pb_utils  # provided by the python backend stub
 
 from serving.allocator import keep_freed_memory
+from serving.preprocessor import CATEGORICAL, DENSE, lengths_of, list_output, unpadded
+
+
+def model_arguments(
+    tensors: dict[str, np.ndarray], lists: int
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """The model's forward arguments from its input tensors by name (absent groups empty)."""
+    rows = len(next(iter(tensors.values())))
+    dense = tensors.get(DENSE, np.zeros((rows, 0), np.float32))
+    ids = tensors.get(CATEGORICAL, np.zeros((rows, 0), np.int64))
+    values, offsets = [], []
+    for i in range(lists):
+        v, o = unpadded(tensors[list_output(i)], tensors[lengths_of(list_output(i))])
+        values.append(torch.from_numpy(v))
+        offsets.append(torch.from_numpy(o))
+    return (
+        torch.from_numpy(np.ascontiguousarray(dense)),
+        torch.from_numpy(np.ascontiguousarray(ids)),
+        values,
+        offsets,
+    )
+
+
+def forward(model: torch.jit.ScriptModule, arguments: tuple) -> np.ndarray:
+    """Click probabilities [B, 1]; a model of the older two-tensor interface gets dense and ids only."""
+    takes = len(list(model.graph.inputs())) - 1 if hasattr(model, "graph") else 4
+    with torch.no_grad():
+        probabilities = model(*arguments[:takes]) if takes < 4 else model(*arguments)
+    return probabilities.numpy().reshape(-1, 1)
 
 
 class TritonPythonModel:
@@ -20,14 +53,19 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.model = torch.jit.load(str(version_dir / "model.pt"))
         self.model.eval()
+        self.names = [spec["name"] for spec in json.loads((version_dir / "model_inputs.json").read_text())]
+        self.lists = sum(
+            1 for name in self.names if name.startswith("LIST_") and not name.endswith("_LENGTHS")
+        )
 
     def execute(self, requests: list) -> list:
-        dense = [pb_utils.get_input_tensor_by_name(r, "DENSE").as_numpy() for r in requests]
-        categorical = [pb_utils.get_input_tensor_by_name(r, "CATEGORICAL").as_numpy() for r in requests]
-        with torch.no_grad():
-            batch = (torch.from_numpy(np.concatenate(dense)), torch.from_numpy(np.concatenate(categorical)))
-            probabilities = self.model(*batch).numpy()
-        bounds = np.cumsum([0, *(len(d) for d in dense)])
+        inputs = [
+            {name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.names}
+            for r in requests
+        ]
+        merged = {name: np.concatenate([r[name] for r in inputs]) for name in self.names}
+        probabilities = forward(self.model, model_arguments(merged, self.lists))
+        bounds = np.cumsum([0, *(len(next(iter(r.values()))) for r in inputs)])
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor("PROBABILITY", probabilities[start:stop])])
             for start, stop in zip(bounds[:-1], bounds[1:])

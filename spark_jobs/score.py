@@ -25,12 +25,13 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.schema import CATEGORICAL, DAY, DENSE, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
-from serving.repository import torchscript_file
+from serving.repository import ensemble_version_name, torchscript_file
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
+from training.data import jagged_arrays
 
 KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 PROBABILITY = "probability"
@@ -47,33 +48,43 @@ def _model(path: str) -> torch.jit.ScriptModule:
     return torch.jit.load(path).eval()
 
 
-def in_process(model_path: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def in_process(model_path: str, schema: Schema) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """Scores frames of the workflow's output: the model's inputs are the schema's continuous,
+    categorical and list columns in schema order (a list column as values and offsets)."""
+    dense_columns, id_columns = schema.continuous.names, schema.categorical.names
+    list_columns = schema.lists.names
+
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = _model(model_path)
         for frame in frames:
-            dense = torch.from_numpy(frame[DENSE].to_numpy(np.float32))
-            ids = torch.from_numpy(frame[CATEGORICAL].to_numpy(np.int64))
+            dense = torch.from_numpy(frame[dense_columns].to_numpy(np.float32))
+            ids = torch.from_numpy(frame[id_columns].to_numpy(np.int64))
+            jagged = [jagged_arrays(frame[c].to_numpy(object)) for c in list_columns]
+            values = [torch.from_numpy(v) for v, _ in jagged]
+            offsets = [torch.from_numpy(o) for _, o in jagged]
             with torch.no_grad():
-                probability = model(dense, ids).numpy()[:, 0]
+                probability = model(dense, ids, values, offsets).numpy()[:, 0]
             yield frame[KEYS].assign(**{PROBABILITY: probability})
 
     return score
 
 
 def via_triton(url: str, name: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """Scores frames of raw bronze rows through the ensemble `name`: requests of TRITON_BATCH rows
+    built by the raw inputs its config names (serving/client.py), read from the server once per task."""
+
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import tritonclient.grpc as triton_grpc
 
-        from serving.client import predict_raw
+        from serving.client import predict_raw, raw_spec
 
         client = triton_grpc.InferenceServerClient(url)
+        spec = raw_spec(client, name)
         for frame in frames:
             parts = []
             for start in range(0, len(frame), TRITON_BATCH):
                 chunk = frame.iloc[start : start + TRITON_BATCH]
-                dense = chunk[DENSE].astype("float64").to_numpy()
-                tokens = chunk[CATEGORICAL].to_numpy(object)
-                parts.append(predict_raw(client, name, dense, tokens)[:, 0])
+                parts.append(predict_raw(client, name, chunk, spec=spec)[:, 0])
             probability = np.concatenate(parts) if parts else np.zeros(0, np.float32)
             yield frame[KEYS].assign(**{PROBABILITY: probability})
         client.close()
@@ -134,15 +145,19 @@ def score(
     _require_predictions_table(spark, predictions)
     rows = rows.where(F.col(DAY).isin(days))
     if via_triton_url:
-        _require_served(via_triton_url, name)
-        scored = rows.mapInPandas(via_triton(via_triton_url, name), SCHEMA)
-        source = {"triton": via_triton_url, "model": name}
+        # A version is served by its own ensemble (its preprocessing and its model), the newest by `name`.
+        served = name if version is None else ensemble_version_name(name, version)
+        _require_served(via_triton_url, served)
+        scored = rows.mapInPandas(via_triton(via_triton_url, served), SCHEMA)
+        source = {"triton": via_triton_url, "model": served}
     else:
         if not (repository and workflow):
             raise InputError("in-process scoring needs --repository and --workflow (or use --via-triton)")
         model_path = torchscript_file(Path(repository), name, version)
+        # The model's inputs are the workflow's output columns, in its schema's order.
+        schema = Workflow.load_schema(workflow, spark)
         features = Workflow.load(workflow, spark).transform(rows, keep=(SOURCE_FILE, LINE_NUMBER, DAY))
-        scored = features.mapInPandas(in_process(str(model_path.resolve())), SCHEMA)
+        scored = features.mapInPandas(in_process(str(model_path.resolve()), schema), SCHEMA)
         source = {"model_file": str(model_path.resolve())}
     lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "days": days, **source}
     with storage.new_table_removed_on_failure(spark, predictions):
@@ -167,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--repository", help="in-process: the Triton model repository `sparkrec export` wrote"
     )
-    parser.add_argument("--version", type=int, help="in-process: the model version (default: newest)")
+    parser.add_argument("--version", type=int, help="the model version (default: the newest)")
     parser.add_argument("--workflow", help="in-process: the fitted workflow")
     parser.add_argument(
         "--via-triton", metavar="HOST:GRPC_PORT", help="score through a running Triton server instead"

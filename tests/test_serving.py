@@ -3,7 +3,6 @@ explicit load/unload, two versions at once, bad requests, clean shutdown."""
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -18,26 +17,18 @@ import pytest
 import torch
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import (
-    CATEGORICAL,
-    DAY,
-    DENSE,
-    INT_NOT_INTEGER,
-    INT_OUT_OF_RANGE,
-    LINE_NUMBER,
-    SOURCE_FILE,
-)
+from rec_plugin.schema import DAY, INT_NOT_INTEGER, INT_OUT_OF_RANGE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
-from serving.client import ab_split, predict, predict_raw, serve_only
+from serving.client import _inputs, ab_split, predict, predict_raw, raw_spec, serve_only
 from serving.export import onnx_program, torchscript
+from serving.pipeline import call_model, table_features
 from serving.preprocess import export_preprocess
-from serving.preprocessor import Preprocessor
-from serving.repository import RAW_INPUTS, add_version, config_pbtxt, versions, write_ensemble
+from serving.preprocessor import Preprocessor, RawBatch
+from serving.repository import add_version, config_pbtxt, versions, write_ensemble
 from serving.server import Ports, TritonServer
-from serving.tokens import token_bytes
 from spark_jobs.score import score
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
@@ -47,30 +38,37 @@ from training.run_directory import RunDirectory
 
 
 @pytest.fixture(scope="module")
-def runs(spark, default_features, tmp_path_factory):
+def schema(spark, default_features):
+    """The default workflow's output schema: the model's inputs, and the served tensors' dims."""
+    root, _ = default_features
+    return Workflow.load_schema(str(root / "workflow"), spark)
+
+
+@pytest.fixture(scope="module")
+def runs(spark, default_features, schema, tmp_path_factory):
     """Two trained DLRM runs (different seeds) on the default features, and a batch of feature rows."""
     root, report = default_features
     train = feature_files(spark, str(root / "features"), report["features_version"], [0, 1])
     valid = feature_files(spark, str(root / "features"), report["features_version"], [2])
-    described = json.loads((root / "workflow" / "features.json").read_text())
-    config = ModelConfig("dlrm", tuple(described["cardinalities"][c] for c in CATEGORICAL))
+    config = ModelConfig.from_schema("dlrm", schema)
     run_dirs = []
     for seed in (0, 1):
         run_dir = tmp_path_factory.mktemp(f"run{seed}")
         RunDirectory(run_dir).write_model_config(config)
         spec = TrainSpec(
-            config.to_dict(), train.to_dict(), str(run_dir), batch_size=4096, seed=seed, progress=False
-        )
+            config.to_dict(), train.to_dict(), str(run_dir), TrainSpec.schema_dict(schema),
+            batch_size=4096, seed=seed, progress=False,
+        )  # fmt: skip
         train_worker(spec.to_dict())
         run_dirs.append(run_dir)
-    batch = next(BatchLoader(valid, 512, shuffle=False).epoch(0))
-    return run_dirs, batch.dense.numpy(), batch.categorical.numpy()
+    batch = next(BatchLoader(valid, schema, 512, shuffle=False).epoch(0))
+    return run_dirs, batch.dense.numpy(), batch.ids.values.numpy()
 
 
-def test_configs_for_the_python_backend_and_the_gpu_containers_backends():
-    python = config_pbtxt("ctr", "python")
-    libtorch = config_pbtxt("ctr", "pytorch_libtorch")
-    onnx = config_pbtxt("ctr", "onnxruntime")
+def test_configs_for_the_python_backend_and_the_gpu_containers_backends(schema):
+    python = config_pbtxt("ctr", "python", schema)
+    libtorch = config_pbtxt("ctr", "pytorch_libtorch", schema)
+    onnx = config_pbtxt("ctr", "onnxruntime", schema)
     assert 'backend: "python"' in python and 'name: "DENSE" data_type: TYPE_FP32 dims: [ 13 ]' in python
     assert (
         'platform: "pytorch_libtorch"' in libtorch
@@ -84,7 +82,7 @@ def test_configs_for_the_python_backend_and_the_gpu_containers_backends():
     for text in (python, libtorch, onnx):
         assert "version_policy: { latest: { num_versions: 2 } }" in text and "dynamic_batching" in text
     with pytest.raises(ValueError, match="unknown flavour"):
-        config_pbtxt("ctr", "tensorflow")
+        config_pbtxt("ctr", "tensorflow", schema)
 
 
 def test_the_python_backend_models_need_no_spark():
@@ -101,34 +99,39 @@ def test_the_python_backend_models_need_no_spark():
     assert "pyspark" in spark_side.stderr  # the check itself can fail: the export side needs Spark
 
 
-def test_onnx_export_matches_torchscript_on_feature_rows(runs, tmp_path):
+def test_onnx_export_matches_torchscript_on_feature_rows(runs, schema, tmp_path):
     run_dirs, dense, categorical = runs
     repository = tmp_path / "repository"
-    assert add_version(repository, "ctr", onnx_program(run_dirs[0]), "onnxruntime") == 1
+    assert add_version(repository, "ctr", onnx_program(run_dirs[0]), "onnxruntime", schema=schema) == 1
     saved = repository / "ctr" / "1" / "model.onnx"
-    assert sorted(p.name for p in saved.parent.iterdir()) == ["model.onnx"]
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model.onnx", "model_inputs.json"]
     session = onnxruntime.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
     onnx_scores = session.run(None, {"DENSE": dense, "CATEGORICAL": categorical})[0]
     with torch.no_grad():
-        scripted = torchscript(run_dirs[0])(torch.from_numpy(dense), torch.from_numpy(categorical)).numpy()
+        scripted = torchscript(run_dirs[0])(
+            torch.from_numpy(dense), torch.from_numpy(categorical), [], []
+        ).numpy()
     assert onnx_scores.shape == (len(dense), 1)
     assert np.abs(onnx_scores - scripted).max() <= 1e-5
 
 
-def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, tmp_path):
+def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, schema, tmp_path):
     run_dirs, dense, categorical = runs
     repository = tmp_path / "repository"
     models = [torchscript(run_dir) for run_dir in run_dirs]
     with TritonServer(repository) as server:
         client = triton_http.InferenceServerClient(server.http_url)
-        assert add_version(repository, "ctr", models[0]) == 1
+        assert add_version(repository, "ctr", models[0], schema=schema) == 1
         client.load_model("ctr")
         assert client.is_model_ready("ctr", "1")
-        assert add_version(repository, "ctr", models[1]) == 2 and versions(repository, "ctr") == [1, 2]
+        assert add_version(repository, "ctr", models[1]) == 2 and versions(repository, "ctr") == [
+            1,
+            2,
+        ]  # same tensors
         client.load_model("ctr")  # the version policy keeps the newest two loaded
         assert client.is_model_ready("ctr", "1") and client.is_model_ready("ctr", "2")
         for version, model in zip(("1", "2"), models):
-            expected = model(torch.from_numpy(dense), torch.from_numpy(categorical)).detach().numpy()
+            expected = model(torch.from_numpy(dense), torch.from_numpy(categorical), [], []).detach().numpy()
             assert np.abs(predict(client, "ctr", dense, categorical, version) - expected).max() <= 1e-5
         assert (
             np.abs(
@@ -161,10 +164,10 @@ def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, tmp_pa
         ("unknown version", "Request for unknown model: 'ctr' version 7 is not found"),
     ],
 )
-def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, bad, says):
+def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, schema, tmp_path, bad, says):
     run_dirs, dense, categorical = runs
     repository = tmp_path / "repository"
-    add_version(repository, "ctr", torchscript(run_dirs[0]))
+    add_version(repository, "ctr", torchscript(run_dirs[0]), schema=schema)
     with TritonServer(repository) as server:
         client = triton_http.InferenceServerClient(server.http_url)
         client.load_model("ctr")
@@ -192,10 +195,10 @@ def test_bad_requests_are_clear_errors_and_the_server_stays_up(runs, tmp_path, b
         client.close()
 
 
-def test_stop_ends_the_server_and_its_backend_stubs(runs, tmp_path):
+def test_stop_ends_the_server_and_its_backend_stubs(runs, schema, tmp_path):
     run_dirs, _, _ = runs
     repository = tmp_path / "repository"
-    add_version(repository, "ctr", torchscript(run_dirs[0]))
+    add_version(repository, "ctr", torchscript(run_dirs[0]), schema=schema)
     server = TritonServer(repository).start()
     client = triton_http.InferenceServerClient(server.http_url)
     client.load_model("ctr")
@@ -271,14 +274,14 @@ def preprocess_folder(spark, default_features, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ensemble(runs, preprocess_folder, tmp_path_factory):
+def ensemble(runs, schema, preprocess_folder, tmp_path_factory):
     """One tritonserver serving the ensemble ctr (preprocess_folder, then the first run's model), and
     that model in-process; the tests that need the ensemble share it."""
     run_dirs, _, _ = runs
     repository = tmp_path_factory.mktemp("ensemble") / "repository"
     model = torchscript(run_dirs[0])
-    add_version(repository, "ctr_model", model)
-    write_ensemble(repository, "ctr", preprocess_folder)
+    add_version(repository, "ctr_model", model, schema=schema)
+    assert write_ensemble(repository, "ctr", preprocess_folder) == 1
     with TritonServer(repository) as server:
         client = triton_http.InferenceServerClient(server.http_url)
         client.load_model("ctr")  # loads its composing models too
@@ -287,12 +290,14 @@ def ensemble(runs, preprocess_folder, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def raw_rows(spark, default_bronze) -> tuple[np.ndarray, np.ndarray]:
-    """64 bronze rows of the test day as served: dense counts (float64, NaN = missing) and tokens."""
+def raw_rows(spark, default_bronze, preprocess_folder) -> RawBatch:
+    """64 bronze rows of the test day as served (the exported workflow's raw inputs): dense counts
+    (float64, NaN = missing) and tokens (Criteo's fixed-width bytes)."""
     bronze, _ = default_bronze
     rows = spark.read.format("delta").load(bronze).where(f"{DAY} = 3").orderBy(SOURCE_FILE, LINE_NUMBER)
-    raw = rows.limit(64).toPandas()
-    return raw[DENSE].astype("float64").to_numpy(), raw[CATEGORICAL].to_numpy(object)
+    spec = Preprocessor(preprocess_folder).spec
+    assert spec.token_width == 8 and len(spec.continuous) == 13 and len(spec.categorical) == 26
+    return spec.batch(rows.limit(64).toPandas())
 
 
 # Dense values that ingest rejects, with its reason: cast to int32 they became other counts (1.5 -> 1,
@@ -306,11 +311,10 @@ REFUSED = [
 ]
 
 
-def test_the_preprocessor_refuses_dense_values_that_ingest_rejects(preprocess_folder, raw_rows):
+def test_the_preprocessor_refuses_dense_values_that_ingest_rejects(preprocess_folder, raw_rows, schema):
     """In-process serving refuses them as ingest does: one line naming the row, field, value and reason."""
-    raw_dense, raw_categorical = raw_rows
+    raw_dense, tokens, _ = raw_rows
     preprocess = Preprocessor(preprocess_folder)
-    tokens = token_bytes(raw_categorical)
     for value, reason in REFUSED:
         bad = raw_dense.copy()
         bad[5, 2] = value
@@ -321,42 +325,37 @@ def test_the_preprocessor_refuses_dense_values_that_ingest_rejects(preprocess_fo
         assert f"({reason}," in message and "\n" not in message, message
     edge = raw_dense.copy()
     edge[:3, 2] = [np.nan, -(2.0**31), 2.0**31 - 1]  # missing, and the int32 bounds: all served
-    features, ids = preprocess(edge, tokens)
-    assert np.isfinite(features).all() and ids.shape == (len(edge), len(CATEGORICAL))
+    features = preprocess(edge, tokens)
+    assert np.isfinite(features.dense).all() and features.ids.shape == (len(edge), len(schema.categorical))
 
 
 def test_the_ensemble_refuses_dense_values_that_ingest_rejects_and_serves_on(ensemble, raw_rows):
     """Through Triton the refusal is that request's error, with the preprocessor's line; the server and
     the next request go on."""
     server, _ = ensemble
-    raw_dense, raw_categorical = raw_rows
+    raw_dense = raw_rows.dense
     client = triton_http.InferenceServerClient(server.http_url)
-    served = predict_raw(client, "ctr", raw_dense, raw_categorical)
+    served = predict_raw(client, "ctr", raw_rows)
     for value, reason in REFUSED:
         bad = raw_dense.copy()
         bad[5, 2] = value
         with pytest.raises(InferenceServerException) as refused:
-            predict_raw(client, "ctr", bad, raw_categorical)
+            predict_raw(client, "ctr", raw_rows._replace(dense=bad))
         message = refused.value.message()
         assert refused.value.status() == "400", refused.value  # the request's fault, not the server's
         assert f"RAW_DENSE row 5: I3 = {value!r} is " in message and f"({reason}," in message, message
         assert "\n" not in message, message  # the preprocessor's one line, not a Python trace
         assert client.is_server_live() and client.is_model_ready("ctr")
-        np.testing.assert_array_equal(predict_raw(client, "ctr", raw_dense, raw_categorical), served)
+        np.testing.assert_array_equal(predict_raw(client, "ctr", raw_rows), served)
     client.close()
 
 
-def _sent_at_once(url: str, batches: list[tuple[np.ndarray, np.ndarray]]) -> list:
+def _sent_at_once(url: str, batches: list[RawBatch]) -> list:
     """Raw batches sent to the ensemble ctr over gRPC without waiting (so dynamic batching can group
     them); each one's probabilities or its InferenceServerException, in order."""
     client = triton_grpc.InferenceServerClient(url)
-    requests = []
-    for raw_dense, raw_categorical in batches:
-        inputs = []
-        for spec, values in zip(RAW_INPUTS, (raw_dense, token_bytes(raw_categorical))):
-            inputs.append(triton_grpc.InferInput(spec.name, values.shape, np_to_triton_dtype(values.dtype)))
-            inputs[-1].set_data_from_numpy(values)
-        requests.append(inputs)
+    spec = raw_spec(client, "ctr")
+    requests = [_inputs(client, spec.encode(batch)) for batch in batches]
     finished = queue.Queue()
     for i, inputs in enumerate(requests):
         client.async_infer("ctr", inputs, lambda result, error, i=i: finished.put((i, result, error)))
@@ -372,12 +371,11 @@ def test_a_refused_request_fails_alone_in_a_dynamic_batch(ensemble, raw_rows):
     """Dynamic batching runs concurrent requests as one batch of the preprocess model: a value refused
     in one of them fails that request only."""
     server, _ = ensemble
-    raw_dense, raw_categorical = raw_rows
-    bad = raw_dense.copy()
+    bad = raw_rows.dense.copy()
     bad[5, 2] = 1.5
-    batches = [(bad if i == 3 else raw_dense, raw_categorical) for i in range(8)]
+    batches = [raw_rows._replace(dense=bad) if i == 3 else raw_rows for i in range(8)]
     client = triton_http.InferenceServerClient(server.http_url)
-    served = predict_raw(client, "ctr", raw_dense, raw_categorical)
+    served = predict_raw(client, "ctr", raw_rows)
     for _ in range(10):
         executions = _executions(client, "ctr_preprocess")
         results = _sent_at_once(server.grpc_url, batches)
@@ -398,10 +396,9 @@ def _executions(client: triton_http.InferenceServerClient, model: str) -> int:
 
 
 def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
-    spark, ensemble, runs, default_bronze, default_features, tmp_path
+    spark, ensemble, runs, schema, default_bronze, default_features, tmp_path
 ):
     server, model = ensemble
-    run_dirs, _, _ = runs
     bronze, _ = default_bronze
     root, _ = default_features
     keys = [SOURCE_FILE, LINE_NUMBER]
@@ -409,24 +406,31 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     raw = rows.toPandas()
     features = Workflow.load(str(root / "workflow"), spark).transform(rows, keep=tuple(keys)).toPandas()
     aligned = raw[keys].merge(features, on=keys, validate="one_to_one")  # raw's row order
-    dense, ids = aligned[DENSE].to_numpy(np.float32), aligned[CATEGORICAL].to_numpy(np.int64)
-    expected = model(torch.from_numpy(dense), torch.from_numpy(ids)).detach().numpy()
+    expected = call_model(model, table_features(aligned, schema))
     client = triton_http.InferenceServerClient(server.http_url)
     assert client.is_model_ready("ctr_preprocess") and client.is_model_ready("ctr_model")
-    raw_dense = raw[DENSE].astype("float64").to_numpy()
-    assert np.isnan(raw_dense).any() and raw[CATEGORICAL].isna().to_numpy().any()  # missing fields served
-    served = predict_raw(client, "ctr", raw_dense, raw[CATEGORICAL].to_numpy(object))
+    client.load_model("ctr_v1")  # version 1's own ensemble: the same preprocessing and model
+    assert client.is_model_ready("ctr_v1")
+    spec = raw_spec(client, "ctr")  # the raw inputs, from the ensemble's config: by the input schema
+    dense_names = [c.name for c in spec.continuous]
+    token_names = [c.name for c in spec.categorical]
+    assert dense_names == [f"I{i}" for i in range(1, 14)] and token_names == [f"C{i}" for i in range(1, 27)]
+    assert (
+        raw[dense_names].isna().to_numpy().any() and raw[token_names].isna().to_numpy().any()
+    )  # missing fields served
+    served = predict_raw(client, "ctr", raw)
     assert served.shape == (len(raw), 1) == expected.shape
     assert np.abs(served - expected).max() <= 1e-5
+    np.testing.assert_array_equal(predict_raw(client, "ctr", raw, version=1), served)
     # Tokens travel as 8 bytes each: the client helper refuses a longer one, the server a wider tensor.
     with pytest.raises(ValueError, match="at most 8 ASCII characters; got '123456789'"):
-        predict_raw(client, "ctr", raw_dense[:2], np.full((2, len(CATEGORICAL)), "123456789", object))
+        predict_raw(client, "ctr", raw.iloc[:2].assign(**{c: "123456789" for c in token_names}))
     wide = [
-        triton_http.InferInput("RAW_DENSE", [2, len(DENSE)], "FP64"),
-        triton_http.InferInput("RAW_CATEGORICAL", [2, len(CATEGORICAL), 9], "UINT8"),
+        triton_http.InferInput("RAW_DENSE", [2, len(dense_names)], "FP64"),
+        triton_http.InferInput("RAW_CATEGORICAL", [2, len(token_names), 9], "UINT8"),
     ]
-    wide[0].set_data_from_numpy(raw_dense[:2])
-    wide[1].set_data_from_numpy(np.zeros((2, len(CATEGORICAL), 9), np.uint8))
+    wide[0].set_data_from_numpy(raw[dense_names].iloc[:2].astype("float64").to_numpy())
+    wide[1].set_data_from_numpy(np.zeros((2, len(token_names), 9), np.uint8))
     with pytest.raises(InferenceServerException, match="RAW_CATEGORICAL"):
         client.infer("ctr", wide)
     assert client.is_model_ready("ctr")

@@ -1,0 +1,204 @@
+"""Serving's preprocessing generated from any workflow and its schema (serving/preprocess.py exports it,
+serving/preprocessor.py runs it, no Triton): Spark's transform and the polars preprocessor on the same
+raw rows of a small click log with string, float, int, long and array<string> columns, through every op."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from rec_plugin.errors import InputError
+from rec_plugin.ops import (
+    Categorify,
+    Clip,
+    Cross,
+    FillMissing,
+    HashBucket,
+    ListCategorify,
+    LogOp,
+    Normalize,
+    TargetEncoding,
+)
+from rec_plugin.schema import ColumnSchema, Schema, Tags
+from rec_plugin.workflow import Workflow
+from serving.preprocess import export_preprocess
+from serving.preprocessor import Preprocessor
+from serving.tokens import xxhash64
+
+ROWS = 600
+SHORT = ["a", "bb", "c0ffee", "deadbeef", "7", "zz", "q1", "x9y"]
+ANY = ["a", "été", "x" * 40, "spam and eggs, a long-ish token", "日本", "b", "c d", "0" * 33, "7", "ü"]
+
+
+def input_schema(width: int | None) -> Schema:
+    strings = ("s", "t", "u")
+    return Schema(
+        (
+            ColumnSchema("label", "int32", (Tags.LABEL,)),
+            ColumnSchema("f", "float64", (Tags.CONTINUOUS,)),
+            ColumnSchema("n", "int32", (Tags.CONTINUOUS,)),
+            ColumnSchema("l", "int64", (Tags.CATEGORICAL,)),
+            ColumnSchema("n_cat", "int32", (Tags.CATEGORICAL,)),
+            *(ColumnSchema(c, "string", (Tags.CATEGORICAL,), token_width=width) for c in strings),
+            ColumnSchema("tags", "list<string>", (Tags.CATEGORICAL, Tags.LIST)),
+        )
+    )
+
+
+def raw_rows(seed: int, tokens: list[str], rows: int = ROWS) -> pd.DataFrame:
+    """Bronze-like rows: nulls in every column, negative and fractional floats, empty and null lists."""
+    rng = np.random.default_rng(seed)
+
+    def pick(values: list, missing: float = 0.1) -> list:
+        drawn = [values[i] for i in rng.zipf(1.6, rows) % len(values)]
+        return [None if rng.random() < missing else v for v in drawn]
+
+    tags = []
+    for _ in range(rows):
+        r = rng.random()
+        if r < 0.08:
+            tags.append(None)
+        elif r < 0.15:
+            tags.append([])
+        else:
+            drawn = pick(tokens, 0.05)[: rng.integers(1, 6)]
+            tags.append(drawn)
+    return pd.DataFrame(
+        {
+            "label": rng.integers(0, 2, rows).astype(np.int32),
+            "f": [None if rng.random() < 0.1 else float(v) for v in rng.normal(3, 4, rows)],
+            "n": pd.Series(
+                [None if rng.random() < 0.1 else int(v) for v in rng.integers(-5, 5000, rows)], dtype=object
+            ),
+            "l": pd.Series(
+                [None if rng.random() < 0.1 else int(v) for v in rng.integers(-(2**53), 2**53, rows)],
+                dtype=object,
+            ),
+            "n_cat": pd.Series(
+                [None if rng.random() < 0.1 else int(v) for v in rng.integers(0, 12, rows)], dtype=object
+            ),
+            "s": pick(tokens),
+            "t": pick(tokens[::-1]),
+            "u": pick(tokens),
+            "tags": tags,
+            "source_file": "part-0.tsv",
+            "line_number": np.arange(1, rows + 1, dtype=np.int64),
+        }
+    )
+
+
+SPARK_TYPES = (
+    "label int, f double, n int, l bigint, n_cat int, s string, t string, u string, tags array<string>, "
+    "source_file string, line_number bigint"
+)
+
+
+def every_op_workflow(schema: Schema) -> Workflow:
+    cross = ["s", "t"] >> Cross(buckets=97)
+    int_cross = ["n_cat", "t"] >> Cross(buckets=31)
+    hashed = ["t", "l"] >> HashBucket(buckets=50)
+    encoded = ["u", "s"] >> TargetEncoding(target="label", folds=3, smoothing=10.0)
+    categories = ["s", "n_cat"] >> Categorify(freq_threshold=2)
+    tags = ["tags"] >> ListCategorify(max_length=3, freq_threshold=2)
+    continuous = ["f", "n"] >> FillMissing(0) >> Clip(min=0) >> LogOp() >> Normalize()
+    return Workflow(cross + int_cross + hashed + encoded + categories + tags + continuous + ["label"], schema)
+
+
+def _frame(spark, rows: pd.DataFrame):  # noqa: ANN001, ANN202
+    records = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        for row in rows.to_dict("records")
+    ]
+    return spark.createDataFrame(records, SPARK_TYPES)
+
+
+@pytest.mark.parametrize("width", [8, None], ids=["fixed-width tokens", "tokens of any length"])
+def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_path, width):
+    tokens = SHORT if width else ANY
+    fit_rows = _frame(spark, raw_rows(0, tokens))
+    workflow = every_op_workflow(input_schema(width)).fit(fit_rows)
+    workflow.save(str(tmp_path / "workflow"))
+    workflow.release()
+    served = export_preprocess(spark, str(tmp_path / "workflow"), tmp_path / "preprocess")
+    preprocess = Preprocessor(served.parent)
+    assert preprocess.spec.token_width == width
+    assert [c.name for c in preprocess.spec.continuous] == ["f", "n", "l", "n_cat"]
+    # Other rows than the fitted ones: unseen tokens, and every row encoded with all folds.
+    raw = raw_rows(1, tokens + ["unseen"])
+    keys = ("line_number",)
+    by_spark = (
+        Workflow.load(str(tmp_path / "workflow"), spark)
+        .transform(_frame(spark, raw), keep=keys)
+        .toPandas()
+        .sort_values("line_number")
+        .reset_index(drop=True)
+    )
+    batch = preprocess.spec.batch(raw)
+    features = preprocess(*batch)
+    # The same through the Triton tensors (what a client sends and the python backend reads).
+    again = preprocess(*preprocess.spec.decode(preprocess.spec.encode(batch)))
+    schema = workflow.schema
+    assert preprocess.names["continuous"] == schema.continuous.names
+    assert preprocess.names["categorical"] == schema.categorical.names
+    assert preprocess.names["lists"] == schema.lists.names == ["tags"]
+    assert {"TE_u", "TE_s", "f", "n"} == set(schema.continuous.names)
+    assert {"s_x_t", "n_cat_x_t", "t", "l", "s", "n_cat"} == set(schema.categorical.names)
+    expected_dense = by_spark[schema.continuous.names].to_numpy(np.float32)
+    expected_ids = by_spark[schema.categorical.names].to_numpy(np.int64)
+    for result in (features, again):
+        assert result.dense.shape == expected_dense.shape and result.ids.shape == expected_ids.shape
+        assert np.abs(result.dense - expected_dense).max() <= 1e-5
+        np.testing.assert_array_equal(result.ids, expected_ids)
+        (values,), (offsets,) = result.list_values, result.list_offsets
+        served_lists = [list(values[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        spark_lists = [[] if v is None else [int(i) for i in v] for v in by_spark["tags"]]
+        assert served_lists == spark_lists
+    # Real ids, hashes and encodings, not only defaults.
+    for name in ("s", "s_x_t", "n_cat_x_t", "t", "l", "n_cat"):
+        assert len(np.unique(expected_ids[:, schema.categorical.names.index(name)])) > 3, name
+    assert (features.list_values[0] > 0).any() and (features.list_values[0] == 0).any()
+    te = expected_dense[:, schema.continuous.names.index("TE_u")]
+    assert len(np.unique(te)) > 3
+
+
+def test_serving_refuses_what_it_cannot_serve_with_parity(spark, tmp_path):
+    rows = _frame(spark, raw_rows(2, SHORT, rows=100))
+    schema = input_schema(None)
+    unservable = Workflow([["f"] >> LogOp() >> Categorify(), "label"], schema).fit(rows)
+    unservable.save(str(tmp_path / "float_categories"))
+    unservable.release()
+    with pytest.raises(InputError) as refused:
+        export_preprocess(spark, str(tmp_path / "float_categories"), tmp_path / "out")
+    message = str(refused.value)
+    assert (
+        message.startswith("Categorify cannot be served with parity: column 'f' is float64")
+        and "\n" not in message
+    )
+
+
+def test_xxhash64_is_sparks(spark):
+    """Every served dtype, nulls, empty and long strings, multi-byte characters, -0.0 and NaN."""
+    strings = [None, "", "a", "été", "x" * 31, "y" * 32, "z" * 33, "日本語" * 20, "68fd1e64"]
+    ints = [None, 0, -1, 7, 2**31 - 1, -(2**31)]
+    longs = [None, 0, -1, 2**40, 2**63 - 1, -(2**63)]
+    doubles = [None, 0.0, -0.0, 1.5, float("nan"), -3e300]
+    frame = spark.createDataFrame(
+        [(s, i, lo, d) for s in strings for i, lo, d in zip(ints, longs, doubles)],
+        "s string, i int, l bigint, d double",
+    )
+    hashed = frame.select(
+        "*",
+        F.xxhash64("s").alias("hs"),
+        F.xxhash64("i").alias("hi"),
+        F.xxhash64("l").alias("hl"),
+        F.xxhash64("d").alias("hd"),
+        F.xxhash64("s", "i").alias("hsi"),
+    ).toArrow()
+    arrays = {c: hashed[c].combine_chunks() for c in ("s", "i", "l", "d")}
+    for column in ("s", "i", "l", "d"):
+        expected = hashed[f"h{column}"].to_numpy()
+        np.testing.assert_array_equal(xxhash64(arrays[column]).view(np.int64), expected, column)
+    chained = xxhash64(arrays["i"], xxhash64(arrays["s"]))
+    np.testing.assert_array_equal(chained.view(np.int64), hashed["hsi"].to_numpy())
