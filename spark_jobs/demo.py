@@ -1,7 +1,8 @@
-"""sparkrec demo: the whole pipeline on a small generated Criteo-format click log, on local Spark.
+"""sparkrec demo: the whole pipeline on a small generated click log (Criteo or e-commerce), on local Spark.
 
 Each stage reads the previous stage's output from storage and adds its section to
-<out>/report.json; a short summary goes to stdout.
+<out>/report.json; a short summary goes to stdout. Beside DLRM, a first-order model (logistic) is
+trained on the same rows and scored on the same test day: the report's baseline.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from rec_plugin.errors import CommandParser, run_command
 from serving.pipeline import serve_and_score
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
 from spark_jobs.ingest import ingest
 from spark_jobs.layout import PipelineLayout, day_splits
 from spark_jobs.session import LOG_DIR_ENV, build_session
 from spark_jobs.train import train
 
+# Each bundled dataset's generator (and its config) by the name of its definition in conf/datasets/.
+GENERATORS = {"criteo": (GeneratorConfig, generate), "ecommerce": (EcommerceConfig, generate_ecommerce)}
+
 
 def summary(report: dict) -> str:
-    g, i, f, t, v = (report[k] for k in ("generate", "ingest", "featurize", "train", "serve"))
+    g, i, f, t, v, b = (report[k] for k in ("generate", "ingest", "featurize", "train", "serve", "baseline"))
     return "\n".join(
         [
             f"generate: {g['rows']:,} rows over {g['days']} days at {g['rows_per_s']:,.0f} rows/s; "
@@ -33,6 +38,8 @@ def summary(report: dict) -> str:
             f"train:    {t['model']} on {t['workers']} {t['backend']} workers at {t['samples_per_s']:,.0f} "
             f"samples/s; test AUC {t['auc']:.4f} (oracle {t['oracle_auc']:.4f}), "
             f"logloss {t['logloss']:.4f} (oracle {t['oracle_logloss']:.4f}); run in {t['run_dir']}",
+            f"baseline: {b['model']} on the same rows, test AUC {b['auc']:.4f} "
+            f"({t['model']} {t['auc'] - b['auc']:+.4f})",
             f"serve:    Triton {v['triton_version']}, model versions {v['versions_loaded']}, raw-row parity "
             f"max |diff| {v['parity_max_abs_diff']:.2e}, batch 2048 p50 {v['p50_ms_b2048']} ms / p99 "
             f"{v['p99_ms_b2048']} ms",
@@ -49,8 +56,14 @@ def main(argv: list[str] | None = None) -> dict:
         default="rapids-explain",
         help="Spark profile (default: local Spark + RAPIDS explain-only)",
     )
-    parser.add_argument("--rows-per-day", type=int, default=GeneratorConfig.rows_per_day)
-    parser.add_argument("--days", type=int, default=GeneratorConfig.days)
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(GENERATORS),
+        default="criteo",
+        help="which bundled click log to generate and run (default: criteo)",
+    )
+    parser.add_argument("--rows-per-day", type=int, help="default: the dataset generator's")
+    parser.add_argument("--days", type=int, help="default: the dataset generator's")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     os.environ.setdefault(LOG_DIR_ENV, str(out / "logs"))  # Spark's and the workers' logs
@@ -59,12 +72,16 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"demo: Spark UI at {spark.sparkContext.uiWebUrl}" if spark.sparkContext.uiWebUrl else "demo: started"
     )
-    config = GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
+    config_type, generator = GENERATORS[args.dataset]
+    sizes = {"days": args.days, "rows_per_day": args.rows_per_day}
+    config = config_type(**{k: v for k, v in sizes.items() if v is not None})
     paths = PipelineLayout(out)
-    report = {"generate": generate(spark, paths.data, config)}
-    report["ingest"] = ingest(spark, paths.raw, paths.bronze, paths.rejects)
+    report = {"generate": generator(spark, paths.data, config)}
+    report["ingest"] = ingest(spark, paths.raw, paths.bronze, paths.rejects, dataset=args.dataset)
     splits = day_splits(config.days)
-    report["featurize"] = featurize(spark, paths.bronze, paths.features, paths.workflow, splits)
+    report["featurize"] = featurize(
+        spark, paths.bronze, paths.features, paths.workflow, splits, dataset=args.dataset
+    )
     # Two Horovod workers launched from Spark, meeting over loopback.
     report["train"] = train(
         spark,
@@ -76,6 +93,17 @@ def main(argv: list[str] | None = None) -> dict:
         workers=2,
         oracle=paths.oracle,
     )
+    # The first-order model on the same rows and test day, in one process: what DLRM must beat.
+    baseline = train(
+        spark,
+        paths.features,
+        paths.workflow,
+        paths.run("logistic"),
+        model="logistic",
+        backend="single",
+        workers=1,
+    )
+    report["baseline"] = {"model": baseline["model"], "auc": baseline["auc"]}
     # Serve the model with its preprocessing from a real Triton server, check parity on raw rows,
     # score the test day into Delta through it, and stop it.
     report["serve"], report["score"] = serve_and_score(
