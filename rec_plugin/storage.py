@@ -141,6 +141,14 @@ def delta_version(spark: SparkSession, path: str, role: str, version: int | None
     return latest if version is None else version
 
 
+def delta_versions(spark: SparkSession, path: str, tables: list[str]) -> dict[str, int]:
+    """The latest Delta version of each table under `path` (relative locations), asked concurrently:
+    each answer is mostly driver-side latency."""
+    with ThreadPoolExecutor(_TABLE_THREADS) as pool:
+        jobs = {t: pool.submit(delta_version, spark, f"{path}/{t}", "table") for t in tables}
+        return {t: job.result() for t, job in jobs.items()}
+
+
 def partition_values(table: DataFrame, column: str) -> set[str]:
     """The values of a partition column that a table's files hold, from its file list alone (a Delta
     table answers from its log: no data is read)."""

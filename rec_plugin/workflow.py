@@ -220,16 +220,12 @@ class Workflow:
 
     def _save_schema(self, spark: SparkSession, path: str) -> None:
         """schema.json, each vocabulary pinned to the Delta version saved under `path` now."""
+        tables = [c.vocabulary.table for c in self.schema if c.vocabulary is not None]
+        versions = storage.delta_versions(spark, path, tables)
         pinned = [
             c
             if c.vocabulary is None
-            else replace(
-                c,
-                vocabulary=replace(
-                    c.vocabulary,
-                    version=storage.delta_version(spark, f"{path}/{c.vocabulary.table}", "vocabulary table"),
-                ),
-            )
+            else replace(c, vocabulary=replace(c.vocabulary, version=versions[c.vocabulary.table]))
             for c in self.schema
         ]
         self.schema = Schema(tuple(pinned))

@@ -22,7 +22,6 @@ from serving.repository import (
     write_ensemble,
 )
 from spark_jobs.session import build_session
-from training.loop import TrainSpec
 from training.models import ModelConfig, build_model, example_inputs
 from training.models.parts import without_id_checks
 from training.run_directory import RunDirectory, RunLocation
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     model_name = ensemble_model_name(args.name) if args.workflow else args.name
     served = onnx_program(args.run_dir) if args.flavour == "onnxruntime" else torchscript(args.run_dir)
     # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
-    schema = TrainSpec(**RunDirectory.at(args.run_dir).spec()).features_schema()
+    schema = RunDirectory.at(args.run_dir).schema()
     version = add_version(args.repository, model_name, served, args.flavour, schema=schema)
     print(f"export: {model_name} version {version} written to {args.repository / model_name}")
     if args.workflow:

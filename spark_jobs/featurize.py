@@ -125,7 +125,13 @@ def featurize(
         SOURCE_FILE,
         LINE_NUMBER,
     )
-    lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "splits": splits}
+    # The commit records the schema it was written with (vocabularies pinned to their versions).
+    lineage = {
+        "bronze_table": bronze,
+        "bronze_version": bronze_version,
+        "splits": splits,
+        "schema": json.loads(workflow.schema.to_json()),
+    }
     with storage.new_table_removed_on_failure(spark, features):
         _write_features(output, features, lineage, rows_per_file)
     elapsed = time.perf_counter() - started

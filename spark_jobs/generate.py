@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -36,6 +36,8 @@ from spark_jobs.planted_model import (
 from spark_jobs.session import build_session, session_conf
 from training.metrics import auc_from_counts
 
+# A generator's config dataclass (every field has a default).
+ConfigT = TypeVar("ConfigT")
 _CALIBRATION_ROWS = 20_000
 # The oracle table's drawn click, whatever the dataset calls its label: what train's oracle join and
 # oracle_metrics read.
@@ -262,22 +264,28 @@ def spark_auc(frame: DataFrame, probability: str, bins: int = 100_000) -> float:
     return auc_from_counts(counts["positives"], counts["rows"] - counts["positives"])
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, GeneratorConfig]:
-    parser = CommandParser(prog="sparkrec generate", description=__doc__.splitlines()[0])
+def parse_generator_args(
+    argv: list[str] | None, prog: str, doc: str, config_type: type[ConfigT]
+) -> tuple[argparse.Namespace, ConfigT]:
+    """--out, --profile and one option per field of a generator's config (its default shown); a
+    config that refuses its values is one InputError line."""
+    parser = CommandParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("--out", required=True, help="output directory (local path or URI)")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
-    defaults = GeneratorConfig()
+    defaults = config_type()
     for name, value in defaults.__dict__.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})"
+        )
     args = parser.parse_args(argv)
     try:
-        return args, GeneratorConfig(**{name: getattr(args, name) for name in defaults.__dict__})
+        return args, config_type(**{name: getattr(args, name) for name in defaults.__dict__})
     except ValueError as error:
         raise InputError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, config = parse_args(argv)
+    args, config = parse_generator_args(argv, "sparkrec generate", __doc__, GeneratorConfig)
     spark = build_session(args.profile, "sparkrec-generate")
     report = generate(spark, args.out, config)
     print(json.dumps({"generate": report}, indent=2))

@@ -32,7 +32,6 @@ day 0 to the requested positive rate.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -43,8 +42,8 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from rec_plugin.dataset import load_dataset
-from rec_plugin.errors import CommandParser, InputError, run_command
-from spark_jobs.generate import WIDE_PROJECTIONS, oracle_rows, progress, write_outputs
+from rec_plugin.errors import run_command
+from spark_jobs.generate import WIDE_PROJECTIONS, oracle_rows, parse_generator_args, progress, write_outputs
 from spark_jobs.session import build_session, session_conf
 
 DATASET = load_dataset("ecommerce")
@@ -477,24 +476,8 @@ def generate_ecommerce(
             lines.unpersist()
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, EcommerceConfig]:
-    parser = CommandParser(prog="sparkrec generate-ecommerce", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output directory (local path or URI)")
-    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
-    defaults = EcommerceConfig()
-    for name, value in defaults.__dict__.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})"
-        )
-    args = parser.parse_args(argv)
-    try:
-        return args, EcommerceConfig(**{name: getattr(args, name) for name in defaults.__dict__})
-    except ValueError as error:
-        raise InputError(str(error)) from None
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args, config = parse_args(argv)
+    args, config = parse_generator_args(argv, "sparkrec generate-ecommerce", __doc__, EcommerceConfig)
     spark = build_session(args.profile, "sparkrec-generate-ecommerce")
     report = generate_ecommerce(spark, args.out, config)
     print(json.dumps({"generate_ecommerce": report}, indent=2))

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
 from conftest import SPLITS
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from reference import duckdb_features_sql, polars_features
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.gpu import gpu_plan
-from rec_plugin.schema import DAY, Tags
+from rec_plugin.schema import DAY, Schema, Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
 
@@ -52,6 +55,9 @@ def test_features_table_holds_what_training_consumes(spark, featurized, default_
     assert all(schema[c].cardinality == max_ids[c] + 1 for c in CATEGORICAL)
     # Every vocabulary is pinned to the Delta version it was fitted with.
     assert {schema[c].vocabulary.version for c in CATEGORICAL} == {0}
+    # ... and the features table's commit records that schema.
+    commit = DeltaTable.forPath(spark, str(out / "features")).history(1).first()
+    assert Schema.from_json(json.dumps(json.loads(commit["userMetadata"])["schema"])) == schema
     assert report["gpu_eligible_fraction"] == 1.0
 
 

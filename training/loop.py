@@ -117,6 +117,7 @@ def train_worker(spec_dict: dict) -> dict:
     if group.rank == 0:
         checkpoint.save(run, model, steppers, position)
         run.save_weights(model.state_dict())
+        run.write_schema(schema)
     group.close()
     return {
         "steps": position.step,

@@ -21,10 +21,12 @@ import fsspec
 import torch
 
 from rec_plugin.errors import InputError
+from rec_plugin.schema import Schema
 from training.models import ModelConfig
 
 _MODEL_CONFIG = "model_config.json"
 _SPEC = "spec.json"
+_SCHEMA = "schema.json"
 _WEIGHTS = "model.pt"
 _METRICS = "metrics.json"
 _LOSS_PLOT = "loss.png"
@@ -74,6 +76,13 @@ class RunDirectory:
 
     def spec(self) -> dict:
         return json.loads(self._fs.cat_file(self._file(_SPEC)))
+
+    def write_schema(self, schema: Schema) -> None:
+        """The features schema the weights were trained on (what the model's preprocessing must give)."""
+        self._replace(schema.to_json().encode(), _SCHEMA)
+
+    def schema(self) -> Schema:
+        return Schema.from_json(self._fs.cat_file(self._trained(_SCHEMA)).decode())
 
     def save_weights(self, weights: dict[str, torch.Tensor]) -> None:
         """The final model's state dict (tensors only: it loads with weights_only=True)."""
