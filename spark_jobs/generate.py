@@ -69,12 +69,17 @@ class GeneratorConfig:
     compression: str = "none"
 
     def __post_init__(self) -> None:
-        if self.compression not in ("none", "gzip"):
-            raise ValueError(f"compression must be 'none' or 'gzip', not {self.compression!r}")
-        if self.days < 1 or self.rows_per_day < 1 or self.files_per_day < 1:
-            raise ValueError("days, rows_per_day and files_per_day must be positive")
-        if self.rows_per_day % self.files_per_day:
-            raise ValueError("rows_per_day must be a multiple of files_per_day (equal files per day)")
+        check_file_layout(self)
+
+
+def check_file_layout(config: FileLayout) -> None:
+    """The output layout every generator's config shares: compression, and equal files per day."""
+    if config.compression not in ("none", "gzip"):
+        raise ValueError(f"compression must be 'none' or 'gzip', not {config.compression!r}")
+    if config.days < 1 or config.rows_per_day < 1 or config.files_per_day < 1:
+        raise ValueError("days, rows_per_day and files_per_day must be positive")
+    if config.rows_per_day % config.files_per_day:
+        raise ValueError("rows_per_day must be a multiple of files_per_day (equal files per day)")
 
 
 def planted_model(spark: SparkSession, config: GeneratorConfig) -> PlantedModel:

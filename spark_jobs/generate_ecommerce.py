@@ -43,7 +43,14 @@ from pyspark.sql import DataFrame, SparkSession
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import run_command
-from spark_jobs.generate import WIDE_PROJECTIONS, oracle_rows, parse_generator_args, progress, write_outputs
+from spark_jobs.generate import (
+    WIDE_PROJECTIONS,
+    check_file_layout,
+    oracle_rows,
+    parse_generator_args,
+    progress,
+    write_outputs,
+)
 from spark_jobs.session import build_session, session_conf
 
 DATASET = load_dataset("ecommerce")
@@ -99,12 +106,7 @@ class EcommerceConfig:
     compression: str = "none"
 
     def __post_init__(self) -> None:
-        if self.compression not in ("none", "gzip"):
-            raise ValueError(f"compression must be 'none' or 'gzip', not {self.compression!r}")
-        if self.days < 1 or self.rows_per_day < 1 or self.files_per_day < 1:
-            raise ValueError("days, rows_per_day and files_per_day must be positive")
-        if self.rows_per_day % self.files_per_day:
-            raise ValueError("rows_per_day must be a multiple of files_per_day (equal files per day)")
+        check_file_layout(self)
         if not 1 <= self.categories <= self.items or self.brands < self.categories or self.users < 1:
             raise ValueError("need users >= 1 and 1 <= categories <= items and brands >= categories")
         if self.categories > 200:
