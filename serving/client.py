@@ -18,9 +18,8 @@ from serving.preprocessor import CATEGORICAL, DENSE, RawBatch, RawSpec, lengths_
 from serving.repository import (
     OUTPUTS,
     RAW_SPEC_PARAMETER,
-    config_pbtxt,
     ensemble_version_name,
-    served_layout,
+    pin_versions,
 )
 
 Client = triton_http.InferenceServerClient | triton_grpc.InferenceServerClient
@@ -126,10 +125,8 @@ def serve_only(
     repository: Path,
     name: str,
     keep: list[int],
-    flavour: str = "python",
 ) -> None:
     """Pins `name` to exactly the `keep` versions and reloads it: the others unload, the kept ones
     keep serving (Triton reloads a model whose config changed without dropping unchanged versions)."""
-    layout = served_layout(repository, name)
-    (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour, layout, only_versions=keep))
+    pin_versions(repository, name, keep)
     client.load_model(name)

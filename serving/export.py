@@ -16,6 +16,7 @@ from serving.repository import (
     FLAVOURS,
     INPUTS,
     OUTPUTS,
+    QUEUE_DELAY_US,
     add_version,
     ensemble_model_name,
     versions,
@@ -147,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         "--workflow", help="the fitted workflow: adds <name>_preprocess and the ensemble <name>"
     )
     parser.add_argument("--flavour", choices=FLAVOURS, default="python")
+    parser.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=QUEUE_DELAY_US,
+        help="how long Triton waits to group concurrent requests into one batch (throughput vs latency)",
+    )
     parser.add_argument("--push", metavar="URL", help="a running server's HTTP address, e.g. 127.0.0.1:8000")
     parser.add_argument(
         "--profile", default="local", help="Spark profile (reads the workflow's vocabularies)"
@@ -158,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     served = onnx_program(args.run_dir) if args.flavour == "onnxruntime" else torchscript(args.run_dir)
     # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
     schema = RunDirectory.at(args.run_dir).schema()
-    version = add_version(args.repository, model_name, served, args.flavour, schema=schema)
+    version = add_version(
+        args.repository, model_name, served, args.flavour, schema=schema, queue_delay_us=args.queue_delay_us
+    )
     print(f"export: {model_name} version {version} written to {args.repository / model_name}")
     if args.workflow:
         spark = build_session(args.profile, "sparkrec-export")
@@ -168,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.name,
                 export_preprocess(spark, args.workflow, Path(staging), schema).parent,
                 version,
+                args.queue_delay_us,
             )
         print(f"export: ensemble {args.name} = {args.name}_preprocess -> {model_name}")
     if args.push:

@@ -122,14 +122,34 @@ def _config(
     return "\n".join(line for line in lines if line) + "\n"
 
 
-DYNAMIC_BATCHING = "dynamic_batching { max_queue_delay_microseconds: 200 }"
+QUEUE_DELAY_US = 200
+
+
+def _dynamic_batching(queue_delay_us: int) -> str:
+    """Concurrent requests that arrive within `queue_delay_us` of the first run as one batch: a longer
+    delay batches more under load and adds up to that much latency to a lone request."""
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {int(queue_delay_us)} }}"
+
+
 ONE_CPU_INSTANCE = "instance_group [ { kind: KIND_CPU count: 1 } ]"
 
 
-def _policy(versions_served: int, only_versions: list[int] | None) -> str:
-    if only_versions:
-        return f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, only_versions))} ] }} }}"
+def _latest(versions_served: int) -> str:
     return f"version_policy: {{ latest: {{ num_versions: {versions_served} }} }}"
+
+
+def _specific(keep: list[int]) -> str:
+    return f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, keep))} ] }} }}"
+
+
+def pin_versions(repository: Path, name: str, keep: list[int]) -> None:
+    """Rewrites the version policy of `name`'s config to serve exactly the `keep` versions; the rest
+    of the config (tensors, batching) stays as written."""
+    path = repository / name / "config.pbtxt"
+    lines = path.read_text().splitlines()
+    policy = _specific(keep)
+    kept = (policy if line.startswith("version_policy:") else line for line in lines)
+    path.write_text("\n".join(kept) + "\n")
 
 
 def config_pbtxt(
@@ -137,17 +157,18 @@ def config_pbtxt(
     flavour: str,
     inputs: Schema | tuple[TensorSpec, ...],
     versions_served: int = 2,
-    only_versions: list[int] | None = None,
+    queue_delay_us: int = QUEUE_DELAY_US,
 ) -> str:
     """The model's config for its input tensors (or the schema they come from): the newest
-    `versions_served` versions stay loaded (two serve at once, for A/B), or exactly `only_versions`;
+    `versions_served` versions stay loaded (two serve at once, for A/B; pin_versions picks others);
     dynamic batching groups concurrent requests."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}; choose one of {FLAVOURS}")
     specs = model_inputs(inputs) if isinstance(inputs, Schema) else tuple(inputs)
     instances = ONE_CPU_INSTANCE if flavour == "python" else ""
-    policy = _policy(versions_served, only_versions)
-    return _config(name, _KIND[flavour], specs, OUTPUTS, flavour, policy, DYNAMIC_BATCHING, instances)
+    policy = _latest(versions_served)
+    batching = _dynamic_batching(queue_delay_us)
+    return _config(name, _KIND[flavour], specs, OUTPUTS, flavour, policy, batching, instances)
 
 
 def _step(model: str, version: int, inputs: dict[str, str], outputs: dict[str, str]) -> str:
@@ -176,13 +197,15 @@ def ensemble_pbtxt(name: str, base: str, version: int, raw: RawSpec, features: t
 
 
 def preprocess_pbtxt(
-    name: str, raw: RawSpec, features: tuple[TensorSpec, ...], versions_served: int = 2
+    name: str,
+    raw: RawSpec,
+    features: tuple[TensorSpec, ...],
+    versions_served: int = 2,
+    queue_delay_us: int = QUEUE_DELAY_US,
 ) -> str:
     kind = 'backend: "python"'
-    policy = _policy(versions_served, None)
-    return _config(
-        name, kind, raw_inputs(raw), features, "python", policy, DYNAMIC_BATCHING, ONE_CPU_INSTANCE
-    )
+    policy, batching = _latest(versions_served), _dynamic_batching(queue_delay_us)
+    return _config(name, kind, raw_inputs(raw), features, "python", policy, batching, ONE_CPU_INSTANCE)
 
 
 def _layout(folder: Path) -> tuple[TensorSpec, ...] | None:
@@ -211,7 +234,13 @@ def _features_of(plan: dict) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def write_ensemble(repository: Path, name: str, preprocess: Path, version: int | None = None) -> int:
+def write_ensemble(
+    repository: Path,
+    name: str,
+    preprocess: Path,
+    version: int | None = None,
+    queue_delay_us: int = QUEUE_DELAY_US,
+) -> int:
     """Writes `preprocess` (serving/preprocess.py's export of the workflow model `version` was trained
     with; default the newest version of `name`_model) as version `version` of `name`_preprocess, the
     ensemble `name`_v<version> over both, and the ensemble `name` over the newest version; returns the
@@ -231,12 +260,12 @@ def write_ensemble(repository: Path, name: str, preprocess: Path, version: int |
             f"takes {[s.to_dict() for s in layout]}"
         )
     preprocess_name = preprocess_model_name(name)
-    config = preprocess_pbtxt(preprocess_name, raw, features)
+    config = preprocess_pbtxt(preprocess_name, raw, features, queue_delay_us=queue_delay_us)
     served_config = repository / preprocess_name / "config.pbtxt"
     if served_config.is_file() and served_config.read_text() != config:
         raise InputError(
-            f"{preprocess_name} serves other raw inputs or features than this workflow's: a config "
-            "serves all versions of a model, so serve this one under another --name"
+            f"{preprocess_name} serves other raw inputs, features or batching than this workflow's: a "
+            "config serves all versions of a model, so serve this one under another --name"
         )
     folder = repository / preprocess_name / str(version)
     shutil.rmtree(folder, ignore_errors=True)
@@ -279,6 +308,7 @@ def add_version(
     model: torch.jit.ScriptModule | torch.onnx.ONNXProgram,
     flavour: str = "python",
     schema: Schema | None = None,
+    queue_delay_us: int = QUEUE_DELAY_US,
 ) -> int:
     """Writes the model (TorchScript, or ONNX for `onnxruntime`) as the next version (N + 1) of `name`,
     with the flavour's config for the input tensors of `schema` (the workflow's output schema the
@@ -300,5 +330,6 @@ def add_version(
     (folder / MODEL_INPUTS_FILE).write_text(json.dumps([s.to_dict() for s in layout], indent=1) + "\n")
     if flavour == "python":
         shutil.copy2(PYTHON_MODEL, folder / "model.py")
-    (repository / name / "config.pbtxt").write_text(config_pbtxt(name, flavour, layout))
+    config = config_pbtxt(name, flavour, layout, queue_delay_us=queue_delay_us)
+    (repository / name / "config.pbtxt").write_text(config)
     return version
