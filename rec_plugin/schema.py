@@ -51,7 +51,8 @@ class VocabularyPin:
 class ColumnSchema:
     """One column: `dtype` is float32, float64, int32, int64, string, or list<...> of one of them.
     `cardinality` is the embedding rows a model needs (largest id + 1: 0 is reserved); `max_length`
-    bounds a list column's elements."""
+    bounds a list column's elements; `embedding_table` names the table its ids index when it shares
+    one (e.g. a list of recent items and item_id), None for a table of its own."""
 
     name: str
     dtype: str
@@ -61,9 +62,15 @@ class ColumnSchema:
     vocabulary: VocabularyPin | None = None
     # Serving: raw tokens of this width (e.g. Criteo's 8 hex characters) take the fixed-width path.
     token_width: int | None = None
+    embedding_table: str | None = None
 
     def has(self, tag: str) -> bool:
         return tag in self.tags
+
+    @property
+    def embedding_table_name(self) -> str:
+        """The embedding table this column's ids index: the declared shared one, else its own."""
+        return self.embedding_table or self.name
 
     @property
     def is_list(self) -> bool:

@@ -78,6 +78,49 @@ class Node:
             columns = op.output_columns(columns)
         return columns
 
+    def steps(self) -> list[tuple[Op, list[str]]]:
+        """Each op with the columns it reads."""
+        steps, columns = [], list(self.columns)
+        for op in self.ops:
+            steps.append((op, columns))
+            columns = op.output_columns(columns)
+        return steps
+
+
+def _vocabulary_owners(nodes: list[Node]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(node, op) of each Categorify with `vocabulary_of` -> (node, op) of the Categorify that fits
+    that column's vocabulary before it (the latest, as nodes see columns as earlier ones left them).
+    A workflow where it is fitted later, or nowhere, is refused in one line naming both columns."""
+    owners: dict[str, tuple[int, int]] = {}
+    borrowed: dict[str, str] = {}
+    shared: dict[tuple[int, int], tuple[int, int]] = {}
+    for n, node in enumerate(nodes):
+        for k, (op, columns) in enumerate(node.steps()):
+            if not isinstance(op, Categorify):
+                continue
+            name = op.vocabulary_of
+            if name is None:
+                owners.update({c: (n, k) for c in columns})
+            elif name in owners:
+                shared[n, k] = owners[name]
+                borrowed.update({c: name for c in columns})
+            else:
+                later = any(
+                    isinstance(o, Categorify) and o.vocabulary_of is None and name in read
+                    for node_after in nodes[n:]
+                    for o, read in node_after.steps()
+                )
+                if name in borrowed:
+                    why = f"{name!r} uses that of {borrowed[name]!r}: name that column"
+                elif later:
+                    why = f"the Categorify of {name!r} comes in a later node: move that node first"
+                else:
+                    why = f"no node fits one: add a node [{name!r}] >> Categorify() before it"
+                raise InputError(
+                    f"{type(op).__name__} of {columns} uses the vocabulary of {name!r}, but {why}"
+                )
+    return shared
+
 
 def _marked(frame: DataFrame, fitted_rows: Column) -> DataFrame:
     """`frame` with the FITTED_ROW column the ops read (a null mark is not fitted)."""
@@ -96,6 +139,7 @@ class Workflow:
         self.states: list[list[dict[str, Any]]] | None = None
         self.schema: Schema | None = None
         self._persisted: list[DataFrame] = []
+        self._vocabulary_owners = _vocabulary_owners(self.nodes)
 
     def output_columns(self) -> list[str]:
         return [c for node in self.nodes for c in node.output_columns()] + self.passthrough
@@ -108,7 +152,11 @@ class Workflow:
         self.states = [[] for _ in self.nodes]
 
         def fit_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
-            self.states[node_index].append(op.fit(current, columns, self._persisted))
+            if (node_index, op_index) in self._vocabulary_owners:
+                state = self._shared_state(node_index, op_index, op, columns)
+            else:
+                state = op.fit(current, columns, self._persisted)
+            self.states[node_index].append(state)
 
         self.input_schema = self.input_schema or inferred_schema(frame)
         self._apply(_marked(frame, F.lit(True)), fit_op)
@@ -173,7 +221,9 @@ class Workflow:
         a deployed model keeps its ids, and only the new rows of its embedding tables need training."""
 
         def extend_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
-            if isinstance(op, Categorify):
+            if (node_index, op_index) in self._vocabulary_owners:
+                self.states[node_index][op_index] = self._shared_state(node_index, op_index, op, columns)
+            elif isinstance(op, Categorify):
                 self.states[node_index][op_index] = op.extend(current, columns, path)
 
         self._apply(frame, extend_op)
@@ -199,6 +249,14 @@ class Workflow:
     def state(self, node_index: int, op_index: int) -> dict[str, Any]:
         return self.states[node_index][op_index]
 
+    def _shared_state(
+        self, node_index: int, op_index: int, op: Categorify, columns: list[str]
+    ) -> dict[str, Any]:
+        """The state of a Categorify with `vocabulary_of`: the vocabulary its owner (fitted or extended
+        before it) holds for that column."""
+        owner_node, owner_op = self._vocabulary_owners[node_index, op_index]
+        return op.shared_state(self.states[owner_node][owner_op][op.vocabulary_of], columns)
+
     def save(self, path: str) -> None:
         spark = SparkSession.getActiveSession()
         nodes = []
@@ -220,7 +278,7 @@ class Workflow:
 
     def _save_schema(self, spark: SparkSession, path: str) -> None:
         """schema.json, each vocabulary pinned to the Delta version saved under `path` now."""
-        tables = [c.vocabulary.table for c in self.schema if c.vocabulary is not None]
+        tables = list(dict.fromkeys(c.vocabulary.table for c in self.schema if c.vocabulary is not None))
         versions = storage.delta_versions(spark, path, tables)
         pinned = [
             c

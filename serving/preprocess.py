@@ -11,6 +11,8 @@ Every op is served with Spark's transform semantics (rows not fitted on, as at s
 - TargetEncoding: TE_<column> from the all-folds statistics, (sum + w * prior) / (count + w) computed
   here by Spark as float, the prior for an unseen value.
 - ListCategorify: the raw list's first max_length elements looked up in its vocabulary (absent -> 0).
+  An op with `vocabulary_of` (ids from another column's vocabulary) reads that column's lookup table:
+  one parquet file per vocabulary, whichever columns share it.
 
 What cannot be served with parity is refused here in one line naming the op: an op of another kind,
 a vocabulary or hash of float values (Spark's double-to-string and float hashing of computed values
@@ -112,6 +114,17 @@ def export_preprocess(
         pq.write_table(pa.Table.from_pandas(data[["value", payload]], preserve_index=False), out / name)
         return name
 
+    # The lookup file of each column's vocabulary, by the column whose Categorify fitted it.
+    vocabulary_files: dict[str, str] = {}
+
+    def vocabulary_file(op: Categorify, column: str, state: dict) -> str:
+        """The lookup file `op` maps `column` through: its own vocabulary's, written here, or with
+        `vocabulary_of` the one written for that column by its (earlier) Categorify."""
+        if op.vocabulary_of is not None:
+            return vocabulary_files[op.vocabulary_of]
+        vocabulary_files[column] = table_file(state[column].select("value", "id"), "id")
+        return vocabulary_files[column]
+
     def step_output() -> str:
         return f"__step{len(steps)}"
 
@@ -130,7 +143,7 @@ def export_preprocess(
                         )
                     lists_read[c] = len(list_spec)
                     list_spec.append(RawColumn(c, "list<string>", int(op.params["max_length"])))
-                    vocabulary = table_file(state[c].select("value", "id"), "id")
+                    vocabulary = vocabulary_file(op, c, state)
                     output = step_output()
                     steps.append(
                         {"kind": "list", "op": "ListCategorify", "column": c, "list": lists_read[c],
@@ -158,7 +171,7 @@ def export_preprocess(
                         "output": step_output(),
                     }
                     if isinstance(op, Categorify):
-                        step["table"] = table_file(state[c].select("value", "id"), "id")
+                        step["table"] = vocabulary_file(op, c, state)
                         expressions[c] = render_over("category_id", {"id": _quoted(step["output"])}, {})
                         dtypes[c] = "int32"
                     else:

@@ -3,7 +3,11 @@
 Ids start at 1 in order of descending count, ties broken by the value itself, so a refit on the same
 data gives the same ids; 0 is reserved for missing, rare (below freq_threshold) and unseen values.
 Each column's vocabulary is a table (value, id, count), saved as its own Delta table, which `extend`
-grows in place with a new day's data (see Workflow.extend)."""
+grows in place with a new day's data (see Workflow.extend).
+
+`vocabulary_of="item_id"` makes the op fit nothing and use the vocabulary that an earlier node's
+Categorify fitted for item_id (the Workflow hands it over): the same value gets the same id in both
+columns, and its values unknown to item_id get item_id's 0, so both can index one embedding table."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
+from rec_plugin.errors import InputError
 from rec_plugin.ops.base import Op, categorical
 from rec_plugin.schema import ColumnSchema, VocabularyPin
 from rec_plugin.templates import expression
@@ -26,8 +31,33 @@ VOCABULARY_FOLDER = "vocab"
 class Categorify(Op):
     state_holds_frames = True
 
-    def __init__(self, freq_threshold: int = 1, max_size: int | None = None) -> None:
-        super().__init__(freq_threshold=freq_threshold, max_size=max_size)
+    def __init__(
+        self, freq_threshold: int = 1, max_size: int | None = None, vocabulary_of: str | None = None
+    ) -> None:
+        if vocabulary_of is None:
+            super().__init__(freq_threshold=freq_threshold, max_size=max_size)
+        elif freq_threshold != 1 or max_size is not None:
+            raise InputError(
+                f"{type(self).__name__}(vocabulary_of={vocabulary_of!r}) keeps the values that "
+                f"{vocabulary_of!r}'s vocabulary keeps: give freq_threshold and max_size to its Categorify"
+            )
+        else:
+            super().__init__(vocabulary_of=vocabulary_of)
+
+    @property
+    def vocabulary_of(self) -> str | None:
+        """The column whose vocabulary this op uses instead of fitting one (None: it fits its own)."""
+        return self.params.get("vocabulary_of")
+
+    @staticmethod
+    def table_location(column: str) -> str:
+        """Where a column's vocabulary table lies, relative to the workflow folder."""
+        return f"{VOCABULARY_FOLDER}/{column}"
+
+    def shared_state(self, vocabulary: DataFrame, columns: list[str]) -> dict[str, Any]:
+        """The state of an op with `vocabulary_of`: every column looks its values up in `vocabulary`,
+        the fitted (value, id, count) table of the column it names."""
+        return {c: vocabulary for c in columns}
 
     def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
         """(column, value, count) of every non-null value of the columns, in one aggregation for all."""
@@ -35,7 +65,10 @@ class Categorify(Op):
         exploded = frame.select(F.explode(F.array(*pairs)).alias("pair")).select("pair.column", "pair.value")
         return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
 
-    def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame:
+    def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame | None:
+        """None with `vocabulary_of`: the Workflow gives that op its state (shared_state)."""
+        if self.vocabulary_of is not None:
+            return None
         counts = self.value_counts(frame, columns).where(F.col("count") >= self.params["freq_threshold"])
         order = Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value"))
         return self._capped(counts.withColumn("id", F.row_number().over(order).cast("int")))
@@ -52,7 +85,8 @@ class Categorify(Op):
         counts = self.value_counts(frame, columns).persist()
         state = {}
         for c in columns:
-            table = DeltaTable.forPath(spark, f"{path}/{VOCABULARY_FOLDER}/{c}")
+            location = f"{path}/{self.table_location(c)}"
+            table = DeltaTable.forPath(spark, location)
             known = table.toDF()
             last_id = known.agg(F.max("id")).first()[0] or 0
             seen = counts.where(F.col("column") == c).select("value", "count")
@@ -71,7 +105,7 @@ class Categorify(Op):
                 )
                 .execute()
             )
-            state[c] = spark.read.format("delta").load(f"{path}/{VOCABULARY_FOLDER}/{c}")
+            state[c] = spark.read.format("delta").load(location)
         counts.unpersist()
         return state
 
@@ -89,19 +123,26 @@ class Categorify(Op):
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
         """int32 ids, one embedding row per id plus the reserved 0; the vocabulary table is pinned to its
-        Delta version when the workflow is saved."""
+        Delta version when the workflow is saved. With `vocabulary_of`, that column's table is pinned
+        and its embedding table named: the same table, hence the same cardinality."""
         sizes = self.cardinalities(state, [c.name for c in inputs])
+        owner = self.vocabulary_of
         return [
             categorical(
                 c,
                 sizes[c.name],
-                vocabulary=VocabularyPin(f"{VOCABULARY_FOLDER}/{c.name}"),
+                vocabulary=VocabularyPin(self.table_location(owner or c.name)),
                 token_width=c.token_width,
+                embedding_table=owner,
             )
             for c in inputs
         ]
 
     def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
+        """The saved tables' locations; with `vocabulary_of`, that column's (saved by its own op), so
+        load_state reads it at the version the schema pins, and nothing is written."""
+        if self.vocabulary_of is not None:
+            return {"tables": {c: self.table_location(self.vocabulary_of) for c in state}}
         return {"tables": storage.save_tables(state, path, VOCABULARY_FOLDER)}
 
     def load_state(

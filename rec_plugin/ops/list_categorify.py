@@ -1,7 +1,9 @@
 """ListCategorify: multi-hot columns (arrays of values) -> arrays of ids, at most max_length long.
 
 The vocabulary counts every element (as Categorify does for single values, same ids and 0 rules);
-each array keeps its order and its first max_length elements, unpadded (the loader pads)."""
+each array keeps its order and its first max_length elements, unpadded (the loader pads). With
+`vocabulary_of="item_id"` the elements take item_id's ids instead (see Categorify): a list of recent
+items and item_id then share one vocabulary and one embedding table."""
 
 from __future__ import annotations
 
@@ -17,8 +19,14 @@ from rec_plugin.schema import ColumnSchema, Tags
 
 
 class ListCategorify(Categorify):
-    def __init__(self, max_length: int, freq_threshold: int = 1, max_size: int | None = None) -> None:
-        super().__init__(freq_threshold=freq_threshold, max_size=max_size)
+    def __init__(
+        self,
+        max_length: int,
+        freq_threshold: int = 1,
+        max_size: int | None = None,
+        vocabulary_of: str | None = None,
+    ) -> None:
+        super().__init__(freq_threshold=freq_threshold, max_size=max_size, vocabulary_of=vocabulary_of)
         self.params["max_length"] = max_length
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:

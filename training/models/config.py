@@ -1,10 +1,12 @@
 """What a model is built from, as data: TorchRec-style embedding tables and the model's inputs by name.
 
 `ModelConfig.from_schema` declares one table per categorical and per list column of a workflow's
-schema (rec_plugin/schema.py); the config is saved beside the weights, so serving and scoring rebuild
-the same model without the schema. The model's inputs follow the schema's order: dense float32
-[B, len(dense_features)], ids int64 [B, len(categorical_features)], and for the i-th list feature
-values int64 [N_i] and offsets int64 [B + 1] (TorchRec's jagged layout).
+schema (rec_plugin/schema.py), or per declared shared table (columns naming the same
+`embedding_table`, e.g. item_id and a list of recent items: one vocabulary, one table); the config
+is saved beside the weights, so serving and scoring rebuild the same model without the schema.
+The model's inputs follow the schema's order: dense float32 [B, len(dense_features)], ids int64
+[B, len(categorical_features)], and for the i-th list feature values int64 [N_i] and offsets int64
+[B + 1] (TorchRec's jagged layout).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import cached_property
 
 import torch
 
-from rec_plugin.schema import Schema, SchemaError
+from rec_plugin.schema import ColumnSchema, Schema, SchemaError
 
 POOLINGS = ("sum", "mean")
 
@@ -91,28 +93,35 @@ class ModelConfig:
         list_pooling: str = "sum",
         **hyper: object,
     ) -> ModelConfig:
-        """One table per categorical and per list column of `schema` (its cardinality rows, dim
-        `embedding_dim` unless `table_dims` names another), list features pooled by `list_pooling`;
-        `hyper` are the model's hyperparameters (bottom_mlp, top_mlp, deep_mlp, cross_layers)."""
+        """One table per embedding table the categorical and list columns of `schema` name (their own,
+        or a shared one), in order of first use: the columns' cardinality rows, dim `embedding_dim`
+        unless `table_dims` names another, pooled by `list_pooling` when a list reads it; `hyper` are
+        the model's hyperparameters (bottom_mlp, top_mlp, deep_mlp, cross_layers)."""
         dims = dict(table_dims or {})
-        tables = []
+        groups: dict[str, list[ColumnSchema]] = {}
         for column in (*schema.categorical, *schema.lists):
             if column.cardinality is None:
                 raise SchemaError(
                     f"categorical column {column.name!r} has no cardinality in the schema: "
                     "fit the workflow (Categorify or HashBucket) that makes its ids"
                 )
+            groups.setdefault(column.embedding_table_name, []).append(column)
+        tables = []
+        for table, columns in groups.items():
+            sizes = {c.name: c.cardinality for c in columns}
+            if len(set(sizes.values())) > 1:
+                raise SchemaError(f"columns sharing table {table!r} declare different cardinalities {sizes}")
             tables.append(
                 TableConfig(
-                    column.name,
-                    column.cardinality,
-                    dims.pop(column.name, embedding_dim),
-                    (column.name,),
-                    list_pooling if column.is_list else "sum",
+                    table,
+                    columns[0].cardinality,
+                    dims.pop(table, embedding_dim),
+                    tuple(sizes),
+                    list_pooling if any(c.is_list for c in columns) else "sum",
                 )
             )
         if dims:
-            raise SchemaError(f"table_dims names {sorted(dims)}, which are not categorical columns")
+            raise SchemaError(f"table_dims names {sorted(dims)}, which are not embedding tables")
         tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
         return cls(
             name,
