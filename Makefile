@@ -40,7 +40,7 @@ demo: setup
 	$(PY) -m spark_jobs.cli demo --out artifacts/demo
 
 test: setup $(SQL_JAR)
-	scripts/sbt test < /dev/null && $(PY) -m pytest -q tests
+	scripts/sbt test < /dev/null && $(PY) -m pytest -q --durations=30 tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

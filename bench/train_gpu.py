@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import torch  # noqa: E402
 
+from rec_plugin.dataset import load_dataset  # noqa: E402
 from rec_plugin.schema import ColumnSchema, Schema, Tags  # noqa: E402
 from training.models import ModelConfig, build_model, example_inputs  # noqa: E402
 from training.step import bce_loss, optimizers  # noqa: E402
@@ -47,14 +48,17 @@ def variants(device: str) -> dict[str, tuple[bool, torch.dtype | None]]:
 
 
 def criteo_schema() -> Schema:
-    """Criteo's layout as a workflow schema: a label, 13 continuous and 26 categorical columns."""
+    """Criteo's layout (conf/datasets/criteo.json) as a workflow schema: its label, continuous and
+    categorical columns, the latter sized by the Kaggle cardinalities."""
+    criteo = load_dataset("criteo")
+    categorical = criteo.tagged(Tags.CATEGORICAL)
     return Schema(
         (
-            ColumnSchema("label", "float32", (Tags.LABEL,)),
-            *[ColumnSchema(f"I{i}", "float32", (Tags.CONTINUOUS,)) for i in range(1, 14)],
+            ColumnSchema(criteo.label, "float32", (Tags.LABEL,)),
+            *[ColumnSchema(name, "float32", (Tags.CONTINUOUS,)) for name in criteo.tagged(Tags.CONTINUOUS)],
             *[
-                ColumnSchema(f"C{i}", "int32", (Tags.CATEGORICAL,), cardinality=min(size, CAP))
-                for i, size in enumerate(KAGGLE_CARDINALITIES, 1)
+                ColumnSchema(name, "int32", (Tags.CATEGORICAL,), cardinality=min(size, CAP))
+                for name, size in zip(categorical, KAGGLE_CARDINALITIES, strict=True)
             ],
         )
     )

@@ -126,27 +126,36 @@ def exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hadoop_path))
 
 
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def _latest_commit(spark: SparkSession, path: str) -> int | None:
+    """The newest commit in a table's _delta_log, from one directory listing (no Spark job: asking
+    Delta's history costs a query per table); None when there is no log."""
+    fs, log = _fs_and_path(spark, f"{path}/_delta_log")
+    if not fs.exists(log):
+        return None
+    names = (status.getPath().getName() for status in fs.listStatus(log))
+    commits = [int(match.group(1)) for name in names if (match := _COMMIT_FILE.match(name))]
+    return max(commits) if commits else None
+
+
 def delta_version(spark: SparkSession, path: str, role: str, version: int | None = None) -> int:
     """`version` (default: the latest) of the Delta table at `path`, checked to exist; `role` says
     what the table is for the error line ("bronze table", "features table")."""
-    from delta.tables import DeltaTable
-
     if not exists(spark, path):
         raise InputError(f"{role} {path} does not exist")
-    if not DeltaTable.isDeltaTable(spark, path):
+    latest = _latest_commit(spark, path)
+    if latest is None:
         raise InputError(f"{role} {path} is not a Delta table")
-    latest = DeltaTable.forPath(spark, path).history(1).first()["version"]
     if version is not None and not 0 <= version <= latest:
         raise InputError(f"{role} {path} has versions 0 to {latest}, not {version}")
     return latest if version is None else version
 
 
 def delta_versions(spark: SparkSession, path: str, tables: list[str]) -> dict[str, int]:
-    """The latest Delta version of each table under `path` (relative locations), asked concurrently:
-    each answer is mostly driver-side latency."""
-    with ThreadPoolExecutor(_TABLE_THREADS) as pool:
-        jobs = {t: pool.submit(delta_version, spark, f"{path}/{t}", "table") for t in tables}
-        return {t: job.result() for t, job in jobs.items()}
+    """The latest Delta version of each table under `path` (relative locations)."""
+    return {t: delta_version(spark, f"{path}/{t}", "table") for t in tables}
 
 
 def partition_values(table: DataFrame, column: str) -> set[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -137,7 +136,7 @@ def featurize(
     elapsed = time.perf_counter() - started
     _progress(f"features written to {features}", started)
     rows_out = spark.read.format("delta").load(features).count()
-    features_version = DeltaTable.forPath(spark, features).history(1).first()["version"]
+    features_version = storage.delta_version(spark, features, "features table")
     FeaturesDescription(features, features_version, bronze, bronze_version, splits, rows_out).save(
         spark, workflow_path
     )

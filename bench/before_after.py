@@ -1,0 +1,82 @@
+"""Before/after on Criteo: featurize, loader and training rows/s of this checkout against a baseline
+commit, interleaved round by round in one run on the same bronze table; prints the medians and the
+candidate/baseline ratios.
+
+    .venv/bin/python bench/before_after.py --baseline 7f5fa48 [--rows-per-day 50000] [--rounds 3]
+
+The baseline runs from a temporary git worktree of that commit with this checkout's virtualenv. Every
+figure is a fresh process (bench/stage_rate.py), so JVM and import costs are paid alike; the featurize
+figure is rows out over the whole featurize call (fit, save, transform, write, describe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from harness import print_medians, report_quiet
+
+from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
+from spark_jobs.session import build_session
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+PROBE = CHECKOUT / "bench" / "stage_rate.py"
+STAGES = ("featurize", "loader", "train")
+
+
+def _rate(tree: Path, stage: str, bronze: str, scratch: Path, schema_from: Path) -> float:
+    """One figure: the probe run with `tree`'s code."""
+    command = [sys.executable, str(PROBE), stage, "--bronze", bronze, "--scratch", str(scratch)]
+    command += ["--schema-from", str(schema_from)]
+    environment = {**os.environ, "PYTHONPATH": str(tree), "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(command, cwd=tree, env=environment, capture_output=True, text=True)
+    rates = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATE ")]
+    if done.returncode or not rates:
+        raise SystemExit(f"{stage} in {tree} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return float(rates[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=True, help="the commit to compare against")
+    parser.add_argument("--rows-per-day", type=int, default=GeneratorConfig.rows_per_day)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
+    spark = build_session("local", "bench-before-after", {"spark.ui.showConsoleProgress": "false"})
+    generate(spark, str(scratch / "data"), GeneratorConfig(days=4, rows_per_day=args.rows_per_day))
+    bronze = str(scratch / "bronze")
+    ingest(spark, str(scratch / "data" / "raw"), bronze, str(scratch / "rejects"))
+    spark.stop()
+    baseline = scratch / "baseline"
+    git = ["git", "-C", str(CHECKOUT), "worktree"]
+    subprocess.run([*git, "add", "-q", "--detach", str(baseline), args.baseline], check=True)
+    trees = {f"baseline {args.baseline}": baseline, "candidate (this checkout)": CHECKOUT}
+    fitted = scratch / "candidate-0" / "workflow"  # sizes a pre-schema baseline's model
+    rates: dict[str, dict[str, list[float]]] = {stage: {name: [] for name in trees} for stage in STAGES}
+    try:
+        report_quiet()
+        for round_ in range(args.rounds):
+            # The candidate first in even rounds (its first workflow sizes the baseline's model).
+            for name, tree in sorted(trees.items(), reverse=round_ % 2 == 0):
+                out = scratch / f"{name.split()[0]}-{round_}"
+                for stage in STAGES:
+                    rate = _rate(tree, stage, bronze, out, fitted)
+                    rates[stage][name].append(rate)
+                    print(f"round {round_ + 1} {name} {stage}: {rate:,.0f} rows/s", flush=True)
+        report_quiet()
+    finally:
+        subprocess.run([*git, "remove", "--force", str(baseline)], check=True)
+    for stage in STAGES:
+        print(f"== {stage}")
+        medians = list(print_medians(rates[stage], 4 * args.rows_per_day).values())
+        print(f"{stage}: candidate / baseline = {medians[1] / medians[0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""One throughput figure of one checkout, in a fresh process: featurize, loader or training rows/s on a
+featurized Criteo data set. bench/before_after.py runs it against each tree it compares (cwd and
+PYTHONPATH = that tree), so the figure measures that tree's code.
+
+    python bench/stage_rate.py featurize|loader|train --bronze B --scratch S [--schema-from WF]
+
+featurize writes S/features and S/workflow; loader and train read them. A baseline from before the
+schema contract (#12) built its loader and model without a schema: `--schema-from` names a workflow
+fitted on the same data whose cardinalities size that baseline's DLRM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from delta.tables import DeltaTable
+
+from spark_jobs.featurize import featurize
+from spark_jobs.session import build_session
+from spark_jobs.train import feature_files
+from training.data import BatchLoader
+from training.loop import TrainSpec, train_worker
+from training.models import ModelConfig
+
+SPLITS = {"train": [0, 1], "valid": [2], "test": [3]}
+
+
+def _schema_json(workflow: str) -> dict:
+    return json.loads((Path(workflow) / "schema.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["featurize", "loader", "train"])
+    parser.add_argument("--bronze", required=True)
+    parser.add_argument("--scratch", required=True, type=Path)
+    parser.add_argument("--schema-from", help="a fitted workflow of the same data (for a pre-#12 baseline)")
+    args = parser.parse_args()
+    spark = build_session("local", "bench-stage-rate", {"spark.ui.showConsoleProgress": "false"})
+    features, workflow = str(args.scratch / "features"), str(args.scratch / "workflow")
+    if args.stage == "featurize":
+        started = time.perf_counter()
+        report = featurize(spark, args.bronze, features, workflow, SPLITS)
+        print("RATE", report["rows_out"] / (time.perf_counter() - started))
+        return
+    version = DeltaTable.forPath(spark, features).history(1).first()["version"]
+    train = feature_files(spark, features, version, SPLITS["train"])
+    schema_based = "schema" in inspect.signature(BatchLoader).parameters
+    if schema_based:
+        from rec_plugin.workflow import Workflow
+
+        schema = Workflow.load_schema(workflow, spark)
+        loader = BatchLoader(train, schema, 1024)
+        model = ModelConfig.from_schema("dlrm", schema)
+        extra = {"schema": json.loads(schema.to_json())}
+    else:
+        columns = _schema_json(args.schema_from)["columns"]
+        loader = BatchLoader(train, 1024)
+        model = ModelConfig("dlrm", tuple(c["cardinality"] for c in columns if c.get("cardinality")))
+        extra = {}
+    if args.stage == "loader":
+        started = time.perf_counter()
+        for _ in loader.epoch(0):
+            pass
+        print("RATE", loader.rows_read / (time.perf_counter() - started))
+        return
+    run_dir = tempfile.mkdtemp(prefix="bench-stage-rate-")
+    spec = TrainSpec(model=model.to_dict(), train=train.to_dict(), run_dir=run_dir, progress=False, **extra)
+    print("RATE", train_worker(spec.to_dict())["samples_per_s"])
+
+
+if __name__ == "__main__":
+    main()
