@@ -106,12 +106,50 @@ def every_op_workflow(schema: Schema) -> Workflow:
     return Workflow(cross + int_cross + hashed + encoded + categories + tags + continuous + ["label"], schema)
 
 
-def _frame(spark, rows: pd.DataFrame):  # noqa: ANN001, ANN202
-    records = [
+# The raw type (rec_plugin/dataset.py's RAW_TYPES) of each input schema dtype.
+RAW_TYPE = {
+    "int32": "int",
+    "int64": "long",
+    "float64": "float",
+    "string": "string",
+    "list<string>": "list<string>",
+}
+
+
+def every_op_dataset(width: int | None) -> dict:
+    """every_op_workflow over input_schema(width) as a dataset definition (conf/datasets/<name>.json's
+    form): what featurize fits when given its path."""
+    schema = input_schema(width)
+    workflow = every_op_workflow(schema)
+    columns = []
+    for c in schema:
+        column = {"name": c.name, "type": RAW_TYPE[c.dtype], "tags": list(c.tags)}
+        column.update({"token_width": c.token_width} if c.token_width else {})
+        column.update({"list_separator": "|"} if c.is_list else {})
+        columns.append(column)
+    nodes = [
+        {"columns": list(n.columns), "ops": [{"op": type(op).__name__, "params": op.params} for op in n.ops]}
+        for n in workflow.nodes
+    ]
+    return {
+        "name": "every_op",
+        "format": "tsv",
+        "file_patterns": ["*.tsv"],
+        "columns": columns,
+        "workflow": {"nodes": nodes, "passthrough": workflow.passthrough},
+    }
+
+
+def records(rows: pd.DataFrame) -> list[dict]:
+    """Rows as dicts for spark.createDataFrame, a missing float None (pandas holds it as NaN)."""
+    return [
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
         for row in rows.to_dict("records")
     ]
-    return spark.createDataFrame(records, SPARK_TYPES)
+
+
+def _frame(spark, rows: pd.DataFrame):  # noqa: ANN001, ANN202
+    return spark.createDataFrame(records(rows), SPARK_TYPES)
 
 
 @pytest.mark.parametrize("width", [8, None], ids=["fixed-width tokens", "tokens of any length"])
