@@ -1,4 +1,4 @@
-"""Before/after on Criteo: featurize, loader and training rows/s of this checkout against a baseline
+"""Before/after on Criteo: ingest, featurize, loader and training rows/s of this checkout against a baseline
 commit, interleaved round by round in one run on the same bronze table; prints the medians and the
 candidate/baseline ratios.
 
@@ -26,12 +26,12 @@ from spark_jobs.session import build_session
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 PROBE = CHECKOUT / "bench" / "stage_rate.py"
-STAGES = ("featurize", "loader", "train")
+STAGES = ("ingest", "featurize", "loader", "train")
 
 
-def _rate(tree: Path, stage: str, bronze: str, scratch: Path, schema_from: Path) -> float:
+def _rate(tree: Path, stage: str, raw: str, bronze: str, scratch: Path, schema_from: Path) -> float:
     """One figure: the probe run with `tree`'s code."""
-    command = [sys.executable, str(PROBE), stage, "--bronze", bronze, "--scratch", str(scratch)]
+    command = [sys.executable, str(PROBE), stage, "--raw", raw, "--bronze", bronze, "--scratch", str(scratch)]
     command += ["--schema-from", str(schema_from)]
     environment = {**os.environ, "PYTHONPATH": str(tree), "PYSPARK_PYTHON": sys.executable}
     done = subprocess.run(command, cwd=tree, env=environment, capture_output=True, text=True)
@@ -50,8 +50,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
     spark = build_session("local", "bench-before-after", {"spark.ui.showConsoleProgress": "false"})
     generate(spark, str(scratch / "data"), GeneratorConfig(days=4, rows_per_day=args.rows_per_day))
-    bronze = str(scratch / "bronze")
-    ingest(spark, str(scratch / "data" / "raw"), bronze, str(scratch / "rejects"))
+    raw, bronze = str(scratch / "data" / "raw"), str(scratch / "bronze")
+    ingest(spark, raw, bronze, str(scratch / "rejects"))
     spark.stop()
     baseline = scratch / "baseline"
     git = ["git", "-C", str(CHECKOUT), "worktree"]
@@ -66,7 +66,7 @@ def main() -> None:
             for name, tree in sorted(trees.items(), reverse=round_ % 2 == 0):
                 out = scratch / f"{name.split()[0]}-{round_}"
                 for stage in STAGES:
-                    rate = _rate(tree, stage, bronze, out, fitted)
+                    rate = _rate(tree, stage, raw, bronze, out, fitted)
                     rates[stage][name].append(rate)
                     print(f"round {round_ + 1} {name} {stage}: {rate:,.0f} rows/s", flush=True)
         report_quiet()

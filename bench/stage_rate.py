@@ -1,10 +1,11 @@
-"""One throughput figure of one checkout, in a fresh process: featurize, loader or training rows/s on a
-featurized Criteo data set. bench/before_after.py runs it against each tree it compares (cwd and
+"""One throughput figure of one checkout, in a fresh process: ingest, featurize, loader or training
+rows/s on a generated Criteo data set. bench/before_after.py runs it against each tree it compares (cwd and
 PYTHONPATH = that tree), so the figure measures that tree's code.
 
-    python bench/stage_rate.py featurize|loader|train --bronze B --scratch S [--schema-from WF]
+    python bench/stage_rate.py ingest|featurize|loader|train --raw R --bronze B --scratch S [--schema-from WF]
 
-featurize writes S/features and S/workflow; loader and train read them. A baseline from before the
+ingest reads R into S/bronze; featurize reads B (one bronze table for every tree) into S/features and
+S/workflow; loader and train read those. A baseline from before the
 schema contract (#12) built its loader and model without a schema: `--schema-from` names a workflow
 fitted on the same data whose cardinalities size that baseline's DLRM.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from delta.tables import DeltaTable
 
 from spark_jobs.featurize import featurize
+from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
@@ -36,13 +38,21 @@ def _schema_json(workflow: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["featurize", "loader", "train"])
+    parser.add_argument("stage", choices=["ingest", "featurize", "loader", "train"])
+    parser.add_argument("--raw", required=True)
     parser.add_argument("--bronze", required=True)
     parser.add_argument("--scratch", required=True, type=Path)
     parser.add_argument("--schema-from", help="a fitted workflow of the same data (for a pre-#12 baseline)")
     args = parser.parse_args()
     spark = build_session("local", "bench-stage-rate", {"spark.ui.showConsoleProgress": "false"})
     features, workflow = str(args.scratch / "features"), str(args.scratch / "workflow")
+    if args.stage == "ingest":
+        bronze = str(args.scratch / "bronze")
+        started = time.perf_counter()
+        ingest(spark, args.raw, bronze, str(args.scratch / "rejects"))
+        elapsed = time.perf_counter() - started
+        print("RATE", spark.read.format("delta").load(bronze).count() / elapsed)
+        return
     if args.stage == "featurize":
         started = time.perf_counter()
         report = featurize(spark, args.bronze, features, workflow, SPLITS)

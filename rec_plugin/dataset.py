@@ -16,12 +16,20 @@ a user's own click log is another file of the same form:
                             {"columns": ["recent_items"], "ops": [{"op": "ListCategorify",
                                                                    "params": {"max_length": 20}}]}],
                   "passthrough_tags": ["label"]}}
+
+`format` names the raw source (spark_jobs/raw_formats.py reads each): "tsv" or "csv" lines split by the
+separator, "jsonl" (one JSON object per line, fields by name), "parquet" (columns by name), each from
+the files under ingest's input matching `file_patterns`; or "delta": the existing Delta table at
+`table` (a path or URI), read at `version` (default: its latest when ingest starts). A file's day is
+the `day_<d>` in its path unless the definition names a `day_column` (jsonl and parquet may, delta
+must): an int day, or a date counted in days since `day_origin` (default 1970-01-01).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +53,13 @@ RAW_TYPES = {
     "string": ("string", "string"),
     "list<string>": ("list<string>", "array<string>"),
 }
-SEPARATORS = {"tsv": "\t", "csv": ","}
+TSV, CSV, JSONL, PARQUET, DELTA = "tsv", "csv", "jsonl", "parquet", "delta"
+# Delimited text formats -> their field separator.
+SEPARATORS = {TSV: "\t", CSV: ","}
+FORMATS = (TSV, CSV, JSONL, PARQUET, DELTA)
+# Formats whose rows name their fields, so one of them may give each row's day.
+DAY_COLUMN_FORMATS = (JSONL, PARQUET, DELTA)
+DEFAULT_DAY_ORIGIN = "1970-01-01"
 
 
 @dataclass(frozen=True)
@@ -72,13 +86,19 @@ class RawColumn:
 
 @dataclass(frozen=True)
 class DatasetDefinition:
-    """A parsed definition; `workflow` is the default ops graph with columns chosen by name or tag."""
+    """A parsed definition; `workflow` is the default ops graph with columns chosen by name or tag.
+    `table` and `version` locate a delta source; `day_column` and `day_origin` say where rows give
+    their day (None: the file's path does)."""
 
     name: str
     format: str
     file_patterns: tuple[str, ...]
     columns: tuple[RawColumn, ...]
     workflow: dict[str, Any] = field(default_factory=dict)
+    table: str | None = None
+    version: int | None = None
+    day_column: str | None = None
+    day_origin: str = DEFAULT_DAY_ORIGIN
 
     @property
     def separator(self) -> str:
@@ -87,6 +107,11 @@ class DatasetDefinition:
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def read_names(self) -> list[str]:
+        """The fields a row is read from: its columns, then its day_column if it names one."""
+        return [*self.names, *([self.day_column] if self.day_column else [])]
 
     def column(self, name: str) -> RawColumn:
         for column in self.columns:
@@ -158,16 +183,49 @@ class DatasetDefinition:
             raise InputError(
                 f"dataset {data['name']}: unknown column types {unknown} (known: {sorted(RAW_TYPES)})"
             )
-        if data["format"] not in SEPARATORS:
-            raise InputError(
-                f"dataset {data['name']}: format {data['format']!r} is not one of {sorted(SEPARATORS)}"
-            )
         definition = cls(
-            data["name"], data["format"], tuple(data["file_patterns"]), columns, data.get("workflow", {})
+            data["name"],
+            data["format"],
+            tuple(data.get("file_patterns", ())),
+            columns,
+            data.get("workflow", {}),
+            table=data.get("table"),
+            version=data.get("version"),
+            day_column=data.get("day_column"),
+            day_origin=data.get("day_origin", DEFAULT_DAY_ORIGIN),
         )
+        definition._check_source()
         if len(definition.tagged(Tags.LABEL)) != 1:
             raise InputError(f"dataset {definition.name}: exactly one column must be tagged label")
         return definition
+
+    def _check_source(self) -> None:
+        """The source fields fit the format: refused at load, before Spark starts."""
+        where = f"dataset {self.name}"
+        if self.format not in FORMATS:
+            raise InputError(f"{where}: format {self.format!r} is not one of {list(FORMATS)}")
+        if (self.format == DELTA) != (self.table is not None):
+            raise InputError(f"{where}: a delta source names its `table`, and only a delta source does")
+        if self.format == DELTA and self.file_patterns:
+            raise InputError(f"{where}: a delta source reads its table, not files: drop file_patterns")
+        if self.format != DELTA and not self.file_patterns:
+            raise InputError(f"{where}: format {self.format} needs file_patterns")
+        if self.version is not None and not (
+            self.table and isinstance(self.version, int) and self.version >= 0
+        ):
+            raise InputError(f"{where}: `version` pins a delta table's version: an int >= 0")
+        if self.day_column is None and self.format == DELTA:
+            raise InputError(f"{where}: a delta source names the `day_column` that gives each row's day")
+        if self.day_column in self.names:
+            raise InputError(
+                f"{where}: day_column {self.day_column} is bronze's day, so it cannot be a column"
+            )
+        if self.day_column is not None and self.format not in DAY_COLUMN_FORMATS:
+            raise InputError(f"{where}: {self.format} files take their day from their path, not a day_column")
+        try:
+            date.fromisoformat(self.day_origin)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: day_origin {self.day_origin!r} is not a date (YYYY-MM-DD)") from None
 
 
 @cache

@@ -1,11 +1,14 @@
-"""sparkrec ingest: raw click logs (plain or gzip) -> a Delta bronze table partitioned by day.
+"""sparkrec ingest: raw click logs -> a Delta bronze table partitioned by day.
 
-The raw format is a dataset definition's (rec_plugin/dataset.py; Criteo's by default, or any
-conf/datasets/<name>.json or a user's .json): its separator, its columns in order, their types and
-rules. Every line ends up in exactly one place: the bronze table (typed by the definition, no
-inference) or the rejects table (the raw line, its file and line number, and a reason code).
+The raw source is a dataset definition's (rec_plugin/dataset.py; Criteo's by default, or any
+conf/datasets/<name>.json or a user's .json): its format (TSV/CSV lines, plain or gzip; JSON lines;
+parquet files; or an existing Delta table, spark_jobs/raw_formats.py reads each), its columns, their
+types and rules. Every row ends up in exactly one place: the bronze table (typed by the definition, no
+inference) or the rejects table (the raw row, its file and line number, and a reason code).
 Re-ingesting a file atomically replaces that file's rows in both tables (one Delta replaceWhere commit
-each), so reruns never duplicate. A file's day comes from `day_<d>` in its path, as in Criteo's layout.
+each), so reruns never duplicate; a Delta source's rows replace its rows of every earlier version. A
+file's day comes from `day_<d>` in its path, as in Criteo's layout, unless the definition names a
+day_column.
 
     spark-submit spark_jobs/ingest.py --input data/criteo/raw --bronze lake/bronze --rejects lake/rejects
     spark-submit spark_jobs/ingest.py --dataset ecommerce --input data/shop/raw --bronze ... --rejects ...
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from collections.abc import Callable, Sequence
 
 from delta.tables import DeltaTable
@@ -24,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from rec_plugin import storage
-from rec_plugin.dataset import DatasetDefinition, RawColumn, load_dataset
+from rec_plugin.dataset import DELTA, DatasetDefinition, RawColumn, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import (
     DAY,
@@ -32,20 +34,47 @@ from rec_plugin.schema import (
     INT_OUT_OF_RANGE,
     LINE_NUMBER,
     SOURCE_FILE,
-    partition_line_number,
     rejects_schema,
 )
-from rec_plugin.templates import sql_literal
 from spark_jobs.layout import day_list
+from spark_jobs.raw_formats import (
+    BAD_BYTES,
+    BAD_DAY,
+    DAY_IN_PATH,
+    EMPTY_LINE,
+    FIELD_COUNT,
+    JSON_NOT_OBJECT,
+    LIST,
+    READ_CONF,
+    ROW_PROBLEM,
+    VALUE_COLUMN,
+    WRONG_TYPE_COLUMN,
+    Source,
+    problem,
+    read_fields,
+)
 from spark_jobs.session import build_session, session_conf
 
-DAY_IN_PATH = re.compile(r"day_(\d+)")
+# The reason codes of the rejects table, all importable from here. A row gets the first that applies:
+# its row-level ones (raw_formats: EMPTY_LINE, BAD_BYTES, FIELD_COUNT, JSON_NOT_OBJECT, BAD_DAY), then
+# each column's own, column by column in the definition's order.
+__all__ = [
+    "BAD_BYTES",
+    "BAD_DAY",
+    "BAD_LABEL",
+    "CAT_BAD_LENGTH",
+    "CAT_NOT_HEX",
+    "EMPTY_LINE",
+    "FIELD_COUNT",
+    "FLOAT_NOT_NUMBER",
+    "INT_NOT_INTEGER",
+    "INT_OUT_OF_RANGE",
+    "JSON_NOT_OBJECT",
+    "WRONG_TYPE",
+    "ingest",
+    "main",
+]
 DEFAULT_DATASET = "criteo"
-# Reason codes of the rejects table. A line gets the first that applies: the line-level ones in this
-# order, then each column's own, column by column in the definition's order.
-EMPTY_LINE = "EMPTY_LINE"
-BAD_BYTES = "BAD_BYTES"
-FIELD_COUNT = "FIELD_COUNT"
 # A column of rule "binary" that is not 0 or 1 (an empty one too: it is the label's rule).
 BAD_LABEL = "BAD_LABEL"
 # int/long columns: INT_NOT_INTEGER, then INT_OUT_OF_RANGE (rec_plugin.schema, shared with serving).
@@ -54,43 +83,67 @@ FLOAT_NOT_NUMBER = "FLOAT_NOT_NUMBER"
 # A string column (or a list's element) of another length than its token_width, or outside its alphabet.
 CAT_BAD_LENGTH = "CAT_BAD_LENGTH"
 CAT_NOT_HEX = "CAT_NOT_HEX"
+# A typed source's value that a string or list column does not take (a JSON number for a string); an
+# int, float or label column reports its own code instead (INT_NOT_INTEGER for a JSON string "5").
+WRONG_TYPE = "WRONG_TYPE"
 _DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 _ALPHABETS = {"hex": ("[0-9a-f]", CAT_NOT_HEX)}
-# The columns a raw line is parsed into besides its own fields (a raw column may not take these names).
+# The columns a row is validated into besides its own fields (a raw column may not take these names).
 _PARSE_COLUMNS = (DAY, SOURCE_FILE, LINE_NUMBER, "raw_line", "problem")
-# Each file is read whole by one task, so a row's index in its partition is its line number.
-_ONE_FILE_PER_PARTITION = {
-    "spark.sql.files.maxPartitionBytes": str(1 << 40),
-    "spark.sql.files.openCostInBytes": str(1 << 40),
-}
+
+
+def find_source(
+    spark: SparkSession,
+    definition: DatasetDefinition,
+    input_dir: str | None,
+    days: list[int] | None,
+    patterns: Sequence[str] | None,
+) -> Source:
+    """The source of one ingest, refused before any work where the arguments do not fit the format."""
+    where = f"dataset {definition.name}"
+    if definition.format == DELTA:
+        if input_dir is not None or days is not None or patterns is not None:
+            raise InputError(
+                f"{where} reads the Delta table {definition.table}: give no --input, --days or --glob"
+            )
+        version = storage.delta_version(spark, definition.table, "source table", definition.version)
+        return Source(table=definition.table, version=version)
+    if input_dir is None:
+        raise InputError(
+            f"{where} reads {definition.format} files: give the folder that holds them (--input)"
+        )
+    if days is not None and definition.day_column is not None:
+        raise InputError(f"{where} takes each row's day from {definition.day_column}: give no --days")
+    patterns = definition.file_patterns if patterns is None else patterns
+    return Source(input_dir, raw_files(spark, input_dir, days, patterns, definition.day_column is None))
 
 
 def raw_files(
     spark: SparkSession,
     input_dir: str,
-    days: list[int] | None = None,
-    patterns: Sequence[str] | None = None,
-) -> dict[str, int]:
-    """Raw files below input_dir whose names match `patterns` (default: Criteo's file patterns;
-    relative path -> day), optionally only the given days; says which files it takes and which it
-    leaves, and refuses before any work when there is nothing to take, a day has no file, or a taken
-    file has no day in its path."""
-    if patterns is None:
-        patterns = load_dataset(DEFAULT_DATASET).file_patterns
+    days: list[int] | None,
+    patterns: Sequence[str],
+    day_from_path: bool,
+) -> dict[str, int | None]:
+    """Raw files below input_dir whose names match `patterns` (relative path -> day, None unless
+    `day_from_path`), optionally only the given days; says which files it takes and which it leaves,
+    and refuses before any work when there is nothing to take, a day has no file, or a taken file has
+    no day in its path."""
     if not storage.exists(spark, input_dir):
         raise InputError(f"input folder {input_dir} does not exist")
-    taken, skipped = {}, []
+    taken: dict[str, int | None] = {}
+    skipped = []
     for relative in storage.list_files_recursive(spark, input_dir):
         if not any(fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], p) for p in patterns):
             skipped.append(relative)
             continue
         match = DAY_IN_PATH.search(relative)
-        if match is None:
+        if match is None and day_from_path:
             raise InputError(
                 f"{input_dir}/{relative} has no day_<d> in its path, so its day is unknown: "
                 "move it under a day_<d> folder or leave it out with --glob"
             )
-        taken[relative] = int(match.group(1))
+        taken[relative] = int(match.group(1)) if day_from_path and match else None
     wanted = taken if days is None else {f: d for f, d in taken.items() if d in days}
     globs = ",".join(patterns)
     if not wanted:
@@ -99,7 +152,7 @@ def raw_files(
         )
     missing = sorted(set(days or []) - set(wanted.values()))
     if missing:
-        found = ",".join(map(str, sorted(set(taken.values()))))
+        found = ",".join(map(str, sorted({d for d in taken.values() if d is not None})))
         raise InputError(f"no raw files for days {missing} under {input_dir} (days found: {found})")
     print(f"ingest: taking {len(wanted)} files matching {globs} under {input_dir}", flush=True)
     if skipped:
@@ -108,123 +161,75 @@ def raw_files(
     return wanted
 
 
-def read_lines(spark: SparkSession, input_dir: str, files: dict[str, int]) -> DataFrame:
-    """Raw lines with their file (relative to input_dir), day and 1-based line number."""
-    root = storage.qualified(spark, input_dir).rstrip("/") + "/"
-    paths = {relative: root + relative for relative in sorted(files)}
-    # The listed paths are read as they are, not as Hadoop globs (where `\` escapes and `[` opens a
-    # class): Spark's own switch for that, which its file-stream source sets too.
-    lines = spark.read.option("lineSep", "\n").option("__globPaths__", "false").text(list(paths.values()))
-    # input_file_name gives each file's URI, percent-encoded (a space is %20) and as file:///x where
-    # Hadoop writes file:/x: each file's relative name is looked up by the URI's raw path.
-    relative_of = F.create_map(
-        *[F.lit(x) for relative, path in paths.items() for x in (storage.raw_path(spark, path), relative)]
-    )
-    source = relative_of[F.parse_url(F.input_file_name(), F.lit("PATH"))]
-    return lines.select(
-        F.regexp_extract(source, DAY_IN_PATH.pattern, 1).cast("int").alias(DAY),
-        source.alias(SOURCE_FILE),
-        partition_line_number().alias(LINE_NUMBER),
-        F.col("value").alias("raw_line"),
-    )
-
-
-def _problem(condition: Column, reason: str, field: str | None) -> Column:
-    return F.when(condition, F.struct(F.lit(reason).alias("reason"), F.lit(field).alias("field")))
-
-
-def _regex_literal(text: str) -> str:
-    """A separator as a Java regex matching it literally (F.split takes a pattern); plain text as is."""
-    return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in text)
-
-
-def _column_problems(column: RawColumn, value: Column) -> list[Column]:
-    """A raw field's checks from its column's type and rule, in the order a line reports them."""
-    name, present = column.name, value != ""
+def _column_problems(column: RawColumn, value: Column, wrong_type: Column) -> list[Column]:
+    """A field's checks from its column's type and rule, in the order a row reports them; `value` is
+    its text (a list's elements), `wrong_type` whether the source gave it a type the column does not take."""
+    name = column.name
+    if column.type == LIST:
+        present = value.isNotNull()
+    else:
+        value = F.coalesce(value, F.lit(""))
+        present = value != ""
     if column.rule == "binary":
-        return [_problem(~value.isin("0", "1"), BAD_LABEL, name)]
+        return [problem(wrong_type | ~value.isin("0", "1"), BAD_LABEL, name)]
     if column.rule is not None:
         raise InputError(f"column {name}: unknown rule {column.rule!r} (known: binary)")
     if column.type in ("int", "long"):
         return [
-            _problem(present & ~value.rlike("^-?[0-9]+$"), INT_NOT_INTEGER, name),
-            _problem(present & value.try_cast(column.spark_type).isNull(), INT_OUT_OF_RANGE, name),
+            problem(wrong_type | (present & ~value.rlike("^-?[0-9]+$")), INT_NOT_INTEGER, name),
+            problem(present & value.try_cast(column.spark_type).isNull(), INT_OUT_OF_RANGE, name),
         ]
     if column.type == "float":
         number = value.try_cast("double")
         not_finite = number.isNull() | F.isnan(number) | (F.abs(number) == float("inf"))
-        return [_problem(present & (~value.rlike(_DECIMAL) | not_finite), FLOAT_NOT_NUMBER, name)]
+        return [
+            problem(wrong_type | (present & (~value.rlike(_DECIMAL) | not_finite)), FLOAT_NOT_NUMBER, name)
+        ]
 
     # Strings, and each element of a list: its token width and alphabet, when the column fixes them.
     def any_token(predicate: Callable[[Column], Column]) -> Column:
-        if column.type == "list<string>":
-            return present & F.exists(_list_of(column, value), predicate)
+        if column.type == LIST:
+            return present & F.exists(value, predicate)
         return present & predicate(value)
 
-    problems = []
+    problems = [problem(wrong_type, WRONG_TYPE, name)]
     if column.token_width is not None:
         width = column.token_width
-        problems.append(_problem(any_token(lambda t: F.length(t) != width), CAT_BAD_LENGTH, name))
+        problems.append(problem(any_token(lambda t: F.length(t) != width), CAT_BAD_LENGTH, name))
     if column.alphabet is not None:
         if column.alphabet not in _ALPHABETS:
             known = sorted(_ALPHABETS)
             raise InputError(f"column {name}: unknown alphabet {column.alphabet!r} (known: {known})")
         characters, reason = _ALPHABETS[column.alphabet]
-        problems.append(_problem(any_token(lambda t: ~t.rlike(f"^{characters}+$")), reason, name))
+        problems.append(problem(any_token(lambda t: ~t.rlike(f"^{characters}+$")), reason, name))
     return problems
 
 
-def _list_of(column: RawColumn, value: Column) -> Column:
-    """A list field's elements (empty ones dropped: a trailing separator adds none)."""
-    if not column.list_separator:
-        raise InputError(f"column {column.name}: a list<string> column needs its list_separator")
-    elements = F.split(value, _regex_literal(column.list_separator), -1)
-    return F.filter(elements, lambda e: e != "")
-
-
 def _typed(column: RawColumn, value: Column) -> Column:
-    """A valid raw field as its bronze value: empty = null (the label is never empty)."""
+    """A valid field as its bronze value: empty = null (the label is never empty)."""
+    if column.type == LIST:
+        return value
     if column.rule == "binary":
         return value.try_cast(column.spark_type)
     present = F.nullif(value, F.lit(""))
-    if column.type == "list<string>":
-        return F.when(present.isNotNull(), _list_of(column, value))
-    if column.type == "string":
-        return present
-    return present.try_cast(column.spark_type)
+    return present if column.type == "string" else present.try_cast(column.spark_type)
 
 
-def parse(lines: DataFrame, definition: DatasetDefinition | None = None) -> DataFrame:
-    """Lines -> the definition's typed columns (Criteo's by default) plus `problem` (reason, field),
-    null for a well-formed line.
-
-    Splitting happens once per line in its own projection: inlined into the checks, Spark would
-    split the line again for each of the many places that read a field (~100 for Criteo)."""
-    definition = definition or load_dataset(DEFAULT_DATASET)
+def validate(fields: DataFrame, definition: DatasetDefinition) -> DataFrame:
+    """A format's fields (spark_jobs/raw_formats.py) -> the definition's typed columns plus `problem`
+    (reason, field), null for a valid row; `raw_line` is kept for refused rows only (the rejects table's)."""
     clashing = sorted(set(definition.names) & set(_PARSE_COLUMNS))
     if clashing:
         raise InputError(f"dataset {definition.name}: raw columns may not be named {clashing}")
-    # A CRLF file's lines end in '\r': the line ends there, as the data intends.
-    split = lines.select("*", F.regexp_replace("raw_line", "\r$", "").alias("_line")).select(
-        "*", F.split("_line", _regex_literal(definition.separator), -1).alias("_fields")
-    )
-    # Fields by position (no user-chosen name inside the parse's own columns).
-    fields = split.select(
-        "*",
-        *[F.try_element_at("_fields", F.lit(i + 1)).alias(f"_f{i}") for i in range(len(definition.columns))],
-    )
-    line = F.col("_line")
-    problems = [
-        _problem(line == "", EMPTY_LINE, None),
-        _problem(line.contains("\ufffd"), BAD_BYTES, None),
-        _problem(F.size("_fields") != len(definition.columns), FIELD_COUNT, None),
-    ]
-    typed = []
+    problems, typed = [F.col(ROW_PROBLEM)], []
     for i, column in enumerate(definition.columns):
-        problems += _column_problems(column, F.col(f"_f{i}"))
-        typed.append(_typed(column, F.col(f"_f{i}")).alias(column.name))
-    problem = F.coalesce(*problems).alias("problem")
-    return fields.select(DAY, SOURCE_FILE, LINE_NUMBER, "raw_line", problem, *typed)
+        value = F.col(VALUE_COLUMN.format(i))
+        problems += _column_problems(column, value, F.col(WRONG_TYPE_COLUMN.format(i)))
+        typed.append(_typed(column, value).alias(column.name))
+    checked = fields.select(
+        DAY, SOURCE_FILE, LINE_NUMBER, "raw_line", F.coalesce(*problems).alias("problem"), *typed
+    )
+    return checked.withColumn("raw_line", F.when(F.col("problem").isNotNull(), F.col("raw_line")))
 
 
 def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
@@ -232,14 +237,14 @@ def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
     return frame.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
 
 
-def _replace_files(frame: DataFrame, path: str, files: dict[str, int], partition_by: list[str]) -> None:
-    """Atomically replaces the given files' rows in a Delta table (creating it on first write)."""
-    days = ", ".join(str(d) for d in sorted(set(files.values())))
-    names = ", ".join(sql_literal(name) for name in sorted(files))
+def _replace_rows(frame: DataFrame, path: str, source: Source, partition_by: list[str], note: str) -> None:
+    """Atomically replaces the source's rows in a Delta table (creating it on first write); the commit
+    records `note` (the dataset and source)."""
     (
         frame.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", f"{DAY} IN ({days}) AND {SOURCE_FILE} IN ({names})")
+        .option("replaceWhere", source.replace_where)
+        .option("userMetadata", note)
         .partitionBy(*partition_by)
         .save(path)
     )
@@ -258,41 +263,43 @@ def _require_columns_of(spark: SparkSession, path: str, schema: StructType, role
 
 def ingest(
     spark: SparkSession,
-    input_dir: str,
+    input_dir: str | None,
     bronze: str,
     rejects: str,
     days: list[int] | None = None,
     patterns: Sequence[str] | None = None,
     dataset: str | DatasetDefinition = DEFAULT_DATASET,
 ) -> dict:
-    """Ingests the raw files of `days` (all by default) whose names match `patterns` (default: the
-    dataset's file patterns), parsed as `dataset` (a bundled name, a .json path or a definition);
-    returns the report section."""
+    """Ingests `dataset` (a bundled name, a .json path or a definition): its raw files under input_dir
+    of `days` (all by default) whose names match `patterns` (default: its file patterns), or the Delta
+    table it names (input_dir None); returns the report section."""
     definition = dataset if isinstance(dataset, DatasetDefinition) else load_dataset(dataset)
     bronze_schema = definition.bronze_schema()
     _require_columns_of(spark, bronze, bronze_schema, "bronze table")
     _require_columns_of(spark, rejects, rejects_schema(), "rejects table")
-    files = raw_files(spark, input_dir, days, definition.file_patterns if patterns is None else patterns)
+    source = find_source(spark, definition, input_dir, days, patterns)
+    note = json.dumps({"dataset": definition.name, "format": definition.format, "source": source.describe()})
     with (
-        session_conf(spark, _ONE_FILE_PER_PARTITION),
+        session_conf(spark, READ_CONF),
         storage.new_table_removed_on_failure(spark, bronze),
         storage.new_table_removed_on_failure(spark, rejects),
     ):
-        parsed = parse(read_lines(spark, input_dir, files), definition).persist()
+        parsed = validate(read_fields(spark, definition, source), definition).persist()
         counts = dict(parsed.groupBy(F.col("problem").isNull().alias("ok")).count().collect())
         lines_read, accepted, rejected = sum(counts.values()), counts.get(True, 0), counts.get(False, 0)
         accepted_rows = parsed.where("problem IS NULL")
-        _replace_files(_conform(accepted_rows, bronze_schema), bronze, files, [DAY])
+        _replace_rows(_conform(accepted_rows, bronze_schema), bronze, source, [DAY], note)
         rejected_rows = parsed.where("problem IS NOT NULL").select(
             "*", F.col("problem.reason").alias("reason"), F.col("problem.field").alias("reason_field")
         )
-        _replace_files(_conform(rejected_rows, rejects_schema()), rejects, files, [])
+        _replace_rows(_conform(rejected_rows, rejects_schema()), rejects, source, [], note)
         parsed.unpersist()
     if accepted + rejected != lines_read:
         raise AssertionError(f"ingest lost lines: {lines_read} read != {accepted} + {rejected}")
     print(f"ingest: lines read {lines_read}, accepted {accepted}, rejected {rejected}")
     return {
         "dataset": definition.name,
+        "source": source.describe(),
         "lines_read": lines_read,
         "accepted": accepted,
         "rejected": rejected,
@@ -303,7 +310,11 @@ def ingest(
 
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="directory of raw files (day_<d> in each path)")
+    parser.add_argument(
+        "--input",
+        help="directory of raw files (day_<d> in each path unless the dataset names a day_column); "
+        "none for a dataset whose format is delta (it names its table)",
+    )
     parser.add_argument("--bronze", required=True, help="Delta bronze table path")
     parser.add_argument("--rejects", required=True, help="Delta rejects table path")
     parser.add_argument("--days", type=day_list, help="only these days, e.g. 0,1,2 (default: all)")

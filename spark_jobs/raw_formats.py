@@ -1,0 +1,358 @@
+"""Raw formats: how the source a dataset definition names (rec_plugin/dataset.py) becomes rows of
+fields for ingest (spark_jobs/ingest.py) to validate.
+
+Every format yields one frame: each row's lineage (DAY, SOURCE_FILE, LINE_NUMBER), the row as read
+(`raw_line`, what the rejects table keeps), its first row-level problem (ROW_PROBLEM), and per column
+its value as text (a list column's: its elements) with a flag for a value of a type the column does
+not take. Every rule is then written once, on text, and a failure gets one reason code in any format.
+
+- tsv/csv: a line split by the separator. jsonl: a line holding one JSON object, fields by name; a
+  missing key or null is an empty field, and a value's JSON type must be its column's (a number for
+  int and float, a string for string; for a list an array of strings, or a string split by its
+  list_separator). Both: SOURCE_FILE is the file relative to the input, LINE_NUMBER the line's.
+- parquet: columns by name. Each file's schema is checked before a row is read: a missing column, or
+  one of a type that does not cast to the column's without loss (int and long take any integer type,
+  a value out of range being quarantined; float any number type), is an InputError naming the file.
+  LINE_NUMBER is the row's 1-based position in its file, in Parquet's own row order.
+- delta: the table at the definition's `table`, read at a pinned version (its `version`, else the
+  latest when ingest starts), its schema checked as a parquet file's. SOURCE_FILE is
+  `<table>@v<version>/<data file>` and LINE_NUMBER the row's position in that data file (rows a
+  deletion vector removed not counted): the version says what was read and lets a rerun at a newer
+  version replace every older version's rows; the data file makes a row's position exact without
+  numbering the whole table in one task. "Used as bronze directly" is done by validating and copying
+  it into bronze, not by pointing at it: its rows get the same lineage keys and quarantine as every
+  other format's, and later writes to the source cannot change a bronze table that featurize pinned.
+
+A row's day is the `day_<d>` in its file's path unless the definition names a `day_column`: an int
+day as it is, a date (a timestamp's date; in JSON a "YYYY-MM-DD" string) as days since `day_origin`.
+A fixed origin, not the source's earliest date: a rerun over a source that grew older rows keeps every
+row's day. A row without a readable day is rejected (BAD_DAY) on day UNKNOWN_DAY.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from rec_plugin import storage
+from rec_plugin.dataset import DELTA, JSONL, PARQUET, DatasetDefinition, RawColumn
+from rec_plugin.errors import InputError
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, partition_line_number
+from rec_plugin.templates import sql_literal
+
+DAY_IN_PATH = re.compile(r"day_(\d+)")
+# Row-level reason codes, in the order a row reports them (before its columns' own).
+EMPTY_LINE = "EMPTY_LINE"
+BAD_BYTES = "BAD_BYTES"
+FIELD_COUNT = "FIELD_COUNT"
+# A JSON line that is not one JSON object: not JSON, an array or a number, a key given twice.
+JSON_NOT_OBJECT = "JSON_NOT_OBJECT"
+# A row whose day_column is missing, not an int day >= 0, or a date before day_origin.
+BAD_DAY = "BAD_DAY"
+UNKNOWN_DAY = -1
+ROW_PROBLEM = "_row_problem"
+LIST = "list<string>"
+_INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+# The parquet/Delta types each column type takes (a list takes array<string>, or a string to split).
+_TAKES: dict[str, tuple[type[T.DataType], ...]] = {
+    "int": _INTEGERS,
+    "long": _INTEGERS,
+    "float": (*_INTEGERS, T.FloatType, T.DoubleType, T.DecimalType),
+    "string": (T.StringType,),
+}
+_DAY_TYPES = (*_INTEGERS, T.DateType, T.TimestampType, T.TimestampNTZType)
+# A JSON number as schema_of_variant names it.
+_JSON_NUMBER = "^(BIGINT|DOUBLE|DECIMAL)"
+# The SQL settings reading takes: each file (a Delta table's data files too) is read whole by one task,
+# so a row's index in its partition is its line number, or its position in the file.
+READ_CONF = {
+    "spark.sql.files.maxPartitionBytes": str(1 << 40),
+    "spark.sql.files.openCostInBytes": str(1 << 40),
+}
+_SCHEMA_THREADS = 8
+
+
+# Column i's value and wrong-type flag in the fields frame.
+VALUE_COLUMN = "_f{}"
+WRONG_TYPE_COLUMN = "_w{}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """What one ingest reads: raw files under `root` (relative path -> the day its path names, None
+    where rows name their day) or the Delta `table` at `version`."""
+
+    root: str | None = None
+    files: dict[str, int | None] = field(default_factory=dict)
+    table: str | None = None
+    version: int | None = None
+
+    @property
+    def replace_where(self) -> str:
+        """The bronze and rejects rows this source's rows replace, so that a rerun never adds rows: its
+        files' (on their days), or the table's at any version."""
+        if self.table is not None:
+            return f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
+        names = f"{SOURCE_FILE} IN ({', '.join(sql_literal(name) for name in sorted(self.files))})"
+        days = sorted({day for day in self.files.values() if day is not None})
+        return f"{DAY} IN ({', '.join(map(str, days))}) AND {names}" if days else names
+
+    def describe(self) -> dict:
+        """The source as ingest's report and commits record it."""
+        if self.table is not None:
+            return {"table": self.table, "version": self.version}
+        return {"input": self.root, "files": len(self.files)}
+
+
+def problem(condition: Column, reason: str, name: str | None) -> Column:
+    """A row's refusal (reason, the field it names) where `condition` holds, else null."""
+    return F.when(condition, F.struct(F.lit(reason).alias("reason"), F.lit(name).alias("field")))
+
+
+def read_fields(spark: SparkSession, definition: DatasetDefinition, source: Source) -> DataFrame:
+    """The source's rows as the fields frame the module docstring describes."""
+    if definition.format == DELTA:
+        return _delta_fields(spark, definition, source)
+    if definition.format == PARQUET:
+        return _parquet_fields(spark, definition, source)
+    lines = _read_lines(spark, source)
+    return (_json_fields if definition.format == JSONL else _text_fields)(lines, definition)
+
+
+def _file_paths(spark: SparkSession, source: Source) -> dict[str, str]:
+    root = storage.qualified(spark, str(source.root)).rstrip("/") + "/"
+    return {relative: root + relative for relative in sorted(source.files)}
+
+
+def _relative_name(spark: SparkSession, paths: dict[str, str]) -> Column:
+    """The file a row was read from, relative to the input. input_file_name gives each file's URI,
+    percent-encoded (a space is %20) and as file:///x where Hadoop writes file:/x: each file's
+    relative name is looked up by the URI's raw path."""
+    relative_of = F.create_map(
+        *[F.lit(x) for relative, path in paths.items() for x in (storage.raw_path(spark, path), relative)]
+    )
+    return relative_of[F.parse_url(F.input_file_name(), F.lit("PATH"))]
+
+
+def _reader(spark: SparkSession) -> DataFrameReader:
+    """A reader of listed paths as they are, not as Hadoop globs (where a backslash escapes and `[`
+    opens a class): Spark's own switch for that, which its file-stream source sets too."""
+    return spark.read.option("__globPaths__", "false")
+
+
+def _read_lines(spark: SparkSession, source: Source) -> DataFrame:
+    """Raw lines with their file (relative to the input), the day in its path and 1-based line number."""
+    paths = _file_paths(spark, source)
+    lines = _reader(spark).option("lineSep", "\n").text(list(paths.values()))
+    name = _relative_name(spark, paths)
+    return lines.select(
+        F.regexp_extract(name, DAY_IN_PATH.pattern, 1).try_cast("int").alias(DAY),
+        name.alias(SOURCE_FILE),
+        partition_line_number().alias(LINE_NUMBER),
+        # A CRLF file's lines end in '\r': the line ends there, as the data intends.
+        F.col("value").alias("raw_line"),
+        F.regexp_replace("value", "\r$", "").alias("_line"),
+    )
+
+
+def _regex_literal(text: str) -> str:
+    """A separator as a Java regex matching it literally (F.split takes a pattern); plain text as is."""
+    return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in text)
+
+
+def _split_list(column: RawColumn, text: Column) -> Column:
+    """A list field's elements from its text, null when empty (empty elements dropped: a trailing
+    separator adds none)."""
+    if not column.list_separator:
+        raise InputError(
+            f"column {column.name}: a list<string> column read from text needs its list_separator"
+        )
+    elements = F.split(text, _regex_literal(column.list_separator), -1)
+    return F.when(text != "", F.filter(elements, lambda e: e != ""))
+
+
+def _fields(
+    frame: DataFrame,
+    definition: DatasetDefinition,
+    day: Column,
+    lineage: tuple[Column, Column, Column],
+    problems: list[Column],
+    values: list[tuple[Column, Column]],
+) -> DataFrame:
+    """The fields frame from a format's columns: `lineage` is (source file, line number, raw line),
+    `day` the row's day from its day_column when the definition names one, `values` each column's
+    (value, wrong type)."""
+    if definition.day_column is not None:
+        problems = [*problems, problem(day.isNull(), BAD_DAY, definition.day_column)]
+        day = F.coalesce(day, F.lit(UNKNOWN_DAY))
+    source_file, line_number, raw_line = lineage
+    return frame.select(
+        day.alias(DAY),
+        source_file.alias(SOURCE_FILE),
+        line_number.alias(LINE_NUMBER),
+        raw_line.alias("raw_line"),
+        (F.coalesce(*problems) if problems else F.lit(None)).alias(ROW_PROBLEM),
+        *[
+            c
+            for i, (v, w) in enumerate(values)
+            for c in (v.alias(VALUE_COLUMN.format(i)), w.alias(WRONG_TYPE_COLUMN.format(i)))
+        ],
+    )
+
+
+def _line_problems(line: Column) -> list[Column]:
+    return [problem(line == "", EMPTY_LINE, None), problem(line.contains("\ufffd"), BAD_BYTES, None)]
+
+
+def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
+    """Delimited lines split once, in their own projection: inlined into the checks, Spark would split
+    a line again for each place that reads a field (~100 for Criteo)."""
+    split = lines.select("*", F.split("_line", _regex_literal(definition.separator), -1).alias("_split"))
+    values = []
+    for i, column in enumerate(definition.columns):
+        text = F.try_element_at("_split", F.lit(i + 1))
+        values.append((_split_list(column, text) if column.type == LIST else text, F.lit(False)))
+    count = problem(F.size("_split") != len(definition.columns), FIELD_COUNT, None)
+    lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
+    return _fields(split, definition, F.col(DAY), lineage, [*_line_problems(F.col("_line")), count], values)
+
+
+def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
+    """JSON lines parsed once, then each field's JSON type (as schema_of_variant names it: BIGINT,
+    DECIMAL(2,1), STRING, ARRAY<STRING>, VOID for null) and text, each in its own projection."""
+    as_map = F.try_variant_get(F.try_parse_json("_line"), "$", "map<string,variant>")
+    parsed = lines.select("*", as_map.alias("_object"))
+    value_of = {name: F.try_element_at("_object", F.lit(name)) for name in definition.read_names}
+    split = parsed.select(
+        "*",
+        *[F.schema_of_variant(v).alias(f"_kind_{i}") for i, v in enumerate(value_of.values())],
+        *[F.try_variant_get(v, "$", "string").alias(f"_text_{i}") for i, v in enumerate(value_of.values())],
+        *[
+            F.try_variant_get(value_of[c.name], "$", "array<string>").alias(f"_array_{i}")
+            for i, c in enumerate(definition.columns)
+            if c.type == LIST
+        ],
+    )
+    kind = {name: F.col(f"_kind_{i}") for i, name in enumerate(value_of)}
+    text = {name: F.col(f"_text_{i}") for i, name in enumerate(value_of)}
+    values = []
+    for i, column in enumerate(definition.columns):
+        name = column.name
+        if column.type == LIST:
+            taken = kind[name].isin("ARRAY<STRING>", "ARRAY<VOID>")
+            value = F.when(taken, F.filter(f"_array_{i}", lambda e: e.isNotNull() & (e != "")))
+            if column.list_separator:
+                value = value.when(kind[name] == "STRING", _split_list(column, text[name]))
+                taken = taken | (kind[name] == "STRING")
+        else:
+            value = text[name]
+            taken = kind[name] == "STRING" if column.type == "string" else kind[name].rlike(_JSON_NUMBER)
+        missing = kind[name].isNull() | (kind[name] == "VOID")
+        values.append((value, ~missing & ~taken))
+    day = F.col(DAY)
+    if definition.day_column is not None:
+        day_kind, day_text = kind[definition.day_column], text[definition.day_column]
+        integer = day_kind.rlike(_JSON_NUMBER) & day_text.rlike("^[0-9]+$")
+        iso_date = (day_kind == "STRING") & day_text.rlike("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+        day = F.when(integer, day_text.try_cast("int"))
+        day = day.when(iso_date, _days_since(definition, day_text.try_cast("date")))
+        day = F.when(day >= 0, day)
+    not_object = problem((F.col("_line") != "") & F.col("_object").isNull(), JSON_NOT_OBJECT, None)
+    lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
+    return _fields(split, definition, day, lineage, [*_line_problems(F.col("_line")), not_object], values)
+
+
+def _days_since(definition: DatasetDefinition, date: Column) -> Column:
+    return F.datediff(date, F.lit(definition.day_origin).cast("date"))
+
+
+def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: str) -> None:
+    """A typed source holds every field the definition reads, each of a type it takes."""
+    for name in definition.read_names:
+        if name not in schema.fieldNames():
+            raise InputError(f"{where} has no column {name!r} (dataset {definition.name} reads it)")
+        source = schema[name].dataType
+        if name == definition.day_column:
+            takes, holds = isinstance(source, _DAY_TYPES), "an int day or a date"
+        else:
+            takes, holds = _takes(definition.column(name), source), definition.column(name).type
+        if not takes:
+            raise InputError(f"{where}: column {name!r} is {source.simpleString()}, not {holds} without loss")
+
+
+def _takes(column: RawColumn, source: T.DataType) -> bool:
+    if column.type == LIST:
+        if isinstance(source, T.ArrayType):
+            return isinstance(source.elementType, T.StringType)
+        return isinstance(source, T.StringType) and bool(column.list_separator)
+    return isinstance(source, _TAKES[column.type])
+
+
+def _named(name: str) -> Column:
+    """A column by its name as it is (a dot in it does not select a nested field)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _typed_fields(
+    frame: DataFrame, definition: DatasetDefinition, day: Column, source_file: Column
+) -> DataFrame:
+    """A checked parquet/Delta frame's fields: numbers as their text, so they meet the same rules;
+    `day` is the one its path gives where the definition names no day_column."""
+    values = []
+    for column in definition.columns:
+        value = _named(column.name)
+        if column.type != LIST:
+            value = value.cast("string")
+        elif isinstance(frame.schema[column.name].dataType, T.ArrayType):
+            value = F.filter(value, lambda e: e.isNotNull() & (e != ""))
+        else:
+            value = _split_list(column, value)
+        values.append((value, F.lit(False)))
+    if definition.day_column is not None:
+        value = _named(definition.day_column)
+        if isinstance(frame.schema[definition.day_column].dataType, _INTEGERS):
+            day = F.when(value.between(0, (1 << 31) - 1), value.cast("int"))
+        else:
+            day = _days_since(definition, F.to_date(value))
+            day = F.when(day >= 0, day)
+    raw_line = F.to_json(F.struct(*[_named(name) for name in definition.read_names]))
+    return _fields(frame, definition, day, (source_file, partition_line_number(), raw_line), [], values)
+
+
+def _parquet_fields(spark: SparkSession, definition: DatasetDefinition, source: Source) -> DataFrame:
+    """Each file's schema checked first (read concurrently: each is a small Spark job), then the files
+    of one schema read together."""
+    paths = _file_paths(spark, source)
+    with ThreadPoolExecutor(_SCHEMA_THREADS) as pool:
+        schemas = dict(zip(paths, pool.map(lambda path: _reader(spark).parquet(path).schema, paths.values())))
+    same_schema: dict[str, list[str]] = defaultdict(list)
+    for relative, schema in schemas.items():
+        _check_schema(definition, schema, f"{source.root}/{relative}")
+        same_schema[schema.json()].append(relative)
+    frames = []
+    for relatives in same_schema.values():
+        group = {relative: paths[relative] for relative in relatives}
+        frame = _reader(spark).schema(schemas[relatives[0]]).parquet(*group.values())
+        name = _relative_name(spark, group)
+        day = F.regexp_extract(name, DAY_IN_PATH.pattern, 1).try_cast("int")
+        frames.append(_typed_fields(frame, definition, day, name))
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return union
+
+
+def _delta_fields(spark: SparkSession, definition: DatasetDefinition, source: Source) -> DataFrame:
+    """The table at its pinned version; a row's data file relative to the table, as its log names it."""
+    table = spark.read.format("delta").option("versionAsOf", source.version).load(source.table)
+    label = f"{source.table}@v{source.version}"
+    _check_schema(definition, table.schema, label)
+    root = storage.raw_path(spark, storage.qualified(spark, str(source.table))).rstrip("/") + "/"
+    data_file = F.substr(F.parse_url(F.col("_metadata.file_path"), F.lit("PATH")), F.lit(len(root) + 1))
+    return _typed_fields(table, definition, F.lit(None), F.concat(F.lit(label + "/"), data_file))

@@ -1,0 +1,279 @@
+"""Ingest of JSON lines, parquet files and an existing Delta table: each row lands in bronze (typed)
+or rejects (with the same reason codes as TSV), counts reconcile, and reruns replace rather than add."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from delta.tables import DeltaTable
+
+from rec_plugin.dataset import load_dataset
+from rec_plugin.errors import InputError
+from spark_jobs import ingest as ing
+from spark_jobs.raw_formats import UNKNOWN_DAY
+
+COLUMNS = [
+    {"name": "click", "type": "int", "rule": "binary", "tags": ["label"]},
+    {"name": "user_id", "type": "string", "tags": ["categorical", "user_id"]},
+    {"name": "item", "type": "string", "token_width": 4, "alphabet": "hex", "tags": ["categorical"]},
+    {"name": "price", "type": "float", "tags": ["continuous"]},
+    {"name": "hour", "type": "int", "tags": ["categorical"]},
+    {"name": "recent", "type": "list<string>", "list_separator": "|", "tags": ["categorical", "list"]},
+]
+BRONZE_TYPES = {
+    "day": "int",
+    "click": "int",
+    "user_id": "string",
+    "item": "string",
+    "price": "double",
+    "hour": "int",
+    "recent": "array<string>",
+    "source_file": "string",
+    "line_number": "bigint",
+}
+FIELDS = ["day", "click", "user_id", "item", "price", "hour", "recent"]
+
+
+def definition(tmp_path: Path, **source):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "shop", "columns": COLUMNS, **source}))
+    return load_dataset(str(path))
+
+
+def tables(spark, lake: Path) -> tuple[dict, dict]:
+    """Bronze rows by (file, line) as field tuples, and rejects by (file, line) as (reason, field);
+    each file's rows are numbered 1..n between the two."""
+    bronze = spark.read.format("delta").load(str(lake / "bronze"))
+    assert dict(bronze.dtypes) == BRONZE_TYPES
+    rejects = spark.read.format("delta").load(str(lake / "rejects")).collect()
+    rows = {(r.source_file, r.line_number): tuple(r[f] for f in FIELDS) for r in bronze.collect()}
+    refused = {(r.source_file, r.line_number): (r.reason, r.reason_field) for r in rejects}
+    lines: dict[str, list[int]] = {}
+    for name, line in sorted([*rows, *refused]):
+        lines.setdefault(name, []).append(line)
+    assert all(numbers == list(range(1, len(numbers) + 1)) for numbers in lines.values()), lines
+    return rows, refused
+
+
+def run(spark, lake: Path, dataset, input_dir: Path | None = None) -> dict:
+    raw = None if input_dir is None else str(input_dir)
+    report = ing.ingest(spark, raw, str(lake / "bronze"), str(lake / "rejects"), dataset=dataset)
+    assert report["accepted"] + report["rejected"] == report["lines_read"]
+    return report
+
+
+GOOD = {"click": 1, "user_id": "u1", "item": "00af", "price": 1.5, "hour": 7, "recent": ["0001", "", "b"]}
+# (the JSON line, the reason code it must get, the field it must name); None = accepted.
+JSON_CASES = [
+    (json.dumps({**GOOD, "date": "2024-01-03", "extra": {"ignored": True}}), None, None),
+    (
+        json.dumps({"click": 0, "user_id": None, "item": "beef", "price": 2e-3, "recent": "a|b|", "date": 5}),
+        None,
+        None,
+    ),
+    ("not json", ing.JSON_NOT_OBJECT, None),
+    ("[1, 2]", ing.JSON_NOT_OBJECT, None),
+    ("", ing.EMPTY_LINE, None),
+    (json.dumps({**GOOD, "date": 1, "hour": "abc"}), ing.INT_NOT_INTEGER, "hour"),
+    (json.dumps({**GOOD, "date": 1, "hour": "7"}), ing.INT_NOT_INTEGER, "hour"),
+    (json.dumps({**GOOD, "date": 1, "hour": 1.5}), ing.INT_NOT_INTEGER, "hour"),
+    (json.dumps({**GOOD, "date": 1, "hour": 99999999999}), ing.INT_OUT_OF_RANGE, "hour"),
+    (json.dumps({**GOOD, "date": 1, "price": "1.5"}), ing.FLOAT_NOT_NUMBER, "price"),
+    (json.dumps({**GOOD, "date": 1, "click": 2}), ing.BAD_LABEL, "click"),
+    (json.dumps({**GOOD, "date": 1, "click": None}), ing.BAD_LABEL, "click"),
+    (json.dumps({**GOOD, "date": 1, "user_id": 42}), ing.WRONG_TYPE, "user_id"),
+    (json.dumps({**GOOD, "date": 1, "item": "ABCD"}), ing.CAT_NOT_HEX, "item"),
+    (json.dumps({**GOOD, "date": 1, "recent": [1, 2]}), ing.WRONG_TYPE, "recent"),
+    (json.dumps({**GOOD, "date": "2023-12-31"}), ing.BAD_DAY, "date"),
+    (json.dumps(GOOD), ing.BAD_DAY, "date"),
+]
+
+
+def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
+    raw = tmp_path / "raw" / "clicks" / "a.jsonl"
+    raw.parent.mkdir(parents=True)
+    raw.write_text("\n".join(line for line, _, _ in JSON_CASES) + "\n")
+    dataset = definition(
+        tmp_path, format="jsonl", file_patterns=["*.jsonl"], day_column="date", day_origin="2024-01-01"
+    )
+    report = run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
+
+    expected_rejects = {("clicks/a.jsonl", n + 1): (r, f) for n, (_, r, f) in enumerate(JSON_CASES) if r}
+    assert report["lines_read"] == len(JSON_CASES) and report["rejected"] == len(expected_rejects)
+    bronze, rejects = tables(spark, tmp_path / "lake")
+    assert rejects == expected_rejects
+    assert bronze == {
+        ("clicks/a.jsonl", 1): (2, 1, "u1", "00af", 1.5, 7, ["0001", "b"]),
+        ("clicks/a.jsonl", 2): (5, 0, None, "beef", 0.002, None, ["a", "b"]),
+    }
+    not_json = spark.read.format("delta").load(str(tmp_path / "lake" / "rejects")).where("line_number = 3")
+    assert [(r.day, r.raw_line) for r in not_json.collect()] == [(UNKNOWN_DAY, "not json")]
+
+    again = run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
+    assert again["bronze_version"] == report["bronze_version"] + 1
+    assert tables(spark, tmp_path / "lake") == (bronze, rejects)
+
+
+def write_parquet(path: Path, columns: dict[str, tuple[pa.DataType, list]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([(name, kind) for name, (kind, _) in columns.items()])
+    pq.write_table(pa.table({name: values for name, (_, values) in columns.items()}, schema=schema), path)
+
+
+def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark, tmp_path):
+    # Day 1: pandas-like types (int64 for int columns, float32 prices, a list column).
+    write_parquet(
+        tmp_path / "raw" / "day_1" / "a.parquet",
+        {
+            "click": (pa.int64(), [1, 0, 2, None, 1, 1, 1]),
+            "user_id": (pa.string(), ["u1", None, "u3", "u4", "u5", "u6", "u7"]),
+            "item": (pa.string(), ["00af", "beef", "00af", "00af", "zz", "ABCD", "00af"]),
+            "price": (pa.float32(), [0.25, None, 1.0, 1.0, 1.0, 1.0, float("nan")]),
+            "hour": (pa.int64(), [3, None, 3, 3, 3, 3, 3]),
+            "recent": (pa.list_(pa.string()), [["0001", ""], None, [], [], [], [], []]),
+        },
+    )
+    # Day 2: other types and another column order, a list as separated text, a column not read.
+    write_parquet(
+        tmp_path / "raw" / "day_2" / "b.parquet",
+        {
+            "note": (pa.string(), ["x", "y"]),
+            "recent": (pa.string(), ["a|b", ""]),
+            "hour": (pa.int8(), [23, 4]),
+            "price": (pa.int32(), [5, 6]),
+            "item": (pa.string(), ["0a0a", "0b0b"]),
+            "user_id": (pa.string(), ["u8", "u9"]),
+            "click": (pa.int32(), [0, 1]),
+        },
+    )
+    (tmp_path / "raw" / "day_2" / "b.parquet.crc").write_text("not a raw file")
+    dataset = definition(tmp_path, format="parquet", file_patterns=["*.parquet"])
+    report = run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
+
+    assert (report["lines_read"], report["accepted"], report["rejected"]) == (9, 4, 5)
+    bronze, rejects = tables(spark, tmp_path / "lake")
+    assert rejects == {
+        ("day_1/a.parquet", 3): (ing.BAD_LABEL, "click"),
+        ("day_1/a.parquet", 4): (ing.BAD_LABEL, "click"),
+        ("day_1/a.parquet", 5): (ing.CAT_BAD_LENGTH, "item"),
+        ("day_1/a.parquet", 6): (ing.CAT_NOT_HEX, "item"),
+        ("day_1/a.parquet", 7): (ing.FLOAT_NOT_NUMBER, "price"),
+    }
+    assert bronze == {
+        ("day_1/a.parquet", 1): (1, 1, "u1", "00af", 0.25, 3, ["0001"]),
+        ("day_1/a.parquet", 2): (1, 0, None, "beef", None, None, None),
+        ("day_2/b.parquet", 1): (2, 0, "u8", "0a0a", 5.0, 23, ["a", "b"]),
+        ("day_2/b.parquet", 2): (2, 1, "u9", "0b0b", 6.0, 4, None),
+    }
+
+    run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
+    assert tables(spark, tmp_path / "lake") == (bronze, rejects)
+
+
+@pytest.mark.parametrize(
+    ("hour", "message"),
+    [
+        (None, "day_2/b.parquet has no column 'hour' (dataset shop reads it)"),
+        ((pa.string(), ["7"]), "day_2/b.parquet: column 'hour' is string, not int without loss"),
+    ],
+)
+def test_a_parquet_file_without_a_column_of_its_type_is_refused_before_any_write(
+    spark, tmp_path, hour, message
+):
+    good = {
+        "click": (pa.int32(), [1]),
+        "user_id": (pa.string(), ["u"]),
+        "item": (pa.string(), ["00af"]),
+        "price": (pa.float64(), [1.0]),
+        "hour": (pa.int32(), [7]),
+        "recent": (pa.list_(pa.string()), [["a"]]),
+    }
+    write_parquet(tmp_path / "raw" / "day_1" / "a.parquet", good)
+    bad = {k: v for k, v in good.items() if k != "hour"} | ({"hour": hour} if hour else {})
+    write_parquet(tmp_path / "raw" / "day_2" / "b.parquet", bad)
+    dataset = definition(tmp_path, format="parquet", file_patterns=["*.parquet"])
+    with pytest.raises(InputError) as error:
+        run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "lake").exists()
+
+
+SOURCE_SCHEMA = (
+    "click long, user_id string, item string, price double, hour int, recent array<string>, "
+    "event_date date, note string"
+)
+
+
+def source_rows(day: datetime.date) -> list[tuple]:
+    """Two good rows and four bad ones (the note: the reason and field each must get)."""
+    return [
+        (1, "u1", "00af", 0.5, 3, ["0001", None], day, "good"),
+        (0, None, "beef", None, None, None, day, "good"),
+        (3, "u3", "00af", 0.5, 3, [], day, "BAD_LABEL click"),
+        (1, "u4", "0g00", 0.5, 3, [], day, "CAT_NOT_HEX item"),
+        (1, "u5", "00af", float("inf"), 3, [], day, "FLOAT_NOT_NUMBER price"),
+        (1, "u6", "00af", 0.5, 3, [], datetime.date(2023, 12, 31), "BAD_DAY event_date"),
+    ]
+
+
+def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, tmp_path):
+    source = str(tmp_path / "events")
+    first = spark.createDataFrame(source_rows(datetime.date(2024, 1, 4)), SOURCE_SCHEMA)
+    first.coalesce(1).write.format("delta").save(source)
+    fields = {"format": "delta", "table": source, "day_column": "event_date", "day_origin": "2024-01-01"}
+    latest = definition(tmp_path, **fields)
+    lake = tmp_path / "lake"
+    report = run(spark, lake, latest)
+
+    assert report["source"] == {"table": source, "version": 0}
+    assert (report["lines_read"], report["accepted"], report["rejected"]) == (6, 2, 4)
+    bronze, rejects = tables(spark, lake)
+    (data_file,) = {name for name, _ in [*bronze, *rejects]}
+    assert data_file.startswith(f"{source}@v0/") and data_file.endswith(".parquet")
+    notes = [note for *_, note in first.collect()]
+    assert {line: reason for (_, line), reason in rejects.items()} == {
+        n + 1: tuple(note.split()) for n, note in enumerate(notes) if note != "good"
+    }
+    assert bronze == {
+        (data_file, 1): (3, 1, "u1", "00af", 0.5, 3, ["0001"]),
+        (data_file, 2): (3, 0, None, "beef", None, None, None),
+    }
+    commit = DeltaTable.forPath(spark, str(lake / "bronze")).history(1).first()
+    assert json.loads(commit["userMetadata"])["source"] == {"table": source, "version": 0}
+
+    # The source grows; a rerun at its latest version replaces every row of version 0.
+    more = spark.createDataFrame(source_rows(datetime.date(2024, 1, 6))[:2], SOURCE_SCHEMA)
+    more.write.format("delta").mode("append").save(source)
+    assert run(spark, lake, latest)["source"] == {"table": source, "version": 1}
+    grown, grown_rejects = tables(spark, lake)
+    assert sorted(day for day, *_ in grown.values()) == [3, 3, 5, 5]
+    assert all(name.startswith(f"{source}@v1/") for name, _ in [*grown, *grown_rejects])
+    assert len(grown_rejects) == len(rejects)
+
+    # A definition pinned to version 0 reads it again: the first ingest's rows, exactly.
+    (tmp_path / "pinned").mkdir()
+    run(spark, lake, definition(tmp_path / "pinned", **fields, version=0))
+    assert tables(spark, lake) == (bronze, rejects)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"format": "xml", "file_patterns": ["*.xml"]}, "format 'xml' is not one of"),
+        ({"format": "delta", "day_column": "d"}, "a delta source names its `table`"),
+        ({"format": "delta", "table": "/t"}, "names the `day_column`"),
+        ({"format": "delta", "table": "/t", "day_column": "d", "version": -1}, "`version` pins"),
+        ({"format": "tsv", "file_patterns": ["*"], "day_column": "d"}, "take their day from their path"),
+        ({"format": "jsonl", "file_patterns": ["*"], "day_column": "hour"}, "cannot be a column"),
+        ({"format": "parquet", "file_patterns": ["*"], "day_column": "d", "day_origin": "x"}, "not a date"),
+    ],
+)
+def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_load(tmp_path, source, message):
+    with pytest.raises(InputError, match="^dataset shop: ") as error:
+        definition(tmp_path, **source)
+    assert message in str(error.value)
