@@ -15,6 +15,7 @@ from rec_plugin.templates import sql_literal
 from rec_plugin.workflow import Workflow
 from spark_jobs import ingest as ing
 from spark_jobs.featurize import featurize
+from spark_jobs.raw_formats import Source
 from tests.test_ingest import line
 
 CRITEO = load_dataset("criteo")
@@ -130,8 +131,9 @@ def test_replace_files_replaces_rows_of_names_with_quotes_and_backslashes(spark,
         [(*r[:-2], name, r[-1]) for r in rows for name in names], CRITEO.bronze_schema()
     )
     table = str(tmp_path / "bronze")
-    ing._replace_files(frame, table, names, [DAY])
-    ing._replace_files(frame, table, names, [DAY])
+    source = Source(root="raw", files=names)
+    ing._replace_rows(frame, table, source, [DAY], "test")
+    ing._replace_rows(frame, table, source, [DAY], "test")
 
     written = spark.read.format("delta").load(table).groupBy("source_file").count().collect()
     assert dict(written) == {name: 4 for name in names}
