@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml conf/jars.txt project/build.properties scripts/build_ho
 	$(PY) -m pip install -q "torch==$$(python3 scripts/pin.py torch)" packaging && \
 	scripts/build_horovod_wheel.sh $(abspath $(PY)) $(WHEELS) && \
 	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[dev]' && \
+	$(PY) -m pip install -q --no-deps "torchrec==$$(python3 scripts/pin.py torchrec)" && \
 	scripts/fetch_jars.sh conf/jars.txt $(JARS) && \
 	scripts/sbt --fetch-launcher && \
 	touch $(STAMP) && echo "setup: done in $$(( $$(date +%s) - start )) s"

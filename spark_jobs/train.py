@@ -28,10 +28,11 @@ from spark_jobs.session import build_session
 from training import plots
 from training.data import FileSet
 from training.evaluate import metrics, predict
-from training.launch import launch
+from training.launch import BACKENDS, launch
 from training.loop import TrainSpec
 from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
+from training.step import PRECISIONS, SPARSE_OPTIMIZERS
 
 # The generator's oracle table names its label column so (the features' label is the schema's).
 ORACLE_LABEL = "label"
@@ -108,8 +109,9 @@ def train(
     its features description (features.json). Bad input (no features table or no such version, no
     features.json or schema.json, no rows on the train days) is refused with an InputError before
     anything is written. The test metrics are None when the table has no test days. `options` are
-    TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, seed, checkpoint_every, resume,
-    progress), embedding_dim and the model's hyperparameters (ModelConfig.HYPERPARAMETERS)."""
+    TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, sparse_optimizer, precision, seed,
+    checkpoint_every, resume, progress), embedding_dim and the model's hyperparameters
+    (ModelConfig.HYPERPARAMETERS)."""
     features_version = features_version_to_read(spark, features, features_version)
     splits = FeaturesDescription.load(spark, workflow).splits
     schema = Workflow.load_schema(workflow, spark)
@@ -127,6 +129,7 @@ def train(
     model_fields = {*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS}
     config = ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in model_fields})
     spec_options = {k: v for k, v in options.items() if k not in model_fields}
+    spec_options.setdefault("sparse_optimizer", default_sparse_optimizer(backend))
     spec = TrainSpec(
         model=config.to_dict(),
         train=train_files.to_dict(),
@@ -166,6 +169,11 @@ def train(
     return report
 
 
+def default_sparse_optimizer(backend: str) -> str:
+    """SparseAdam, except for TorchRec's fused tables, which on CPU have Adagrad but no Adam."""
+    return "adagrad" if backend == "torchrec" else TrainSpec.sparse_optimizer
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True, help="Delta features table path")
@@ -180,13 +188,30 @@ def main(argv: list[str] | None = None) -> dict:
         "--run-dir", required=True, help="checkpoints, weights, metrics and plots go here (a path or URI)"
     )
     parser.add_argument("--model", choices=sorted(MODELS), default="dlrm")
-    parser.add_argument("--backend", choices=["horovod", "torch", "single"], default="horovod")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="horovod",
+        help="horovod or torch: data-parallel workers; torchrec: tables sharded across the workers "
+        "by TorchRec, dense layers data-parallel; single: in this process",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=TrainSpec.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainSpec.batch_size, help="per worker")
     parser.add_argument("--dense-lr", type=float, default=TrainSpec.dense_lr)
     parser.add_argument("--sparse-lr", type=float, default=TrainSpec.sparse_lr)
+    parser.add_argument(
+        "--sparse-optimizer",
+        choices=SPARSE_OPTIMIZERS,
+        help="the embedding rows' optimizer (default adam; adagrad for torchrec: its CPU kernels lack adam)",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=TrainSpec.precision, help="on GPUs: tf32 or bf16 autocast"
+    )
     parser.add_argument("--embedding-dim", type=int, default=16, help="every embedding table's width")
+    parser.add_argument(
+        "--prefetch", type=int, default=TrainSpec.prefetch, help="batches read ahead of the step"
+    )
     parser.add_argument("--seed", type=int, default=TrainSpec.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainSpec.checkpoint_every, help="steps")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
@@ -207,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
         dense_lr=args.dense_lr,
         sparse_lr=args.sparse_lr,
+        sparse_optimizer=args.sparse_optimizer or default_sparse_optimizer(args.backend),
+        precision=args.precision,
+        prefetch=args.prefetch,
         embedding_dim=args.embedding_dim,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,

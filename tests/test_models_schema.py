@@ -147,7 +147,7 @@ def test_weights_of_other_table_sizes_fail_in_one_line(tmp_path):
     # A checkpoint of the other schema is refused the same way on resume.
     run = RunDirectory(tmp_path)
     steppers = [o for o, _ in optimizers(saved, 0.01, 0.003)]
-    checkpoint.save(run, saved, steppers, checkpoint.Position(step=1))
+    checkpoint.save(run, saved.state_dict(), [o.state_dict() for o in steppers], checkpoint.Position(step=1))
     with pytest.raises(SchemaError, match=message):
         checkpoint.restore_latest(run, grown, [o for o, _ in optimizers(grown, 0.01, 0.003)])
     same = build_model(ModelConfig.from_schema("wide_deep", SCHEMA, embedding_dim=4))

@@ -123,7 +123,7 @@ def test_horovod_workers_on_spark_keep_sparse_embeddings_identical(files, tmp_pa
     spec = spec_of(files, config, tmp_path, "horovod", batch_size=4096, progress=False)
     results = horovod.spark.run(train_worker, args=(spec.to_dict(),), num_proc=2, use_gloo=True, nics={"lo"})
     torch.manual_seed(spec.seed)
-    initial = weights_digest(build_model(config))
+    initial = weights_digest(build_model(config).state_dict())
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert results[0]["steps"] == results[1]["steps"] > 5
     assert results[0]["weights_digest"] == results[1]["weights_digest"] != initial

@@ -8,6 +8,7 @@ and only then points its latest pointer at it, so a kill at any moment leaves a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -26,13 +27,22 @@ class Position:
     losses: list[float] = field(default_factory=list)
 
 
+class Saved(NamedTuple):
+    """A checkpoint as loaded: the unsharded model state, the optimizers' states, the position."""
+
+    model: dict
+    optimizers: list
+    position: Position
+
+
 def save(
-    run: RunDirectory, model: nn.Module, optimizers: list[Optimizer], position: Position, keep: int = 2
+    run: RunDirectory, model_state: dict, optimizer_states: list[dict], position: Position, keep: int = 2
 ) -> str:
-    """Checkpoints the run at `position`, keeping the newest `keep` checkpoints; returns its name."""
+    """Checkpoints the run at `position` (the model's unsharded state and the optimizers' states, as
+    the backend's Collective gives them), keeping the newest `keep` checkpoints; returns its name."""
     state = {
-        "model": model.state_dict(),
-        "optimizers": [optimizer.state_dict() for optimizer in optimizers],
+        "model": model_state,
+        "optimizers": optimizer_states,
         "position": {"epoch": position.epoch, "batches": position.batches, "step": position.step},
         "losses": torch.tensor(position.losses, dtype=torch.float64),
         "torch_rng": torch.get_rng_state(),
@@ -40,15 +50,24 @@ def save(
     return run.save_checkpoint(state, position.step, keep)
 
 
-def restore_latest(run: RunDirectory, model: nn.Module, optimizers: list[Optimizer]) -> Position | None:
-    """Loads the run's newest checkpoint into the model and optimizers and returns its position;
-    None when the run has no checkpoint yet."""
+def load_latest(run: RunDirectory) -> Saved | None:
+    """The run's newest checkpoint, torch's RNG restored to it; None when the run has none yet."""
     name = run.latest_checkpoint()
     if name is None:
         return None
     state = run.load_checkpoint(name)
-    model.load_state_dict(state["model"])
-    for optimizer, optimizer_state in zip(optimizers, state["optimizers"], strict=True):
-        optimizer.load_state_dict(optimizer_state)
     torch.set_rng_state(state["torch_rng"])
-    return Position(**state["position"], losses=state["losses"].tolist())
+    position = Position(**state["position"], losses=state["losses"].tolist())
+    return Saved(state["model"], state["optimizers"], position)
+
+
+def restore_latest(run: RunDirectory, model: nn.Module, optimizers: list[Optimizer]) -> Position | None:
+    """Loads the run's newest checkpoint into a model held whole in this process and its optimizers
+    and returns its position; None when the run has no checkpoint yet."""
+    saved = load_latest(run)
+    if saved is None:
+        return None
+    model.load_state_dict(saved.model)
+    for optimizer, optimizer_state in zip(optimizers, saved.optimizers, strict=True):
+        optimizer.load_state_dict(optimizer_state)
+    return saved.position

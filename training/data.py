@@ -75,6 +75,19 @@ class Batch(NamedTuple):
     label: torch.Tensor  # float32 [B]
     weight: torch.Tensor  # float32 [B]
 
+    def to(self, device: torch.device) -> Batch:
+        """The batch on `device`: from pinned host memory with asynchronous copies when it is a GPU
+        (the loop's prefetch thread calls this, so the copy overlaps the step before), as is on CPU."""
+        if device.type == "cpu":
+            return self
+
+        def moved(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.pin_memory().to(device, non_blocking=True)
+
+        lists = {name: JaggedIds(moved(j.values), moved(j.offsets)) for name, j in self.lists.items()}
+        ids = KeyedIds(self.ids.keys, moved(self.ids.values))
+        return Batch(moved(self.dense), ids, lists, moved(self.label), moved(self.weight))
+
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """The model's arguments: (dense, ids, list values, list offsets)."""
         lists = list(self.lists.values())

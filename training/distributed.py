@@ -1,8 +1,11 @@
-"""What the training loop needs from a distributed backend, for one process, Horovod and torch DDP.
+"""What the training loop needs from a distributed backend, for one process, Horovod, torch DDP and
+TorchRec's sharded tables (training/sharded.py).
 
-The loop is written once against `Collective`; the backend decides how gradients meet. Horovod
-averages them in its DistributedOptimizer (sparse embedding gradients by allgather of their rows);
-torch DDP averages them in backward (gloo reduces sparse gradients too).
+The loop is written once against `Collective`; the backend decides where the model lives, how its
+gradients meet and how its state is saved. Horovod averages gradients in its DistributedOptimizer
+(sparse embedding gradients by allgather of their rows); torch DDP averages them in backward (gloo
+reduces sparse gradients too, NCCL dense ones). Every backend saves the same unsharded state dict, so
+a run resumes on another backend or another number of workers, and serving reads any run alike.
 """
 
 from __future__ import annotations
@@ -14,24 +17,67 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
-NamedParameters = list[tuple[str, nn.Parameter]]
+from training.checkpoint import Saved
+from training.models.parts import EmbeddingCollection
+from training.step import OptimizerSettings
+
+
+def local_device(local_rank: int) -> torch.device:
+    """This worker's GPU when the host has GPUs (one per local rank), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def unsharded_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict on the host (checkpoints and weights load anywhere)."""
+    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
 
 
 class Collective:
     """A single process: nothing to synchronize."""
 
     name = "single"
-    rank, size, local_size = 0, 1, 1
+    rank, size, local_size, local_rank = 0, 1, 1, 0
+    # The embedding collection class models are built with (training/models/ctr.py).
+    embeddings: type[nn.Module] = EmbeddingCollection
 
-    def prepare(
-        self, model: nn.Module, optimizers: list[tuple[Optimizer, NamedParameters]]
-    ) -> tuple[nn.Module, list[Optimizer]]:
-        """The model to call forward on and the optimizers to step (and checkpoint), after the
-        initial broadcast; Horovod's optimizers are new objects with their own state."""
-        return model, [optimizer for optimizer, _ in optimizers]
+    @property
+    def device(self) -> torch.device:
+        return local_device(self.local_rank)
+
+    def prepare(self, model: nn.Module, settings: OptimizerSettings) -> tuple[nn.Module, list[Optimizer]]:
+        """The model to call forward on and the optimizers to step (and checkpoint), with the model
+        on this worker's device and after the initial broadcast."""
+        model.to(self.device)
+        return model, [optimizer for optimizer, _ in settings.build(model)]
+
+    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The whole model's state dict, on every rank that holds it whole (all ranks of a
+        data-parallel run, rank 0 of a sharded one, None elsewhere); every rank calls it, since a
+        sharded model gathers its tables. `model` is the model as built (not the wrapper forward)."""
+        return unsharded_state(model)
+
+    def optimizer_states(self, optimizers: list[Optimizer]) -> list[dict] | None:
+        """The optimizers' states, as model_state: where this rank holds them whole."""
+        return [optimizer.state_dict() for optimizer in optimizers]
+
+    def restore(self, model: nn.Module, optimizers: list[Optimizer], saved: Saved) -> None:
+        """Loads a checkpoint's unsharded state into this rank's model and optimizers."""
+        model.load_state_dict(saved.model)
+        for optimizer, state in zip(optimizers, saved.optimizers, strict=True):
+            optimizer.load_state_dict(state)
+
+    def parameter_bytes(self, model: nn.Module) -> int:
+        """Bytes of parameters this rank holds."""
+        return sum(p.numel() * p.element_size() for p in model.parameters())
 
     def sum(self, value: float) -> float:
         return value
+
+    def gather(self, value: float) -> list[float]:
+        """`value` of every rank, in rank order."""
+        return [value]
 
     def close(self) -> None:
         """Leaves the process group (the process may host a later run)."""
@@ -46,50 +92,77 @@ class HorovodCollective(Collective):
         hvd.init()
         self.hvd = hvd
         self.rank, self.size, self.local_size = hvd.rank(), hvd.size(), hvd.local_size()
+        self.local_rank = hvd.local_rank()
 
-    def prepare(
-        self, model: nn.Module, optimizers: list[tuple[Optimizer, NamedParameters]]
-    ) -> tuple[nn.Module, list[Optimizer]]:
+    def prepare(self, model: nn.Module, settings: OptimizerSettings) -> tuple[nn.Module, list[Optimizer]]:
         # Fresh optimizers hold the same state on every rank; a resumed run loads one checkpoint on all.
+        model.to(self.device)
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        return model, [self.hvd.DistributedOptimizer(o, named_parameters=named) for o, named in optimizers]
+        pairs = settings.build(model)
+        return model, [self.hvd.DistributedOptimizer(o, named_parameters=named) for o, named in pairs]
 
     def sum(self, value: float) -> float:
         return float(self.hvd.allreduce(torch.tensor(float(value), dtype=torch.float64), op=self.hvd.Sum))
+
+    def gather(self, value: float) -> list[float]:
+        return [float(v) for v in self.hvd.allgather_object(value)]
 
     def close(self) -> None:
         self.hvd.shutdown()
 
 
 class TorchCollective(Collective):
-    """torch.distributed over gloo, as started by torchrun or Spark's TorchDistributor."""
+    """torch.distributed as started by torchrun or Spark's TorchDistributor: NCCL between GPUs, gloo
+    on CPU."""
 
     name = "torch"
 
     def __init__(self) -> None:
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
 
-    def prepare(
-        self, model: nn.Module, optimizers: list[tuple[Optimizer, NamedParameters]]
-    ) -> tuple[nn.Module, list[Optimizer]]:
-        return nn.parallel.DistributedDataParallel(model), [optimizer for optimizer, _ in optimizers]
+    def prepare(self, model: nn.Module, settings: OptimizerSettings) -> tuple[nn.Module, list[Optimizer]]:
+        model.to(self.device)
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        optimizers = [optimizer for optimizer, _ in settings.build(model)]
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids), optimizers
 
     def sum(self, value: float) -> float:
-        total = torch.tensor(float(value), dtype=torch.float64)
+        total = torch.tensor(float(value), dtype=torch.float64, device=self._reduce_device)
         dist.all_reduce(total)
         return float(total)
+
+    def gather(self, value: float) -> list[float]:
+        values: list = [None] * self.size
+        dist.all_gather_object(values, value)
+        return [float(v) for v in values]
+
+    @property
+    def _reduce_device(self) -> torch.device:
+        """NCCL reduces only GPU tensors."""
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
         dist.destroy_process_group()
 
 
-BACKENDS: dict[str, type[Collective]] = {
+def _torchrec_collective() -> Collective:
+    # Imported only when chosen: TorchRec and FBGEMM load slowly and are not needed by other backends.
+    from training.sharded import TorchRecCollective
+
+    return TorchRecCollective()
+
+
+BACKENDS = {
     "single": Collective,
     "horovod": HorovodCollective,
     "torch": TorchCollective,
+    "torchrec": _torchrec_collective,
 }
 
 

@@ -1,20 +1,30 @@
-"""Launchers for the training function: in-process, Horovod on Spark, Spark's TorchDistributor.
+"""Launchers for the training function: in-process, Horovod on Spark, Spark's TorchDistributor (for
+torch DDP and TorchRec-sharded workers).
 
 The same `train_worker` runs under each; standalone hosts run it under horovodrun or torchrun through
-`python -m training.worker SPEC.json`.
+`python -m training.worker RUN_DIR`. Workers train on GPUs where the cluster gives them GPUs.
 """
 
 from __future__ import annotations
 
+import torch
 from pyspark.sql import SparkSession
 
 from training.loop import TrainSpec, train_worker
 
-LAUNCHED_BACKENDS = ("horovod", "torch")
+LAUNCHED_BACKENDS = ("horovod", "torch", "torchrec")
+BACKENDS = ("single", *LAUNCHED_BACKENDS)
 
 
 def _is_local(spark: SparkSession) -> bool:
     return spark.sparkContext.master.startswith("local")
+
+
+def _workers_have_gpus(spark: SparkSession) -> bool:
+    """Local mode: this host has a GPU. A cluster: Spark schedules GPUs to its tasks."""
+    if _is_local(spark):
+        return torch.cuda.is_available()
+    return float(spark.conf.get("spark.task.resource.gpu.amount", "0")) > 0
 
 
 def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:
@@ -32,9 +42,11 @@ def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:
             train_worker, args=(spec.to_dict(),), num_proc=workers, use_gloo=True, nics=nics, verbose=0
         )
         return results[0]
-    if spec.backend == "torch":
+    if spec.backend in ("torch", "torchrec"):
         from pyspark.ml.torch.distributor import TorchDistributor
 
-        distributor = TorchDistributor(num_processes=workers, local_mode=_is_local(spark), use_gpu=False)
+        distributor = TorchDistributor(
+            num_processes=workers, local_mode=_is_local(spark), use_gpu=_workers_have_gpus(spark)
+        )
         return distributor.run(train_worker, spec.to_dict())
-    raise ValueError(f"unknown backend {spec.backend!r}; choose single, horovod or torch")
+    raise ValueError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,8 +1,11 @@
-"""The training function every launcher runs: in-process, Horovod workers or torch DDP workers.
+"""The training function every launcher runs: in-process, Horovod workers, torch DDP workers or
+TorchRec-sharded workers.
 
 It takes one plain dict (a TrainSpec), so Horovod on Spark, TorchDistributor and horovodrun can
 ship it to any process; rank 0 writes checkpoints and the final weights into the run directory
-(training/run_directory.py: a path or URI, on any filesystem fsspec reaches).
+(training/run_directory.py: a path or URI, on any filesystem fsspec reaches). On a host with GPUs
+each worker trains on its GPU, with the next batches read and copied by a prefetch thread while the
+current one trains; on CPU the same code trains on the CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import hashlib
 import json
 import math
 import os
+import queue
+import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -19,12 +25,12 @@ from torch import nn
 
 from rec_plugin.schema import Schema
 from training import checkpoint
-from training.data import BatchLoader, FileSet, check_epoch_rows, padding_batch
-from training.distributed import collective
+from training.data import Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch
+from training.distributed import Collective, collective
 from training.models import ModelConfig, build_model
 from training.progress import progress_bar
 from training.run_directory import RunDirectory
-from training.step import bce_loss, optimizers
+from training.step import OptimizerSettings, bce_loss, precision
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,13 @@ class TrainSpec:
     batch_size: int = 1024
     dense_lr: float = 3e-3
     sparse_lr: float = 0.01
+    sparse_optimizer: str = "adam"  # the embedding rows' optimizer: adam or adagrad (training/step.py)
+    precision: str = "fp32"  # fp32, tf32 or bf16 (training/step.py)
     seed: int = 0
     checkpoint_every: int = 100
     resume: bool = False
     progress: bool = True
+    prefetch: int = 2  # batches read ahead of the step by the prefetch thread
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +64,42 @@ class TrainSpec:
     def features_schema(self) -> Schema:
         return Schema.from_json(json.dumps(self.schema))
 
+    def optimizer_settings(self) -> OptimizerSettings:
+        return OptimizerSettings(self.sparse_optimizer, self.sparse_lr, self.dense_lr)
+
+
+class Prefetcher:
+    """Batches read (and copied to the device) by a thread `depth` batches ahead of the step; counts
+    the seconds the step waited for one. A loader error is raised in the training thread."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[Batch], device: torch.device, depth: int) -> None:
+        self.waited = 0.0
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._thread = threading.Thread(target=self._fill, args=(batches, device), daemon=True)
+        self._thread.start()
+
+    def _fill(self, batches: Iterator[Batch], device: torch.device) -> None:
+        try:
+            for batch in batches:
+                self._queue.put(batch.to(device))
+            self._queue.put(self._END)
+        except BaseException as error:  # handed to the training thread, which raises it
+            self._queue.put(error)
+
+    def next(self) -> Batch | None:
+        """The next batch; None at the end of the epoch."""
+        started = time.perf_counter()
+        item = self._queue.get()
+        self.waited += time.perf_counter() - started
+        if item is self._END:
+            self._thread.join()
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
 
 def train_worker(spec_dict: dict) -> dict:
     """Trains on this process's shard; returns the run summary (every rank returns the same totals)."""
@@ -65,11 +110,13 @@ def train_worker(spec_dict: dict) -> dict:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_size))
     torch.manual_seed(spec.seed)
     config = ModelConfig.from_dict(spec.model)
-    model = build_model(config)
-    forward, steppers = group.prepare(model, optimizers(model, spec.sparse_lr, spec.dense_lr))
+    model = build_model(config, group.embeddings)
+    forward, steppers = group.prepare(model, spec.optimizer_settings())
     run = RunDirectory(spec.run_dir)
-    restored = checkpoint.restore_latest(run, model, steppers) if spec.resume else None
-    position = checkpoint.Position() if restored is None else restored
+    saved = checkpoint.load_latest(run) if spec.resume else None
+    if saved is not None:
+        group.restore(model, steppers, saved)
+    position = checkpoint.Position() if saved is None else saved.position
     train = FileSet.from_dict(spec.train)
     schema = spec.features_schema()
     loader = BatchLoader(train, schema, spec.batch_size, group.rank, group.size, spec.seed)
@@ -80,20 +127,23 @@ def train_worker(spec_dict: dict) -> dict:
         unit="samples",
         unit_scale=True,
         disable=not spec.progress or group.rank != 0,
-        desc=f"train {config.name} ({group.name} x{group.size})",
+        desc=f"train {config.name} ({group.name} x{group.size}, {group.device.type})",
     )
-    started, samples = time.perf_counter(), 0
+    padding = padding_batch(schema, spec.batch_size).to(group.device)
+    started, samples, waited = time.perf_counter(), 0, 0.0
     running = None
     for epoch in range(position.epoch, spec.epochs):
-        batches = loader.epoch(epoch, skip_batches=position.batches)
+        batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), group.device, spec.prefetch)
         while True:
-            batch = next(batches, None)
+            batch = batches.next()
             # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a
             # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
             if group.sum(batch is not None) == 0:
                 break
-            batch = batch or padding_batch(schema, spec.batch_size)
-            loss = bce_loss(forward(*batch.inputs()), batch.label, batch.weight)
+            batch = batch or padding
+            with precision(spec.precision, group.device):
+                logits = forward(*batch.inputs())
+            loss = bce_loss(logits.float(), batch.label, batch.weight)
             for stepper in steppers:
                 stepper.zero_grad()
             loss.backward()
@@ -107,35 +157,56 @@ def train_worker(spec_dict: dict) -> dict:
             position.losses.append(value)
             bar.update(spec.batch_size * group.size)
             bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-            if group.rank == 0 and position.step % spec.checkpoint_every == 0:
-                checkpoint.save(run, model, steppers, position)
+            if position.step % spec.checkpoint_every == 0:
+                _checkpoint(group, run, model, steppers, position)
+        waited += batches.waited
         check_epoch_rows(int(group.sum(loader.rows_read)), train.rows, f"training epoch {epoch}")
         position.epoch, position.batches = epoch + 1, 0
     bar.close()
     elapsed = _since(started)
     total_samples = int(group.sum(samples))
+    weights = _checkpoint(group, run, model, steppers, position)
     if group.rank == 0:
-        checkpoint.save(run, model, steppers, position)
-        run.save_weights(model.state_dict())
+        run.save_weights(weights)
         run.write_schema(schema)
+    parameter_bytes = group.gather(group.parameter_bytes(model))
+    waited_share = group.sum(waited / elapsed) / group.size
+    digest = weights_digest(weights) if weights is not None else ""
+    device = group.device.type
     group.close()
     return {
         "steps": position.step,
         "samples": total_samples,
         "seconds": round(elapsed, 3),
         "samples_per_s": round(total_samples / elapsed, 1),
+        "data_wait_share": round(waited_share, 4),
+        "param_bytes_per_rank": [int(b) for b in parameter_bytes],
+        "device": device,
         "losses": position.losses,
         "rank": group.rank,
-        "weights_digest": weights_digest(model),
+        "weights_digest": digest,
     }
 
 
-def weights_digest(model: nn.Module) -> str:
-    """A fingerprint of every parameter's bytes: equal on all ranks when they stayed in sync."""
+def _checkpoint(
+    group: Collective, run: RunDirectory, model: nn.Module, steppers: list, position: checkpoint.Position
+) -> dict[str, torch.Tensor] | None:
+    """Rank 0 saves a checkpoint (every rank takes part: a sharded model gathers its tables); returns
+    the unsharded weights where this rank has them (every rank of a data-parallel run, rank 0 of a
+    sharded one), None elsewhere."""
+    weights = group.model_state(model)
+    optimizer_states = group.optimizer_states(steppers)
+    if group.rank == 0:
+        checkpoint.save(run, weights, optimizer_states, position)
+    return weights
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """A fingerprint of a state dict's bytes: equal on all ranks when they stayed in sync."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

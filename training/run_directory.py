@@ -91,7 +91,7 @@ class RunDirectory:
 
     def weights(self) -> dict[str, torch.Tensor]:
         with self._fs.open(self._trained(_WEIGHTS), "rb") as stream:
-            return torch.load(stream, weights_only=True)
+            return torch.load(stream, map_location="cpu", weights_only=True)
 
     def write_metrics(self, metrics: dict) -> None:
         """Written last: a run directory with metrics holds a finished run."""
@@ -144,7 +144,7 @@ class RunDirectory:
 
     def load_checkpoint(self, name: str) -> dict:
         with self._fs.open(self._file(_CHECKPOINTS, name), "rb") as stream:
-            return torch.load(stream, weights_only=True)
+            return torch.load(stream, map_location="cpu", weights_only=True)
 
     def _file(self, *parts: str) -> str:
         return posixpath.join(self._root, *parts)

@@ -4,23 +4,77 @@ installed)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from training.models import sparse_and_dense_parameters
 
+# Embedding-row optimizers: both update only the rows a batch touched.
+SPARSE_OPTIMIZERS = ("adam", "adagrad")
+# Adagrad's denominator term, the same in torch's sparse Adagrad and FBGEMM's fused kernel.
+ADAGRAD_EPS = 1e-8
+
+
+# fp32; TF32 matmuls on GPUs that have them (fp32 on CPU); bf16 autocast of the dense layers.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision(name: str, device: torch.device) -> Iterator[None]:
+    """Runs the forward pass at precision `name` on `device`: embeddings, their optimizer and the
+    loss stay fp32 (autocast keeps lookups and the log loss in fp32)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision {name!r} is not one of {PRECISIONS}")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = name != "fp32"
+        torch.backends.cudnn.allow_tf32 = name != "fp32"
+    if name == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """Which optimizer updates the embedding rows, at which rate, and the dense layers' Adam rate."""
+
+    sparse: str = "adam"
+    sparse_lr: float = 0.01
+    dense_lr: float = 3e-3
+
+    def __post_init__(self) -> None:
+        if self.sparse not in SPARSE_OPTIMIZERS:
+            raise ValueError(f"sparse optimizer {self.sparse!r} is not one of {SPARSE_OPTIMIZERS}")
+
+    def sparse_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """SparseAdam (on the default data it reached a higher one-epoch AUC than Adagrad, see the
+        README) or Adagrad, both on sparse gradients."""
+        if self.sparse == "adam":
+            return torch.optim.SparseAdam(parameters, lr=self.sparse_lr)
+        return torch.optim.Adagrad(parameters, lr=self.sparse_lr, eps=ADAGRAD_EPS)
+
+    def dense_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=self.dense_lr)
+
+    def build(self, model: nn.Module) -> list[tuple[torch.optim.Optimizer, list]]:
+        """(optimizer, its named parameters): the sparse one for the embedding tables, Adam for the rest."""
+        sparse, dense = sparse_and_dense_parameters(model)
+        pairs = [(self.sparse_optimizer([p for _, p in sparse]), sparse)]
+        if dense:
+            pairs.append((self.dense_optimizer([p for _, p in dense]), dense))
+        return pairs
+
 
 def optimizers(
     model: nn.Module, sparse_lr: float, dense_lr: float
 ) -> list[tuple[torch.optim.Optimizer, list]]:
-    """SparseAdam for the embedding rows (only the rows a batch touched change), Adam for dense layers.
-
-    On the default data SparseAdam reached a higher one-epoch AUC than Adagrad (see the README)."""
-    sparse, dense = sparse_and_dense_parameters(model)
-    pairs = [(torch.optim.SparseAdam([p for _, p in sparse], lr=sparse_lr), sparse)]
-    if dense:
-        pairs.append((torch.optim.Adam([p for _, p in dense], lr=dense_lr), dense))
-    return pairs
+    """The default optimizers (SparseAdam for the embedding rows, Adam for dense layers)."""
+    return OptimizerSettings("adam", sparse_lr, dense_lr).build(model)
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

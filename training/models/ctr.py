@@ -7,10 +7,14 @@ the workflow's schema) declares them, and has one call signature, the one servin
     forward(dense float32 [B, n_dense], ids int64 [B, n_categorical],
             list_values: list of int64 [N_i], list_offsets: list of int64 [B + 1]) -> logits [B]
 
-A pooled list feature is one more field vector beside the single-id features' vectors.
+A pooled list feature is one more field vector beside the single-id features' vectors. Each model
+takes its tables from an `embeddings` class with EmbeddingCollection's constructor and call: ours by
+default, TorchRec's sharded collection under `--backend torchrec` (training/sharded.py).
 """
 
 # No `from __future__ import annotations`: TorchScript reads these modules' annotations as types.
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -24,9 +28,12 @@ from training.models.parts import (
     mlp,
 )
 
+# A class with EmbeddingCollection's constructor (tables, id_features, list_features, dim=, init_std=).
+Embeddings = Callable[..., nn.Module]
 
-def _embeddings(config: ModelConfig) -> EmbeddingCollection:
-    return EmbeddingCollection(config.tables, config.categorical_features, config.list_features)
+
+def _embeddings(config: ModelConfig, embeddings: Embeddings) -> nn.Module:
+    return embeddings(config.tables, config.categorical_features, config.list_features)
 
 
 def _one_dim(config: ModelConfig) -> int:
@@ -57,9 +64,9 @@ def _stacked(blocks: list[torch.Tensor]) -> torch.Tensor:
 class Logistic(nn.Module):
     """First-order baseline: one weight per id of every table plus a linear term in the dense features."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> None:
         super().__init__()
-        self.first_order = EmbeddingCollection(
+        self.first_order = embeddings(
             config.tables, config.categorical_features, config.list_features, dim=1, init_std=0.0
         )
         self.dense = nn.Linear(len(config.dense_features), 1)
@@ -80,10 +87,10 @@ class Logistic(nn.Module):
 class DLRM(nn.Module):
     """Bottom MLP on dense features, dot interaction among all vectors, top MLP on the result."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> None:
         super().__init__()
         dim, fields = _one_dim(config), _fields(config)
-        self.embeddings = _embeddings(config)
+        self.embeddings = _embeddings(config, embeddings)
         self.bottom = mlp([len(config.dense_features), *config.bottom_mlp, dim])
         self.interaction = DotInteraction(fields + 1)
         self.top = mlp([dim + DotInteraction.output_width(fields + 1), *config.top_mlp, 1], False)
@@ -104,10 +111,10 @@ class DLRM(nn.Module):
 class DCNv2(nn.Module):
     """Cross network then a deep MLP (the stacked DCN-v2) over dense features and embeddings."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> None:
         super().__init__()
         width = config.flat_width
-        self.embeddings = _embeddings(config)
+        self.embeddings = _embeddings(config, embeddings)
         self.cross = CrossNetwork(width, config.cross_layers)
         self.deep = mlp([width, *config.deep_mlp, 1], False)
 
@@ -125,10 +132,10 @@ class DCNv2(nn.Module):
 class WideDeep(nn.Module):
     """A wide first-order part (the logistic baseline) plus a deep MLP over all features."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> None:
         super().__init__()
-        self.wide = Logistic(config)
-        self.embeddings = _embeddings(config)
+        self.wide = Logistic(config, embeddings)
+        self.embeddings = _embeddings(config, embeddings)
         self.deep = mlp([config.flat_width, *config.deep_mlp, 1], False)
 
     def forward(
@@ -145,11 +152,11 @@ class WideDeep(nn.Module):
 class DeepFM(nn.Module):
     """First-order terms, an FM over the field embeddings, and a deep MLP sharing those embeddings."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> None:
         super().__init__()
         _one_dim(config)
-        self.first_order = Logistic(config)
-        self.embeddings = _embeddings(config)
+        self.first_order = Logistic(config, embeddings)
+        self.embeddings = _embeddings(config, embeddings)
         self.fm = FactorizationMachine()
         self.deep = mlp([config.flat_width, *config.deep_mlp, 1], False)
 
@@ -175,10 +182,11 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def build_model(config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> nn.Module:
+    """The model `config` names, its tables built by `embeddings`."""
     if config.name not in MODELS:
         raise ValueError(f"unknown model {config.name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[config.name](config)
+    return MODELS[config.name](config, embeddings)
 
 
 def sparse_and_dense_parameters(

@@ -1,6 +1,7 @@
 """Shared model parts, TorchRec-style: the embedding collection, MLP blocks and interaction layers."""
 
 # No `from __future__ import annotations`: TorchScript reads these modules' annotations as types.
+import zlib
 from collections.abc import Sequence
 
 import torch
@@ -8,6 +9,24 @@ from torch import nn
 
 from rec_plugin.schema import SchemaError
 from training.models.config import TableConfig
+
+
+def initial_rows(table: TableConfig, dim: int, std: float) -> torch.Tensor:
+    """A table's initial [rows, dim] weights, drawn from its own generator seeded by torch's seed and
+    the table's name: the same values whichever rank or backend builds the table (a sharded run and a
+    data-parallel run from one seed start alike), and building one table draws nothing from the others'."""
+    seed = (torch.initial_seed() * 1_000_003 + zlib.crc32(table.name.encode())) % 2**63
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.empty(table.num_embeddings, dim)
+    return weights.normal_(0.0, std, generator=generator) if std > 0 else weights.zero_()
+
+
+def refuse_id(feature: str, table: str, bad: int, rows: int) -> None:
+    """The one-line error for an id outside its table (the data and the model's schema disagree)."""
+    raise SchemaError(
+        f"feature {feature}: id {bad} is outside its table {table} of {rows} rows (ids 0 to {rows - 1}); "
+        "the data and the model's schema disagree"
+    )
 
 
 class FusedTables(nn.Module):
@@ -48,8 +67,8 @@ class FusedTables(nn.Module):
         self.check_ids = True  # off only where the check cannot be expressed (an ONNX graph)
         self.table_names = [table.name for table in tables]
         self.register_buffer("table_rows", torch.tensor(rows, dtype=torch.int64))
-        self.table = nn.Embedding(sum(rows), dim, sparse=True)
-        nn.init.normal_(self.table.weight, std=init_std)
+        initial = torch.cat([initial_rows(table, dim, init_std) for table in tables])
+        self.table = nn.Embedding(sum(rows), dim, sparse=True, _weight=initial)
         index = {feature: t for t, table in enumerate(tables) for feature in table.features}
         # Single-id features: which columns of `ids` are this group's, at which row offsets.
         columns = [c for c, feature in enumerate(id_features) if feature in index]
@@ -115,10 +134,7 @@ class FusedTables(nn.Module):
         return blocks
 
     def _refuse(self, feature: str, table: str, bad: int, rows: int) -> None:
-        raise SchemaError(
-            f"feature {feature}: id {bad} is outside its table {table} of {rows} rows (ids 0 to {rows - 1}); "
-            "the data and the model's schema disagree"
-        )
+        refuse_id(feature, table, bad, rows)
 
     def _load_from_state_dict(
         self,

@@ -1,0 +1,232 @@
+"""The TorchRec-sharded backend against data-parallel training on real worker processes (torchrun and
+Spark's TorchDistributor, gloo on CPU), and the device-agnostic parts of the loop (prefetch thread,
+precision) on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.distributed as dist
+
+from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
+from serving.export import torchscript, trained_model
+from training.data import BatchLoader, FileSet
+from training.evaluate import metrics, predict
+from training.launch import launch
+from training.loop import TrainSpec, train_worker
+from training.models import ModelConfig, build_model
+from training.run_directory import RunDirectory
+from training.step import OptimizerSettings
+
+REPO = Path(__file__).resolve().parents[1]
+FIELDS = {"user_id": 400, "item_id": 300, "category": 20, "device": 4, "hour": 24, "campaign": 1500}
+HISTORY = 5  # at most this many recent items per row
+
+
+def planted_schema() -> Schema:
+    """Six single-id features and a list of recent items sharing the item table."""
+    categorical = (Tags.CATEGORICAL,)
+    return Schema(
+        (
+            ColumnSchema("click", "float32", (Tags.LABEL,)),
+            ColumnSchema("price", "float32", (Tags.CONTINUOUS,)),
+            *(ColumnSchema(name, "int32", categorical, cardinality=rows) for name, rows in FIELDS.items()),
+            ColumnSchema(
+                "recent_items",
+                "list<int32>",
+                (*categorical, Tags.LIST),
+                cardinality=FIELDS["item_id"],
+                max_length=HISTORY,
+                embedding_table="item_id",
+            ),
+        )
+    )
+
+
+def write_planted(directory: Path, rows: int, seed: int, files: int = 4) -> FileSet:
+    """Clicks from a planted model: per-id biases, a user-group x item-group affinity, a bonus when
+    the item is among the recent ones, and the price; Zipf-distributed ids."""
+    planted = np.random.default_rng(2024)
+    bias = {name: planted.normal(0, 0.6, size) for name, size in FIELDS.items()}
+    affinity = planted.normal(0, 1.5, (8, 8))
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True)
+    uris = []
+    for part in range(files):
+        n = rows // files
+        ids = {name: (rng.zipf(1.2, n) - 1) % size for name, size in FIELDS.items()}
+        lengths = rng.integers(0, HISTORY + 1, n)
+        recent = [rng.integers(0, FIELDS["item_id"], k).astype(np.int32) for k in lengths]
+        price = rng.normal(0, 1, n).astype(np.float32)
+        seen = np.array([item in items for item, items in zip(ids["item_id"], recent)])
+        logit = sum(bias[name][ids[name]] for name in FIELDS) - 1.0 + 0.4 * price + 1.2 * seen
+        logit += affinity[ids["user_id"] % 8, ids["item_id"] % 8]
+        click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+        columns = {name: values.astype(np.int32) for name, values in ids.items()}
+        table = pa.table(
+            {
+                "click": click,
+                "price": price,
+                **columns,
+                "recent_items": pa.array(recent, pa.list_(pa.int32())),
+            }
+        )
+        path = directory / f"part-{part}.parquet"
+        pq.write_table(table, path, row_group_size=4_000)
+        uris.append(path.resolve().as_uri())
+    return FileSet(tuple(uris), rows)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("planted")
+    return {
+        "root": root,
+        "train": write_planted(root / "train", 80_000, seed=0),
+        "test": write_planted(root / "test", 40_000, seed=1, files=2),
+        "schema": planted_schema(),
+        "config": ModelConfig.from_schema("dlrm", planted_schema(), embedding_dim=8),
+    }
+
+
+def spec_for(planted: dict, run_dir: Path, backend: str, **options: object) -> TrainSpec:
+    run = RunDirectory(run_dir)
+    spec = TrainSpec(
+        planted["config"].to_dict(),
+        planted["train"].to_dict(),
+        run.uri,
+        TrainSpec.schema_dict(planted["schema"]),
+        backend,
+        **{"batch_size": 512, "sparse_optimizer": "adagrad", "sparse_lr": 0.05, "progress": False, **options},
+    )
+    run.write_model_config(planted["config"])
+    run.write_spec(spec.to_dict())
+    return spec
+
+
+def torchrun(run_dir: Path, workers: int) -> dict:
+    """Trains the spec in `run_dir` on `workers` torchrun processes; rank 0's summary."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(workers),
+    ]
+    done = subprocess.run(
+        [*command, "-m", "training.worker", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def held_out_auc(planted: dict, run_dir: Path) -> float:
+    return metrics(*predict(trained_model(run_dir), planted["test"], planted["schema"]))["auc"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(planted, spark, tmp_path_factory) -> dict:
+    """The same seed trained data-parallel (torch DDP under torchrun) and sharded (TorchRec under
+    Spark's TorchDistributor), 2 workers each."""
+    root = tmp_path_factory.mktemp("runs")
+    spec_for(planted, root / "ddp", "torch")
+    sharded_spec = spec_for(planted, root / "sharded", "torchrec")
+    return {
+        "ddp": (root / "ddp", torchrun(root / "ddp", 2)),
+        "sharded": (root / "sharded", launch(spark, sharded_spec, 2)),
+    }
+
+
+def test_sharded_and_data_parallel_training_reach_the_same_auc(planted, two_runs):
+    (ddp_dir, ddp), (sharded_dir, sharded) = two_runs["ddp"], two_runs["sharded"]
+    assert ddp["steps"] == sharded["steps"] > 50 and ddp["samples"] == sharded["samples"] == 80_000
+    ddp_auc, sharded_auc = held_out_auc(planted, ddp_dir), held_out_auc(planted, sharded_dir)
+    assert ddp_auc > 0.70, ddp_auc  # the planted signal is learnt (random scores give 0.5)
+    assert abs(ddp_auc - sharded_auc) <= 0.002, (ddp_auc, sharded_auc)
+
+
+def test_each_sharded_rank_holds_only_its_tables(planted, two_runs):
+    config = planted["config"]
+    table_bytes = sum(t.num_embeddings * t.embedding_dim * 4 for t in config.tables)
+    whole = sum(p.numel() * 4 for p in build_model(config).parameters())
+    dense = whole - table_bytes
+    ddp, sharded = two_runs["ddp"][1], two_runs["sharded"][1]
+    assert ddp["param_bytes_per_rank"] == [whole, whole]
+    per_rank = sharded["param_bytes_per_rank"]
+    # Every table is on exactly one rank (table-wise), and no rank holds them all.
+    assert sum(b - dense for b in per_rank) == table_bytes
+    assert all(dense < b < whole for b in per_rank), (per_rank, whole)
+
+
+def test_a_sharded_run_resumes_on_one_worker(planted, two_runs):
+    sharded_dir, sharded = two_runs["sharded"]
+    run = RunDirectory(sharded_dir)
+    saved = run.load_checkpoint(run.latest_checkpoint())
+    # Resumed with nothing left to train: the unsharded weights and table optimizer state come back whole.
+    run.write_spec({**run.spec(), "resume": True})
+    unchanged = torchrun(sharded_dir, 1)
+    again = run.load_checkpoint(run.latest_checkpoint())
+    assert unchanged["steps"] == sharded["steps"] and unchanged["weights_digest"] == sharded["weights_digest"]
+    assert unchanged["param_bytes_per_rank"] == [sum(p.numel() * 4 for p in trained_model(run).parameters())]
+    for name, tensor in saved["optimizers"][1]["tables"].items():
+        assert torch.equal(again["optimizers"][1]["tables"][name], tensor), name
+    # A second epoch on one worker continues from there.
+    run.write_spec({**run.spec(), "resume": True, "epochs": 2})
+    continued = torchrun(sharded_dir, 1)
+    assert continued["steps"] == sharded["steps"] + -(-80_000 // 512)
+    assert held_out_auc(planted, sharded_dir) > 0.70
+
+
+def test_a_sharded_run_exports_as_any_run(planted, two_runs):
+    sharded_dir, _ = two_runs["sharded"]
+    scripted, eager = torchscript(sharded_dir), trained_model(sharded_dir)
+    batch = next(BatchLoader(planted["test"], planted["schema"], 256, shuffle=False).epoch(0))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            scripted(*batch.inputs()).squeeze(1), torch.sigmoid(eager(*batch.inputs()))
+        )
+
+
+def test_the_sharded_backend_refuses_adam_on_cpu_in_one_line(planted, tmp_path):
+    from training.sharded import TorchRecCollective
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    group = TorchRecCollective()
+    try:
+        model = build_model(planted["config"], group.embeddings)
+        with pytest.raises(SchemaError, match="no 'adam' on CPU: use --sparse-optimizer adagrad") as refused:
+            group.prepare(model, OptimizerSettings("adam"))
+        assert "\n" not in str(refused.value)
+    finally:
+        group.close()
+
+
+def test_bf16_training_with_the_prefetch_thread_on_cpu(planted, tmp_path):
+    spec = spec_for(planted, tmp_path, "single", precision="bf16", sparse_optimizer="adam", sparse_lr=0.01)
+    summary = train_worker(spec.to_dict())
+    assert summary["device"] == "cpu" and summary["samples"] == 80_000
+    assert 0.0 <= summary["data_wait_share"] < 1.0
+    assert np.mean(summary["losses"][-20:]) < np.mean(summary["losses"][:20]) - 0.02
+    assert held_out_auc(planted, tmp_path) > 0.70
+
+
+def test_a_loader_error_in_the_prefetch_thread_stops_training(planted, tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    files = FileSet((*planted["train"].files, broken.as_uri()), planted["train"].rows)
+    spec = spec_for(planted, tmp_path / "run", "single")
+    with pytest.raises(Exception, match="broken.parquet|Parquet|parquet"):
+        train_worker({**spec.to_dict(), "train": files.to_dict()})
