@@ -59,9 +59,18 @@ def bench_setup(
     parser.add_argument("--rows-per-day", type=int, default=default_rows_per_day)
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--max-cardinality",
+        type=int,
+        default=GeneratorConfig.max_cardinality,
+        help="the generator's largest field vocabulary (Criteo-scale tables: 1000000)",
+    )
     args = parser.parse_args()
     spark = build_session("local", app_name, {"spark.ui.showConsoleProgress": "false"})
-    return args, spark, GeneratorConfig(days=args.days, rows_per_day=args.rows_per_day)
+    config = GeneratorConfig(
+        days=args.days, rows_per_day=args.rows_per_day, max_cardinality=args.max_cardinality
+    )
+    return args, spark, config
 
 
 @dataclass(frozen=True)

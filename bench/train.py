@@ -1,16 +1,21 @@
-"""Training throughput: our DLRM against a plain PyTorch DLRM, our loader against plain readers, and
-Horovod with 1 and 2 workers.
+"""Training throughput: our DLRM against a plain PyTorch DLRM; Horovod, torch DDP and TorchRec-sharded
+workers; TorchRec's embedding kernels against ours on one worker; our loader against plain readers.
 
 Generates, ingests and featurizes one data set, then runs every variant interleaved, several times;
-prints median samples/s (rows/s for loaders) and the ratios. TorchRec is not in the comparison: its
-fbgemm-gpu(-cpu) 1.9.0 wheels fail to load against torch 2.13 (undefined symbol), see the README.
+prints median samples/s (rows/s for loaders) and the ratios, and writes artifacts/bench/train.json
+(medians, and the parameter bytes each rank holds for the 2-worker data-parallel and sharded runs).
+The data-parallel and sharded variants both update the tables with Adagrad (FBGEMM's CPU kernels
+have no Adam), so they differ only in where the tables live.
 
-    .venv/bin/python bench/train.py [--rows-per-day 100000] [--days 4] [--repeats 3]
+    .venv/bin/python bench/train.py [--rows-per-day 100000] [--days 4] [--repeats 3] [--max-cardinality 100]
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 
 import horovod.spark
 import numpy as np
@@ -24,6 +29,7 @@ from torch import nn
 
 from rec_plugin.schema import Schema
 from training.data import BatchLoader
+from training.launch import launch
 from training.loop import TrainSpec, train_worker
 from training.models import ModelConfig
 
@@ -120,33 +126,57 @@ def our_loader(file_set, schema: Schema) -> float:
     return loader.rows_read / (time.perf_counter() - started)
 
 
+REPORT = Path("artifacts/bench/train.json")
+
+
 def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-train", default_rows_per_day=100_000)
     data = featurized_data(spark, config, "bench-train-")
     scratch, train, model, schema = data.scratch, data.train, data.dlrm, data.schema
+    placement: dict[str, list[int]] = {}
 
-    def ours(backend: str, workers: int) -> float:
+    def ours(backend: str, workers: int, sparse_optimizer: str = "adam", key: str = "") -> float:
         run, described = str(scratch / "run"), TrainSpec.schema_dict(schema)
-        spec = TrainSpec(model.to_dict(), train.to_dict(), run, described, backend, progress=False)
-        if backend == "single":
-            return train_worker(spec.to_dict())["samples_per_s"]
-        results = horovod.spark.run(
-            train_worker, args=(spec.to_dict(),), num_proc=workers, nics={"lo"}, verbose=0
-        )
-        return results[0]["samples_per_s"]
+        spec = TrainSpec(
+            model.to_dict(), train.to_dict(), run, described, backend, progress=False,
+            sparse_optimizer=sparse_optimizer,
+        )  # fmt: skip
+        if backend == "horovod":
+            results = horovod.spark.run(
+                train_worker, args=(spec.to_dict(),), num_proc=workers, nics={"lo"}, verbose=0
+            )
+            summary = results[0]
+        else:
+            summary = launch(spark, spec, workers)
+        if key:
+            placement[key] = summary["param_bytes_per_rank"]
+        return summary["samples_per_s"]
 
     variants = {
-        "training: sparkrec DLRM (Petastorm loader, SparseAdam + Adam)": lambda: ours("single", 1),
-        "training: plain PyTorch DLRM (in-memory tensors, dense Adam)": lambda: plain_training(
-            model, schema, train.files
-        ),
-        "training: sparkrec DLRM, Horovod on Spark, 1 worker": lambda: ours("horovod", 1),
-        "training: sparkrec DLRM, Horovod on Spark, 2 workers": lambda: ours("horovod", 2),
-        "loader: sparkrec BatchLoader (Petastorm dummy pool, batched)": lambda: our_loader(train, schema),
-        "loader: plain pyarrow read_table per file": lambda: pyarrow_reader(schema, list(train.files)),
-        "loader: Petastorm default torch DataLoader (row by row)": lambda: petastorm_torch_loader(
-            schema, list(train.files)
-        ),
+        "dlrm_single": lambda: ours("single", 1),
+        "plain_torch": lambda: plain_training(model, schema, train.files),
+        "horovod_1w": lambda: ours("horovod", 1),
+        "horovod_2w": lambda: ours("horovod", 2),
+        "data_parallel_2w": lambda: ours("torch", 2, "adagrad", "data_parallel_2w"),
+        "torchrec_sharded_2w": lambda: ours("torchrec", 2, "adagrad", "torchrec_sharded_2w"),
+        "dlrm_single_adagrad": lambda: ours("single", 1, "adagrad"),
+        "torchrec_1w": lambda: ours("torchrec", 1, "adagrad"),
+        "loader_ours": lambda: our_loader(train, schema),
+        "loader_pyarrow": lambda: pyarrow_reader(schema, list(train.files)),
+        "loader_petastorm_torch": lambda: petastorm_torch_loader(schema, list(train.files)),
+    }
+    descriptions = {
+        "dlrm_single": "training: sparkrec DLRM, one process (Petastorm loader, SparseAdam + Adam)",
+        "plain_torch": "training: plain PyTorch DLRM (in-memory tensors, dense Adam)",
+        "horovod_1w": "training: sparkrec DLRM, Horovod on Spark, 1 worker",
+        "horovod_2w": "training: sparkrec DLRM, Horovod on Spark, 2 workers",
+        "data_parallel_2w": "training: torch DDP, 2 workers, every table on every rank (Adagrad)",
+        "torchrec_sharded_2w": "training: TorchRec, 2 workers, tables sharded table-wise (Adagrad)",
+        "dlrm_single_adagrad": "training: our tables (FusedTables, sparse Adagrad), one process",
+        "torchrec_1w": "training: TorchRec's EmbeddingBagCollection (FBGEMM fused Adagrad), 1 worker",
+        "loader_ours": "loader: sparkrec BatchLoader (Petastorm dummy pool, batched)",
+        "loader_pyarrow": "loader: plain pyarrow read_table per file",
+        "loader_petastorm_torch": "loader: Petastorm default torch DataLoader (row by row)",
     }
     report_quiet()
     rates: dict[str, list[float]] = {name: [] for name in variants}
@@ -154,12 +184,33 @@ def main() -> None:
         for name, run in variants.items():
             rates[name].append(run())
     report_quiet()
-    medians = print_medians(rates, train.rows, "samples|rows/s")
-    names = list(variants)
-    print(f"our DLRM / plain PyTorch DLRM: {medians[names[0]] / medians[names[1]]:.2f}x")
-    print(f"Horovod 2 workers / 1 worker: {medians[names[3]] / medians[names[2]]:.2f}x")
-    print(f"our loader / plain pyarrow: {medians[names[4]] / medians[names[5]]:.2f}x")
-    print(f"our loader / Petastorm's torch DataLoader: {medians[names[4]] / medians[names[6]]:.2f}x")
+    medians = print_medians({descriptions[n]: r for n, r in rates.items()}, train.rows, "samples|rows/s")
+    median = {name: medians[descriptions[name]] for name in variants}
+    ratios = {
+        "our DLRM / plain PyTorch DLRM": ("dlrm_single", "plain_torch"),
+        "Horovod 2 workers / 1 worker": ("horovod_2w", "horovod_1w"),
+        "sharded / data-parallel, 2 workers": ("torchrec_sharded_2w", "data_parallel_2w"),
+        "TorchRec's tables / ours, 1 worker": ("torchrec_1w", "dlrm_single_adagrad"),
+        "our loader / plain pyarrow": ("loader_ours", "loader_pyarrow"),
+        "our loader / Petastorm's torch DataLoader": ("loader_ours", "loader_petastorm_torch"),
+    }
+    for label, (candidate, baseline) in ratios.items():
+        print(f"{label}: {median[candidate] / median[baseline]:.2f}x")
+    for key, per_rank in placement.items():
+        print(f"{key}: parameter bytes per rank {per_rank}")
+    report = {
+        "rows": train.rows,
+        "cores": os.cpu_count(),
+        "max_cardinality": config.max_cardinality,
+        "embedding_rows": sum(table.num_embeddings for table in model.tables),
+        "repeats": args.repeats,
+        **{name: {"samples_per_s": round(value, 1)} for name, value in median.items()},
+    }
+    for key, per_rank in placement.items():
+        report[key]["param_bytes_per_rank"] = per_rank
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"report: {REPORT}")
 
 
 if __name__ == "__main__":

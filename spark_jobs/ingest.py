@@ -20,7 +20,6 @@ import fnmatch
 import json
 from collections.abc import Callable, Sequence
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -304,7 +303,7 @@ def ingest(
         "accepted": accepted,
         "rejected": rejected,
         "bronze_table": bronze,
-        "bronze_version": DeltaTable.forPath(spark, bronze).history(1).first()["version"],
+        "bronze_version": storage.delta_version(spark, bronze, "bronze table"),
     }
 
 

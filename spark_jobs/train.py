@@ -32,7 +32,7 @@ from training.launch import BACKENDS, launch
 from training.loop import TrainSpec
 from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
-from training.step import PRECISIONS, SPARSE_OPTIMIZERS
+from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
 
 # The generator's oracle table names its label column so (the features' label is the schema's).
 ORACLE_LABEL = "label"
@@ -199,7 +199,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=TrainSpec.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainSpec.batch_size, help="per worker")
     parser.add_argument("--dense-lr", type=float, default=TrainSpec.dense_lr)
-    parser.add_argument("--sparse-lr", type=float, default=TrainSpec.sparse_lr)
+    parser.add_argument(
+        "--sparse-lr",
+        type=float,
+        help=f"the tables' learning rate (default per optimizer: {SPARSE_LEARNING_RATES})",
+    )
     parser.add_argument(
         "--sparse-optimizer",
         choices=SPARSE_OPTIMIZERS,
@@ -210,7 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--embedding-dim", type=int, default=16, help="every embedding table's width")
     parser.add_argument(
-        "--prefetch", type=int, default=TrainSpec.prefetch, help="batches read ahead of the step"
+        "--prefetch",
+        type=int,
+        default=TrainSpec.prefetch,
+        help="batches read ahead of the step by a thread (0: read in the training thread)",
     )
     parser.add_argument("--seed", type=int, default=TrainSpec.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainSpec.checkpoint_every, help="steps")

@@ -11,6 +11,7 @@ a run resumes on another backend or another number of workers, and serving reads
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,8 @@ from torch.optim import Optimizer
 from training.checkpoint import Saved
 from training.models.parts import EmbeddingCollection
 from training.step import OptimizerSettings
+
+T = TypeVar("T")
 
 
 def local_device(local_rank: int) -> torch.device:
@@ -75,8 +78,8 @@ class Collective:
     def sum(self, value: float) -> float:
         return value
 
-    def gather(self, value: float) -> list[float]:
-        """`value` of every rank, in rank order."""
+    def gather(self, value: T) -> list[T]:
+        """`value` (any picklable object) of every rank, in rank order."""
         return [value]
 
     def close(self) -> None:
@@ -104,8 +107,8 @@ class HorovodCollective(Collective):
     def sum(self, value: float) -> float:
         return float(self.hvd.allreduce(torch.tensor(float(value), dtype=torch.float64), op=self.hvd.Sum))
 
-    def gather(self, value: float) -> list[float]:
-        return [float(v) for v in self.hvd.allgather_object(value)]
+    def gather(self, value: T) -> list[T]:
+        return list(self.hvd.allgather_object(value))
 
     def close(self) -> None:
         self.hvd.shutdown()
@@ -137,10 +140,10 @@ class TorchCollective(Collective):
         dist.all_reduce(total)
         return float(total)
 
-    def gather(self, value: float) -> list[float]:
+    def gather(self, value: T) -> list[T]:
         values: list = [None] * self.size
         dist.all_gather_object(values, value)
-        return [float(v) for v in values]
+        return values
 
     @property
     def _reduce_device(self) -> torch.device:

@@ -28,7 +28,8 @@ def _workers_have_gpus(spark: SparkSession) -> bool:
 
 
 def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:
-    """Runs the training function on `workers` processes with spec.backend; rank 0's summary."""
+    """Runs the training function on `workers` processes with spec.backend; one rank's summary
+    (TorchDistributor returns whichever rank finished last; the totals are the same on every rank)."""
     if spec.backend == "single":
         if workers != 1:
             raise ValueError("the single backend trains in this process: use --workers 1")

@@ -45,14 +45,14 @@ class TrainSpec:
     epochs: int = 1
     batch_size: int = 1024
     dense_lr: float = 3e-3
-    sparse_lr: float = 0.01
+    sparse_lr: float | None = None  # None: the sparse optimizer's default rate (training/step.py)
     sparse_optimizer: str = "adam"  # the embedding rows' optimizer: adam or adagrad (training/step.py)
     precision: str = "fp32"  # fp32, tf32 or bf16 (training/step.py)
     seed: int = 0
     checkpoint_every: int = 100
     resume: bool = False
     progress: bool = True
-    prefetch: int = 2  # batches read ahead of the step by the prefetch thread
+    prefetch: int = 2  # batches read ahead of the step by the prefetch thread (0: no thread)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,21 +69,25 @@ class TrainSpec:
 
 
 class Prefetcher:
-    """Batches read (and copied to the device) by a thread `depth` batches ahead of the step; counts
-    the seconds the step waited for one. A loader error is raised in the training thread."""
+    """Batches read (and copied to the device) by a thread `depth` batches ahead of the step, or in
+    the training thread when `depth` is 0; counts the seconds the step waited for one. A loader
+    error is raised in the training thread."""
 
     _END = object()
 
     def __init__(self, batches: Iterator[Batch], device: torch.device, depth: int) -> None:
         self.waited = 0.0
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._thread = threading.Thread(target=self._fill, args=(batches, device), daemon=True)
-        self._thread.start()
+        self._batches, self._device = batches, device
+        self._thread: threading.Thread | None = None
+        if depth > 0:
+            self._queue: queue.Queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._fill, daemon=True)
+            self._thread.start()
 
-    def _fill(self, batches: Iterator[Batch], device: torch.device) -> None:
+    def _fill(self) -> None:
         try:
-            for batch in batches:
-                self._queue.put(batch.to(device))
+            for batch in self._batches:
+                self._queue.put(batch.to(self._device))
             self._queue.put(self._END)
         except BaseException as error:  # handed to the training thread, which raises it
             self._queue.put(error)
@@ -91,6 +95,10 @@ class Prefetcher:
     def next(self) -> Batch | None:
         """The next batch; None at the end of the epoch."""
         started = time.perf_counter()
+        if self._thread is None:
+            batch = next(self._batches, None)
+            self.waited += time.perf_counter() - started
+            return None if batch is None else batch.to(self._device)
         item = self._queue.get()
         self.waited += time.perf_counter() - started
         if item is self._END:
@@ -102,7 +110,9 @@ class Prefetcher:
 
 
 def train_worker(spec_dict: dict) -> dict:
-    """Trains on this process's shard; returns the run summary (every rank returns the same totals)."""
+    """Trains on this process's shard; returns the run summary: every rank returns the same totals,
+    and its own weights' digest where it holds the whole model ("" on the other ranks of a sharded
+    run)."""
     spec = TrainSpec(**spec_dict)
     group = collective(spec.backend)
     # Sparse gradients are built by torch itself: skip the per-tensor invariant checks (and their warning).
