@@ -27,8 +27,9 @@ from spark_jobs.generate import oracle_metrics
 from spark_jobs.session import build_session
 from training import plots
 from training.data import FileSet
+from training.distributed import BACKENDS, SHARDINGS
 from training.evaluate import metrics, predict
-from training.launch import BACKENDS, launch
+from training.launch import launch
 from training.loop import TrainSpec
 from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
@@ -195,6 +196,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="horovod or torch: data-parallel workers; torchrec: tables sharded across the workers "
         "by TorchRec, dense layers data-parallel; single: in this process",
     )
+    parser.add_argument(
+        "--sharding",
+        choices=SHARDINGS,
+        default=TrainSpec.sharding,
+        help="torchrec: how tables are split across workers (row_wise needs GPUs; auto: the planner picks)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=TrainSpec.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainSpec.batch_size, help="per worker")
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
         sparse_lr=args.sparse_lr,
         sparse_optimizer=args.sparse_optimizer or default_sparse_optimizer(args.backend),
         precision=args.precision,
+        sharding=args.sharding,
         prefetch=args.prefetch,
         embedding_dim=args.embedding_dim,
         seed=args.seed,

@@ -22,7 +22,7 @@ from training.data import BatchLoader, FileSet
 from training.evaluate import metrics, predict
 from training.launch import launch
 from training.loop import TrainSpec, train_worker, weights_digest
-from training.models import ModelConfig, build_model
+from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
 from training.step import OptimizerSettings
 
@@ -201,18 +201,45 @@ def test_a_sharded_run_exports_as_any_run(planted, two_runs):
         )
 
 
-def test_the_sharded_backend_refuses_adam_on_cpu_in_one_line(planted, tmp_path):
+@pytest.fixture
+def one_rank(tmp_path, request):
+    """A one-process torch.distributed group with TorchRec's collective (table-wise unless the test
+    is parametrized with a sharding), left afterwards."""
     from training.sharded import TorchRecCollective
 
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
-    group = TorchRecCollective()
     try:
-        model = build_model(planted["config"], group.embeddings)
-        with pytest.raises(SchemaError, match="no 'adam' on CPU: use --sparse-optimizer adagrad") as refused:
-            group.prepare(model, OptimizerSettings("adam"))
-        assert "\n" not in str(refused.value)
-    finally:
-        group.close()
+        group = TorchRecCollective(getattr(request, "param", "table_wise"))
+    except SchemaError:
+        dist.destroy_process_group()
+        raise
+    yield group
+    group.close()
+
+
+def test_the_sharded_backend_refuses_adam_on_cpu_in_one_line(planted, one_rank):
+    model = build_model(planted["config"], one_rank.embeddings)
+    with pytest.raises(SchemaError, match="no 'adam' on CPU: use --sparse-optimizer adagrad") as refused:
+        one_rank.prepare(model, OptimizerSettings("adam"))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_sharded_starts_and_scores_as_unsharded(planted, one_rank, name):
+    """The same seed gives the same tables and layers; the gathered state loads (strictly) into the
+    model built with our tables, which then scores a batch as the sharded one does."""
+    config = ModelConfig.from_schema(name, planted["schema"], embedding_dim=8)
+    torch.manual_seed(5)
+    sharded_model = build_model(config, one_rank.embeddings)
+    forward, _ = one_rank.prepare(sharded_model, OptimizerSettings("adagrad"))
+    state = one_rank.model_state(sharded_model)
+    torch.manual_seed(5)
+    plain = build_model(config)
+    assert weights_digest(state) == weights_digest(plain.state_dict())
+    plain.load_state_dict(state)
+    batch = next(BatchLoader(planted["test"], planted["schema"], 256, shuffle=False).epoch(0))
+    with torch.no_grad():
+        torch.testing.assert_close(forward(*batch.inputs()), plain(*batch.inputs()))
 
 
 def test_bf16_training_with_the_prefetch_thread_on_cpu(planted, tmp_path):
@@ -231,3 +258,27 @@ def test_a_loader_error_in_the_prefetch_thread_stops_training(planted, tmp_path)
     spec = spec_for(planted, tmp_path / "run", "single")
     with pytest.raises(Exception, match="broken.parquet|Parquet|parquet"):
         train_worker({**spec.to_dict(), "train": files.to_dict()})
+
+
+@pytest.mark.parametrize("one_rank", ["column_wise", "auto"], indirect=True)
+def test_the_other_shardings_plan_and_score_on_cpu(planted, one_rank):
+    torch.manual_seed(5)
+    sharded_model = build_model(planted["config"], one_rank.embeddings)
+    forward, _ = one_rank.prepare(sharded_model, OptimizerSettings("adagrad"))
+    plain = build_model(planted["config"])
+    plain.load_state_dict(one_rank.model_state(sharded_model))
+    batch = next(BatchLoader(planted["test"], planted["schema"], 256, shuffle=False).epoch(0))
+    with torch.no_grad():
+        torch.testing.assert_close(forward(*batch.inputs()), plain(*batch.inputs()))
+
+
+def test_row_wise_sharding_on_cpu_is_refused_in_one_line(tmp_path):
+    from training.sharded import TorchRecCollective
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        with pytest.raises(SchemaError, match="row_wise sharding needs GPUs") as refused:
+            TorchRecCollective("row_wise")
+        assert "\n" not in str(refused.value)
+    finally:
+        dist.destroy_process_group()

@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from training.checkpoint import Saved
+from training.models.ctr import Embeddings
 from training.models.parts import EmbeddingCollection
 from training.step import OptimizerSettings
 
@@ -42,8 +43,8 @@ class Collective:
 
     name = "single"
     rank, size, local_size, local_rank = 0, 1, 1, 0
-    # The embedding collection class models are built with (training/models/ctr.py).
-    embeddings: type[nn.Module] = EmbeddingCollection
+    # What models build their tables with (training/models/ctr.py: EmbeddingCollection's constructor).
+    embeddings: Embeddings = EmbeddingCollection
 
     @property
     def device(self) -> torch.device:
@@ -154,22 +155,25 @@ class TorchCollective(Collective):
         dist.destroy_process_group()
 
 
-def _torchrec_collective() -> Collective:
-    # Imported only when chosen: TorchRec and FBGEMM load slowly and are not needed by other backends.
-    from training.sharded import TorchRecCollective
-
-    return TorchRecCollective()
-
-
-BACKENDS = {
-    "single": Collective,
-    "horovod": HorovodCollective,
-    "torch": TorchCollective,
-    "torchrec": _torchrec_collective,
-}
+BACKENDS = ("single", "horovod", "torch", "torchrec")
+# How the torchrec backend may split tables across ranks (TorchRec's sharding type names); with
+# AUTO_SHARDING its planner chooses.
+AUTO_SHARDING = "auto"
+SHARDINGS = ("table_wise", "column_wise", "row_wise", AUTO_SHARDING)
 
 
-def collective(backend: str) -> Collective:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
-    return BACKENDS[backend]()
+def collective(backend: str, sharding: str = "table_wise") -> Collective:
+    """This process's part of `backend`; `sharding` says how the torchrec backend splits tables."""
+    if backend == "torchrec":
+        # Imported only when chosen: TorchRec and FBGEMM load slowly and other backends need neither.
+        from training.sharded import TorchRecCollective
+
+        return TorchRecCollective(sharding)
+    classes: dict[str, type[Collective]] = {
+        "single": Collective,
+        "horovod": HorovodCollective,
+        "torch": TorchCollective,
+    }
+    if backend not in classes:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return classes[backend]()

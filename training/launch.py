@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from pyspark.sql import SparkSession
 
+from training.distributed import BACKENDS
 from training.loop import TrainSpec, train_worker
-
-LAUNCHED_BACKENDS = ("horovod", "torch", "torchrec")
-BACKENDS = ("single", *LAUNCHED_BACKENDS)
 
 
 def _is_local(spark: SparkSession) -> bool:

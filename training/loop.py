@@ -42,6 +42,7 @@ class TrainSpec:
     run_dir: str
     schema: dict  # the workflow's output schema (Schema.to_json as a dict): the columns the loader reads
     backend: str = "single"
+    sharding: str = "table_wise"  # --backend torchrec: table_wise, column_wise, row_wise (GPUs) or auto
     epochs: int = 1
     batch_size: int = 1024
     dense_lr: float = 3e-3
@@ -114,7 +115,7 @@ def train_worker(spec_dict: dict) -> dict:
     and its own weights' digest where it holds the whole model ("" on the other ranks of a sharded
     run)."""
     spec = TrainSpec(**spec_dict)
-    group = collective(spec.backend)
+    group = collective(spec.backend, spec.sharding)
     # Sparse gradients are built by torch itself: skip the per-tensor invariant checks (and their warning).
     torch.sparse.check_sparse_tensor_invariants.disable()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_size))

@@ -35,17 +35,20 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rec_plugin.schema import SchemaError
 from training.checkpoint import Saved
-from training.distributed import TorchCollective
+from training.distributed import AUTO_SHARDING, SHARDINGS, TorchCollective
+from training.models import sparse_and_dense_parameters
 from training.models.config import TableConfig
-from training.models.parts import initial_rows, refuse_id
+from training.models.parts import EmbeddingCollection, initial_rows, refuse_id
 from training.step import ADAGRAD_EPS, OptimizerSettings
 
 POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 # FBGEMM's fused optimizers for our sparse optimizer names; its CPU kernels have Adagrad, not Adam.
 FUSED_OPTIMIZERS = {"adagrad": EmbOptimType.EXACT_ADAGRAD, "adam": EmbOptimType.ADAM}
 CPU_FUSED_OPTIMIZERS = ("adagrad",)
-# How tables are split across ranks; the planner places them (and may be given more types).
-SHARDING_TYPES = (ShardingType.TABLE_WISE.value,)
+# FBGEMM's table kernels take rows of a multiple of 4 floats.
+FBGEMM_DIM_MULTIPLE = 4
+# TorchRec 1.8 shards row-wise only on GPUs.
+GPU_ONLY_SHARDINGS = (ShardingType.ROW_WISE.value,)
 
 
 class ShardedEmbeddings(nn.Module):
@@ -146,6 +149,21 @@ class ShardedEmbeddings(nn.Module):
         return [[t for t in self.tables if t.embedding_dim == d] for d in self.dims]
 
 
+def sharded_or_replicated(
+    tables: Sequence[TableConfig],
+    id_features: Sequence[str],
+    list_features: Sequence[str],
+    dim: int | None = None,
+    init_std: float = 0.05,
+) -> nn.Module:
+    """TorchRec's sharded tables where FBGEMM can hold them (its kernels need dims divisible by 4);
+    otherwise (the dim-1 first-order weights of Logistic, Wide&Deep and DeepFM) our tables, replicated
+    on every rank and averaged by DDP like the dense layers."""
+    if all((dim or table.embedding_dim) % FBGEMM_DIM_MULTIPLE == 0 for table in tables):
+        return ShardedEmbeddings(tables, id_features, list_features, dim, init_std)
+    return EmbeddingCollection(tables, id_features, list_features, dim, init_std)
+
+
 def _sharded_modules(model: nn.Module) -> Iterator[tuple[str, ShardedEmbeddings]]:
     for path, module in model.named_modules():
         if isinstance(module, ShardedEmbeddings):
@@ -191,7 +209,17 @@ class TorchRecCollective(TorchCollective):
     """torch.distributed workers (torchrun, TorchDistributor) with the tables sharded by TorchRec."""
 
     name = "torchrec"
-    embeddings = ShardedEmbeddings
+    embeddings = staticmethod(sharded_or_replicated)
+
+    def __init__(self, sharding: str = "table_wise") -> None:
+        super().__init__()
+        if sharding not in SHARDINGS:
+            raise SchemaError(f"sharding {sharding!r} is not one of {', '.join(SHARDINGS)}")
+        if sharding in GPU_ONLY_SHARDINGS and self.device.type == "cpu":
+            raise SchemaError(
+                f"{sharding} sharding needs GPUs (TorchRec shards so only on CUDA); use table_wise"
+            )
+        self.sharding = sharding
 
     def prepare(self, model: nn.Module, settings: OptimizerSettings) -> tuple[nn.Module, list[Optimizer]]:
         if self.device.type == "cpu" and settings.sparse not in CPU_FUSED_OPTIMIZERS:
@@ -202,7 +230,8 @@ class TorchRecCollective(TorchCollective):
         modules = dict(_sharded_modules(model))
         constraints = {
             table.name: ParameterConstraints(
-                sharding_types=list(SHARDING_TYPES), compute_kernels=[EmbeddingComputeKernel.FUSED.value]
+                sharding_types=self._sharding_types(),
+                compute_kernels=[EmbeddingComputeKernel.FUSED.value],
             )
             for module in modules.values()
             for table in module.tables
@@ -220,13 +249,23 @@ class TorchRecCollective(TorchCollective):
         self.model = model
         sharded = DistributedModelParallel(model, device=self.device, plan=plan, sharders=sharders)
         self.sharded = sharded
-        dense = [
-            parameter
-            for name, parameter in model.named_parameters()
-            if not any(name.startswith(f"{path}.") for path in modules)
-        ]
+        # Parameters outside the sharded tables: replicated, stepped here after DDP averages them.
+        sparse, dense = (
+            [p for name, p in named if not any(name.startswith(f"{path}.") for path in modules)]
+            for named in sparse_and_dense_parameters(model)
+        )
         self._initialise(sharded)
-        return sharded, [settings.dense_optimizer(dense), sharded.fused_optimizer]
+        replicated = [settings.sparse_optimizer(sparse)] if sparse else []
+        replicated.append(settings.dense_optimizer(dense))
+        return sharded, [*replicated, sharded.fused_optimizer]
+
+    def _sharding_types(self) -> list[str]:
+        """The chosen type, or with "auto" every type the device has for fused tables (all but
+        data-parallel, which would replicate them): the planner picks among them per table."""
+        if self.sharding != AUTO_SHARDING:
+            return [ShardingType(self.sharding).value]
+        offered = EmbeddingBagCollectionSharder().sharding_types(self.device.type)
+        return [kind for kind in offered if kind != ShardingType.DATA_PARALLEL.value]
 
     def _initialise(self, sharded: DistributedModelParallel) -> None:
         """Each rank's shards drawn as EmbeddingCollection draws the whole tables (initial_rows):
@@ -254,9 +293,9 @@ class TorchRecCollective(TorchCollective):
         return {**{name: tensor.detach().cpu() for name, tensor in state.items()}, **whole}
 
     def optimizer_states(self, optimizers: list[Optimizer]) -> list[dict] | None:
-        """The dense optimizer's state and each table's fused optimizer state, unsharded on rank 0. A
-        rank's fused optimizer lists only its own tables, so each rank sends its shards to rank 0."""
-        dense, fused = optimizers
+        """The replicated optimizers' states and each table's fused optimizer state, unsharded, on
+        rank 0. A rank's fused optimizer lists only its own tables, so each sends its shards to rank 0."""
+        *replicated, fused = optimizers
         pieces = [
             (f"{key}/{name}", tuple(value.size()), _local_pieces(value))
             for key, states in fused.state_dict()["state"].items()
@@ -271,7 +310,7 @@ class TorchRecCollective(TorchCollective):
             whole = tables.setdefault(name, torch.zeros(size))
             for offsets, tensor in shards:
                 whole[_region(offsets, tensor.shape)] = tensor
-        return [dense.state_dict(), {"tables": tables}]
+        return [*(optimizer.state_dict() for optimizer in replicated), {"tables": tables}]
 
     def restore(self, model: nn.Module, optimizers: list[Optimizer], saved: Saved) -> None:
         state = self.sharded.state_dict()
@@ -293,12 +332,14 @@ class TorchRecCollective(TorchCollective):
         for key in dense_keys:
             state[key] = saved.model[key]
         self.sharded.load_state_dict(state)
-        dense, fused = optimizers
-        dense.load_state_dict(saved.optimizers[0])
+        *replicated, fused = optimizers
+        *replicated_states, fused_state = saved.optimizers
+        for optimizer, state in zip(replicated, replicated_states, strict=True):
+            optimizer.load_state_dict(state)
         current = fused.state_dict()
         for key, states in current["state"].items():
             for name, value in states.items():
-                full = saved.optimizers[1]["tables"][f"{key}/{name}"]
+                full = fused_state["tables"][f"{key}/{name}"]
                 if isinstance(value, ShardedTensor):
                     _fill_local_shards(value, full)
                 else:
