@@ -1,4 +1,5 @@
-"""DLRM training-step throughput on one device: fp32 against TF32 and bf16 autocast (AMP).
+"""DLRM training-step throughput on one device: fp32 against TF32 and bf16 autocast (AMP), as the
+training loop's --precision sets them (training/step.py).
 
 The model, optimizers and loss are the training loop's (training/models, training/step.py); the
 batches are synthetic, of Criteo's shape (13 dense features, 26 categorical fields with the Criteo
@@ -13,7 +14,6 @@ Needs only torch and matplotlib, so it runs from a plain checkout on a GPU host:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from rec_plugin.dataset import load_dataset  # noqa: E402
 from rec_plugin.schema import ColumnSchema, Schema, Tags  # noqa: E402
 from training.models import ModelConfig, build_model, example_inputs  # noqa: E402
-from training.step import bce_loss, optimizers  # noqa: E402
+from training.step import PRECISIONS, bce_loss, optimizers, precision  # noqa: E402
 
 # Criteo Kaggle (display advertising challenge) distinct values per categorical field.
 KAGGLE_CARDINALITIES = (
@@ -40,11 +40,9 @@ BATCHES_ON_DEVICE = 32  # cycled through; distinct ids per batch, as in training
 SPARSE_LR, DENSE_LR = 0.01, 3e-3  # TrainSpec's defaults
 
 
-def variants(device: str) -> dict[str, tuple[bool, torch.dtype | None]]:
-    """name -> (TF32 matmuls allowed, autocast dtype or None)."""
-    if device == "cpu":
-        return {"fp32": (False, None), "bf16 amp": (False, torch.bfloat16)}
-    return {"fp32": (False, None), "tf32": (True, None), "bf16 amp": (True, torch.bfloat16)}
+def variants(device: str) -> tuple[str, ...]:
+    """The training loop's precisions (training/step.py) that differ on `device` (no TF32 on CPU)."""
+    return tuple(name for name in PRECISIONS if device.startswith("cuda") or name != "tf32")
 
 
 def criteo_schema() -> Schema:
@@ -92,13 +90,10 @@ def samples_per_s(
     steppers: list[torch.optim.Optimizer],
     batches: list[Batch],
     steps: int,
-    tf32: bool,
-    autocast: torch.dtype | None,
+    variant: str,
 ) -> float:
-    """Times `steps` training steps (forward, loss, backward, both optimizers)."""
+    """Times `steps` training steps (forward at precision `variant`, loss, backward, both optimizers)."""
     device = batches[0][0].device
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
 
     def sync() -> None:
         if device.type == "cuda":
@@ -108,11 +103,9 @@ def samples_per_s(
     started = time.perf_counter()
     for step in range(steps):
         dense, ids, values, offsets, label, weight = batches[step % len(batches)]
-        context = (
-            torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-        )
-        with context:
-            loss = bce_loss(model(dense, ids, values, offsets).float(), label, weight)
+        with precision(variant, device):
+            logits = model(dense, ids, values, offsets)
+        loss = bce_loss(logits.float(), label, weight)
         for stepper in steppers:
             stepper.zero_grad()
         loss.backward()
@@ -136,16 +129,16 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {rows:,} embedding rows")
     batches = synthetic_batches(config, args.batch_size, args.device)
     runs = {}
-    for variant, (tf32, autocast) in variants(args.device).items():
+    for variant in variants(args.device):
         torch.manual_seed(0)
         model = build_model(config).to(args.device)
         steppers = [optimizer for optimizer, _ in optimizers(model, SPARSE_LR, DENSE_LR)]
-        samples_per_s(model, steppers, batches, 10, tf32, autocast)  # warm-up: kernels, allocator
-        runs[variant] = (model, steppers, tf32, autocast)
+        samples_per_s(model, steppers, batches, 10, variant)  # warm-up: kernels, allocator
+        runs[variant] = (model, steppers)
     rates: dict[str, list[float]] = {variant: [] for variant in runs}
     for _ in range(args.repeats):
-        for variant, (model, steppers, tf32, autocast) in runs.items():
-            rates[variant].append(samples_per_s(model, steppers, batches, args.steps, tf32, autocast))
+        for variant, (model, steppers) in runs.items():
+            rates[variant].append(samples_per_s(model, steppers, batches, args.steps, variant))
     medians = {variant: statistics.median(values) for variant, values in rates.items()}
     for variant, median in medians.items():
         runs_text = [round(v) for v in rates[variant]]
