@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--prefetch",
         type=int,
-        default=TrainSpec.prefetch,
-        help="batches read ahead of the step by a thread (0: read in the training thread)",
+        help="batches a thread reads ahead of the step (0: none; default 2 on GPUs, 0 on CPU)",
     )
     parser.add_argument("--seed", type=int, default=TrainSpec.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainSpec.checkpoint_every, help="steps")

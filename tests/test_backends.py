@@ -243,7 +243,9 @@ def test_every_model_sharded_starts_and_scores_as_unsharded(planted, one_rank, n
 
 
 def test_bf16_training_with_the_prefetch_thread_on_cpu(planted, tmp_path):
-    spec = spec_for(planted, tmp_path, "single", precision="bf16", sparse_optimizer="adam", sparse_lr=0.01)
+    spec = spec_for(
+        planted, tmp_path, "single", precision="bf16", sparse_optimizer="adam", sparse_lr=0.01, prefetch=2
+    )
     summary = train_worker(spec.to_dict())
     assert summary["device"] == "cpu" and summary["samples"] == 80_000
     assert 0.0 <= summary["data_wait_share"] < 1.0
@@ -251,11 +253,12 @@ def test_bf16_training_with_the_prefetch_thread_on_cpu(planted, tmp_path):
     assert held_out_auc(planted, tmp_path) > 0.70
 
 
-def test_a_loader_error_in_the_prefetch_thread_stops_training(planted, tmp_path):
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_loader_error_stops_training_with_or_without_the_prefetch_thread(planted, tmp_path, prefetch):
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet")
     files = FileSet((*planted["train"].files, broken.as_uri()), planted["train"].rows)
-    spec = spec_for(planted, tmp_path / "run", "single")
+    spec = spec_for(planted, tmp_path / "run", "single", prefetch=prefetch)
     with pytest.raises(Exception, match="broken.parquet|Parquet|parquet"):
         train_worker({**spec.to_dict(), "train": files.to_dict()})
 

@@ -53,7 +53,7 @@ class TrainSpec:
     checkpoint_every: int = 100
     resume: bool = False
     progress: bool = True
-    prefetch: int = 2  # batches read ahead of the step by the prefetch thread (0: no thread)
+    prefetch: int | None = None  # batches a thread reads ahead (0: none); None: 2 on GPUs, 0 on CPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +110,13 @@ class Prefetcher:
         return item
 
 
+def default_prefetch(device: torch.device) -> int:
+    """Two batches ahead on a GPU, so reading and the host-to-device copy overlap the step. None on
+    CPU: there the thread only competes with the step for the same cores (on 2 cores, prefetching 2
+    batches ran at 0.90x of reading in the training thread, medians of 6 interleaved runs)."""
+    return 2 if device.type == "cuda" else 0
+
+
 def train_worker(spec_dict: dict) -> dict:
     """Trains on this process's shard; returns the run summary: every rank returns the same totals,
     and its own weights' digest where it holds the whole model ("" on the other ranks of a sharded
@@ -141,10 +148,11 @@ def train_worker(spec_dict: dict) -> dict:
         desc=f"train {config.name} ({group.name} x{group.size}, {group.device.type})",
     )
     padding = padding_batch(schema, spec.batch_size).to(group.device)
+    depth = spec.prefetch if spec.prefetch is not None else default_prefetch(group.device)
     started, samples, waited = time.perf_counter(), 0, 0.0
     running = None
     for epoch in range(position.epoch, spec.epochs):
-        batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), group.device, spec.prefetch)
+        batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), group.device, depth)
         while True:
             batch = batches.next()
             # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a

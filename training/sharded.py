@@ -2,11 +2,12 @@
 across the workers by DistributedModelParallel and its planner; the dense layers stay data-parallel.
 
 A model is built as usual with ShardedEmbeddings in place of EmbeddingCollection (same constructor,
-same call), so every CTR model runs sharded. Each batch's ids become one KeyedJaggedTensor
-(single-id features have length 1, list features their lengths); TorchRec sends each feature's ids
-to the rank holding its table and the pooled vectors back. The tables are updated by FBGEMM's fused
-optimizer inside backward (Adagrad on CPU, whose FBGEMM kernels have no Adam; Adam or Adagrad on
-GPU), the dense layers by Adam after DDP averages their gradients.
+same call), so every CTR model runs sharded; the dim-1 first-order weights of the wide parts, which
+FBGEMM's kernels cannot hold, stay replicated like the dense layers. Each batch's ids become one
+KeyedJaggedTensor (single-id features have length 1, list features their lengths); TorchRec sends
+each feature's ids to the rank holding its table and the pooled vectors back. FBGEMM's fused
+optimizer updates the tables inside backward (Adagrad on CPU, whose FBGEMM kernels have no Adam;
+Adam or Adagrad on GPU), Adam the dense layers after DDP averages their gradients.
 
 Checkpoints and final weights are unsharded, in the layout of the model built with
 EmbeddingCollection: rank 0 gathers each table, and a resume on any number of workers (or another
