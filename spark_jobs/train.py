@@ -130,7 +130,8 @@ def train(
     model_fields = {*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS}
     config = ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in model_fields})
     spec_options = {k: v for k, v in options.items() if k not in model_fields}
-    spec_options.setdefault("sparse_optimizer", default_sparse_optimizer(backend))
+    if spec_options.get("sparse_optimizer") is None:
+        spec_options["sparse_optimizer"] = default_sparse_optimizer(backend)
     spec = TrainSpec(
         model=config.to_dict(),
         train=train_files.to_dict(),
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
         dense_lr=args.dense_lr,
         sparse_lr=args.sparse_lr,
-        sparse_optimizer=args.sparse_optimizer or default_sparse_optimizer(args.backend),
+        sparse_optimizer=args.sparse_optimizer,
         precision=args.precision,
         sharding=args.sharding,
         prefetch=args.prefetch,

@@ -127,6 +127,7 @@ def train_worker(spec_dict: dict) -> dict:
     torch.sparse.check_sparse_tensor_invariants.disable()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_size))
     torch.manual_seed(spec.seed)
+    device = group.device  # where this worker trains, asked once
     config = ModelConfig.from_dict(spec.model)
     model = build_model(config, group.embeddings)
     forward, steppers = group.prepare(model, spec.optimizer_settings())
@@ -145,14 +146,14 @@ def train_worker(spec_dict: dict) -> dict:
         unit="samples",
         unit_scale=True,
         disable=not spec.progress or group.rank != 0,
-        desc=f"train {config.name} ({group.name} x{group.size}, {group.device.type})",
+        desc=f"train {config.name} ({group.name} x{group.size}, {device.type})",
     )
-    padding = padding_batch(schema, spec.batch_size).to(group.device)
-    depth = spec.prefetch if spec.prefetch is not None else default_prefetch(group.device)
+    padding = padding_batch(schema, spec.batch_size).to(device)
+    depth = spec.prefetch if spec.prefetch is not None else default_prefetch(device)
     started, samples, waited = time.perf_counter(), 0, 0.0
     running = None
     for epoch in range(position.epoch, spec.epochs):
-        batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), group.device, depth)
+        batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), device, depth)
         while True:
             batch = batches.next()
             # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a
@@ -160,7 +161,7 @@ def train_worker(spec_dict: dict) -> dict:
             if group.sum(batch is not None) == 0:
                 break
             batch = batch or padding
-            with precision(spec.precision, group.device):
+            with precision(spec.precision, device):
                 logits = forward(*batch.inputs())
             loss = bce_loss(logits.float(), batch.label, batch.weight)
             for stepper in steppers:
@@ -191,7 +192,6 @@ def train_worker(spec_dict: dict) -> dict:
     parameter_bytes = group.gather(group.parameter_bytes(model))
     waited_share = group.sum(waited / elapsed) / group.size
     digest = weights_digest(weights) if weights is not None else ""
-    device = group.device.type
     group.close()
     return {
         "steps": position.step,
@@ -200,7 +200,7 @@ def train_worker(spec_dict: dict) -> dict:
         "samples_per_s": round(total_samples / elapsed, 1),
         "data_wait_share": round(waited_share, 4),
         "param_bytes_per_rank": [int(b) for b in parameter_bytes],
-        "device": device,
+        "device": device.type,
         "losses": position.losses,
         "rank": group.rank,
         "weights_digest": digest,
