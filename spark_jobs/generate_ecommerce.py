@@ -76,6 +76,12 @@ SHARES = {
     "history": 0.30,
 }
 FIRST_ORDER = ("item", "brand", "category_device", "price", "hour")
+# A raw line's user and item tokens: the prefix and the generator's index ("u17", "i3").
+USER_PREFIX, ITEM_PREFIX = "u", "i"
+# The bits (offset, width) of an impression's item hash behind each draw of its item: the category,
+# whether the item is new, its rank in the category (a new item's place in its cohort) and a new item's
+# birth day. Named because item_exposure counts the same draws.
+_CATEGORY_BITS, _NEW_ITEM_BITS, _RANK_BITS, _BORN_BITS = (0, 20), (20, 12), (32, 24), (56, 8)
 _CALIBRATION_ROWS = 20_000
 _PRICE_LOG_SIGMA = 0.6
 
@@ -206,6 +212,41 @@ def _zipf_rank(u: str, k: int) -> str:
     return f"(floor(exp({_d(math.log(k + 1.0))} * {u})) - 1)"
 
 
+def _cells_below(x: np.ndarray, width: int) -> np.ndarray:
+    """How many of the 2^width values (b + 0.5) / 2^width of a _uniform draw lie below each x."""
+    cells = 1 << width
+    return np.clip(np.ceil(np.asarray(x, dtype=np.float64) * cells - 0.5), 0, cells)
+
+
+def _interval_pmf(edges: np.ndarray, width: int) -> np.ndarray:
+    """P(edges[j] <= draw < edges[j + 1]) of a `width`-bit _uniform draw: counted, not integrated."""
+    return np.diff(_cells_below(edges, width)) / (1 << width)
+
+
+def _zipf_rank_pmf(k: int, width: int) -> np.ndarray:
+    """The pmf of _zipf_rank(k) over a `width`-bit draw u: rank >= r exactly when u >= ln(r + 1) / ln(k + 1),
+    so P(rank = r) is about ln((r + 2) / (r + 1)) / ln(k + 1), here counted over the draw's values."""
+    return _interval_pmf(np.log(np.arange(1, k + 2)) / math.log(k + 1.0), width)
+
+
+def item_exposure(model: EcommerceModel, day: int) -> np.ndarray:
+    """P(an impression on `day` shows item index i) for each i of that day's catalogue (index = rank *
+    categories + category; ranks from items_per_category on are the items born on days 1..day), from
+    impression()'s own draws: the category, and independently a new item (born on a uniform day, at a
+    uniform place in its cohort) or a Zipf rank among the day-0 items. The draws are counted over their
+    hash bits, so this is the exact distribution the generator samples, which sums to 1."""
+    k0, kn = model.items_per_category, model.new_items_per_category_per_day
+    new = 0.0
+    if day > 0:
+        new = float(_interval_pmf(np.array([0.0, model.new_entity_rate]), _NEW_ITEM_BITS[1])[0])
+    ranks = (1 - new) * _zipf_rank_pmf(k0, _RANK_BITS[1])
+    if day > 0:
+        born = _interval_pmf(np.arange(day + 1) / day, _BORN_BITS[1])
+        place = _interval_pmf(np.arange(kn + 1) / kn, _RANK_BITS[1])
+        ranks = np.concatenate([ranks, new * np.outer(born, place).ravel()])
+    return np.outer(ranks, _zipf_rank_pmf(model.categories, _CATEGORY_BITS[1])).ravel()
+
+
 def _lookup(values: list[float], index: str) -> str:
     """values[index] from a literal array (one constant)."""
     return f"element_at(array({', '.join(map(_d, values))}), CAST({index} AS INT) + 1)"
@@ -241,12 +282,12 @@ class _Draws:
         cohort = m.new_users_per_day
         newcomer = f"({m.users} + ({born} - 1) * {cohort} + floor({_uniform(h, 16, 32)} * {cohort}))"
         h = "h_item"
-        category = _zipf_rank(_uniform(h, 0, 20), m.categories)
-        new_item = f"(day > 0 AND {_uniform(h, 20, 12)} < {_d(m.new_entity_rate)})"
+        category = _zipf_rank(_uniform(h, *_CATEGORY_BITS), m.categories)
+        new_item = f"(day > 0 AND {_uniform(h, *_NEW_ITEM_BITS)} < {_d(m.new_entity_rate)})"
         k0, kn = m.items_per_category, m.new_items_per_category_per_day
-        born = f"(floor({_uniform(h, 56, 8)} * day) + 1)"
-        fresh = f"({k0} + ({born} - 1) * {kn} + floor({_uniform(h, 32, 24)} * {kn}))"
-        rank = f"(CASE WHEN {new_item} THEN {fresh} ELSE {_zipf_rank(_uniform(h, 32, 24), k0)} END)"
+        born = f"(floor({_uniform(h, *_BORN_BITS)} * day) + 1)"
+        fresh = f"({k0} + ({born} - 1) * {kn} + floor({_uniform(h, *_RANK_BITS)} * {kn}))"
+        rank = f"(CASE WHEN {new_item} THEN {fresh} ELSE {_zipf_rank(_uniform(h, *_RANK_BITS), k0)} END)"
         h = "h_context"
         bounds = np.cumsum(DEVICE_SHARES)[:-1]
         device = " ".join(f"WHEN {_uniform(h, 12, 12)} < {_d(b)} THEN {i}" for i, b in enumerate(bounds))
@@ -261,8 +302,8 @@ class _Draws:
             "label_draw": f"shiftrightunsigned(h_label, 11) / {_d(1 << 53)}",
         }
 
-    def entity_hashes(self) -> dict[str, str]:
-        """Hashes of the user, the item and each slot of the user's recent list on this day."""
+    def user_hashes(self) -> dict[str, str]:
+        """Hashes of the user and of each slot of the user's recent list on this day."""
         slots = {
             f"h_slot_{j}": self.entity_hash(5, "user", f"{HISTORY_SHIFT} * day - {j}")
             for j in range(self.m.history_length)
@@ -270,13 +311,17 @@ class _Draws:
         return {
             "h_favourites": self.entity_hash(1, "user"),
             "h_user_factor": self.entity_hash(2, "user"),
-            "h_item_factor": self.entity_hash(3, "item"),
-            "h_item_attributes": self.entity_hash(4, "item"),
             **slots,
         }
 
-    def entity_draws(self) -> dict[str, str]:
-        """The user's favourite categories and list length; the item's brand, effect, price and factor."""
+    def item_hashes(self) -> dict[str, str]:
+        return {
+            "h_item_factor": self.entity_hash(3, "item"),
+            "h_item_attributes": self.entity_hash(4, "item"),
+        }
+
+    def user_draws(self) -> dict[str, str]:
+        """The user's favourite categories and list length."""
         m = self.m
         h = "h_favourites"
         draws = {
@@ -284,9 +329,14 @@ class _Draws:
             for i in range(FAVOURITES)
         }
         draws["history_length"] = f"CAST(floor({m.history_length + 1} * {_uniform(h, 36, 12)}) AS INT)"
+        return draws
+
+    def item_draws(self) -> dict[str, str]:
+        """The item's brand, effect, price and factor."""
+        m = self.m
         h = "h_item_attributes"
         bpc = m.brands_per_category
-        draws["brand"] = f"category * {bpc} + CAST(floor({bpc} * {_uniform(h, 12, 8)}) AS INT)"
+        draws = {"brand": f"category * {bpc} + CAST(floor({bpc} * {_uniform(h, 12, 8)}) AS INT)"}
         # The item's own effect, and popular items (low rank in their category) clicked more.
         popularity = f"ln(1 + floor(item / {m.categories}))"
         draws["t_item"] = f"{_centered(h, 0, 12)} - {_d(ITEM_POPULARITY_WEIGHT)} * {popularity}"
@@ -306,8 +356,7 @@ class _Draws:
         return f"({_d(p)} * {centroid} + {_d(q)} * {_centered(hashed, 8 * d, 8)})"
 
     def history(self) -> dict[str, str]:
-        """The user's factor, the recent items of its list (null past its length) and the categories' Gram
-        matrix."""
+        """The user's factor and the recent items of its list (null past its length)."""
         m = self.m
         a, b = math.sqrt(USER_FAVOURITE_SHARE / FAVOURITES), math.sqrt(1 - USER_FAVOURITE_SHARE)
         columns = {}
@@ -316,7 +365,6 @@ class _Draws:
             columns[f"user_v{d}"] = (
                 f"({_d(a)} * {centroids} + {_d(b)} * {_centered('h_user_factor', 8 * d, 8)})"
             )
-        columns["gram"] = f"array({', '.join(map(_d, self.flat_gram))})"
         favourites = f"array({', '.join(f'favourite_{i}' for i in range(FAVOURITES))})"
         for j in range(m.history_length):
             h = f"h_slot_{j}"
@@ -331,6 +379,10 @@ class _Draws:
             item = f"{rank} * {m.categories} + {category}"
             columns[f"recent_{j}"] = f"CAST(CASE WHEN history_length > {j} THEN {item} END AS BIGINT)"
         return columns
+
+    def gram(self) -> str:
+        """The categories' Gram matrix, one literal (added beside the terms: never carried through a join)."""
+        return f"array({', '.join(map(_d, self.flat_gram))})"
 
     def history_similarity(self) -> str:
         """mean_j E<v_item, v_recent_j>: over the item noise, p^2 <centroid[c], centroid[c_j]> plus
@@ -384,15 +436,43 @@ def _frame(
     hashed = _stage(hashed, {n: f"xxhash64(row_hash, {j})" for j, n in enumerate(row_draws)}, ["day"])
     impressions = _stage(hashed, draws.impression(), ["day"])
     base = impressions.columns
-    entities = _stage(impressions, draws.entity_hashes(), base)
-    slots = [f"h_slot_{j}" for j in range(model.history_length)]
-    drawn = _stage(entities, draws.entity_draws(), [*base, "h_user_factor", *slots])
-    item_v = [f"item_v{d}" for d in range(model.latent_dim)]
-    kept = [*base, "brand", "t_item", "z_price", "history_length", *item_v]
-    history = _stage(drawn, draws.history(), kept)
+    entities = user_day_columns(item_columns(impressions, model), model)
     recents = [f"recent_{j}" for j in range(model.history_length)]
+    return _with_terms(entities, draws, [*base, "brand", "z_price", *recents])
+
+
+def _with_terms(frame: DataFrame, draws: _Draws, keep: list[str]) -> DataFrame:
+    """`keep` and each logit term before its scale (t_<term>)."""
     terms = draws.terms()
-    return _stage(history, terms, [c for c in [*base, "brand", "z_price", *recents] if c not in terms])
+    with_gram = _stage(frame, {"gram": draws.gram()}, frame.columns)
+    return _stage(with_gram, terms, [c for c in keep if c not in terms])
+
+
+def item_columns(frame: DataFrame, model: EcommerceModel) -> DataFrame:
+    """`frame` (a generator item index `item` and its `category`) with what the logit terms read of the
+    item: brand, t_item, z_price and item_v<d>."""
+    draws = _Draws(model)
+    hashed = _stage(frame, draws.item_hashes(), frame.columns)
+    return _stage(hashed, draws.item_draws(), frame.columns)
+
+
+def user_day_columns(frame: DataFrame, model: EcommerceModel) -> DataFrame:
+    """`frame` (a generator user index `user` and a `day`) with what the logit terms read of the user
+    on that day: user_v<d> and the recent list (recent_<j>, history_length)."""
+    draws = _Draws(model)
+    keep = frame.columns
+    slots = [f"h_slot_{j}" for j in range(model.history_length)]
+    drawn = _stage(
+        _stage(frame, draws.user_hashes(), keep), draws.user_draws(), [*keep, "h_user_factor", *slots]
+    )
+    return _stage(drawn, draws.history(), [*keep, "history_length"])
+
+
+def planted_logits(frame: DataFrame, model: EcommerceModel) -> DataFrame:
+    """The planted `logit` (and `first_order_logit`) of impressions given as item_columns and
+    user_day_columns beside the impression's `day`, `hour` and `device` indices: the generator's own
+    terms, so any (user, item, context) is scored as a generated line would be."""
+    return _scored(_with_terms(frame, _Draws(model), frame.columns), model)
 
 
 def _scored(frame: DataFrame, model: EcommerceModel) -> DataFrame:
@@ -436,12 +516,12 @@ def _raw_lines(frame: DataFrame, model: EcommerceModel) -> DataFrame:
     price = (
         f"round(exp({_lookup(model.price_log_mu, 'category')} + {_d(model.price_log_sigma)} * z_price), 2)"
     )
-    recent = [f"concat('i', CAST(recent_{j} AS STRING))" for j in range(model.history_length)]
+    recent = [f"concat('{ITEM_PREFIX}', CAST(recent_{j} AS STRING))" for j in range(model.history_length)]
     separator = DATASET.column("recent_items").list_separator
     fields = {
         DATASET.label: "CAST(CAST(label_draw < 1 / (1 + exp(-logit)) AS INT) AS STRING)",
-        "user_id": "concat('u', CAST(user AS STRING))",
-        "item_id": "concat('i', CAST(item AS STRING))",
+        "user_id": f"concat('{USER_PREFIX}', CAST(user AS STRING))",
+        "item_id": f"concat('{ITEM_PREFIX}', CAST(item AS STRING))",
         "category": "concat('c', CAST(category AS STRING))",
         "brand": "concat('b', CAST(brand AS STRING))",
         "price": f"CASE WHEN price_missing THEN '' ELSE CAST({price} AS STRING) END",
@@ -453,6 +533,20 @@ def _raw_lines(frame: DataFrame, model: EcommerceModel) -> DataFrame:
         raise AssertionError(f"the generator writes {list(fields)}, the definition reads {DATASET.names}")
     line = f"concat_ws({DATASET.separator!r}, {', '.join(fields.values())}) AS value"
     return frame.selectExpr("day", "label_draw", "logit", "first_order_logit", line)
+
+
+def field_indices(model: EcommerceModel) -> dict[str, dict[str, str]]:
+    """The inverse of _raw_lines for the raw fields that place an impression in the planted model (with
+    its day): per field, SQL of the generator's indices from the field's value (a column of the field's
+    name); null where a value is not one the generator writes."""
+    item = f"TRY_CAST(regexp_extract(item_id, '^{ITEM_PREFIX}([0-9]+)$', 1) AS BIGINT)"
+    devices = f"array({', '.join(repr(d) for d in DEVICES)})"
+    return {
+        "user_id": {"user": f"TRY_CAST(regexp_extract(user_id, '^{USER_PREFIX}([0-9]+)$', 1) AS BIGINT)"},
+        "item_id": {"item": item, "category": f"CAST({item} % {model.categories} AS INT)"},
+        "hour": {"hour": "TRY_CAST(hour AS INT)"},
+        "device": {"device": f"CAST(nullif(array_position({devices}, device), 0) - 1 AS INT)"},
+    }
 
 
 def generate_ecommerce(

@@ -43,6 +43,10 @@ class PipelineLayout:
         return str(self.out / "lake" / "workflow")
 
     @property
+    def interactions(self) -> str:
+        return str(self.out / "lake" / "interactions")
+
+    @property
     def predictions(self) -> str:
         return str(self.out / "lake" / "predictions")
 

@@ -1,19 +1,28 @@
-"""Shared fixtures: one real local Spark session with Delta, and generated Criteo data on disk."""
+"""Shared fixtures: one real local Spark session with Delta, generated Criteo data on disk, and a small
+generated e-commerce shop with its collaborative-filtering interaction tables."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
+from rec_plugin.interactions import InteractionsDescription, InteractionsLayout
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
 from spark_jobs.ingest import ingest
-from spark_jobs.layout import day_splits
+from spark_jobs.interactions import build_interactions
+from spark_jobs.layout import PipelineLayout, day_splits
 from spark_jobs.session import LOG_DIR_ENV, build_session
+from training.run_directory import RunDirectory
 
 # The JVM logs of the test session and of the commands tests start, out of the checkout.
 os.environ.setdefault(LOG_DIR_ENV, str(Path(tempfile.gettempdir()) / "sparkrec-test-logs"))
@@ -66,3 +75,54 @@ def default_features(
     bronze, _ = default_bronze
     out = tmp_path_factory.mktemp("features")
     return out, featurize(spark, bronze, str(out / "features"), str(out / "workflow"), SPLITS)
+
+
+# The smallest shop whose interaction tables stay meaningful: a catalogue of 1,000 items (20 a
+# category, so 100 distinct eval negatives and several days' newcomers), users active enough to be
+# evaluated and held out (5+ items), and 3 days (new items on days 1 and 2).
+SHOP = EcommerceConfig(days=3, rows_per_day=20_000, users=2_000, items=1_000, files_per_day=1)
+# ncf_train's rows per file in shop_interactions: a few files, so that each file's content is testable.
+SHOP_NCF_TRAIN_FILE_ROWS = 10_000
+
+
+@pytest.fixture(scope="session")
+def shop_features(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> PipelineLayout:
+    """SHOP generated, ingested and featurized by the dataset's default workflow fitted on every day:
+    the pipeline folder (.data for --planted, .features, .workflow, .oracle, .raw)."""
+    paths = PipelineLayout(tmp_path_factory.mktemp("shop"))
+    generate_ecommerce(spark, paths.data, SHOP)
+    ingest(spark, paths.raw, paths.bronze, paths.rejects, dataset="ecommerce")
+    train = {"train": list(range(SHOP.days))}
+    featurize(spark, paths.bronze, paths.features, paths.workflow, train, dataset="ecommerce")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def shop_interactions(
+    spark: SparkSession, shop_features: PipelineLayout, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[InteractionsLayout, InteractionsDescription]:
+    """shop_features' interaction tables with the planted oracle (seed 0), and their description."""
+    layout = InteractionsLayout(str(tmp_path_factory.mktemp("shop_interactions")))
+    description = build_interactions(
+        spark,
+        shop_features.features,
+        shop_features.workflow,
+        layout.root,
+        planted=shop_features.data,
+        seed=0,
+        ncf_train_file_rows=SHOP_NCF_TRAIN_FILE_ROWS,
+    )
+    return layout, description
+
+
+def kill_at_first_checkpoint(start: Callable[[], subprocess.Popen], run_dir: Path) -> None:
+    """Starts a training command and SIGKILLs it once its run directory holds a checkpoint (before
+    it finishes): what a resume test resumes from."""
+    victim = start()
+    deadline = time.time() + 300
+    while RunDirectory(run_dir).latest_checkpoint() is None:
+        assert victim.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert RunDirectory(run_dir).metrics() is None

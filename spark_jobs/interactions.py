@@ -1,0 +1,748 @@
+"""sparkrec interactions: a featurized Delta table -> the NCF and Mult-VAE training and evaluation tables.
+
+Reads the features table (a pinned Delta version, the latest by default) whose workflow schema tags one
+user_id and one item_id column, and writes the tables of rec_plugin/interactions.py under --out. Implicit
+feedback: a positive is a row whose label is 1, all days, deduplicated per (user, item); id 0 (rare or
+unknown) is never a user or an item. The data knows no time finer than the day, so a user's positives
+are ordered by the (day, source_file, line_number) of each pair's last click: a total order, the same on
+every run, and "the latest positive" is the last in it.
+
+ncf_train holds every positive but each evaluated user's latest (a user with 2+ distinct positives is
+evaluated), plus `negatives` items per positive drawn on the executors with probability ~ popularity^alpha
+(popularity: the item's positives in ncf_train), from a hash of (seed, user, positive, j, round) and an
+inverse-CDF lookup: reproducible whatever the partitioning. A draw that is any positive of the user
+(the held-out one included) is drawn again, up to NEGATIVE_ROUNDS times; one still colliding is dropped
+and counted. A user may get the same negative twice (as in He et al. 2017's sampler: with replacement).
+ncf_train is written shuffled: spread over files of about NCF_TRAIN_FILE_ROWS rows by a seeded hash of
+each row's key (user, positive, j) and ordered within each file by another, so that every file mixes
+positives and negatives at the table's rate (the loader reads file by file, shuffling only within a
+buffer) in an order that depends on the seed and the data alone.
+ncf_eval holds each evaluated user's latest positive and EVAL_NEGATIVES distinct items that are no
+positive of theirs, drawn uniformly over the item vocabulary (He et al.'s protocol; a user the vocabulary
+cannot give that many is left out); POPULARITY is the item's positives in ncf_train.
+
+vae, partitioned by SPLIT (training reads the train users' files alone), holds each user's distinct
+items (their latest max_items_per_user, oldest first). Users with at least MIN_HELDOUT_ITEMS items are
+split by a seeded hash: heldout_share each to valid and test, at most max_heldout_users each (in
+expectation: the share is lowered to fit); every other user (fewer items, or not drawn) trains. A
+held-out user's items are split by a seeded hash: round(20%) (at least 1) are HELDOUT, the rest ITEMS
+(fold-in). POPULARITY_RANKING ranks items by the train users in whose bag they are.
+
+With --planted (the generator's data folder, holding planted_model.json) the oracle columns are the
+Bayes-optimal ranking of what the user clicks. A positive is an item the user was shown and clicked,
+and the generator draws the shown item independently of the user, so in a context (user u, day d,
+hour, device)
+
+    P(u clicks i) = P(an impression on day d shows i) * sigmoid(planted logit(u, i, context))
+    oracle score  = log P(shown i on day d) + log sigmoid(logit)
+
+P(shown i on day d), from the generator's own draws (item_exposure, counted exactly over their hash
+bits): P(category = i mod categories) * P(rank = i div categories | d), the category a Zipf rank over
+the categories; the rank, on day 0, a Zipf rank over the items_per_category day-0 items, and on a later
+day, with probability new_entity_rate (as drawn), an item born after day 0 (born on a uniform day of
+1..d, at a uniform place in that day's cohort of new_items_per_category_per_day) and otherwise the
+day-0 Zipf rank; 0 (log: -inf) for an item born after day d. Popularity thus enters the oracle as the
+generator makes it, beside the user's taste: the planted logit alone ranks what a user would like if
+shown everything, which is not what they click.
+ORACLE_SCORE scores the candidate in the held-out positive's own impression (its user, day, hour and
+device, hence the user's recent list on that day), exact: featurized ids are mapped back to raw tokens
+through the workflow's vocabularies, then to the generator's indices, and scored by the generator's own
+SQL. ORACLE_RANKING ranks the item vocabulary in the context of the user's latest positive (its day,
+hour and device).
+
+    spark-submit spark_jobs/interactions.py --features lake/features --workflow lake/workflow \\
+        --out lake/interactions --planted data
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.interactions import (
+    EVAL_NEGATIVES,
+    FOLD_IN_SHARE,
+    HELDOUT,
+    ITEMS,
+    NCF_EVAL,
+    NCF_TRAIN,
+    ORACLE_RANKING,
+    ORACLE_SCORE,
+    POPULARITY,
+    POPULARITY_RANKING,
+    RANKING_DEPTH,
+    SPLIT,
+    VAE,
+    VAE_SPLITS,
+    InteractionsDescription,
+    InteractionsLayout,
+    item_column,
+    user_column,
+)
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema, SchemaError
+from rec_plugin.workflow import Workflow
+from spark_jobs.generate_ecommerce import (
+    DEVICES,
+    EcommerceModel,
+    field_indices,
+    item_columns,
+    item_exposure,
+    planted_logits,
+    user_day_columns,
+)
+from spark_jobs.session import build_session
+
+NEGATIVE_ROUNDS = 4  # draws of one training negative before it is dropped
+MIN_HELDOUT_ITEMS = 5  # a valid or test user's items, so that fold-in and held-out parts are both real
+PLANTED_MODEL_FILE = "planted_model.json"
+# About this many ncf_train rows a file: files to share among loader workers, each a few times the
+# loader's shuffle buffer (200k rows), whose reads stay large.
+NCF_TRAIN_FILE_ROWS = 500_000
+# Salts of the seeded hashes, one per purpose, so that no two draws are correlated.
+_TRAIN_SALT, _EVAL_SALT, _SPLIT_SALT, _FOLD_SALT, _FILE_SALT, _ORDER_SALT = 1, 2, 3, 4, 5, 6
+# Of the user's latest positive: its line (the order) and, for the oracle, its context fields.
+_LAST = "last"
+_CLICKED = "clicked"
+_CANDIDATES = "candidates"
+_KEY_USER, _KEY_ITEM = "key_user", "key_item"
+_KNOWN = "context_known"
+_LOG_EXPOSURE = "log_exposure"
+# Scores the ranking holds in memory at once per Python worker (users x items).
+_RANKING_CELLS = 1 << 22
+
+
+def _uniform(seed: int, salt: int, *keys: Column) -> Column:
+    """A uniform draw in [0, 1) from 53 bits of a hash of (seed, salt, keys): the same on any partition."""
+    return F.shiftrightunsigned(F.xxhash64(F.lit(seed), F.lit(salt), *keys), 11) / float(1 << 53)
+
+
+def _uniform_sql(seed: int, salt: int, *keys: str) -> str:
+    """_uniform inside a SQL lambda."""
+    return f"(shiftrightunsigned(xxhash64({seed}L, {salt}, {', '.join(keys)}), 11) / {float(1 << 53)}D)"
+
+
+def _check_arguments(
+    negatives: int, alpha: float, max_items: int, share: float, cap: int, file_rows: int
+) -> None:
+    if negatives < 0 or alpha < 0 or cap < 0:
+        raise InputError("negatives, popularity exponent and max held-out users must be 0 or more")
+    if file_rows < 1:
+        raise InputError(f"ncf_train's rows per file must be 1 or more, got {file_rows}")
+    if max_items < MIN_HELDOUT_ITEMS:
+        raise InputError(f"max items per user must be at least {MIN_HELDOUT_ITEMS}, got {max_items}")
+    if not 0 <= share <= 0.5:
+        raise InputError(f"the held-out share (each of valid and test) must be in [0, 0.5], got {share}")
+
+
+def _features_schema(spark: SparkSession, workflow: str) -> Schema:
+    """The workflow's schema, refused in one line unless it tags one user and one item column."""
+    schema = Workflow.load_schema(workflow, spark)
+    try:
+        user_column(schema), item_column(schema), schema.label
+    except SchemaError as error:
+        raise InputError(f"workflow {workflow}: {error}") from None
+    return schema
+
+
+def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str]) -> DataFrame:
+    """One row per user with a positive: CLICKED, their distinct items as (last, item) structs oldest
+    first, `last` the (day, source_file, line_number, *context) of the pair's last click."""
+    user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
+    missing = [
+        c for c in [user, item, label, DAY, SOURCE_FILE, LINE_NUMBER, *context] if c not in table.columns
+    ]
+    if missing:
+        raise InputError(f"the features table has no columns {missing}: featurize it with this workflow")
+    positives = table.where((F.col(label) == 1) & (F.col(user) > 0) & (F.col(item) > 0))
+    order = F.struct(DAY, SOURCE_FILE, LINE_NUMBER, *context)
+    pairs = positives.groupBy(F.col(user).cast("bigint").alias(user), F.col(item).cast("bigint").alias(item))
+    pairs = pairs.agg(F.max(order).alias(_LAST))
+    clicked = F.sort_array(F.collect_list(F.struct(_LAST, item))).alias(_CLICKED)
+    per_user = pairs.groupBy(user).agg(clicked)
+    items = F.transform(_CLICKED, lambda c: c[item])
+    return per_user.select(
+        user,
+        items.alias(ITEMS),
+        F.element_at(_CLICKED, -1)[_LAST].alias(_LAST),
+        (F.size(_CLICKED) >= 2).alias("evaluated"),
+    )
+
+
+def _train_items(users: DataFrame) -> Column:
+    """A user's ncf_train positives: all their items but an evaluated user's latest."""
+    return F.when(F.col("evaluated"), F.slice(ITEMS, 1, F.size(ITEMS) - 1)).otherwise(F.col(ITEMS))
+
+
+def _popularity(users: DataFrame, item: str) -> DataFrame:
+    """(item, POPULARITY): each item's positives in ncf_train."""
+    return (
+        users.select(F.explode(_train_items(users)).alias(item))
+        .groupBy(item)
+        .agg(F.count("*").alias(POPULARITY))
+    )
+
+
+def _inverse_cdf(popularity: DataFrame, item: str, alpha: float) -> Callable[[Column], Column]:
+    """A vectorized draw: uniform -> item id with probability ~ popularity^alpha (items sorted by id;
+    the cumulative array ships to the executors, 16 bytes an item)."""
+    rows = popularity.orderBy(item).toPandas()
+    if rows.empty:
+        raise InputError("the features table holds no positive (label 1) with a known user and item")
+    ids = rows[item].to_numpy(dtype=np.int64)
+    cdf = np.cumsum(rows[POPULARITY].to_numpy(dtype=np.float64) ** alpha)
+    cdf /= cdf[-1]
+
+    @F.pandas_udf("bigint")
+    def draw(uniform: pd.Series) -> pd.Series:
+        index = np.searchsorted(cdf, uniform.to_numpy(), side="right")
+        return pd.Series(ids[np.minimum(index, len(ids) - 1)])
+
+    return draw
+
+
+def _ncf_train(
+    users: DataFrame, schema: Schema, draw: Callable[[Column], Column], negatives: int, seed: int
+) -> DataFrame:
+    """Every training positive (label 1) and its negatives (label 0): per (positive, j) the first of
+    NEGATIVE_ROUNDS draws that is no positive of the user; none such: no row. Each row keeps its key
+    (user, positive, j), j = -1 for the positive itself, unique in the table."""
+    user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
+    rows = users.select(user, ITEMS, F.explode(_train_items(users)).alias("positive"))
+    positives = rows.select(
+        user, F.col("positive").alias(item), F.lit(1).alias(label), "positive", F.lit(-1).alias("j")
+    )
+    if negatives == 0:
+        return positives
+    slots = rows.withColumn("j", F.explode(F.sequence(F.lit(0), F.lit(negatives - 1))))
+    keys = [F.col(user), F.col("positive"), F.col("j")]
+    draws = [draw(_uniform(seed, _TRAIN_SALT, *keys, F.lit(r))) for r in range(NEGATIVE_ROUNDS)]
+    drawn = slots.select(user, ITEMS, "positive", "j", *[d.alias(f"draw_{r}") for r, d in enumerate(draws)])
+    rounds = [F.col(f"draw_{r}") for r in range(NEGATIVE_ROUNDS)]
+    first_free = F.coalesce(*[F.when(~F.array_contains(ITEMS, d), d) for d in rounds])
+    negative = drawn.select(user, first_free.alias(item), F.lit(0).alias(label), "positive", "j")
+    negative = negative.where(F.col(item).isNotNull())
+    return positives.unionByName(negative)
+
+
+def _shuffled(rows: DataFrame, user: str, files: int, seed: int) -> DataFrame:
+    """ncf_train's rows (keyed by user, positive, j) spread over `files` partitions, one file each, by a
+    seeded hash of the key and ordered within each by another: every file mixes positives and negatives
+    at the table's rate, in an order that depends on the seed and the rows alone, whatever the
+    partitioning upstream. Written as built, a union puts positives and negatives in different files,
+    and a loader reading file by file sees long runs of one label."""
+    keys = [F.col(user), F.col("positive"), F.col("j")]
+    spread = rows.repartition(files, F.xxhash64(F.lit(seed), F.lit(_FILE_SALT), *keys))
+    ordered = spread.sortWithinPartitions(F.xxhash64(F.lit(seed), F.lit(_ORDER_SALT), *keys), *keys)
+    return ordered.drop("positive", "j")
+
+
+def _eval_negatives(schema: Schema, seed: int) -> Column:
+    """EVAL_NEGATIVES distinct ids of the item vocabulary (1 .. cardinality - 1), uniform, none a
+    positive of the user: the first of enough hashed draws that no realistic catalogue runs short."""
+    user, cardinality = user_column(schema).name, item_column(schema).cardinality
+    draws = f"4 * {EVAL_NEGATIVES} + 2 * size({ITEMS})"
+    uniform = _uniform_sql(seed, _EVAL_SALT, f"`{user}`", "k")
+    candidates = (
+        f"transform(sequence(0, {draws} - 1), k -> 1L + CAST(floor({uniform} * {cardinality - 1}) AS BIGINT))"
+    )
+    free = f"filter({candidates}, x -> NOT array_contains({ITEMS}, x))"
+    return F.expr(f"slice(array_distinct({free}), 1, {EVAL_NEGATIVES})")
+
+
+def _eval_candidates(users: DataFrame, schema: Schema, seed: int) -> DataFrame:
+    """Per evaluated user (and their `last`): CANDIDATES, their latest positive (label 1) and
+    EVAL_NEGATIVES negatives (label 0); a user the catalogue cannot give that many is left out."""
+    user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
+    evaluated = users.where("evaluated").withColumn("negatives", _eval_negatives(schema, seed))
+    evaluated = evaluated.where(F.size("negatives") == EVAL_NEGATIVES)
+    candidates = F.concat(
+        F.array(F.struct(F.element_at(ITEMS, -1).alias(item), F.lit(1).alias(label))),
+        F.transform("negatives", lambda x: F.struct(x.alias(item), F.lit(0).alias(label))),
+    )
+    return evaluated.select(user, _LAST, candidates.alias(_CANDIDATES))
+
+
+def _ncf_eval(
+    oracle: _Oracle | None, users: DataFrame, schema: Schema, popularity: DataFrame, seed: int
+) -> DataFrame:
+    """ncf_eval's rows with POPULARITY and ORACLE_SCORE (the candidate's planted logit in the held-out
+    impression; null without a planted model or where the context is not the generator's)."""
+    user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
+    per_user = _eval_candidates(users, schema, seed)
+    if oracle is None:
+        exploded = per_user.select(user, F.explode(_CANDIDATES).alias("c"))
+        rows = exploded.select(
+            user, f"c.{item}", f"c.{label}", F.lit(None).cast("double").alias(ORACLE_SCORE)
+        )
+    else:
+        rows = oracle.candidate_scores(per_user).select(user, item, label, ORACLE_SCORE)
+    with_popularity = rows.join(F.broadcast(popularity), item, "left")
+    return with_popularity.withColumn(POPULARITY, F.coalesce(POPULARITY, F.lit(0)).cast("bigint"))
+
+
+def _vae_splits(
+    users: DataFrame, schema: Schema, max_items: int, share: float, cap: int, seed: int
+) -> DataFrame:
+    """Per user: the bag (their latest max_items items), SPLIT, and for held-out users ITEMS (fold-in)
+    and HELDOUT (round 20% of the bag, at least 1, by a seeded hash of (user, item))."""
+    user = user_column(schema).name
+    bag = F.slice(ITEMS, F.greatest(F.size(ITEMS) - max_items + 1, F.lit(1)), max_items)
+    bags = users.select(user, bag.alias("bag")).withColumn("eligible", F.size("bag") >= MIN_HELDOUT_ITEMS)
+    eligible = bags.where("eligible").count()
+    share = min(share, cap / eligible) if eligible else 0.0
+    draw = _uniform(seed, _SPLIT_SALT, F.col(user))
+    train, valid, test = VAE_SPLITS
+    split = (
+        F.when(F.col("eligible") & (draw < share), valid)
+        .when(F.col("eligible") & (draw < 2 * share), test)
+        .otherwise(train)
+    )
+    bags = bags.withColumn(SPLIT, split)
+    held = f"greatest(1, CAST(round(size(bag) * {1 - FOLD_IN_SHARE}D) AS INT))"
+    hashed = f"struct(xxhash64({seed}L, {_FOLD_SALT}, `{user}`, x) AS h, x AS item)"
+    ranked = f"array_sort(transform(bag, x -> {hashed}))"
+    heldout = F.expr(f"array_sort(transform(slice({ranked}, 1, {held}), s -> s.item))")
+    heldout = F.when(F.col(SPLIT) == train, F.array().cast("array<bigint>")).otherwise(heldout)
+    bags = bags.withColumn(HELDOUT, heldout)
+    return bags.select(
+        user, F.filter("bag", lambda x: ~F.array_contains(HELDOUT, x)).alias(ITEMS), HELDOUT, SPLIT
+    )
+
+
+def _popularity_ranking(bags: DataFrame, max_items: int) -> Column:
+    """Held-out users: the RANKING_DEPTH items most often in train users' bags (ties: the lower id),
+    fold-in items left out; null for train users."""
+    train = VAE_SPLITS[0]
+    counts = bags.where(F.col(SPLIT) == train).select(F.explode(ITEMS).alias("item")).groupBy("item").count()
+    top = [
+        r["item"] for r in counts.orderBy(F.desc("count"), "item").limit(RANKING_DEPTH + max_items).collect()
+    ]
+    ranked = F.filter(
+        F.array(*[F.lit(x) for x in top]).cast("array<bigint>"), lambda x: ~F.array_contains(ITEMS, x)
+    )
+    return F.when(F.col(SPLIT) != train, F.slice(ranked, 1, RANKING_DEPTH))
+
+
+def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The positions in sorted `keys` of those `wanted` values that it holds."""
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return at[keys[at] == wanted]
+
+
+class _Oracle:
+    """The planted model of generate-ecommerce over the features' ids: each context field's vocabulary
+    mapped to the generator's indices (vocabulary id -> token -> index), and every item of the item
+    vocabulary with its draws."""
+
+    def __init__(self, spark: SparkSession, planted: str, workflow: str, schema: Schema) -> None:
+        path = f"{planted}/{PLANTED_MODEL_FILE}"
+        if not storage.exists(spark, path):
+            raise InputError(
+                f"--planted {planted} holds no {PLANTED_MODEL_FILE}: give the generator's data folder"
+            )
+        try:
+            self.model = EcommerceModel.from_json(storage.read_text(spark, path))
+        except (TypeError, ValueError):
+            raise InputError(f"{path} is not generate-ecommerce's planted model") from None
+        self.fields = field_indices(self.model)
+        self.user, self.item = user_column(schema).name, item_column(schema).name
+        if (self.user, self.item) != tuple(list(self.fields)[:2]):
+            raise InputError(
+                f"the planted model reads user and item fields {list(self.fields)[:2]}, "
+                f"the schema tags {[self.user, self.item]}"
+            )
+        columns = {}
+        for name in self.fields:
+            if name not in schema or schema[name].vocabulary is None:
+                raise InputError(
+                    f"the planted model needs the categorified column {name!r}, not in the features schema"
+                )
+            columns[name] = schema[name].vocabulary
+        vocabularies = storage.load_tables(
+            spark,
+            {n: pin.table for n, pin in columns.items()},
+            workflow,
+            {pin.table: pin.version for pin in columns.values()},
+        )
+        self.indices = {
+            name: vocabularies[name]
+            .selectExpr(f"CAST(id AS BIGINT) AS key_{name}", f"value AS `{name}`")
+            .selectExpr(f"key_{name}", *[f"{sql} AS {index}" for index, sql in sql_of.items()])
+            for name, sql_of in self.fields.items()
+        }
+        items = (
+            self.indices[self.item].withColumnRenamed(f"key_{self.item}", _KEY_ITEM).where("item IS NOT NULL")
+        )
+        self.items = item_columns(items, self.model).persist(StorageLevel.MEMORY_AND_DISK)
+
+    @property
+    def context(self) -> list[str]:
+        """The fields of the latest positive's `last` struct the oracle reads beside user and item."""
+        return [name for name in self.fields if name not in (self.user, self.item)]
+
+    def release(self) -> None:
+        self.items.unpersist()
+
+    def user_days(self, users: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+        """Per user (column user_column, beside `keep`): KEY_USER and user_day_columns in the context of
+        their latest positive (`last`: its day, hour and device as generator indices); KNOWN says
+        whether that context is one the generator wrote."""
+        frame = users.select(
+            F.col(self.user).alias(_KEY_USER),
+            F.col(f"{_LAST}.{DAY}").alias(DAY),
+            *[F.col(f"{_LAST}.{c}").alias(f"id_{c}") for c in self.context],
+            *keep,
+        )
+        frame = frame.join(self.indices[self.user], F.col(_KEY_USER) == F.col(f"key_{self.user}"), "left")
+        for name in self.context:
+            index = F.broadcast(self.indices[name])
+            frame = frame.join(index, F.col(f"id_{name}") == F.col(f"key_{name}"), "left")
+        indices = ["user", *[i for name in self.context for i in self.fields[name]]]
+        known = F.lit(True)
+        for index in indices:
+            known = known & F.col(index).isNotNull()
+        frame = frame.select(_KEY_USER, DAY, *indices, *keep, known.alias(_KNOWN))
+        return user_day_columns(frame, self.model)
+
+    def log_exposure(self, day: int, indices: np.ndarray) -> np.ndarray:
+        """log P(an impression on `day` shows the item), per generator item index: -inf for an item
+        not yet born that day (one that no impression of the day can show)."""
+        pmf = item_exposure(self.model, day)
+        shown = np.zeros(len(indices))
+        inside = indices < len(pmf)
+        shown[inside] = pmf[indices[inside]]
+        with np.errstate(divide="ignore"):
+            return np.log(shown)
+
+    def _item_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """The item vocabulary's keys, sorted, and their generator indices."""
+        items = self.items.select(_KEY_ITEM, "item").orderBy(_KEY_ITEM).toPandas()
+        return items[_KEY_ITEM].to_numpy(), items["item"].to_numpy()
+
+    def _exposures(self, days: list[int]) -> DataFrame:
+        """(DAY, KEY_ITEM, LOG_EXPOSURE) of every item of the vocabulary on each of `days`."""
+        keys, indices = self._item_indices()
+        table = pd.concat(
+            pd.DataFrame({DAY: day, _KEY_ITEM: keys, _LOG_EXPOSURE: self.log_exposure(day, indices)})
+            for day in days
+        )
+        schema = f"{DAY} int, {_KEY_ITEM} bigint, {_LOG_EXPOSURE} double"
+        return self.items.sparkSession.createDataFrame(table, schema)
+
+    def candidate_scores(self, per_user: DataFrame) -> DataFrame:
+        """ncf_eval's rows (user, item, label) with ORACLE_SCORE from per-user CANDIDATES: joined to
+        the user's context once, then to each candidate's item draws and its exposure on the user's
+        day (small tables, broadcast)."""
+        days = [r[0] for r in per_user.select(F.col(f"{_LAST}.{DAY}")).distinct().collect()]
+        user_days = self.user_days(per_user, (_CANDIDATES,))
+        exploded = user_days.withColumn("c", F.explode(_CANDIDATES)).drop(_CANDIDATES)
+        pairs = exploded.withColumn(_KEY_ITEM, F.col(f"c.{self.item}"))
+        joined = pairs.join(F.broadcast(self.items), _KEY_ITEM, "left")
+        joined = joined.join(F.broadcast(self._exposures(days)), [DAY, _KEY_ITEM], "left")
+        scored = planted_logits(joined, self.model)
+        clicked = F.col(_LOG_EXPOSURE) - F.log1p(F.exp(-F.col("logit")))
+        score = F.when(F.col(_KNOWN) & F.col("item").isNotNull(), clicked)
+        return scored.select(F.col(_KEY_USER).alias(self.user), "c.*", score.alias(ORACLE_SCORE))
+
+    def scores(self, user_days: DataFrame, pairs: DataFrame) -> DataFrame:
+        """(KEY_USER, KEY_ITEM, logit) of each pair whose user has a known context and item an index."""
+        joined = pairs.join(user_days.where(_KNOWN), _KEY_USER).join(self.items, _KEY_ITEM)
+        return planted_logits(joined, self.model).select(_KEY_USER, _KEY_ITEM, "logit")
+
+    def rankings(self, user_days: DataFrame, fold_in: DataFrame) -> DataFrame:
+        """(KEY_USER, ORACLE_RANKING): per user of `user_days` the RANKING_DEPTH items of the vocabulary
+        with the highest log P(shown on the user's day) + log sigmoid(planted logit in their context),
+        fold-in items (fold_in: KEY_USER, ITEMS) left out. Exact and cheap: the logit is the first-order
+        part of (item, device), the hour's term (the same for every item), and two second-order terms:
+        <user_v, item_v> (a product in numpy) and the history term, which depends on the item only
+        through its category unless the item is in the recent list (the generator's SQL scores every
+        (user, category) and (user, recent item))."""
+        scale, mean = self.model.term_scales, self.model.term_means
+        contexts = user_days.select(DAY, "hour").distinct().collect()
+        days, hours = [r[DAY] for r in contexts], [r["hour"] for r in contexts]
+        first_order = self._first_order_by_device()
+        by_hour = self._hour_terms(hours)
+        dim = self.model.latent_dim
+        items = (
+            self.items.select(_KEY_ITEM, "item", "category", *[f"item_v{d}" for d in range(dim)])
+            .orderBy(_KEY_ITEM)
+            .toPandas()
+        )
+        keys = items[_KEY_ITEM].to_numpy()
+        exposure = np.stack(
+            [self.log_exposure(day, items["item"].to_numpy()) for day in range(max(days, default=0) + 1)]
+        )
+        factors = items[[f"item_v{d}" for d in range(dim)]].to_numpy(dtype=np.float64)
+        categories = items["category"].to_numpy()
+        fixed = first_order.reindex(keys).to_numpy().T  # devices x items
+        history = self._history_terms(user_days)
+        users = user_days.select(
+            _KEY_USER, DAY, "hour", "device", F.array(*[f"user_v{d}" for d in range(dim)]).alias("factor")
+        )
+        users = users.join(history, _KEY_USER).join(fold_in, _KEY_USER)
+        s_ui, m_ui, s_h, m_h = scale["user_item"], mean["user_item"], scale["history"], mean["history"]
+        depth = min(RANKING_DEPTH, len(keys))
+
+        def rank(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            for batch in batches:
+                for start in range(0, len(batch), max(1, _RANKING_CELLS // len(keys))):
+                    chunk = batch.iloc[start : start + max(1, _RANKING_CELLS // len(keys))]
+                    logit = fixed[chunk["device"].to_numpy()] + s_ui * (
+                        np.stack(chunk["factor"].to_numpy()) @ factors.T - m_ui
+                    )
+                    logit += by_hour[chunk["hour"].to_numpy()][:, None]
+                    by_category = np.stack(chunk["by_category"].to_numpy())
+                    logit += s_h * (by_category[:, categories] - m_h)
+                    for row, (recent, exact) in enumerate(zip(chunk["recent_keys"], chunk["recent_terms"])):
+                        at = np.searchsorted(keys, recent)
+                        logit[row, at] += s_h * (np.asarray(exact) - by_category[row, categories[at]])
+                    score = exposure[chunk[DAY].to_numpy()] - np.logaddexp(0.0, -logit)
+                    for row, fold in enumerate(chunk[ITEMS]):
+                        score[row, _positions(keys, fold)] = -np.inf
+                    top = np.argpartition(-score, depth - 1, axis=1)[:, :depth]
+                    order = np.argsort(-np.take_along_axis(score, top, 1), axis=1, kind="stable")
+                    ranked = keys[np.take_along_axis(top, order, 1)]
+                    yield pd.DataFrame({_KEY_USER: chunk[_KEY_USER].to_numpy(), ORACLE_RANKING: list(ranked)})
+
+        return users.mapInPandas(rank, f"{_KEY_USER} bigint, {ORACLE_RANKING} array<bigint>")
+
+    def _first_order(self, items: DataFrame, contexts: list[tuple[int, int]]) -> pd.DataFrame:
+        """(KEY_ITEM, device, hour, first_order_logit) of `items` in each (device, hour) context: the
+        first-order part reads neither the user nor the day, so any stands in."""
+        spark = self.items.sparkSession
+        anyone = user_day_columns(spark.range(1).selectExpr("0L AS user", "0 AS day"), self.model)
+        at = spark.createDataFrame(contexts, "device int, hour int")
+        frame = planted_logits(items.crossJoin(anyone).crossJoin(at), self.model)
+        return frame.select(_KEY_ITEM, "device", "hour", "first_order_logit").toPandas()
+
+    def _first_order_by_device(self) -> pd.DataFrame:
+        """Per item key, per device: the first-order logit at hour 0."""
+        table = self._first_order(self.items, [(device, 0) for device in range(len(DEVICES))])
+        return table.pivot(index=_KEY_ITEM, columns="device", values="first_order_logit")
+
+    def _hour_terms(self, hours: list[int]) -> np.ndarray:
+        """Indexed by hour (0 .. the latest of `hours`): what the hour adds to the logit against hour 0,
+        the same for every item and device (the hour's own term)."""
+        table = self._first_order(self.items.limit(1), [(0, hour) for hour in {0, *hours}])
+        logits = dict(zip(table["hour"], table["first_order_logit"]))
+        terms = np.zeros(max(hours, default=0) + 1)
+        for hour in hours:
+            terms[hour] = logits[hour] - logits[0]
+        return terms
+
+    def _history_terms(self, user_days: DataFrame) -> DataFrame:
+        """(KEY_USER, by_category, recent_keys, recent_terms): the history term for an item of each
+        category outside the user's list (a stand-in item -1 of that category), and for each recent item
+        of the vocabulary."""
+        spark = user_days.sparkSession
+        categories = spark.range(self.model.categories).selectExpr(
+            "-1L AS item", "CAST(id AS INT) AS category"
+        )
+        stand_ins = item_columns(categories, self.model)
+        recents = F.array(*[f"recent_{j}" for j in range(self.model.history_length)])
+        lists = user_days.select(
+            _KEY_USER, F.explode(F.array_distinct(F.filter(recents, F.isnotnull))).alias("item")
+        )
+        recent_pairs = user_days.join(lists.join(self.items, "item"), _KEY_USER)
+        pairs = user_days.crossJoin(stand_ins).unionByName(recent_pairs, allowMissingColumns=True)
+        terms = planted_logits(pairs, self.model).select(_KEY_USER, _KEY_ITEM, "category", "t_history")
+        by_category = (
+            terms.where(F.col(_KEY_ITEM).isNull())
+            .groupBy(_KEY_USER)
+            .agg(F.sort_array(F.collect_list(F.struct("category", "t_history"))).alias("c"))
+        )
+        by_category = by_category.select(
+            _KEY_USER, F.transform("c", lambda x: x["t_history"]).alias("by_category")
+        )
+        recent = (
+            terms.where(F.col(_KEY_ITEM).isNotNull())
+            .groupBy(_KEY_USER)
+            .agg(
+                F.collect_list(_KEY_ITEM).alias("recent_keys"),
+                F.collect_list("t_history").alias("recent_terms"),
+            )
+        )
+        return by_category.join(recent, _KEY_USER, "left").select(
+            _KEY_USER,
+            "by_category",
+            F.coalesce("recent_keys", F.array().cast("array<bigint>")).alias("recent_keys"),
+            F.coalesce("recent_terms", F.array().cast("array<double>")).alias("recent_terms"),
+        )
+
+
+def _write(spark: SparkSession, frame: DataFrame, path: str, partition_by: tuple[str, ...] = ()) -> None:
+    """Replaces the table at `path` in one Delta commit, its schema and partitioning too (a table an
+    earlier version wrote otherwise is rewritten, not refused); a failed first write leaves nothing."""
+    with storage.new_table_removed_on_failure(spark, path):
+        writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        writer.partitionBy(*partition_by).save(path)
+
+
+def _with_oracle_rankings(
+    oracle: _Oracle | None, users: DataFrame, bags: DataFrame, schema: Schema
+) -> DataFrame:
+    """vae rows with ORACLE_RANKING for held-out users (null for train users and without a model)."""
+    if oracle is None:
+        return bags.withColumn(ORACLE_RANKING, F.lit(None).cast("array<bigint>"))
+    user = user_column(schema).name
+    held = bags.where(F.col(SPLIT) != VAE_SPLITS[0]).select(F.col(user).alias(_KEY_USER), ITEMS)
+    held_users = users.join(held.select(F.col(_KEY_USER).alias(user)), user)
+    rankings = oracle.rankings(oracle.user_days(held_users).where(_KNOWN), held)
+    return bags.join(rankings.withColumnRenamed(_KEY_USER, user), user, "left")
+
+
+def build_interactions(
+    spark: SparkSession,
+    features: str,
+    workflow: str,
+    out: str,
+    *,
+    negatives: int = 4,
+    popularity_exponent: float = 0.0,
+    max_items_per_user: int = 200,
+    heldout_share: float = 0.1,
+    max_heldout_users: int = 10_000,
+    seed: int = 0,
+    planted: str | None = None,
+    features_version: int | None = None,
+    ncf_train_file_rows: int = NCF_TRAIN_FILE_ROWS,
+) -> InteractionsDescription:
+    """Writes ncf_train, ncf_eval, vae and interactions.json under `out` (each table replaced) from the
+    features table at `features_version` (default: the latest). `negatives` per training positive,
+    drawn ~ popularity^`popularity_exponent` (0: uniform); `heldout_share` of the users with enough items
+    to each of valid and test, at most `max_heldout_users` each; `planted`: the generator's data folder
+    (planted_model.json), for the oracle columns (null without it); ncf_train is shuffled into files of
+    about `ncf_train_file_rows` rows."""
+    started = time.perf_counter()
+    _check_arguments(
+        negatives,
+        popularity_exponent,
+        max_items_per_user,
+        heldout_share,
+        max_heldout_users,
+        ncf_train_file_rows,
+    )
+    schema = _features_schema(spark, workflow)
+    version = storage.delta_version(spark, features, "features table", features_version)
+    table = spark.read.format("delta").option("versionAsOf", version).load(features)
+    oracle = None if planted is None else _Oracle(spark, planted, workflow, schema)
+    users = _clicks_per_user(table, schema, oracle.context if oracle else [])
+    users = users.persist(StorageLevel.MEMORY_AND_DISK)
+    layout = InteractionsLayout(out)
+    user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
+    try:
+        popularity = _popularity(users, item).persist(StorageLevel.MEMORY_AND_DISK)
+        draw = _inverse_cdf(popularity, item, popularity_exponent)
+        positives = popularity.agg(F.sum(POPULARITY)).first()[0]
+        files = max(1, math.ceil(positives * (1 + negatives) / ncf_train_file_rows))
+        train = _shuffled(_ncf_train(users, schema, draw, negatives, seed), user, files, seed)
+        _write(spark, train, layout.ncf_train)
+        _progress(f"{NCF_TRAIN} written", started)
+        rows = _ncf_eval(oracle, users, schema, popularity, seed)
+        _write(spark, rows.select(user, item, label, ORACLE_SCORE, POPULARITY), layout.ncf_eval)
+        _progress(f"{NCF_EVAL} written", started)
+        bags = _vae_splits(users, schema, max_items_per_user, heldout_share, max_heldout_users, seed)
+        bags = bags.withColumn(POPULARITY_RANKING, _popularity_ranking(bags, max_items_per_user))
+        bags = _with_oracle_rankings(oracle, users, bags, schema)
+        columns = [user, ITEMS, HELDOUT, SPLIT, ORACLE_RANKING, POPULARITY_RANKING]
+        _write(spark, bags.select(*columns, F.lit(1).alias(label)), layout.vae, (SPLIT,))
+        _progress(f"{VAE} written", started)
+        counts = _row_counts(spark, layout, label)
+        totals = users.count(), users.select(F.explode(ITEMS)).distinct().count()
+    finally:
+        users.unpersist()
+        if oracle is not None:
+            oracle.release()
+    description = InteractionsDescription(
+        features_table=features,
+        features_version=version,
+        seed=seed,
+        negatives=negatives,
+        popularity_exponent=popularity_exponent,
+        max_items_per_user=max_items_per_user,
+        users=totals[0],
+        items=totals[1],
+        rows=counts,
+        planted=oracle is not None,
+        heldout_share=heldout_share,
+        max_heldout_users=max_heldout_users,
+        negatives_dropped=counts[f"{NCF_TRAIN}_positives"] * negatives - counts[f"{NCF_TRAIN}_negatives"],
+    )
+    storage.write_text(spark, layout.description, description.to_json())
+    _progress(f"{layout.description} written", started)
+    return description
+
+
+def _row_counts(spark: SparkSession, layout: InteractionsLayout, label: str) -> dict[str, int]:
+    """Rows per table, per label of ncf_train and per VAE split, read back from what was written."""
+    read = spark.read.format("delta").load
+    by_label = dict(read(layout.ncf_train).groupBy(label).count().collect())
+    by_split = dict(read(layout.vae).groupBy(SPLIT).count().collect())
+    return {
+        NCF_TRAIN: sum(by_label.values()),
+        f"{NCF_TRAIN}_positives": by_label.get(1, 0),
+        f"{NCF_TRAIN}_negatives": by_label.get(0, 0),
+        NCF_EVAL: read(layout.ncf_eval).count(),
+        VAE: sum(by_split.values()),
+        **{f"{VAE}_{split}": by_split.get(split, 0) for split in VAE_SPLITS},
+    }
+
+
+def _progress(step: str, started: float) -> None:
+    print(f"interactions: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = CommandParser(prog="sparkrec interactions", description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="Delta features table path")
+    parser.add_argument("--features-version", type=int, help="Delta version to read (default: latest)")
+    parser.add_argument("--workflow", required=True, help="the fitted workflow's folder")
+    parser.add_argument("--out", required=True, help="folder of the interaction tables")
+    parser.add_argument("--negatives", type=int, default=4, help="sampled negatives per training positive")
+    parser.add_argument(
+        "--popularity-exponent",
+        type=float,
+        default=0.0,
+        help="negatives drawn ~ popularity^this (default 0: uniform, as He et al. 2017)",
+    )
+    parser.add_argument("--max-items-per-user", type=int, default=200, help="a user's latest items kept")
+    parser.add_argument(
+        "--heldout-share", type=float, default=0.1, help="share of users to each of valid and test"
+    )
+    parser.add_argument("--max-heldout-users", type=int, default=10_000, help="cap of valid and of test")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    parser.add_argument("--planted", help="the generator's data folder (planted_model.json): oracle columns")
+    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    args = parser.parse_args(argv)
+    spark = build_session(args.profile, "sparkrec-interactions")
+    description = build_interactions(
+        spark,
+        args.features,
+        args.workflow,
+        args.out,
+        negatives=args.negatives,
+        popularity_exponent=args.popularity_exponent,
+        max_items_per_user=args.max_items_per_user,
+        heldout_share=args.heldout_share,
+        max_heldout_users=args.max_heldout_users,
+        seed=args.seed,
+        planted=args.planted,
+        features_version=args.features_version,
+    )
+    report = json.loads(description.to_json())
+    print(json.dumps({"interactions": report}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    run_command(main, "sparkrec interactions")
