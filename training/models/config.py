@@ -20,6 +20,7 @@ import torch
 from rec_plugin.schema import ColumnSchema, Schema, SchemaError
 
 POOLINGS = ("sum", "mean")
+NCF_MODES = ("neumf", "gmf", "mlp")
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,20 @@ class ModelConfig:
     top_mlp: tuple[int, ...] = (128, 64)
     deep_mlp: tuple[int, ...] = (256, 128)
     cross_layers: int = 3
+    # NeuMF (training/models/cf.py): its MLP tower's layer widths; which towers it has.
+    ncf_mlp: tuple[int, ...] = (64, 32, 16)
+    ncf_mode: str = "neumf"
+    # Mult-VAE: encoder widths (the decoder mirrors them), latent width, input dropout, and the KL
+    # weight's annealing (Liang et al. 2018: [600], 200, 0.5, cap 0.2 reached over 200,000 steps).
+    vae_hidden: tuple[int, ...] = (600,)
+    vae_latent: int = 200
+    vae_dropout: float = 0.5
+    beta_cap: float = 0.2
+    anneal_steps: int = 200_000
 
     def __post_init__(self) -> None:
+        if self.ncf_mode not in NCF_MODES:
+            raise SchemaError(f"ncf_mode {self.ncf_mode!r} is not one of {NCF_MODES}")
         table_of = {}
         for table in self.tables:
             for feature in table.features:
@@ -81,7 +94,19 @@ class ModelConfig:
         if unused := sorted(set(table_of) - set(sparse)):
             raise SchemaError(f"tables serve features {unused} that are not model inputs")
 
-    HYPERPARAMETERS = ("bottom_mlp", "top_mlp", "deep_mlp", "cross_layers")
+    HYPERPARAMETERS = (
+        "bottom_mlp",
+        "top_mlp",
+        "deep_mlp",
+        "cross_layers",
+        "ncf_mlp",
+        "ncf_mode",
+        "vae_hidden",
+        "vae_latent",
+        "vae_dropout",
+        "beta_cap",
+        "anneal_steps",
+    )
 
     @classmethod
     def from_schema(
@@ -96,7 +121,7 @@ class ModelConfig:
         """One table per embedding table the categorical and list columns of `schema` name (their own,
         or a shared one), in order of first use: the columns' cardinality rows, dim `embedding_dim`
         unless `table_dims` names another, pooled by `list_pooling` when a list reads it; `hyper` are
-        the model's hyperparameters (bottom_mlp, top_mlp, deep_mlp, cross_layers)."""
+        the model's hyperparameters (HYPERPARAMETERS)."""
         dims = dict(table_dims or {})
         groups: dict[str, list[ColumnSchema]] = {}
         for column in (*schema.categorical, *schema.lists):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rec_plugin.schema import SchemaError
+from training.models.cf import CF_MODELS
 from training.models.config import ModelConfig
 from training.models.parts import (
     CrossNetwork,
@@ -173,6 +174,7 @@ class DeepFM(nn.Module):
         return first_order + (self.fm(vectors) + deep).squeeze(1)
 
 
+# The CTR models: the one signature above, logits [B] of any schema's features.
 MODELS: dict[str, type[nn.Module]] = {
     "dlrm": DLRM,
     "dcnv2": DCNv2,
@@ -182,11 +184,16 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+# Every model build_model knows: the CTR models and the collaborative-filtering ones (cf.py), which
+# read only the interaction tables' schemas.
+ALL_MODELS: dict[str, type[nn.Module]] = {**MODELS, **CF_MODELS}
+
+
 def build_model(config: ModelConfig, embeddings: Embeddings = EmbeddingCollection) -> nn.Module:
     """The model `config` names, its tables built by `embeddings`."""
-    if config.name not in MODELS:
-        raise ValueError(f"unknown model {config.name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[config.name](config, embeddings)
+    if config.name not in ALL_MODELS:
+        raise ValueError(f"unknown model {config.name!r}; choose one of {sorted(ALL_MODELS)}")
+    return ALL_MODELS[config.name](config, embeddings)
 
 
 def sparse_and_dense_parameters(
