@@ -12,9 +12,11 @@ STAGES = {
     "generate-ecommerce": "spark_jobs.generate_ecommerce",
     "ingest": "spark_jobs.ingest",
     "featurize": "spark_jobs.featurize",
+    "interactions": "spark_jobs.interactions",
     "train": "spark_jobs.train",
     "export": "serving.export",
     "score": "spark_jobs.score",
+    "recommend": "spark_jobs.recommend",
     "serve": "serving.server",
     "demo": "spark_jobs.demo",
 }

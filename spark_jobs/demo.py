@@ -11,15 +11,20 @@ import json
 import os
 from pathlib import Path
 
+from pyspark.sql import SparkSession
+
 from rec_plugin.errors import CommandParser, run_command
 from serving.pipeline import serve_and_score
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
 from spark_jobs.ingest import ingest
+from spark_jobs.interactions import build_interactions
 from spark_jobs.layout import PipelineLayout, day_splits
 from spark_jobs.session import LOG_DIR_ENV, build_session
 from spark_jobs.train import train
+from spark_jobs.train_cf import CF_REPORT_KEYS, train_cf
+from training.models.cf import MULTVAE, NCF
 
 # Each bundled dataset's generator (and its config) by the name of its definition in conf/datasets/.
 GENERATORS = {"criteo": (GeneratorConfig, generate), "ecommerce": (EcommerceConfig, generate_ecommerce)}
@@ -44,8 +49,30 @@ def summary(report: dict) -> str:
             f"max |diff| {v['parity_max_abs_diff']:.2e}, batch 2048 p50 {v['p50_ms_b2048']} ms / p99 "
             f"{v['p99_ms_b2048']} ms",
             f"score:    {report['score']['rows']:,} rows -> {report['score']['predictions_table']}",
+            *(_ranking_line(model, report[model]) for model in (NCF, MULTVAE) if model in report),
         ]
     )
+
+
+def _ranking_line(model: str, metrics: dict) -> str:
+    """One line per ranking model: its metrics, then the oracle's and popularity's NDCG."""
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None)
+    return f"{model + ':':<9} {shown}"
+
+
+def collaborative_filtering(spark: SparkSession, paths: PipelineLayout) -> dict:
+    """The user-item data's two ranking models: the interaction tables built from the features, then
+    NCF (two torch DDP workers) and Mult-VAE (in this process), each beside the planted oracle's and
+    popularity's ranking of the same candidates."""
+    built = build_interactions(spark, paths.features, paths.workflow, paths.interactions, planted=paths.data)
+    print(f"demo: interaction tables {built.rows} in {paths.interactions}")
+    ranked = {}
+    for model, backend, workers in ((NCF, "torch", 2), (MULTVAE, "single", 1)):
+        trained = train_cf(
+            spark, paths.interactions, paths.workflow, paths.run(model), model, backend, workers
+        )
+        ranked[model] = {key: trained[key] for key in CF_REPORT_KEYS[model]}
+    return ranked
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -114,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         splits["test"],
         out / "serving",
     )
+    if args.dataset == "ecommerce":
+        report.update(collaborative_filtering(spark, paths))
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(summary(report))

@@ -8,6 +8,11 @@ the final weights. Bad input is refused before training starts.
 
     spark-submit spark_jobs/train.py --features lake/features --workflow lake/workflow \\
         --oracle data/oracle --model dlrm --workers 2 --backend horovod --run-dir runs/dlrm
+
+With --model ncf or multvae it trains on the interaction tables instead (spark_jobs/train_cf.py):
+
+    spark-submit spark_jobs/train.py --interactions lake/interactions --workflow lake/workflow \
+        --model ncf --workers 2 --backend torch --run-dir runs/ncf
 """
 
 from __future__ import annotations
@@ -24,21 +29,20 @@ from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.generate import oracle_metrics
+from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
+from spark_jobs.train_cf import train_cf
 from training import plots
 from training.data import FileSet
 from training.distributed import BACKENDS, SHARDINGS
 from training.evaluate import metrics, predict
-from training.launch import launch
 from training.loop import TrainSpec
-from training.models import MODELS, ModelConfig, build_model
+from training.models import ALL_MODELS, CF_MODELS
 from training.run_directory import RunDirectory
 from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
 
 # The generator's oracle table names its label column so (the features' label is the schema's).
 ORACLE_LABEL = "label"
-# Options that shape the model's tables rather than its layers.
-TABLE_OPTIONS = ("embedding_dim",)
 
 
 def feature_files(spark: SparkSession, features: str, version: int, days: list[int]) -> FileSet:
@@ -122,29 +126,8 @@ def train(
             f"the train days {splits['train']} hold no rows in features table {features} at version "
             f"{features_version}: featurize them (sparkrec featurize --train-days) or fix --features-version"
         )
-    # Qualified as Spark resolves the other paths (relative paths against its working directory or
-    # default filesystem), so the workers, which have no JVM, write where the driver reads.
+    trained, summary = fit(spark, schema, train_files, run_dir, model, backend, workers, **options)
     run = RunDirectory(storage.qualified(spark, run_dir))
-    if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
-        run.clear_checkpoints()
-    model_fields = {*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS}
-    config = ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in model_fields})
-    spec_options = {k: v for k, v in options.items() if k not in model_fields}
-    if spec_options.get("sparse_optimizer") is None:
-        spec_options["sparse_optimizer"] = default_sparse_optimizer(backend)
-    spec = TrainSpec(
-        model=config.to_dict(),
-        train=train_files.to_dict(),
-        run_dir=run.uri,
-        schema=TrainSpec.schema_dict(schema),
-        backend=backend,
-        **spec_options,
-    )
-    run.write_model_config(config)
-    run.write_spec(spec.to_dict())
-    summary = launch(spark, spec, workers)
-    trained = build_model(config)
-    trained.load_state_dict(run.weights())
     held = days_held(spark, features, features_version)
     scored = {split: [d for d in splits.get(split, []) if d in held] for split in ("valid", "test")}
 
@@ -171,14 +154,12 @@ def train(
     return report
 
 
-def default_sparse_optimizer(backend: str) -> str:
-    """SparseAdam, except for TorchRec's fused tables, which on CPU have Adagrad but no Adam."""
-    return "adagrad" if backend == "torchrec" else TrainSpec.sparse_optimizer
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
-    parser.add_argument("--features", required=True, help="Delta features table path")
+    parser.add_argument("--features", help="Delta features table path (the CTR models)")
+    parser.add_argument(
+        "--interactions", help="the interaction tables' folder (ncf, multvae: sparkrec interactions)"
+    )
     parser.add_argument("--features-version", type=int, help="Delta version to read (default: latest)")
     parser.add_argument(
         "--workflow", required=True, help="the saved workflow (holds schema.json and features.json)"
@@ -189,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--run-dir", required=True, help="checkpoints, weights, metrics and plots go here (a path or URI)"
     )
-    parser.add_argument("--model", choices=sorted(MODELS), default="dlrm")
+    parser.add_argument("--model", choices=sorted(ALL_MODELS), default="dlrm")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -204,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="torchrec: how tables are split across workers (row_wise needs GPUs; auto: the planner picks)",
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=TrainSpec.epochs)
+    parser.add_argument("--epochs", type=int, help="default: 1; multvae: 10")
     parser.add_argument("--batch-size", type=int, default=TrainSpec.batch_size, help="per worker")
     parser.add_argument("--dense-lr", type=float, default=TrainSpec.dense_lr)
     parser.add_argument(
@@ -220,7 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=TrainSpec.precision, help="on GPUs: tf32 or bf16 autocast"
     )
-    parser.add_argument("--embedding-dim", type=int, default=16, help="every embedding table's width")
+    parser.add_argument(
+        "--embedding-dim", type=int, help="every embedding table's width (default: the model's, 16 for CTR)"
+    )
     parser.add_argument(
         "--prefetch",
         type=int,
@@ -231,17 +214,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
+    collaborative = args.model in CF_MODELS
+    if collaborative and not args.interactions:
+        parser.error(f"--model {args.model} trains on interaction tables: give --interactions")
+    if not collaborative and not args.features:
+        parser.error(f"--model {args.model} trains on a features table: give --features")
     spark = build_session(args.profile, "sparkrec-train")
-    report = train(
-        spark,
-        args.features,
-        args.workflow,
-        args.run_dir,
-        args.model,
-        args.backend,
-        args.workers,
-        args.oracle,
-        args.features_version,
+    options = dict(
         epochs=args.epochs,
         batch_size=args.batch_size,
         dense_lr=args.dense_lr,
@@ -255,6 +234,31 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
     )
+    options = {key: value for key, value in options.items() if value is not None}
+    if collaborative:
+        report = train_cf(
+            spark,
+            args.interactions,
+            args.workflow,
+            args.run_dir,
+            args.model,
+            args.backend,
+            args.workers,
+            **options,
+        )
+    else:
+        report = train(
+            spark,
+            args.features,
+            args.workflow,
+            args.run_dir,
+            args.model,
+            args.backend,
+            args.workers,
+            args.oracle,
+            args.features_version,
+            **options,
+        )
     print(json.dumps({"train": report}, indent=2))
     return report
 

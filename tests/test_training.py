@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import kill_at_first_checkpoint
 from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
@@ -152,14 +150,7 @@ def test_resume_after_kill_reaches_the_same_metrics(default_features, tmp_path):
     root, _ = default_features
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_train(root, whole).wait(timeout=600) == 0
-    victim = run_train(root, killed)
-    deadline = time.time() + 300
-    while RunDirectory(killed).latest_checkpoint() is None:
-        assert victim.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
-        time.sleep(0.2)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert RunDirectory(killed).metrics() is None
+    kill_at_first_checkpoint(lambda: run_train(root, killed), killed)
     assert run_train(root, killed, "--resume").wait(timeout=600) == 0
     first, resumed = (RunDirectory(d).metrics() for d in (whole, killed))
     assert first["steps"] == resumed["steps"]

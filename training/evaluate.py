@@ -1,4 +1,5 @@
-"""Scoring a trained model over feature files, and the metrics reported per day."""
+"""Scoring a trained model: CTR models over feature files (and the metrics reported per day), NCF's
+candidate pairs, Mult-VAE's top items."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch
 from torch import nn
 
 from rec_plugin.schema import Schema
-from training.data import BatchLoader, FileSet, check_epoch_rows
+from training.data import BatchLoader, FileSet, check_epoch_rows, jagged_arrays
 from training.metrics import auc
+from training.models.cf import TopKRecommender
 
 
 @torch.no_grad()
@@ -38,3 +40,85 @@ def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
         "auc": round(auc(labels, probabilities), 5),
         "logloss": round(logloss(labels, probabilities), 5),
     }
+
+
+@torch.no_grad()
+def candidate_logits(
+    model: nn.Module, users: np.ndarray, items: np.ndarray, batch_size: int = 65_536
+) -> np.ndarray:
+    """NCF's logits of (user id, item id) pairs, in their order."""
+    model.eval()
+    logits = []
+    for start in range(0, len(users), batch_size):
+        ids = torch.from_numpy(
+            np.stack([users[start : start + batch_size], items[start : start + batch_size]], 1)
+        )
+        logits.append(model(torch.zeros(len(ids), 0), ids.long(), [], []).numpy())
+    return np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32)
+
+
+@torch.no_grad()
+def top_items(
+    model: nn.Module, bags: list[np.ndarray], k: int, batch_size: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mult-VAE's k best items (ids [U, k], scores [U, k]) for each user's bag of items, the bag's
+    items left out."""
+    recommender = TopKRecommender(model, k).eval()
+    ids, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]
+    for start in range(0, len(bags), batch_size):
+        values, offsets = jagged_arrays(bags[start : start + batch_size])
+        top_ids, top_scores = recommender(torch.from_numpy(values), torch.from_numpy(offsets))
+        ids.append(top_ids.numpy())
+        scores.append(top_scores.numpy())
+    return np.concatenate(ids), np.concatenate(scores)
+
+
+@torch.no_grad()
+def ncf_top_items(
+    model: nn.Module,
+    users: np.ndarray,
+    seen: list[np.ndarray],
+    candidates: np.ndarray,
+    k: int,
+    pairs_per_call: int = 262_144,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NCF's k best candidates (ids [U, k], logits [U, k]) for each user, the items a user has `seen`
+    left out: candidates are scored a chunk at a time and merged into a running top k, so memory is
+    bounded by `pairs_per_call` whatever the number of candidates (a million items included)."""
+    model.eval()
+    k = min(k, len(candidates))
+    chunk = max(1, min(len(candidates), pairs_per_call // max(1, len(users))))
+    best_scores = torch.full((len(users), k), -torch.inf)
+    best_ids = torch.zeros((len(users), k), dtype=torch.int64)
+    user_ids = torch.from_numpy(users.astype(np.int64))
+    seen_pairs = _seen_pairs(seen)
+    for start in range(0, len(candidates), chunk):
+        items = torch.from_numpy(candidates[start : start + chunk].astype(np.int64))
+        pairs = torch.stack([user_ids.repeat_interleave(len(items)), items.repeat(len(users))], dim=1)
+        logits = model(torch.zeros(len(pairs), 0), pairs, [], []).view(len(users), len(items))
+        logits = logits.masked_fill(_seen_mask(seen_pairs, items, len(users)), -torch.inf)
+        merged_scores = torch.cat([best_scores, logits], dim=1)
+        merged_ids = torch.cat([best_ids, items.expand(len(users), -1)], dim=1)
+        best_scores, order = merged_scores.topk(k, dim=1)
+        best_ids = merged_ids.gather(1, order)
+    return best_ids.numpy(), best_scores.numpy()
+
+
+def _seen_pairs(seen: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, item) of every seen item, for masking."""
+    rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
+    items = np.concatenate(seen) if seen else np.zeros(0, np.int64)
+    return torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(items.astype(np.int64))
+
+
+def _seen_mask(
+    seen_pairs: tuple[torch.Tensor, torch.Tensor], items: torch.Tensor, users: int
+) -> torch.Tensor:
+    """[users, len(items)] true where the user has seen that candidate."""
+    rows, seen_items = seen_pairs
+    mask = torch.zeros(users, len(items), dtype=torch.bool)
+    sorted_items, order = items.sort()
+    position = torch.searchsorted(sorted_items, seen_items).clamp(max=max(len(items) - 1, 0))
+    hit = sorted_items[position] == seen_items if len(items) else torch.zeros(0, dtype=torch.bool)
+    mask[rows[hit], order[position[hit]]] = True
+    return mask

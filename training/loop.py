@@ -28,6 +28,7 @@ from training import checkpoint
 from training.data import Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch
 from training.distributed import Collective, collective
 from training.models import ModelConfig, build_model
+from training.models.cf import MULTVAE, beta_at, multvae_loss
 from training.progress import progress_bar
 from training.run_directory import RunDirectory
 from training.step import OptimizerSettings, bce_loss, precision
@@ -162,8 +163,8 @@ def train_worker(spec_dict: dict) -> dict:
                 break
             batch = batch or padding
             with precision(spec.precision, device):
-                logits = forward(*batch.inputs())
-            loss = bce_loss(logits.float(), batch.label, batch.weight)
+                outputs = forward(*batch.inputs())
+            loss = objective(config, outputs, batch, position.step)
             for stepper in steppers:
                 stepper.zero_grad()
             loss.backward()
@@ -205,6 +206,16 @@ def train_worker(spec_dict: dict) -> dict:
         "rank": group.rank,
         "weights_digest": digest,
     }
+
+
+def objective(config: ModelConfig, outputs: object, batch: Batch, step: int) -> torch.Tensor:
+    """The loss a model trains on: Mult-VAE's negative ELBO over each row's bag of items, its KL
+    weight annealed by step; every other model's log loss on the click label."""
+    if config.name == MULTVAE:
+        _, _, values, offsets = batch.inputs()
+        beta = beta_at(step, config.beta_cap, config.anneal_steps)
+        return multvae_loss(outputs, values, offsets, batch.weight, beta)
+    return bce_loss(outputs.float(), batch.label, batch.weight)
 
 
 def _checkpoint(

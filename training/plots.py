@@ -51,3 +51,22 @@ def auc_per_day(days: list[dict], title: str) -> bytes:
     else:
         axes.text(0.5, 0.5, "no validation or test days", ha="center", va="center", transform=axes.transAxes)
     return _png(figure)
+
+
+def ranking_metrics(report: dict[str, float | None], title: str) -> bytes:
+    """Bars per ranking metric (keys like ndcg_at_10): the model's, and the oracle's and popularity's
+    where the report has them (keys prefixed oracle_ and popularity_)."""
+    rankers = ("", "oracle_", "popularity_")
+    names = [k for k in report if k.split("_at_")[0] in ("hr", "ndcg", "recall") and "_at_" in k]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(names))
+    width = 0.8 / len(rankers)
+    for index, prefix in enumerate(rankers):
+        values = [report.get(prefix + name) for name in names]
+        if any(v is not None for v in values):
+            heights = [np.nan if v is None else v for v in values]
+            axes.bar(x + (index - 1) * width, heights, width, label=prefix.rstrip("_") or "model")
+    axes.set_xticks(x, [n.replace("_at_", "@") for n in names])
+    axes.set(ylabel="metric", ylim=(0, 1), title=title)
+    axes.legend()
+    return _png(figure)

@@ -31,6 +31,7 @@ _WEIGHTS = "model.pt"
 _METRICS = "metrics.json"
 _LOSS_PLOT = "loss.png"
 _AUC_PLOT = "auc_per_day.png"
+_RANKING_PLOT = "ranking.png"
 _CHECKPOINTS = "checkpoints"
 _LATEST_CHECKPOINT = "latest.json"
 _CHECKPOINT_PREFIX = "step-"
@@ -113,6 +114,13 @@ class RunDirectory:
 
     def auc_plot(self) -> bytes:
         return self._fs.cat_file(self._file(_AUC_PLOT))
+
+    def write_ranking_plot(self, png: bytes) -> None:
+        """A ranking model's metrics beside the oracle's and popularity's."""
+        self._write_bytes(png, _RANKING_PLOT)
+
+    def ranking_plot(self) -> bytes:
+        return self._fs.cat_file(self._file(_RANKING_PLOT))
 
     def clear_checkpoints(self) -> None:
         """Removes an earlier run's checkpoints, so that a fresh run never resumes from them."""

@@ -1,0 +1,188 @@
+"""sparkrec recommend: every user's top-K items from a trained NCF or Mult-VAE run, as a Delta table.
+
+The users and what each has already clicked come from the interaction tables the run trained on
+(NCF: each user's training positives; Mult-VAE: each user's bag of items); a user's clicked items
+are never recommended. Executors rank (mapInPandas): each Python worker loads the run's weights once;
+NCF scores a batch of users against the candidates a chunk at a time into a running top K, so memory
+stays bounded with a million candidate items; Mult-VAE ranks every item for a user in one pass.
+Candidates are every item of the vocabulary, or the ids in a candidate table's item column.
+
+The table (one row per user and rank: user id, rank from 1, item id, the item's raw token, score) is
+partitioned by run (the run directory's URI): a rerun of the same run replaces exactly its rows.
+
+    spark-submit spark_jobs/recommend.py --run-dir runs/ncf --interactions lake/interactions \\
+        --workflow lake/workflow --out lake/recommendations --k 10
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.interactions import ITEMS, InteractionsLayout, item_column, user_column
+from rec_plugin.schema import ColumnSchema, Schema
+from rec_plugin.workflow import Workflow
+from spark_jobs.session import build_session
+from training.evaluate import ncf_top_items, top_items
+from training.models import build_model
+from training.models.cf import CF_MODELS, NCF
+from training.run_directory import RunDirectory
+
+RUN, RANK, ITEM_ID, ITEM_TOKEN, SCORE, USER_ID = "run", "rank", "item_id", "item", "score", "user_id"
+SEEN = "seen"
+RANKED_SCHEMA = f"{USER_ID} long, {RANK} int, {ITEM_ID} long, {SCORE} float"
+USERS_PER_BATCH = 256
+
+
+@cache
+def _model(run_uri: str) -> torch.nn.Module:
+    """The run's trained model, loaded once per Python worker (Spark reuses workers across tasks)."""
+    run = RunDirectory(run_uri)
+    model = build_model(run.model_config())
+    model.load_state_dict(run.weights())
+    return model.eval()
+
+
+def ranker(
+    run_uri: str, model_name: str, candidates: np.ndarray, k: int
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """Frames of (user id, seen items) -> (user id, rank, item id, score), USERS_PER_BATCH users at a time."""
+
+    def rank(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = _model(run_uri)
+        for frame in frames:
+            for start in range(0, len(frame), USERS_PER_BATCH):
+                part = frame.iloc[start : start + USERS_PER_BATCH]
+                users = part[USER_ID].to_numpy(np.int64)
+                seen = [np.asarray(s, dtype=np.int64) for s in part[SEEN]]
+                if model_name == NCF:
+                    ids, scores = ncf_top_items(model, users, seen, candidates, k)
+                else:
+                    ids, scores = top_items(model, seen, k)
+                width = ids.shape[1]
+                yield pd.DataFrame(
+                    {
+                        USER_ID: np.repeat(users, width),
+                        RANK: np.tile(np.arange(1, width + 1, dtype=np.int32), len(users)),
+                        ITEM_ID: ids.reshape(-1),
+                        SCORE: scores.reshape(-1).astype(np.float32),
+                    }
+                ).loc[lambda f: np.isfinite(f[SCORE])]
+
+    return rank
+
+
+def users_and_seen(
+    spark: SparkSession, layout: InteractionsLayout, model: str, features: Schema
+) -> DataFrame:
+    """(user id, the items the user clicked) for every user of the run's training table."""
+    user, item, label = user_column(features).name, item_column(features).name, features.label.name
+    if model == NCF:
+        positives = spark.read.format("delta").load(layout.ncf_train).where(F.col(label) == 1)
+        grouped = positives.groupBy(user).agg(F.collect_set(item).alias(SEEN))
+    else:
+        grouped = spark.read.format("delta").load(layout.vae).select(user, F.col(ITEMS).alias(SEEN))
+    return grouped.select(F.col(user).cast("long").alias(USER_ID), SEEN)
+
+
+def candidate_items(spark: SparkSession, item: ColumnSchema, candidates: str | None) -> np.ndarray:
+    """Every item id of the vocabulary (not the unknown id 0), or the distinct ids in a candidate
+    table's item column."""
+    if candidates is None:
+        return np.arange(1, item.cardinality, dtype=np.int64)
+    table = spark.read.format("delta").load(candidates)
+    if item.name not in table.columns:
+        raise InputError(f"candidate table {candidates} has no column {item.name!r} of item ids")
+    ids = table.where(F.col(item.name) > 0).select(item.name).distinct().toPandas()[item.name]
+    return np.sort(ids.to_numpy(np.int64))
+
+
+def item_tokens(spark: SparkSession, workflow: str, item: ColumnSchema) -> DataFrame:
+    """(item id, raw token) from the item column's vocabulary table at the version the schema pins."""
+    if item.vocabulary is None:
+        raise InputError(f"column {item.name!r} has no vocabulary pinned in the workflow's schema")
+    reader = spark.read.format("delta")
+    if item.vocabulary.version is not None:
+        reader = reader.option("versionAsOf", item.vocabulary.version)
+    vocabulary = reader.load(f"{workflow}/{item.vocabulary.table}")
+    return vocabulary.select(F.col("id").cast("long").alias(ITEM_ID), F.col("value").alias(ITEM_TOKEN))
+
+
+def recommend(
+    spark: SparkSession,
+    run_dir: str,
+    interactions: str,
+    workflow: str,
+    out: str,
+    k: int = 10,
+    candidates: str | None = None,
+) -> dict:
+    """Writes the run's top-k items per user into the Delta table `out` (replacing the run's earlier
+    rows); returns the users, rows and the table's version."""
+    if k < 1:
+        raise InputError(f"--k must be at least 1, got {k}")
+    run = RunDirectory(storage.qualified(spark, run_dir))
+    if run.metrics() is None:
+        raise InputError(f"run {run_dir} has not finished training (no metrics.json): train it first")
+    model = run.model_config().name
+    if model not in CF_MODELS:
+        raise InputError(
+            f"run {run_dir} trained {model!r}; sparkrec recommend ranks with {sorted(CF_MODELS)}"
+        )
+    features = Workflow.load_schema(workflow, spark)
+    item = item_column(features)
+    layout = InteractionsLayout(storage.qualified(spark, interactions))
+    pool = candidate_items(spark, item, candidates) if model == NCF else np.zeros(0, np.int64)
+    users = users_and_seen(spark, layout, model, features)
+    ranked = users.mapInPandas(ranker(run.uri, model, pool, k), RANKED_SCHEMA)
+    rows = ranked.join(item_tokens(spark, workflow, item), ITEM_ID, "left").withColumn(RUN, F.lit(run.uri))
+    writer = (
+        rows.select(RUN, USER_ID, RANK, ITEM_ID, ITEM_TOKEN, SCORE).write.format("delta").mode("overwrite")
+    )
+    if storage.exists(spark, f"{out}/_delta_log"):
+        writer.option("replaceWhere", f"{RUN} = '{run.uri}'").save(out)
+    else:
+        writer.partitionBy(RUN).save(out)
+    written = spark.read.format("delta").load(out).where(F.col(RUN) == run.uri)
+    return {
+        "model": model,
+        "users": written.select(USER_ID).distinct().count(),
+        "rows": written.count(),
+        "k": k,
+        "table": out,
+        "version": storage.delta_version(spark, out, "recommendations table"),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = CommandParser(prog="sparkrec recommend", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", required=True, help="a trained ncf or multvae run")
+    parser.add_argument("--interactions", required=True, help="the interaction tables the run trained on")
+    parser.add_argument("--workflow", required=True, help="the saved workflow (the item vocabulary)")
+    parser.add_argument("--out", required=True, help="the recommendations Delta table")
+    parser.add_argument("--k", type=int, default=10, help="items per user")
+    parser.add_argument(
+        "--candidates",
+        help="NCF: a Delta table whose item column holds the candidate ids (default: all items)",
+    )
+    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    args = parser.parse_args(argv)
+    spark = build_session(args.profile, "sparkrec-recommend")
+    report = recommend(
+        spark, args.run_dir, args.interactions, args.workflow, args.out, args.k, args.candidates
+    )
+    print(json.dumps({"recommend": report}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    run_command(main, "sparkrec recommend")

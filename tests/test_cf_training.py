@@ -1,0 +1,135 @@
+"""NCF and Mult-VAE through `sparkrec train` on real interaction tables (tests/conftest.py's
+shop_interactions): distributed backends, resume after a kill, the ranking report, and `sparkrec
+recommend`'s Delta table of each user's top items."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import kill_at_first_checkpoint
+from pyspark.sql import functions as F
+
+from rec_plugin.interactions import ITEMS, item_column, ncf_schema, user_column
+from rec_plugin.workflow import Workflow
+from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, recommend
+from spark_jobs.train_cf import CF_REPORT_KEYS, train_cf
+from training.evaluate import candidate_logits, ncf_top_items
+from training.models import ModelConfig, build_model
+from training.models.cf import MULTVAE, NCF
+from training.run_directory import RunDirectory
+
+REPO = Path(__file__).resolve().parents[1]
+# One candidate in 101 at random: HR@10 of a ranking that learnt nothing is about 10 / 101.
+RANDOM_HIT_RATE = 10 / 101
+
+
+@pytest.fixture(scope="module")
+def runs(spark, shop_features, shop_interactions, tmp_path_factory):
+    """NCF on two torch DDP workers and Mult-VAE on two Horovod workers, trained on the interactions."""
+    layout, _ = shop_interactions
+    folder = tmp_path_factory.mktemp("cf_runs")
+    trained = {}
+    # The small shop's tables make a few dozen steps an epoch: NCF gets five (Mult-VAE's default is ten).
+    for model, backend, epochs in ((NCF, "torch", 5), (MULTVAE, "horovod", None)):
+        options = {"progress": False} if epochs is None else {"progress": False, "epochs": epochs}
+        trained[model] = train_cf(
+            spark, layout.root, shop_features.workflow, str(folder / model), model, backend, 2, **options
+        )
+    return trained
+
+
+def test_both_models_train_on_two_workers_and_report_every_ranking_metric(runs):
+    for model, keys in CF_REPORT_KEYS.items():
+        report = runs[model]
+        assert report["workers"] == 2 and report["eval_users"] > 0
+        assert all(isinstance(report[key], float) for key in keys), report
+        run = RunDirectory(report["run_dir"])
+        assert run.metrics()["model"] == model
+        for png in (run.loss_plot(), run.ranking_plot()):
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert runs[NCF]["hr_at_10"] > 2 * RANDOM_HIT_RATE, runs[NCF]
+    # The planted oracle knows each user's taste: it must rank better than popularity alone.
+    assert runs[NCF]["oracle_ndcg_at_10"] > runs[NCF]["popularity_ndcg_at_10"], runs[NCF]
+
+
+def run_train(layout_root: str, workflow: str, run_dir: Path, *extra: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "spark_jobs.cli", "train", "--interactions", layout_root,
+        "--workflow", workflow, "--model", MULTVAE, "--run-dir", str(run_dir), "--backend", "single",
+        "--workers", "1", "--batch-size", "64", "--epochs", "3", "--checkpoint-every", "20", *extra,
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_resume_after_kill_reaches_the_same_ranking_metrics(shop_features, shop_interactions, tmp_path):
+    layout, _ = shop_interactions
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_train(layout.root, shop_features.workflow, whole).wait(timeout=600) == 0
+    kill_at_first_checkpoint(lambda: run_train(layout.root, shop_features.workflow, killed), killed)
+    assert run_train(layout.root, shop_features.workflow, killed, "--resume").wait(timeout=600) == 0
+    first, resumed = (RunDirectory(d).metrics() for d in (whole, killed))
+    assert first["steps"] == resumed["steps"]
+    for key in CF_REPORT_KEYS[MULTVAE]:
+        assert abs(first[key] - resumed[key]) <= 1e-3, (key, first[key], resumed[key])
+
+
+def test_training_a_cf_model_without_interaction_tables_is_one_line(shop_features, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "spark_jobs.cli", "train", "--interactions", str(tmp_path / "none"),
+         "--workflow", shop_features.workflow, "--model", NCF, "--run-dir", str(tmp_path / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "sparkrec interactions" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_them(
+    spark, shop_features, shop_interactions, runs, tmp_path
+):
+    layout, _ = shop_interactions
+    out = str(tmp_path / "recommendations")
+    schema = ncf_schema(Workflow.load_schema(shop_features.workflow, spark))
+    user, item = user_column(schema).name, item_column(schema).name
+    positives = (
+        spark.read.format("delta").load(layout.ncf_train).where(F.col(schema.label.name) == 1)
+        .select(F.col(user).alias(USER_ID), F.col(item).alias(ITEM_ID))
+    )  # fmt: skip
+    bags = (
+        spark.read.format("delta")
+        .load(layout.vae)
+        .select(F.col(user).alias(USER_ID), F.explode(ITEMS).alias(ITEM_ID))
+    )
+    for model, seen in ((NCF, positives), (MULTVAE, bags)):
+        run_uri = runs[model]["run_dir"]
+        first = recommend(spark, run_uri, layout.root, shop_features.workflow, out, k=5)
+        again = recommend(spark, run_uri, layout.root, shop_features.workflow, out, k=5)
+        assert again["rows"] == first["rows"] == 5 * first["users"] > 0
+        assert again["version"] > first["version"]
+        rows = spark.read.format("delta").load(out).where(F.col(RUN) == run_uri)
+        assert rows.count() == first["rows"]  # replaced, not appended
+        assert rows.groupBy(USER_ID).agg(F.countDistinct(ITEM_ID).alias("n")).where("n != 5").count() == 0
+        assert sorted(r[RANK] for r in rows.select(RANK).distinct().collect()) == [1, 2, 3, 4, 5]
+        assert rows.where(F.col(ITEM_TOKEN).isNull() | F.isnan(SCORE)).count() == 0
+        assert rows.join(seen, [USER_ID, ITEM_ID]).count() == 0, f"{model} recommended a seen item"
+    # Both runs' rows live side by side in the one table.
+    assert spark.read.format("delta").load(out).select(RUN).distinct().count() == 2
+
+
+def test_chunked_ncf_top_k_equals_scoring_every_candidate_at_once(spark, shop_features):
+    schema = ncf_schema(Workflow.load_schema(shop_features.workflow, spark))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_schema(NCF, schema)).eval()
+    items = item_column(schema).cardinality
+    users = np.arange(1, 9, dtype=np.int64)
+    candidates = np.arange(1, items, dtype=np.int64)
+    seen = [np.array([3, 5], dtype=np.int64)] + [np.zeros(0, np.int64)] * 6 + [candidates[:10]]
+    ids, scores = ncf_top_items(model, users, seen, candidates, k=7, pairs_per_call=8 * 16)
+    for row, user in enumerate(users):
+        logits = candidate_logits(model, np.full(len(candidates), user), candidates)
+        logits[np.isin(candidates, seen[row])] = -np.inf
+        best = np.argsort(-logits, kind="stable")[:7]
+        np.testing.assert_array_equal(ids[row], candidates[best])
+        np.testing.assert_allclose(scores[row], logits[best], rtol=1e-5)
