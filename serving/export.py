@@ -1,4 +1,8 @@
-"""Export of a trained run as TorchScript (what Triton serves here, and batch scoring loads) or ONNX."""
+"""Export of a trained run as TorchScript (what Triton serves here, and batch scoring loads) or ONNX.
+
+A click model (the CTR models, and NCF: a user and an item id) is served as its click probability; a
+recommender (Mult-VAE) as its top K items and their scores for a bag of items, K fixed at export
+(the Triton config's output dims; a client takes any first k <= K of them)."""
 
 from __future__ import annotations
 
@@ -11,19 +15,25 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.interactions import RANKING_DEPTH
 from serving.preprocess import export_preprocess
 from serving.repository import (
     FLAVOURS,
     INPUTS,
     OUTPUTS,
     QUEUE_DELAY_US,
+    TensorSpec,
     add_version,
     ensemble_model_name,
+    postprocess_model_name,
+    preprocess_model_name,
+    top_k_outputs,
     versions,
     write_ensemble,
 )
 from spark_jobs.session import build_session
 from training.models import ModelConfig, build_model, example_inputs
+from training.models.cf import TopKRecommender
 from training.models.parts import without_id_checks
 from training.run_directory import RunDirectory, RunLocation
 
@@ -122,6 +132,61 @@ def onnx_program(run_dir: RunLocation) -> torch.onnx.ONNXProgram:
     return program
 
 
+# Models served as recommenders (top K items for a bag of items), and the K exported by default: the
+# deepest ranking their evaluation reads.
+RECOMMENDERS = ("multvae",)
+TOP_K = RANKING_DEPTH
+
+
+class TopItems(torch.nn.Module):
+    """What a recommender serves: its TopKRecommender's item ids int64 [B, k] and scores float32 [B, k]
+    from the model inputs' four arguments (it reads the one list feature: the bag of items), so the
+    python backend calls it as it calls every model."""
+
+    def __init__(self, recommender: TopKRecommender) -> None:
+        super().__init__()
+        self.recommender = recommender
+
+    def forward(
+        self,
+        dense: torch.Tensor,
+        ids: torch.Tensor,
+        list_values: list[torch.Tensor],
+        list_offsets: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.recommender(list_values[0], list_offsets[0])
+
+
+def top_items(run_dir: RunLocation, k: int = TOP_K) -> torch.jit.ScriptModule:
+    """The trained recommender's top `k` items as a scripted TopItems, checked against eager on the
+    example batch."""
+    run = RunDirectory.at(run_dir)
+    try:
+        model = TopItems(TopKRecommender(trained_model(run), k)).eval()
+    except ValueError as error:  # k beyond the vocabulary
+        raise InputError(f"--top-k {k}: {error}") from None
+    example = example_inputs(run.model_config(), 64, torch.Generator().manual_seed(0))
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(*example), model(*example))
+    return scripted
+
+
+def served_model(
+    run_dir: RunLocation, flavour: str = "python", k: int = TOP_K
+) -> tuple[torch.jit.ScriptModule | torch.onnx.ONNXProgram, tuple[TensorSpec, ...]]:
+    """What export writes for the run, by its model config's name, and its output tensors: a
+    recommender's top `k` items, or a click model's probability."""
+    if RunDirectory.at(run_dir).model_config().name not in RECOMMENDERS:
+        return (onnx_program(run_dir) if flavour == "onnxruntime" else torchscript(run_dir)), OUTPUTS
+    if flavour == "onnxruntime":
+        raise InputError(
+            "the onnxruntime flavour takes no list features, and a recommender reads its bag of items: "
+            "export it with --flavour python"
+        )
+    return top_items(run_dir, k), top_k_outputs(k)
+
+
 def _require_live(url: str) -> None:
     """A server answers at `url`: checked before a version is written that it could not load."""
     client = triton_http.InferenceServerClient(url)
@@ -149,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--flavour", choices=FLAVOURS, default="python")
     parser.add_argument(
+        "--top-k",
+        type=int,
+        default=TOP_K,
+        help="a recommender's (multvae) items per request, fixed in the served config",
+    )
+    parser.add_argument(
         "--queue-delay-us",
         type=int,
         default=QUEUE_DELAY_US,
@@ -162,11 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.push:
         _require_live(args.push)
     model_name = ensemble_model_name(args.name) if args.workflow else args.name
-    served = onnx_program(args.run_dir) if args.flavour == "onnxruntime" else torchscript(args.run_dir)
+    served, outputs = served_model(args.run_dir, args.flavour, args.top_k)
     # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
     schema = RunDirectory.at(args.run_dir).schema()
     version = add_version(
-        args.repository, model_name, served, args.flavour, schema=schema, queue_delay_us=args.queue_delay_us
+        args.repository, model_name, served, args.flavour, schema, args.queue_delay_us, outputs
     )
     print(f"export: {model_name} version {version} written to {args.repository / model_name}")
     if args.workflow:
@@ -179,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                 version,
                 args.queue_delay_us,
             )
-        print(f"export: ensemble {args.name} = {args.name}_preprocess -> {model_name}")
+        steps = [preprocess_model_name(args.name), model_name]
+        steps += [postprocess_model_name(args.name)] if outputs != OUTPUTS else []
+        print(f"export: ensemble {args.name} = {' -> '.join(steps)}")
     if args.push:
         client = triton_http.InferenceServerClient(args.push)
         try:

@@ -13,6 +13,12 @@ Every op is served with Spark's transform semantics (rows not fitted on, as at s
 - ListCategorify: the raw list's first max_length elements looked up in its vocabulary (absent -> 0).
   An op with `vocabulary_of` (ids from another column's vocabulary) reads that column's lookup table:
   one parquet file per vocabulary, whichever columns share it.
+- A list model input that no ListCategorify makes but that names a Categorify's vocabulary (Mult-VAE's
+  bag of items, rec_plugin/interactions.py) is served the same way from a raw list of that
+  vocabulary's tokens, by the input's name and max_length.
+
+Only what the model's inputs depend on is served: a model of part of the workflow's outputs (NCF: the
+user and item ids) takes only the raw columns those need.
 
 What cannot be served with parity is refused here in one line naming the op: an op of another kind,
 a vocabulary or hash of float values (Spark's double-to-string and float hashing of computed values
@@ -79,6 +85,31 @@ def _row_dtype(op: RowOp, column: str, dtype: str) -> str:
     if template == "normalize":
         return "float32"
     raise _refuse(op, f"template {template!r} has no serving form")
+
+
+def _sql(steps: list[dict], outputs: dict) -> list[str]:
+    """Every SQL expression the steps and the model inputs read."""
+    return [sql for step in steps for sql in step.get("inputs", [])] + [
+        sql for group in ("continuous", "categorical") for _, sql in outputs[group]
+    ]
+
+
+def _needed_steps(
+    steps: list[dict], outputs: dict, lists: list[RawColumn]
+) -> tuple[list[dict], list[RawColumn]]:
+    """The steps the model inputs depend on, and the raw lists they read (renumbered): a model of part
+    of the workflow's outputs (NCF: its user and item ids) takes only the raw columns it needs."""
+    read = _sql([], outputs)
+    made = {output for _, output in outputs["lists"]}
+    kept = []
+    for step in reversed(steps):  # a step reads only the raw columns and the outputs of steps before it
+        if step["output"] in made or any(_quoted(step["output"]) in sql for sql in read):
+            kept.append(step)
+            read += step.get("inputs", [])
+    kept.reverse()
+    used = [step["list"] for step in kept if step["kind"] == "list"]
+    renumbered = [{**s, "list": used.index(s["list"])} if s["kind"] == "list" else s for s in kept]
+    return renumbered, [lists[i] for i in used]
 
 
 def export_preprocess(
@@ -233,10 +264,32 @@ def export_preprocess(
                     "serving cannot give it to the model"
                 )
             outputs[group].append([column.name, expressions[column.name]])
+    # A list of the tables' owners' vocabulary pins: an input made outside the workflow (Mult-VAE's bag
+    # of item ids) is served from raw tokens looked up in the vocabulary its ids come from.
+    owners = {
+        c.vocabulary.table: vocabulary_files[c.name]
+        for c in workflow.schema or ()
+        if c.vocabulary is not None and c.name in vocabulary_files
+    }
     for column in schema.lists:
         if column.name not in lists_read:
-            raise InputError(f"list model input {column.name!r} has no ListCategorify to serve it by")
+            table = owners.get(column.vocabulary.table) if column.vocabulary is not None else None
+            if table is None or not column.max_length:
+                raise InputError(
+                    f"list model input {column.name!r} has no ListCategorify to serve it by, nor a "
+                    "max_length and the vocabulary of a Categorify of the workflow"
+                )
+            index, width = len(list_spec), int(column.max_length)
+            lists_read[column.name] = index
+            list_spec.append(RawColumn(column.name, "list<string>", width))
+            steps.append(
+                {"kind": "list", "op": "ListCategorify", "column": column.name, "list": index,
+                 "table": table, "max_length": width, "output": step_output()}
+            )  # fmt: skip
+            expressions[column.name] = steps[-1]["output"]
         outputs["lists"].append([column.name, expressions[column.name]])
+    steps, list_spec = _needed_steps(steps, outputs, list_spec)
+    served_raw = [c for c in served_raw if any(_quoted(c.name) in sql for sql in _sql(steps, outputs))]
     strings = [c for c in served_raw if c.dtype == "string"]
     # The fixed-width token path: every raw string column declares the same width, of at most 8.
     widths = {c.token_width for c in strings}

@@ -53,6 +53,10 @@ from serving.tokens import (
 )
 
 EXPRESSIONS = "preprocess.json"
+# A recommender's outputs (item ids, their scores) and its postprocess step's (the raw items), and the
+# postprocess folder's vocabulary (the lookup table the item ids index, copied).
+ITEM_IDS, SCORES, ITEMS = "ITEM_IDS", "SCORES", "ITEMS"
+VOCABULARY_FILE = "vocabulary.parquet"
 RAW_DENSE = "RAW_DENSE"
 RAW_CATEGORICAL = "RAW_CATEGORICAL"
 DENSE = "DENSE"
@@ -439,3 +443,13 @@ def unpadded(padded_values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray
     lengths = np.clip(lengths.reshape(-1), 0, padded_values.shape[1])
     values = padded_values[np.arange(padded_values.shape[1])[None, :] < lengths[:, None]]
     return values.astype(np.int64), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def id_tokens(path: Path) -> np.ndarray:
+    """A vocabulary's raw tokens by id (a lookup table: value, id), UTF-8 bytes, b"" for id 0 (rare or
+    unseen): what turns a recommender's item ids back into items."""
+    table = pq.read_table(path)
+    ids = table["id"].to_numpy().astype(np.int64)
+    tokens = np.full(int(ids.max(initial=0)) + 1, b"", object)
+    tokens[ids] = [value.encode() for value in table["value"].cast(pa.string()).to_pylist()]
+    return tokens

@@ -17,7 +17,15 @@ single ensemble cannot route per version: every version k gets its own ensemble 
 (<name>_preprocess version k, the preprocessing of the workflow model k was trained with, then
 <name>_model version k), and <name> is the newest of them. Pushing version k + 1 never rewrites what
 <name>_v<k> computes. Each ensemble's config carries its raw inputs (RawSpec) as the parameter
-raw_spec, which clients read to build requests from raw rows.
+raw_spec, which clients read to build requests from raw rows, and the names of the model inputs it
+makes (by group, in the model's order) as the parameter features: which raw column is NCF's user.
+
+A recommender (Mult-VAE's TopKRecommender) outputs ITEM_IDS INT64 [K] and SCORES FP32 [K] per row
+(top_k_outputs; K fixed at export, best first) instead of PROBABILITY. Its ensemble adds a third
+step, <name>_postprocess version k: the ids back to the raw items ITEMS BYTES [K], by the vocabulary
+of the list the model takes (the one in preprocess version k). The ids map back outside the model so
+that a model version stays a pure function of ids, the one the in-process model is compared to, and
+the vocabulary lives with the preprocessing it comes from. The ensemble outputs all three.
 """
 
 from __future__ import annotations
@@ -31,7 +39,18 @@ import torch
 
 from rec_plugin.errors import InputError
 from rec_plugin.schema import Schema
-from serving.preprocessor import CATEGORICAL, DENSE, EXPRESSIONS, RawSpec, lengths_of, list_output
+from serving.preprocessor import (
+    CATEGORICAL,
+    DENSE,
+    EXPRESSIONS,
+    ITEM_IDS,
+    ITEMS,
+    SCORES,
+    VOCABULARY_FILE,
+    RawSpec,
+    lengths_of,
+    list_output,
+)
 
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess_model.py")
@@ -44,7 +63,10 @@ _KIND = {
 }
 MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime": "model.onnx"}
 MODEL_INPUTS_FILE = "model_inputs.json"
+MODEL_OUTPUTS_FILE = "model_outputs.json"
+POSTPROCESS_MODEL = Path(__file__).with_name("triton_postprocess_model.py")
 RAW_SPEC_PARAMETER = "raw_spec"
+FEATURES_PARAMETER = "features"
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,19 @@ class TensorSpec:
 # The two fixed-width feature tensors' names and types (their dims come from the schema: model_inputs).
 INPUTS = (TensorSpec(DENSE, "TYPE_FP32", (-1,)), TensorSpec(CATEGORICAL, "TYPE_INT64", (-1,)))
 OUTPUTS = (TensorSpec("PROBABILITY", "TYPE_FP32", (1,)),)
+
+
+def top_k_outputs(k: int) -> tuple[TensorSpec, ...]:
+    """A recommender's outputs: per row its top `k` item ids and their scores, best first."""
+    if k < 1:
+        raise InputError(f"a recommender serves at least its top 1 item, not top {k}")
+    return TensorSpec(ITEM_IDS, "TYPE_INT64", (k,)), TensorSpec(SCORES, "TYPE_FP32", (k,))
+
+
+def _item_tokens(outputs: tuple[TensorSpec, ...]) -> TensorSpec | None:
+    """The raw items a postprocess step makes of a recommender's ids; None for other models."""
+    ids = next((spec for spec in outputs if spec.name == ITEM_IDS), None)
+    return None if ids is None else TensorSpec(ITEMS, "TYPE_STRING", ids.dims)
 
 
 def model_inputs(schema: Schema) -> tuple[TensorSpec, ...]:
@@ -95,6 +130,10 @@ def ensemble_model_name(name: str) -> str:
 
 def preprocess_model_name(name: str) -> str:
     return f"{name}_preprocess"
+
+
+def postprocess_model_name(name: str) -> str:
+    return f"{name}_postprocess"
 
 
 def ensemble_version_name(name: str, version: int | str) -> str:
@@ -158,8 +197,9 @@ def config_pbtxt(
     inputs: Schema | tuple[TensorSpec, ...],
     versions_served: int = 2,
     queue_delay_us: int = QUEUE_DELAY_US,
+    outputs: tuple[TensorSpec, ...] = OUTPUTS,
 ) -> str:
-    """The model's config for its input tensors (or the schema they come from): the newest
+    """The model's config for its input tensors (or the schema they come from) and outputs: the newest
     `versions_served` versions stay loaded (two serve at once, for A/B; pin_versions picks others);
     dynamic batching groups concurrent requests."""
     if flavour not in FLAVOURS:
@@ -168,7 +208,7 @@ def config_pbtxt(
     instances = ONE_CPU_INSTANCE if flavour == "python" else ""
     policy = _latest(versions_served)
     batching = _dynamic_batching(queue_delay_us)
-    return _config(name, _KIND[flavour], specs, OUTPUTS, flavour, policy, batching, instances)
+    return _config(name, _KIND[flavour], specs, outputs, flavour, policy, batching, instances)
 
 
 def _step(model: str, version: int, inputs: dict[str, str], outputs: dict[str, str]) -> str:
@@ -182,18 +222,45 @@ def _string_parameter(key: str, value: str) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}'
 
 
-def ensemble_pbtxt(name: str, base: str, version: int, raw: RawSpec, features: tuple[TensorSpec, ...]) -> str:
+def _json_parameter(key: str, value: dict) -> str:
+    return _string_parameter(key, json.dumps(value, separators=(",", ":")))
+
+
+def ensemble_pbtxt(
+    name: str,
+    base: str,
+    version: int,
+    raw: RawSpec,
+    features: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...] = OUTPUTS,
+    feature_names: dict[str, list[str]] | None = None,
+) -> str:
     """The ensemble `name`: version `version` of `base`_preprocess (raw fields -> features), then the
-    same version of `base`_model (features -> probability); its raw inputs as a parameter."""
+    same version of `base`_model (features -> `outputs`), and for a recommender the same version of
+    `base`_postprocess (item ids -> raw items); its raw inputs and the features' names (by group) as
+    parameters."""
     mapped = {spec.name: f"features_{spec.name.lower()}" for spec in features}
     specs = raw_inputs(raw)
     steps = [
         _step(preprocess_model_name(base), version, {s.name: s.name for s in specs}, mapped),
-        _step(ensemble_model_name(base), version, mapped, {s.name: s.name for s in OUTPUTS}),
+        _step(ensemble_model_name(base), version, mapped, {s.name: s.name for s in outputs}),
     ]
+    items = _item_tokens(outputs)
+    if items is not None:
+        steps.append(_step(postprocess_model_name(base), version, {ITEM_IDS: ITEM_IDS}, {ITEMS: ITEMS}))
+        outputs = (*outputs, items)
     scheduling = "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}"
-    parameter = _string_parameter(RAW_SPEC_PARAMETER, json.dumps(raw.to_dict(), separators=(",", ":")))
-    return _config(name, 'platform: "ensemble"', specs, OUTPUTS, "python", scheduling, parameter)
+    parameters = [_json_parameter(RAW_SPEC_PARAMETER, raw.to_dict())]
+    if feature_names is not None:
+        parameters.append(_json_parameter(FEATURES_PARAMETER, feature_names))
+    return _config(name, 'platform: "ensemble"', specs, outputs, "python", scheduling, *parameters)
+
+
+def postprocess_pbtxt(name: str, ids: TensorSpec, items: TensorSpec, versions_served: int = 2) -> str:
+    """A recommender's postprocess model: its item ids -> the vocabulary's raw items."""
+    policy = _latest(versions_served)
+    kind = 'backend: "python"'
+    return _config(name, kind, (ids,), (items,), "python", policy, ONE_CPU_INSTANCE)
 
 
 def preprocess_pbtxt(
@@ -211,6 +278,12 @@ def preprocess_pbtxt(
 def _layout(folder: Path) -> tuple[TensorSpec, ...] | None:
     path = folder / MODEL_INPUTS_FILE
     return tuple(TensorSpec.from_dict(d) for d in json.loads(path.read_text())) if path.is_file() else None
+
+
+def _outputs(folder: Path) -> tuple[TensorSpec, ...]:
+    """A model version's outputs, recorded beside its inputs unless they are a click model's."""
+    path = folder / MODEL_OUTPUTS_FILE
+    return tuple(TensorSpec.from_dict(d) for d in json.loads(path.read_text())) if path.is_file() else OUTPUTS
 
 
 def served_layout(repository: Path, name: str) -> tuple[TensorSpec, ...] | None:
@@ -243,8 +316,9 @@ def write_ensemble(
 ) -> int:
     """Writes `preprocess` (serving/preprocess.py's export of the workflow model `version` was trained
     with; default the newest version of `name`_model) as version `version` of `name`_preprocess, the
-    ensemble `name`_v<version> over both, and the ensemble `name` over the newest version; returns the
-    version. Refuses preprocessing whose raw inputs or outputs differ from the served ones."""
+    ensemble `name`_v<version> over both (and for a recommender version `version` of
+    `name`_postprocess), and the ensemble `name` over the newest version; returns the version.
+    Refuses preprocessing whose raw inputs or outputs differ from the served ones."""
     model = ensemble_model_name(name)
     version = version or (versions(repository, model) or [0])[-1]
     layout = _layout(repository / model / str(version))
@@ -272,6 +346,9 @@ def write_ensemble(
     shutil.copytree(preprocess, folder)
     shutil.copy2(PREPROCESS_MODEL, folder / "model.py")
     served_config.write_text(config)
+    outputs = _outputs(repository / model / str(version))
+    if _item_tokens(outputs) is not None:
+        _write_postprocess(repository, name, version, plan, preprocess, outputs)
     ensembles = [ensemble_version_name(name, version)]
     newest = max(v for v in versions(repository, preprocess_name) if (repository / model / str(v)).is_dir())
     if version == newest:
@@ -279,9 +356,42 @@ def write_ensemble(
     for ensemble in ensembles:
         (repository / ensemble / "1").mkdir(parents=True, exist_ok=True)
         (repository / ensemble / "config.pbtxt").write_text(
-            ensemble_pbtxt(ensemble, name, version, raw, features)
+            ensemble_pbtxt(ensemble, name, version, raw, features, outputs, _feature_names(plan))
         )
     return version
+
+
+def _feature_names(plan: dict) -> dict[str, list[str]]:
+    """The model inputs' names a preprocess plan makes, by group in the model's order."""
+    return {group: [name for name, _ in outputs] for group, outputs in plan["outputs"].items()}
+
+
+def _write_postprocess(
+    repository: Path, name: str, version: int, plan: dict, preprocess: Path, outputs: tuple[TensorSpec, ...]
+) -> None:
+    """Version `version` of `name`_postprocess: the vocabulary of the one list the recommender takes
+    (its ids index that list's vocabulary), copied from the preprocessing, read back by id."""
+    tables = [step["table"] for step in plan["steps"] if step["kind"] == "list"]
+    if len(tables) != 1:
+        raise InputError(
+            f"a recommender takes one list of items, whose vocabulary names its ids; this preprocessing "
+            f"serves {len(tables)} lists"
+        )
+    ids = next(spec for spec in outputs if spec.name == ITEM_IDS)
+    postprocess = postprocess_model_name(name)
+    config = postprocess_pbtxt(postprocess, ids, _item_tokens(outputs))
+    served_config = repository / postprocess / "config.pbtxt"
+    if served_config.is_file() and served_config.read_text() != config:
+        raise InputError(
+            f"{postprocess} serves another number of items than this model's {ids.dims[0]}: serve it "
+            "under another --name"
+        )
+    folder = repository / postprocess / str(version)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy2(Path(preprocess) / tables[0], folder / VOCABULARY_FILE)
+    shutil.copy2(POSTPROCESS_MODEL, folder / "model.py")
+    served_config.write_text(config)
 
 
 def versions(repository: Path, name: str) -> list[int]:
@@ -309,27 +419,34 @@ def add_version(
     flavour: str = "python",
     schema: Schema | None = None,
     queue_delay_us: int = QUEUE_DELAY_US,
+    outputs: tuple[TensorSpec, ...] = OUTPUTS,
 ) -> int:
     """Writes the model (TorchScript, or ONNX for `onnxruntime`) as the next version (N + 1) of `name`,
     with the flavour's config for the input tensors of `schema` (the workflow's output schema the
-    model was trained on; default: the served versions' tensors); returns N + 1."""
+    model was trained on; default: the served versions' tensors) and its `outputs` (a click model's
+    PROBABILITY, or a recommender's top_k_outputs); returns N + 1."""
     served = served_layout(repository, name)
     layout = model_inputs(schema) if schema is not None else served
     if layout is None:
         raise InputError(f"the first version of {name} needs the schema its model was trained on (schema=)")
-    if served is not None and layout != served:
+    found = versions(repository, name)
+    served_outputs = _outputs(repository / name / str(found[-1])) if found else outputs
+    if served is not None and (layout, outputs) != (served, served_outputs):
         raise InputError(
-            f"{name}'s served versions take {[s.to_dict() for s in served]}, this model "
-            f"{[s.to_dict() for s in layout]}: a config serves all versions of a model, so serve it under "
-            "another name"
+            f"{name}'s served versions take {[s.to_dict() for s in served]} and give "
+            f"{[s.to_dict() for s in served_outputs]}, this model {[s.to_dict() for s in layout]} and "
+            f"{[s.to_dict() for s in outputs]}: a config serves all versions of a model, so serve it "
+            "under another name"
         )
     version = (versions(repository, name) or [0])[-1] + 1
     folder = repository / name / str(version)
     folder.mkdir(parents=True)
     model.save(str(folder / MODEL_FILE[flavour]))
     (folder / MODEL_INPUTS_FILE).write_text(json.dumps([s.to_dict() for s in layout], indent=1) + "\n")
+    if outputs != OUTPUTS:  # a version without the file is a click model's (_outputs)
+        (folder / MODEL_OUTPUTS_FILE).write_text(json.dumps([s.to_dict() for s in outputs], indent=1) + "\n")
     if flavour == "python":
         shutil.copy2(PYTHON_MODEL, folder / "model.py")
-    config = config_pbtxt(name, flavour, layout, queue_delay_us=queue_delay_us)
+    config = config_pbtxt(name, flavour, layout, queue_delay_us=queue_delay_us, outputs=outputs)
     (repository / name / "config.pbtxt").write_text(config)
     return version

@@ -1,4 +1,6 @@
-"""Triton python-backend model: the exported TorchScript click model (serving/export.py).
+"""Triton python-backend model: an exported TorchScript model (serving/export.py): a click model's
+PROBABILITY [B, 1], or a recommender's outputs (ITEM_IDS and SCORES [B, K]), named by the config in
+the order the model returns them.
 
 serving/repository.py copies this file into each version directory as model.py, beside model.pt and
 model_inputs.json (the version's input tensors, from the schema). The model's forward takes dense
@@ -39,12 +41,14 @@ def model_arguments(
     )
 
 
-def forward(model: torch.jit.ScriptModule, arguments: tuple) -> np.ndarray:
-    """Click probabilities [B, 1]; a model of the older two-tensor interface gets dense and ids only."""
+def forward(model: torch.jit.ScriptModule, arguments: tuple) -> list[np.ndarray]:
+    """The model's outputs, each [B, width] (click probabilities [B, 1]); a model of the older
+    two-tensor interface gets dense and ids only."""
     takes = len(list(model.graph.inputs())) - 1 if hasattr(model, "graph") else 4
     with torch.no_grad():
-        probabilities = model(*arguments[:takes]) if takes < 4 else model(*arguments)
-    return probabilities.numpy().reshape(-1, 1)
+        result = model(*arguments[:takes]) if takes < 4 else model(*arguments)
+    rows = len(arguments[0])
+    return [out.numpy().reshape(rows, -1) for out in (result if isinstance(result, tuple) else (result,))]
 
 
 class TritonPythonModel:
@@ -54,6 +58,7 @@ class TritonPythonModel:
         self.model = torch.jit.load(str(version_dir / "model.pt"))
         self.model.eval()
         self.names = [spec["name"] for spec in json.loads((version_dir / "model_inputs.json").read_text())]
+        self.outputs = [spec["name"] for spec in json.loads(args["model_config"])["output"]]
         self.lists = sum(
             1 for name in self.names if name.startswith("LIST_") and not name.endswith("_LENGTHS")
         )
@@ -64,9 +69,11 @@ class TritonPythonModel:
             for r in requests
         ]
         merged = {name: np.concatenate([r[name] for r in inputs]) for name in self.names}
-        probabilities = forward(self.model, model_arguments(merged, self.lists))
+        results = forward(self.model, model_arguments(merged, self.lists))
         bounds = np.cumsum([0, *(len(next(iter(r.values()))) for r in inputs)])
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("PROBABILITY", probabilities[start:stop])])
+            pb_utils.InferenceResponse(
+                [pb_utils.Tensor(name, result[start:stop]) for name, result in zip(self.outputs, results)]
+            )
             for start, stop in zip(bounds[:-1], bounds[1:])
         ]
