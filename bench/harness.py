@@ -13,11 +13,14 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from rec_plugin.interactions import InteractionsLayout
 from rec_plugin.schema import Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
 from spark_jobs.ingest import ingest
+from spark_jobs.interactions import build_interactions
 from spark_jobs.session import build_session
 from spark_jobs.train import feature_files
 from training.data import FileSet
@@ -96,3 +99,27 @@ def featurized_data(spark: SparkSession, config: GeneratorConfig, prefix: str) -
     train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
     schema = Workflow.load_schema(str(scratch / "wf"), spark)
     return Featurized(scratch, train, schema, ModelConfig.from_schema("dlrm", schema), days[-1])
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """A generated, ingested and featurized e-commerce data set's interaction tables and its workflow's
+    schema (what NCF and Mult-VAE train on)."""
+
+    layout: InteractionsLayout
+    schema: Schema
+
+
+def shop_interactions(spark: SparkSession, config: EcommerceConfig, prefix: str) -> Interactions:
+    """The e-commerce generator's days, split as the demo splits them, up to the interaction tables."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    generate_ecommerce(spark, str(scratch / "data"), config)
+    raw, bronze, rejects = (str(scratch / name) for name in ("data/raw", "bronze", "rejects"))
+    ingest(spark, raw, bronze, rejects, dataset="ecommerce")
+    days = list(range(config.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    workflow = str(scratch / "wf")
+    featurize(spark, bronze, str(scratch / "features"), workflow, splits, dataset="ecommerce")
+    layout = InteractionsLayout(str(scratch / "interactions"))
+    build_interactions(spark, str(scratch / "features"), workflow, layout.root)
+    return Interactions(layout, Workflow.load_schema(workflow, spark))

@@ -1,5 +1,7 @@
 """Training throughput: our DLRM against a plain PyTorch DLRM; Horovod, torch DDP and TorchRec-sharded
-workers; TorchRec's embedding kernels against ours on one worker; our loader against plain readers.
+workers; TorchRec's embedding kernels against ours on one worker; our loader against plain readers;
+NCF (samples/s) and Mult-VAE (users/s) on the e-commerce generator's interaction tables of the same
+number of days and rows per day.
 
 Generates, ingests and featurizes one data set, then runs every variant interleaved, several times;
 prints median samples/s (rows/s for loaders) and the ratios, and writes artifacts/bench/train.json
@@ -22,12 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from harness import bench_setup, featurized_data, print_medians, report_quiet
+from harness import bench_setup, featurized_data, print_medians, report_quiet, shop_interactions
 from petastorm import make_batch_reader
 from petastorm.pytorch import DataLoader
 from torch import nn
 
+from rec_plugin.interactions import SPLIT, ncf_schema, vae_schema
 from rec_plugin.schema import Schema
+from spark_jobs.generate_ecommerce import EcommerceConfig
+from spark_jobs.train_cf import load_description, table_files
 from training.data import BatchLoader
 from training.launch import launch
 from training.loop import TrainSpec, train_worker
@@ -134,6 +139,24 @@ def main() -> None:
     data = featurized_data(spark, config, "bench-train-")
     scratch, train, model, schema = data.scratch, data.train, data.dlrm, data.schema
     placement: dict[str, list[int]] = {}
+    shop = shop_interactions(
+        spark, EcommerceConfig(days=args.days, rows_per_day=args.rows_per_day), "bench-train-shop-"
+    )
+    bags = load_description(spark, shop.layout).max_items_per_user
+    cf_data = {
+        "ncf": (ncf_schema(shop.schema), table_files(spark, shop.layout.ncf_train)),
+        "multvae": (vae_schema(shop.schema, bags), table_files(spark, shop.layout.vae, (SPLIT, "train"))),
+    }
+
+    def collaborative(model_name: str, backend: str, workers: int) -> float:
+        """samples/s of NCF ((user, item) rows) or Mult-VAE (users: one row per user's bag)."""
+        cf_schema, files = cf_data[model_name]
+        config = ModelConfig.from_schema(model_name, cf_schema)
+        spec = TrainSpec(
+            config.to_dict(), files.to_dict(), str(scratch / "cf-run"), TrainSpec.schema_dict(cf_schema),
+            backend, progress=False,
+        )  # fmt: skip
+        return launch(spark, spec, workers)["samples_per_s"]
 
     def ours(backend: str, workers: int, sparse_optimizer: str = "adam", key: str = "") -> float:
         run, described = str(scratch / "run"), TrainSpec.schema_dict(schema)
@@ -161,6 +184,9 @@ def main() -> None:
         "torchrec_sharded_2w": lambda: ours("torchrec", 2, "adagrad", "torchrec_sharded_2w"),
         "dlrm_single_adagrad": lambda: ours("single", 1, "adagrad"),
         "torchrec_1w": lambda: ours("torchrec", 1, "adagrad"),
+        "ncf_single": lambda: collaborative("ncf", "single", 1),
+        "ncf_torch_2w": lambda: collaborative("ncf", "torch", 2),
+        "multvae_single": lambda: collaborative("multvae", "single", 1),
         "loader_ours": lambda: our_loader(train, schema),
         "loader_pyarrow": lambda: pyarrow_reader(schema, list(train.files)),
         "loader_petastorm_torch": lambda: petastorm_torch_loader(schema, list(train.files)),
@@ -174,6 +200,9 @@ def main() -> None:
         "torchrec_sharded_2w": "training: TorchRec, 2 workers, tables sharded table-wise (Adagrad)",
         "dlrm_single_adagrad": "training: our tables (FusedTables, sparse Adagrad), one process",
         "torchrec_1w": "training: TorchRec's EmbeddingBagCollection (FBGEMM fused Adagrad), 1 worker",
+        "ncf_single": "training: NeuMF on (user, item) rows, one process",
+        "ncf_torch_2w": "training: NeuMF on (user, item) rows, torch DDP, 2 workers",
+        "multvae_single": "training: Mult-VAE, users/s (one user's bag a row), one process",
         "loader_ours": "loader: sparkrec BatchLoader (Petastorm dummy pool, batched)",
         "loader_pyarrow": "loader: plain pyarrow read_table per file",
         "loader_petastorm_torch": "loader: Petastorm default torch DataLoader (row by row)",
@@ -191,6 +220,8 @@ def main() -> None:
         "Horovod 2 workers / 1 worker": ("horovod_2w", "horovod_1w"),
         "sharded / data-parallel, 2 workers": ("torchrec_sharded_2w", "data_parallel_2w"),
         "TorchRec's tables / ours, 1 worker": ("torchrec_1w", "dlrm_single_adagrad"),
+        "NCF / DLRM, one process": ("ncf_single", "dlrm_single"),
+        "NCF torch DDP 2 workers / 1 process": ("ncf_torch_2w", "ncf_single"),
         "our loader / plain pyarrow": ("loader_ours", "loader_pyarrow"),
         "our loader / Petastorm's torch DataLoader": ("loader_ours", "loader_petastorm_torch"),
     }
