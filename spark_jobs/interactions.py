@@ -13,7 +13,8 @@ evaluated), plus `negatives` items per positive drawn on the executors with prob
 inverse-CDF lookup: reproducible whatever the partitioning. A draw that is any positive of the user
 (the held-out one included) is drawn again, up to NEGATIVE_ROUNDS times; one still colliding is dropped
 and counted. A user may get the same negative twice (as in He et al. 2017's sampler: with replacement).
-ncf_train is written shuffled: spread over files of about NCF_TRAIN_FILE_ROWS rows by a seeded hash of
+ncf_train is written shuffled: spread over files of about NCF_TRAIN_FILE_ROWS rows (at least
+NCF_TRAIN_MIN_FILES files, so that every data-parallel worker gets rows) by a seeded hash of
 each row's key (user, positive, j) and ordered within each file by another, so that every file mixes
 positives and negatives at the table's rate (the loader reads file by file, shuffling only within a
 buffer) in an order that depends on the seed and the data alone.
@@ -108,6 +109,9 @@ PLANTED_MODEL_FILE = "planted_model.json"
 # About this many ncf_train rows a file: files to share among loader workers, each a few times the
 # loader's shuffle buffer (200k rows), whose reads stay large.
 NCF_TRAIN_FILE_ROWS = 500_000
+# ncf_train's fewest files: data-parallel workers each read whole files (row groups), so a small table
+# in one file could feed one worker only.
+NCF_TRAIN_MIN_FILES = 16
 # Salts of the seeded hashes, one per purpose, so that no two draws are correlated.
 _TRAIN_SALT, _EVAL_SALT, _SPLIT_SALT, _FOLD_SALT, _FILE_SALT, _ORDER_SALT = 1, 2, 3, 4, 5, 6
 # Of the user's latest positive: its line (the order) and, for the oracle, its context fields.
@@ -644,7 +648,7 @@ def build_interactions(
         popularity = _popularity(users, item).persist(StorageLevel.MEMORY_AND_DISK)
         draw = _inverse_cdf(popularity, item, popularity_exponent)
         positives = popularity.agg(F.sum(POPULARITY)).first()[0]
-        files = max(1, math.ceil(positives * (1 + negatives) / ncf_train_file_rows))
+        files = max(NCF_TRAIN_MIN_FILES, math.ceil(positives * (1 + negatives) / ncf_train_file_rows))
         train = _shuffled(_ncf_train(users, schema, draw, negatives, seed), user, files, seed)
         _write(spark, train, layout.ncf_train)
         _progress(f"{NCF_TRAIN} written", started)

@@ -34,7 +34,7 @@ from rec_plugin.interactions import (
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
 from rec_plugin.workflow import SCHEMA_FILE, Workflow
 from spark_jobs.generate_ecommerce import EcommerceModel, item_exposure
-from spark_jobs.interactions import _KEY_ITEM, _KEY_USER, _Oracle, build_interactions
+from spark_jobs.interactions import _KEY_ITEM, _KEY_USER, NCF_TRAIN_MIN_FILES, _Oracle, build_interactions
 from spark_jobs.layout import PipelineLayout
 from training.ranking import ndcg_at_k
 
@@ -86,10 +86,10 @@ def test_every_ncf_train_file_mixes_both_labels_at_the_tables_rate(spark, shop_i
     layout, built = shop_interactions
     files = file_rows(spark, layout.ncf_train)
     rate = built.rows["ncf_train_positives"] / built.rows["ncf_train"]
-    expected = math.ceil(built.rows["ncf_train"] / SHOP_NCF_TRAIN_FILE_ROWS)
-    assert len(files) == expected >= 3 and sum(map(len, files)) == built.rows["ncf_train"]
+    expected = max(NCF_TRAIN_MIN_FILES, math.ceil(built.rows["ncf_train"] / SHOP_NCF_TRAIN_FILE_ROWS))
+    assert len(files) == expected and sum(map(len, files)) == built.rows["ncf_train"]
     for frame in files:
-        assert len(frame) > SHOP_NCF_TRAIN_FILE_ROWS / 2
+        assert len(frame) > built.rows["ncf_train"] / expected / 2
         assert abs(frame[LABEL].mean() - rate) < 5 * math.sqrt(rate * (1 - rate) / len(frame))
         # Shuffled within the file too: its first and second halves hold both labels alike.
         halves = np.array_split(frame[LABEL].to_numpy(), 2)
