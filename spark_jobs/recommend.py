@@ -110,11 +110,9 @@ def item_tokens(spark: SparkSession, workflow: str, item: ColumnSchema) -> DataF
     """(item id, raw token) from the item column's vocabulary table at the version the schema pins."""
     if item.vocabulary is None:
         raise InputError(f"column {item.name!r} has no vocabulary pinned in the workflow's schema")
-    reader = spark.read.format("delta")
-    if item.vocabulary.version is not None:
-        reader = reader.option("versionAsOf", item.vocabulary.version)
-    vocabulary = reader.load(f"{workflow}/{item.vocabulary.table}")
-    return vocabulary.select(F.col("id").cast("long").alias(ITEM_ID), F.col("value").alias(ITEM_TOKEN))
+    pin = item.vocabulary
+    tables = storage.load_tables(spark, {item.name: pin.table}, workflow, {pin.table: pin.version})
+    return tables[item.name].select(F.col("id").cast("long").alias(ITEM_ID), F.col("value").alias(ITEM_TOKEN))
 
 
 def recommend(
