@@ -7,7 +7,10 @@
 
 The workflow folder (this module owns it) holds workflow.json (the graph, parameters and scalar
 statistics), schema.json (the output schema, every vocabulary pinned to its Delta version) and one
-Delta table per vocabulary or statistics table: no pickle."""
+Delta table per vocabulary or statistics table: no pickle. Each fit and each extend also writes
+versions/<k>/schema.json (k = 1 for the fit, + 1 per extend): since the schema pins every vocabulary's
+Delta version, version k stays loadable and unchanged (`load(path, version=k)`) while later days grow
+the tables, and a model trained on version k is served with exactly its vocabularies."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -27,6 +31,8 @@ from rec_plugin.schema import ColumnSchema, Schema, Tags
 
 WORKFLOW_FILE = "workflow.json"
 SCHEMA_FILE = "schema.json"
+VERSIONS_FOLDER = "versions"
+SOURCE_FILE = "source.json"  # in a version's folder: what an extend grew the vocabularies with
 # Spark SQL type of each schema dtype (lists map element-wise).
 SPARK_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "bigint", "string": "string"}
 
@@ -216,9 +222,11 @@ class Workflow:
         frame = self._apply(frame if fitted_rows is None else _marked(frame, fitted_rows), lambda *_: None)
         return frame.select(*[frame[f"_keep_{c}"].alias(c) for c in keep], *self.output_columns())
 
-    def extend(self, frame: DataFrame, path: str) -> Workflow:
+    def extend(self, frame: DataFrame, path: str, source: dict | None = None) -> Workflow:
         """Grows the vocabularies of the workflow saved at `path` with new data (Categorify.extend):
-        a deployed model keeps its ids, and only the new rows of its embedding tables need training."""
+        a deployed model keeps its ids, and only the new rows of its embedding tables need training.
+        The new version records `source` (what `frame` is, e.g. a bronze version and day), so a rerun
+        can find that it is done (`version_extended_by`)."""
 
         def extend_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
             if (node_index, op_index) in self._vocabulary_owners:
@@ -226,10 +234,40 @@ class Workflow:
             elif isinstance(op, Categorify):
                 self.states[node_index][op_index] = op.extend(current, columns, path)
 
+        spark = frame.sparkSession
+        latest = self.load_schema(path, spark)
+        if self.schema != latest:
+            raise InputError(
+                f"workflow {path} was loaded at an older version: extend its latest version "
+                f"({self.versions(path, spark)[-1]})"
+            )
+        self._undo_unfinished_extend(spark, path)
         self._apply(frame, extend_op)
         self.schema = self.output_schema()
-        self._save_schema(frame.sparkSession, path)
+        version = self.versions(path, spark)[-1] + 1
+        if source is not None:  # before the schema: a version is there once its schema is
+            storage.write_text(spark, _version_file(path, version, SOURCE_FILE), json.dumps(source))
+        self._save_schema(spark, path, version)
         return self
+
+    @classmethod
+    def version_extended_by(cls, path: str, source: dict, spark: SparkSession | None = None) -> int | None:
+        """The version an extend recording `source` made, None if no finished extend did."""
+        spark = spark or SparkSession.getActiveSession()
+        for version in cls.versions(path, spark):
+            location = _version_file(path, version, SOURCE_FILE)
+            if storage.exists(spark, location) and json.loads(storage.read_text(spark, location)) == source:
+                return version
+        return None
+
+    def _undo_unfinished_extend(self, spark: SparkSession, path: str) -> None:
+        """An extend that failed after some vocabulary MERGEs but before its schema was written left
+        tables past the versions the latest schema pins: restore them (a Delta RESTORE, itself a
+        commit), so a rerun counts the new day once."""
+        for table, pinned in _pins(self.schema).items():
+            location = f"{path}/{table}"
+            if pinned is not None and storage.delta_version(spark, location, "vocabulary table") > pinned:
+                DeltaTable.forPath(spark, location).restoreToVersion(pinned)
 
     def _apply(
         self, frame: DataFrame, before_op: Callable[[int, int, Op, DataFrame, list[str]], None]
@@ -274,10 +312,14 @@ class Workflow:
         }
         storage.write_text(spark, f"{path}/{WORKFLOW_FILE}", json.dumps(document, indent=2))
         if self.schema is not None:
-            self._save_schema(spark, path)
+            # A (re)fit starts the folder's versions again: its vocabularies were rewritten.
+            storage.delete(spark, f"{path}/{VERSIONS_FOLDER}")
+            self._save_schema(spark, path, 1)
 
-    def _save_schema(self, spark: SparkSession, path: str) -> None:
-        """schema.json, each vocabulary pinned to the Delta version saved under `path` now."""
+    def _save_schema(self, spark: SparkSession, path: str, version: int) -> None:
+        """schema.json and versions/<version>/schema.json, each vocabulary pinned to the Delta version
+        saved under `path` now; the version's copy is written first, so schema.json never names a
+        version that is not there."""
         tables = list(dict.fromkeys(c.vocabulary.table for c in self.schema if c.vocabulary is not None))
         versions = storage.delta_versions(spark, path, tables)
         pinned = [
@@ -287,26 +329,68 @@ class Workflow:
             for c in self.schema
         ]
         self.schema = Schema(tuple(pinned))
+        storage.write_text(spark, _version_file(path, version, SCHEMA_FILE), self.schema.to_json())
         storage.write_text(spark, f"{path}/{SCHEMA_FILE}", self.schema.to_json())
 
     @staticmethod
-    def load_schema(path: str, spark: SparkSession | None = None) -> Schema:
-        """The output schema of the fitted workflow saved at `path` (without loading its tables)."""
+    def versions(path: str, spark: SparkSession | None = None) -> list[int]:
+        """The versions of the fitted workflow at `path`, oldest first (a folder fitted before versions
+        were kept has only its schema.json: version 1)."""
         spark = spark or SparkSession.getActiveSession()
-        location = f"{path}/{SCHEMA_FILE}"
+        folder = f"{path}/{VERSIONS_FOLDER}"
+        if not storage.exists(spark, folder):
+            return [1] if storage.exists(spark, f"{path}/{SCHEMA_FILE}") else []
+        files = storage.list_files_recursive(spark, folder)
+        return sorted(int(p.split("/")[0]) for p in files if p.endswith(f"/{SCHEMA_FILE}"))
+
+    @classmethod
+    def load_schema(cls, path: str, spark: SparkSession | None = None, version: int | None = None) -> Schema:
+        """The output schema of the fitted workflow saved at `path` (without loading its tables): its
+        latest version, or `version`."""
+        spark = spark or SparkSession.getActiveSession()
+        location = f"{path}/{SCHEMA_FILE}" if version is None else _version_file(path, version, SCHEMA_FILE)
         if not storage.exists(spark, location):
+            if version is not None and storage.exists(spark, f"{path}/{SCHEMA_FILE}"):
+                raise InputError(
+                    f"workflow {path} has versions {cls.versions(path, spark)}, not version {version}"
+                )
             raise InputError(
                 f"workflow {path} holds no {SCHEMA_FILE}: featurize (fit a workflow) into it first"
             )
         return Schema.from_json(storage.read_text(spark, location))
 
     @classmethod
-    def load(cls, path: str, spark: SparkSession | None = None) -> Workflow:
-        """A saved workflow, fitted or not; `spark` defaults to the active session."""
+    def version_of(cls, path: str, schema: Schema, spark: SparkSession | None = None) -> int:
+        """The newest version of the workflow at `path` whose vocabulary pins agree with every pin of
+        `schema` (the schema a model was trained with: a workflow's, or one built from its columns)."""
         spark = spark or SparkSession.getActiveSession()
+        wanted = _pins(schema)
+        for version in reversed(cls.versions(path, spark)):
+            pins = _pins(cls.load_schema(path, spark, version))
+            if all(pins.get(table) == pinned for table, pinned in wanted.items()):
+                return version
+        raise InputError(
+            f"no version of workflow {path} pins the vocabularies at {wanted}: the model was not "
+            "trained on this workflow"
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        spark: SparkSession | None = None,
+        version: int | None = None,
+        pinned_to: Schema | None = None,
+    ) -> Workflow:
+        """A saved workflow, fitted or not, at its latest version, at `version`, or at the version
+        `pinned_to` (the schema a model was trained with) was made from; `spark` defaults to the
+        active session."""
+        spark = spark or SparkSession.getActiveSession()
+        if pinned_to is not None:
+            version = cls.version_of(path, pinned_to, spark)
         document = json.loads(storage.read_text(spark, f"{path}/{WORKFLOW_FILE}"))
-        schema = cls.load_schema(path, spark) if document["fitted"] else None
-        pins = {c.vocabulary.table: c.vocabulary.version for c in schema or () if c.vocabulary}
+        schema = cls.load_schema(path, spark, version) if document["fitted"] else None
+        pins = _pins(schema) if schema is not None else {}
         graph: list[Node | str] = []
         states = []
         for entry in document["nodes"]:
@@ -319,3 +403,11 @@ class Workflow:
         workflow.states = states if document["fitted"] else None
         workflow.schema = schema
         return workflow
+
+
+def _pins(schema: Schema) -> dict[str, int | None]:
+    return {c.vocabulary.table: c.vocabulary.version for c in schema if c.vocabulary is not None}
+
+
+def _version_file(path: str, version: int, name: str) -> str:
+    return f"{path}/{VERSIONS_FOLDER}/{version}/{name}"

@@ -119,7 +119,9 @@ def export_preprocess(
 
     `schema` is the output schema the model was trained with (default: the workflow's): its model
     inputs are the served outputs, in its order."""
-    workflow = Workflow.load(workflow_path, spark)
+    # The workflow's version the model was trained with: version k of a model is served with the
+    # vocabularies of its own workflow version, however far later days have grown them.
+    workflow = Workflow.load(workflow_path, spark, pinned_to=schema)
     if workflow.states is None or workflow.input_schema is None:
         raise InputError(f"workflow {workflow_path} is not fitted: featurize (fit it) first")
     schema = schema or workflow.schema or workflow.output_schema()

@@ -9,6 +9,7 @@ from delta.tables import DeltaTable
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import functions as F
 
+from rec_plugin.errors import InputError
 from rec_plugin.ml import WorkflowEstimator
 from rec_plugin.ops import (
     Categorify,
@@ -225,11 +226,32 @@ def test_a_loaded_workflow_reads_its_vocabularies_at_the_pinned_versions(spark, 
     day0 = spark.createDataFrame([(v,) for v in "aabb"], "c string")
     path = str(tmp_path / "wf")
     Workflow([["c"] >> Categorify()]).fit(day0).save(path)
-    pinned_schema = (tmp_path / "wf" / "schema.json").read_text()
+    first_schema = Workflow.load_schema(path, spark)
     extended = Workflow.load(path).extend(spark.createDataFrame([("z",)], "c string"), path)
     assert extended.schema["c"].cardinality == 4 and extended.schema["c"].vocabulary.version == 1
-    # A copy of the first fit's schema still reads version 0 of the (since extended) vocabulary.
-    (tmp_path / "wf" / "schema.json").write_text(pinned_schema)
-    (tmp_path / "wf" / ".schema.json.crc").unlink()  # Hadoop's checksum of the file it wrote
-    first = Workflow.load(path).transform(spark.createDataFrame([("a",), ("z",)], "c string"))
-    assert [r.c for r in first.collect()] == [1, 0]
+    assert Workflow.versions(path, spark) == [1, 2]
+    assert Workflow.load_schema(path, spark, version=1) == first_schema
+    assert Workflow.version_of(path, first_schema, spark) == 1
+    assert Workflow.version_of(path, extended.schema, spark) == 2
+    # Version 1 still reads version 0 of the (since extended) vocabulary, by number or by a model's schema.
+    rows = spark.createDataFrame([("a",), ("z",)], "c string")
+    for first in (Workflow.load(path, version=1), Workflow.load(path, pinned_to=first_schema)):
+        assert first.schema == first_schema and [r.c for r in first.transform(rows).collect()] == [1, 0]
+    assert [r.c for r in Workflow.load(path).transform(rows).collect()] == [1, 3]
+    with pytest.raises(InputError, match="older version"):
+        Workflow.load(path, version=1).extend(rows, path)
+
+
+def test_extend_rerun_after_a_failure_counts_the_new_day_once(spark, tmp_path):
+    """A failed extend that merged a vocabulary but wrote no schema is undone by the rerun."""
+    path = str(tmp_path / "wf")
+    Workflow([["c"] >> Categorify()]).fit(spark.createDataFrame([(v,) for v in "aab"], "c string")).save(path)
+    day1 = spark.createDataFrame([(v,) for v in "abz"], "c string")
+    loaded = Workflow.load(path)
+    loaded.nodes[0].ops[0].extend(day1, ["c"], path)  # the MERGE of an extend that then died
+    assert Workflow.version_extended_by(path, {"day": 1}, spark) is None
+    Workflow.load(path).extend(day1, path, source={"day": 1})
+    vocab = spark.read.format("delta").load(f"{path}/vocab/c").collect()
+    assert {r.value: (r.id, r["count"]) for r in vocab} == {"a": (1, 3), "b": (2, 2), "z": (3, 1)}
+    assert Workflow.versions(path, spark) == [1, 2]
+    assert Workflow.version_extended_by(path, {"day": 1}, spark) == 2
