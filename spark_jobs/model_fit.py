@@ -7,8 +7,10 @@ import torch
 from pyspark.sql import SparkSession
 
 from rec_plugin import storage
+from rec_plugin.errors import InputError
 from rec_plugin.schema import Schema
 from training.data import FileSet
+from training.grow import check_warm_start
 from training.launch import launch
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
@@ -34,10 +36,12 @@ def fit(
     # Qualified as Spark resolves the other paths (relative paths against its working directory or
     # default filesystem), so the workers, which have no JVM, write where the driver reads.
     run = RunDirectory(storage.qualified(spark, run_dir))
-    if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
-        run.clear_checkpoints()
     model_fields = {*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS}
     config = ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in model_fields})
+    if options.get("warm_start"):
+        options["warm_start"] = warm_start_uri(spark, str(options["warm_start"]), run, config, backend)
+    if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
+        run.clear_checkpoints()
     spec_options = {k: v for k, v in options.items() if k not in model_fields}
     if spec_options.get("sparse_optimizer") is None:
         spec_options["sparse_optimizer"] = default_sparse_optimizer(backend)
@@ -55,6 +59,22 @@ def fit(
     trained = build_model(config)
     trained.load_state_dict(run.weights())
     return trained, summary
+
+
+def warm_start_uri(
+    spark: SparkSession, production: str, run: RunDirectory, config: ModelConfig, backend: str
+) -> str:
+    """The production run's URI, once warm starting `run` (a model of `config` on `backend`) from it
+    is possible (training/grow.py); refused in one line before anything is written, the production
+    run being `run` itself too."""
+    uri = RunDirectory(storage.qualified(spark, production)).uri
+    if uri == run.uri:
+        raise InputError(
+            f"--warm-start {production} is the run directory this run trains into (its checkpoints are "
+            "cleared): train into another --run-dir"
+        )
+    check_warm_start(uri, config, backend)
+    return uri
 
 
 def default_sparse_optimizer(backend: str) -> str:

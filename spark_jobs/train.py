@@ -115,7 +115,7 @@ def train(
     features.json or schema.json, no rows on the train days) is refused with an InputError before
     anything is written. The test metrics are None when the table has no test days. `options` are
     TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, sparse_optimizer, precision, seed,
-    checkpoint_every, resume, progress), embedding_dim and the model's hyperparameters
+    checkpoint_every, resume, warm_start, progress), embedding_dim and the model's hyperparameters
     (ModelConfig.HYPERPARAMETERS)."""
     features_version = features_version_to_read(spark, features, features_version)
     splits = FeaturesDescription.load(spark, workflow).splits
@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=TrainSpec.seed)
     parser.add_argument("--checkpoint-every", type=int, default=TrainSpec.checkpoint_every, help="steps")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    parser.add_argument(
+        "--warm-start",
+        metavar="RUN_DIR",
+        help="start from this (production) run's latest checkpoint, its tables grown to the workflow's "
+        "vocabularies (new ids appended by Workflow.extend); another run directory than --run-dir",
+    )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     collaborative = args.model in CF_MODELS
@@ -233,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        warm_start=args.warm_start,
     )
     options = {key: value for key, value in options.items() if value is not None}
     if collaborative:

@@ -27,6 +27,7 @@ from rec_plugin.schema import Schema
 from training import checkpoint
 from training.data import Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch
 from training.distributed import Collective, collective
+from training.grow import warm_start
 from training.models import ModelConfig, build_model
 from training.models.cf import MULTVAE, beta_at, multvae_loss
 from training.progress import progress_bar
@@ -55,6 +56,9 @@ class TrainSpec:
     resume: bool = False
     progress: bool = True
     prefetch: int | None = None  # batches a thread reads ahead (0: none); None: 2 on GPUs, 0 on CPU
+    # A production run's directory (path or URI) to start from, its model grown to this run's tables
+    # (training/grow.py), when this run has no checkpoint of its own to resume from.
+    warm_start: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +138,8 @@ def train_worker(spec_dict: dict) -> dict:
     forward, steppers = group.prepare(model, spec.optimizer_settings())
     run = RunDirectory(spec.run_dir)
     saved = checkpoint.load_latest(run) if spec.resume else None
+    if saved is None and spec.warm_start:
+        saved = warm_start(spec.warm_start, config, spec.optimizer_settings(), group.name, spec.seed)
     if saved is not None:
         group.restore(model, steppers, saved)
     position = checkpoint.Position() if saved is None else saved.position
