@@ -191,6 +191,16 @@ def pin_versions(repository: Path, name: str, keep: list[int]) -> None:
     path.write_text("\n".join(kept) + "\n")
 
 
+def _serves_otherwise(served_config: Path, config: str) -> bool:
+    """Whether the config on disk differs from `config` in more than the versions it serves (which
+    pin_versions rewrites while a rollout serves two versions, then one)."""
+
+    def kept(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("version_policy:")]
+
+    return served_config.is_file() and kept(served_config.read_text()) != kept(config)
+
+
 def config_pbtxt(
     name: str,
     flavour: str,
@@ -336,7 +346,7 @@ def write_ensemble(
     preprocess_name = preprocess_model_name(name)
     config = preprocess_pbtxt(preprocess_name, raw, features, queue_delay_us=queue_delay_us)
     served_config = repository / preprocess_name / "config.pbtxt"
-    if served_config.is_file() and served_config.read_text() != config:
+    if _serves_otherwise(served_config, config):
         raise InputError(
             f"{preprocess_name} serves other raw inputs, features or batching than this workflow's: a "
             "config serves all versions of a model, so serve this one under another --name"
@@ -381,7 +391,7 @@ def _write_postprocess(
     postprocess = postprocess_model_name(name)
     config = postprocess_pbtxt(postprocess, ids, _item_tokens(outputs))
     served_config = repository / postprocess / "config.pbtxt"
-    if served_config.is_file() and served_config.read_text() != config:
+    if _serves_otherwise(served_config, config):
         raise InputError(
             f"{postprocess} serves another number of items than this model's {ids.dims[0]}: serve it "
             "under another --name"
