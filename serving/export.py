@@ -12,6 +12,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 import tritonclient.http as triton_http
+from pyspark.sql import SparkSession
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.errors import CommandParser, InputError, run_command
@@ -187,6 +188,37 @@ def served_model(
     return top_items(run_dir, k), top_k_outputs(k)
 
 
+def export_run(
+    run_dir: RunLocation,
+    repository: Path,
+    name: str,
+    flavour: str = "python",
+    top_k: int = TOP_K,
+    queue_delay_us: int = QUEUE_DELAY_US,
+    spark: SparkSession | None = None,
+    workflow: str | None = None,
+) -> int:
+    """Writes the run as the next version of `name` (with `workflow`: of `name`_model, with the
+    preprocessing of the workflow version the run was trained on and the ensembles over both);
+    returns the version."""
+    model_name = ensemble_model_name(name) if workflow else name
+    served, outputs = served_model(run_dir, flavour, top_k)
+    # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
+    schema = RunDirectory.at(run_dir).schema()
+    version = add_version(repository, model_name, served, flavour, schema, queue_delay_us, outputs)
+    print(f"export: {model_name} version {version} written to {repository / model_name}")
+    if workflow:
+        if spark is None:
+            raise ValueError("exporting the preprocessing reads the workflow's vocabularies: pass spark")
+        with tempfile.TemporaryDirectory() as staging:
+            preprocess = export_preprocess(spark, workflow, Path(staging), schema).parent
+            write_ensemble(repository, name, preprocess, version, queue_delay_us)
+        steps = [preprocess_model_name(name), model_name]
+        steps += [postprocess_model_name(name)] if outputs != OUTPUTS else []
+        print(f"export: ensemble {name} = {' -> '.join(steps)}")
+    return version
+
+
 def _require_live(url: str) -> None:
     """A server answers at `url`: checked before a version is written that it could not load."""
     client = triton_http.InferenceServerClient(url)
@@ -232,27 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.push:
         _require_live(args.push)
+    spark = build_session(args.profile, "sparkrec-export") if args.workflow else None
+    version = export_run(
+        args.run_dir, args.repository, args.name, args.flavour, args.top_k, args.queue_delay_us,
+        spark, args.workflow,
+    )  # fmt: skip
     model_name = ensemble_model_name(args.name) if args.workflow else args.name
-    served, outputs = served_model(args.run_dir, args.flavour, args.top_k)
-    # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
-    schema = RunDirectory.at(args.run_dir).schema()
-    version = add_version(
-        args.repository, model_name, served, args.flavour, schema, args.queue_delay_us, outputs
-    )
-    print(f"export: {model_name} version {version} written to {args.repository / model_name}")
-    if args.workflow:
-        spark = build_session(args.profile, "sparkrec-export")
-        with tempfile.TemporaryDirectory() as staging:
-            write_ensemble(
-                args.repository,
-                args.name,
-                export_preprocess(spark, args.workflow, Path(staging), schema).parent,
-                version,
-                args.queue_delay_us,
-            )
-        steps = [preprocess_model_name(args.name), model_name]
-        steps += [postprocess_model_name(args.name)] if outputs != OUTPUTS else []
-        print(f"export: ensemble {args.name} = {' -> '.join(steps)}")
     if args.push:
         client = triton_http.InferenceServerClient(args.push)
         try:

@@ -16,6 +16,8 @@ STAGES = {
     "train": "spark_jobs.train",
     "export": "serving.export",
     "score": "spark_jobs.score",
+    "monitor": "spark_jobs.monitor",
+    "retrain": "spark_jobs.retrain",
     "recommend": "spark_jobs.recommend",
     "serve": "serving.server",
     "demo": "spark_jobs.demo",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
@@ -73,16 +73,42 @@ def _progress(step: str, started: float) -> None:
     print(f"featurize: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def _write_features(output: DataFrame, features: str, lineage: dict, rows_per_file: int) -> None:
-    (
-        output.write.format("delta")
-        .mode("overwrite")
-        .option("overwriteSchema", "true")
-        .option("userMetadata", json.dumps(lineage))
-        .option("maxRecordsPerFile", rows_per_file)
-        .partitionBy(DAY)
-        .save(features)
+def _features_frame(
+    workflow: Workflow, rows: DataFrame, split: Column, fitted_rows: Column | None
+) -> DataFrame:
+    """The features table's rows: day, split, every output column typed by the schema, row keys."""
+    transformed = workflow.transform(rows, keep=(DAY, SOURCE_FILE, LINE_NUMBER), fitted_rows=fitted_rows)
+    return transformed.select(
+        DAY,
+        split.alias(SPLIT),
+        *[F.col(c.name).cast(spark_type(c.dtype)) for c in workflow.schema],
+        SOURCE_FILE,
+        LINE_NUMBER,
     )
+
+
+def _lineage(workflow: Workflow, bronze: str, bronze_version: int, splits: dict[str, list[int]]) -> dict:
+    """What a features commit records: its source and the schema it was written with (vocabularies
+    pinned to their versions)."""
+    return {
+        "bronze_table": bronze,
+        "bronze_version": bronze_version,
+        "splits": splits,
+        "schema": json.loads(workflow.schema.to_json()),
+    }
+
+
+def _write_features(
+    output: DataFrame, features: str, lineage: dict, rows_per_file: int, replace_days: list[int] | None = None
+) -> None:
+    """Overwrites the table, or with `replace_days` atomically replaces only those days' rows."""
+    writer = output.write.format("delta").mode("overwrite")
+    if replace_days is None:
+        writer = writer.option("overwriteSchema", "true")
+    else:
+        writer = writer.option("replaceWhere", f"{DAY} IN ({', '.join(map(str, replace_days))})")
+    writer = writer.option("userMetadata", json.dumps(lineage)).option("maxRecordsPerFile", rows_per_file)
+    writer.partitionBy(DAY).save(features)
 
 
 def featurize(
@@ -114,23 +140,8 @@ def featurize(
         *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
     )
     wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
-    transformed = workflow.transform(
-        wanted, keep=(DAY, SOURCE_FILE, LINE_NUMBER), fitted_rows=F.col(DAY).isin(splits["train"])
-    )
-    output = transformed.select(
-        DAY,
-        split_of_day[F.col(DAY)].alias(SPLIT),
-        *[F.col(c.name).cast(spark_type(c.dtype)) for c in workflow.schema],
-        SOURCE_FILE,
-        LINE_NUMBER,
-    )
-    # The commit records the schema it was written with (vocabularies pinned to their versions).
-    lineage = {
-        "bronze_table": bronze,
-        "bronze_version": bronze_version,
-        "splits": splits,
-        "schema": json.loads(workflow.schema.to_json()),
-    }
+    output = _features_frame(workflow, wanted, split_of_day[F.col(DAY)], F.col(DAY).isin(splits["train"]))
+    lineage = _lineage(workflow, bronze, bronze_version, splits)
     with storage.new_table_removed_on_failure(spark, features):
         _write_features(output, features, lineage, rows_per_file)
     elapsed = time.perf_counter() - started
@@ -148,6 +159,45 @@ def featurize(
         "features_table": features,
         "features_version": features_version,
     }
+
+
+def featurize_days(
+    spark: SparkSession,
+    bronze: str,
+    workflow_path: str,
+    days: list[int],
+    split: str,
+    bronze_version: int | None = None,
+    rows_per_file: int = 50_000,
+    exclude: DataFrame | None = None,
+) -> dict:
+    """Adds (or replaces) `days` in the features table of the workflow's features description, as
+    rows of `split`, transformed by the workflow's latest version without refitting it (a retrain
+    extends the vocabularies first: sparkrec retrain), leaving out the rows of `exclude` (bronze rows
+    held out, matched by their keys); the other days stay as written, their ids valid in the new
+    version (ids are stable). Rerunning replaces the same days: no duplicate rows."""
+    started = time.perf_counter()
+    described = FeaturesDescription.load(spark, workflow_path)
+    bronze_version = storage.delta_version(spark, bronze, "bronze table", bronze_version)
+    source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
+    _check_splits({"train": [*days]}, storage.partition_values(source, DAY), f"bronze table {bronze}")
+    workflow = Workflow.load(workflow_path, spark)
+    rows = source.where(F.col(DAY).isin(days))
+    if exclude is not None:
+        keys = [DAY, SOURCE_FILE, LINE_NUMBER]
+        rows = rows.join(exclude.select(*keys), keys, "left_anti")
+    output = _features_frame(workflow, rows, F.lit(split), None)
+    splits = {name: [d for d in held if d not in days] for name, held in described.splits.items()}
+    splits[split] = sorted({*splits.get(split, []), *days})
+    lineage = _lineage(workflow, bronze, bronze_version, splits)
+    _write_features(output, described.table, lineage, rows_per_file, replace_days=days)
+    features_version = storage.delta_version(spark, described.table, "features table")
+    rows_out = spark.read.format("delta").load(described.table).count()
+    FeaturesDescription(described.table, features_version, bronze, bronze_version, splits, rows_out).save(
+        spark, workflow_path
+    )
+    _progress(f"days {days} written to {described.table} as {split} rows", started)
+    return {"days": days, "split": split, "features_version": features_version, "rows_out": rows_out}
 
 
 def main(argv: list[str] | None = None) -> dict:

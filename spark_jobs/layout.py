@@ -50,8 +50,22 @@ class PipelineLayout:
     def predictions(self) -> str:
         return str(self.out / "lake" / "predictions")
 
+    @property
+    def serving(self) -> str:
+        """The Triton model repository and the server's log."""
+        return str(self.out / "serving")
+
     def run(self, model: str) -> str:
         return str(self.out / "runs" / model)
+
+    @property
+    def production(self) -> str:
+        """The record of the run that serves now (spark_jobs/retrain.py's Production)."""
+        return str(self.out / "runs" / "production.json")
+
+    def retrain(self, day: int) -> Path:
+        """What the retrain of `day` keeps: its record of finished steps, held-out scores, decision."""
+        return self.out / "retrain" / f"day{day}"
 
 
 def day_splits(days: int) -> dict[str, list[int]]:

@@ -1,0 +1,395 @@
+"""sparkrec retrain: a new day in, the production model grown, warm-started, checked and rolled out.
+
+The vocabularies grow with the new day, the production model's tables grow with them and it trains on
+from where it was; the candidate is checked against production, exported beside it, then promoted or
+rolled back.
+
+Steps, each recorded in <out>/retrain/day<D>/record.json as it finishes (a rerun after a failure skips
+what is recorded and redoes the rest; every step also replaces rather than appends, so none duplicates
+rows, versions or runs):
+1. ingest day D from <out>/data/raw (replaces that day's rows);
+2. extend the workflow's vocabularies with day D: workflow version k + 1 (version k stays loadable);
+3. featurize day D with version k + 1 into the features table, except its held-out rows (a stable hash
+   of each row's key picks `holdout_share` of them), which stay in bronze for step 5;
+4. grow the production model's tables to version k + 1 and warm-start it on the window's days;
+5. score candidate and production on the held-out rows, each through its own workflow version (AUC,
+   logloss, calibration = mean prediction / click rate; the oracle's where the data is generated);
+6. export the candidate as the next version of the served model with its own preprocessing and, with
+   a server, serve it beside production with `candidate_share` of the traffic;
+7. promote it when its AUC is at least production's + `promote_margin`, otherwise keep production and
+   unload the candidate; the decision and its figures are recorded (and tracked in MLflow).
+
+    sparkrec retrain --out artifacts/demo --day 2 --repository artifacts/demo/serving/repository
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as triton_http
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from rec_plugin import storage
+from rec_plugin.dataset import DEFAULT_DATASET
+from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.features_description import FeaturesDescription
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.workflow import Workflow, spark_type
+from serving.export import export_run, trained_model
+from serving.repository import ensemble_model_name, torchscript_file, versions
+from serving.rollout import Routing, push_candidate, rollback, routing_file, serve_production
+from serving.rollout import promote as promote_version
+from spark_jobs.featurize import featurize_days
+from spark_jobs.generate import oracle_metrics
+from spark_jobs.ingest import ingest
+from spark_jobs.layout import PipelineLayout, day_list
+from spark_jobs.model_fit import fit
+from spark_jobs.session import build_session
+from spark_jobs.tracking import CANDIDATE, PRODUCTION, Tracker, workflow_inputs
+from spark_jobs.train import ORACLE_LABEL, feature_files
+from training.data import FileSet
+from training.distributed import BACKENDS
+from training.evaluate import metrics, predict
+from training.run_directory import RunDirectory
+
+ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
+TRAIN_SPLIT = "train"
+# In an exported version's folder: the run directory it holds (what makes a retried export find it).
+EXPORTED_RUN_FILE = "run_dir.txt"
+
+
+@dataclass(frozen=True)
+class Production:
+    """What serves now: the run directory, its version in the model repository and the workflow
+    version it was trained on. <out>/runs/production.json, written by `deploy` and `retrain` only."""
+
+    run_dir: str
+    version: int
+    workflow_version: int
+
+    @classmethod
+    def load(cls, layout: PipelineLayout) -> Production:
+        path = Path(layout.production)
+        if not path.is_file():
+            raise InputError(
+                f"no production model recorded in {path}: deploy a trained run first (sparkrec retrain "
+                "--deploy RUN_DIR --version K)"
+            )
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, layout: PipelineLayout) -> None:
+        _write_atomically(Path(layout.production), asdict(self))
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """What a retrain of day `day` trains and decides with."""
+
+    day: int
+    window: tuple[int, ...] = ()  # the days the candidate trains on; () = the new day alone
+    holdout_share: float = 0.1
+    candidate_share: float = 0.5
+    promote_margin: float = 0.0  # the candidate's AUC must reach production's + this
+    backend: str = "single"
+    workers: int = 1
+    epochs: int = 1
+    seed: int = 0
+    dataset: str = DEFAULT_DATASET
+    name: str = "ctr"
+    ab_seconds: float = 0.0  # how long the split serves before the decision
+
+    def training_days(self) -> list[int]:
+        return sorted({*self.window, self.day})
+
+
+@dataclass
+class RetrainRecord:
+    """The steps a retrain of one day has finished and what each gave: reruns skip them."""
+
+    path: Path
+    steps: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> RetrainRecord:
+        return cls(path, json.loads(path.read_text()) if path.is_file() else {})
+
+    def done(self, step: str) -> dict | None:
+        return self.steps.get(step)
+
+    def finish(self, step: str, result: dict) -> dict:
+        self.steps[step] = result
+        _write_atomically(self.path, self.steps)
+        print(f"retrain: {step} done: {json.dumps(result)}", flush=True)
+        return result
+
+
+def _write_atomically(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    staging.write_text(json.dumps(data, indent=2) + "\n")
+    staging.replace(path)
+
+
+def held_out(rows: DataFrame, share: float) -> DataFrame:
+    """The rows a retrain holds out of training, by a stable hash of the row's key (the same rows on
+    every rerun, whatever the partitioning)."""
+    bucket = F.abs(F.xxhash64(F.col(SOURCE_FILE), F.col(LINE_NUMBER))) % 10_000
+    return rows.where(bucket < int(round(share * 10_000)))
+
+
+def _day_rows(spark: SparkSession, layout: PipelineLayout, day: int) -> DataFrame:
+    return spark.read.format("delta").load(layout.bronze).where(F.col(DAY) == day)
+
+
+def extend_workflow(spark: SparkSession, layout: PipelineLayout, day: int) -> int:
+    """The workflow version that knows day `day`'s values: extended once per day (a rerun finds it)."""
+    source = {"day": day}
+    found = Workflow.version_extended_by(layout.workflow, source, spark)
+    if found is not None:
+        return found
+    Workflow.load(layout.workflow, spark).extend(_day_rows(spark, layout, day), layout.workflow, source)
+    return Workflow.versions(layout.workflow, spark)[-1]
+
+
+def training_files(spark: SparkSession, layout: PipelineLayout, days: list[int]) -> FileSet:
+    described = FeaturesDescription.load(spark, layout.workflow)
+    return feature_files(spark, described.table, described.version, days)
+
+
+def score_rows(spark: SparkSession, run_dir: str, workflow: str, rows: DataFrame, staging: str) -> dict:
+    """The run's metrics on raw `rows`, featurized by the workflow version the run was trained on
+    (written as parquet under `staging`, read by the training loader), with its calibration."""
+    run = RunDirectory(storage.qualified(spark, run_dir))
+    schema = run.schema()
+    features = Workflow.load(workflow, spark, pinned_to=schema).transform(rows)
+    typed = [F.col(c.name).cast(spark_type(c.dtype)) for c in schema]
+    features.select(*typed).write.mode("overwrite").parquet(staging)
+    written = spark.read.parquet(staging)
+    files = FileSet(tuple(sorted(written.inputFiles())), written.count())
+    labels, probabilities = predict(trained_model(run.uri), files, schema)
+    return {**metrics(labels, probabilities), "calibration": _calibration(labels, probabilities)}
+
+
+def _calibration(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean predicted probability over the observed click rate (1.0 is calibrated)."""
+    return round(float(probabilities.mean()) / max(float(labels.mean()), 1e-12), 4)
+
+
+def oracle_on_rows(spark: SparkSession, layout: PipelineLayout, rows: DataFrame) -> dict:
+    """The generator's planted model on the same rows, where the data is generated."""
+    if not storage.exists(spark, layout.oracle):
+        return {}
+    truth = (
+        spark.read.format("delta")
+        .load(layout.oracle)
+        .select(*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order")
+    )
+    found = oracle_metrics(rows.select(*ROW_KEYS).join(truth, ROW_KEYS))
+    return {"oracle_auc": found["oracle_auc"], "oracle_logloss": found["oracle_logloss"]}
+
+
+def retrain(
+    spark: SparkSession,
+    layout: PipelineLayout,
+    repository: Path,
+    settings: RetrainSettings,
+    server_url: str | None = None,
+) -> dict:
+    """Runs (or finishes) the retrain of `settings.day`; returns its record's figures and decision."""
+    day = settings.day
+    folder = layout.retrain(day)
+    record = RetrainRecord.load(folder / "record.json")
+    # Production as it was when this retrain started, whatever a failed earlier attempt promoted.
+    production = Production(
+        **(record.done("start") or record.finish("start", asdict(Production.load(layout))))
+    )
+    if not record.done("ingest"):
+        ingested = ingest(spark, layout.raw, layout.bronze, layout.rejects, [day], dataset=settings.dataset)
+        record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
+    if not record.done("extend"):
+        record.finish("extend", {"workflow_version": extend_workflow(spark, layout, day)})
+    rows = _day_rows(spark, layout, day)
+    holdout = held_out(rows, settings.holdout_share)
+    if not record.done("featurize"):
+        written = featurize_days(spark, layout.bronze, layout.workflow, [day], TRAIN_SPLIT, exclude=holdout)
+        record.finish("featurize", {**written, "held_out_rows": holdout.count()})
+    candidate = storage.qualified(spark, layout.run(f"candidate-day{day}"))
+    if not record.done("train"):
+        files = training_files(spark, layout, settings.training_days())
+        _, summary = fit(
+            spark, Workflow.load_schema(layout.workflow, spark), files, candidate, _model_name(production),
+            settings.backend, settings.workers, epochs=settings.epochs, seed=settings.seed,
+            warm_start=production.run_dir, resume=True,
+        )  # fmt: skip
+        trained = {"run_dir": candidate, "days": settings.training_days(), "rows": files.rows}
+        record.finish("train", {**trained, "seconds": summary["seconds"], "losses": summary["losses"]})
+    if not record.done("evaluate"):
+        scores = {
+            role: score_rows(spark, run_dir, layout.workflow, holdout, str(folder / f"holdout-{role}"))
+            for role, run_dir in ((PRODUCTION, production.run_dir), (CANDIDATE, candidate))
+        }
+        record.finish("evaluate", {**scores, **oracle_on_rows(spark, layout, holdout)})
+        RunDirectory.at(candidate).write_metrics({"day": day, **record.steps["evaluate"]})
+    if not record.done("export"):
+        record.finish(
+            "export", {"version": _export_once(spark, layout.workflow, repository, settings.name, candidate)}
+        )
+    version = record.steps["export"]["version"]
+    if not record.done("track"):
+        record.finish("track", _track(spark, layout, settings.name, record, repository, version))
+    evaluated = record.steps["evaluate"]
+    promote = evaluated[CANDIDATE]["auc"] >= evaluated[PRODUCTION]["auc"] + settings.promote_margin
+    if not record.done("decide"):
+        if server_url is not None:
+            _roll_out(server_url, repository, settings, production.version, version, promote)
+        if promote:
+            Production(candidate, version, record.steps["extend"]["workflow_version"]).save(layout)
+            Tracker.configured().promote(settings.name)
+        kept = version if promote else production.version
+        record.finish("decide", {"promoted": promote, "production_version": kept})
+    return record.steps
+
+
+def _export_once(spark: SparkSession, workflow: str, repository: Path, name: str, run_dir: str) -> int:
+    """The candidate's version in the repository: exported once (a version folder names the run it
+    holds, so a rerun after a failed step finds it instead of writing another version)."""
+    model = ensemble_model_name(name)
+    for version in versions(repository, model):
+        marker = repository / model / str(version) / EXPORTED_RUN_FILE
+        if marker.is_file() and marker.read_text() == run_dir:
+            return version
+    version = export_run(run_dir, repository, name, spark=spark, workflow=workflow)
+    (repository / model / str(version) / EXPORTED_RUN_FILE).write_text(run_dir)
+    return version
+
+
+def _track(
+    spark: SparkSession,
+    layout: PipelineLayout,
+    name: str,
+    record: RetrainRecord,
+    repository: Path,
+    version: int,
+) -> dict:
+    """The candidate's run and model version in MLflow (the `candidate` alias); {} without MLflow."""
+    tracker = Tracker.configured()
+    trained = record.steps["train"]
+    run_id = tracker.track_training(
+        trained["run_dir"], trained["losses"], workflow_inputs(spark, layout.workflow), key=trained["run_dir"]
+    )
+    if run_id is None:
+        return {}
+    model_file = torchscript_file(repository, ensemble_model_name(name), version)
+    registered = tracker.register_model(run_id, name, model_file, CANDIDATE)
+    return {"mlflow_run_id": run_id, "registered_version": registered}
+
+
+def _roll_out(
+    server_url: str,
+    repository: Path,
+    settings: RetrainSettings,
+    production: int,
+    candidate: int,
+    promote: bool,
+) -> None:
+    """Serves the candidate beside production with its share, holds the split `ab_seconds`, then
+    promotes or rolls back; a rerun picks up where the routing stands."""
+    client = triton_http.InferenceServerClient(server_url)
+    try:
+        if routing_file(repository, settings.name).is_file():
+            routing = Routing.load(repository, settings.name)
+        else:  # production was deployed without a server: it serves alone first
+            routing = serve_production(client, repository, settings.name, production)
+        if routing.candidate is None and routing.production == (candidate if promote else production):
+            return  # rolled out by an earlier attempt
+        if routing.candidate is None:
+            push_candidate(client, repository, settings.name, candidate, settings.candidate_share)
+            time.sleep(settings.ab_seconds)
+        (promote_version if promote else rollback)(client, repository, settings.name)
+    finally:
+        client.close()
+
+
+def _model_name(production: Production) -> str:
+    return RunDirectory.at(production.run_dir).model_config().name
+
+
+def deploy(
+    spark: SparkSession,
+    layout: PipelineLayout,
+    run_dir: str,
+    repository: Path,
+    name: str,
+    server_url: str | None,
+) -> Production:
+    """Makes a trained run production: exported once with its workflow version's preprocessing, served
+    alone when a server is given (all traffic routed to it), and recorded for the next retrain."""
+    run_dir = storage.qualified(spark, run_dir)
+    version = _export_once(spark, layout.workflow, repository, name, run_dir)
+    schema = RunDirectory.at(run_dir).schema()
+    production = Production(run_dir, version, Workflow.version_of(layout.workflow, schema, spark))
+    if server_url is not None:
+        client = triton_http.InferenceServerClient(server_url)
+        try:
+            serve_production(client, repository, name, version)
+        finally:
+            client.close()
+    production.save(layout)
+    return production
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = CommandParser(prog="sparkrec retrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path, help="the pipeline's folder (as `sparkrec demo`)")
+    parser.add_argument("--day", type=int, help="the new day, under <out>/data/raw")
+    parser.add_argument(
+        "--deploy", metavar="RUN_DIR", help="instead of a retrain: make this trained run production"
+    )
+    parser.add_argument("--window", type=day_list, default=[], help="more days to train on (default: none)")
+    parser.add_argument(
+        "--repository", type=Path, help="Triton model repository (default: <out>/serving/repository)"
+    )
+    parser.add_argument(
+        "--server", metavar="URL", help="a running Triton's HTTP address: roll the candidate out"
+    )
+    parser.add_argument("--name", default=RetrainSettings.name, help="the served model's name")
+    parser.add_argument("--candidate-share", type=float, default=RetrainSettings.candidate_share)
+    parser.add_argument(
+        "--ab-seconds", type=float, default=RetrainSettings.ab_seconds, help="split before deciding"
+    )
+    parser.add_argument(
+        "--promote-margin", type=float, default=RetrainSettings.promote_margin,
+        help="promote when the candidate's held-out AUC >= production's + this",
+    )  # fmt: skip
+    parser.add_argument("--holdout-share", type=float, default=RetrainSettings.holdout_share)
+    parser.add_argument("--backend", choices=BACKENDS, default=RetrainSettings.backend)
+    parser.add_argument("--workers", type=int, default=RetrainSettings.workers)
+    parser.add_argument("--epochs", type=int, default=RetrainSettings.epochs)
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset definition of the raw days")
+    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    args = parser.parse_args(argv)
+    if (args.day is None) == (args.deploy is None):
+        parser.error("give --day (retrain a new day) or --deploy RUN_DIR (record the first production)")
+    layout = PipelineLayout(args.out.resolve())
+    repository = (args.repository or Path(layout.serving) / "repository").resolve()
+    spark = build_session(args.profile, "sparkrec-retrain")
+    if args.deploy:
+        report = asdict(deploy(spark, layout, args.deploy, repository, args.name, args.server))
+    else:
+        settings = RetrainSettings(
+            args.day, tuple(args.window), args.holdout_share, args.candidate_share, args.promote_margin,
+            args.backend, args.workers, args.epochs, dataset=args.dataset, name=args.name,
+            ab_seconds=args.ab_seconds,
+        )  # fmt: skip
+        report = retrain(spark, layout, repository, settings, args.server)
+    print(json.dumps({"retrain": report}, indent=2, default=str))
+    return report
+
+
+if __name__ == "__main__":
+    run_command(main, "sparkrec retrain")

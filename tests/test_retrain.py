@@ -1,0 +1,118 @@
+"""sparkrec retrain on a real pipeline folder: a production DLRM trained on days 0-1 and deployed, then day
+2 retrained by a command killed mid-way and rerun: every step is done once (no duplicate rows, workflow
+versions, model versions or tracked runs), and version k of the served ensemble preprocesses with
+workflow version k."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import kill_at_first_checkpoint
+from pyspark.sql import functions as F
+
+from rec_plugin.schema import DAY
+from rec_plugin.workflow import Workflow
+from serving.preprocessor import EXPRESSIONS
+from serving.repository import ensemble_model_name, preprocess_model_name, versions
+from spark_jobs.featurize import featurize
+from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
+from spark_jobs.layout import PipelineLayout
+from spark_jobs.retrain import Production, RetrainRecord, RetrainSettings, deploy, retrain
+from spark_jobs.tracking import CANDIDATE, PRODUCTION, TRACKING_URI_ENV, Tracker
+from spark_jobs.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "ctr"
+# Small days: the test is about what each step writes, not about the model's quality.
+DATA = GeneratorConfig(rows_per_day=20_000)
+NEW_DAY = 2
+
+
+@pytest.fixture(scope="module")
+def deployed(spark, tmp_path_factory) -> tuple[PipelineLayout, Path, str]:
+    """Days 0-1 ingested, featurized and trained on (DLRM, in process), the run deployed as version 1:
+    the pipeline folder, its model repository and the tracking store's URI."""
+    layout = PipelineLayout(tmp_path_factory.mktemp("retrain"))
+    generate(spark, layout.data, DATA)
+    ingest(spark, layout.raw, layout.bronze, layout.rejects, days=[0, 1])
+    featurize(spark, layout.bronze, layout.features, layout.workflow, {"train": [0, 1]})
+    run = layout.run("dlrm")
+    train(spark, layout.features, layout.workflow, run, backend="single", workers=1, progress=False)
+    repository = Path(layout.serving) / "repository"
+    deploy(spark, layout, run, repository, NAME, None)
+    return layout, repository, f"sqlite:///{layout.out / 'mlflow.db'}"
+
+
+def _retrain_command(layout: PipelineLayout, tracking: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "spark_jobs.cli", "retrain", "--out", str(layout.out), "--day", "2"]
+    environment = {**os.environ, TRACKING_URI_ENV: tracking}
+    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL)
+
+
+def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypatch):
+    layout, repository, tracking = deployed
+    monkeypatch.setenv(TRACKING_URI_ENV, tracking)
+    first = Production.load(layout)
+    candidate = Path(layout.run(f"candidate-day{NEW_DAY}"))
+    kill_at_first_checkpoint(lambda: _retrain_command(layout, tracking), candidate)
+    killed = RetrainRecord.load(layout.retrain(NEW_DAY) / "record.json")
+    assert {"ingest", "extend", "featurize"} <= set(killed.steps) and "decide" not in killed.steps
+
+    settings = RetrainSettings(NEW_DAY)
+    steps = retrain(spark, layout, repository, settings)
+    again = retrain(spark, layout, repository, settings)  # a finished retrain is not redone
+    assert again == steps
+
+    # Rows: day 2 ingested once; its featurized rows and its held-out rows are exactly its bronze rows.
+    bronze = spark.read.format("delta").load(layout.bronze)
+    day_rows = bronze.where(F.col(DAY) == NEW_DAY).count()
+    assert day_rows == steps["ingest"]["accepted"] > 0
+    features = spark.read.format("delta").load(layout.features).where(F.col(DAY) == NEW_DAY).count()
+    assert features + steps["featurize"]["held_out_rows"] == day_rows
+    assert 0 < steps["featurize"]["held_out_rows"] < 0.2 * day_rows
+    # One workflow version per day, one model version per run.
+    assert Workflow.versions(layout.workflow, spark) == [1, 2] and steps["extend"]["workflow_version"] == 2
+    assert (
+        versions(repository, ensemble_model_name(NAME))
+        == [1, 2]
+        == [first.version, steps["export"]["version"]]
+    )
+    # The candidate's tables grew to version 2's vocabularies; both models were scored on the same rows.
+    grown, old = Workflow.load_schema(layout.workflow, spark), Workflow.load_schema(layout.workflow, spark, 1)
+    assert sum(c.cardinality for c in grown.categorical) > sum(c.cardinality for c in old.categorical)
+    scores = steps["evaluate"]
+    assert scores[PRODUCTION]["rows"] == scores[CANDIDATE]["rows"] == steps["featurize"]["held_out_rows"]
+    assert 0.5 < scores[PRODUCTION]["auc"] < 1 and 0.5 < scores[CANDIDATE]["auc"] < 1
+    # The decision and who serves now.
+    promoted = steps["decide"]["promoted"]
+    assert promoted == (scores[CANDIDATE]["auc"] >= scores[PRODUCTION]["auc"])
+    now = Production.load(layout)
+    assert now.version == (2 if promoted else 1) and now.workflow_version == (2 if promoted else 1)
+    # Tracked once, with the aliases moved by the decision.
+    tracker = Tracker.configured(tracking)
+    assert (
+        tracker.alias_version(NAME, PRODUCTION if promoted else CANDIDATE)
+        == steps["track"]["registered_version"]
+    )
+
+
+def test_each_served_version_preprocesses_with_its_own_workflow_version(spark, deployed):
+    """After the retrain, preprocess version k maps raw values through workflow version k's vocabularies."""
+    layout, repository, _ = deployed
+    if Workflow.versions(layout.workflow, spark) != [1, 2]:
+        pytest.skip("needs the retrain of the test above")
+    for version in (1, 2):
+        folder = repository / preprocess_model_name(NAME) / str(version)
+        plan = json.loads((folder / EXPRESSIONS).read_text())
+        lookups = [s for s in plan["steps"] if s.get("op") == "Categorify"]
+        schema = Workflow.load_schema(layout.workflow, spark, version)
+        for step in lookups:
+            rows = pq.read_metadata(folder / step["table"]).num_rows
+            assert rows == schema[step["column"]].cardinality - 1, (version, step["column"])
