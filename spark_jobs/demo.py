@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from rec_plugin.errors import CommandParser, run_command
 from serving.pipeline import serve_and_score
+from spark_jobs.demo_retrain import retrain_demo, retrain_summary
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
@@ -91,6 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--rows-per-day", type=int, help="default: the dataset generator's")
     parser.add_argument("--days", type=int, help="default: the dataset generator's")
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="the retraining story instead (criteo): serve days 0-1's model, retrain day 2 while a client "
+        "sends requests, compare stale, warm-started and from-scratch models on day 3",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     os.environ.setdefault(LOG_DIR_ENV, str(out / "logs"))  # Spark's and the workers' logs
@@ -99,6 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"demo: Spark UI at {spark.sparkContext.uiWebUrl}" if spark.sparkContext.uiWebUrl else "demo: started"
     )
+    if args.retrain:
+        if args.dataset != "criteo" or args.days is not None:
+            parser.error("--retrain runs on the criteo generator's 4 days: drop --dataset and --days")
+        return _write_report(out, retrain_demo(spark, out, args.rows_per_day), retrain_summary)
     config_type, generator = GENERATORS[args.dataset]
     sizes = {"days": args.days, "rows_per_day": args.rows_per_day}
     config = config_type(**{k: v for k, v in sizes.items() if v is not None})
@@ -139,13 +151,17 @@ def main(argv: list[str] | None = None) -> dict:
         paths.workflow,
         paths.bronze,
         splits["test"],
-        out / "serving",
+        Path(paths.serving),
     )
     if args.dataset == "ecommerce":
         report.update(collaborative_filtering(spark, paths))
+    return _write_report(out, report, summary)
+
+
+def _write_report(out: Path, report: dict, summarize: Callable[[dict], str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(summary(report))
+    print(summarize(report))
     print(f"demo: report written to {out / 'report.json'}")
     return report
 

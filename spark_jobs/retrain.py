@@ -124,7 +124,8 @@ class RetrainRecord:
     def finish(self, step: str, result: dict) -> dict:
         self.steps[step] = result
         _write_atomically(self.path, self.steps)
-        print(f"retrain: {step} done: {json.dumps(result)}", flush=True)
+        shown = {k: v for k, v in result.items() if not isinstance(v, list) or len(v) <= 10}
+        print(f"retrain: {step} done: {json.dumps(shown)}", flush=True)
         return result
 
 

@@ -70,3 +70,21 @@ def ranking_metrics(report: dict[str, float | None], title: str) -> bytes:
     axes.set(ylabel="metric", ylim=(0, 1), title=title)
     axes.legend()
     return _png(figure)
+
+
+def models_against_oracle(
+    aucs: dict[str, float], seconds: dict[str, float], oracle: float | None, title: str
+) -> bytes:
+    """AUC bars of models scored on the same rows (with the oracle's line), and their training seconds."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    names = list(aucs)
+    left.bar(names, [aucs[n] for n in names])
+    if oracle is not None:
+        left.axhline(oracle, color="black", linestyle="--", label=f"oracle {oracle:.4f}")
+        left.legend()
+    low = min([*aucs.values(), *([oracle] if oracle is not None else [])])
+    left.set(ylabel="AUC", ylim=(max(0.5, low - 0.02), 1.0), title=title)
+    timed = [n for n in names if n in seconds]
+    right.bar(timed, [seconds[n] for n in timed], color="tab:orange")
+    right.set(ylabel="training seconds", title="training time")
+    return _png(figure)
