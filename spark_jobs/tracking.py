@@ -357,3 +357,13 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+
+
+def track_run(run_dir: RunLocation, losses: Sequence[float], inputs: Sequence[TableInput] = ()) -> str | None:
+    """A finished training run copied into the configured store (none without MLflow): what `sparkrec
+    train` does after writing the run directory; returns the MLflow run id."""
+    tracker = Tracker.configured()
+    tracked = tracker.track_training(run_dir, losses, inputs)
+    if tracked is not None:
+        print(f"train: tracked as MLflow run {tracked} in {tracker.uri}")
+    return tracked

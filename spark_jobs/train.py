@@ -31,6 +31,7 @@ from rec_plugin.workflow import Workflow
 from spark_jobs.generate import oracle_metrics
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
+from spark_jobs.tracking import track_run, workflow_inputs
 from spark_jobs.train_cf import train_cf
 from training import plots
 from training.data import FileSet
@@ -151,6 +152,7 @@ def train(
     run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss"))
     run.write_auc_plot(plots.auc_per_day(days, f"{model}: AUC per day"))
     run.write_metrics(details)
+    track_run(run.uri, summary["losses"], workflow_inputs(spark, workflow, features, features_version))
     return report
 
 

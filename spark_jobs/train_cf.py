@@ -36,6 +36,7 @@ from rec_plugin.interactions import (
 from rec_plugin.schema import Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.model_fit import fit
+from spark_jobs.tracking import track_run
 from training import plots
 from training.data import FileSet
 from training.evaluate import candidate_logits, top_items
@@ -125,6 +126,7 @@ def train_cf(
     run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss"))
     run.write_ranking_plot(plots.ranking_metrics(report, f"{model}: model, oracle and popularity"))
     run.write_metrics(details)
+    track_run(run.uri, summary["losses"])
     return details
 
 

@@ -22,10 +22,15 @@ from spark_jobs.ingest import ingest
 from spark_jobs.interactions import build_interactions
 from spark_jobs.layout import PipelineLayout, day_splits
 from spark_jobs.session import LOG_DIR_ENV, build_session
+from spark_jobs.tracking import TRACKING_URI_ENV
 from training.run_directory import RunDirectory
 
 # The JVM logs of the test session and of the commands tests start, out of the checkout.
 os.environ.setdefault(LOG_DIR_ENV, str(Path(tempfile.gettempdir()) / "sparkrec-test-logs"))
+# Training runs are tracked in MLflow: into a store of the test session's, not the project's.
+os.environ.setdefault(
+    TRACKING_URI_ENV, f"sqlite:///{tempfile.mkdtemp(prefix='sparkrec-test-mlflow-')}/mlflow.db"
+)
 
 TEST_SPARK_CONF = {
     "spark.master": "local[2]",

@@ -14,6 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import kill_at_first_checkpoint
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pyspark.sql import functions as F
 
 from rec_plugin.schema import DAY
@@ -25,7 +27,18 @@ from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.layout import PipelineLayout
 from spark_jobs.retrain import Production, RetrainRecord, RetrainSettings, deploy, retrain
-from spark_jobs.tracking import CANDIDATE, PRODUCTION, TRACKING_URI_ENV, Tracker
+from spark_jobs.tracking import (
+    BRONZE,
+    CANDIDATE,
+    EXPERIMENT,
+    FEATURES,
+    LOSS,
+    PRODUCTION,
+    RUN_DIR_TAG,
+    TRACKING_URI_ENV,
+    VOCABULARY,
+    Tracker,
+)
 from spark_jobs.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,3 +129,19 @@ def test_each_served_version_preprocesses_with_its_own_workflow_version(spark, d
         for step in lookups:
             rows = pq.read_metadata(folder / step["table"]).num_rows
             assert rows == schema[step["column"]].cardinality - 1, (version, step["column"])
+
+
+def test_a_trained_run_is_tracked_in_mlflow_with_its_delta_inputs(deployed):
+    """`train` copies its finished run into the configured store (the test session's, conftest.py)."""
+    layout, _, _ = deployed
+    client = MlflowClient(Tracker.configured().uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`{RUN_DIR_TAG}` LIKE '%{layout.run('dlrm')}'"
+    )
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, LOSS)][:2] == [1, 2]
+    roles = {
+        t.value for i in runs[0].inputs.dataset_inputs for t in i.tags if t.key == MLFLOW_DATASET_CONTEXT
+    }
+    assert {BRONZE, FEATURES, VOCABULARY} <= roles
