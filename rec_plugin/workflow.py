@@ -241,6 +241,8 @@ class Workflow:
                 f"workflow {path} was loaded at an older version: extend its latest version "
                 f"({self.versions(path, spark)[-1]})"
             )
+        if not _kept_versions(spark, path):  # fitted before versions were kept: its schema is version 1
+            storage.write_text(spark, _version_file(path, 1, SCHEMA_FILE), latest.to_json())
         self._undo_unfinished_extend(spark, path)
         self._apply(frame, extend_op)
         self.schema = self.output_schema()
@@ -337,23 +339,24 @@ class Workflow:
         """The versions of the fitted workflow at `path`, oldest first (a folder fitted before versions
         were kept has only its schema.json: version 1)."""
         spark = spark or SparkSession.getActiveSession()
-        folder = f"{path}/{VERSIONS_FOLDER}"
-        if not storage.exists(spark, folder):
-            return [1] if storage.exists(spark, f"{path}/{SCHEMA_FILE}") else []
-        files = storage.list_files_recursive(spark, folder)
-        return sorted(int(p.split("/")[0]) for p in files if p.endswith(f"/{SCHEMA_FILE}"))
+        kept = _kept_versions(spark, path)
+        return kept or ([1] if storage.exists(spark, f"{path}/{SCHEMA_FILE}") else [])
 
     @classmethod
     def load_schema(cls, path: str, spark: SparkSession | None = None, version: int | None = None) -> Schema:
         """The output schema of the fitted workflow saved at `path` (without loading its tables): its
-        latest version, or `version`."""
+        latest version (the newest versions/<k>; schema.json is a copy, written after it), or `version`."""
         spark = spark or SparkSession.getActiveSession()
-        location = f"{path}/{SCHEMA_FILE}" if version is None else _version_file(path, version, SCHEMA_FILE)
+        kept = _kept_versions(spark, path)
+        if not kept and version in (None, 1):  # fitted before versions were kept: schema.json is version 1
+            location = f"{path}/{SCHEMA_FILE}"
+        elif version is None or version in kept:
+            location = _version_file(path, version or kept[-1], SCHEMA_FILE)
+        else:
+            raise InputError(
+                f"workflow {path} has versions {cls.versions(path, spark)}, not version {version}"
+            )
         if not storage.exists(spark, location):
-            if version is not None and storage.exists(spark, f"{path}/{SCHEMA_FILE}"):
-                raise InputError(
-                    f"workflow {path} has versions {cls.versions(path, spark)}, not version {version}"
-                )
             raise InputError(
                 f"workflow {path} holds no {SCHEMA_FILE}: featurize (fit a workflow) into it first"
             )
@@ -407,6 +410,16 @@ class Workflow:
 
 def _pins(schema: Schema) -> dict[str, int | None]:
     return {c.vocabulary.table: c.vocabulary.version for c in schema if c.vocabulary is not None}
+
+
+def _kept_versions(spark: SparkSession, path: str) -> list[int]:
+    """The versions whose schema versions/<k>/schema.json holds (an extend that died before writing
+    its schema left no version)."""
+    folder = f"{path}/{VERSIONS_FOLDER}"
+    if not storage.exists(spark, folder):
+        return []
+    files = storage.list_files_recursive(spark, folder)
+    return sorted(int(p.split("/")[0]) for p in files if p.endswith(f"/{SCHEMA_FILE}"))
 
 
 def _version_file(path: str, version: int, name: str) -> str:

@@ -219,14 +219,14 @@ def export_run(
     return version
 
 
-def _require_live(url: str) -> None:
+def require_live(url: str) -> None:
     """A server answers at `url`: checked before a version is written that it could not load."""
     client = triton_http.InferenceServerClient(url)
     try:
         client.is_server_live()
     except Exception:  # refused connections surface as several client exception types
         raise InputError(
-            f"no Triton server answers at {url}: start one (sparkrec serve) or fix --push"
+            f"no Triton server answers at {url}: start one (sparkrec serve) or fix its address"
         ) from None
     finally:
         client.close()
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.push:
-        _require_live(args.push)
+        require_live(args.push)
     spark = build_session(args.profile, "sparkrec-export") if args.workflow else None
     version = export_run(
         args.run_dir, args.repository, args.name, args.flavour, args.top_k, args.queue_delay_us,

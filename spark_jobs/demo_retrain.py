@@ -10,6 +10,7 @@ that a model that is not retrained measurably loses what it never saw; `make dem
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from dataclasses import replace
@@ -64,6 +65,7 @@ class ContinuousClient(threading.Thread):
         self.failures = 0
         self.requests = 0
         self.served: dict[int, int] = {}
+        self.error: BaseException | None = None
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -80,13 +82,18 @@ class ContinuousClient(threading.Thread):
                     print(f"demo --retrain: request {self.requests} failed: {error}", flush=True)
                 self.requests += 1
                 time.sleep(REQUEST_INTERVAL_S)
+        except BaseException as error:  # handed to the thread that stops the client
+            self.error = error
         finally:
             self.served = dict(router.served)
             client.close()
 
     def stop(self) -> None:
+        """Stops sending; raises what ended the sending thread early, if anything did."""
         self._stopping.set()
         self.join()
+        if self.error is not None:
+            raise RuntimeError(f"the demo's client stopped after {self.requests} requests") from self.error
 
 
 def _day_rows(spark: SparkSession, paths: PipelineLayout, day: int):  # noqa: ANN202 - a DataFrame
@@ -103,6 +110,9 @@ def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None
     """Runs the story into `out`: returns the report (generate, the production run's train section and
     the "retrain" section) and writes retrain.json (every figure behind it) and retrain.png."""
     paths = PipelineLayout(out)
+    # A rerun starts the story again: no runs, production, retrain records or served versions of the last.
+    for owned in (Path(paths.run("")), Path(paths.serving), paths.retrain(NEW_DAY).parent):
+        shutil.rmtree(owned, ignore_errors=True)
     config = GeneratorConfig(new_value_rate=RETRAIN_NEW_VALUE_RATE)
     config = config if rows_per_day is None else replace(config, rows_per_day=rows_per_day)
     report = {"generate": generate(spark, paths.data, config)}

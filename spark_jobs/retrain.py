@@ -35,12 +35,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.dataset import DEFAULT_DATASET
+from rec_plugin.dataset import DEFAULT_DATASET, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow, spark_type
-from serving.export import export_run, trained_model
+from serving.export import export_run, require_live, trained_model
 from serving.repository import ensemble_model_name, torchscript_file, versions
 from serving.rollout import Routing, push_candidate, rollback, routing_file, serve_production
 from serving.rollout import promote as promote_version
@@ -55,9 +55,12 @@ from spark_jobs.train import ORACLE_LABEL, feature_files
 from training.data import FileSet
 from training.distributed import BACKENDS
 from training.evaluate import metrics, predict
+from training.models import ModelConfig
 from training.run_directory import RunDirectory
 
 ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
+# The training settings a candidate takes from production (its optimizer states are of these).
+INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "precision")
 TRAIN_SPLIT = "train"
 # In an exported version's folder: the run directory it holds (what makes a retried export find it).
 EXPORTED_RUN_FILE = "run_dir.txt"
@@ -147,13 +150,14 @@ def _day_rows(spark: SparkSession, layout: PipelineLayout, day: int) -> DataFram
     return spark.read.format("delta").load(layout.bronze).where(F.col(DAY) == day)
 
 
-def extend_workflow(spark: SparkSession, layout: PipelineLayout, day: int) -> int:
-    """The workflow version that knows day `day`'s values: extended once per day (a rerun finds it)."""
+def extend_workflow(spark: SparkSession, layout: PipelineLayout, day: int, rows: DataFrame) -> int:
+    """The workflow version that knows day `day`'s values (from `rows`: the day's rows the candidate
+    trains on): extended once per day (a rerun finds it)."""
     source = {"day": day}
     found = Workflow.version_extended_by(layout.workflow, source, spark)
     if found is not None:
         return found
-    Workflow.load(layout.workflow, spark).extend(_day_rows(spark, layout, day), layout.workflow, source)
+    Workflow.load(layout.workflow, spark).extend(rows, layout.workflow, source)
     return Workflow.versions(layout.workflow, spark)[-1]
 
 
@@ -212,11 +216,15 @@ def retrain(
     if not record.done("ingest"):
         ingested = ingest(spark, layout.raw, layout.bronze, layout.rejects, [day], dataset=settings.dataset)
         record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
-    if not record.done("extend"):
-        record.finish("extend", {"workflow_version": extend_workflow(spark, layout, day)})
     rows = _day_rows(spark, layout, day)
     holdout = held_out(rows, settings.holdout_share)
+    if not record.done("extend"):
+        # The held-out rows stay out of the vocabularies too: a value seen only there would get an
+        # untrained row in the candidate.
+        trained_rows = rows.join(holdout.select(*ROW_KEYS), ROW_KEYS, "left_anti")
+        record.finish("extend", {"workflow_version": extend_workflow(spark, layout, day, trained_rows)})
     if not record.done("featurize"):
+        _require_scorable(holdout, settings)
         written = featurize_days(spark, layout.bronze, layout.workflow, [day], TRAIN_SPLIT, exclude=holdout)
         record.finish("featurize", {**written, "held_out_rows": holdout.count()})
     candidate = storage.qualified(spark, layout.run(f"candidate-day{day}"))
@@ -225,7 +233,7 @@ def retrain(
         _, summary = fit(
             spark, Workflow.load_schema(layout.workflow, spark), files, candidate, _model_name(production),
             settings.backend, settings.workers, epochs=settings.epochs, seed=settings.seed,
-            warm_start=production.run_dir, resume=True,
+            warm_start=production.run_dir, resume=True, **production_settings(production.run_dir),
         )  # fmt: skip
         trained = {"run_dir": candidate, "days": settings.training_days(), "rows": files.rows}
         record.finish("train", {**trained, "seconds": summary["seconds"], "losses": summary["losses"]})
@@ -234,8 +242,9 @@ def retrain(
             role: score_rows(spark, run_dir, layout.workflow, holdout, str(folder / f"holdout-{role}"))
             for role, run_dir in ((PRODUCTION, production.run_dir), (CANDIDATE, candidate))
         }
-        record.finish("evaluate", {**scores, **oracle_on_rows(spark, layout, holdout)})
-        RunDirectory.at(candidate).write_metrics({"day": day, **record.steps["evaluate"]})
+        evaluated = {**scores, **oracle_on_rows(spark, layout, holdout)}
+        RunDirectory.at(candidate).write_metrics({"day": day, **evaluated})  # what tracking reads
+        record.finish("evaluate", evaluated)
     if not record.done("export"):
         record.finish(
             "export", {"version": _export_once(spark, layout.workflow, repository, settings.name, candidate)}
@@ -245,11 +254,15 @@ def retrain(
         record.finish("track", _track(spark, layout, settings.name, record, repository, version))
     evaluated = record.steps["evaluate"]
     promote = evaluated[CANDIDATE]["auc"] >= evaluated[PRODUCTION]["auc"] + settings.promote_margin
+    if server_url is not None and not record.done("push"):
+        _push(server_url, repository, settings, production.version, version)
+        record.finish("push", {"candidate": version, "share": settings.candidate_share})
     if not record.done("decide"):
         if server_url is not None:
-            _roll_out(server_url, repository, settings, production.version, version, promote)
+            _decide(server_url, repository, settings.name, version, promote)
         if promote:
-            Production(candidate, version, record.steps["extend"]["workflow_version"]).save(layout)
+            schema = RunDirectory.at(candidate).schema()
+            Production(candidate, version, Workflow.version_of(layout.workflow, schema, spark)).save(layout)
             Tracker.configured().promote(settings.name)
         kept = version if promote else production.version
         record.finish("decide", {"promoted": promote, "production_version": kept})
@@ -290,30 +303,59 @@ def _track(
     return {"mlflow_run_id": run_id, "registered_version": registered}
 
 
-def _roll_out(
-    server_url: str,
-    repository: Path,
-    settings: RetrainSettings,
-    production: int,
-    candidate: int,
-    promote: bool,
+def _push(
+    server_url: str, repository: Path, settings: RetrainSettings, production: int, candidate: int
 ) -> None:
-    """Serves the candidate beside production with its share, holds the split `ab_seconds`, then
-    promotes or rolls back; a rerun picks up where the routing stands."""
+    """Serves the candidate beside production with its share of the request keys for `ab_seconds` (a
+    rerun finds it pushed); production is served alone first if it was deployed without a server."""
     client = triton_http.InferenceServerClient(server_url)
     try:
         if routing_file(repository, settings.name).is_file():
             routing = Routing.load(repository, settings.name)
-        else:  # production was deployed without a server: it serves alone first
+        else:
             routing = serve_production(client, repository, settings.name, production)
-        if routing.candidate is None and routing.production == (candidate if promote else production):
-            return  # rolled out by an earlier attempt
-        if routing.candidate is None:
-            push_candidate(client, repository, settings.name, candidate, settings.candidate_share)
-            time.sleep(settings.ab_seconds)
-        (promote_version if promote else rollback)(client, repository, settings.name)
+        if routing.candidate not in (None, candidate):
+            raise InputError(
+                f"{settings.name} is trying candidate {routing.candidate} already (another retrain's): "
+                "promote or roll it back first (serving/rollout.py)"
+            )
+        push_candidate(client, repository, settings.name, candidate, settings.candidate_share)
+        time.sleep(settings.ab_seconds)
     finally:
         client.close()
+
+
+def _decide(server_url: str, repository: Path, name: str, candidate: int, promote: bool) -> None:
+    """Promotes or rolls back the pushed candidate (nothing to do when an earlier attempt did)."""
+    client = triton_http.InferenceServerClient(server_url)
+    try:
+        if Routing.load(repository, name).candidate == candidate:
+            (promote_version if promote else rollback)(client, repository, name)
+    finally:
+        client.close()
+
+
+def production_settings(run_dir: str) -> dict:
+    """What the candidate inherits from production so that it can grow from it: the model's sizes and
+    hyperparameters and the training settings its optimizer states belong to."""
+    run = RunDirectory.at(run_dir)
+    config, spec = run.model_config(), run.spec()
+    dims = {table.embedding_dim for table in config.tables}
+    inherited = {name: getattr(config, name) for name in ModelConfig.HYPERPARAMETERS}
+    inherited.update({name: spec[name] for name in INHERITED_SPEC if spec.get(name) is not None})
+    return {**inherited, **({"embedding_dim": dims.pop()} if len(dims) == 1 else {})}
+
+
+def _require_scorable(holdout: DataFrame, settings: RetrainSettings) -> None:
+    """The held-out rows can rank the two models: both labels among them."""
+    label = load_dataset(settings.dataset).label
+    labels = {row[0] for row in holdout.select(F.col(label).cast("int")).distinct().collect()}
+    if labels != {0, 1}:
+        raise InputError(
+            f"day {settings.day}'s held-out rows ({settings.holdout_share:.0%} of the day) hold labels "
+            f"{sorted(labels)}: both clicks and non-clicks are needed to compare the models; raise "
+            "--holdout-share or retrain a larger day"
+        )
 
 
 def _model_name(production: Production) -> str:
@@ -376,6 +418,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if (args.day is None) == (args.deploy is None):
         parser.error("give --day (retrain a new day) or --deploy RUN_DIR (record the first production)")
+    if not 0 < args.holdout_share < 1 or not 0 <= args.candidate_share <= 1:
+        parser.error("--holdout-share is between 0 and 1 (excluded), --candidate-share between 0 and 1")
+    if args.server:
+        require_live(args.server)
     layout = PipelineLayout(args.out.resolve())
     repository = (args.repository or Path(layout.serving) / "repository").resolve()
     spark = build_session(args.profile, "sparkrec-retrain")

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import posixpath
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -363,7 +364,11 @@ def track_run(run_dir: RunLocation, losses: Sequence[float], inputs: Sequence[Ta
     """A finished training run copied into the configured store (none without MLflow): what `sparkrec
     train` does after writing the run directory; returns the MLflow run id."""
     tracker = Tracker.configured()
-    tracked = tracker.track_training(run_dir, losses, inputs)
+    try:
+        tracked = tracker.track_training(run_dir, losses, inputs)
+    except Exception as error:  # noqa: BLE001 - the run directory is complete; tracking is its copy
+        print(f"train: warning: the run was not tracked in {tracker.uri}: {error}", file=sys.stderr)
+        return None
     if tracked is not None:
         print(f"train: tracked as MLflow run {tracked} in {tracker.uri}")
     return tracked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,14 @@ def test_extend_rerun_after_a_failure_counts_the_new_day_once(spark, tmp_path):
     assert {r.value: (r.id, r["count"]) for r in vocab} == {"a": (1, 3), "b": (2, 2), "z": (3, 1)}
     assert Workflow.versions(path, spark) == [1, 2]
     assert Workflow.version_extended_by(path, {"day": 1}, spark) == 2
+
+
+def test_a_workflow_saved_before_versions_were_kept_is_version_1(spark, tmp_path):
+    path = str(tmp_path / "wf")
+    Workflow([["c"] >> Categorify()]).fit(spark.createDataFrame([(v,) for v in "aab"], "c string")).save(path)
+    shutil.rmtree(tmp_path / "wf" / "versions")  # as a folder written before this layout
+    first = Workflow.load_schema(path, spark)
+    assert Workflow.versions(path, spark) == [1] and Workflow.version_of(path, first, spark) == 1
+    assert Workflow.load(path, pinned_to=first).schema == first
+    Workflow.load(path).extend(spark.createDataFrame([("z",)], "c string"), path)
+    assert Workflow.versions(path, spark) == [1, 2] and Workflow.load_schema(path, spark, 1) == first
