@@ -47,7 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup
-	$(PY) bench/generate.py && $(PY) bench/featurize.py && $(PY) bench/train.py
+	$(PY) bench/generate.py && $(PY) bench/ingest.py && $(PY) bench/featurize.py && $(PY) bench/train.py
 
 clean:
 	rm -rf artifacts .pytest_cache

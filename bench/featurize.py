@@ -1,9 +1,12 @@
 """Featurize throughput: sparkrec (Spark + Delta) against DuckDB and polars doing the same transforms.
 
-Generates and ingests a data set once, then runs fit + transform + write for each engine, interleaved,
-several times; prints median rows/s and the ratios. Everyone uses this machine's cores.
+Generates and ingests a data set once (Criteo-scale by default: 4 days x 2M rows, fields of up to 1M
+values), then runs fit + transform + write for each engine, interleaved, several times; prints median
+rows/s and the ratios, and writes the featurize section of artifacts/bench/etl.json. Everyone uses this
+machine's cores.
 
-    .venv/bin/python bench/featurize.py [--rows-per-day 500000] [--days 4] [--repeats 3]
+    .venv/bin/python bench/featurize.py [--rows-per-day 2000000] [--days 4] [--repeats 3] [--data DIR]
+        [--bronze TABLE]
 """
 
 from __future__ import annotations
@@ -14,20 +17,19 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from harness import bench_setup, print_medians, report_quiet
+from harness import bench_setup, generated_data, print_medians, record_etl, report_quiet
 from reference import duckdb_features_sql, polars_features
 
 from spark_jobs.featurize import featurize
-from spark_jobs.generate import generate
 from spark_jobs.ingest import ingest
 
 
 def main() -> None:
-    args, spark, config = bench_setup(__doc__, "bench-featurize")
+    args, spark, config = bench_setup(__doc__, "bench-featurize", 2_000_000, 1_000_000, bronze_option=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-"))
-    generate(spark, str(scratch / "data"), config)
-    bronze = str(scratch / "bronze")
-    ingest(spark, str(scratch / "data" / "raw"), bronze, str(scratch / "rejects"))
+    bronze = args.bronze or str(scratch / "bronze")
+    if args.bronze is None:
+        ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
     days = list(range(args.days))
     splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
     rows = args.days * args.rows_per_day
@@ -54,16 +56,16 @@ def main() -> None:
         polars_features(source, splits["train"], 15).sink_parquet(scratch / f"polars_{repeat}.parquet")
         return rows / (time.perf_counter() - started)
 
-    engines = {"sparkrec (Spark + Delta)": run_spark, "DuckDB": run_duckdb, "polars": run_polars}
+    engines = {"sparkrec": run_spark, "duckdb": run_duckdb, "polars": run_polars}
     report_quiet()
     rates: dict[str, list[float]] = {name: [] for name in engines}
     for repeat in range(args.repeats):
         for name, run in engines.items():
             rates[name].append(run(repeat))
     medians = print_medians(rates, rows)
-    ours = medians["sparkrec (Spark + Delta)"]
-    print(f"ratio sparkrec / DuckDB: {ours / medians['DuckDB']:.2f}x")
-    print(f"ratio sparkrec / polars: {ours / medians['polars']:.2f}x")
+    print(f"ratio sparkrec / DuckDB: {medians['sparkrec'] / medians['duckdb']:.2f}x")
+    print(f"ratio sparkrec / polars: {medians['sparkrec'] / medians['polars']:.2f}x")
+    record_etl("featurize", medians, rows, args.max_cardinality)
 
 
 if __name__ == "__main__":

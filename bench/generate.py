@@ -11,7 +11,8 @@ import tempfile
 
 from harness import bench_setup, print_medians, report_quiet
 
-from spark_jobs.generate import WIDE_PROJECTIONS, generate
+from spark_jobs.generate import generate
+from spark_jobs.session import WIDE_PROJECTIONS
 
 
 def main() -> None:

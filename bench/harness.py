@@ -4,6 +4,7 @@ median report."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -54,8 +55,29 @@ def print_medians(rates: dict[str, list[float]], rows: int, unit: str = "rows/s"
     return medians
 
 
+# The ETL benchmarks' shared report (bench/ingest.py and bench/featurize.py each write their section).
+ETL_REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "etl.json"
+
+
+def record_etl(section: str, rates: dict[str, float], rows: int, max_cardinality: int) -> None:
+    """Writes `section` ({"<engine>_rows_per_s": rate}) of artifacts/bench/etl.json, keeping the other
+    section when it was measured on as many rows at the same cardinality."""
+    report = json.loads(ETL_REPORT.read_text()) if ETL_REPORT.is_file() else {}
+    if (report.get("rows"), report.get("max_cardinality")) != (rows, max_cardinality):
+        report = {}
+    report.update({"rows": rows, "max_cardinality": max_cardinality})
+    report[section] = {f"{engine}_rows_per_s": round(rate, 1) for engine, rate in rates.items()}
+    ETL_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    ETL_REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {ETL_REPORT} ({section})")
+
+
 def bench_setup(
-    doc: str, app_name: str, default_rows_per_day: int = 500_000
+    doc: str,
+    app_name: str,
+    default_rows_per_day: int = 500_000,
+    default_max_cardinality: int | None = None,
+    bronze_option: bool = False,
 ) -> tuple[argparse.Namespace, SparkSession, GeneratorConfig]:
     """The benchmarks' shared options (data size, repeats), a quiet Spark session and the data config."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -63,9 +85,14 @@ def bench_setup(
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--data", help="a folder `sparkrec generate` wrote with these options, reused instead of generating"
+    )
+    if bronze_option:
+        parser.add_argument("--bronze", help="a bronze table ingested from such a folder, reused")
+    parser.add_argument(
         "--max-cardinality",
         type=int,
-        default=GeneratorConfig.max_cardinality,
+        default=default_max_cardinality or GeneratorConfig.max_cardinality,
         help="the generator's largest field vocabulary (Criteo-scale tables: 1000000)",
     )
     args = parser.parse_args()
@@ -74,6 +101,16 @@ def bench_setup(
         days=args.days, rows_per_day=args.rows_per_day, max_cardinality=args.max_cardinality
     )
     return args, spark, config
+
+
+def generated_data(spark: SparkSession, args: argparse.Namespace, config: GeneratorConfig) -> Path:
+    """The raw data set the benchmark reads: `--data` as given (generated with the same options), else
+    generated into a new scratch folder."""
+    if args.data:
+        return Path(args.data)
+    data = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    generate(spark, str(data), config)
+    return data
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from spark_jobs.planted_model import (
     category_token,
     label_draw,
 )
-from spark_jobs.session import build_session, session_conf
+from spark_jobs.session import WIDE_PROJECTIONS, build_session, session_conf
 from training.metrics import auc_from_counts
 
 # A generator's config dataclass (every field has a default).
@@ -42,10 +42,6 @@ _CALIBRATION_ROWS = 20_000
 # The oracle table's drawn click, whatever the dataset calls its label: what train's oracle join and
 # oracle_metrics read.
 ORACLE_LABEL = "label"
-# Whole-stage codegen of the generator's hundreds of expressions per row fails to compile (janino:
-# an ERROR with a stack trace per job) and Spark falls back to per-operator code, at the same speed
-# (bench/generate.py, 10M rows: 1.00x): ask for per-operator code directly.
-WIDE_PROJECTIONS = {"spark.sql.codegen.wholeStage": "false"}
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,13 @@ from pyspark.sql import DataFrame, SparkSession
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import run_command
 from spark_jobs.generate import (
-    WIDE_PROJECTIONS,
     check_file_layout,
     oracle_rows,
     parse_generator_args,
     progress,
     write_outputs,
 )
-from spark_jobs.session import build_session, session_conf
+from spark_jobs.session import WIDE_PROJECTIONS, build_session, session_conf
 
 DATASET = load_dataset("ecommerce")
 DEVICES = ("mobile", "desktop", "tablet", "tv")

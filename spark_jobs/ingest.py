@@ -52,7 +52,7 @@ from spark_jobs.raw_formats import (
     problem,
     read_fields,
 )
-from spark_jobs.session import build_session, session_conf
+from spark_jobs.session import WIDE_PROJECTIONS, build_session, session_conf
 
 # The reason codes of the rejects table, all importable from here. A row gets the first that applies:
 # its row-level ones (raw_formats: EMPTY_LINE, BAD_BYTES, FIELD_COUNT, JSON_NOT_OBJECT, BAD_DAY), then
@@ -249,6 +249,11 @@ def _replace_rows(frame: DataFrame, path: str, source: Source, partition_by: lis
     )
 
 
+def _source_rows(spark: SparkSession, path: str, source: Source) -> int:
+    """The rows of `source` a table holds: after a replace, exactly what this ingest wrote to it."""
+    return spark.read.format("delta").load(path).where(source.replace_where).count()
+
+
 def _require_columns_of(spark: SparkSession, path: str, schema: StructType, role: str) -> None:
     """An existing table at `path` must be this stage's own (same columns): never overwrite another."""
     if storage.exists(spark, path):
@@ -279,20 +284,23 @@ def ingest(
     source = find_source(spark, definition, input_dir, days, patterns)
     note = json.dumps({"dataset": definition.name, "format": definition.format, "source": source.describe()})
     with (
-        session_conf(spark, READ_CONF),
+        session_conf(spark, {**READ_CONF, **WIDE_PROJECTIONS}),
         storage.new_table_removed_on_failure(spark, bronze),
         storage.new_table_removed_on_failure(spark, rejects),
     ):
-        parsed = validate(read_fields(spark, definition, source), definition).persist()
-        counts = dict(parsed.groupBy(F.col("problem").isNull().alias("ok")).count().collect())
-        lines_read, accepted, rejected = sum(counts.values()), counts.get(True, 0), counts.get(False, 0)
-        accepted_rows = parsed.where("problem IS NULL")
-        _replace_rows(_conform(accepted_rows, bronze_schema), bronze, source, [DAY], note)
+        # Nothing is cached: bronze's pass validates every row, and the rejects' pass runs only when
+        # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
+        parsed = validate(read_fields(spark, definition, source), definition)
+        lines_read = parsed.count()
+        _replace_rows(_conform(parsed.where("problem IS NULL"), bronze_schema), bronze, source, [DAY], note)
+        accepted = _source_rows(spark, bronze, source)
         rejected_rows = parsed.where("problem IS NOT NULL").select(
             "*", F.col("problem.reason").alias("reason"), F.col("problem.field").alias("reason_field")
         )
+        if accepted == lines_read:
+            rejected_rows = spark.createDataFrame([], rejects_schema())
         _replace_rows(_conform(rejected_rows, rejects_schema()), rejects, source, [], note)
-        parsed.unpersist()
+        rejected = _source_rows(spark, rejects, source)
     if accepted + rejected != lines_read:
         raise AssertionError(f"ingest lost lines: {lines_read} read != {accepted} + {rejected}")
     print(f"ingest: lines read {lines_read}, accepted {accepted}, rejected {rejected}")

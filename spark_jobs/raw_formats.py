@@ -147,21 +147,34 @@ def _reader(spark: SparkSession) -> DataFrameReader:
 
 
 def _read_lines(spark: SparkSession, source: Source) -> DataFrame:
-    """Raw lines with their file (relative to the input), the day in its path and 1-based line number."""
+    """Raw lines with their file (relative to the input) and the day in its path; each text format
+    numbers them (_numbered) in the projection that parses them."""
     paths = _file_paths(spark, source)
     lines = _reader(spark).option("lineSep", "\n").text(list(paths.values()))
     name = _relative_name(spark, paths)
     return lines.select(
         F.regexp_extract(name, DAY_IN_PATH.pattern, 1).try_cast("int").alias(DAY),
         name.alias(SOURCE_FILE),
-        partition_line_number().alias(LINE_NUMBER),
         # A CRLF file's lines end in '\r': the line ends there, as the data intends.
         F.col("value").alias("raw_line"),
-        F.regexp_replace("value", "\r$", "").alias("_line"),
+        _without_final_cr(F.col("value")).alias("_line"),
     )
 
 
-def _regex_literal(text: str) -> str:
+def _line_number() -> Column:
+    """A line's 1-based number, for the projection that parses the line into its fields. Ingest
+    filters on the checks built over those fields; Spark pushes a filter below deterministic
+    projections only, and below the parse it would parse the line again for every check reading a
+    field (~100 for Criteo): numbering there, nondeterministic by nature, is where the filter stops."""
+    return partition_line_number().alias(LINE_NUMBER)
+
+
+def _without_final_cr(line: Column) -> Column:
+    """The line less one final carriage return (a string test, not a regex scan of the whole line)."""
+    return F.when(line.endswith("\r"), line.substr(F.lit(1), F.length(line) - 1)).otherwise(line)
+
+
+def literal_regex(text: str) -> str:
     """A separator as a Java regex matching it literally (F.split takes a pattern); plain text as is."""
     return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in text)
 
@@ -173,7 +186,7 @@ def _split_list(column: RawColumn, text: Column) -> Column:
         raise InputError(
             f"column {column.name}: a list<string> column read from text needs its list_separator"
         )
-    elements = F.split(text, _regex_literal(column.list_separator), -1)
+    elements = F.split(text, literal_regex(column.list_separator), -1)
     return F.when(text != "", F.filter(elements, lambda e: e != ""))
 
 
@@ -207,13 +220,16 @@ def _fields(
 
 
 def _line_problems(line: Column) -> list[Column]:
-    return [problem(line == "", EMPTY_LINE, None), problem(line.contains("\ufffd"), BAD_BYTES, None)]
+    """A line read as it was written: bytes that are not UTF-8, or U+FFFD (a decoder's mark of them)."""
+    bad_bytes = ~F.is_valid_utf8(line) | line.contains("\ufffd")
+    return [problem(line == "", EMPTY_LINE, None), problem(bad_bytes, BAD_BYTES, None)]
 
 
 def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
-    """Delimited lines split once, in their own projection: inlined into the checks, Spark would split
-    a line again for each place that reads a field (~100 for Criteo)."""
-    split = lines.select("*", F.split("_line", _regex_literal(definition.separator), -1).alias("_split"))
+    """Delimited lines split once, in their own projection (where they are numbered: _line_number)."""
+    split = lines.select(
+        "*", _line_number(), F.split("_line", literal_regex(definition.separator), -1).alias("_split")
+    )
     values = []
     for i, column in enumerate(definition.columns):
         text = F.try_element_at("_split", F.lit(i + 1))
@@ -225,12 +241,14 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
 
 def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     """JSON lines parsed once, then each field's JSON type (as schema_of_variant names it: BIGINT,
-    DECIMAL(2,1), STRING, ARRAY<STRING>, VOID for null) and text, each in its own projection."""
+    DECIMAL(2,1), STRING, ARRAY<STRING>, VOID for null) and text, each in its own projection (where
+    lines are numbered: _line_number)."""
     as_map = F.try_variant_get(F.try_parse_json("_line"), "$", "map<string,variant>")
     parsed = lines.select("*", as_map.alias("_object"))
     value_of = {name: F.try_element_at("_object", F.lit(name)) for name in definition.read_names}
     split = parsed.select(
         "*",
+        _line_number(),
         *[F.schema_of_variant(v).alias(f"_kind_{i}") for i, v in enumerate(value_of.values())],
         *[F.try_variant_get(v, "$", "string").alias(f"_text_{i}") for i, v in enumerate(value_of.values())],
         *[
