@@ -148,7 +148,7 @@ def _reader(spark: SparkSession) -> DataFrameReader:
 
 def _read_lines(spark: SparkSession, source: Source) -> DataFrame:
     """Raw lines with their file (relative to the input) and the day in its path; each text format
-    numbers them (_numbered) in the projection that parses them."""
+    numbers them (_line_number) in the projection that parses them."""
     paths = _file_paths(spark, source)
     lines = _reader(spark).option("lineSep", "\n").text(list(paths.values()))
     name = _relative_name(spark, paths)
@@ -174,7 +174,7 @@ def _without_final_cr(line: Column) -> Column:
     return F.when(line.endswith("\r"), line.substr(F.lit(1), F.length(line) - 1)).otherwise(line)
 
 
-def literal_regex(text: str) -> str:
+def _regex_literal(text: str) -> str:
     """A separator as a Java regex matching it literally (F.split takes a pattern); plain text as is."""
     return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in text)
 
@@ -186,7 +186,7 @@ def _split_list(column: RawColumn, text: Column) -> Column:
         raise InputError(
             f"column {column.name}: a list<string> column read from text needs its list_separator"
         )
-    elements = F.split(text, literal_regex(column.list_separator), -1)
+    elements = F.split(text, _regex_literal(column.list_separator), -1)
     return F.when(text != "", F.filter(elements, lambda e: e != ""))
 
 
@@ -219,16 +219,18 @@ def _fields(
     )
 
 
-def _line_problems(line: Column) -> list[Column]:
-    """A line read as it was written: bytes that are not UTF-8, or U+FFFD (a decoder's mark of them)."""
-    bad_bytes = ~F.is_valid_utf8(line) | line.contains("\ufffd")
-    return [problem(line == "", EMPTY_LINE, None), problem(bad_bytes, BAD_BYTES, None)]
+def _line_problems() -> list[Column]:
+    """An empty line, or one whose bytes as read (`raw_line`: before its final CR goes, which could
+    take a stray byte with it) are not UTF-8 or hold U+FFFD (a decoder's mark of such bytes)."""
+    raw = F.col("raw_line")
+    bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
+    return [problem(F.col("_line") == "", EMPTY_LINE, None), problem(bad_bytes, BAD_BYTES, None)]
 
 
 def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     """Delimited lines split once, in their own projection (where they are numbered: _line_number)."""
     split = lines.select(
-        "*", _line_number(), F.split("_line", literal_regex(definition.separator), -1).alias("_split")
+        "*", _line_number(), F.split("_line", _regex_literal(definition.separator), -1).alias("_split")
     )
     values = []
     for i, column in enumerate(definition.columns):
@@ -236,7 +238,7 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         values.append((_split_list(column, text) if column.type == LIST else text, F.lit(False)))
     count = problem(F.size("_split") != len(definition.columns), FIELD_COUNT, None)
     lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
-    return _fields(split, definition, F.col(DAY), lineage, [*_line_problems(F.col("_line")), count], values)
+    return _fields(split, definition, F.col(DAY), lineage, [*_line_problems(), count], values)
 
 
 def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
@@ -283,7 +285,7 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         day = F.when(day >= 0, day)
     not_object = problem((F.col("_line") != "") & F.col("_object").isNull(), JSON_NOT_OBJECT, None)
     lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
-    return _fields(split, definition, day, lineage, [*_line_problems(F.col("_line")), not_object], values)
+    return _fields(split, definition, day, lineage, [*_line_problems(), not_object], values)
 
 
 def _days_since(definition: DatasetDefinition, date: Column) -> Column:

@@ -42,6 +42,7 @@ CASES = [
     (line(I1="", C26=""), None, None),
     (line(I2="-3", I7="0042"), None, None),
     (line() + b"\r", None, None),  # a CRLF line: the carriage return ends the line
+    (line() + b"\xc3\r", ing.BAD_BYTES, None),  # a stray byte before a CRLF line's end
 ]
 
 
