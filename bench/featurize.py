@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from harness import bench_setup, generated_data, print_medians, record_etl, report_quiet
+from harness import bench_setup, compare_engines, generated_data, record_etl
 from reference import duckdb_features_sql, polars_features
 
 from spark_jobs.featurize import featurize
@@ -57,14 +57,7 @@ def main() -> None:
         return rows / (time.perf_counter() - started)
 
     engines = {"sparkrec": run_spark, "duckdb": run_duckdb, "polars": run_polars}
-    report_quiet()
-    rates: dict[str, list[float]] = {name: [] for name in engines}
-    for repeat in range(args.repeats):
-        for name, run in engines.items():
-            rates[name].append(run(repeat))
-    medians = print_medians(rates, rows)
-    print(f"ratio sparkrec / DuckDB: {medians['sparkrec'] / medians['duckdb']:.2f}x")
-    print(f"ratio sparkrec / polars: {medians['sparkrec'] / medians['polars']:.2f}x")
+    medians = compare_engines(engines, args.repeats, rows)
     record_etl("featurize", medians, rows, args.max_cardinality)
 
 

@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def print_medians(rates: dict[str, list[float]], rows: int, unit: str = "rows/s"
 
 # The ETL benchmarks' shared report (bench/ingest.py and bench/featurize.py each write their section).
 ETL_REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "etl.json"
+
+
+def compare_engines(engines: dict[str, Callable[[int], float]], repeats: int, rows: int) -> dict[str, float]:
+    """Runs each engine (repeat index -> rows/s) in turn, `repeats` rounds, after the quiet check;
+    prints and returns the medians and each engine's ratio to sparkrec's."""
+    report_quiet()
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    for repeat in range(repeats):
+        for name, run in engines.items():
+            rates[name].append(run(repeat))
+    medians = print_medians(rates, rows)
+    for name in engines:
+        if name != "sparkrec":
+            print(f"ratio sparkrec / {name}: {medians['sparkrec'] / medians[name]:.2f}x")
+    return medians
 
 
 def record_etl(section: str, rates: dict[str, float], rows: int, max_cardinality: int) -> None:

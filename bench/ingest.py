@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import duckdb
-from harness import bench_setup, generated_data, print_medians, record_etl, report_quiet
+from harness import bench_setup, compare_engines, generated_data, record_etl
 
 from rec_plugin.dataset import load_dataset
 from spark_jobs.ingest import ingest
@@ -62,13 +62,7 @@ def main() -> None:
         return written / elapsed
 
     engines = {"sparkrec": run_spark, "duckdb": run_duckdb}
-    report_quiet()
-    rates: dict[str, list[float]] = {name: [] for name in engines}
-    for repeat in range(args.repeats):
-        for name, run in engines.items():
-            rates[name].append(run(repeat))
-    medians = print_medians(rates, rows)
-    print(f"ratio sparkrec / DuckDB: {medians['sparkrec'] / medians['duckdb']:.2f}x")
+    medians = compare_engines(engines, args.repeats, rows)
     record_etl("ingest", medians, rows, args.max_cardinality)
 
 
