@@ -94,9 +94,13 @@ def bench_setup(
     default_rows_per_day: int = 500_000,
     default_max_cardinality: int | None = None,
     bronze_option: bool = False,
+    more_options: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> tuple[argparse.Namespace, SparkSession, GeneratorConfig]:
-    """The benchmarks' shared options (data size, repeats), a quiet Spark session and the data config."""
+    """The benchmarks' shared options (data size, repeats; `more_options` adds a benchmark's own), a
+    quiet Spark session and the data config."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if more_options is not None:
+        more_options(parser)
     parser.add_argument("--rows-per-day", type=int, default=default_rows_per_day)
     parser.add_argument("--days", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)

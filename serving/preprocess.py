@@ -6,7 +6,8 @@ runs them; nothing is pickled.
 Every op is served with Spark's transform semantics (rows not fitted on, as at scoring):
 - FillMissing, Clip, LogOp, Normalize: their op_templates.json SQL, rendered as Spark renders it and
   nested per column (polars' SQL runs it).
-- Categorify: the vocabulary (value, id) looked up by the value cast to string; absent -> 0.
+- Categorify: the vocabulary (value, id) looked up by the value cast to string; absent -> 0, or with
+  num_buckets the value's hash bucket (as HashBucket: xxhash64 of the text, pmod, + 1).
 - HashBucket, Cross: Spark's xxhash64 (serving/tokens.py), pmod, + 1; 0 when an input is null.
 - TargetEncoding: TE_<column> from the all-folds statistics, (sum + w * prior) / (count + w) computed
   here by Spark as float, the prior for an unseen value.
@@ -193,7 +194,14 @@ def export_preprocess(
                         raise _refuse(
                             op, f"column {c!r} is {dtypes[c]}: lookups by a {dtypes[c]}'s text are not served"
                         )
-                    is_raw = expressions[c] == _quoted(c) and c in raw_columns and dtypes[c] == "string"
+                    # Hash buckets read the value's text: a raw token is then looked up by its text.
+                    hashes = isinstance(op, Categorify) and op.num_buckets > 0
+                    is_raw = (
+                        expressions[c] == _quoted(c)
+                        and c in raw_columns
+                        and dtypes[c] == "string"
+                        and not hashes
+                    )
                     step = {
                         "kind": "lookup",
                         "op": type(op).__name__,
@@ -205,6 +213,7 @@ def export_preprocess(
                     }
                     if isinstance(op, Categorify):
                         step["table"] = vocabulary_file(op, c, state)
+                        step.update({"buckets": op.num_buckets} if hashes else {})
                         expressions[c] = render_over("category_id", {"id": _quoted(step["output"])}, {})
                         dtypes[c] = "int32"
                     else:

@@ -361,11 +361,12 @@ class Preprocessor:
             else:
                 table = self.tables[step["table"]]
                 if step.get("raw") is not None and keys is not None:
-                    found = table.by_keys(keys[:, raw_index[step["raw"]]])
+                    result = self._looked_up(step, table, table.by_keys(keys[:, raw_index[step["raw"]]]))
                 else:
-                    value = inputs[0] if inputs else frame[step["raw"]].to_arrow()
-                    found = table.by_strings(value.cast(pa.string()))
-                result = self._looked_up(step, table, found)
+                    value = (inputs[0] if inputs else frame[step["raw"]].to_arrow()).cast(pa.string())
+                    result = self._looked_up(step, table, table.by_strings(value))
+                    if step.get("buckets"):  # absent values (null ids) take their hash bucket
+                        result = result.fill_null(pl.Series(self._hashed(step, [value])))
             frame = frame.with_columns(pl.Series(step["output"], result))
         if not self.continuous and not self.categorical:
             out = pl.DataFrame()

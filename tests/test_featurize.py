@@ -16,9 +16,11 @@ from reference import duckdb_features_sql, polars_features
 from rec_plugin.dataset import load_dataset
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.gpu import gpu_plan
+from rec_plugin.ops.categorify import BROADCAST_MAX_IDS
 from rec_plugin.schema import DAY, Schema, Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
+from spark_jobs.session import session_conf
 
 CRITEO = load_dataset("criteo")
 DENSE, CATEGORICAL = CRITEO.tagged(Tags.CONTINUOUS), CRITEO.tagged(Tags.CATEGORICAL)
@@ -77,9 +79,14 @@ def test_fit_and_transform_plans_run_on_the_gpu_under_rapids(spark, featurized, 
     out, _ = featurized
     bronze = spark.read.format("delta").load(default_bronze[0])
     workflow = Workflow.load(str(out / "workflow"))
+    # Vocabularies joined by broadcast, and all of them by shuffle (as above BROADCAST_MAX_IDS).
+    with session_conf(spark, {BROADCAST_MAX_IDS: "0"}):
+        shuffled = workflow.transform(bronze)
+    assert "ShuffledHashJoin" in shuffled._jdf.queryExecution().executedPlan().toString()
     plans = [
         *workflow.fit_queries(bronze.where(F.col(DAY).isin(SPLITS["train"]))),
         workflow.transform(bronze),
+        shuffled,
     ]
     for plan in plans:
         report = gpu_plan(plan)

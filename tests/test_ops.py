@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from rec_plugin.ops import (
     Normalize,
     TargetEncoding,
 )
+from rec_plugin.ops.categorify import BROADCAST_MAX_IDS, DEFAULT_BROADCAST_MAX_IDS
 from rec_plugin.workflow import Workflow
+from spark_jobs.session import session_conf
 
 ROWS = [
     (1, -5, "a", "x"),
@@ -139,6 +142,65 @@ def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
     extended = Workflow.load(path)
     out = extended.transform(spark.createDataFrame([("a",), ("y",), ("z",), ("x",)], "c string"))
     assert [r.c for r in out.collect()] == [1, 3, 4, 0]
+
+
+def test_num_buckets_hash_rare_and_unseen_values_before_the_vocabulary_ids(spark, frame, tmp_path):
+    path = str(tmp_path / "wf")
+    workflow = Workflow([["c"] >> Categorify(freq_threshold=2, num_buckets=3), "row"]).fit(frame)
+    workflow.save(path)
+    assert workflow.schema["c"].cardinality == 6  # 0, buckets 1-3, a and b
+    later = spark.createDataFrame([(1, "a"), (2, "b"), (3, "c"), (4, "zzz"), (5, None)], "row int, c string")
+    out = {r.row: r.c for r in Workflow.load(path).transform(later).collect()}
+    buckets = spark.sql(
+        "SELECT CAST(pmod(xxhash64('c'), 3) AS INT) + 1 AS c, CAST(pmod(xxhash64('zzz'), 3) AS INT) + 1 AS z"
+    ).first()
+    assert out == {1: 4, 2: 5, 3: buckets.c, 4: buckets.z, 5: 0}
+    # A value that reaches the threshold later follows the last id; the buckets stay where they are.
+    Workflow.load(path).extend(spark.createDataFrame([(9, v) for v in "qqqa"], "row int, c string"), path)
+    extended = Workflow.load(path)
+    assert extended.schema["c"].cardinality == 7
+    assert [r.c for r in extended.transform(later.where("row <= 2")).orderBy("row").collect()] == [4, 5]
+    with pytest.raises(InputError, match="num_buckets"):
+        Categorify(vocabulary_of="c", num_buckets=2)
+
+
+def test_vocabularies_above_the_broadcast_limit_join_by_shuffle_with_the_same_ids(spark, tmp_path):
+    tags = ["p", "q", "r", "s"]
+    rows = [(i, "abcdef"[i % 6] if i % 7 else None, "xyz"[i % 3], tags[: i % 5]) for i in range(60)]
+    fitted = spark.createDataFrame(rows, "row int, c string, d string, tags array<string>")
+    graph = [
+        ["c"] >> Categorify(num_buckets=2),
+        ["d"] >> Categorify(),
+        ["tags"] >> ListCategorify(max_length=3),
+        "row",
+    ]
+    Workflow(graph).fit(fitted).save(str(tmp_path / "wf"))
+    workflow = Workflow.load(str(tmp_path / "wf"))
+    assert [workflow.schema[c].cardinality for c in ("c", "d", "tags")] == [9, 4, 5]
+    unseen = [(100, "new", "w", ["p", "new"]), (101, None, None, None)]
+    later = fitted.unionByName(spark.createDataFrame(unseen, fitted.schema))
+
+    def transformed(broadcast_max_ids: int) -> tuple[list, set[tuple[str, str]]]:
+        """The rows, and each vocabulary lookup's join as run: (join, the vocabulary's key column)."""
+        with session_conf(spark, {BROADCAST_MAX_IDS: str(broadcast_max_ids)}):
+            out = workflow.transform(later).orderBy("row")
+        rows = out.collect()
+        final = out._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]
+        joins = re.findall(r"(\w+HashJoin) \[\w+#\d+L?\], \[(\w+)#", final)
+        return rows, {(join, key) for join, key in joins if key != "_row"}
+
+    broadcast, joins = transformed(DEFAULT_BROADCAST_MAX_IDS)
+    assert joins == {("BroadcastHashJoin", k) for k in ("c__value", "d__value", "_value")}
+    # Per column, from its vocabulary's size: d (4 ids) broadcast, c (9) and tags (5) shuffled.
+    mixed, joins = transformed(4)
+    expected = {("ShuffledHashJoin", "c__value"), ("BroadcastHashJoin", "d__value")}
+    assert joins == expected | {("ShuffledHashJoin", "_value")}
+    shuffled, joins = transformed(0)
+    assert joins == {("ShuffledHashJoin", k) for k in ("c__value", "d__value", "_value")}
+    assert broadcast == mixed == shuffled
+    new, missing = broadcast[-2:]
+    assert new.c in (1, 2) and new.d == 0 and new.tags == [1, 0]  # p is the most frequent tag
+    assert (missing.c, missing.d, missing.tags) == (0, 0, None)
 
 
 def test_workflow_runs_and_persists_as_a_spark_ml_pipeline(spark, frame, tmp_path):

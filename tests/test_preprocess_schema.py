@@ -100,10 +100,13 @@ def every_op_workflow(schema: Schema) -> Workflow:
     int_cross = ["n_cat", "t"] >> Cross(buckets=31)
     hashed = ["t", "l"] >> HashBucket(buckets=50)
     encoded = ["u", "s"] >> TargetEncoding(target="label", folds=3, smoothing=10.0)
-    categories = ["s", "n_cat"] >> Categorify(freq_threshold=2)
+    categories = ["n_cat"] >> Categorify(freq_threshold=2)
+    bucketed = ["s"] >> Categorify(freq_threshold=2, num_buckets=5)
     tags = ["tags"] >> ListCategorify(max_length=3, freq_threshold=2)
     continuous = ["f", "n"] >> FillMissing(0) >> Clip(min=0) >> LogOp() >> Normalize()
-    return Workflow(cross + int_cross + hashed + encoded + categories + tags + continuous + ["label"], schema)
+    return Workflow(
+        cross + int_cross + hashed + encoded + categories + bucketed + tags + continuous + ["label"], schema
+    )
 
 
 # The raw type (rec_plugin/dataset.py's RAW_TYPES) of each input schema dtype.
@@ -197,6 +200,8 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
     for name in ("s", "s_x_t", "n_cat_x_t", "t", "l", "n_cat"):
         assert len(np.unique(expected_ids[:, schema.categorical.names.index(name)])) > 3, name
     assert (features.list_values[0] > 0).any() and (features.list_values[0] == 0).any()
+    bucketed = expected_ids[:, schema.categorical.names.index("s")]
+    assert ((bucketed >= 1) & (bucketed <= 5)).any() and (bucketed > 5).any(), "hash buckets and ids"
     te = expected_dense[:, schema.continuous.names.index("TE_u")]
     assert len(np.unique(te)) > 3
 

@@ -2,8 +2,15 @@
 
 Ids start at 1 in order of descending count, ties broken by the value itself, so a refit on the same
 data gives the same ids; 0 is reserved for missing, rare (below freq_threshold) and unseen values.
+With `num_buckets=n`, rare and unseen values are not all 0 but hashed into ids 1..n (Spark's xxhash64
+of the value as text, as HashBucket does), and the vocabulary's ids start at n + 1: NVTabular's
+Categorify(num_buckets=...), for fields whose long tail still says something.
 Each column's vocabulary is a table (value, id, count), saved as its own Delta table, which `extend`
 grows in place with a new day's data (see Workflow.extend).
+
+Transform joins each column with its vocabulary: a broadcast join up to BROADCAST_MAX_IDS ids (a Spark
+setting), above it a shuffled hash join, so that no task holds more than its hash partition of a
+vocabulary of tens of millions of values. The choice is per column, from the fitted vocabulary's size.
 
 `vocabulary_of="item_id"` makes the op fit nothing and use the vocabulary that an earlier node's
 Categorify fitted for item_id (the Workflow hands it over): the same value gets the same id in both
@@ -15,31 +22,52 @@ from functools import reduce
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.ops.base import Op, categorical
 from rec_plugin.schema import ColumnSchema, VocabularyPin
-from rec_plugin.templates import expression
+from rec_plugin.templates import render_over
 
 # The workflow folder's subfolder of vocabulary tables.
 VOCABULARY_FOLDER = "vocab"
+# Spark setting: the most ids a vocabulary may have for transform to broadcast it to every task.
+BROADCAST_MAX_IDS = "spark.sparkrec.categorify.broadcastMaxIds"
+DEFAULT_BROADCAST_MAX_IDS = 1_000_000
+
+
+def lookup_join(frame: DataFrame, ids: DataFrame, on: str | Column, ids_count: int) -> DataFrame:
+    """`frame` left-joined with a vocabulary's (value, id) rows: broadcast when the vocabulary has at
+    most BROADCAST_MAX_IDS ids, else a shuffled hash join (AQE splits a skewed partition, such as
+    the one that takes every missing value)."""
+    limit = int(frame.sparkSession.conf.get(BROADCAST_MAX_IDS, str(DEFAULT_BROADCAST_MAX_IDS)))
+    looked_up = F.broadcast(ids) if ids_count <= limit else ids.hint("shuffle_hash")
+    return frame.join(looked_up, on, "left")
 
 
 class Categorify(Op):
     state_holds_frames = True
 
     def __init__(
-        self, freq_threshold: int = 1, max_size: int | None = None, vocabulary_of: str | None = None
+        self,
+        freq_threshold: int = 1,
+        max_size: int | None = None,
+        vocabulary_of: str | None = None,
+        num_buckets: int = 0,
     ) -> None:
+        if num_buckets < 0:
+            raise InputError(f"{type(self).__name__}(num_buckets={num_buckets}): give 0 or more buckets")
         if vocabulary_of is None:
             super().__init__(freq_threshold=freq_threshold, max_size=max_size)
-        elif freq_threshold != 1 or max_size is not None:
+            if num_buckets:  # only when asked: saved workflows from before num_buckets load unchanged
+                self.params["num_buckets"] = num_buckets
+        elif freq_threshold != 1 or max_size is not None or num_buckets:
             raise InputError(
                 f"{type(self).__name__}(vocabulary_of={vocabulary_of!r}) keeps the values that "
-                f"{vocabulary_of!r}'s vocabulary keeps: give freq_threshold and max_size to its Categorify"
+                f"{vocabulary_of!r}'s vocabulary keeps: give freq_threshold, max_size and num_buckets "
+                "to its Categorify"
             )
         else:
             super().__init__(vocabulary_of=vocabulary_of)
@@ -48,6 +76,11 @@ class Categorify(Op):
     def vocabulary_of(self) -> str | None:
         """The column whose vocabulary this op uses instead of fitting one (None: it fits its own)."""
         return self.params.get("vocabulary_of")
+
+    @property
+    def num_buckets(self) -> int:
+        """Ids 1..num_buckets that rare and unseen values hash into (0: they all get id 0)."""
+        return int(self.params.get("num_buckets", 0))
 
     @staticmethod
     def table_location(column: str) -> str:
@@ -71,11 +104,12 @@ class Categorify(Op):
             return None
         counts = self.value_counts(frame, columns).where(F.col("count") >= self.params["freq_threshold"])
         order = Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value"))
-        return self._capped(counts.withColumn("id", F.row_number().over(order).cast("int")))
+        ranked = counts.withColumn("id", (F.row_number().over(order) + self.num_buckets).cast("int"))
+        return self._capped(ranked)
 
     def _capped(self, vocab: DataFrame) -> DataFrame:
         size = self.params["max_size"]
-        return vocab if size is None else vocab.where(F.col("id") <= size)
+        return vocab if size is None else vocab.where(F.col("id") <= size + self.num_buckets)
 
     def extend(self, frame: DataFrame, columns: list[str], path: str) -> dict[str, Any]:
         """Grows the saved vocabularies with `frame` (a new day's data): existing ids never change, and
@@ -88,7 +122,7 @@ class Categorify(Op):
             location = f"{path}/{self.table_location(c)}"
             table = DeltaTable.forPath(spark, location)
             known = table.toDF()
-            last_id = known.agg(F.max("id")).first()[0] or 0
+            last_id = max(known.agg(F.max("id")).first()[0] or 0, self.num_buckets)
             seen = counts.where(F.col("column") == c).select("value", "count")
             fresh = seen.join(known.select("value"), "value", "left_anti")
             fresh = fresh.where(F.col("count") >= self.params["freq_threshold"])
@@ -113,13 +147,22 @@ class Categorify(Op):
         return {c: query.where(F.col("column") == c).select("value", "id", "count") for c in columns}
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        sizes = self.cardinalities(state, columns)
         for c in columns:
             ids = state[c].select(F.col("value").alias(f"{c}__value"), F.col("id").alias(f"{c}__id"))
-            joined = frame.join(F.broadcast(ids), frame[c].cast("string") == ids[f"{c}__value"], "left")
-            frame = joined.withColumn(c, expression("category_id", {"id": f"{c}__id"}, {})).drop(
+            joined = lookup_join(frame, ids, frame[c].cast("string") == ids[f"{c}__value"], sizes[c])
+            frame = joined.withColumn(c, F.expr(self.id_sql(f"`{c}__id`", f"CAST(`{c}` AS STRING)"))).drop(
                 f"{c}__value", f"{c}__id"
             )
         return frame
+
+    def id_sql(self, looked_up: str, text: str) -> str:
+        """The SQL of a value's id from its vocabulary lookup (`looked_up`, NULL when absent) and its
+        text (for the hash buckets of num_buckets)."""
+        if self.num_buckets:
+            bucket = render_over("hash_bucket", {"x": text}, {"buckets": self.num_buckets})
+            looked_up = f"coalesce({looked_up}, {bucket})"
+        return render_over("category_id", {"id": looked_up}, {})
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
         """int32 ids, one embedding row per id plus the reserved 0; the vocabulary table is pinned to its
@@ -150,9 +193,9 @@ class Categorify(Op):
     ) -> dict[str, Any]:
         return storage.load_tables(spark, saved["tables"], path, pins)
 
-    @staticmethod
-    def cardinalities(state: dict[str, Any], columns: list[str]) -> dict[str, int]:
-        """Embedding rows a model needs per column: the largest id plus the reserved 0 (one query)."""
+    def cardinalities(self, state: dict[str, Any], columns: list[str]) -> dict[str, int]:
+        """Embedding rows a model needs per column: the largest id (at least the last hash bucket) plus
+        the reserved 0 (one query)."""
         if not columns:
             return {}
         largest = [
@@ -160,4 +203,4 @@ class Categorify(Op):
             for c in columns
         ]
         rows = reduce(DataFrame.unionAll, largest).collect()
-        return {row["column"]: int(row["largest"] or 0) + 1 for row in rows}
+        return {row["column"]: max(int(row["largest"] or 0), self.num_buckets) + 1 for row in rows}

@@ -14,7 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from rec_plugin.ops.categorify import Categorify
+from rec_plugin.ops.categorify import Categorify, lookup_join
 from rec_plugin.schema import ColumnSchema, Tags
 
 
@@ -46,13 +46,14 @@ class ListCategorify(Categorify):
         return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
-        """Per column: explode with positions, look ids up with a broadcast join, regroup in order."""
+        """Per column: explode with positions, look ids up (lookup_join), regroup in order."""
         frame = frame.withColumn("_row", F.monotonically_increasing_id())
+        sizes = self.cardinalities(state, columns)
         for c in columns:
             kept = F.slice(F.col(c), 1, self.params["max_length"])
             elements = frame.select("_row", F.posexplode(kept).alias("_pos", "_value"))
             ids = state[c].select(F.col("value").alias("_value"), F.col("id").alias("_id"))
-            looked_up = elements.join(F.broadcast(ids), "_value", "left")
+            looked_up = lookup_join(elements, ids, "_value", sizes[c])
             pairs = F.sort_array(F.collect_list(F.struct("_pos", F.coalesce("_id", F.lit(0)).alias("_id"))))
             regrouped = looked_up.groupBy("_row").agg(pairs.alias("_pairs"))
             frame = frame.join(regrouped, "_row", "left").withColumn(

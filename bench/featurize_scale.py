@@ -1,0 +1,106 @@
+"""Featurize where vocabularies outgrow a broadcast: 50M rows, fields of up to 10M values, sparkrec only.
+
+Generates and ingests once (or reuses --data / --bronze), then runs featurize once while a thread
+samples the resident memory of this process (the driver's Python) and of Spark's JVM (in local mode
+the driver and the executors) every second. Prints and writes artifacts/bench/featurize_scale.json:
+the time, rows/s, the peak memory of each, and each vocabulary's size with the join transform chose
+for it (broadcast up to the Categorify broadcast limit, shuffle above it).
+
+    .venv/bin/python bench/featurize_scale.py [--rows-per-day 12500000] [--days 4]
+        [--max-cardinality 10000000] [--data DIR] [--bronze TABLE] [--broadcast-max-ids N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from harness import bench_setup, generated_data, report_quiet
+
+from rec_plugin.ops.categorify import BROADCAST_MAX_IDS, DEFAULT_BROADCAST_MAX_IDS
+from rec_plugin.schema import Tags
+from rec_plugin.workflow import Workflow
+from spark_jobs.featurize import featurize
+from spark_jobs.ingest import ingest
+
+REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "featurize_scale.json"
+
+
+class PeakMemory:
+    """The largest resident set seen, per role, while the block runs (sampled every second)."""
+
+    def __init__(self) -> None:
+        self.peak = {"driver_python": 0, "spark_jvm": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(1.0):
+            jvms = [p for p in me.children(recursive=True) if p.name() == "java"]
+            self.peak["driver_python"] = max(self.peak["driver_python"], me.memory_info().rss)
+            for jvm in jvms:
+                self.peak["spark_jvm"] = max(self.peak["spark_jvm"], jvm.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    def broadcast_limit(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--broadcast-max-ids",
+            type=int,
+            default=DEFAULT_BROADCAST_MAX_IDS,
+            help=f"{BROADCAST_MAX_IDS}: the largest vocabulary transform broadcasts",
+        )
+
+    args, spark, config = bench_setup(
+        __doc__, "bench-featurize-scale", 12_500_000, 10_000_000, True, broadcast_limit
+    )
+    spark.conf.set(BROADCAST_MAX_IDS, str(args.broadcast_max_ids))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-scale-"))
+    bronze = args.bronze or str(scratch / "bronze")
+    if args.bronze is None:
+        ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
+    days = list(range(args.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    report_quiet()
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        featured = featurize(spark, bronze, str(scratch / "features"), str(scratch / "wf"), splits)
+        seconds = time.perf_counter() - started
+    limit = args.broadcast_max_ids
+    schema = Workflow.load_schema(str(scratch / "wf"), spark)
+    vocabularies = {
+        c.name: {"ids": c.cardinality, "join": "broadcast" if c.cardinality <= limit else "shuffle"}
+        for c in schema
+        if c.has(Tags.CATEGORICAL)
+    }
+    report = {
+        "rows": featured["rows_out"],
+        "max_cardinality": args.max_cardinality,
+        "seconds": round(seconds, 1),
+        "rows_per_s": round(featured["rows_out"] / seconds, 1),
+        "peak_rss_gib": {role: round(rss / 2**30, 2) for role, rss in memory.peak.items()},
+        "broadcast_max_ids": limit,
+        "vocabularies": vocabularies,
+    }
+    print(json.dumps(report, indent=2))
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
