@@ -219,7 +219,8 @@ class Workflow:
         (None: none were, as at serving or scoring). Ops that learn from the label (TargetEncoding)
         encode only those rows out of fold; every other row gets what serving computes."""
         frame = frame.withColumns({f"_keep_{c}": frame[c] for c in keep})
-        frame = self._apply(frame if fitted_rows is None else _marked(frame, fitted_rows), lambda *_: None)
+        marked = frame if fitted_rows is None else _marked(frame, fitted_rows)
+        frame = self._apply(marked, lambda *_: None, sized_by=self.schema)
         return frame.select(*[frame[f"_keep_{c}"].alias(c) for c in keep], *self.output_columns())
 
     def extend(self, frame: DataFrame, path: str, source: dict | None = None) -> Workflow:
@@ -272,17 +273,26 @@ class Workflow:
                 DeltaTable.forPath(spark, location).restoreToVersion(pinned)
 
     def _apply(
-        self, frame: DataFrame, before_op: Callable[[int, int, Op, DataFrame, list[str]], None]
+        self,
+        frame: DataFrame,
+        before_op: Callable[[int, int, Op, DataFrame, list[str]], None],
+        sized_by: Schema | None = None,
     ) -> DataFrame:
         """Runs the nodes in order over one frame (a node sees columns as earlier nodes left them),
-        calling before_op ahead of each op's transform."""
+        calling before_op ahead of each op's transform. `sized_by`: the schema of the states, whose
+        cardinalities spare Categorify counting its vocabularies to choose its joins."""
         if self.states is None:
             raise RuntimeError("fit the workflow (or load a fitted one) first")
         for node_index, node in enumerate(self.nodes):
             columns = list(node.columns)
             for op_index, op in enumerate(node.ops):
                 before_op(node_index, op_index, op, frame, columns)
-                frame = op.transform(frame, columns, self.states[node_index][op_index])
+                state = self.states[node_index][op_index]
+                known = _vocabulary_ids(op, columns, sized_by)
+                if known is None:
+                    frame = op.transform(frame, columns, state)
+                else:
+                    frame = op.transform(frame, columns, state, ids=known)
                 columns = op.output_columns(columns)
         return frame
 
@@ -406,6 +416,18 @@ class Workflow:
         workflow.states = states if document["fitted"] else None
         workflow.schema = schema
         return workflow
+
+
+def _vocabulary_ids(op: Op, columns: list[str], schema: Schema | None) -> dict[str, int] | None:
+    """A Categorify's ids per column as `schema` records them, where its output columns are pinned to
+    its vocabulary (no later op rewrote them); None when the schema cannot say."""
+    if schema is None or not isinstance(op, Categorify):
+        return None
+    for c in columns:
+        pin = schema[c].vocabulary if c in schema else None
+        if pin is None or pin.table != op.table_location(op.vocabulary_of or c):
+            return None
+    return {c: int(schema[c].cardinality) for c in columns}
 
 
 def _pins(schema: Schema) -> dict[str, int | None]:

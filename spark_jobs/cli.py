@@ -14,6 +14,7 @@ STAGES = {
     "featurize": "spark_jobs.featurize",
     "interactions": "spark_jobs.interactions",
     "train": "spark_jobs.train",
+    "tune": "spark_jobs.tune",
     "export": "serving.export",
     "score": "spark_jobs.score",
     "monitor": "spark_jobs.monitor",

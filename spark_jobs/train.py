@@ -17,6 +17,7 @@ With --model ncf or multvae it trains on the interaction tables instead (spark_j
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import torch
@@ -41,6 +42,7 @@ from training.loop import TrainSpec
 from training.models import ALL_MODELS, CF_MODELS
 from training.run_directory import RunDirectory
 from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
+from training.tune_directory import TunedConfig
 
 # The generator's oracle table names its label column so (the features' label is the schema's).
 ORACLE_LABEL = "label"
@@ -156,6 +158,14 @@ def train(
     return report
 
 
+def _tuned_config(argv: list[str] | None) -> TunedConfig | None:
+    """The --config file's contents, read before the other options so that it sets their defaults."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config")
+    given, _ = early.parse_known_args(argv)
+    return TunedConfig.load(given.config) if given.config else None
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--features", help="Delta features table path (the CTR models)")
@@ -220,7 +230,16 @@ def main(argv: list[str] | None = None) -> dict:
         help="start from this (production) run's latest checkpoint, its tables grown to the workflow's "
         "vocabularies (new ids appended by Workflow.extend); another run directory than --run-dir",
     )
+    parser.add_argument(
+        "--config",
+        help="a config sparkrec tune wrote (<tune-dir>/config.json): its model and options, which the "
+        "options given here override",
+    )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    tuned = _tuned_config(argv)
+    flags = {action.dest for action in parser._actions}
+    if tuned is not None:
+        parser.set_defaults(model=tuned.model, **{k: v for k, v in tuned.options.items() if k in flags})
     args = parser.parse_args(argv)
     collaborative = args.model in CF_MODELS
     if collaborative and not args.interactions:
@@ -244,6 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
         warm_start=args.warm_start,
     )
     options = {key: value for key, value in options.items() if value is not None}
+    if tuned is not None:  # the model's hyperparameters, which have no flags
+        options = {**{k: v for k, v in tuned.options.items() if k not in flags}, **options}
     if collaborative:
         report = train_cf(
             spark,

@@ -1,28 +1,33 @@
 """PNG plots written beside a run's metrics: the loss curve and AUC per day against the oracle.
 
-Each returns the PNG's bytes, which the run directory writes to whatever filesystem it lives on."""
+Each returns the PNG's bytes, which the run directory writes to whatever filesystem it lives on.
+Figures are made without pyplot's global state, so trainings in parallel threads (sparkrec tune)
+plot at once safely."""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
-def _png(figure: plt.Figure) -> bytes:
+def _figure(size: tuple[float, float], columns: int = 1) -> tuple[Figure, Any]:
+    """A figure and its axes (one, or an array of `columns`), of no pyplot window."""
+    figure = Figure(figsize=size)
+    return figure, figure.subplots(1, columns)
+
+
+def _png(figure: Figure) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     return buffer.getvalue()
 
 
 def loss_curve(losses: list[float], title: str) -> bytes:
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = _figure((7, 4))
     steps = np.arange(1, len(losses) + 1)
     axes.plot(steps, losses, alpha=0.3, label="batch loss")
     window = max(1, len(losses) // 50)
@@ -36,7 +41,7 @@ def loss_curve(losses: list[float], title: str) -> bytes:
 
 def auc_per_day(days: list[dict], title: str) -> bytes:
     """Bars per validation/test day; a run without such days gets an empty chart saying so."""
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = _figure((7, 4))
     labels = [f"day {d['day']}\n({d['split']})" for d in days]
     x = np.arange(len(days))
     axes.bar(x - 0.2, [d["auc"] for d in days], 0.4, label="model")
@@ -58,7 +63,7 @@ def ranking_metrics(report: dict[str, float | None], title: str) -> bytes:
     where the report has them (keys prefixed oracle_ and popularity_)."""
     rankers = ("", "oracle_", "popularity_")
     names = [k for k in report if k.split("_at_")[0] in ("hr", "ndcg", "recall") and "_at_" in k]
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = _figure((7, 4))
     x = np.arange(len(names))
     width = 0.8 / len(rankers)
     for index, prefix in enumerate(rankers):
@@ -76,7 +81,7 @@ def models_against_oracle(
     aucs: dict[str, float], seconds: dict[str, float], oracle: float | None, title: str
 ) -> bytes:
     """AUC bars of models scored on the same rows (with the oracle's line), and their training seconds."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    figure, (left, right) = _figure((9, 4), 2)
     names = list(aucs)
     left.bar(names, [aucs[n] for n in names])
     if oracle is not None:
@@ -87,4 +92,21 @@ def models_against_oracle(
     timed = [n for n in names if n in seconds]
     right.bar(timed, [seconds[n] for n in timed], color="tab:orange")
     right.set(ylabel="training seconds", title="training time")
+    return _png(figure)
+
+
+def trial_scores(scores: list[tuple[int, float | None]], title: str) -> bytes:
+    """Each trial's validation AUC (a cross where it failed) and the best so far, by trial number."""
+    figure, axes = _figure((7, 4))
+    done = [(n, s) for n, s in scores if s is not None]
+    failed = [n for n, s in scores if s is None]
+    if done:
+        numbers, values = zip(*done)
+        axes.plot(numbers, values, "o", label="trial")
+        axes.step(numbers, np.maximum.accumulate(values), where="post", label="best so far")
+        axes.legend()
+    low = min((s for _, s in done), default=0.5)
+    for n in failed:
+        axes.axvline(n, color="tab:red", linestyle=":", alpha=0.5)
+    axes.set(xlabel="trial", ylabel="validation AUC", ylim=(max(0.5, low - 0.01), 1.0), title=title)
     return _png(figure)

@@ -146,8 +146,11 @@ class Categorify(Op):
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
         return {c: query.where(F.col("column") == c).select("value", "id", "count") for c in columns}
 
-    def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
-        sizes = self.cardinalities(state, columns)
+    def transform(
+        self, frame: DataFrame, columns: list[str], state: dict[str, Any], ids: dict[str, int] | None = None
+    ) -> DataFrame:
+        """`ids`: each vocabulary's ids (cardinality) where the caller knows them, else counted here."""
+        sizes = ids or self.cardinalities(state, columns)
         for c in columns:
             ids = state[c].select(F.col("value").alias(f"{c}__value"), F.col("id").alias(f"{c}__id"))
             joined = lookup_join(frame, ids, frame[c].cast("string") == ids[f"{c}__value"], sizes[c])

@@ -45,10 +45,12 @@ class ListCategorify(Categorify):
         exploded = reduce(DataFrame.unionAll, elements)
         return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
 
-    def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+    def transform(
+        self, frame: DataFrame, columns: list[str], state: dict[str, Any], ids: dict[str, int] | None = None
+    ) -> DataFrame:
         """Per column: explode with positions, look ids up (lookup_join), regroup in order."""
         frame = frame.withColumn("_row", F.monotonically_increasing_id())
-        sizes = self.cardinalities(state, columns)
+        sizes = ids or self.cardinalities(state, columns)
         for c in columns:
             kept = F.slice(F.col(c), 1, self.params["max_length"])
             elements = frame.select("_row", F.posexplode(kept).alias("_pos", "_value"))

@@ -1,0 +1,262 @@
+"""sparkrec tune: a hyperparameter search whose trials are full trainings on one pinned features version.
+
+Optuna's TPE sampler (seeded) proposes each trial's options from SEARCH_SPACE: the dense and sparse
+learning rates, the batch size, the embedding width and the model's layer sizes. `--parallel` trials
+run at once, each a `sparkrec train` of the model into its own run directory by a TorchDistributor
+job of one worker (a Spark barrier task on a cluster, a process here), scored by its AUC on the
+validation days; the test days are never looked at. Every trial trains with the same seed, so a
+trial's options reproduce its model.
+
+The study is a journal file in the tune folder (training/tune_directory.py): a search that stopped
+(a failed trial, a kill) continues with the next `sparkrec tune` of the folder, keeping its finished
+trials and running a failed or cut-off trial again with its options, until --trials trials have
+finished. The best trial's options are written as the folder's config.json, which
+`sparkrec train --config` trains with.
+
+    sparkrec tune --features lake/features --workflow lake/workflow --model dlrm \\
+        --trials 8 --parallel 2 --tune-dir runs/tune-dlrm
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, Trial, TrialState
+from pyspark.sql import SparkSession
+
+from rec_plugin import storage
+from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.features_description import FeaturesDescription
+from spark_jobs.session import build_session
+from spark_jobs.train import days_held, features_version_to_read, train
+from training import plots
+from training.models import MODELS
+from training.run_directory import RunDirectory
+from training.tune_directory import TunedConfig, TuneDirectory
+
+STUDY_NAME = "sparkrec-tune"
+# The study attribute that records what the search trains on: a rerun must train on the same.
+SETTINGS_ATTR = "settings"
+# A trial's attribute naming the trial whose options it runs again.
+RETRY_OF_ATTR = "retry_of"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched option: log-uniform between low and high, or one of `choices` (layer sizes as
+    "256-128"); only for `models` (empty: every model)."""
+
+    name: str
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple = ()
+    models: tuple[str, ...] = ()
+
+    def suggest(self, trial: Trial) -> object:
+        if not self.choices:
+            return trial.suggest_float(self.name, self.low, self.high, log=True)
+        value = trial.suggest_categorical(self.name, self.choices)
+        return layer_sizes(value) if isinstance(value, str) else value
+
+
+def layer_sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(width) for width in text.split("-"))
+
+
+DEEP = ("dcnv2", "wide_deep", "deepfm")
+SEARCH_SPACE: tuple[Dimension, ...] = (
+    Dimension("dense_lr", 1e-4, 3e-2),
+    Dimension("sparse_lr", 1e-3, 1e-1),
+    Dimension("batch_size", choices=(512, 1024, 2048, 4096)),
+    Dimension("embedding_dim", choices=(8, 16, 32, 64), models=("dlrm", *DEEP)),
+    Dimension("bottom_mlp", choices=("32", "64", "128-64"), models=("dlrm",)),
+    Dimension("top_mlp", choices=("64", "128-64", "256-128"), models=("dlrm",)),
+    Dimension("deep_mlp", choices=("128-64", "256-128", "512-256-128"), models=DEEP),
+    Dimension("cross_layers", choices=(1, 2, 3, 4), models=("dcnv2",)),
+)
+
+
+def searched(model: str) -> list[Dimension]:
+    return [d for d in SEARCH_SPACE if not d.models or model in d.models]
+
+
+def trial_options(trial: FrozenTrial, model: str) -> dict:
+    """A trial's train() options from its parameters (layer sizes as tuples)."""
+    return {d.name: d.suggest(trial) for d in searched(model)}  # type: ignore[arg-type]
+
+
+def validation_auc(run_dir: str) -> float:
+    """The mean AUC of a finished run's validation days."""
+    metrics = RunDirectory(run_dir).metrics() or {}
+    aucs = [d["auc"] for d in metrics.get("days", []) if d["split"] == "valid"]
+    if not aucs:
+        raise InputError(f"run {run_dir} scored no validation day")
+    return statistics.fmean(aucs)
+
+
+@contextmanager
+def only_search_of(directory: TuneDirectory) -> Iterator[None]:
+    """Holds the folder's lock: one search writes a folder at a time, so a trial found running when a
+    search starts was cut off."""
+    directory.path.mkdir(parents=True, exist_ok=True)
+    with open(directory.path / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another sparkrec tune is searching in {directory.path}") from None
+        yield
+
+
+def open_study(directory: TuneDirectory, settings: dict, seed: int) -> optuna.Study:
+    """The folder's study, created or continued; refused when it searched on other settings. Trials
+    that failed or were cut off, and not yet run again, are queued to run again with their options."""
+    journal = JournalStorage(JournalFileBackend(str(directory.journal)))
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=journal,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        load_if_exists=True,
+    )
+    recorded = study.user_attrs.get(SETTINGS_ATTR)
+    if recorded is None:
+        study.set_user_attr(SETTINGS_ATTR, settings)
+    elif recorded != settings:
+        changed = sorted(k for k in settings if recorded.get(k) != settings[k])
+        raise InputError(
+            f"tune folder {directory.path} holds a search with other {', '.join(changed)} "
+            f"({[recorded.get(k) for k in changed]}): give another --tune-dir"
+        )
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    for trial in trials:
+        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.number not in retried:
+            if trial.state == TrialState.RUNNING:
+                study_id = journal.get_study_id_from_name(STUDY_NAME)
+                trial_id = journal.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                journal.set_trial_state_values(trial_id, TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+    return study
+
+
+def tune(
+    spark: SparkSession,
+    features: str,
+    workflow: str,
+    tune_dir: str,
+    model: str = "dlrm",
+    trials: int = 8,
+    parallel: int = 2,
+    epochs: int = 1,
+    seed: int = 0,
+    features_version: int | None = None,
+) -> dict:
+    """Runs the search until `trials` trials have finished; returns the report's tune section."""
+    if model not in MODELS:
+        raise InputError(f"sparkrec tune searches the CTR models {sorted(MODELS)}, not {model!r}")
+    if trials < 1 or parallel < 1:
+        raise InputError(f"--trials ({trials}) and --parallel ({parallel}) must be at least 1")
+    version = features_version_to_read(spark, features, features_version)
+    valid = FeaturesDescription.load(spark, workflow).splits.get("valid", [])
+    if not set(valid) & days_held(spark, features, version):
+        raise InputError(
+            f"features table {features}@v{version} holds no validation day to score trials on: "
+            "featurize with --valid-days"
+        )
+    directory = TuneDirectory(tune_dir)
+    settings = {
+        "features": storage.qualified(spark, features),
+        "features_version": version,
+        "workflow": storage.qualified(spark, workflow),
+        "model": model,
+        "epochs": epochs,
+        "seed": seed,
+    }
+    with only_search_of(directory):
+        study = open_study(directory, settings, seed)
+        finished = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+        def objective(trial: Trial) -> float:
+            started = time.perf_counter()
+            options = trial_options(trial, model)  # type: ignore[arg-type]
+            run_dir = str(directory.trial_run_dir(trial.number))
+            train(
+                spark, features, workflow, run_dir, model, "torch", 1, None, version,
+                epochs=epochs, seed=seed, progress=False, **options,
+            )  # fmt: skip
+            score = validation_auc(run_dir)
+            print(
+                f"tune: trial {trial.number}: validation AUC {score:.4f} in "
+                f"{time.perf_counter() - started:.0f} s with {trial.params}",
+                flush=True,
+            )
+            return score
+
+        remaining = max(0, trials - finished)
+        print(f"tune: {finished} trials finished in {tune_dir}; running {remaining}, {parallel} at once")
+        study.optimize(objective, n_trials=remaining, n_jobs=parallel, gc_after_trial=True)
+        return _report(study, directory, model)
+
+
+def _report(study: optuna.Study, directory: TuneDirectory, model: str) -> dict:
+    """Writes config.json (the best trial's options), tune.json and tune.png; returns the tune section."""
+    trials = study.get_trials(deepcopy=False)
+    best = study.best_trial
+    options = trial_options(best, model)
+    TunedConfig(model, options).save(directory.config)
+    report = {
+        "model": model,
+        "trials": sum(t.state == TrialState.COMPLETE for t in trials),
+        "best_trial": best.number,
+        "best_validation_auc": best.value,
+        "best_options": options,
+        "config": str(directory.config),
+    }
+    scores = [(t.number, t.value if t.state == TrialState.COMPLETE else None) for t in trials]
+    listed = [{"trial": n, "validation_auc": s, "params": t.params} for (n, s), t in zip(scores, trials)]
+    directory.report.write_text(json.dumps({**report, "all_trials": listed}, indent=2) + "\n")
+    directory.plot.write_bytes(plots.trial_scores(scores, f"sparkrec tune: {model}"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = CommandParser(prog="sparkrec tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="Delta features table path")
+    parser.add_argument("--features-version", type=int, help="Delta version to train on (default: latest)")
+    parser.add_argument("--workflow", required=True, help="the saved workflow (schema.json, features.json)")
+    parser.add_argument("--tune-dir", required=True, help="the search's folder (local or mounted)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="dlrm")
+    parser.add_argument("--trials", type=int, default=8, help="trials to finish, counting earlier ones")
+    parser.add_argument("--parallel", type=int, default=2, help="trials training at once")
+    parser.add_argument("--epochs", type=int, default=1, help="each trial's epochs")
+    parser.add_argument("--seed", type=int, default=0, help="the sampler's and every trial's seed")
+    parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
+    args = parser.parse_args(argv)
+    spark = build_session(args.profile, "sparkrec-tune")
+    report = tune(
+        spark,
+        args.features,
+        args.workflow,
+        args.tune_dir,
+        args.model,
+        args.trials,
+        args.parallel,
+        args.epochs,
+        args.seed,
+        args.features_version,
+    )
+    print(json.dumps({"tune": report}, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    run_command(main, "sparkrec tune")

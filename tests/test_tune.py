@@ -1,0 +1,70 @@
+"""sparkrec tune end to end on the default features: two trials at once as TorchDistributor jobs, a
+search that continues after a trial was cut off, and the best config trained again by sparkrec train."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from rec_plugin.errors import InputError
+from spark_jobs.train import main as train_main
+from spark_jobs.tune import RETRY_OF_ATTR, STUDY_NAME, tune, validation_auc
+from training.run_directory import RunDirectory
+from training.tune_directory import TunedConfig, TuneDirectory
+
+
+def _study(directory: TuneDirectory) -> optuna.Study:
+    return optuna.load_study(
+        study_name=STUDY_NAME, storage=JournalStorage(JournalFileBackend(str(directory.journal)))
+    )
+
+
+def test_a_search_runs_in_parallel_continues_after_a_cut_off_trial_and_its_config_trains_again(
+    spark, default_features, tmp_path
+):
+    out, _ = default_features
+    features, workflow = str(out / "features"), str(out / "workflow")
+    directory = TuneDirectory(tmp_path / "tune")
+    first = tune(spark, features, workflow, str(directory.path), "dlrm", trials=2, parallel=2)
+    finished = {t.number: t.value for t in _study(directory).trials if t.state == TrialState.COMPLETE}
+    assert first["trials"] == 2 and len(finished) == 2
+    assert len({tuple(sorted(t.params.items())) for t in _study(directory).trials}) == 2
+    for number, value in finished.items():
+        assert value == pytest.approx(validation_auc(str(directory.trial_run_dir(number)))) and value > 0.6
+    assert first["best_validation_auc"] == max(finished.values())
+    assert directory.plot.read_bytes().startswith(b"\x89PNG")
+
+    # A search killed mid-trial leaves that trial running in the journal: the next search runs it again
+    # with its options, keeps the finished trials, and stops once --trials trials have finished.
+    dense_lr = optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)
+    cut_off = _study(directory).ask({"dense_lr": dense_lr})
+    cut_off_params = cut_off.params
+    again = tune(spark, features, workflow, str(directory.path), "dlrm", trials=3, parallel=2)
+    trials = _study(directory).trials
+    retry = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == cut_off.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params["dense_lr"] == cut_off_params["dense_lr"]
+    assert trials[cut_off.number].state == TrialState.FAIL
+    assert {t.number: t.value for t in trials if t.number in finished} == finished
+    assert again["trials"] == 3
+
+    # The best options, trained again from config.json with the trials' seed, give the trial's model.
+    config = TunedConfig.load(directory.config)
+    assert config.options == again["best_options"] and isinstance(config.options["top_mlp"], tuple)
+    run_dir = tmp_path / "again"
+    argv = ["--features", features, "--workflow", workflow, "--run-dir", str(run_dir)]
+    train_main([*argv, "--config", str(directory.config), "--backend", "torch", "--workers", "1"])
+    trained = RunDirectory(str(run_dir))
+    assert trained.model_config().top_mlp == config.options["top_mlp"]
+    assert trained.spec()["batch_size"] == config.options["batch_size"]
+    assert validation_auc(str(run_dir)) == pytest.approx(again["best_validation_auc"], abs=1e-6)
+
+    # The folder searches on what it started on.
+    with pytest.raises(InputError, match="other epochs"):
+        tune(spark, features, workflow, str(directory.path), "dlrm", trials=3, epochs=2)
+    assert json.loads(directory.report.read_text())["best_trial"] == again["best_trial"]

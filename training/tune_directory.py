@@ -1,0 +1,62 @@
+"""The folder of one hyperparameter search (sparkrec tune) and the config it hands to sparkrec train.
+
+    <tune-dir>/study.journal     Optuna's journal: every trial's parameters, state and score
+    <tune-dir>/trials/<n>/       trial n's run directory (training/run_directory.py)
+    <tune-dir>/config.json       the best trial's model and train options (TunedConfig)
+    <tune-dir>/tune.json         the search's report; tune.png beside it: each trial's score
+
+A local (or mounted, e.g. /dbfs) folder: Optuna locks the journal file while it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rec_plugin.errors import InputError
+
+
+@dataclass(frozen=True)
+class TunedConfig:
+    """What a search found: the model and its train() options (learning rates, widths, layer sizes as
+    tuples)."""
+
+    model: str
+    options: dict
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TunedConfig:
+        try:
+            values = json.loads(Path(path).read_text())
+            options = {k: tuple(v) if isinstance(v, list) else v for k, v in values["options"].items()}
+            return cls(str(values["model"]), options)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"config {path} is not a config sparkrec tune wrote ({error})") from None
+
+
+class TuneDirectory:
+    def __init__(self, location: str | os.PathLike) -> None:
+        self.path = Path(location)
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "study.journal"
+
+    def trial_run_dir(self, number: int) -> Path:
+        return self.path / "trials" / str(number)
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "tune.json"
+
+    @property
+    def plot(self) -> Path:
+        return self.path / "tune.png"
