@@ -17,21 +17,16 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from harness import bench_setup, compare_engines, generated_data, record_etl
+from harness import bench_bronze, bench_setup, compare_engines, record_etl
 from reference import duckdb_features_sql, polars_features
 
 from spark_jobs.featurize import featurize
-from spark_jobs.ingest import ingest
 
 
 def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-featurize", 2_000_000, 1_000_000, bronze_option=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-"))
-    bronze = args.bronze or str(scratch / "bronze")
-    if args.bronze is None:
-        ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
-    days = list(range(args.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    bronze, splits = bench_bronze(spark, args, config, scratch)
     rows = args.days * args.rows_per_day
     parquet_files = f"{bronze}/**/*.parquet"  # one Delta version, no deletes: its files are the table
 

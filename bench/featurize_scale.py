@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 
 import psutil
-from harness import bench_setup, generated_data, report_quiet
+from harness import bench_bronze, bench_setup, report_quiet
 
 from rec_plugin.ops.categorify import BROADCAST_MAX_IDS, DEFAULT_BROADCAST_MAX_IDS
 from rec_plugin.schema import Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
-from spark_jobs.ingest import ingest
 
 REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "featurize_scale.json"
 
@@ -70,11 +69,7 @@ def main() -> None:
     )
     spark.conf.set(BROADCAST_MAX_IDS, str(args.broadcast_max_ids))
     scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-scale-"))
-    bronze = args.bronze or str(scratch / "bronze")
-    if args.bronze is None:
-        ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
-    days = list(range(args.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    bronze, splits = bench_bronze(spark, args, config, scratch)
     report_quiet()
     with PeakMemory() as memory:
         started = time.perf_counter()

@@ -133,6 +133,18 @@ def generated_data(spark: SparkSession, args: argparse.Namespace, config: Genera
     return data
 
 
+def bench_bronze(
+    spark: SparkSession, args: argparse.Namespace, config: GeneratorConfig, scratch: Path
+) -> tuple[str, dict[str, list[int]]]:
+    """The bronze table a featurize benchmark reads (`--bronze`, else its data ingested into
+    `scratch`), and its days split as the demo splits them (the last two validate and test)."""
+    bronze = args.bronze or str(scratch / "bronze")
+    if args.bronze is None:
+        ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
+    days = list(range(args.days))
+    return bronze, {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+
+
 @dataclass(frozen=True)
 class Featurized:
     """A generated, ingested and featurized data set in a scratch folder (bronze/, features/, wf/), its
