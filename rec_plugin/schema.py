@@ -52,7 +52,8 @@ class ColumnSchema:
     """One column: `dtype` is float32, float64, int32, int64, string, or list<...> of one of them.
     `cardinality` is the embedding rows a model needs (largest id + 1: 0 is reserved); `max_length`
     bounds a list column's elements; `embedding_table` names the table its ids index when it shares
-    one (e.g. a list of recent items and item_id), None for a table of its own."""
+    one (e.g. a list of recent items and item_id), None for a table of its own; `hashed_ids` counts
+    the ids 1..n that are hash buckets of rare and unseen values (Categorify's num_buckets)."""
 
     name: str
     dtype: str
@@ -63,6 +64,7 @@ class ColumnSchema:
     # Serving: raw tokens of this width (e.g. Criteo's 8 hex characters) take the fixed-width path.
     token_width: int | None = None
     embedding_table: str | None = None
+    hashed_ids: int | None = None
 
     def has(self, tag: str) -> bool:
         return tag in self.tags

@@ -7,7 +7,7 @@ Every op is served with Spark's transform semantics (rows not fitted on, as at s
 - FillMissing, Clip, LogOp, Normalize: their op_templates.json SQL, rendered as Spark renders it and
   nested per column (polars' SQL runs it).
 - Categorify: the vocabulary (value, id) looked up by the value cast to string; absent -> 0, or with
-  num_buckets the value's hash bucket (as HashBucket: xxhash64 of the text, pmod, + 1).
+  num_buckets the value's hash bucket (HashBucket's formula over the text: xxhash64, pmod, + 1).
 - HashBucket, Cross: Spark's xxhash64 (serving/tokens.py), pmod, + 1; 0 when an input is null.
 - TargetEncoding: TE_<column> from the all-folds statistics, (sum + w * prior) / (count + w) computed
   here by Spark as float, the prior for an unseen value.

@@ -218,7 +218,9 @@ def _counts(
     values.update({c: _bin(F.col(c), edges[c]) for c in continuous})
     values.update(
         {
-            c: F.when(F.col(c) == 0, ZERO_ID).when(F.col(c) >= cardinality[c], NEW_ID).otherwise(KNOWN_ID)
+            c: F.when(F.col(c) <= (schema[c].hashed_ids or 0), ZERO_ID)  # 0, or a rare/unseen value's bucket
+            .when(F.col(c) >= cardinality[c], NEW_ID)
+            .otherwise(KNOWN_ID)
             for c in categorical
         }
     )

@@ -3,15 +3,16 @@
 Optuna's TPE sampler (seeded) proposes each trial's options from SEARCH_SPACE: the dense and sparse
 learning rates, the batch size, the embedding width and the model's layer sizes. `--parallel` trials
 run at once, each a `sparkrec train` of the model into its own run directory by a TorchDistributor
-job of one worker (a Spark barrier task on a cluster, a process here), scored by its AUC on the
-validation days; the test days are never looked at. Every trial trains with the same seed, so a
-trial's options reproduce its model.
+job of one worker (a Spark barrier task on a cluster, a process here), ranked by its AUC on the
+validation days alone (its run holds its test days' metrics too, as any training's does; the search
+never reads them). Every trial trains with the same seed, so a trial's options reproduce its model.
+A trial that fails (say, out of memory) is recorded as failed and the search goes on.
 
 The study is a journal file in the tune folder (training/tune_directory.py): a search that stopped
-(a failed trial, a kill) continues with the next `sparkrec tune` of the folder, keeping its finished
-trials and running a failed or cut-off trial again with its options, until --trials trials have
-finished. The best trial's options are written as the folder's config.json, which
-`sparkrec train --config` trains with.
+(killed, or the host lost) continues with the next `sparkrec tune` of the folder, keeping its ended
+trials and running a trial it cut off again with its options, until --trials trials have ended. The
+best trial's options, with the epochs, seed, backend and workers the trials trained with, are
+written as the folder's config.json, which `sparkrec train --config` trains with.
 
     sparkrec tune --features lake/features --workflow lake/workflow --model dlrm \\
         --trials 8 --parallel 2 --tune-dir runs/tune-dlrm
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -48,6 +50,8 @@ STUDY_NAME = "sparkrec-tune"
 SETTINGS_ATTR = "settings"
 # A trial's attribute naming the trial whose options it runs again.
 RETRY_OF_ATTR = "retry_of"
+# Each trial is a TorchDistributor job of one worker (--batch-size is per worker).
+TRIAL_BACKEND, TRIAL_WORKERS = "torch", 1
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,11 @@ def only_search_of(directory: TuneDirectory) -> Iterator[None]:
         yield
 
 
-def open_study(directory: TuneDirectory, settings: dict, seed: int) -> optuna.Study:
-    """The folder's study, created or continued; refused when it searched on other settings. Trials
-    that failed or were cut off, and not yet run again, are queued to run again with their options."""
+def open_study(directory: TuneDirectory, settings: dict, seed: int, keep_version: bool) -> optuna.Study:
+    """The folder's study, created or continued; refused when it searched on other settings (but for
+    the features version when `keep_version`: the search goes on with its own). Trials an earlier
+    search left running (cut off: one search holds a folder at a time) are marked failed and queued
+    to run again with their options."""
     journal = JournalStorage(JournalFileBackend(str(directory.journal)))
     study = optuna.create_study(
         study_name=STUDY_NAME,
@@ -128,6 +134,8 @@ def open_study(directory: TuneDirectory, settings: dict, seed: int) -> optuna.St
         load_if_exists=True,
     )
     recorded = study.user_attrs.get(SETTINGS_ATTR)
+    if recorded is not None and keep_version:
+        settings = {**settings, "features_version": recorded.get("features_version")}
     if recorded is None:
         study.set_user_attr(SETTINGS_ATTR, settings)
     elif recorded != settings:
@@ -139,13 +147,20 @@ def open_study(directory: TuneDirectory, settings: dict, seed: int) -> optuna.St
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     for trial in trials:
-        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.number not in retried:
-            if trial.state == TrialState.RUNNING:
-                study_id = journal.get_study_id_from_name(STUDY_NAME)
-                trial_id = journal.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-                journal.set_trial_state_values(trial_id, TrialState.FAIL)
+        if trial.state == TrialState.RUNNING and trial.number not in retried:
+            study_id = journal.get_study_id_from_name(STUDY_NAME)
+            trial_id = journal.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            journal.set_trial_state_values(trial_id, TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
     return study
+
+
+def ended_trials(study: optuna.Study) -> int:
+    """Trials that finished or failed, less those cut off (a retry runs them again)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    ended = (TrialState.COMPLETE, TrialState.FAIL)
+    return sum(t.state in ended and t.number not in retried for t in trials)
 
 
 def tune(
@@ -160,11 +175,16 @@ def tune(
     seed: int = 0,
     features_version: int | None = None,
 ) -> dict:
-    """Runs the search until `trials` trials have finished; returns the report's tune section."""
+    """Runs the search until `trials` trials have ended; returns the report's tune section."""
     if model not in MODELS:
         raise InputError(f"sparkrec tune searches the CTR models {sorted(MODELS)}, not {model!r}")
     if trials < 1 or parallel < 1:
         raise InputError(f"--trials ({trials}) and --parallel ({parallel}) must be at least 1")
+    if parallel > 1 and spark.sparkContext.master.startswith("local") and torch.cuda.is_available():
+        raise InputError(
+            "local trials would share this host's GPUs (TorchDistributor picks them per process, not "
+            "per trial): give --parallel 1, or tune on a cluster"
+        )
     version = features_version_to_read(spark, features, features_version)
     valid = FeaturesDescription.load(spark, workflow).splits.get("valid", [])
     if not set(valid) & days_held(spark, features, version):
@@ -182,15 +202,16 @@ def tune(
         "seed": seed,
     }
     with only_search_of(directory):
-        study = open_study(directory, settings, seed)
-        finished = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+        study = open_study(directory, settings, seed, keep_version=features_version is None)
+        version = study.user_attrs[SETTINGS_ATTR]["features_version"]
+        ended = ended_trials(study)
 
         def objective(trial: Trial) -> float:
             started = time.perf_counter()
             options = trial_options(trial, model)  # type: ignore[arg-type]
             run_dir = str(directory.trial_run_dir(trial.number))
             train(
-                spark, features, workflow, run_dir, model, "torch", 1, None, version,
+                spark, features, workflow, run_dir, model, TRIAL_BACKEND, TRIAL_WORKERS, None, version,
                 epochs=epochs, seed=seed, progress=False, **options,
             )  # fmt: skip
             score = validation_auc(run_dir)
@@ -201,18 +222,24 @@ def tune(
             )
             return score
 
-        remaining = max(0, trials - finished)
-        print(f"tune: {finished} trials finished in {tune_dir}; running {remaining}, {parallel} at once")
-        study.optimize(objective, n_trials=remaining, n_jobs=parallel, gc_after_trial=True)
-        return _report(study, directory, model)
+        remaining = max(0, trials - ended)
+        print(f"tune: {ended} trials ended in {tune_dir}; running {remaining}, {parallel} at once")
+        study.optimize(
+            objective, n_trials=remaining, n_jobs=parallel, catch=(Exception,), gc_after_trial=True
+        )
+        if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+            raise InputError(f"no trial of the search in {tune_dir} finished: see their errors above")
+        return _report(study, directory, model, {"epochs": epochs, "seed": seed})
 
 
-def _report(study: optuna.Study, directory: TuneDirectory, model: str) -> dict:
-    """Writes config.json (the best trial's options), tune.json and tune.png; returns the tune section."""
+def _report(study: optuna.Study, directory: TuneDirectory, model: str, trained_with: dict) -> dict:
+    """Writes config.json (the best trial's options and what every trial `trained_with`, on the backend
+    and workers of a trial), tune.json and tune.png; returns the tune section."""
     trials = study.get_trials(deepcopy=False)
     best = study.best_trial
     options = trial_options(best, model)
-    TunedConfig(model, options).save(directory.config)
+    trial_run = {**trained_with, "backend": TRIAL_BACKEND, "workers": TRIAL_WORKERS}
+    TunedConfig(model, {**options, **trial_run}).save(directory.config)
     report = {
         "model": model,
         "trials": sum(t.state == TrialState.COMPLETE for t in trials),

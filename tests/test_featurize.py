@@ -16,7 +16,7 @@ from reference import duckdb_features_sql, polars_features
 from rec_plugin.dataset import load_dataset
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.gpu import gpu_plan
-from rec_plugin.ops.categorify import BROADCAST_MAX_IDS
+from rec_plugin.ops.categorify import BROADCAST_MAX_VALUES
 from rec_plugin.schema import DAY, Schema, Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
@@ -79,8 +79,8 @@ def test_fit_and_transform_plans_run_on_the_gpu_under_rapids(spark, featurized, 
     out, _ = featurized
     bronze = spark.read.format("delta").load(default_bronze[0])
     workflow = Workflow.load(str(out / "workflow"))
-    # Vocabularies joined by broadcast, and all of them by shuffle (as above BROADCAST_MAX_IDS).
-    with session_conf(spark, {BROADCAST_MAX_IDS: "0"}):
+    # Vocabularies joined by broadcast, and all of them by shuffle (as above BROADCAST_MAX_VALUES).
+    with session_conf(spark, {BROADCAST_MAX_VALUES: "0"}):
         shuffled = workflow.transform(bronze)
     assert "ShuffledHashJoin" in shuffled._jdf.queryExecution().executedPlan().toString()
     plans = [

@@ -24,7 +24,7 @@ from rec_plugin.ops import (
     Normalize,
     TargetEncoding,
 )
-from rec_plugin.ops.categorify import BROADCAST_MAX_IDS, DEFAULT_BROADCAST_MAX_IDS
+from rec_plugin.ops.categorify import BROADCAST_MAX_VALUES, DEFAULT_BROADCAST_MAX_VALUES
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import session_conf
 
@@ -180,19 +180,20 @@ def test_vocabularies_above_the_broadcast_limit_join_by_shuffle_with_the_same_id
     unseen = [(100, "new", "w", ["p", "new"]), (101, None, None, None)]
     later = fitted.unionByName(spark.createDataFrame(unseen, fitted.schema))
 
-    def transformed(broadcast_max_ids: int) -> tuple[list, set[tuple[str, str]]]:
+    def transformed(broadcast_max_values: int) -> tuple[list, set[tuple[str, str]]]:
         """The rows, and each vocabulary lookup's join as run: (join, the vocabulary's key column)."""
-        with session_conf(spark, {BROADCAST_MAX_IDS: str(broadcast_max_ids)}):
+        with session_conf(spark, {BROADCAST_MAX_VALUES: str(broadcast_max_values)}):
             out = workflow.transform(later).orderBy("row")
         rows = out.collect()
         final = out._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]
         joins = re.findall(r"(\w+HashJoin) \[\w+#\d+L?\], \[(\w+)#", final)
         return rows, {(join, key) for join, key in joins if key != "_row"}
 
-    broadcast, joins = transformed(DEFAULT_BROADCAST_MAX_IDS)
+    broadcast, joins = transformed(DEFAULT_BROADCAST_MAX_VALUES)
     assert joins == {("BroadcastHashJoin", k) for k in ("c__value", "d__value", "_value")}
-    # Per column, from its vocabulary's size: d (4 ids) broadcast, c (9) and tags (5) shuffled.
-    mixed, joins = transformed(4)
+    # Per column, from its vocabulary's values: d (3) broadcast, c (6, and 2 buckets) and tags (4)
+    # shuffled.
+    mixed, joins = transformed(3)
     expected = {("ShuffledHashJoin", "c__value"), ("BroadcastHashJoin", "d__value")}
     assert joins == expected | {("ShuffledHashJoin", "_value")}
     shuffled, joins = transformed(0)

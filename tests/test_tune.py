@@ -40,25 +40,32 @@ def test_a_search_runs_in_parallel_continues_after_a_cut_off_trial_and_its_confi
     assert directory.plot.read_bytes().startswith(b"\x89PNG")
 
     # A search killed mid-trial leaves that trial running in the journal: the next search runs it again
-    # with its options, keeps the finished trials, and stops once --trials trials have finished.
+    # with its options and keeps the ended trials; a trial that fails (here: a batch size outside the
+    # searched ones) is recorded as failed, the search goes on, and no later search runs it again.
     dense_lr = optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)
     cut_off = _study(directory).ask({"dense_lr": dense_lr})
     cut_off_params = cut_off.params
-    again = tune(spark, features, workflow, str(directory.path), "dlrm", trials=3, parallel=2)
+    _study(directory).enqueue_trial({"batch_size": 3})
+    again = tune(spark, features, workflow, str(directory.path), "dlrm", trials=4, parallel=2)
     trials = _study(directory).trials
     retry = [t for t in trials if t.user_attrs.get(RETRY_OF_ATTR) == cut_off.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].params["dense_lr"] == cut_off_params["dense_lr"]
     assert trials[cut_off.number].state == TrialState.FAIL
+    assert [t.state for t in trials if "batch_size" not in t.params] == [TrialState.FAIL] * 2
     assert {t.number: t.value for t in trials if t.number in finished} == finished
-    assert again["trials"] == 3
+    assert again["trials"] == 3 and len(trials) == 5
+    tune(spark, features, workflow, str(directory.path), "dlrm", trials=4, parallel=2)
+    assert len(_study(directory).trials) == 5, "4 trials have ended: nothing runs again"
 
-    # The best options, trained again from config.json with the trials' seed, give the trial's model.
+    # The best options, trained again from config.json as the trials trained, give the trial's model.
     config = TunedConfig.load(directory.config)
-    assert config.options == again["best_options"] and isinstance(config.options["top_mlp"], tuple)
+    trained_with = {"epochs": 1, "seed": 0, "backend": "torch", "workers": 1}
+    assert config.options == {**again["best_options"], **trained_with}
+    assert isinstance(config.options["top_mlp"], tuple)
     run_dir = tmp_path / "again"
     argv = ["--features", features, "--workflow", workflow, "--run-dir", str(run_dir)]
-    train_main([*argv, "--config", str(directory.config), "--backend", "torch", "--workers", "1"])
+    train_main([*argv, "--config", str(directory.config)])
     trained = RunDirectory(str(run_dir))
     assert trained.model_config().top_mlp == config.options["top_mlp"]
     assert trained.spec()["batch_size"] == config.options["batch_size"]

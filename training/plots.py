@@ -108,6 +108,6 @@ def trial_scores(scores: list[tuple[int, float | None]], title: str) -> bytes:
     low, high = min((s for _, s in done), default=0.5), max((s for _, s in done), default=1.0)
     for n in failed:
         axes.axvline(n, color="tab:red", linestyle=":", alpha=0.5)
-    limits = (max(0.5, low - 0.01), min(1.0, high + 0.01))
+    limits = (max(0.0, low - 0.01), min(1.0, high + 0.01))
     axes.set(xlabel="trial", ylabel="validation AUC", ylim=limits, title=title)
     return _png(figure)

@@ -19,8 +19,8 @@ from rec_plugin.errors import InputError
 
 @dataclass(frozen=True)
 class TunedConfig:
-    """What a search found: the model and its train() options (learning rates, widths, layer sizes as
-    tuples)."""
+    """What a search found: the model and the options of `sparkrec train` (learning rates, widths,
+    layer sizes as tuples, and the epochs, seed, backend and workers its trials trained with)."""
 
     model: str
     options: dict

@@ -2,14 +2,14 @@
 
 Ids start at 1 in order of descending count, ties broken by the value itself, so a refit on the same
 data gives the same ids; 0 is reserved for missing, rare (below freq_threshold) and unseen values.
-With `num_buckets=n`, rare and unseen values are not all 0 but hashed into ids 1..n (Spark's xxhash64
-of the value as text, as HashBucket does), and the vocabulary's ids start at n + 1: NVTabular's
-Categorify(num_buckets=...), for fields whose long tail still says something.
+With `num_buckets=n`, rare and unseen values are not all 0 but hashed into ids 1..n (HashBucket's
+formula over the value's text, so an int hashes as its digits), and the vocabulary's ids start at
+n + 1: NVTabular's Categorify(num_buckets=...), for fields whose long tail still says something.
 Each column's vocabulary is a table (value, id, count), saved as its own Delta table, which `extend`
 grows in place with a new day's data (see Workflow.extend).
 
-Transform joins each column with its vocabulary: a broadcast join up to BROADCAST_MAX_IDS ids (a Spark
-setting), above it a shuffled hash join, so that no task holds more than its hash partition of a
+Transform joins each column with its vocabulary: a broadcast join up to BROADCAST_MAX_VALUES values (a
+Spark setting), above it a shuffled hash join, so that no task holds more than its hash partition of a
 vocabulary of tens of millions of values. The choice is per column, from the fitted vocabulary's size.
 
 `vocabulary_of="item_id"` makes the op fit nothing and use the vocabulary that an earlier node's
@@ -33,17 +33,17 @@ from rec_plugin.templates import render_over
 
 # The workflow folder's subfolder of vocabulary tables.
 VOCABULARY_FOLDER = "vocab"
-# Spark setting: the most ids a vocabulary may have for transform to broadcast it to every task.
-BROADCAST_MAX_IDS = "spark.sparkrec.categorify.broadcastMaxIds"
-DEFAULT_BROADCAST_MAX_IDS = 1_000_000
+# Spark setting: the most values a vocabulary may hold for transform to broadcast it to every task.
+BROADCAST_MAX_VALUES = "spark.sparkrec.categorify.broadcastMaxValues"
+DEFAULT_BROADCAST_MAX_VALUES = 1_000_000
 
 
-def lookup_join(frame: DataFrame, ids: DataFrame, on: str | Column, ids_count: int) -> DataFrame:
-    """`frame` left-joined with a vocabulary's (value, id) rows: broadcast when the vocabulary has at
-    most BROADCAST_MAX_IDS ids, else a shuffled hash join (AQE splits a skewed partition, such as
+def lookup_join(frame: DataFrame, ids: DataFrame, on: str | Column, values: int) -> DataFrame:
+    """`frame` left-joined with a vocabulary's (value, id) rows, `values` of them: broadcast when that
+    is at most BROADCAST_MAX_VALUES, else a shuffled hash join (AQE splits a skewed partition, such as
     the one that takes every missing value)."""
-    limit = int(frame.sparkSession.conf.get(BROADCAST_MAX_IDS, str(DEFAULT_BROADCAST_MAX_IDS)))
-    looked_up = F.broadcast(ids) if ids_count <= limit else ids.hint("shuffle_hash")
+    limit = int(frame.sparkSession.conf.get(BROADCAST_MAX_VALUES, str(DEFAULT_BROADCAST_MAX_VALUES)))
+    looked_up = F.broadcast(ids) if values <= limit else ids.hint("shuffle_hash")
     return frame.join(looked_up, on, "left")
 
 
@@ -153,11 +153,16 @@ class Categorify(Op):
         sizes = ids or self.cardinalities(state, columns)
         for c in columns:
             ids = state[c].select(F.col("value").alias(f"{c}__value"), F.col("id").alias(f"{c}__id"))
-            joined = lookup_join(frame, ids, frame[c].cast("string") == ids[f"{c}__value"], sizes[c])
+            values = self.vocabulary_values(sizes[c])
+            joined = lookup_join(frame, ids, frame[c].cast("string") == ids[f"{c}__value"], values)
             frame = joined.withColumn(c, F.expr(self.id_sql(f"`{c}__id`", f"CAST(`{c}` AS STRING)"))).drop(
                 f"{c}__value", f"{c}__id"
             )
         return frame
+
+    def vocabulary_values(self, cardinality: int) -> int:
+        """The values a vocabulary of `cardinality` ids holds: less the reserved 0 and the buckets."""
+        return max(0, cardinality - 1 - self.num_buckets)
 
     def id_sql(self, looked_up: str, text: str) -> str:
         """The SQL of a value's id from its vocabulary lookup (`looked_up`, NULL when absent) and its
@@ -180,6 +185,7 @@ class Categorify(Op):
                 vocabulary=VocabularyPin(self.table_location(owner or c.name)),
                 token_width=c.token_width,
                 embedding_table=owner,
+                hashed_ids=self.num_buckets or None,
             )
             for c in inputs
         ]
