@@ -313,7 +313,7 @@ def test_a_vocabulary_not_fitted_before_is_refused_in_one_line(graph, message):
 
 
 def test_thresholds_beside_vocabulary_of_are_refused():
-    with pytest.raises(InputError, match="give freq_threshold and max_size to its Categorify"):
+    with pytest.raises(InputError, match="give freq_threshold, max_size and num_buckets to its Categorify"):
         ListCategorify(max_length=3, freq_threshold=3, vocabulary_of="item_id")
 
 
