@@ -152,9 +152,9 @@ class Categorify(Op):
         """`ids`: each vocabulary's ids (cardinality) where the caller knows them, else counted here."""
         sizes = ids or self.cardinalities(state, columns)
         for c in columns:
-            ids = state[c].select(F.col("value").alias(f"{c}__value"), F.col("id").alias(f"{c}__id"))
-            values = self.vocabulary_values(sizes[c])
-            joined = lookup_join(frame, ids, frame[c].cast("string") == ids[f"{c}__value"], values)
+            vocabulary = state[c].select(F.col("value").alias(f"{c}__value"), F.col("id").alias(f"{c}__id"))
+            on = frame[c].cast("string") == vocabulary[f"{c}__value"]
+            joined = lookup_join(frame, vocabulary, on, self.vocabulary_values(sizes[c]))
             frame = joined.withColumn(c, F.expr(self.id_sql(f"`{c}__id`", f"CAST(`{c}` AS STRING)"))).drop(
                 f"{c}__value", f"{c}__id"
             )

@@ -54,8 +54,8 @@ class ListCategorify(Categorify):
         for c in columns:
             kept = F.slice(F.col(c), 1, self.params["max_length"])
             elements = frame.select("_row", F.posexplode(kept).alias("_pos", "_value"))
-            ids = state[c].select(F.col("value").alias("_value"), F.col("id").alias("_id"))
-            looked_up = lookup_join(elements, ids, "_value", self.vocabulary_values(sizes[c]))
+            vocabulary = state[c].select(F.col("value").alias("_value"), F.col("id").alias("_id"))
+            looked_up = lookup_join(elements, vocabulary, "_value", self.vocabulary_values(sizes[c]))
             pairs = F.sort_array(F.collect_list(F.struct("_pos", F.coalesce("_id", F.lit(0)).alias("_id"))))
             regrouped = looked_up.groupBy("_row").agg(pairs.alias("_pairs"))
             frame = frame.join(regrouped, "_row", "left").withColumn(
