@@ -111,3 +111,19 @@ def trial_scores(scores: list[tuple[int, float | None]], title: str) -> bytes:
     limits = (max(0.0, low - 0.01), min(1.0, high + 0.01))
     axes.set(xlabel="trial", ylabel="validation AUC", ylim=limits, title=title)
     return _png(figure)
+
+
+def grouped_bars(values: dict[str, dict[str, float]], ylabel: str, title: str) -> bytes:
+    """One group of bars per outer key (e.g. a data size), a bar per inner key (e.g. a model), each
+    inner key in one colour across groups."""
+    figure, axes = _figure((max(7.0, 2.5 * len(values)), 4.5))
+    series = list(dict.fromkeys(name for group in values.values() for name in group))
+    width = 0.8 / max(1, len(series))
+    for index, name in enumerate(series):
+        x = [g + index * width for g, group in enumerate(values.values()) if name in group]
+        axes.bar(x, [group[name] for group in values.values() if name in group], width, label=name)
+    axes.set_xticks([g + 0.4 - width / 2 for g in range(len(values))], list(values))
+    everything = [v for group in values.values() for v in group.values()]
+    axes.set(ylabel=ylabel, title=title, ylim=(max(0.5, min(everything, default=0.5) - 0.02), 1.0))
+    axes.legend(fontsize="small", ncol=3)
+    return _png(figure)

@@ -250,10 +250,14 @@ class CrossNetwork(nn.Module):
 
 
 class FactorizationMachine(nn.Module):
-    """The FM second-order term, sum over pairs <v_i, v_j>, in O(n d) by the square-of-sums identity."""
+    """The FM second-order term, the sum over pairs <v_i, v_j> divided by the number of fields n, in
+    O(n d) by the square-of-sums identity. Unscaled, the n(n-1)/2 pair terms go straight into the
+    logit and each embedding step moves it n times as much as a first-order weight's: on Criteo-like
+    data (26 fields, bench/quality.py) DeepFM diverged at the tables' default rate (test AUC 0.671,
+    below logistic's 0.7125); scaled by 1/n it reached 0.7179."""
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         """[B, n, d] -> [B, 1]."""
         square_of_sum = vectors.sum(dim=1).pow(2)
         sum_of_squares = vectors.pow(2).sum(dim=1)
-        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1, keepdim=True)
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1, keepdim=True) / vectors.shape[1]

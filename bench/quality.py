@@ -1,0 +1,283 @@
+"""Model quality on Criteo-like data: each CTR model's test AUC and logloss beside logistic regression,
+LightGBM, a learnable ceiling and the planted oracle, at two training sizes and on the demo's data.
+
+The data is the project's generator at Criteo-like settings (fields of up to 100,000 values,
+Zipf-like frequencies, 24 planted interacting field pairs of rank 4), featurized by the default
+workflow (frequency threshold 15); the last two days validate and test. Each model is what
+`sparkrec train --model M` trains with its defaults (two Horovod workers). On the same rows:
+
+- lightgbm: gradient-boosted trees on the dense features plus, per categorical field, its
+  out-of-fold smoothed click rate and its count in the training rows (LightGBM's own categorical
+  splits scored lower on these fields); the number of leaves is chosen on the validation day and the
+  rounds stop early on it.
+- ceiling: the planted model's own form (a weight per value, factorization-machine terms on exactly
+  the planted pairs at the planted rank, linear dense terms) fitted on the training rows with the
+  training's default optimizers; its L2 penalty and epochs are chosen on the validation day.
+- oracle: the planted click probabilities themselves.
+
+Writes artifacts/bench/quality.json ({"<training rows>": {"<model>": {"auc", "logloss"}}}, and
+"demo": the demo data's) and quality.png. Quality does not depend on a quiet machine.
+
+    .venv/bin/python bench/quality.py [--train-rows 600000 5000000] [--work DIR] [--no-demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from rec_plugin.schema import Schema
+from rec_plugin.workflow import Workflow
+from spark_jobs.featurize import featurize
+from spark_jobs.generate import GeneratorConfig, generate
+from spark_jobs.ingest import ingest
+from spark_jobs.planted_model import CATEGORICAL, PlantedModel
+from spark_jobs.session import build_session
+from spark_jobs.train import feature_files, train
+from training import plots
+from training.metrics import auc
+from training.models import ModelConfig
+from training.models.parts import EmbeddingCollection
+from training.step import OptimizerSettings, bce_loss
+
+REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "quality.json"
+DEEP_MODELS = ("dlrm", "dcnv2", "wide_deep", "deepfm", "logistic")
+CRITEO_LIKE = {"max_cardinality": 100_000, "interaction_pairs": 24, "latent_dim": 4}
+CEILING_PENALTIES = (0.0, 1e-4, 1e-3)
+CEILING_EPOCHS = 2
+LIGHTGBM_LEAVES = (31, 127)
+TARGET_SMOOTHING, FOLDS = 20.0, 5
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A generated, ingested and featurized data set: its folders and split days."""
+
+    root: Path
+    features_version: int
+    splits: dict[str, list[int]]
+
+    @property
+    def features(self) -> str:
+        return str(self.root / "features")
+
+    @property
+    def workflow(self) -> str:
+        return str(self.root / "wf")
+
+    @property
+    def oracle(self) -> str:
+        return str(self.root / "data" / "oracle")
+
+    @property
+    def planted(self) -> PlantedModel:
+        return PlantedModel.from_json((self.root / "data" / "planted_model.json").read_text())
+
+
+def prepared(spark, root: Path, config: GeneratorConfig) -> Prepared:  # noqa: ANN001 - SparkSession
+    """`root`'s data set, generated, ingested and featurized unless an earlier run left it complete."""
+    marker = root / "prepared.json"
+    if marker.is_file() and json.loads(marker.read_text())["config"] == config.__dict__:
+        return Prepared(root, **json.loads(marker.read_text())["prepared"])
+    days = list(range(config.days))
+    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    generate(spark, str(root / "data"), config)
+    ingest(spark, str(root / "data" / "raw"), str(root / "bronze"), str(root / "rejects"))
+    report = featurize(spark, str(root / "bronze"), str(root / "features"), str(root / "wf"), splits)
+    done = {"features_version": report["features_version"], "splits": splits}
+    marker.write_text(json.dumps({"config": config.__dict__, "prepared": done}))
+    return Prepared(root, **done)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One split's rows in memory: labels [n], dense [n, d] float32, ids [n, c] int64."""
+
+    label: np.ndarray
+    dense: np.ndarray
+    ids: np.ndarray
+
+
+def rows_of(spark, data: Prepared, schema: Schema, split: str) -> Rows:  # noqa: ANN001
+    files = feature_files(spark, data.features, data.features_version, data.splits[split]).files
+    names = [schema.label.name, *schema.continuous.names, *schema.categorical.names]
+    table = pa.concat_tables(pq.read_table(f.removeprefix("file:"), columns=names) for f in files)
+    return Rows(
+        table.column(schema.label.name).to_numpy().astype(np.float32),
+        np.column_stack([table.column(c).to_numpy() for c in schema.continuous.names]).astype(np.float32),
+        np.column_stack([table.column(c).to_numpy() for c in schema.categorical.names]).astype(np.int64),
+    )
+
+
+def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    logloss = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    return {"auc": round(auc(labels, p), 5), "logloss": round(float(logloss), 5)}
+
+
+class PlantedForm(nn.Module):
+    """The planted model's functional form: bias and linear dense terms, a weight per value, and
+    rank-k factorization-machine terms on the planted pairs only."""
+
+    def __init__(self, config: ModelConfig, pairs: list[tuple[int, int]], rank: int) -> None:
+        super().__init__()
+        fields = config.categorical_features
+        self.weights = EmbeddingCollection(config.tables, fields, (), dim=1, init_std=0.0)
+        self.vectors = EmbeddingCollection(config.tables, fields, (), dim=rank)
+        self.dense = nn.Linear(len(config.dense_features), 1)
+        column = {name: fields.index(name) for name in fields}
+        self.register_buffer("left", torch.tensor([column[CATEGORICAL[a]] for a, _ in pairs]))
+        self.register_buffer("right", torch.tensor([column[CATEGORICAL[b]] for _, b in pairs]))
+
+    def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B] and the squared norm of the rows looked up (the L2 penalty's term)."""
+        (weights,) = self.weights(ids, [], [])
+        (vectors,) = self.vectors(ids, [], [])
+        pairs = (vectors[:, self.left] * vectors[:, self.right]).sum(dim=(1, 2))
+        logits = self.dense(dense).squeeze(1) + weights.sum(dim=(1, 2)) + pairs
+        return logits, weights.pow(2).sum() + vectors.pow(2).sum()
+
+    def predict(self, rows: Rows) -> np.ndarray:
+        with torch.no_grad():
+            logits, _ = self(torch.from_numpy(rows.dense), torch.from_numpy(rows.ids))
+        return torch.sigmoid(logits).numpy()
+
+
+def ceiling(schema: Schema, planted: PlantedModel, train_rows: Rows, valid: Rows, test: Rows) -> dict:
+    """The planted form's test scores at the penalty and epoch of best validation AUC."""
+    config = ModelConfig.from_schema("logistic", schema)
+    best: tuple[float, dict] = (-1.0, {})
+    for penalty in CEILING_PENALTIES:
+        torch.manual_seed(0)
+        model = PlantedForm(config, planted.pairs, planted.latent_dim)
+        optimizers = [optimizer for optimizer, _ in OptimizerSettings().build(model)]
+        dense, ids = torch.from_numpy(train_rows.dense), torch.from_numpy(train_rows.ids)
+        label = torch.from_numpy(train_rows.label)
+        generator = torch.Generator().manual_seed(0)
+        for epoch in range(CEILING_EPOCHS):
+            for batch in torch.randperm(len(label), generator=generator).split(1024):
+                logits, norm = model(dense[batch], ids[batch])
+                loss = bce_loss(logits, label[batch], torch.ones(len(batch))) + penalty * norm / len(batch)
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
+                loss.backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+            valid_auc = auc(valid.label, model.predict(valid))
+            print(f"ceiling: penalty {penalty:g}, epoch {epoch + 1}: validation AUC {valid_auc:.4f}")
+            if valid_auc > best[0]:
+                best = (valid_auc, scores(test.label, model.predict(test)))
+    return best[1]
+
+
+def encoded(train_rows: Rows, other: Rows | None) -> np.ndarray:
+    """Dense features, then per field its smoothed click rate and its count in the training rows:
+    out-of-fold for the training rows themselves (`other` None), from all of them otherwise."""
+    prior = float(train_rows.label.mean())
+    fold = np.random.default_rng(0).integers(0, FOLDS, len(train_rows.label))
+    target = train_rows if other is None else other
+    columns = [target.dense]
+    for j in range(train_rows.ids.shape[1]):
+        size = int(max(train_rows.ids[:, j].max(), target.ids[:, j].max())) + 1
+        counts = np.bincount(train_rows.ids[:, j], minlength=size)
+
+        def rate(fit: np.ndarray, apply: np.ndarray, j: int = j, size: int = size) -> np.ndarray:
+            clicks = np.bincount(train_rows.ids[fit, j], weights=train_rows.label[fit], minlength=size)
+            seen = np.bincount(train_rows.ids[fit, j], minlength=size)
+            return ((clicks + TARGET_SMOOTHING * prior) / (seen + TARGET_SMOOTHING))[apply]
+
+        if other is None:
+            rates = np.empty(len(train_rows.label))
+            for k in range(FOLDS):
+                rates[fold == k] = rate(fold != k, train_rows.ids[fold == k, j])
+        else:
+            rates = rate(np.ones(len(train_rows.label), bool), target.ids[:, j])
+        columns += [rates[:, None], counts[target.ids[:, j]][:, None]]
+    return np.hstack(columns).astype(np.float32)
+
+
+def gradient_boosting(train_rows: Rows, valid: Rows, test: Rows) -> dict:
+    """LightGBM's test scores with the leaves of best validation AUC (rounds stopped early on it)."""
+    x_train, x_valid = encoded(train_rows, None), encoded(train_rows, valid)
+    x_test = encoded(train_rows, test)
+    training = lightgbm.Dataset(x_train, train_rows.label, free_raw_data=False)
+    validation = lightgbm.Dataset(x_valid, valid.label, reference=training)
+    best: tuple[float, dict] = (-1.0, {})
+    for leaves in LIGHTGBM_LEAVES:
+        params = {"objective": "binary", "metric": "auc", "verbose": -1, "num_leaves": leaves,
+                  "learning_rate": 0.1, "min_data_in_leaf": 100}  # fmt: skip
+        booster = lightgbm.train(
+            params, training, 3000, valid_sets=[validation], callbacks=[lightgbm.early_stopping(30, False)]
+        )
+        valid_auc = booster.best_score["valid_0"]["auc"]
+        print(f"lightgbm: {leaves} leaves, {booster.best_iteration} rounds: validation AUC {valid_auc:.4f}")
+        if valid_auc > best[0]:
+            predicted = booster.predict(x_test, num_iteration=booster.best_iteration)
+            best = (valid_auc, scores(test.label, predicted))
+    return best[1]
+
+
+def measure(spark, data: Prepared, work: Path, baselines: bool) -> tuple[int, dict]:  # noqa: ANN001
+    """(training rows, {model: test scores}): every CTR model as `sparkrec train` trains it, the
+    oracle, and with `baselines` LightGBM and the ceiling."""
+    schema = Workflow.load_schema(data.workflow, spark)
+    results: dict[str, dict] = {}
+    for model in DEEP_MODELS:
+        started = time.perf_counter()
+        run_dir = str(work / model)
+        report = train(spark, data.features, data.workflow, run_dir, model=model, oracle=data.oracle)
+        results[model] = {"auc": report["auc"], "logloss": report["logloss"]}
+        results["oracle"] = {"auc": report["oracle_auc"], "logloss": report["oracle_logloss"]}
+        print(f"{model}: test AUC {report['auc']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    train_rows, valid, test = (rows_of(spark, data, schema, split) for split in ("train", "valid", "test"))
+    if baselines:
+        results["lightgbm"] = gradient_boosting(train_rows, valid, test)
+        results["ceiling"] = ceiling(schema, data.planted, train_rows, valid, test)
+    return len(train_rows.label), results
+
+
+def quality_png(report: dict) -> bytes:
+    aucs = {size: {model: s["auc"] for model, s in models.items()} for size, models in report.items()}
+    return plots.grouped_bars(aucs, "test AUC", "Test AUC by training rows (demo: the demo's data)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-rows", type=int, nargs="+", default=[600_000, 5_000_000])
+    parser.add_argument("--work", help="a folder kept between runs (data sets are reused)")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo data's report")
+    args = parser.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-quality-"))
+    spark = build_session("local", "bench-quality", {"spark.ui.showConsoleProgress": "false"})
+    report: dict[str, dict] = {}
+    for rows in args.train_rows:
+        train_days = max(2, round(rows / 1_000_000))
+        config = GeneratorConfig(days=train_days + 2, rows_per_day=rows // train_days, **CRITEO_LIKE)
+        data = prepared(spark, work / f"criteo-{rows}", config)
+        size, results = measure(spark, data, work / f"runs-{rows}", baselines=True)
+        report[str(size)] = results
+        print(json.dumps({str(size): results}, indent=1), flush=True)
+    if not args.no_demo:
+        data = prepared(spark, work / "demo", GeneratorConfig())
+        report["demo"] = measure(spark, data, work / "runs-demo", baselines=False)[1]
+    # Read again: another run (e.g. the other size) may have written its sections meanwhile.
+    report = {**(json.loads(REPORT.read_text()) if REPORT.is_file() else {}), **report}
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    REPORT.with_suffix(".png").write_bytes(quality_png(report))
+    print(f"wrote {REPORT} and its PNG")
+
+
+if __name__ == "__main__":
+    main()
