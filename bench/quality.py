@@ -13,12 +13,14 @@ workflow (frequency threshold 15); the last two days validate and test. Each mod
 - ceiling: the planted model's own form (a weight per value, factorization-machine terms on exactly
   the planted pairs at the planted rank, linear dense terms) fitted on the training rows with the
   training's default optimizers; its L2 penalty and epochs are chosen on the validation day.
+- torchrec_dlrm: TorchRec's own DLRM (torchrec.models.dlrm) of our DLRM's shape, one epoch.
 - oracle: the planted click probabilities themselves.
 
 Writes artifacts/bench/quality.json ({"<training rows>": {"<model>": {"auc", "logloss"}}}, and
 "demo": the demo data's) and quality.png. Quality does not depend on a quiet machine.
 
     .venv/bin/python bench/quality.py [--train-rows 600000 5000000] [--work DIR] [--no-demo]
+        [--models dlrm ... lightgbm ceiling torchrec_dlrm]
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightgbm
@@ -48,11 +50,12 @@ from spark_jobs.train import feature_files, train
 from training import plots
 from training.metrics import auc
 from training.models import ModelConfig
-from training.models.parts import EmbeddingCollection
+from training.models.parts import INIT_STD, EmbeddingCollection
 from training.step import OptimizerSettings, bce_loss
 
 REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "quality.json"
 DEEP_MODELS = ("dlrm", "dcnv2", "wide_deep", "deepfm", "logistic")
+BASELINES = ("lightgbm", "ceiling", "torchrec_dlrm")
 CRITEO_LIKE = {"max_cardinality": 100_000, "interaction_pairs": 24, "latent_dim": 4}
 CEILING_PENALTIES = (0.0, 1e-4, 1e-3)
 CEILING_EPOCHS = 2
@@ -126,12 +129,22 @@ def scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     return {"auc": round(auc(labels, p), 5), "logloss": round(float(logloss), 5)}
 
 
+PREDICT_ROWS = 65_536
+
+
 class PlantedForm(nn.Module):
     """The planted model's functional form: bias and linear dense terms, a weight per value, and
-    rank-k factorization-machine terms on the planted pairs only."""
+    rank-k factorization-machine terms on the planted pairs only. The workflow fills a missing count
+    with 0, so a dense feature at its floor (log1p(0), normalized) is "missing or zero", which the
+    planted model scores differently (0 against -beta * mu): a weight per field on being at the
+    floor lets the form express that, as the deep models' MLPs can."""
 
-    def __init__(self, config: ModelConfig, pairs: list[tuple[int, int]], rank: int) -> None:
+    def __init__(
+        self, config: ModelConfig, pairs: list[tuple[int, int]], rank: int, floors: np.ndarray
+    ) -> None:
         super().__init__()
+        self.register_buffer("floors", torch.from_numpy(floors))
+        self.at_floor = nn.Linear(len(floors), 1, bias=False)
         fields = config.categorical_features
         self.weights = EmbeddingCollection(config.tables, fields, (), dim=1, init_std=0.0)
         self.vectors = EmbeddingCollection(config.tables, fields, (), dim=rank)
@@ -145,22 +158,37 @@ class PlantedForm(nn.Module):
         (weights,) = self.weights(ids, [], [])
         (vectors,) = self.vectors(ids, [], [])
         pairs = (vectors[:, self.left] * vectors[:, self.right]).sum(dim=(1, 2))
-        logits = self.dense(dense).squeeze(1) + weights.sum(dim=(1, 2)) + pairs
+        floor = self.at_floor((dense <= self.floors).float())
+        logits = (self.dense(dense) + floor).squeeze(1) + weights.sum(dim=(1, 2)) + pairs
         return logits, weights.pow(2).sum() + vectors.pow(2).sum()
 
     def predict(self, rows: Rows) -> np.ndarray:
         with torch.no_grad():
-            logits, _ = self(torch.from_numpy(rows.dense), torch.from_numpy(rows.ids))
-        return torch.sigmoid(logits).numpy()
+            chunks = [
+                self(
+                    torch.from_numpy(rows.dense[s : s + PREDICT_ROWS]),
+                    torch.from_numpy(rows.ids[s : s + PREDICT_ROWS]),
+                )[0]
+                for s in range(0, len(rows.label), PREDICT_ROWS)
+            ]
+        return torch.sigmoid(torch.cat(chunks)).numpy()
 
 
-def ceiling(schema: Schema, planted: PlantedModel, train_rows: Rows, valid: Rows, test: Rows) -> dict:
+def ceiling(
+    schema: Schema,
+    planted: PlantedModel,
+    train_rows: Rows,
+    valid: Rows,
+    test: Rows,
+    penalties: tuple[float, ...] = CEILING_PENALTIES,
+) -> dict:
     """The planted form's test scores at the penalty and epoch of best validation AUC."""
     config = ModelConfig.from_schema("logistic", schema)
     best: tuple[float, dict] = (-1.0, {})
-    for penalty in CEILING_PENALTIES:
+    for penalty in penalties:
         torch.manual_seed(0)
-        model = PlantedForm(config, planted.pairs, planted.latent_dim)
+        floors = train_rows.dense.min(axis=0)  # log1p(0) normalized: the smallest value after Clip(0)
+        model = PlantedForm(config, planted.pairs, planted.latent_dim, floors)
         optimizers = [optimizer for optimizer, _ in OptimizerSettings().build(model)]
         dense, ids = torch.from_numpy(train_rows.dense), torch.from_numpy(train_rows.ids)
         label = torch.from_numpy(train_rows.label)
@@ -178,33 +206,94 @@ def ceiling(schema: Schema, planted: PlantedModel, train_rows: Rows, valid: Rows
             print(f"ceiling: penalty {penalty:g}, epoch {epoch + 1}: validation AUC {valid_auc:.4f}")
             if valid_auc > best[0]:
                 best = (valid_auc, scores(test.label, model.predict(test)))
+                chosen = f"penalty {penalty:g}, {epoch + 1} epochs"
+    print(f"ceiling: chosen {chosen} (penalties tried: {penalties})")
     return best[1]
+
+
+def torchrec_dlrm(config: ModelConfig, train_rows: Rows, test: Rows) -> dict:
+    """TorchRec's own DLRM of our DLRM's shape (tables, widths, layers), one epoch at our default
+    global batch (two workers of 1,024 rows), our tables' initialization and our default optimizers:
+    unsharded, its bags are plain EmbeddingBags, switched to sparse gradients so that SparseAdam
+    updates only the rows a batch used, as ours."""
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+    from torchrec.models.dlrm import DLRM
+
+    torch.manual_seed(0)
+    (dim,) = config.embedding_dims
+    tables = [
+        EmbeddingBagConfig(name=t.name, embedding_dim=dim, num_embeddings=t.num_embeddings,
+                           feature_names=list(t.features), init_fn=partial(nn.init.normal_, std=INIT_STD))
+        for t in config.tables
+    ]  # fmt: skip
+    model = DLRM(
+        EmbeddingBagCollection(tables=tables),
+        len(config.dense_features),
+        [*config.bottom_mlp, dim],
+        [*config.top_mlp, 1],
+    )
+    for module in model.modules():
+        if isinstance(module, nn.EmbeddingBag):
+            module.sparse = True
+    settings = OptimizerSettings()
+    table_parameters = list(model.sparse_arch.parameters())
+    others = [p for p in model.parameters() if all(p is not t for t in table_parameters)]
+    optimizers = [settings.sparse_optimizer(table_parameters), settings.dense_optimizer(others)]
+    keys = list(config.categorical_features)
+
+    def logits(dense: np.ndarray, ids: np.ndarray) -> torch.Tensor:
+        values = torch.from_numpy(np.ascontiguousarray(ids.T)).flatten()
+        lengths = torch.ones(len(values), dtype=torch.int32)
+        sparse = KeyedJaggedTensor.from_lengths_sync(keys=keys, values=values, lengths=lengths)
+        return model(torch.from_numpy(dense), sparse).squeeze(1)
+
+    order = np.random.default_rng(0).permutation(len(train_rows.label))
+    for start in range(0, len(order), 2048):
+        batch = order[start : start + 2048]
+        loss = bce_loss(
+            logits(train_rows.dense[batch], train_rows.ids[batch]),
+            torch.from_numpy(train_rows.label[batch]),
+            torch.ones(len(batch)),
+        )
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+    with torch.no_grad():
+        predicted = torch.cat(
+            [torch.sigmoid(logits(test.dense[s : s + PREDICT_ROWS], test.ids[s : s + PREDICT_ROWS]))
+             for s in range(0, len(test.label), PREDICT_ROWS)]
+        )  # fmt: skip
+    return scores(test.label, predicted.numpy())
 
 
 def encoded(train_rows: Rows, other: Rows | None) -> np.ndarray:
     """Dense features, then per field its smoothed click rate and its count in the training rows:
-    out-of-fold for the training rows themselves (`other` None), from all of them otherwise."""
+    out-of-fold for the training rows themselves (`other` None), from all of them otherwise. Filled
+    in place as float32 (5M rows x 65 columns: 1.3 GB)."""
     prior = float(train_rows.label.mean())
     fold = np.random.default_rng(0).integers(0, FOLDS, len(train_rows.label))
     target = train_rows if other is None else other
-    columns = [target.dense]
-    for j in range(train_rows.ids.shape[1]):
+    dense_width, fields = target.dense.shape[1], train_rows.ids.shape[1]
+    out = np.empty((len(target.label), dense_width + 2 * fields), np.float32)
+    out[:, :dense_width] = target.dense
+    for j in range(fields):
         size = int(max(train_rows.ids[:, j].max(), target.ids[:, j].max())) + 1
-        counts = np.bincount(train_rows.ids[:, j], minlength=size)
 
-        def rate(fit: np.ndarray, apply: np.ndarray, j: int = j, size: int = size) -> np.ndarray:
+        def rate(fit: np.ndarray, j: int = j, size: int = size) -> np.ndarray:
             clicks = np.bincount(train_rows.ids[fit, j], weights=train_rows.label[fit], minlength=size)
             seen = np.bincount(train_rows.ids[fit, j], minlength=size)
-            return ((clicks + TARGET_SMOOTHING * prior) / (seen + TARGET_SMOOTHING))[apply]
+            return (clicks + TARGET_SMOOTHING * prior) / (seen + TARGET_SMOOTHING)
 
+        rates, counts = out[:, dense_width + 2 * j], out[:, dense_width + 2 * j + 1]
         if other is None:
-            rates = np.empty(len(train_rows.label))
             for k in range(FOLDS):
-                rates[fold == k] = rate(fold != k, train_rows.ids[fold == k, j])
+                rates[fold == k] = rate(fold != k)[train_rows.ids[fold == k, j]]
         else:
-            rates = rate(np.ones(len(train_rows.label), bool), target.ids[:, j])
-        columns += [rates[:, None], counts[target.ids[:, j]][:, None]]
-    return np.hstack(columns).astype(np.float32)
+            rates[:] = rate(slice(None))[target.ids[:, j]]
+        counts[:] = np.bincount(train_rows.ids[:, j], minlength=size)[target.ids[:, j]]
+    return out
 
 
 def gradient_boosting(train_rows: Rows, valid: Rows, test: Rows) -> dict:
@@ -218,7 +307,11 @@ def gradient_boosting(train_rows: Rows, valid: Rows, test: Rows) -> dict:
         params = {"objective": "binary", "metric": "auc", "verbose": -1, "num_leaves": leaves,
                   "learning_rate": 0.1, "min_data_in_leaf": 100}  # fmt: skip
         booster = lightgbm.train(
-            params, training, 3000, valid_sets=[validation], callbacks=[lightgbm.early_stopping(30, False)]
+            params,
+            training,
+            3000,
+            valid_sets=[validation],
+            callbacks=[lightgbm.early_stopping(30, verbose=False)],
         )
         valid_auc = booster.best_score["valid_0"]["auc"]
         print(f"lightgbm: {leaves} leaves, {booster.best_iteration} rounds: validation AUC {valid_auc:.4f}")
@@ -228,23 +321,52 @@ def gradient_boosting(train_rows: Rows, valid: Rows, test: Rows) -> dict:
     return best[1]
 
 
-def measure(spark, data: Prepared, work: Path, baselines: bool) -> tuple[int, dict]:  # noqa: ANN001
-    """(training rows, {model: test scores}): every CTR model as `sparkrec train` trains it, the
-    oracle, and with `baselines` LightGBM and the ceiling."""
+def record(section: str, model: str, figures: dict[str, float]) -> None:
+    """Writes one model's figures into `section` of quality.json (and redraws the PNG) as soon as
+    they are measured, keeping every other figure there: a long run shows its progress, and a
+    stopped run keeps what it measured (rerun the rest with --models)."""
+    report = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
+    report.setdefault(section, {})[model] = figures
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    REPORT.with_suffix(".png").write_bytes(quality_png(report))
+    print(
+        f"{section} rows, {model}: test AUC {figures['auc']:.4f}, logloss {figures['logloss']:.4f}",
+        flush=True,
+    )
+
+
+def measure(  # noqa: ANN001 - spark: a SparkSession
+    spark,
+    data: Prepared,
+    work: Path,
+    models: list[str],
+    section: str | None = None,
+    penalties: tuple[float, ...] = CEILING_PENALTIES,
+) -> None:
+    """Records the test scores of `models` in `section` (default: the training rows): the CTR
+    models as `sparkrec train` trains them (with the oracle on the same rows), and the baselines
+    (the ceiling tried at `penalties`)."""
     schema = Workflow.load_schema(data.workflow, spark)
-    results: dict[str, dict] = {}
-    for model in DEEP_MODELS:
-        started = time.perf_counter()
+    section = section or str(
+        feature_files(spark, data.features, data.features_version, data.splits["train"]).rows
+    )
+    for model in [m for m in models if m in DEEP_MODELS]:
         run_dir = str(work / model)
         report = train(spark, data.features, data.workflow, run_dir, model=model, oracle=data.oracle)
-        results[model] = {"auc": report["auc"], "logloss": report["logloss"]}
-        results["oracle"] = {"auc": report["oracle_auc"], "logloss": report["oracle_logloss"]}
-        print(f"{model}: test AUC {report['auc']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+        record(section, model, {"auc": report["auc"], "logloss": report["logloss"]})
+        record(section, "oracle", {"auc": report["oracle_auc"], "logloss": report["oracle_logloss"]})
+    if not set(models) & set(BASELINES):
+        return
     train_rows, valid, test = (rows_of(spark, data, schema, split) for split in ("train", "valid", "test"))
-    if baselines:
-        results["lightgbm"] = gradient_boosting(train_rows, valid, test)
-        results["ceiling"] = ceiling(schema, data.planted, train_rows, valid, test)
-    return len(train_rows.label), results
+    baselines = {
+        "lightgbm": lambda: gradient_boosting(train_rows, valid, test),
+        "ceiling": lambda: ceiling(schema, data.planted, train_rows, valid, test, penalties),
+        # What `sparkrec train --model dlrm` builds, in TorchRec's DLRM.
+        "torchrec_dlrm": lambda: torchrec_dlrm(ModelConfig.from_schema("dlrm", schema), train_rows, test),
+    }
+    for name in [m for m in models if m in baselines]:
+        record(section, name, baselines[name]())
 
 
 def quality_png(report: dict) -> bytes:
@@ -257,25 +379,33 @@ def main() -> None:
     parser.add_argument("--train-rows", type=int, nargs="+", default=[600_000, 5_000_000])
     parser.add_argument("--work", help="a folder kept between runs (data sets are reused)")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo data's report")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=[*DEEP_MODELS, *BASELINES],
+        default=[*DEEP_MODELS, *BASELINES],
+        help="measure only these, in this order (the others' earlier figures are kept); the demo's "
+        "report has the CTR models only",
+    )
+    parser.add_argument(
+        "--ceiling-penalties",
+        type=float,
+        nargs="+",
+        default=list(CEILING_PENALTIES),
+        help="the ceiling's L2 penalties tried (each fit runs its epochs)",
+    )
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-quality-"))
     spark = build_session("local", "bench-quality", {"spark.ui.showConsoleProgress": "false"})
-    report: dict[str, dict] = {}
     for rows in args.train_rows:
         train_days = max(2, round(rows / 1_000_000))
-        config = GeneratorConfig(days=train_days + 2, rows_per_day=rows // train_days, **CRITEO_LIKE)
+        per_day = rows // train_days // 2 * 2  # the generator writes two equal files a day
+        config = GeneratorConfig(days=train_days + 2, rows_per_day=per_day, **CRITEO_LIKE)
         data = prepared(spark, work / f"criteo-{rows}", config)
-        size, results = measure(spark, data, work / f"runs-{rows}", baselines=True)
-        report[str(size)] = results
-        print(json.dumps({str(size): results}, indent=1), flush=True)
+        measure(spark, data, work / f"runs-{rows}", args.models, penalties=tuple(args.ceiling_penalties))
     if not args.no_demo:
         data = prepared(spark, work / "demo", GeneratorConfig())
-        report["demo"] = measure(spark, data, work / "runs-demo", baselines=False)[1]
-    # Read again: another run (e.g. the other size) may have written its sections meanwhile.
-    report = {**(json.loads(REPORT.read_text()) if REPORT.is_file() else {}), **report}
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(report, indent=2) + "\n")
-    REPORT.with_suffix(".png").write_bytes(quality_png(report))
+        measure(spark, data, work / "runs-demo", [m for m in args.models if m in DEEP_MODELS], "demo")
     print(f"wrote {REPORT} and its PNG")
 
 

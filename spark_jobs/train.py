@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--precision", choices=PRECISIONS, default=TrainSpec.precision, help="on GPUs: tf32 or bf16 autocast"
     )
     parser.add_argument(
-        "--embedding-dim", type=int, help="every embedding table's width (default: the model's; 64 for dlrm, 16 for the other CTR models)"
+        "--embedding-dim",
+        type=int,
+        help="every embedding table's width (default: the model's; 64 for dlrm, 16 for the other CTR models)",
     )
     parser.add_argument(
         "--prefetch",

@@ -10,6 +10,9 @@ from torch import nn
 from rec_plugin.schema import SchemaError
 from training.models.config import TableConfig
 
+# The standard deviation the tables' rows are drawn with (the first-order weights start at 0).
+INIT_STD = 0.05
+
 
 def initial_rows(table: TableConfig, dim: int, std: float) -> torch.Tensor:
     """A table's initial [rows, dim] weights, drawn from its own generator seeded by torch's seed and
@@ -184,7 +187,7 @@ class EmbeddingCollection(nn.Module):
         id_features: Sequence[str],
         list_features: Sequence[str],
         dim: int | None = None,
-        init_std: float = 0.05,
+        init_std: float = INIT_STD,
     ) -> None:
         super().__init__()
         dims = sorted({dim or table.embedding_dim for table in tables})
