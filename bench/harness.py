@@ -88,6 +88,12 @@ def record_etl(section: str, rates: dict[str, float], rows: int, max_cardinality
     print(f"wrote {ETL_REPORT} ({section})")
 
 
+def demo_splits(days: int) -> dict[str, list[int]]:
+    """Days 0..n-1 split as the demo splits them: the last two validate and test, the rest train."""
+    every = list(range(days))
+    return {"train": every[:-2], "valid": every[-2:-1], "test": every[-1:]}
+
+
 def bench_setup(
     doc: str,
     app_name: str,
@@ -141,8 +147,7 @@ def bench_bronze(
     bronze = args.bronze or str(scratch / "bronze")
     if args.bronze is None:
         ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
-    days = list(range(args.days))
-    return bronze, {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    return bronze, demo_splits(args.days)
 
 
 @dataclass(frozen=True)
@@ -162,12 +167,11 @@ def featurized_data(spark: SparkSession, config: GeneratorConfig, prefix: str) -
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
     generate(spark, str(scratch / "data"), config)
     ingest(spark, str(scratch / "data" / "raw"), str(scratch / "bronze"), str(scratch / "rejects"))
-    days = list(range(config.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    splits = demo_splits(config.days)
     report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
     train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])
     schema = Workflow.load_schema(str(scratch / "wf"), spark)
-    return Featurized(scratch, train, schema, ModelConfig.from_schema("dlrm", schema), days[-1])
+    return Featurized(scratch, train, schema, ModelConfig.from_schema("dlrm", schema), splits["test"][0])
 
 
 @dataclass(frozen=True)
@@ -185,8 +189,7 @@ def shop_interactions(spark: SparkSession, config: EcommerceConfig, prefix: str)
     generate_ecommerce(spark, str(scratch / "data"), config)
     raw, bronze, rejects = (str(scratch / name) for name in ("data/raw", "bronze", "rejects"))
     ingest(spark, raw, bronze, rejects, dataset="ecommerce")
-    days = list(range(config.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    splits = demo_splits(config.days)
     workflow = str(scratch / "wf")
     featurize(spark, bronze, str(scratch / "features"), workflow, splits, dataset="ecommerce")
     layout = InteractionsLayout(str(scratch / "interactions"))

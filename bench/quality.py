@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from harness import demo_splits
 from torch import nn
 
 from rec_plugin.schema import Schema
@@ -93,8 +94,7 @@ def prepared(spark, root: Path, config: GeneratorConfig) -> Prepared:  # noqa: A
     marker = root / "prepared.json"
     if marker.is_file() and json.loads(marker.read_text())["config"] == config.__dict__:
         return Prepared(root, **json.loads(marker.read_text())["prepared"])
-    days = list(range(config.days))
-    splits = {"train": days[:-2], "valid": days[-2:-1], "test": days[-1:]}
+    splits = demo_splits(config.days)
     generate(spark, str(root / "data"), config)
     ingest(spark, str(root / "data" / "raw"), str(root / "bronze"), str(root / "rejects"))
     report = featurize(spark, str(root / "bronze"), str(root / "features"), str(root / "wf"), splits)
