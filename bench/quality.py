@@ -425,7 +425,7 @@ def main() -> None:
         config = GeneratorConfig(days=train_days + 2, rows_per_day=per_day, **CRITEO_LIKE)
         data = prepared(spark, work / f"criteo-{rows}", config)
         search = CeilingSearch(tuple(args.ceiling_rates), tuple(args.ceiling_penalties))
-        measure(spark, data, work / f"runs-{rows}", args.models, search)
+        measure(spark, data, work / f"runs-{rows}", args.models, search=search)
     if not args.no_demo:
         data = prepared(spark, work / "demo", GeneratorConfig())
         measure(spark, data, work / "runs-demo", [m for m in args.models if m in DEEP_MODELS], "demo")
