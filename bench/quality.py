@@ -356,6 +356,7 @@ def measure(  # noqa: ANN001 - spark: a SparkSession
     data: Prepared,
     work: Path,
     models: list[str],
+    *,
     section: str | None = None,
     search: CeilingSearch | None = None,
 ) -> None:
@@ -428,7 +429,7 @@ def main() -> None:
         measure(spark, data, work / f"runs-{rows}", args.models, search=search)
     if not args.no_demo:
         data = prepared(spark, work / "demo", GeneratorConfig())
-        measure(spark, data, work / "runs-demo", [m for m in args.models if m in DEEP_MODELS], "demo")
+        measure(spark, data, work / "runs-demo", [m for m in args.models if m in DEEP_MODELS], section="demo")
     print(f"wrote {REPORT} and its PNG")
 
 
