@@ -41,10 +41,13 @@ class Tags:
 
 @dataclass(frozen=True)
 class VocabularyPin:
-    """The Delta table (relative to the workflow folder) and version a categorical column's ids come from."""
+    """The Delta table (relative to the workflow folder) and version a categorical column's ids come
+    from, and the `column` whose partition of that table holds them (None: the table is the column's
+    own, as in workflows saved before one table held every vocabulary)."""
 
     table: str
     version: int | None = None
+    column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@
     wf.fit(bronze); features = wf.transform(bronze); wf.save(path); wf2 = Workflow.load(path)
 
 The workflow folder (this module owns it) holds workflow.json (the graph, parameters and scalar
-statistics), schema.json (the output schema, every vocabulary pinned to its Delta version) and one
-Delta table per vocabulary or statistics table: no pickle. Each fit and each extend also writes
+statistics), schema.json (the output schema, every vocabulary pinned to its Delta version), one Delta
+table of every vocabulary (Categorify's VOCABULARY_TABLE, partitioned by column) and one per statistics
+table: no pickle. Each fit and each extend also writes
 versions/<k>/schema.json (k = 1 for the fit, + 1 per extend): since the schema pins every vocabulary's
 Delta version, version k stays loadable and unchanged (`load(path, version=k)`) while later days grow
 the tables, and a model trained on version k is served with exactly its vocabularies."""
@@ -27,6 +28,11 @@ from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.ops import OPS, Categorify, Op
 from rec_plugin.ops.base import FITTED_ROW
+from rec_plugin.ops.categorify import (
+    LEGACY_VOCABULARY_FOLDER,
+    merge_vocabularies,
+    write_vocabularies,
+)
 from rec_plugin.schema import ColumnSchema, Schema, Tags
 
 WORKFLOW_FILE = "workflow.json"
@@ -224,16 +230,21 @@ class Workflow:
         return frame.select(*[frame[f"_keep_{c}"].alias(c) for c in keep], *self.output_columns())
 
     def extend(self, frame: DataFrame, path: str, source: dict | None = None) -> Workflow:
-        """Grows the vocabularies of the workflow saved at `path` with new data (Categorify.extend):
-        a deployed model keeps its ids, and only the new rows of its embedding tables need training.
-        The new version records `source` (what `frame` is, e.g. a bronze version and day), so a rerun
-        can find that it is done (`version_extended_by`)."""
+        """Grows the vocabularies of the workflow saved at `path` with new data (Categorify's
+        vocabulary_updates), all in one MERGE: a deployed model keeps its ids, and only the new rows of
+        its embedding tables need training. The new version records `source` (what `frame` is, e.g. a
+        bronze version and day), so a rerun can find that it is done (`version_extended_by`)."""
+        updates: list[DataFrame] = []
+        updated: list[str] = []
 
         def extend_op(node_index: int, op_index: int, op: Op, current: DataFrame, columns: list[str]) -> None:
             if (node_index, op_index) in self._vocabulary_owners:
                 self.states[node_index][op_index] = self._shared_state(node_index, op_index, op, columns)
             elif isinstance(op, Categorify):
-                self.states[node_index][op_index] = op.extend(current, columns, path)
+                update, grown = op.vocabulary_updates(current, columns, self.states[node_index][op_index])
+                self.states[node_index][op_index] = grown
+                updates.append(update)
+                updated.extend(columns)
 
         spark = frame.sparkSession
         latest = self.load_schema(path, spark)
@@ -244,13 +255,23 @@ class Workflow:
             )
         if not _kept_versions(spark, path):  # fitted before versions were kept: its schema is version 1
             storage.write_text(spark, _version_file(path, 1, SCHEMA_FILE), latest.to_json())
-        self._undo_unfinished_extend(spark, path)
-        self._apply(frame, extend_op)
-        self.schema = self.output_schema()
-        version = self.versions(path, spark)[-1] + 1
-        if source is not None:  # before the schema: a version is there once its schema is
-            storage.write_text(spark, _version_file(path, version, SOURCE_FILE), json.dumps(source))
-        self._save_schema(spark, path, version)
+        if any(c.vocabulary is not None and c.vocabulary.column is None for c in latest):
+            # Saved with a table per column: their pinned versions become the one table this extends.
+            write_vocabularies(self._fitted_vocabularies(), path)
+        else:
+            self._undo_unfinished_extend(spark, path)
+        try:
+            self._apply(frame, extend_op)
+            merge_vocabularies(spark, updates, updated, path)
+            self.schema = self.output_schema()
+            version = self.versions(path, spark)[-1] + 1
+            if source is not None:  # before the schema: a version is there once its schema is
+                storage.write_text(spark, _version_file(path, version, SOURCE_FILE), json.dumps(source))
+            self._save_schema(spark, path, version)
+            self._reload_vocabularies(spark, path)
+        finally:
+            for update in updates:
+                update.unpersist()
         return self
 
     @classmethod
@@ -264,9 +285,9 @@ class Workflow:
         return None
 
     def _undo_unfinished_extend(self, spark: SparkSession, path: str) -> None:
-        """An extend that failed after some vocabulary MERGEs but before its schema was written left
-        tables past the versions the latest schema pins: restore them (a Delta RESTORE, itself a
-        commit), so a rerun counts the new day once."""
+        """An extend that failed after its vocabulary MERGE but before its schema was written left the
+        table past the version the latest schema pins: restore it (a Delta RESTORE, itself a commit),
+        so a rerun counts the new day once."""
         for table, pinned in _pins(self.schema).items():
             location = f"{path}/{table}"
             if pinned is not None and storage.delta_version(spark, location, "vocabulary table") > pinned:
@@ -307,8 +328,35 @@ class Workflow:
         owner_node, owner_op = self._vocabulary_owners[node_index, op_index]
         return op.shared_state(self.states[owner_node][owner_op][op.vocabulary_of], columns)
 
+    def _categorify_ops(self) -> list[tuple[int, int, Categorify]]:
+        """(node, op, the op) of every Categorify of the graph, in order."""
+        return [
+            (node_index, op_index, op)
+            for node_index, node in enumerate(self.nodes)
+            for op_index, op in enumerate(node.ops)
+            if isinstance(op, Categorify)
+        ]
+
+    def _fitted_vocabularies(self) -> list[DataFrame]:
+        """The rows of VOCABULARY_TABLE of every Categorify that fits its own vocabularies."""
+        return [
+            op.vocabulary_rows(self.states[node_index][op_index])
+            for node_index, op_index, op in self._categorify_ops()
+            if op.vocabulary_of is None
+        ]
+
+    def _reload_vocabularies(self, spark: SparkSession, path: str) -> None:
+        """Every Categorify's state read from the vocabulary table at the version the schema pins."""
+        pins = _pins(self.schema)
+        for node_index, op_index, op in self._categorify_ops():
+            saved = op.save_state(spark, self.states[node_index][op_index], path)
+            self.states[node_index][op_index] = op.load_state(spark, saved, path, pins)
+
     def save(self, path: str) -> None:
         spark = SparkSession.getActiveSession()
+        if self.states is not None:  # every vocabulary in one commit; a table per column is gone
+            write_vocabularies(self._fitted_vocabularies(), path)
+            storage.delete(spark, f"{path}/{LEGACY_VOCABULARY_FOLDER}")
         nodes = []
         for node, states in zip(self.nodes, self.states or [[{}] * len(n.ops) for n in self.nodes]):
             ops = [
@@ -425,7 +473,7 @@ def _vocabulary_ids(op: Op, columns: list[str], schema: Schema | None) -> dict[s
         return None
     for c in columns:
         pin = schema[c].vocabulary if c in schema else None
-        if pin is None or pin.table != op.table_location(op.vocabulary_of or c):
+        if pin is None or replace(pin, version=None) != op.vocabulary_pin(c):
             return None
     return {c: int(schema[c].cardinality) for c in columns}
 

@@ -278,13 +278,13 @@ def export_preprocess(
     # A list of the tables' owners' vocabulary pins: an input made outside the workflow (Mult-VAE's bag
     # of item ids) is served from raw tokens looked up in the vocabulary its ids come from.
     owners = {
-        c.vocabulary.table: vocabulary_files[c.name]
+        c.vocabulary: vocabulary_files[c.name]
         for c in workflow.schema or ()
         if c.vocabulary is not None and c.name in vocabulary_files
     }
     for column in schema.lists:
         if column.name not in lists_read:
-            table = owners.get(column.vocabulary.table) if column.vocabulary is not None else None
+            table = owners.get(column.vocabulary) if column.vocabulary is not None else None
             if table is None or not column.max_length:
                 raise InputError(
                     f"list model input {column.name!r} has no ListCategorify to serve it by, nor a "

@@ -90,6 +90,7 @@ from rec_plugin.interactions import (
     item_column,
     user_column,
 )
+from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema, SchemaError
 from rec_plugin.workflow import Workflow
 from spark_jobs.generate_ecommerce import (
@@ -372,12 +373,7 @@ class _Oracle:
                     f"the planted model needs the categorified column {name!r}, not in the features schema"
                 )
             columns[name] = schema[name].vocabulary
-        vocabularies = storage.load_tables(
-            spark,
-            {n: pin.table for n, pin in columns.items()},
-            workflow,
-            {pin.table: pin.version for pin in columns.values()},
-        )
+        vocabularies = read_vocabularies(spark, workflow, columns)
         self.indices = {
             name: vocabularies[name]
             .selectExpr(f"CAST(id AS BIGINT) AS key_{name}", f"value AS `{name}`")

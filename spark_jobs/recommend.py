@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.interactions import ITEMS, InteractionsLayout, item_column, user_column
+from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import ColumnSchema, Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import build_session
@@ -110,9 +111,8 @@ def item_tokens(spark: SparkSession, workflow: str, item: ColumnSchema) -> DataF
     """(item id, raw token) from the item column's vocabulary table at the version the schema pins."""
     if item.vocabulary is None:
         raise InputError(f"column {item.name!r} has no vocabulary pinned in the workflow's schema")
-    pin = item.vocabulary
-    tables = storage.load_tables(spark, {item.name: pin.table}, workflow, {pin.table: pin.version})
-    return tables[item.name].select(F.col("id").cast("long").alias(ITEM_ID), F.col("value").alias(ITEM_TOKEN))
+    tokens = read_vocabularies(spark, workflow, {item.name: item.vocabulary})[item.name]
+    return tokens.select(F.col("id").cast("long").alias(ITEM_ID), F.col("value").alias(ITEM_TOKEN))
 
 
 def recommend(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -24,7 +25,13 @@ from rec_plugin.ops import (
     Normalize,
     TargetEncoding,
 )
-from rec_plugin.ops.categorify import BROADCAST_MAX_VALUES, DEFAULT_BROADCAST_MAX_VALUES
+from rec_plugin.ops.categorify import (
+    BROADCAST_MAX_VALUES,
+    DEFAULT_BROADCAST_MAX_VALUES,
+    VOCABULARY_TABLE,
+    merge_vocabularies,
+)
+from rec_plugin.schema import VocabularyPin
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import session_conf
 
@@ -118,7 +125,13 @@ def test_save_load_round_trip_without_pickle(spark, frame, tmp_path):
     )
     saved = {p.name for p in Path(tmp_path / "wf").rglob("*") if p.is_file()}
     assert "workflow.json" in saved and not any(n.endswith((".pkl", ".pickle")) for n in saved)
-    assert (tmp_path / "wf" / "vocab" / "c" / "_delta_log").is_dir()
+    assert (tmp_path / "wf" / VOCABULARY_TABLE / "column=c").is_dir()
+
+
+def _vocabulary(spark, path: str, column: str) -> dict:
+    """value -> (id, count) of `column`'s partition of the workflow's vocabulary table (latest version)."""
+    table = spark.read.format("delta").load(f"{path}/{VOCABULARY_TABLE}").where(F.col("column") == column)
+    return {r.value: (r.id, r["count"]) for r in table.collect()}
 
 
 def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
@@ -127,16 +140,14 @@ def test_extend_keeps_every_id_and_appends_new_values(spark, tmp_path):
     path = str(tmp_path / "wf")
     workflow = Workflow([["c"] >> Categorify(freq_threshold=2)]).fit(day0)
     workflow.save(path)
-    before = {r.value: r.id for r in spark.read.format("delta").load(f"{path}/vocab/c").collect()}
-    assert before == {"a": 1, "b": 2}
+    assert _vocabulary(spark, path, "c") == {"a": (1, 3), "b": (2, 2)}
 
     Workflow.load(path).extend(day1, path)
-    vocab = spark.read.format("delta").load(f"{path}/vocab/c").collect()
-    after = {r.value: (r.id, r["count"]) for r in vocab}
+    after = _vocabulary(spark, path, "c")
     # Known ids unchanged (b's count grows); y (4) and z (3) pass the threshold and follow the last id;
     # x and w (once each) stay out.
     assert after == {"a": (1, 3), "b": (2, 4), "y": (3, 4), "z": (4, 3)}
-    history = DeltaTable.forPath(spark, f"{path}/vocab/c").history(1).first()
+    history = DeltaTable.forPath(spark, f"{path}/{VOCABULARY_TABLE}").history(1).first()
     assert history["operation"] == "MERGE"
 
     extended = Workflow.load(path)
@@ -283,7 +294,7 @@ def test_the_schema_is_computed_from_the_graph_for_every_op(spark, tmp_path):
     workflow.save(str(tmp_path / "wf"))
     saved = Workflow.load_schema(str(tmp_path / "wf"), spark)
     assert saved.names == schema.names and saved["user"].vocabulary.version == 0
-    assert saved["user"].vocabulary.table == "vocab/user"
+    assert saved["user"].vocabulary == VocabularyPin(VOCABULARY_TABLE, 0, "user")
 
 
 def test_a_loaded_workflow_reads_its_vocabularies_at_the_pinned_versions(spark, tmp_path):
@@ -312,13 +323,81 @@ def test_extend_rerun_after_a_failure_counts_the_new_day_once(spark, tmp_path):
     Workflow([["c"] >> Categorify()]).fit(spark.createDataFrame([(v,) for v in "aab"], "c string")).save(path)
     day1 = spark.createDataFrame([(v,) for v in "abz"], "c string")
     loaded = Workflow.load(path)
-    loaded.nodes[0].ops[0].extend(day1, ["c"], path)  # the MERGE of an extend that then died
+    updates, _ = loaded.nodes[0].ops[0].vocabulary_updates(day1, ["c"], loaded.state(0, 0))
+    merge_vocabularies(spark, [updates], ["c"], path)  # the MERGE of an extend that then died
+    assert _vocabulary(spark, path, "c") == {"a": (1, 3), "b": (2, 2), "z": (3, 1)}
     assert Workflow.version_extended_by(path, {"day": 1}, spark) is None
     Workflow.load(path).extend(day1, path, source={"day": 1})
-    vocab = spark.read.format("delta").load(f"{path}/vocab/c").collect()
-    assert {r.value: (r.id, r["count"]) for r in vocab} == {"a": (1, 3), "b": (2, 2), "z": (3, 1)}
+    assert _vocabulary(spark, path, "c") == {"a": (1, 3), "b": (2, 2), "z": (3, 1)}
     assert Workflow.versions(path, spark) == [1, 2]
     assert Workflow.version_extended_by(path, {"day": 1}, spark) == 2
+
+
+def test_every_vocabulary_lies_in_one_table_written_once_per_fit_and_merged_once_per_extend(spark, tmp_path):
+    """Two Categorify ops and a list that takes one's vocabulary: one Delta table partitioned by
+    column, one commit for the fit and one MERGE for an extend, every column pinned to its version."""
+    schema = "c string, d string, l array<string>"
+    day0 = spark.createDataFrame([("a", "x", ["a", "q"]), ("a", "y", None), ("b", "x", [])], schema)
+    graph = [
+        ["c"] >> Categorify(),
+        ["d"] >> Categorify(freq_threshold=2),
+        ["l"] >> ListCategorify(max_length=2, vocabulary_of="c"),
+    ]
+    path = str(tmp_path / "wf")
+    Workflow(graph).fit(day0).save(path)
+    table = DeltaTable.forPath(spark, f"{path}/{VOCABULARY_TABLE}")
+    assert table.history().count() == 1 and table.detail().first()["partitionColumns"] == ["column"]
+    assert _vocabulary(spark, path, "c") == {"a": (1, 2), "b": (2, 1)}
+    assert _vocabulary(spark, path, "d") == {"x": (1, 2)}
+
+    day1 = spark.createDataFrame([("z", "y", ["z", "b"]), ("z", "y", None)], schema)
+    extended = Workflow.load(path).extend(day1, path)
+    assert table.history().count() == 2 and table.history(1).first()["operation"] == "MERGE"
+    assert {c.name: c.vocabulary for c in extended.schema} == {
+        "c": VocabularyPin(VOCABULARY_TABLE, 1, "c"),
+        "d": VocabularyPin(VOCABULARY_TABLE, 1, "d"),
+        "l": VocabularyPin(VOCABULARY_TABLE, 1, "c"),
+    }
+    assert _vocabulary(spark, path, "c") == {"a": (1, 2), "b": (2, 1), "z": (3, 2)}
+    assert _vocabulary(spark, path, "d") == {"x": (1, 2), "y": (2, 2)}  # y reaches 2 in day 1 alone
+    for workflow in (extended, Workflow.load(path)):
+        out = workflow.transform(day1).collect()
+        assert [(r.c, r.d, r.l) for r in out] == [(3, 2, [3, 2]), (3, 2, None)]
+
+
+def _rewrite(file: Path, document: dict) -> None:
+    """Rewrites a JSON file Hadoop wrote, and drops its checksum file (now stale)."""
+    file.write_text(json.dumps(document))
+    (file.parent / f".{file.name}.crc").unlink(missing_ok=True)
+
+
+def test_a_workflow_saved_with_a_table_per_column_loads_and_its_extend_moves_them_into_one(spark, tmp_path):
+    path = tmp_path / "wf"
+    Workflow([["c"] >> Categorify()]).fit(spark.createDataFrame([(v,) for v in "aab"], "c string")).save(
+        str(path)
+    )
+    # Rewritten as workflows were saved before: vocab/<column> tables, pinned by their location.
+    vocab = spark.read.format("delta").load(str(path / VOCABULARY_TABLE)).where("column = 'c'").drop("column")
+    vocab.write.format("delta").save(str(path / "vocab" / "c"))
+    shutil.rmtree(path / VOCABULARY_TABLE)
+    document = json.loads((path / "workflow.json").read_text())
+    document["nodes"][0]["ops"][0]["state"] = {"tables": {"c": "vocab/c"}}
+    _rewrite(path / "workflow.json", document)
+    for schema_file in (path / "schema.json", path / "versions" / "1" / "schema.json"):
+        saved = json.loads(schema_file.read_text())
+        saved["columns"][0]["vocabulary"] = {"table": "vocab/c", "version": 0}
+        _rewrite(schema_file, saved)
+    legacy = Workflow.load_schema(str(path), spark)
+    assert legacy["c"].vocabulary == VocabularyPin("vocab/c", 0)
+
+    rows = spark.createDataFrame([("a",), ("b",), ("z",)], "c string")
+    assert [r.c for r in Workflow.load(str(path)).transform(rows).collect()] == [1, 2, 0]
+    Workflow.load(str(path)).extend(spark.createDataFrame([("z",)], "c string"), str(path))
+    assert Workflow.load_schema(str(path), spark)["c"].vocabulary == VocabularyPin(VOCABULARY_TABLE, 1, "c")
+    assert _vocabulary(spark, str(path), "c") == {"a": (1, 2), "b": (2, 1), "z": (3, 1)}
+    assert [r.c for r in Workflow.load(str(path)).transform(rows).collect()] == [1, 2, 3]
+    version_1 = Workflow.load(str(path), version=1)  # still the table per column, at its pinned version
+    assert version_1.schema == legacy and [r.c for r in version_1.transform(rows).collect()] == [1, 2, 0]
 
 
 def test_a_workflow_saved_before_versions_were_kept_is_version_1(spark, tmp_path):

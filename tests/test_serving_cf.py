@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from rec_plugin.dataset import load_dataset
 from rec_plugin.interactions import ncf_schema, vae_schema
 from rec_plugin.ops import Categorify, Cross, FillMissing, ListCategorify, Normalize
+from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import LINE_NUMBER, Schema
 from rec_plugin.workflow import Node, Workflow
 from serving.client import _inputs, raw_spec, recommend, score_candidates
@@ -100,8 +101,9 @@ def shop(spark, tmp_path_factory) -> tuple[str, Schema, dict[int, str]]:
     path = str(root / "workflow")
     workflow.save(path)
     workflow.release()
-    vocabulary = spark.read.format("delta").load(f"{path}/{Categorify.table_location('item_id')}")
-    return path, Workflow.load_schema(path, spark), {r.id: r.value for r in vocabulary.collect()}
+    schema = Workflow.load_schema(path, spark)
+    vocabulary = read_vocabularies(spark, path, {"item_id": schema["item_id"].vocabulary})["item_id"]
+    return path, schema, {r.id: r.value for r in vocabulary.collect()}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import torch
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
 from rec_plugin.ops import Categorify, ListCategorify, Normalize
-from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
+from rec_plugin.ops.categorify import VOCABULARY_TABLE
+from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags, VocabularyPin
 from rec_plugin.workflow import SCHEMA_FILE, WORKFLOW_FILE, Workflow
 from serving.preprocess import export_preprocess
 from serving.preprocessor import EXPRESSIONS, Preprocessor
@@ -71,6 +72,10 @@ def frame(spark, rows: pd.DataFrame):  # noqa: ANN001, ANN201
     return spark.createDataFrame(rows.to_dict("records"), SPARK_TYPES)
 
 
+def _vocabulary_partitions(path: Path) -> list[str]:
+    return sorted(p.name for p in (path / VOCABULARY_TABLE).iterdir() if p.name.startswith("column="))
+
+
 def shared_workflow() -> Workflow:
     return Workflow(
         [
@@ -115,10 +120,10 @@ def test_the_list_takes_item_ids_and_the_schema_declares_one_table(spark, fitted
     assert recent.embedding_table == "item_id" and item.embedding_table is None
     assert recent.embedding_table_name == item.embedding_table_name == "item_id"
     assert recent.cardinality == item.cardinality == max(vocabulary.values()) + 1
-    assert recent.vocabulary == item.vocabulary and item.vocabulary.table == "vocab/item_id"
+    assert recent.vocabulary == item.vocabulary == VocabularyPin(VOCABULARY_TABLE, 0, "item_id")
     assert recent.dtype == "list<int32>" and recent.max_length == 3
-    # Saved: one vocabulary table; schema.json records the shared table, and load_schema round-trips.
-    assert sorted(p.name for p in (path / "vocab").iterdir()) == ["item_id"]
+    # Saved: one vocabulary; schema.json records the shared table, and load_schema round-trips.
+    assert _vocabulary_partitions(path) == ["column=item_id"]
     saved = json.loads((path / SCHEMA_FILE).read_text())["columns"]
     assert {c["name"]: c.get("embedding_table") for c in saved}["recent_items"] == "item_id"
     assert Workflow.load_schema(str(path), spark) == schema == workflow.schema
@@ -127,7 +132,7 @@ def test_the_list_takes_item_ids_and_the_schema_declares_one_table(spark, fitted
         {
             "op": "ListCategorify",
             "params": {"vocabulary_of": "item_id", "max_length": 3},
-            "state": {"tables": {"recent_items": "vocab/item_id"}},
+            "state": {"columns": ["recent_items"]},
         }
     ]
 
@@ -143,7 +148,7 @@ def test_extend_grows_the_shared_vocabulary_for_both_columns(spark, fitted, tmp_
     source, _ = fitted
     path = tmp_path / "workflow"
     Workflow.load(str(source), spark).save(str(path))  # a copy, the vocabulary table written anew
-    assert sorted(p.name for p in (path / "vocab").iterdir()) == ["item_id"]
+    assert _vocabulary_partitions(path) == ["column=item_id"]
     day = pd.DataFrame(
         {
             "label": [1, 0, 1],

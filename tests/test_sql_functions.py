@@ -18,9 +18,9 @@ import pytest
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.ops import OPS
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema, Tags
 from rec_plugin.templates import sql_literal, templates
-from rec_plugin.workflow import Workflow
+from rec_plugin.workflow import SCHEMA_FILE, WORKFLOW_FILE, Workflow
 from spark_jobs.session import jar_paths
 
 CRITEO = load_dataset("criteo")
@@ -47,8 +47,9 @@ def sql_call(template: str, inputs: dict[str, str], params: dict) -> str:
 
 def workflow_query(workflow_dir: Path, bronze: str) -> str:
     """The saved workflow as one SQL query over bronze: row ops as sparkrec_* calls, Categorify as a
-    left join with each vocabulary table."""
-    document = json.loads((workflow_dir / "workflow.json").read_text())
+    left join with its column's partition of the vocabulary table."""
+    document = json.loads((workflow_dir / WORKFLOW_FILE).read_text())
+    schema = Schema.from_json((workflow_dir / SCHEMA_FILE).read_text())
     selects, joins = [f"b.{SOURCE_FILE}", f"b.{LINE_NUMBER}"], []
     for node in document["nodes"]:
         for column in node["columns"]:
@@ -57,8 +58,9 @@ def workflow_query(workflow_dir: Path, bronze: str) -> str:
                 op = OPS[saved["op"]](**saved["params"])
                 if saved["op"] == "Categorify":
                     vocabulary = f"v_{column}"
-                    table = workflow_dir / saved["state"]["tables"][column]
-                    joins.append(f"LEFT JOIN delta.`{table}` {vocabulary} ON {vocabulary}.value = {sql}")
+                    pin = schema[column].vocabulary
+                    on = f"{vocabulary}.column = '{pin.column}' AND {vocabulary}.value = {sql}"
+                    joins.append(f"LEFT JOIN delta.`{workflow_dir / pin.table}` {vocabulary} ON {on}")
                     sql = sql_call("category_id", {"id": f"{vocabulary}.id"}, {})
                 else:
                     sql = sql_call(op.template, {"x": sql}, op.template_params(column, saved["state"]))

@@ -5,8 +5,10 @@ data gives the same ids; 0 is reserved for missing, rare (below freq_threshold) 
 With `num_buckets=n`, rare and unseen values are not all 0 but hashed into ids 1..n (HashBucket's
 formula over the value's text, so an int hashes as its digits), and the vocabulary's ids start at
 n + 1: NVTabular's Categorify(num_buckets=...), for fields whose long tail still says something.
-Each column's vocabulary is a table (value, id, count), saved as its own Delta table, which `extend`
-grows in place with a new day's data (see Workflow.extend).
+Every vocabulary of a workflow lies in one Delta table, VOCABULARY_TABLE (column, value, id, count),
+partitioned by column: a fit writes them all in one commit and an extend (Workflow.extend) grows them
+all with a new day's data in one MERGE, so one table version pins every vocabulary of a workflow
+version, and a reader of one column prunes to its partition.
 
 Transform joins each column with its vocabulary: a broadcast join up to BROADCAST_MAX_VALUES values (a
 Spark setting), above it a shuffled hash join, so that no task holds more than its hash partition of a
@@ -18,10 +20,12 @@ columns, and its values unknown to item_id get item_id's 0, so both can index on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import reduce
 from typing import Any
 
 from delta.tables import DeltaTable
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -31,8 +35,12 @@ from rec_plugin.ops.base import Op, categorical
 from rec_plugin.schema import ColumnSchema, VocabularyPin
 from rec_plugin.templates import render_over
 
-# The workflow folder's subfolder of vocabulary tables.
-VOCABULARY_FOLDER = "vocab"
+# The workflow folder's table of every vocabulary, partitioned by VOCABULARY_COLUMN.
+VOCABULARY_TABLE = "vocabularies"
+VOCABULARY_COLUMN = "column"
+# Workflows saved before VOCABULARY_TABLE kept one table per column here, vocab/<column>: they still
+# load, and their first extend moves them into VOCABULARY_TABLE.
+LEGACY_VOCABULARY_FOLDER = "vocab"
 # Spark setting: the most values a vocabulary may hold for transform to broadcast it to every task.
 BROADCAST_MAX_VALUES = "spark.sparkrec.categorify.broadcastMaxValues"
 DEFAULT_BROADCAST_MAX_VALUES = 1_000_000
@@ -45,6 +53,65 @@ def lookup_join(frame: DataFrame, ids: DataFrame, on: str | Column, values: int)
     limit = int(frame.sparkSession.conf.get(BROADCAST_MAX_VALUES, str(DEFAULT_BROADCAST_MAX_VALUES)))
     looked_up = F.broadcast(ids) if values <= limit else ids.hint("shuffle_hash")
     return frame.join(looked_up, on, "left")
+
+
+def write_vocabularies(rows: list[DataFrame], path: str) -> None:
+    """Replaces the workflow's vocabulary table at `path` by `rows` ((column, value, id, count) frames,
+    one per Categorify that fits its own): one commit, whatever the number of columns."""
+    if rows:
+        table = reduce(DataFrame.unionByName, rows)
+        (
+            table.write.format("delta")
+            .mode("overwrite")
+            .option("overwriteSchema", "true")
+            .partitionBy(VOCABULARY_COLUMN)
+            .save(f"{path}/{VOCABULARY_TABLE}")
+        )
+
+
+def merge_vocabularies(spark: SparkSession, updates: list[DataFrame], columns: list[str], path: str) -> None:
+    """Adds an extend's (column, value, count, id) `updates` of `columns` to the workflow's vocabulary
+    table in one MERGE: counts add to known values, and values given an id are inserted. The condition
+    names the columns, so Delta reads only their partitions."""
+    if not updates:
+        return
+    known, given = F.col(f"v.{VOCABULARY_COLUMN}"), F.col(f"u.{VOCABULARY_COLUMN}")
+    matched = known.isin(columns) & (known == given) & (F.col("v.value") == F.col("u.value"))
+    (
+        DeltaTable.forPath(spark, f"{path}/{VOCABULARY_TABLE}")
+        .alias("v")
+        .merge(reduce(DataFrame.unionByName, updates).alias("u"), matched)
+        .whenMatchedUpdate(set={"count": "v.count + u.count"})
+        .whenNotMatchedInsert(
+            condition="u.id IS NOT NULL",
+            values={c: f"u.{c}" for c in (VOCABULARY_COLUMN, "value", "id", "count")},
+        )
+        .execute()
+    )
+
+
+def read_vocabularies(spark: SparkSession, path: str, pins: dict[str, VocabularyPin]) -> dict[str, DataFrame]:
+    """(value, id, count) of each pinned vocabulary of the workflow at `path`, at its pinned version:
+    a partition of VOCABULARY_TABLE, or a legacy pin's own table (its `column` is None)."""
+    opened: dict[tuple[str, int | None], DataFrame] = {}
+
+    def table(pin: VocabularyPin) -> DataFrame:
+        key = (pin.table, pin.version)
+        if key not in opened:
+            reader = spark.read.format("delta")
+            if pin.version is not None:
+                reader = reader.option("versionAsOf", pin.version)
+            opened[key] = reader.load(f"{path}/{pin.table}")
+        return opened[key]
+
+    return {
+        name: (
+            table(pin)
+            if pin.column is None
+            else table(pin).where(F.col(VOCABULARY_COLUMN) == pin.column).select("value", "id", "count")
+        )
+        for name, pin in pins.items()
+    }
 
 
 class Categorify(Op):
@@ -82,10 +149,10 @@ class Categorify(Op):
         """Ids 1..num_buckets that rare and unseen values hash into (0: they all get id 0)."""
         return int(self.params.get("num_buckets", 0))
 
-    @staticmethod
-    def table_location(column: str) -> str:
-        """Where a column's vocabulary table lies, relative to the workflow folder."""
-        return f"{VOCABULARY_FOLDER}/{column}"
+    def vocabulary_pin(self, column: str) -> VocabularyPin:
+        """The (unversioned) pin of the vocabulary `column` takes its ids from: its own partition of
+        VOCABULARY_TABLE, or with `vocabulary_of` that column's."""
+        return VocabularyPin(VOCABULARY_TABLE, column=self.vocabulary_of or column)
 
     def shared_state(self, vocabulary: DataFrame, columns: list[str]) -> dict[str, Any]:
         """The state of an op with `vocabulary_of`: every column looks its values up in `vocabulary`,
@@ -94,16 +161,17 @@ class Categorify(Op):
 
     def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
         """(column, value, count) of every non-null value of the columns, in one aggregation for all."""
-        pairs = [F.struct(F.lit(c).alias("column"), F.col(c).cast("string").alias("value")) for c in columns]
-        exploded = frame.select(F.explode(F.array(*pairs)).alias("pair")).select("pair.column", "pair.value")
-        return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
+        named = [(F.lit(c).alias(VOCABULARY_COLUMN), F.col(c).cast("string").alias("value")) for c in columns]
+        pairs = [F.struct(name, value) for name, value in named]
+        exploded = frame.select(F.explode(F.array(*pairs)).alias("pair")).select("pair.*")
+        return exploded.where("value IS NOT NULL").groupBy(VOCABULARY_COLUMN, "value").count()
 
     def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame | None:
         """None with `vocabulary_of`: the Workflow gives that op its state (shared_state)."""
         if self.vocabulary_of is not None:
             return None
         counts = self.value_counts(frame, columns).where(F.col("count") >= self.params["freq_threshold"])
-        order = Window.partitionBy("column").orderBy(F.desc("count"), F.asc("value"))
+        order = Window.partitionBy(VOCABULARY_COLUMN).orderBy(F.desc("count"), F.asc("value"))
         ranked = counts.withColumn("id", (F.row_number().over(order) + self.num_buckets).cast("int"))
         return self._capped(ranked)
 
@@ -111,40 +179,50 @@ class Categorify(Op):
         size = self.params["max_size"]
         return vocab if size is None else vocab.where(F.col("id") <= size + self.num_buckets)
 
-    def extend(self, frame: DataFrame, columns: list[str], path: str) -> dict[str, Any]:
-        """Grows the saved vocabularies with `frame` (a new day's data): existing ids never change, and
-        values not yet known that reach freq_threshold in `frame` get ids after the last one, by
-        descending count. One Delta MERGE per vocabulary table, which also adds the new counts."""
-        spark = frame.sparkSession
-        counts = self.value_counts(frame, columns).persist()
-        state = {}
-        for c in columns:
-            location = f"{path}/{self.table_location(c)}"
-            table = DeltaTable.forPath(spark, location)
-            known = table.toDF()
-            last_id = max(known.agg(F.max("id")).first()[0] or 0, self.num_buckets)
-            seen = counts.where(F.col("column") == c).select("value", "count")
-            fresh = seen.join(known.select("value"), "value", "left_anti")
-            fresh = fresh.where(F.col("count") >= self.params["freq_threshold"])
-            order = Window.orderBy(F.desc("count"), F.asc("value"))
-            fresh = self._capped(fresh.withColumn("id", (F.row_number().over(order) + last_id).cast("int")))
-            updates = seen.join(fresh.select("value", "id"), "value", "left")
-            (
-                table.alias("v")
-                .merge(updates.alias("u"), "v.value = u.value")
-                .whenMatchedUpdate(set={"count": "v.count + u.count"})
-                .whenNotMatchedInsert(
-                    condition="u.id IS NOT NULL",
-                    values={"value": "u.value", "id": "u.id", "count": "u.count"},
-                )
-                .execute()
-            )
-            state[c] = spark.read.format("delta").load(location)
-        counts.unpersist()
-        return state
+    def vocabulary_updates(
+        self, frame: DataFrame, columns: list[str], state: dict[str, Any]
+    ) -> tuple[DataFrame, dict[str, Any]]:
+        """What `frame` (a new day's data) adds to the vocabularies `state`: (column, value, count, id)
+        of every value it holds, with an id only for a value not yet known that reaches
+        freq_threshold in it (after its column's last id, by descending count: known ids never
+        change), persisted for merge_vocabularies; and the grown state, for the ops after this one."""
+        counts = self.value_counts(frame, columns)
+        known = reduce(
+            DataFrame.unionByName,
+            [state[c].select(F.lit(c).alias(VOCABULARY_COLUMN), "value") for c in columns],
+        )
+        last_ids = [F.lit(x) for c, size in self.cardinalities(state, columns).items() for x in (c, size - 1)]
+        order = Window.partitionBy(VOCABULARY_COLUMN).orderBy(F.desc("count"), F.asc("value"))
+        fresh = counts.join(known, [VOCABULARY_COLUMN, "value"], "left_anti").where(
+            F.col("count") >= self.params["freq_threshold"]
+        )
+        fresh = fresh.withColumn(
+            "id", (F.row_number().over(order) + F.create_map(*last_ids)[F.col(VOCABULARY_COLUMN)]).cast("int")
+        )
+        keys = [VOCABULARY_COLUMN, "value"]
+        updates = counts.join(self._capped(fresh).select(*keys, "id"), keys, "left")
+        updates = updates.persist(StorageLevel.MEMORY_AND_DISK)
+        added = updates.where(F.col("id").isNotNull())
+        grown = {
+            c: state[c]
+            .select("value", "id", "count")
+            .unionByName(added.where(F.col(VOCABULARY_COLUMN) == c).select("value", "id", "count"))
+            for c in columns
+        }
+        return updates, grown
+
+    def vocabulary_rows(self, state: dict[str, Any]) -> DataFrame:
+        """The op's fitted vocabularies as rows of VOCABULARY_TABLE (column, value, id, count)."""
+        return reduce(
+            DataFrame.unionByName,
+            [
+                frame.select(F.lit(c).alias(VOCABULARY_COLUMN), "value", "id", "count")
+                for c, frame in state.items()
+            ],
+        )
 
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
-        return {c: query.where(F.col("column") == c).select("value", "id", "count") for c in columns}
+        return {c: query.where(F.col(VOCABULARY_COLUMN) == c).select("value", "id", "count") for c in columns}
 
     def transform(
         self, frame: DataFrame, columns: list[str], state: dict[str, Any], ids: dict[str, int] | None = None
@@ -182,7 +260,7 @@ class Categorify(Op):
             categorical(
                 c,
                 sizes[c.name],
-                vocabulary=VocabularyPin(self.table_location(owner or c.name)),
+                vocabulary=self.vocabulary_pin(c.name),
                 token_width=c.token_width,
                 embedding_table=owner,
                 hashed_ids=self.num_buckets or None,
@@ -191,16 +269,19 @@ class Categorify(Op):
         ]
 
     def save_state(self, spark: SparkSession, state: dict[str, Any], path: str) -> dict[str, Any]:
-        """The saved tables' locations; with `vocabulary_of`, that column's (saved by its own op), so
-        load_state reads it at the version the schema pins, and nothing is written."""
-        if self.vocabulary_of is not None:
-            return {"tables": {c: self.table_location(self.vocabulary_of) for c in state}}
-        return {"tables": storage.save_tables(state, path, VOCABULARY_FOLDER)}
+        """The op's columns: the Workflow writes every fitted vocabulary into VOCABULARY_TABLE at once
+        (write_vocabularies), and the schema pins its version, so nothing is written here."""
+        return {"columns": list(state)}
 
     def load_state(
         self, spark: SparkSession, saved: dict[str, Any], path: str, pins: dict[str, int | None]
     ) -> dict[str, Any]:
-        return storage.load_tables(spark, saved["tables"], path, pins)
+        if "tables" in saved and VOCABULARY_TABLE not in pins:  # a table per column, by location
+            return storage.load_tables(spark, saved["tables"], path, pins)
+        version = pins.get(VOCABULARY_TABLE)
+        columns = saved["columns"] if "columns" in saved else list(saved["tables"])  # extended since
+        pins_of = {c: replace(self.vocabulary_pin(c), version=version) for c in columns}
+        return read_vocabularies(spark, path, pins_of)
 
     def cardinalities(self, state: dict[str, Any], columns: list[str]) -> dict[str, int]:
         """Embedding rows a model needs per column: the largest id (at least the last hash bucket) plus

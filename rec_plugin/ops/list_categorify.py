@@ -14,7 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from rec_plugin.ops.categorify import Categorify, lookup_join
+from rec_plugin.ops.categorify import VOCABULARY_COLUMN, Categorify, lookup_join
 from rec_plugin.schema import ColumnSchema, Tags
 
 
@@ -39,11 +39,13 @@ class ListCategorify(Categorify):
 
     def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
         elements = [
-            frame.select(F.lit(c).alias("column"), F.explode(F.col(c).cast("array<string>")).alias("value"))
+            frame.select(
+                F.lit(c).alias(VOCABULARY_COLUMN), F.explode(F.col(c).cast("array<string>")).alias("value")
+            )
             for c in columns
         ]
         exploded = reduce(DataFrame.unionAll, elements)
-        return exploded.where("value IS NOT NULL").groupBy("column", "value").count()
+        return exploded.where("value IS NOT NULL").groupBy(VOCABULARY_COLUMN, "value").count()
 
     def transform(
         self, frame: DataFrame, columns: list[str], state: dict[str, Any], ids: dict[str, int] | None = None
