@@ -30,6 +30,7 @@ from rec_plugin.ops import OPS, Categorify, Op
 from rec_plugin.ops.base import FITTED_ROW
 from rec_plugin.ops.categorify import (
     LEGACY_VOCABULARY_FOLDER,
+    VOCABULARY_TABLE,
     merge_vocabularies,
     write_vocabularies,
 )
@@ -134,6 +135,23 @@ def _vocabulary_owners(nodes: list[Node]) -> dict[tuple[int, int], tuple[int, in
     return shared
 
 
+def _refuse_columns_fitted_twice(nodes: list[Node]) -> None:
+    """One vocabulary per column: VOCABULARY_TABLE holds a column's values in one partition."""
+    fitted: list[str] = []
+    for node in nodes:
+        columns = list(node.columns)
+        for op in node.ops:
+            if isinstance(op, Categorify) and op.vocabulary_of is None:
+                fitted.extend(columns)
+            columns = op.output_columns(columns)
+    twice = sorted({c for c in fitted if fitted.count(c) > 1})
+    if twice:
+        raise InputError(
+            f"columns {twice} are each fitted by two Categorify ops: a column has one vocabulary "
+            "(give the second op another column, or vocabulary_of)"
+        )
+
+
 def _marked(frame: DataFrame, fitted_rows: Column) -> DataFrame:
     """`frame` with the FITTED_ROW column the ops read (a null mark is not fitted)."""
     return frame.withColumn(FITTED_ROW, F.coalesce(fitted_rows, F.lit(False)))
@@ -152,6 +170,7 @@ class Workflow:
         self.schema: Schema | None = None
         self._persisted: list[DataFrame] = []
         self._vocabulary_owners = _vocabulary_owners(self.nodes)
+        _refuse_columns_fitted_twice(self.nodes)
 
     def output_columns(self) -> list[str]:
         return [c for node in self.nodes for c in node.output_columns()] + self.passthrough
@@ -255,11 +274,13 @@ class Workflow:
             )
         if not _kept_versions(spark, path):  # fitted before versions were kept: its schema is version 1
             storage.write_text(spark, _version_file(path, 1, SCHEMA_FILE), latest.to_json())
-        if any(c.vocabulary is not None and c.vocabulary.column is None for c in latest):
-            # Saved with a table per column: their pinned versions become the one table this extends.
+        if _legacy_pins(latest) or not storage.exists(spark, f"{path}/{VOCABULARY_TABLE}"):
+            # Saved with a table per column: their pinned versions become the one table this extends
+            # (rewritten on a rerun, so a failed extend's MERGE is not counted twice).
             write_vocabularies(self._fitted_vocabularies(), path)
         else:
             self._undo_unfinished_extend(spark, path)
+        states = [list(node_states) for node_states in self.states]
         try:
             self._apply(frame, extend_op)
             merge_vocabularies(spark, updates, updated, path)
@@ -269,6 +290,9 @@ class Workflow:
                 storage.write_text(spark, _version_file(path, version, SOURCE_FILE), json.dumps(source))
             self._save_schema(spark, path, version)
             self._reload_vocabularies(spark, path)
+        except BaseException:
+            self.states = states  # as loaded: a rerun on this object extends from them again
+            raise
         finally:
             for update in updates:
                 update.unpersist()
@@ -354,9 +378,8 @@ class Workflow:
 
     def save(self, path: str) -> None:
         spark = SparkSession.getActiveSession()
-        if self.states is not None:  # every vocabulary in one commit; a table per column is gone
+        if self.states is not None:  # every vocabulary in one commit
             write_vocabularies(self._fitted_vocabularies(), path)
-            storage.delete(spark, f"{path}/{LEGACY_VOCABULARY_FOLDER}")
         nodes = []
         for node, states in zip(self.nodes, self.states or [[{}] * len(n.ops) for n in self.nodes]):
             ops = [
@@ -374,7 +397,13 @@ class Workflow:
         if self.schema is not None:
             # A (re)fit starts the folder's versions again: its vocabularies were rewritten.
             storage.delete(spark, f"{path}/{VERSIONS_FOLDER}")
+            legacy = _legacy_pins(self.schema)  # loaded with a table per column, saved with the one table
+            if legacy:
+                self.schema = self.output_schema()
             self._save_schema(spark, path, 1)
+            if legacy:  # its states read the tables deleted below
+                self._reload_vocabularies(spark, path)
+            storage.delete(spark, f"{path}/{LEGACY_VOCABULARY_FOLDER}")
 
     def _save_schema(self, spark: SparkSession, path: str, version: int) -> None:
         """schema.json and versions/<version>/schema.json, each vocabulary pinned to the Delta version
@@ -473,9 +502,14 @@ def _vocabulary_ids(op: Op, columns: list[str], schema: Schema | None) -> dict[s
         return None
     for c in columns:
         pin = schema[c].vocabulary if c in schema else None
-        if pin is None or replace(pin, version=None) != op.vocabulary_pin(c):
+        if pin is None or not op.reads_pin(pin, c):
             return None
     return {c: int(schema[c].cardinality) for c in columns}
+
+
+def _legacy_pins(schema: Schema) -> bool:
+    """Whether the schema pins a vocabulary of its own table (saved before VOCABULARY_TABLE)."""
+    return any(c.vocabulary is not None and c.vocabulary.column is None for c in schema)
 
 
 def _pins(schema: Schema) -> dict[str, int | None]:

@@ -28,11 +28,13 @@ from rec_plugin.ops import (
 from rec_plugin.ops.categorify import (
     BROADCAST_MAX_VALUES,
     DEFAULT_BROADCAST_MAX_VALUES,
+    LEGACY_VOCABULARY_FOLDER,
+    VOCABULARY_COLUMN,
     VOCABULARY_TABLE,
     merge_vocabularies,
 )
 from rec_plugin.schema import VocabularyPin
-from rec_plugin.workflow import Workflow
+from rec_plugin.workflow import SCHEMA_FILE, VERSIONS_FOLDER, WORKFLOW_FILE, Workflow
 from spark_jobs.session import session_conf
 
 ROWS = [
@@ -130,7 +132,8 @@ def test_save_load_round_trip_without_pickle(spark, frame, tmp_path):
 
 def _vocabulary(spark, path: str, column: str) -> dict:
     """value -> (id, count) of `column`'s partition of the workflow's vocabulary table (latest version)."""
-    table = spark.read.format("delta").load(f"{path}/{VOCABULARY_TABLE}").where(F.col("column") == column)
+    table = spark.read.format("delta").load(f"{path}/{VOCABULARY_TABLE}")
+    table = table.where(F.col(VOCABULARY_COLUMN) == column)
     return {r.value: (r.id, r["count"]) for r in table.collect()}
 
 
@@ -325,6 +328,7 @@ def test_extend_rerun_after_a_failure_counts_the_new_day_once(spark, tmp_path):
     loaded = Workflow.load(path)
     updates, _ = loaded.nodes[0].ops[0].vocabulary_updates(day1, ["c"], loaded.state(0, 0))
     merge_vocabularies(spark, [updates], ["c"], path)  # the MERGE of an extend that then died
+    updates.unpersist()
     assert _vocabulary(spark, path, "c") == {"a": (1, 3), "b": (2, 2), "z": (3, 1)}
     assert Workflow.version_extended_by(path, {"day": 1}, spark) is None
     Workflow.load(path).extend(day1, path, source={"day": 1})
@@ -346,7 +350,8 @@ def test_every_vocabulary_lies_in_one_table_written_once_per_fit_and_merged_once
     path = str(tmp_path / "wf")
     Workflow(graph).fit(day0).save(path)
     table = DeltaTable.forPath(spark, f"{path}/{VOCABULARY_TABLE}")
-    assert table.history().count() == 1 and table.detail().first()["partitionColumns"] == ["column"]
+    assert table.history().count() == 1
+    assert table.detail().first()["partitionColumns"] == [VOCABULARY_COLUMN]
     assert _vocabulary(spark, path, "c") == {"a": (1, 2), "b": (2, 1)}
     assert _vocabulary(spark, path, "d") == {"x": (1, 2)}
 
@@ -377,18 +382,25 @@ def test_a_workflow_saved_with_a_table_per_column_loads_and_its_extend_moves_the
         str(path)
     )
     # Rewritten as workflows were saved before: vocab/<column> tables, pinned by their location.
-    vocab = spark.read.format("delta").load(str(path / VOCABULARY_TABLE)).where("column = 'c'").drop("column")
-    vocab.write.format("delta").save(str(path / "vocab" / "c"))
+    own_table = f"{LEGACY_VOCABULARY_FOLDER}/c"
+    vocab = spark.read.format("delta").load(str(path / VOCABULARY_TABLE))
+    vocab.where(F.col(VOCABULARY_COLUMN) == "c").drop(VOCABULARY_COLUMN).write.format("delta").save(
+        str(path / own_table)
+    )
     shutil.rmtree(path / VOCABULARY_TABLE)
-    document = json.loads((path / "workflow.json").read_text())
-    document["nodes"][0]["ops"][0]["state"] = {"tables": {"c": "vocab/c"}}
-    _rewrite(path / "workflow.json", document)
-    for schema_file in (path / "schema.json", path / "versions" / "1" / "schema.json"):
+    document = json.loads((path / WORKFLOW_FILE).read_text())
+    document["nodes"][0]["ops"][0]["state"] = {"tables": {"c": own_table}}
+    _rewrite(path / WORKFLOW_FILE, document)
+    for schema_file in (path / SCHEMA_FILE, path / VERSIONS_FOLDER / "1" / SCHEMA_FILE):
         saved = json.loads(schema_file.read_text())
-        saved["columns"][0]["vocabulary"] = {"table": "vocab/c", "version": 0}
+        saved["columns"][0]["vocabulary"] = {"table": own_table, "version": 0}
         _rewrite(schema_file, saved)
     legacy = Workflow.load_schema(str(path), spark)
-    assert legacy["c"].vocabulary == VocabularyPin("vocab/c", 0)
+    assert legacy["c"].vocabulary == VocabularyPin(own_table, 0)
+    copy = str(tmp_path / "copy")  # saved again: the one table, and transform still sized by the pins
+    Workflow.load(str(path)).save(copy)
+    assert Workflow.load_schema(copy, spark)["c"].vocabulary == VocabularyPin(VOCABULARY_TABLE, 0, "c")
+    assert _vocabulary(spark, copy, "c") == {"a": (1, 2), "b": (2, 1)}
 
     rows = spark.createDataFrame([("a",), ("b",), ("z",)], "c string")
     assert [r.c for r in Workflow.load(str(path)).transform(rows).collect()] == [1, 2, 0]
@@ -398,6 +410,11 @@ def test_a_workflow_saved_with_a_table_per_column_loads_and_its_extend_moves_the
     assert [r.c for r in Workflow.load(str(path)).transform(rows).collect()] == [1, 2, 3]
     version_1 = Workflow.load(str(path), version=1)  # still the table per column, at its pinned version
     assert version_1.schema == legacy and [r.c for r in version_1.transform(rows).collect()] == [1, 2, 0]
+
+
+def test_a_column_fitted_by_two_categorify_ops_is_refused():
+    with pytest.raises(InputError, match=r"columns \['c'\] are each fitted by two Categorify ops"):
+        Workflow([["c", "d"] >> Categorify(), ["c"] >> Categorify(freq_threshold=2)])
 
 
 def test_a_workflow_saved_before_versions_were_kept_is_version_1(spark, tmp_path):

@@ -149,6 +149,15 @@ class Categorify(Op):
         """Ids 1..num_buckets that rare and unseen values hash into (0: they all get id 0)."""
         return int(self.params.get("num_buckets", 0))
 
+    def reads_pin(self, pin: VocabularyPin, column: str) -> bool:
+        """Whether `pin`, at any version, names the vocabulary `column` takes its ids from: its
+        partition of VOCABULARY_TABLE, or in a workflow saved before that table, its own table."""
+        owner = self.vocabulary_of or column
+        return (pin.table, pin.column) in {
+            (VOCABULARY_TABLE, owner),
+            (f"{LEGACY_VOCABULARY_FOLDER}/{owner}", None),
+        }
+
     def vocabulary_pin(self, column: str) -> VocabularyPin:
         """The (unversioned) pin of the vocabulary `column` takes its ids from: its own partition of
         VOCABULARY_TABLE, or with `vocabulary_of` that column's."""
@@ -251,9 +260,10 @@ class Categorify(Op):
         return render_over("category_id", {"id": looked_up}, {})
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
-        """int32 ids, one embedding row per id plus the reserved 0; the vocabulary table is pinned to its
-        Delta version when the workflow is saved. With `vocabulary_of`, that column's table is pinned
-        and its embedding table named: the same table, hence the same cardinality."""
+        """int32 ids, one embedding row per id plus the reserved 0; the column's partition of the
+        vocabulary table is pinned to its Delta version when the workflow is saved. With
+        `vocabulary_of`, that column's partition is pinned and its embedding table named: the same
+        table, hence the same cardinality."""
         sizes = self.cardinalities(state, [c.name for c in inputs])
         owner = self.vocabulary_of
         return [
@@ -289,8 +299,8 @@ class Categorify(Op):
         if not columns:
             return {}
         largest = [
-            state[c].agg(F.max("id").alias("largest")).select(F.lit(c).alias("column"), "largest")
+            state[c].agg(F.max("id").alias("largest")).select(F.lit(c).alias(VOCABULARY_COLUMN), "largest")
             for c in columns
         ]
         rows = reduce(DataFrame.unionAll, largest).collect()
-        return {row["column"]: max(int(row["largest"] or 0), self.num_buckets) + 1 for row in rows}
+        return {row[VOCABULARY_COLUMN]: max(int(row["largest"] or 0), self.num_buckets) + 1 for row in rows}
