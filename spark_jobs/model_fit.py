@@ -3,6 +3,8 @@ CTR models (spark_jobs/train.py) and the collaborative-filtering ones (spark_job
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from pyspark.sql import SparkSession
 
@@ -10,7 +12,7 @@ from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.schema import Schema
 from training.data import FileSet
-from training.grow import check_warm_start
+from training.grow import WARM_START_BACKENDS, check_warm_start
 from training.launch import launch
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
@@ -18,6 +20,8 @@ from training.run_directory import RunDirectory
 
 # Options that shape the model's tables rather than its layers.
 TABLE_OPTIONS = ("embedding_dim",)
+# The options that go into the model's config; the others are the TrainSpec's.
+MODEL_OPTIONS = frozenset((*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS))
 
 
 def fit(
@@ -36,13 +40,17 @@ def fit(
     # Qualified as Spark resolves the other paths (relative paths against its working directory or
     # default filesystem), so the workers, which have no JVM, write where the driver reads.
     run = RunDirectory(storage.qualified(spark, run_dir))
-    model_fields = {*TABLE_OPTIONS, *ModelConfig.HYPERPARAMETERS}
-    config = ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in model_fields})
+    config = model_config(model, schema, options)
     if options.get("warm_start"):
         options["warm_start"] = warm_start_uri(spark, str(options["warm_start"]), run, config, backend)
+    if options.get("initial_weights") and backend not in WARM_START_BACKENDS:
+        raise InputError(
+            f"starting from given weights works on the backends {', '.join(WARM_START_BACKENDS)}, not "
+            f"{backend} (its tables are sharded): train on a data-parallel backend"
+        )
     if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
         run.clear_checkpoints()
-    spec_options = {k: v for k, v in options.items() if k not in model_fields}
+    spec_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
     if spec_options.get("sparse_optimizer") is None:
         spec_options["sparse_optimizer"] = default_sparse_optimizer(backend)
     spec = TrainSpec(
@@ -59,6 +67,11 @@ def fit(
     trained = build_model(config)
     trained.load_state_dict(run.weights())
     return trained, summary
+
+
+def model_config(model: str, schema: Schema, options: Mapping[str, object]) -> ModelConfig:
+    """The config `fit` trains `model` of `schema` with, given train()'s `options`."""
+    return ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in MODEL_OPTIONS})
 
 
 def warm_start_uri(

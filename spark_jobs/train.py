@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> dict:
         "vocabularies (new ids appended by Workflow.extend); another run directory than --run-dir",
     )
     parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="ncf: train the GMF and MLP towers alone at half the embedding dim first, then start NeuMF "
+        "from their fused weights (He et al. 2017); their runs go under <run-dir>/pretrained",
+    )
+    parser.add_argument(
         "--config",
         help="a config sparkrec tune wrote (<tune-dir>/config.json): its model and options, which the "
         "options given here override",
@@ -276,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.model,
             args.backend,
             args.workers,
+            args.pretrain,
             **options,
         )
     else:

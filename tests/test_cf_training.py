@@ -12,13 +12,16 @@ import torch
 from conftest import kill_at_first_checkpoint
 from pyspark.sql import functions as F
 
+from rec_plugin.errors import InputError
 from rec_plugin.interactions import ITEMS, item_column, ncf_schema, user_column
 from rec_plugin.workflow import Workflow
 from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, recommend
-from spark_jobs.train_cf import CF_REPORT_KEYS, train_cf
+from spark_jobs.train_cf import CF_REPORT_KEYS, FUSED_LR_SCALE, train_cf
 from training.evaluate import candidate_logits, ncf_top_items
+from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
-from training.models.cf import MULTVAE, NCF
+from training.models.cf import MULTVAE, NCF, fuse_pretrained
+from training.models.config import GMF, MLP, NEUMF
 from training.run_directory import RunDirectory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,3 +136,46 @@ def test_chunked_ncf_top_k_equals_scoring_every_candidate_at_once(spark, shop_fe
         best = np.argsort(-logits, kind="stable")[:7]
         np.testing.assert_array_equal(ids[row], candidates[best])
         np.testing.assert_allclose(scores[row], logits[best], rtol=1e-5)
+
+
+def test_pretraining_starts_neumf_from_its_fused_towers(spark, shop_features, shop_interactions, tmp_path):
+    layout, _ = shop_interactions
+    run_dir = tmp_path / "neumf"
+    # Five epochs, as in `runs`: the small shop's tables make a few dozen steps an epoch.
+    report = train_cf(
+        spark, layout.root, shop_features.workflow, str(run_dir), NCF, pretrain=True, progress=False, epochs=5
+    )
+    run = RunDirectory(run_dir)
+    towers = {mode: run.pretrained(mode) for mode in (GMF, MLP)}
+    for mode, tower in towers.items():
+        assert tower.model_config().ncf_mode == mode and tower.model_config().embedding_dims == (8,)
+        assert report["pretrained"][mode]["ndcg_at_10"] == tower.metrics()["ndcg_at_10"]
+        assert tower.metrics()["hr_at_10"] > 2 * RANDOM_HIT_RATE, tower.metrics()  # each tower learnt
+    fused = run.pretrained(NEUMF)
+    expected = fuse_pretrained(towers[GMF].weights(), towers[MLP].weights(), run.model_config())
+    assert all(torch.equal(fused.weights()[k], expected[k]) for k in expected)
+    assert run.spec()["initial_weights"] == fused.uri and run.metrics()["pretrained"] == report["pretrained"]
+    assert run.spec()["dense_lr"] == pytest.approx(TrainSpec.dense_lr * FUSED_LR_SCALE)
+    # Starting from the fused weights with learning rates of zero keeps them: they are what NeuMF loads.
+    frozen = tmp_path / "frozen"
+    train_cf(
+        spark, layout.root, shop_features.workflow, str(frozen), NCF, progress=False,
+        initial_weights=fused.uri, dense_lr=0.0, sparse_lr=0.0, sparse_optimizer="adagrad",
+    )  # fmt: skip
+    kept = RunDirectory(frozen).weights()
+    assert all(torch.equal(kept[k], expected[k]) for k in expected)
+    assert any(not torch.equal(run.weights()[k], expected[k]) for k in expected)  # NeuMF then learnt
+
+
+def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start(
+    spark, shop_features, shop_interactions, tmp_path
+):
+    layout, _ = shop_interactions
+    with pytest.raises(InputError, match="it is for --model ncf, not multvae"):
+        train_cf(spark, layout.root, shop_features.workflow, str(tmp_path / "vae"), MULTVAE, pretrain=True)
+    with pytest.raises(InputError, match="give one"):
+        train_cf(
+            spark, layout.root, shop_features.workflow, str(tmp_path / "ncf"), NCF, pretrain=True,
+            warm_start=str(tmp_path / "production"),
+        )  # fmt: skip
+    assert not (tmp_path / "vae").exists() and not (tmp_path / "ncf").exists()

@@ -59,6 +59,10 @@ class TrainSpec:
     # A production run's directory (path or URI) to start from, its model grown to this run's tables
     # (training/grow.py), when this run has no checkpoint of its own to resume from.
     warm_start: str | None = None
+    # A run directory (path or URI) whose weights (a model of this run's config) this run starts from,
+    # with fresh optimizers, when it has neither a checkpoint to resume nor a warm start: NeuMF fused
+    # from its pretrained GMF and MLP towers (spark_jobs/train_cf.py).
+    initial_weights: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,11 +139,13 @@ def train_worker(spec_dict: dict) -> dict:
     device = group.device  # where this worker trains, asked once
     config = ModelConfig.from_dict(spec.model)
     model = build_model(config, group.embeddings)
-    forward, steppers = group.prepare(model, spec.optimizer_settings())
     run = RunDirectory(spec.run_dir)
     saved = checkpoint.load_latest(run) if spec.resume else None
     if saved is None and spec.warm_start:
         saved = warm_start(spec.warm_start, config, spec.optimizer_settings(), group.name, spec.seed)
+    if saved is None and spec.initial_weights:  # before prepare: the backend's wrapper sees them
+        model.load_state_dict(RunDirectory(spec.initial_weights).weights())
+    forward, steppers = group.prepare(model, spec.optimizer_settings())
     if saved is not None:
         group.restore(model, steppers, saved)
     position = checkpoint.Position() if saved is None else saved.position

@@ -35,6 +35,7 @@ _RANKING_PLOT = "ranking.png"
 _CHECKPOINTS = "checkpoints"
 _LATEST_CHECKPOINT = "latest.json"
 _CHECKPOINT_PREFIX = "step-"
+_PRETRAINED = "pretrained"
 
 
 def _qualified_uri(location: str | os.PathLike) -> str:
@@ -63,6 +64,11 @@ class RunDirectory:
 
     def __repr__(self) -> str:
         return f"RunDirectory({self.uri!r})"
+
+    def pretrained(self, part: str) -> RunDirectory:
+        """The run directory, inside this one, of a part this run's model starts from (NeuMF: its
+        "gmf" and "mlp" towers trained alone, and "neumf", which holds only their fused weights)."""
+        return RunDirectory(posixpath.join(self.uri, _PRETRAINED, part))
 
     def write_model_config(self, config: ModelConfig) -> None:
         self._write_json(config.to_dict(), _MODEL_CONFIG)

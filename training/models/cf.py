@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rec_plugin.schema import SchemaError
-from training.models.config import ModelConfig
+from training.models.config import GMF, MLP, NEUMF, ModelConfig
 from training.models.parts import EmbeddingCollection, mlp, refuse_id
 
 # A class with EmbeddingCollection's constructor (as in training/models/ctr.py).
@@ -43,9 +43,9 @@ def _ncf_widths(config: ModelConfig) -> tuple[int, int]:
     if len(dims) != 1:
         raise SchemaError(f"{config.name}: the user and item tables need one embedding dim, not {list(dims)}")
     dim = dims[0]
-    if config.ncf_mode == "gmf":
+    if config.ncf_mode == GMF:
         return dim, 0
-    if config.ncf_mode == "mlp":
+    if config.ncf_mode == MLP:
         return 0, dim
     if dim % 2:
         raise SchemaError(f"NeuMF splits each row in a GMF and an MLP half: the dim {dim} must be even")
@@ -100,7 +100,7 @@ def fuse_pretrained(
     half of `config`'s embedding dim: each table row is [GMF row | MLP row], the MLP tower is the MLP's,
     and the output layer weighs the towers [alpha h_gmf, (1 - alpha) h_mlp] (the biases likewise), so
     the fused logit is alpha * GMF's logit + (1 - alpha) * MLP's. States are the default backend's."""
-    fused = NeuMF(dataclasses.replace(config, ncf_mode="neumf")).state_dict()
+    fused = NeuMF(dataclasses.replace(config, ncf_mode=NEUMF)).state_dict()
     for key, value in fused.items():
         if key.startswith("embeddings.") and key.endswith(".weight"):
             fused[key] = torch.cat([gmf_state[key], mlp_state[key]], dim=1)

@@ -27,7 +27,9 @@ POOLINGS = ("sum", "mean")
 # 0.7310 at 64 (bench/quality.py's data; 1.5x the CPU time of width 16).
 DEFAULT_EMBEDDING_DIM = 16
 MODEL_EMBEDDING_DIMS = {"dlrm": 64}
-NCF_MODES = ("neumf", "gmf", "mlp")
+# NeuMF whole, or one of its towers alone (pretraining, training/models/cf.py fuse_pretrained).
+NEUMF, GMF, MLP = "neumf", "gmf", "mlp"
+NCF_MODES = (NEUMF, GMF, MLP)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class ModelConfig:
     cross_layers: int = 3
     # NeuMF (training/models/cf.py): its MLP tower's layer widths; which towers it has.
     ncf_mlp: tuple[int, ...] = (64, 32, 16)
-    ncf_mode: str = "neumf"
+    ncf_mode: str = NEUMF
     # Mult-VAE: encoder widths (the decoder mirrors them), latent width, input dropout, and the KL
     # weight's annealing (Liang et al. 2018: [600], 200, 0.5, cap 0.2 reached over 200,000 steps).
     vae_hidden: tuple[int, ...] = (600,)
