@@ -11,6 +11,8 @@ import torch
 
 from rec_plugin.interactions import ITEMS, ncf_schema, vae_schema
 from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
+from training.data import Batch, JaggedIds, KeyedIds
+from training.loop import objective
 from training.models import ModelConfig, build_model, sparse_and_dense_parameters
 from training.models.cf import (
     NeuMF,
@@ -106,7 +108,7 @@ def test_fused_pretrained_towers_mix_their_logits():
 def test_multvae_outputs_logits_and_kl_and_scripts():
     config = vae_config()
     assert config.list_features == (ITEMS,) and config.vae_dropout == 0.5
-    assert (config.beta_cap, config.anneal_steps) == (0.2, 200_000)
+    assert (config.beta_cap, config.anneal_steps) == (1.0, None)  # annealed over the run (training/loop.py)
     torch.manual_seed(0)
     model = build_model(config)
     inputs = vae_inputs([[1, 5, 7], [], [119], [3, 4]])
@@ -171,6 +173,43 @@ def test_multvae_loss_is_the_weighted_negative_elbo():
 def test_beta_anneals_to_its_cap():
     assert beta_at(0) == 0.0 and beta_at(20_000) == pytest.approx(0.1) and beta_at(10**7) == 0.2
     assert beta_at(50, cap=1.0, anneal_steps=100) == 0.5 and beta_at(3, cap=0.3, anneal_steps=0) == 0.3
+
+
+def test_a_popularity_started_decoder_ranks_by_the_counts_and_softmaxes_to_their_shares():
+    torch.manual_seed(0)
+    model = build_model(vae_config()).eval()
+    counts = torch.zeros(ITEM_ROWS, dtype=torch.float64)
+    counts[1:] = torch.randperm(ITEM_ROWS - 1).to(torch.float64) * 3
+    model.start_from_popularity(counts)
+    output = model.decoder[-1]
+    torch.testing.assert_close(output.bias.softmax(0).double(), (counts + 1) / (counts + 1).sum())
+    with torch.no_grad():
+        output.weight.zero_()  # what the latent adds: left out, the bias alone ranks
+        ranked = score_all_items(model, *jagged([[5], [7, 9]])).topk(10).indices
+    popular = torch.argsort(counts, descending=True)
+    for row, seen in enumerate(([5], [7, 9])):
+        assert ranked[row].tolist() == [i for i in popular.tolist() if i not in seen][:10]
+
+
+def test_mult_vae_anneals_its_kl_weight_over_the_run_unless_told_over_how_many_steps():
+    torch.manual_seed(0)
+    model = build_model(vae_config())
+    inputs = vae_inputs([[1, 5, 7], [3, 4]])
+    values, offsets = inputs[2][0], inputs[3][0]
+    batch = Batch(
+        inputs[0], KeyedIds((), inputs[1]), {ITEMS: JaggedIds(values, offsets)}, torch.zeros(2), torch.ones(2)
+    )
+    outputs = model(*inputs)
+    at = {
+        (config.anneal_steps, step, run): objective(config, outputs, batch, step, run).item()
+        for config in (vae_config(), vae_config(anneal_steps=10))
+        for step, run in ((50, 100), (100, 100))
+    }
+    nll = multvae_loss(outputs, inputs[2], inputs[3], torch.ones(2), 0.0).item()
+    kl = outputs[1].mean().item()
+    assert at[(None, 50, 100)] == pytest.approx(nll + 0.5 * kl)  # None: over the run's 100 steps
+    assert at[(None, 100, 100)] == pytest.approx(nll + kl)
+    assert at[(10, 50, 100)] == pytest.approx(nll + kl)  # 10 steps given: capped at step 10
 
 
 def test_top_k_recommender_leaves_out_the_bag_and_id_0():

@@ -176,7 +176,7 @@ def train_worker(spec_dict: dict) -> dict:
             batch = batch or padding
             with precision(spec.precision, device):
                 outputs = forward(*batch.inputs())
-            loss = objective(config, outputs, batch, position.step)
+            loss = objective(config, outputs, batch, position.step, spec.epochs * batches_per_rank)
             for stepper in steppers:
                 stepper.zero_grad()
             loss.backward()
@@ -220,12 +220,14 @@ def train_worker(spec_dict: dict) -> dict:
     }
 
 
-def objective(config: ModelConfig, outputs: object, batch: Batch, step: int) -> torch.Tensor:
+def objective(config: ModelConfig, outputs: object, batch: Batch, step: int, run_steps: int) -> torch.Tensor:
     """The loss a model trains on: Mult-VAE's negative ELBO over each row's bag of items, its KL
-    weight annealed by step; every other model's log loss on the click label."""
+    weight annealed by step (over the run's `run_steps` unless the config says over how many);
+    every other model's log loss on the click label."""
     if config.name == MULTVAE:
         _, _, values, offsets = batch.inputs()
-        beta = beta_at(step, config.beta_cap, config.anneal_steps)
+        anneal = config.anneal_steps if config.anneal_steps is not None else run_steps
+        beta = beta_at(step, config.beta_cap, anneal)
         return multvae_loss(outputs, values, offsets, batch.weight, beta)
     return bce_loss(outputs.float(), batch.label, batch.weight)
 

@@ -180,6 +180,14 @@ class MultVAE(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.normal_(module.bias, std=0.001)
 
+    def start_from_popularity(self, item_counts: torch.Tensor) -> None:
+        """Sets the decoder's output bias to the items' log frequencies (`item_counts` [n_items], one
+        added to each): the untrained model ranks every user's items by popularity, and training
+        learns what a user's bag adds to it rather than the popularity too."""
+        counts = item_counts.to(torch.float64) + 1.0
+        with torch.no_grad():
+            self.decoder[-1].bias.copy_((counts / counts.sum()).log())
+
     def forward(
         self,
         dense: torch.Tensor,
