@@ -61,7 +61,7 @@ class TrainSpec:
     warm_start: str | None = None
     # A run directory (path or URI) whose weights (a model of this run's config) this run starts from,
     # with fresh optimizers, when it has neither a checkpoint to resume nor a warm start: NeuMF fused
-    # from its pretrained GMF and MLP towers (spark_jobs/train_cf.py).
+    # from its pretrained GMF and MLP towers, Mult-VAE started from popularity (spark_jobs/train_cf.py).
     initial_weights: str | None = None
 
     def to_dict(self) -> dict:
