@@ -29,7 +29,7 @@ from petastorm import make_batch_reader
 from petastorm.pytorch import DataLoader
 from torch import nn
 
-from rec_plugin.interactions import SPLIT, ncf_schema, vae_schema
+from rec_plugin.interactions import SPLIT, TRAIN_SPLIT, ncf_schema, vae_schema
 from rec_plugin.schema import Schema
 from spark_jobs.generate_ecommerce import EcommerceConfig
 from spark_jobs.train_cf import load_description, table_files
@@ -145,7 +145,7 @@ def main() -> None:
     bags = load_description(spark, shop.layout).max_items_per_user
     cf_data = {
         "ncf": (ncf_schema(shop.schema), table_files(spark, shop.layout.ncf_train)),
-        "multvae": (vae_schema(shop.schema, bags), table_files(spark, shop.layout.vae, (SPLIT, "train"))),
+        "multvae": (vae_schema(shop.schema, bags), table_files(spark, shop.layout.vae, (SPLIT, TRAIN_SPLIT))),
     }
 
     def collaborative(model_name: str, backend: str, workers: int) -> float:

@@ -44,7 +44,8 @@ ORACLE_SCORE = "oracle_score"
 POPULARITY = "popularity"
 ORACLE_RANKING = "oracle_ranking"
 POPULARITY_RANKING = "popularity_ranking"
-VAE_SPLITS = ("train", "valid", "test")
+TRAIN_SPLIT = "train"  # the users Mult-VAE trains on
+VAE_SPLITS = (TRAIN_SPLIT, "valid", "test")
 
 EVAL_NEGATIVES = 100  # per evaluated user, as in the NCF paper (He et al. 2017)
 RANKING_DEPTH = 100  # NDCG@100 is the deepest metric read from a ranking

@@ -26,6 +26,7 @@ from rec_plugin.interactions import (
     POPULARITY_RANKING,
     RANKING_DEPTH,
     SPLIT,
+    TRAIN_SPLIT,
     InteractionsDescription,
     InteractionsLayout,
     item_column,
@@ -40,6 +41,7 @@ from spark_jobs.tracking import track_run
 from training import plots
 from training.data import FileSet
 from training.evaluate import candidate_logits, top_items
+from training.grow import WARM_START_BACKENDS
 from training.loop import TrainSpec
 from training.models import build_model
 from training.models.cf import CF_MODELS, MULTVAE, NCF, fuse_pretrained
@@ -105,7 +107,7 @@ def train_cf(
     run directory; returns the report's section (the model's metrics, the oracle's and popularity's
     NDCG on the same candidates). `pretrain` (NCF): NeuMF starts from its GMF and MLP towers trained
     alone and fused (`pretrain_neumf`); Mult-VAE starts from popularity (`popularity_started_vae`)
-    unless warm-started. `options` as spark_jobs.train.train's."""
+    unless warm-started or resumed. `options` as spark_jobs.train.train's."""
     layout = InteractionsLayout(storage.qualified(spark, interactions))
     description = load_description(spark, layout)
     features = Workflow.load_schema(workflow, spark)
@@ -114,7 +116,7 @@ def train_cf(
         train_files = table_files(spark, layout.ncf_train)
     elif model == MULTVAE:
         schema = vae_schema(features, description.max_items_per_user)
-        train_files = table_files(spark, layout.vae, (SPLIT, "train"))
+        train_files = table_files(spark, layout.vae, (SPLIT, TRAIN_SPLIT))
     else:
         raise InputError(
             f"unknown collaborative-filtering model {model!r}; choose one of {sorted(CF_MODELS)}"
@@ -127,9 +129,16 @@ def train_cf(
         raise InputError(
             "--pretrain starts NeuMF from its towers and --warm-start from a production run: give one"
         )
+    if (pretrain or model == MULTVAE) and backend not in WARM_START_BACKENDS:
+        started, loading = "--pretrain" if pretrain else f"--model {model}", ", ".join(WARM_START_BACKENDS)
+        raise InputError(
+            f"{started} starts from weights it writes first, which --backend {loading} load and "
+            f"{backend} (tables sharded) does not: train on one of those"
+        )
     options.setdefault("epochs", DEFAULT_EPOCHS[model])
     run = RunDirectory(storage.qualified(spark, run_dir))
-    if model == MULTVAE and not options.get("warm_start"):
+    resuming = bool(options.get("resume")) and run.latest_checkpoint() is not None
+    if model == MULTVAE and not options.get("warm_start") and not resuming:
         options["initial_weights"] = popularity_started_vae(spark, layout, schema, run, options)
     towers = {}
     if pretrain:
@@ -208,7 +217,7 @@ def popularity_started_vae(
     counts = (
         spark.read.format("delta")
         .load(layout.vae)
-        .where(F.col(SPLIT) == "train")
+        .where(F.col(SPLIT) == TRAIN_SPLIT)
         .select(F.explode(ITEMS).alias(item))
         .groupBy(item)
         .count()

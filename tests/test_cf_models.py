@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from rec_plugin.errors import InputError
 from rec_plugin.interactions import ITEMS, ncf_schema, vae_schema
 from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
 from training.data import Batch, JaggedIds, KeyedIds
+from training.grow import check_growable
 from training.loop import objective
 from training.models import ModelConfig, build_model, sparse_and_dense_parameters
 from training.models.cf import (
@@ -171,7 +173,8 @@ def test_multvae_loss_is_the_weighted_negative_elbo():
 
 
 def test_beta_anneals_to_its_cap():
-    assert beta_at(0) == 0.0 and beta_at(20_000) == pytest.approx(0.1) and beta_at(10**7) == 0.2
+    assert beta_at(0, 0.2, 200_000) == 0.0 and beta_at(20_000, 0.2, 200_000) == pytest.approx(0.1)
+    assert beta_at(10**7, 0.2, 200_000) == 0.2
     assert beta_at(50, cap=1.0, anneal_steps=100) == 0.5 and beta_at(3, cap=0.3, anneal_steps=0) == 0.3
 
 
@@ -346,3 +349,10 @@ def test_multvae_learns_a_planted_affinity_better_than_popularity(one_thread):
     popular_recall = recall_at_k(top_k(popular, 20), heldout, 20)
     print(f"Mult-VAE Recall@20 {model_recall:.3f}; popularity {popular_recall:.3f}")
     assert model_recall > popular_recall + 0.25
+
+
+def test_a_warm_start_may_change_the_kl_schedule_but_not_the_layers():
+    saved_before_the_run_long_schedule = vae_config(beta_cap=0.2, anneal_steps=200_000)
+    check_growable(saved_before_the_run_long_schedule, vae_config())
+    with pytest.raises(InputError, match=r"hyperparameters \['vae_latent'\] changed"):
+        check_growable(saved_before_the_run_long_schedule, vae_config(vae_latent=4))

@@ -16,13 +16,14 @@ from rec_plugin.errors import InputError
 from rec_plugin.interactions import ITEMS, item_column, ncf_schema, user_column
 from rec_plugin.workflow import Workflow
 from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, recommend
-from spark_jobs.train_cf import CF_REPORT_KEYS, FUSED_LR_SCALE, train_cf
+from spark_jobs.train_cf import CF_REPORT_KEYS, FUSED_LR_SCALE, POPULARITY_START, train_cf
 from training.evaluate import candidate_logits, ncf_top_items
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
 from training.models.cf import MULTVAE, NCF, fuse_pretrained
 from training.models.config import GMF, MLP, NEUMF
 from training.run_directory import RunDirectory
+from training.step import SPARSE_LEARNING_RATES
 
 REPO = Path(__file__).resolve().parents[1]
 # One candidate in 101 at random: HR@10 of a ranking that learnt nothing is about 10 / 101.
@@ -54,6 +55,8 @@ def test_both_models_train_on_two_workers_and_report_every_ranking_metric(runs):
         for png in (run.loss_plot(), run.ranking_plot()):
             assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert runs[NCF]["hr_at_10"] > 2 * RANDOM_HIT_RATE, runs[NCF]
+    vae = RunDirectory(runs[MULTVAE]["run_dir"])  # started from popularity, the planted counts' ranking
+    assert vae.spec()["initial_weights"] == vae.pretrained(POPULARITY_START).uri
     # The planted oracle knows each user's taste: it must rank better than popularity alone.
     assert runs[NCF]["oracle_ndcg_at_10"] > runs[NCF]["popularity_ndcg_at_10"], runs[NCF]
 
@@ -156,6 +159,7 @@ def test_pretraining_starts_neumf_from_its_fused_towers(spark, shop_features, sh
     assert all(torch.equal(fused.weights()[k], expected[k]) for k in expected)
     assert run.spec()["initial_weights"] == fused.uri and run.metrics()["pretrained"] == report["pretrained"]
     assert run.spec()["dense_lr"] == pytest.approx(TrainSpec.dense_lr * FUSED_LR_SCALE)
+    assert run.spec()["sparse_lr"] == pytest.approx(SPARSE_LEARNING_RATES["adam"] * FUSED_LR_SCALE)
     # Starting from the fused weights with learning rates of zero keeps them: they are what NeuMF loads.
     frozen = tmp_path / "frozen"
     train_cf(
@@ -178,4 +182,8 @@ def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start
             spark, layout.root, shop_features.workflow, str(tmp_path / "ncf"), NCF, pretrain=True,
             warm_start=str(tmp_path / "production"),
         )  # fmt: skip
+    with pytest.raises(InputError, match="--pretrain starts from weights it writes first.*not: train on one"):
+        train_cf(
+            spark, layout.root, shop_features.workflow, str(tmp_path / "ncf"), NCF, "torchrec", pretrain=True
+        )
     assert not (tmp_path / "vae").exists() and not (tmp_path / "ncf").exists()

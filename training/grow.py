@@ -70,7 +70,8 @@ def check_growable(old: ModelConfig, new: ModelConfig) -> None:
                 f"cannot grow table {name}: it shrank from {before.num_embeddings:,} to "
                 f"{table.num_embeddings:,} rows; a vocabulary only grows (Workflow.extend)"
             )
-    changed = [h for h in ModelConfig.HYPERPARAMETERS if getattr(old, h) != getattr(new, h)]
+    shaping = [h for h in ModelConfig.HYPERPARAMETERS if h not in ModelConfig.SCHEDULE_HYPERPARAMETERS]
+    changed = [h for h in shaping if getattr(old, h) != getattr(new, h)]
     if changed:
         raise InputError(f"cannot grow the model: its hyperparameters {changed} changed; keep them")
 

@@ -252,8 +252,8 @@ def multvae_loss(
     return ((nll + beta * kl) * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def beta_at(step: int, cap: float = 0.2, anneal_steps: int = 200_000) -> float:
-    """The KL weight at `step`: linear from 0 to `cap` over `anneal_steps`, then `cap` (Liang et al.)."""
+def beta_at(step: int, cap: float, anneal_steps: int) -> float:
+    """The KL weight at `step`: step / anneal_steps, capped at `cap` (Liang et al.'s schedule)."""
     return cap if anneal_steps <= 0 else min(cap, step / anneal_steps)
 
 
