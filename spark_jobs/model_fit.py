@@ -12,7 +12,7 @@ from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.schema import Schema
 from training.data import FileSet
-from training.grow import WARM_START_BACKENDS, check_warm_start
+from training.grow import check_warm_start
 from training.launch import launch
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
@@ -43,11 +43,6 @@ def fit(
     config = model_config(model, schema, options)
     if options.get("warm_start"):
         options["warm_start"] = warm_start_uri(spark, str(options["warm_start"]), run, config, backend)
-    if options.get("initial_weights") and backend not in WARM_START_BACKENDS:
-        raise InputError(
-            f"starting from given weights works on the backends {', '.join(WARM_START_BACKENDS)}, not "
-            f"{backend} (its tables are sharded): train on a data-parallel backend"
-        )
     if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
         run.clear_checkpoints()
     spec_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
