@@ -33,16 +33,24 @@ STUB = "triton_python_backend_stub"
 
 def triton_home() -> Path:
     """The bundled server laid out as it expects (the stub for this Python inside backends/python),
-    prepared once per machine under the cache."""
+    prepared once per machine under the cache. Each process stages its own copy and renames it into
+    place, so processes preparing it at once (test workers, parallel jobs) never see a half copy."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     home = CACHE / f"tritonserver-{version('nvidia-pytriton')}-py{python}"
-    if not (home / "backends" / "python" / STUB).is_file():
-        staging = home.with_name(home.name + ".tmp")
+    stub = home / "backends" / "python" / STUB
+    if not stub.is_file():
+        staging = home.with_name(f"{home.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(BUNDLED, staging, ignore=shutil.ignore_patterns("python_backend_stubs"))
         shutil.copy2(BUNDLED / "python_backend_stubs" / python / STUB, staging / "backends" / "python" / STUB)
-        shutil.rmtree(home, ignore_errors=True)
-        staging.rename(home)
+        if home.exists() and not stub.is_file():  # an interrupted copy of an older layout
+            shutil.rmtree(home, ignore_errors=True)
+        try:
+            staging.rename(home)
+        except OSError:  # another process put its copy in place first
+            shutil.rmtree(staging, ignore_errors=True)
+            if not stub.is_file():
+                raise
     return home
 
 
