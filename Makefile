@@ -40,12 +40,8 @@ $(SQL_JAR): $(SQL_SOURCES)
 demo: setup
 	$(PY) -m spark_jobs.cli demo --out artifacts/demo
 
-# Two pytest workers, each taking whole test files (module fixtures are built once; the session's Spark,
-# generated data and shop are built once per worker). TEST_WORKERS=0 runs the suite in one process.
-TEST_WORKERS ?= 2
-
 test: setup $(SQL_JAR)
-	scripts/sbt test < /dev/null && $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests
+	scripts/sbt test < /dev/null && $(PY) -m pytest -q --durations=30 tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
