@@ -27,10 +27,10 @@ from training.run_directory import RunDirectory
 
 # The JVM logs of the test session and of the commands tests start, out of the checkout.
 os.environ.setdefault(LOG_DIR_ENV, str(Path(tempfile.gettempdir()) / "sparkrec-test-logs"))
-# Training runs are tracked in MLflow: into a store of this test process's, not the project's. One per
-# process (each pytest worker inherits the environment of the process that starts it): two processes
-# creating the same SQLite store at once race on its schema.
-os.environ[TRACKING_URI_ENV] = f"sqlite:///{tempfile.mkdtemp(prefix='sparkrec-test-mlflow-')}/mlflow.db"
+# Training runs are tracked in MLflow: into a store of the test session's, not the project's.
+os.environ.setdefault(
+    TRACKING_URI_ENV, f"sqlite:///{tempfile.mkdtemp(prefix='sparkrec-test-mlflow-')}/mlflow.db"
+)
 
 TEST_SPARK_CONF = {
     "spark.master": "local[2]",
