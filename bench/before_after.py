@@ -3,6 +3,7 @@ commit, interleaved round by round in one run on the same bronze table; prints t
 candidate/baseline ratios.
 
     .venv/bin/python bench/before_after.py --baseline 7f5fa48 [--rows-per-day 50000] [--rounds 3]
+        [--stages ingest,featurize,loader,train]
 
 The baseline runs from a temporary git worktree of that commit with this checkout's virtualenv. Every
 figure is a fresh process (bench/stage_rate.py), so JVM and import costs are paid alike; the featurize
@@ -41,11 +42,22 @@ def _rate(tree: Path, stage: str, raw: str, bronze: str, scratch: Path, schema_f
     return float(rates[-1])
 
 
+def _stages(text: str) -> tuple[str, ...]:
+    """The named stages in pipeline order (the loader and training read a featurize's output)."""
+    named = set(text.split(","))
+    if unknown := sorted(named - set(STAGES)):
+        raise argparse.ArgumentTypeError(f"unknown stages {unknown}: give some of {','.join(STAGES)}")
+    return tuple(s for s in STAGES if s in named)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the commit to compare against")
     parser.add_argument("--rows-per-day", type=int, default=GeneratorConfig.rows_per_day)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--stages", type=_stages, default=STAGES, help=f"some of {','.join(STAGES)}, in that order"
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
     spark = build_session("local", "bench-before-after", {"spark.ui.showConsoleProgress": "false"})
@@ -58,21 +70,21 @@ def main() -> None:
     subprocess.run([*git, "add", "-q", "--detach", str(baseline), args.baseline], check=True)
     trees = {f"baseline {args.baseline}": baseline, "candidate (this checkout)": CHECKOUT}
     fitted = scratch / "candidate-0" / "workflow"  # sizes a pre-schema baseline's model
-    rates: dict[str, dict[str, list[float]]] = {stage: {name: [] for name in trees} for stage in STAGES}
+    rates: dict[str, dict[str, list[float]]] = {stage: {name: [] for name in trees} for stage in args.stages}
     try:
         report_quiet()
         for round_ in range(args.rounds):
             # The candidate first in even rounds (its first workflow sizes the baseline's model).
             for name, tree in sorted(trees.items(), reverse=round_ % 2 == 0):
                 out = scratch / f"{name.split()[0]}-{round_}"
-                for stage in STAGES:
+                for stage in args.stages:
                     rate = _rate(tree, stage, raw, bronze, out, fitted)
                     rates[stage][name].append(rate)
                     print(f"round {round_ + 1} {name} {stage}: {rate:,.0f} rows/s", flush=True)
         report_quiet()
     finally:
         subprocess.run([*git, "remove", "--force", str(baseline)], check=True)
-    for stage in STAGES:
+    for stage in args.stages:
         print(f"== {stage}")
         # ingest and featurize read all 4 days; the loader and training the 2 training days.
         rows = (4 if stage in ("ingest", "featurize") else 2) * args.rows_per_day

@@ -232,7 +232,7 @@ class Workflow:
             query = op.fit_query(current, columns)
             queries.extend([] if query is None else [query])
 
-        self._apply(_marked(frame, F.lit(True)), collect)
+        self._apply(_marked(frame, F.lit(True)), collect, sized_by=self.schema)
         return queries
 
     def transform(
@@ -350,7 +350,7 @@ class Workflow:
         """The state of a Categorify with `vocabulary_of`: the vocabulary its owner (fitted or extended
         before it) holds for that column."""
         owner_node, owner_op = self._vocabulary_owners[node_index, op_index]
-        return op.shared_state(self.states[owner_node][owner_op][op.vocabulary_of], columns)
+        return op.shared_state(self.states[owner_node][owner_op], columns)
 
     def _categorify_ops(self) -> list[tuple[int, int, Categorify]]:
         """(node, op, the op) of every Categorify of the graph, in order."""

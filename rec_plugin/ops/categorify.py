@@ -114,6 +114,19 @@ def read_vocabularies(spark: SparkSession, path: str, pins: dict[str, Vocabulary
     }
 
 
+class Vocabularies(dict):
+    """A Categorify state: each column's (value, id, count) frame. A fit's also keeps the fit's one
+    (column, value, id, count) table and each column's ids, counted in one aggregation when it was
+    fitted, so that fit's transform, the output schema and the save do not query every column again."""
+
+    def __init__(
+        self, frames: dict[str, DataFrame], table: DataFrame | None = None, ids: dict[str, int] | None = None
+    ) -> None:
+        super().__init__(frames)
+        self.table = table
+        self.ids = dict(ids or {})
+
+
 class Categorify(Op):
     state_holds_frames = True
 
@@ -163,10 +176,13 @@ class Categorify(Op):
         VOCABULARY_TABLE, or with `vocabulary_of` that column's."""
         return VocabularyPin(VOCABULARY_TABLE, column=self.vocabulary_of or column)
 
-    def shared_state(self, vocabulary: DataFrame, columns: list[str]) -> dict[str, Any]:
-        """The state of an op with `vocabulary_of`: every column looks its values up in `vocabulary`,
-        the fitted (value, id, count) table of the column it names."""
-        return {c: vocabulary for c in columns}
+    def shared_state(self, owner: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+        """The state of an op with `vocabulary_of`: every column looks its values up in the vocabulary
+        that the `owner` state (the Categorify fitting it) holds for the column it names."""
+        shared = self.vocabulary_of
+        ids = owner.ids if isinstance(owner, Vocabularies) else {}
+        known = {c: ids[shared] for c in columns if shared in ids}
+        return Vocabularies({c: owner[shared] for c in columns}, ids=known)
 
     def value_counts(self, frame: DataFrame, columns: list[str]) -> DataFrame:
         """(column, value, count) of every non-null value of the columns, in one aggregation for all."""
@@ -222,6 +238,8 @@ class Categorify(Op):
 
     def vocabulary_rows(self, state: dict[str, Any]) -> DataFrame:
         """The op's fitted vocabularies as rows of VOCABULARY_TABLE (column, value, id, count)."""
+        if isinstance(state, Vocabularies) and state.table is not None:
+            return state.table
         return reduce(
             DataFrame.unionByName,
             [
@@ -231,7 +249,14 @@ class Categorify(Op):
         )
 
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
-        return {c: query.where(F.col(VOCABULARY_COLUMN) == c).select("value", "id", "count") for c in columns}
+        """Each column's part of the (persisted) fit query, and every column's ids from one aggregation."""
+        largest = query.groupBy(VOCABULARY_COLUMN).agg(F.max("id").alias("largest")).collect()
+        found = {row[VOCABULARY_COLUMN]: int(row["largest"]) for row in largest}
+        return Vocabularies(
+            {c: query.where(F.col(VOCABULARY_COLUMN) == c).select("value", "id", "count") for c in columns},
+            table=query.select(VOCABULARY_COLUMN, "value", "id", "count"),
+            ids={c: max(found.get(c, 0), self.num_buckets) + 1 for c in columns},
+        )
 
     def transform(
         self, frame: DataFrame, columns: list[str], state: dict[str, Any], ids: dict[str, int] | None = None
@@ -296,6 +321,8 @@ class Categorify(Op):
     def cardinalities(self, state: dict[str, Any], columns: list[str]) -> dict[str, int]:
         """Embedding rows a model needs per column: the largest id (at least the last hash bucket) plus
         the reserved 0 (one query)."""
+        if isinstance(state, Vocabularies) and all(c in state.ids for c in columns):
+            return {c: state.ids[c] for c in columns}
         if not columns:
             return {}
         largest = [
