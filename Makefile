@@ -4,12 +4,13 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-CACHE ?= $(HOME)/.cache/sparkrec
+CACHE ?= $(or $(SPARKREC_CACHE),$(HOME)/.cache/sparkrec)
 WHEELS := $(CACHE)/wheels
 JARS := $(CACHE)/jars
 STAMP := $(VENV)/.setup-done
 SQL_JAR := target/sparkrec-sql.jar
 SQL_SOURCES := build.sbt project/build.properties rec_plugin/op_templates.json $(shell find rec_plugin/jvm -name '*.scala')
+export SPARKREC_CACHE := $(CACHE)
 export SPARKREC_JAR_DIR := $(JARS)
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
@@ -17,7 +18,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup sql-jar demo test lint bench clean
 
+# The JVM's class archive (spark_jobs/class_archive.py) is written once per pyspark and java.
 setup: $(STAMP)
+	@$(PY) -m spark_jobs.class_archive
 
 $(STAMP): pyproject.toml conf/jars.txt project/build.properties scripts/build_horovod_wheel.sh scripts/fetch_jars.sh \
 		scripts/cxx17 scripts/sbt

@@ -25,8 +25,8 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.errors import CommandParser, InputError, run_command
+from rec_plugin.machine_cache import cache_root
 
-CACHE = Path(os.environ.get("SPARKREC_CACHE", Path.home() / ".cache" / "sparkrec"))
 BUNDLED = Path(pytriton.__file__).resolve().parent / "tritonserver"
 STUB = "triton_python_backend_stub"
 
@@ -36,7 +36,7 @@ def triton_home() -> Path:
     prepared once per machine under the cache. Each process stages its own copy and renames it into
     place, so processes preparing it at once (test workers, parallel jobs) never see a half copy."""
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    home = CACHE / f"tritonserver-{version('nvidia-pytriton')}-py{python}"
+    home = cache_root() / f"tritonserver-{version('nvidia-pytriton')}-py{python}"
     stub = home / "backends" / "python" / STUB
     if not stub.is_file():
         staging = home.with_name(f"{home.name}.tmp-{os.getpid()}")

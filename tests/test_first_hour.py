@@ -19,6 +19,7 @@ from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.ingest import main as ingest_main
 from spark_jobs.score import score
+from spark_jobs.session import class_archive
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -102,6 +103,19 @@ def test_stages_run_under_plain_spark_submit_as_documented(spark, tiny, tmp_path
     assert rows.where("probability < 0 OR probability > 1 OR probability IS NULL").count() == 0
     # Scoring reads the exported model and writes nothing into the training run.
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == run_files
+
+
+def test_a_session_started_from_python_maps_the_class_archive_that_setup_wrote(tmp_path):
+    """`make setup` wrote the class archive of this pyspark and java, and the JVM that build_session
+    starts maps it: with -Xshare:on, a JVM that cannot map its archive does not start at all."""
+    assert class_archive().is_file(), f"{class_archive()} is missing: run make setup"
+    code = (
+        "from spark_jobs.session import build_session; "
+        "spark = build_session('local', 'archive-check', {'spark.driver.extraJavaOptions': '-Xshare:on'}); "
+        "print('rows', spark.range(3).count())"
+    )
+    started = run([sys.executable, "-c", code], tmp_path / "logs")
+    assert started.returncode == 0 and "rows 3" in started.stdout, started.stdout + started.stderr
 
 
 # The JVM prints this itself when Spark's launcher adds the module; no option of ours reaches it.

@@ -1,0 +1,86 @@
+"""Writes the JVM's class archive (spark_jobs.session.class_archive) once per machine: `make setup` runs
+it, and it returns at once when the archive for this pyspark and this java is there.
+
+A session of the local profile runs what the stages run (Delta writes, reads at a version, a MERGE,
+aggregations, joins, a window, Arrow collects) in a JVM started with -XX:ArchiveClassesAtExit; the
+JVM writes the archive as it exits, into a staging file renamed into place once a JVM started on it
+with sharing required runs a job (a truncated archive crashes every JVM that maps it), so that a setup
+cut short leaves none and two setups at once leave one.
+
+    python -m spark_jobs.class_archive
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark import SparkContext
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+
+from spark_jobs.session import QUIET_CLASS_ARCHIVE, build_session, class_archive, read_profile
+
+
+def _workload(spark: SparkSession, folder: str) -> None:
+    """A stage's worth of Spark and Delta, on a few thousand rows."""
+    rows = spark.range(20_000).selectExpr(
+        "id", "CAST(id % 4 AS INT) AS day", "CAST(id % 97 AS STRING) AS value"
+    )
+    rows.write.format("delta").partitionBy("day").save(f"{folder}/table")
+    table = spark.read.format("delta").option("versionAsOf", 0).load(f"{folder}/table")
+    counts = table.groupBy("value").count()
+    ranked = counts.withColumn("rank", F.row_number().over(Window.orderBy(F.desc("count"), "value")))
+    table.join(F.broadcast(ranked), "value", "left").where("day = 1").toPandas()
+    updates = ranked.select(F.col("rank").alias("id"), F.lit(9).alias("day"), "value")
+    target = DeltaTable.forPath(spark, f"{folder}/table").alias("t")
+    target.merge(updates.alias("u"), "t.id = u.id").whenNotMatchedInsertAll().execute()
+    spark.read.format("delta").load(f"{folder}/table").where("day = 9").inputFiles()
+    spark.read.text(f"{folder}/table/_delta_log").count()
+
+
+def _maps(archive: Path) -> bool:
+    """Whether a session's JVM started on `archive`, sharing required, runs a job."""
+    options = f"-Xshare:on -XX:SharedArchiveFile={archive} {QUIET_CLASS_ARCHIVE}"
+    conf = {"spark.driver.extraJavaOptions": options}
+    code = (
+        "from spark_jobs.session import build_session; "
+        f"build_session('local', 'class-archive-check', {conf!r}).range(1).count()"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def main() -> None:
+    target = class_archive()
+    if target.is_file():
+        return
+    started = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    options = read_profile("local").get("spark.driver.extraJavaOptions", "")
+    archiving = f"{options} -XX:ArchiveClassesAtExit={staging} {QUIET_CLASS_ARCHIVE}"
+    folder = tempfile.mkdtemp(prefix="sparkrec-class-archive-")
+    try:
+        quiet = {"spark.driver.extraJavaOptions": archiving, "spark.ui.showConsoleProgress": "false"}
+        spark = build_session("local", "sparkrec-class-archive", quiet)
+        _workload(spark, folder)
+        spark.stop()
+        jvm = SparkContext._gateway.proc
+        jvm.stdin.close()  # the gateway JVM exits on its stdin's end, writing the archive as it goes
+        if jvm.wait(timeout=600) != 0 or not staging.is_file() or not _maps(staging):
+            raise SystemExit(f"sparkrec class archive: the JVM wrote no usable {staging}; see its log")
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
