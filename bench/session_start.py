@@ -56,7 +56,9 @@ def main() -> None:
     report_quiet()
     for round_ in range(args.rounds):
         for name, cache in sorted(variants.items(), reverse=round_ % 2 == 1):
-            seconds[name].append(_seconds(scratch / f"{round_}-{len(seconds[name])}-{name[:4]}", cache))
+            seconds[name].append(
+                _seconds(scratch / f"round-{round_}" / ("archived" if cache is None else "plain"), cache)
+            )
             print(f"round {round_ + 1} {name}: {seconds[name][-1]:.1f} s", flush=True)
     report_quiet()
     medians = print_medians(seconds, 1000, unit="s")
