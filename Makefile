@@ -18,7 +18,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup sql-jar demo test lint bench clean
 
-# The JVM's class archive (spark_jobs/class_archive.py) is written once per pyspark and java.
+# The JVM's class archive (spark_jobs/class_archive.py) is written once per pyspark install and java.
 setup: $(STAMP)
 	@$(PY) -m spark_jobs.class_archive
 

@@ -1,5 +1,5 @@
-"""Writes the JVM's class archive (spark_jobs.session.class_archive) once per machine: `make setup` runs
-it, and it returns at once when the archive for this pyspark and this java is there.
+"""Writes the JVM's class archive (spark_jobs.session.class_archive) once per pyspark install and java:
+`make setup` runs it, and it returns at once when that archive is there.
 
 A session of the local profile runs what the stages run (Delta writes, reads at a version, a MERGE,
 aggregations, joins, a window, Arrow collects) in a JVM started with -XX:ArchiveClassesAtExit; the
