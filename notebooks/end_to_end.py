@@ -64,5 +64,5 @@ report["score"] = score(
     repository=str(out / "repository"),
     workflow=paths.workflow,
 )
-(out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+paths.report.write_text(json.dumps(report, indent=2) + "\n")
 print(json.dumps({k: report[k] for k in ("train", "score")}, indent=2))

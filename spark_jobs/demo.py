@@ -160,9 +160,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _write_report(out: Path, report: dict, summarize: Callable[[dict], str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = PipelineLayout(out).report
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(summarize(report))
-    print(f"demo: report written to {out / 'report.json'}")
+    print(f"demo: report written to {path}")
     return report
 
 

@@ -59,6 +59,11 @@ class PipelineLayout:
         return str(self.out / "runs" / model)
 
     @property
+    def report(self) -> Path:
+        """The demo's report: every stage's figures."""
+        return self.out / "report.json"
+
+    @property
     def production(self) -> str:
         """The record of the run that serves now (spark_jobs/retrain.py's Production)."""
         return str(self.out / "runs" / "production.json")

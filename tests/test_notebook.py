@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spark_jobs.layout import PipelineLayout
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,7 +21,7 @@ def test_the_notebook_runs_end_to_end_as_a_script_on_tiny_data(tmp_path):
         [sys.executable, str(notebook)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads(PipelineLayout(tmp_path).report.read_text())
     assert report["ingest"]["accepted"] == 80_000
     assert report["featurize"]["rows_out"] == 80_000
     assert 0.55 < report["train"]["auc"] < 1.0  # 40k training rows: it learns something

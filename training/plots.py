@@ -113,9 +113,11 @@ def trial_scores(scores: list[tuple[int, float | None]], title: str) -> bytes:
     return _png(figure)
 
 
-def grouped_bars(values: dict[str, dict[str, float]], ylabel: str, title: str) -> bytes:
+def grouped_bars(
+    values: dict[str, dict[str, float]], ylabel: str, title: str, ylim: tuple[float, float] | None = None
+) -> bytes:
     """One group of bars per outer key (e.g. a data size), a bar per inner key (e.g. a model), each
-    inner key in one colour across groups."""
+    inner key in one colour across groups; the y axis from `ylim`, else fitted to AUCs (up to 1)."""
     figure, axes = _figure((max(7.0, 2.5 * len(values)), 4.5))
     series = list(dict.fromkeys(name for group in values.values() for name in group))
     width = 0.8 / max(1, len(series))
@@ -124,6 +126,8 @@ def grouped_bars(values: dict[str, dict[str, float]], ylabel: str, title: str) -
         axes.bar(x, [group[name] for group in values.values() if name in group], width, label=name)
     axes.set_xticks([g + 0.4 - width / 2 for g in range(len(values))], list(values))
     everything = [v for group in values.values() for v in group.values()]
-    axes.set(ylabel=ylabel, title=title, ylim=(max(0.5, min(everything, default=0.5) - 0.02), 1.0))
+    if ylim is None:
+        ylim = (max(0.5, min(everything, default=0.5) - 0.02), 1.0)
+    axes.set(ylabel=ylabel, title=title, ylim=ylim)
     axes.legend(fontsize="small", ncol=3)
     return _png(figure)
