@@ -1,6 +1,8 @@
-"""What the e-commerce data's clicks tell beyond popularity, against the planted oracle: rankings from
-signals a model of the interaction tables could learn, on the users and candidates that NCF and
-Mult-VAE are measured on (their bar: 0.9x the oracle's NDCG and 1.2x popularity's).
+"""What the e-commerce data's clicks and features tell beyond popularity, against the planted oracle:
+rankings from simple signals, on the users and candidates that NCF and Mult-VAE are measured on (their
+bar: 0.9x the oracle's NDCG and 1.2x popularity's). The recent-items lists are features the two
+ID-only models do not read, merged over all of the user's impressions: more context than the oracle's
+one impression, though no label.
 
 Each user's score of an item is
 
@@ -46,7 +48,7 @@ from rec_plugin.schema import Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.layout import PipelineLayout
 from spark_jobs.session import build_session
-from spark_jobs.train_cf import NCF_CUTOFF, VAE_NDCG_CUTOFF
+from spark_jobs.train_cf import NCF_CUTOFF, VAE_NDCG_CUTOFF, load_description
 from training import plots
 from training.models.cf import MULTVAE, NCF
 from training.ranking import ndcg_at_k, ndcg_at_k_sets, top_k
@@ -122,7 +124,13 @@ def main() -> dict:
     schema = Workflow.load_schema(paths.workflow, spark)
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
     layout = InteractionsLayout(paths.interactions)
-    features = spark.read.format("delta").load(paths.features)
+    description = load_description(spark, layout)
+    if not description.planted:
+        raise SystemExit(f"{layout.root} was built without --planted: there is no oracle to compare with")
+    # The features version the interaction tables were built from.
+    features = (
+        spark.read.format("delta").option("versionAsOf", description.features_version).load(paths.features)
+    )
     vae = spark.read.format("delta").load(layout.vae)
     ncf_eval = spark.read.format("delta").load(layout.ncf_eval)
     ncf_train = spark.read.format("delta").load(layout.ncf_train)

@@ -83,13 +83,17 @@ def class_archive() -> Path:
     """The JDK class-data-sharing archive of the classes a session loads, for this pyspark install and
     this java (spark_jobs/class_archive.py writes it at `make setup`): a JVM started here maps it
     instead of loading and verifying each class. The JVM uses an archive only with the class path it
-    was written with, so each install (each checkout's venv) has its own."""
+    was written with, each jar's size and modification time included, so each install (each
+    checkout's venv, and a venv rebuilt at the same path) has its own."""
     home = os.environ.get("JAVA_HOME")
     java = Path(home, "bin", "java") if home else Path(shutil.which("java") or "java")
     binary = java.resolve()
     stat = binary.stat() if binary.is_file() else None
     install = Path(pyspark.__file__).resolve().parent
-    identity = f"{pyspark.__version__} {install} {binary} {stat and (stat.st_size, stat.st_mtime_ns)}"
+    jars = sorted(
+        (jar.name, jar.stat().st_size, jar.stat().st_mtime_ns) for jar in (install / "jars").glob("*.jar")
+    )
+    identity = f"{pyspark.__version__} {install} {jars} {binary} {stat and (stat.st_size, stat.st_mtime_ns)}"
     return cache_root() / "class-archives" / f"spark-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.jsa"
 
 
