@@ -91,7 +91,9 @@ def class_archive() -> Path:
     stat = binary.stat() if binary.is_file() else None
     install = Path(pyspark.__file__).resolve().parent
     jars = sorted(
-        (jar.name, jar.stat().st_size, jar.stat().st_mtime_ns) for jar in (install / "jars").glob("*.jar")
+        (jar.name, status.st_size, status.st_mtime_ns)
+        for jar in (install / "jars").glob("*.jar")
+        for status in [jar.stat()]
     )
     identity = f"{pyspark.__version__} {install} {jars} {binary} {stat and (stat.st_size, stat.st_mtime_ns)}"
     return cache_root() / "class-archives" / f"spark-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.jsa"
