@@ -73,6 +73,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# serving/repository.py writes every model's config.pbtxt whole. Left to complete configs, Triton's
+# python backend starts one more stub process per model load just to ask model.py (torch imported
+# and all) for its config (bench/model_load.py).
+WHOLE_CONFIGS = "--disable-auto-complete-config"
+
+
 @dataclass(frozen=True)
 class Ports:
     http: int
@@ -121,6 +127,7 @@ class TritonServer:
             "--exit-on-error=false",
             "--exit-timeout-secs=10",
             "--strict-readiness=false",
+            WHOLE_CONFIGS,
         ]
 
     def start(self, timeout: float = 120.0) -> TritonServer:
