@@ -6,7 +6,7 @@ rows/s and the ratios, and writes the featurize section of artifacts/bench/etl.j
 machine's cores.
 
     .venv/bin/python bench/featurize.py [--rows-per-day 2000000] [--days 4] [--repeats 3] [--data DIR]
-        [--bronze TABLE]
+        [--bronze TABLE] [--jvm-profile]
 """
 
 from __future__ import annotations
@@ -18,22 +18,28 @@ from pathlib import Path
 import duckdb
 import polars as pl
 from harness import bench_bronze, bench_setup, compare_engines, record_etl
+from jvm_profile import JvmProfile, add_option
 from reference import duckdb_features_sql, polars_features
 
 from spark_jobs.featurize import featurize
 
 
 def main() -> None:
-    args, spark, config = bench_setup(__doc__, "bench-featurize", 2_000_000, 1_000_000, bronze_option=True)
+    args, spark, config = bench_setup(
+        __doc__, "bench-featurize", 2_000_000, 1_000_000, bronze_option=True, more_options=add_option
+    )
     scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-"))
     bronze, splits = bench_bronze(spark, args, config, scratch)
     rows = args.days * args.rows_per_day
     parquet_files = f"{bronze}/**/*.parquet"  # one Delta version, no deletes: its files are the table
 
+    profile = JvmProfile(spark, "featurize", args.jvm_profile)
+
     def run_spark(repeat: int) -> float:
-        started = time.perf_counter()
-        featurize(spark, bronze, str(scratch / f"spark_{repeat}"), str(scratch / f"wf_{repeat}"), splits)
-        return rows / (time.perf_counter() - started)
+        with profile.recording():
+            started = time.perf_counter()
+            featurize(spark, bronze, str(scratch / f"spark_{repeat}"), str(scratch / f"wf_{repeat}"), splits)
+            return rows / (time.perf_counter() - started)
 
     def run_duckdb(repeat: int) -> float:
         started = time.perf_counter()
@@ -54,6 +60,7 @@ def main() -> None:
     engines = {"sparkrec": run_spark, "duckdb": run_duckdb, "polars": run_polars}
     medians = compare_engines(engines, args.repeats, rows)
     record_etl("featurize", medians, rows, args.max_cardinality)
+    profile.write()
 
 
 if __name__ == "__main__":

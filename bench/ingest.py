@@ -5,6 +5,7 @@ Criteo-scale by default (4 days x 2M lines, fields of up to 1M values); writes t
 artifacts/bench/etl.json. Everyone uses this machine's cores.
 
     .venv/bin/python bench/ingest.py [--rows-per-day 2000000] [--days 4] [--repeats 3] [--data DIR]
+        [--jvm-profile]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 from harness import bench_setup, compare_engines, generated_data, record_etl
+from jvm_profile import JvmProfile, add_option
 
 from rec_plugin.dataset import load_dataset
 from spark_jobs.ingest import ingest
@@ -40,16 +42,18 @@ def duckdb_ingest(raw: Path, out: Path) -> int:
 
 
 def main() -> None:
-    args, spark, config = bench_setup(__doc__, "bench-ingest", 2_000_000, 1_000_000)
+    args, spark, config = bench_setup(__doc__, "bench-ingest", 2_000_000, 1_000_000, more_options=add_option)
     raw = generated_data(spark, args, config) / "raw"
     rows = args.days * args.rows_per_day
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    profile = JvmProfile(spark, "ingest", args.jvm_profile)
 
     def run_spark(repeat: int) -> float:
         out = scratch / f"spark_{repeat}"
-        started = time.perf_counter()
-        report = ingest(spark, str(raw), str(out / "bronze"), str(out / "rejects"))
-        elapsed = time.perf_counter() - started
+        with profile.recording():
+            started = time.perf_counter()
+            report = ingest(spark, str(raw), str(out / "bronze"), str(out / "rejects"))
+            elapsed = time.perf_counter() - started
         shutil.rmtree(out)
         return report["accepted"] / elapsed
 
@@ -64,6 +68,7 @@ def main() -> None:
     engines = {"sparkrec": run_spark, "duckdb": run_duckdb}
     medians = compare_engines(engines, args.repeats, rows)
     record_etl("ingest", medians, rows, args.max_cardinality)
+    profile.write()
 
 
 if __name__ == "__main__":
