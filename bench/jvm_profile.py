@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness import ETL_REPORT
 from pyspark.sql import SparkSession
 
-BENCH_ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "bench"
 # (category, frame-name fragments): a sample counts in the first category that any frame of its stack
 # matches, from the running frame down, so a key comparison under a join's probe counts as the probe.
 CATEGORIES = (
@@ -112,7 +112,7 @@ class JvmProfile:
                 "--stack-depth",
                 "64",
                 "--events",
-                "jdk.ExecutionSample",
+                SAMPLE_EVENT,
                 str(dump),
             ],
             capture_output=True,
@@ -131,17 +131,18 @@ class JvmProfile:
         if not self.enabled:
             return None
         total = sum(self.categories.values())
+        per = max(total, 1)
         report = {
             "stage": self.stage,
             "samples": total,
-            "categories": {name: round(n / total, 4) for name, n in self.categories.most_common()},
-            "top_frames": {name: round(n / total, 4) for name, n in self.frames.most_common(15)},
+            "categories": {name: round(n / per, 4) for name, n in self.categories.most_common()},
+            "top_frames": {name: round(n / per, 4) for name, n in self.frames.most_common(15)},
         }
         print(f"{self.stage}: where the JVM's samples went ({total} samples)")
         for name, share in report["categories"].items():
             print(f"  {share:6.1%}  {name}")
-        BENCH_ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = BENCH_ARTIFACTS / f"{self.stage}_profile.json"
+        path = ETL_REPORT.parent / f"{self.stage}_profile.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")
         self._plot(report, path.with_suffix(".png"))
         print(f"wrote {path} and its .png")
