@@ -46,13 +46,17 @@ def report_quiet() -> None:
         print("WARNING: the machine is busy; timings below are distorted")
 
 
-def print_medians(rates: dict[str, list[float]], rows: int, unit: str = "rows/s") -> dict[str, float]:
-    """Prints each variant's median rate and its runs; returns the medians."""
+def print_medians(
+    rates: dict[str, list[float]], rows: int | None, unit: str = "rows/s", digits: int = 0
+) -> dict[str, float]:
+    """Prints each variant's median and its runs, to `digits` decimals (and the rows each run took,
+    when given); returns the medians."""
     medians = {name: statistics.median(values) for name, values in rates.items()}
     width = max(len(name) for name in rates)
     for name, values in rates.items():
-        runs = [round(v) for v in values]
-        print(f"{name:{width}s}  median {medians[name]:>10,.0f} {unit}  runs {runs}  ({rows:,} rows)")
+        runs = [round(v, digits) if digits else round(v) for v in values]
+        size = f"  ({rows:,} rows)" if rows is not None else ""
+        print(f"{name:{width}s}  median {medians[name]:>10,.{digits}f} {unit}  runs {runs}{size}")
     return medians
 
 

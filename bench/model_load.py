@@ -10,12 +10,11 @@ A model repository to load from: `make demo` writes artifacts/demo/serving/repos
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import tritonclient.http as triton_http
-from harness import report_quiet
+from harness import print_medians, report_quiet
 
 from serving.server import WHOLE_CONFIGS, TritonServer
 
@@ -53,9 +52,7 @@ def main() -> None:
             seconds[name].append(load_seconds(server_type, args.repository, args.model))
             print(f"round {round_ + 1} {name}: {seconds[name][-1]:.2f} s", flush=True)
     report_quiet()
-    medians = {name: statistics.median(runs) for name, runs in seconds.items()}
-    for name, runs in seconds.items():
-        print(f"{name}: median {medians[name]:.2f} s, runs {[round(s, 2) for s in runs]}")
+    medians = print_medians(seconds, None, unit="s", digits=2)
     print(f"auto-completed / as written = {medians['auto-completed'] / medians['configs as written']:.2f}x")
 
 
