@@ -42,8 +42,8 @@ TEST_SPARK_CONF = {
 
 @pytest.fixture(scope="session")
 def spark() -> SparkSession:
-    # The RAPIDS Accelerator in explain-only mode: everything runs on the CPU, and tests can ask the
-    # real plugin which operators would run on a GPU.
+    # With the RAPIDS Accelerator's jar: everything runs on the CPU, and tests can ask the real jar
+    # which operators would run on a GPU.
     session = build_session("rapids-explain", "sparkrec-tests", TEST_SPARK_CONF)
     yield session
     session.stop()
