@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import print_medians, report_quiet
+from harness import print_medians, probe_result, report_quiet
 
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
@@ -35,11 +35,7 @@ def _rate(tree: Path, stage: str, raw: str, bronze: str, scratch: Path, schema_f
     command = [sys.executable, str(PROBE), stage, "--raw", raw, "--bronze", bronze, "--scratch", str(scratch)]
     command += ["--schema-from", str(schema_from)]
     environment = {**os.environ, "PYTHONPATH": str(tree), "PYSPARK_PYTHON": sys.executable}
-    done = subprocess.run(command, cwd=tree, env=environment, capture_output=True, text=True)
-    rates = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATE ")]
-    if done.returncode or not rates:
-        raise SystemExit(f"{stage} in {tree} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return float(rates[-1])
+    return float(probe_result(command, "RATE ", f"{stage} in {tree}", cwd=tree, env=environment))
 
 
 def _stages(text: str) -> tuple[str, ...]:

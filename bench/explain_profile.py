@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import print_medians, report_quiet
+from harness import print_medians, probe_result, report_quiet
 
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.layout import day_splits
@@ -43,11 +42,7 @@ print("RESULT", json.dumps({"session_s": session - started, "stages_s": done - s
 
 def _probe(raw: Path, scratch: Path, conf: dict[str, str], splits: dict) -> dict:
     command = [sys.executable, "-c", PROBE, str(raw), str(scratch), json.dumps(conf), json.dumps(splits)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    results = [line.split(None, 1)[1] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not results:
-        raise SystemExit(f"the probe failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return json.loads(results[-1])
+    return json.loads(probe_result(command, "RESULT ", "the probe"))
 
 
 def main() -> None:

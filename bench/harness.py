@@ -60,6 +60,16 @@ def print_medians(
     return medians
 
 
+def probe_result(command: list[str], marker: str, what: str, **run: object) -> str:
+    """What a fresh probe process printed after `marker` on its last line starting with it (its
+    figures, in its own JVM and imports); exits naming `what` with the probe's stderr if it failed."""
+    done = subprocess.run(command, capture_output=True, text=True, **run)
+    found = [line[len(marker) :].strip() for line in done.stdout.splitlines() if line.startswith(marker)]
+    if done.returncode or not found:
+        raise SystemExit(f"{what} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return found[-1]
+
+
 # The ETL benchmarks' shared report (bench/ingest.py and bench/featurize.py each write their section).
 ETL_REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "etl.json"
 

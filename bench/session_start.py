@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import print_medians, report_quiet
+from harness import print_medians, probe_result, report_quiet
 
 from spark_jobs.session import JAR_DIR, class_archive
 
@@ -35,13 +34,9 @@ def _seconds(table: Path, cache: str | None) -> float:
     environment = {**os.environ, "SPARKREC_JAR_DIR": str(JAR_DIR)}
     if cache is not None:
         environment["SPARKREC_CACHE"] = cache
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(table)], env=environment, capture_output=True, text=True
+    return float(
+        probe_result([sys.executable, "-c", PROBE, str(table)], "SECONDS ", "the probe", env=environment)
     )
-    seconds = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("SECONDS ")]
-    if done.returncode or not seconds:
-        raise SystemExit(f"the probe failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return float(seconds[-1])
 
 
 def main() -> None:
