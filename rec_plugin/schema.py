@@ -21,6 +21,11 @@ DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
 LINEAGE = (DAY, SOURCE_FILE, LINE_NUMBER)
+# Table properties for a new table of lineage-keyed rows (bronze, rejects, features): Delta's per-file
+# statistics on the row keys only, what reruns and lookups filter on beside the day partition. Delta
+# otherwise gathers min, max and null count of the first 32 columns for every row it writes, which
+# no query here reads (4M Criteo lines: ingest 65.9 and 65.7 s against 72.1 and 69.5 s).
+ROW_KEY_STATISTICS = {"delta.dataSkippingStatsColumns": f"{SOURCE_FILE},{LINE_NUMBER}"}
 # Why a field is refused: the rejects table's reason codes that serving gives too (a value that would
 # otherwise be truncated or wrapped into an int32 the model never saw in training).
 INT_NOT_INTEGER = "INT_NOT_INTEGER"

@@ -26,7 +26,7 @@ from rec_plugin.dataset import DEFAULT_DATASET, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, SOURCE_FILE
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
@@ -101,8 +101,9 @@ def _lineage(workflow: Workflow, bronze: str, bronze_version: int, splits: dict[
 def _write_features(
     output: DataFrame, features: str, lineage: dict, rows_per_file: int, replace_days: list[int] | None = None
 ) -> None:
-    """Overwrites the table, or with `replace_days` atomically replaces only those days' rows."""
-    writer = output.write.format("delta").mode("overwrite")
+    """Overwrites the table, or with `replace_days` atomically replaces only those days' rows; a new
+    table keeps statistics on its row keys only."""
+    writer = output.write.format("delta").mode("overwrite").options(**ROW_KEY_STATISTICS)
     if replace_days is None:
         writer = writer.option("overwriteSchema", "true")
     else:

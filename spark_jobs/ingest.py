@@ -32,6 +32,7 @@ from rec_plugin.schema import (
     INT_NOT_INTEGER,
     INT_OUT_OF_RANGE,
     LINE_NUMBER,
+    ROW_KEY_STATISTICS,
     SOURCE_FILE,
     rejects_schema,
 )
@@ -237,13 +238,14 @@ def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
 
 
 def _replace_rows(frame: DataFrame, path: str, source: Source, partition_by: list[str], note: str) -> None:
-    """Atomically replaces the source's rows in a Delta table (creating it on first write); the commit
-    records `note` (the dataset and source)."""
+    """Atomically replaces the source's rows in a Delta table (creating it on first write, with
+    statistics on its row keys only); the commit records `note` (the dataset and source)."""
     (
         frame.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", source.replace_where)
         .option("userMetadata", note)
+        .options(**ROW_KEY_STATISTICS)
         .partitionBy(*partition_by)
         .save(path)
     )

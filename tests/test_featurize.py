@@ -17,7 +17,7 @@ from rec_plugin.dataset import load_dataset
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.gpu import gpu_plan
 from rec_plugin.ops.categorify import BROADCAST_MAX_VALUES
-from rec_plugin.schema import DAY, Schema, Tags
+from rec_plugin.schema import DAY, ROW_KEY_STATISTICS, Schema, Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
 from spark_jobs.session import session_conf
@@ -61,6 +61,8 @@ def test_features_table_holds_what_training_consumes(spark, featurized, default_
     commit = DeltaTable.forPath(spark, str(out / "features")).history(1).first()
     assert Schema.from_json(json.dumps(json.loads(commit["userMetadata"])["schema"])) == schema
     assert report["gpu_eligible_fraction"] == 1.0
+    detail = DeltaTable.forPath(spark, str(out / "features")).detail().first()
+    assert detail["properties"] == ROW_KEY_STATISTICS
 
 
 def test_rerun_at_the_pinned_version_reproduces_the_features(spark, featurized, default_bronze, tmp_path):

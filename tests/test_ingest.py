@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from delta.tables import DeltaTable
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
+from rec_plugin.schema import LINE_NUMBER, ROW_KEY_STATISTICS, SOURCE_FILE
 from spark_jobs import ingest as ing
 
 CRITEO = load_dataset("criteo")
@@ -107,6 +109,15 @@ def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
     ) == counts
     ing.ingest(spark, str(raw), bronze, rejects)
     assert spark.read.format("delta").load(bronze).count() == counts[0]
+
+    # Both tables keep file statistics on the row keys a rerun replaces by, and on no other column.
+    for table in (bronze, rejects):
+        assert DeltaTable.forPath(spark, table).detail().first()["properties"] == ROW_KEY_STATISTICS
+        stats = spark.read.json(f"{table}/_delta_log/*.json").where("add IS NOT NULL").select("add.stats")
+        assert {key for (text,) in stats.collect() for key in json.loads(text)["minValues"]} == {
+            SOURCE_FILE,
+            LINE_NUMBER,
+        }
 
 
 def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, default_bronze):
