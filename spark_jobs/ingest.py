@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -215,19 +217,52 @@ def _typed(column: RawColumn, value: Column) -> Column:
     return present if column.type == "string" else present.try_cast(column.spark_type)
 
 
+def _passes(definition: DatasetDefinition, problems: list[list[Column]]) -> Column:
+    """Whether a row passes every check (`problems`: each column's), the int and fixed-width token
+    columns tested together: one regex over their joined text, a cast per int and a byte length per
+    token, instead of a regex, a cast or a character count per field. Only a row that fails it is
+    checked field by field, for the reason it reports (a joined text in the alphabet is ASCII, so its
+    tokens' byte lengths are their lengths; chars in [-0-9] that an int cast takes form an integer)."""
+    conditions, grouped = [F.col(ROW_PROBLEM).isNull()], defaultdict(list)
+    for i, (column, checks) in enumerate(zip(definition.columns, problems)):
+        value = F.coalesce(F.col(VALUE_COLUMN.format(i)), F.lit(""))
+        wrong_type = F.col(WRONG_TYPE_COLUMN.format(i))
+        if column.rule is None and column.type in ("int", "long"):
+            grouped["[-0-9]"].append(value)
+            conditions += [~wrong_type, (value == "") | value.try_cast(column.spark_type).isNotNull()]
+        elif (
+            column.rule is None
+            and column.type == "string"
+            and column.token_width
+            and column.alphabet in _ALPHABETS
+        ):
+            grouped[_ALPHABETS[column.alphabet][0]].append(value)
+            conditions += [~wrong_type, F.octet_length(value).isin(0, column.token_width)]
+        else:
+            conditions.append(F.coalesce(*checks).isNull())
+    conditions += [F.concat_ws("", *values).rlike(f"^{chars}*$") for chars, values in grouped.items()]
+    return F.coalesce(reduce(Column.__and__, conditions), F.lit(False))
+
+
 def validate(fields: DataFrame, definition: DatasetDefinition) -> DataFrame:
     """A format's fields (spark_jobs/raw_formats.py) -> the definition's typed columns plus `problem`
     (reason, field), null for a valid row; `raw_line` is kept for refused rows only (the rejects table's)."""
     clashing = sorted(set(definition.names) & set(_PARSE_COLUMNS))
     if clashing:
         raise InputError(f"dataset {definition.name}: raw columns may not be named {clashing}")
-    problems, typed = [F.col(ROW_PROBLEM)], []
+    problems, typed = [], []
     for i, column in enumerate(definition.columns):
         value = F.col(VALUE_COLUMN.format(i))
-        problems += _column_problems(column, value, F.col(WRONG_TYPE_COLUMN.format(i)))
+        problems.append(_column_problems(column, value, F.col(WRONG_TYPE_COLUMN.format(i))))
         typed.append(_typed(column, value).alias(column.name))
+    first_problem = F.coalesce(F.col(ROW_PROBLEM), *[p for checks in problems for p in checks])
     checked = fields.select(
-        DAY, SOURCE_FILE, LINE_NUMBER, "raw_line", F.coalesce(*problems).alias("problem"), *typed
+        DAY,
+        SOURCE_FILE,
+        LINE_NUMBER,
+        "raw_line",
+        F.when(~_passes(definition, problems), first_problem).alias("problem"),
+        *typed,
     )
     return checked.withColumn("raw_line", F.when(F.col("problem").isNotNull(), F.col("raw_line")))
 

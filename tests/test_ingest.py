@@ -45,6 +45,14 @@ CASES = [
     (line(I2="-3", I7="0042"), None, None),
     (line() + b"\r", None, None),  # a CRLF line: the carriage return ends the line
     (line() + b"\xc3\r", ing.BAD_BYTES, None),  # a stray byte before a CRLF line's end
+    # Valid rows pass one check per group of int or token columns; these fail it and must still get
+    # the reason a field-by-field check gives, for the first field in the definition's order.
+    (line(I3="1-2"), ing.INT_NOT_INTEGER, "I3"),
+    (line(I4="-"), ing.INT_NOT_INTEGER, "I4"),
+    (line(C5="\u00e9\u00e9\u00e9\u00e9"), ing.CAT_BAD_LENGTH, "C5"),  # 8 bytes, 4 characters
+    (line(I6="x", C2="abc"), ing.INT_NOT_INTEGER, "I6"),
+    (line(C3="abc", C9="zzzzzzzz"), ing.CAT_BAD_LENGTH, "C3"),
+    (line(I9="--1"), ing.INT_NOT_INTEGER, "I9"),
 ]
 
 
