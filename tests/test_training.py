@@ -26,7 +26,7 @@ from rec_plugin.workflow import Workflow
 from spark_jobs.train import feature_files, train
 from training.data import BatchLoader, EpochRowCountError, FileSet
 from training.evaluate import metrics, predict
-from training.loop import TrainSpec, train_worker, weights_digest
+from training.loop import TrainSpec, report_native_crashes, train_worker, weights_digest
 from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
 
@@ -135,6 +135,17 @@ def test_torch_ddp_backend_via_torch_distributor(spark, default_features, tmp_pa
     assert report["backend"] == "torch" and report["workers"] == 2
     assert report["auc"] > 0.70
     assert report["run_dir"] == RunDirectory(tmp_path).uri and RunDirectory(tmp_path).weights()
+
+
+def test_a_worker_killed_by_a_native_fault_prints_its_python_stack():
+    crash = (
+        f"import faulthandler; from training.loop import {report_native_crashes.__name__} as report; "
+        "report(); faulthandler._sigsegv()"
+    )
+    result = subprocess.run([sys.executable, "-c", crash], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -11
+    assert "Fatal Python error: Segmentation fault" in result.stderr
+    assert 'File "<string>", line 1' in result.stderr
 
 
 def run_train(root: Path, run_dir: Path, *extra: str) -> subprocess.Popen:

@@ -10,11 +10,13 @@ current one trains; on CPU the same code trains on the CPU.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -126,10 +128,19 @@ def default_prefetch(device: torch.device) -> int:
     return 2 if device.type == "cuda" else 0
 
 
+def report_native_crashes() -> None:
+    """A worker killed by a native fault (gloo, Arrow, a kernel) prints every thread's Python stack to
+    the process's own stderr, which the launchers show beside the rank's exit code: without it a
+    SIGSEGV leaves only the signal's number."""
+    if not faulthandler.is_enabled() and sys.__stderr__ is not None:
+        faulthandler.enable(file=sys.__stderr__, all_threads=True)
+
+
 def train_worker(spec_dict: dict) -> dict:
     """Trains on this process's shard; returns the run summary: every rank returns the same totals,
     and its own weights' digest where it holds the whole model ("" on the other ranks of a sharded
     run)."""
+    report_native_crashes()
     spec = TrainSpec(**spec_dict)
     group = collective(spec.backend, spec.sharding)
     # Sparse gradients are built by torch itself: skip the per-tensor invariant checks (and their warning).
