@@ -133,7 +133,7 @@ def report_native_crashes() -> None:
     the process's own stderr, which the launchers show beside the rank's exit code: without it a
     SIGSEGV leaves only the signal's number."""
     if not faulthandler.is_enabled() and sys.__stderr__ is not None:
-        faulthandler.enable(file=sys.__stderr__, all_threads=True)
+        faulthandler.enable(file=sys.__stderr__)
 
 
 def train_worker(spec_dict: dict) -> dict:
