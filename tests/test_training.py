@@ -137,6 +137,48 @@ def test_torch_ddp_backend_via_torch_distributor(spark, default_features, tmp_pa
     assert report["run_dir"] == RunDirectory(tmp_path).uri and RunDirectory(tmp_path).weights()
 
 
+# One rank of average_sparse_rows over gloo: argv is the store file, the rank, the rows this rank's
+# gradient touches (JSON; a row twice makes it uncoalesced, as nn.Embedding's is) and the output file.
+AVERAGE_ON_A_RANK = """
+import json, sys, torch, torch.distributed as dist
+from training.distributed import average_sparse_rows
+store, rank, rows, out = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+values = torch.arange(len(rows) * 4, dtype=torch.float32).reshape(len(rows), 4) + 10 * rank + 1
+gradient = torch.sparse_coo_tensor(torch.tensor(rows, dtype=torch.int64).reshape(1, -1), values, (12, 4))
+averaged = average_sparse_rows(gradient)
+torch.save({"input": gradient.to_dense(), "averaged": averaged.to_dense(), "sparse": averaged.is_sparse}, out)
+"""
+
+
+@pytest.mark.parametrize(
+    "rows", [([3, 7, 7], [7, 9, 11]), ([3, 7], [])], ids=["overlapping", "one-rank-empty"]
+)
+def test_sparse_gradients_average_over_ranks_by_their_rows(tmp_path, rows):
+    outputs = [tmp_path / f"rank{rank}.pt" for rank in range(2)]
+    ranks = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                AVERAGE_ON_A_RANK,
+                str(tmp_path / "store"),
+                str(rank),
+                json.dumps(rows[rank]),
+                str(out),
+            ],
+            cwd=REPO,
+        )
+        for rank, out in enumerate(outputs)
+    ]
+    assert [rank.wait(timeout=120) for rank in ranks] == [0, 0]
+    results = [torch.load(out) for out in outputs]
+    expected = (results[0]["input"] + results[1]["input"]) / 2
+    for result in results:
+        assert result["sparse"]
+        torch.testing.assert_close(result["averaged"], expected)
+
+
 def test_a_worker_killed_by_a_native_fault_prints_its_python_stack():
     crash = (
         f"import faulthandler; from training.loop import {report_native_crashes.__name__} as report; "

@@ -2,13 +2,12 @@
 TorchRec's sharded tables (training/sharded.py).
 
 The loop is written once against `Collective`; the backend decides where the model lives, how its
-gradients meet and how its state is saved. Horovod averages gradients in its DistributedOptimizer
-(sparse embedding gradients by allgather of their rows); torch DDP averages them in backward (gloo
-reduces sparse gradients too, NCCL dense ones). Every backend saves the same unsharded state dict, so
-a run resumes on another backend or another number of workers, and serving reads any run alike.
+gradients meet and how its state is saved. Horovod averages gradients in its DistributedOptimizer,
+torch DDP in backward; both average a sparse embedding gradient by allgather of the rows it touched
+(dense collectives, on gloo and NCCL alike), never as a dense table. Every backend saves the same
+unsharded state dict, so a run resumes on another backend or another number of workers, and serving
+reads any run alike.
 """
-
-from __future__ import annotations
 
 import os
 from typing import TypeVar
@@ -16,6 +15,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.optim import Optimizer
 
 from training.checkpoint import Saved
@@ -134,7 +134,9 @@ class TorchCollective(Collective):
         model.to(self.device)
         device_ids = [self.device] if self.device.type == "cuda" else None
         optimizers = [optimizer for optimizer, _ in settings.build(model)]
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids), optimizers
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        wrapped.register_comm_hook(None, average_rows_or_allreduce)
+        return wrapped, optimizers
 
     def sum(self, value: float) -> float:
         total = torch.tensor(float(value), dtype=torch.float64, device=self._reduce_device)
@@ -153,6 +155,51 @@ class TorchCollective(Collective):
 
     def close(self) -> None:
         dist.destroy_process_group()
+
+
+def average_rows_or_allreduce(
+    process_group: dist.ProcessGroup | None, bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP's averaging of one gradient bucket: a dense bucket by allreduce (DDP's own hook), a sparse
+    embedding gradient by `average_sparse_rows`. Without it DDP hands a sparse gradient to the
+    backend's sparse allreduce, which NCCL lacks: torch 2.13's `ProcessGroupNCCL::allreduce_sparse`
+    only raises "NCCL does not support all_reduce with sparse tensors" outside Meta's NCCLX."""
+    gradient = bucket.buffer()
+    if not gradient.is_sparse:
+        return allreduce_hook(process_group, bucket)
+    averaged: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    averaged.set_result(average_sparse_rows(gradient, process_group))
+    return averaged
+
+
+def average_sparse_rows(
+    gradient: torch.Tensor, process_group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
+    """The mean over ranks of a sparse (COO) gradient, from an allgather of every rank's touched rows
+    and their values: row counts first, then both padded to the longest, so each collective moves
+    tensors of one shape on every rank (what NCCL and gloo's dense allgather need)."""
+    size = dist.get_world_size(process_group)
+    rows = gradient.coalesce()
+    indices, values = rows.indices(), rows.values()
+    count = torch.tensor([indices.shape[1]], device=indices.device)
+    counts = [torch.empty_like(count) for _ in range(size)]
+    dist.all_gather(counts, count, group=process_group)
+    lengths = [int(n) for n in counts]
+    longest = max(lengths)
+    padded_indices = indices.new_zeros((indices.shape[0], longest))
+    padded_indices[:, : indices.shape[1]] = indices
+    padded_values = values.new_zeros((longest, *values.shape[1:]))
+    padded_values[: values.shape[0]] = values
+    all_indices = [torch.empty_like(padded_indices) for _ in range(size)]
+    all_values = [torch.empty_like(padded_values) for _ in range(size)]
+    dist.all_gather(all_indices, padded_indices, group=process_group)
+    dist.all_gather(all_values, padded_values, group=process_group)
+    gathered_indices = torch.cat([part[:, :n] for part, n in zip(all_indices, lengths, strict=True)], dim=1)
+    gathered_values = torch.cat([part[:n] for part, n in zip(all_values, lengths, strict=True)])
+    averaged = torch.sparse_coo_tensor(
+        gathered_indices, gathered_values / size, gradient.shape, check_invariants=False
+    )  # rows of coalesced gradients: in range by construction
+    return averaged.coalesce()
 
 
 BACKENDS = ("single", "horovod", "torch", "torchrec")

@@ -36,7 +36,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rec_plugin.schema import SchemaError
 from training.checkpoint import Saved
-from training.distributed import AUTO_SHARDING, SHARDINGS, TorchCollective
+from training.distributed import AUTO_SHARDING, SHARDINGS, TorchCollective, average_rows_or_allreduce
 from training.models import sparse_and_dense_parameters
 from training.models.config import TableConfig
 from training.models.parts import EmbeddingCollection, initial_rows, refuse_id
@@ -249,6 +249,10 @@ class TorchRecCollective(TorchCollective):
         )
         self.model = model
         sharded = DistributedModelParallel(model, device=self.device, plan=plan, sharders=sharders)
+        # DMP wraps the replicated parameters in DDP (its `_dmp_wrapped_module`, absent when every
+        # parameter is sharded); the first-order tables among them have sparse gradients.
+        if isinstance(data_parallel := sharded._dmp_wrapped_module, nn.parallel.DistributedDataParallel):
+            data_parallel.register_comm_hook(None, average_rows_or_allreduce)
         self.sharded = sharded
         # Parameters outside the sharded tables: replicated, stepped here after DDP averages them.
         sparse, dense = (
