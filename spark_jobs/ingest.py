@@ -219,10 +219,11 @@ def _typed(column: RawColumn, value: Column) -> Column:
 
 def _passes(definition: DatasetDefinition, problems: list[list[Column]]) -> Column:
     """Whether a row passes every check (`problems`: each column's), the int and fixed-width token
-    columns tested together: one regex over their joined text, a cast per int and a byte length per
-    token, instead of a regex, a cast or a character count per field. Only a row that fails it is
-    checked field by field, for the reason it reports (a joined text in the alphabet is ASCII, so its
-    tokens' byte lengths are their lengths; chars in [-0-9] that an int cast takes form an integer)."""
+    columns tested together: one alphabet check over their joined text (_all_in), a cast per int and a
+    byte length per token, instead of a regex, a cast or a character count per field. Only a row that
+    fails it is checked field by field, for the reason it reports (a joined text in the alphabet is
+    ASCII, so its tokens' byte lengths are their lengths; chars in [-0-9] that an int cast takes form an
+    integer)."""
     conditions, grouped = [F.col(ROW_PROBLEM).isNull()], defaultdict(list)
     for i, (column, checks) in enumerate(zip(definition.columns, problems)):
         value = F.coalesce(F.col(VALUE_COLUMN.format(i)), F.lit(""))
@@ -240,8 +241,17 @@ def _passes(definition: DatasetDefinition, problems: list[list[Column]]) -> Colu
             conditions += [~wrong_type, F.octet_length(value).isin(0, column.token_width)]
         else:
             conditions.append(F.coalesce(*checks).isNull())
-    conditions += [F.concat_ws("", *values).rlike(f"^{chars}*$") for chars, values in grouped.items()]
+    conditions += [_all_in(chars, F.concat_ws("", *values)) for chars, values in grouped.items()]
     return F.coalesce(reduce(Column.__and__, conditions), F.lit(False))
+
+
+def _all_in(chars: str, text: Column) -> Column:
+    """Whether every character of `text` is in the regex class `chars`. Lowercase hex without a regex:
+    unhex takes hex digits only (null otherwise) and lower() changes none of them, only an A-F (ingest's
+    checking pass over 8M Criteo lines 1.16x faster than the regex; DEVELOPERS.md)."""
+    if chars == _ALPHABETS["hex"][0]:
+        return F.unhex(text).isNotNull() & (F.lower(text) == text)
+    return text.rlike(f"^{chars}*$")
 
 
 def validate(fields: DataFrame, definition: DatasetDefinition) -> DataFrame:
