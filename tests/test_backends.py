@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import torch.distributed as dist
 
 from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
 from serving.export import torchscript, trained_model
+from serving.server import free_port
 from training.data import BatchLoader, FileSet
+from training.distributed import TorchCollective
 from training.evaluate import metrics, predict
 from training.launch import launch
 from training.loop import TrainSpec, train_worker, weights_digest
@@ -112,6 +115,18 @@ def spec_for(planted: dict, run_dir: Path, backend: str, **options: object) -> T
     return spec
 
 
+# How a worker's native crash starts in its stderr: a C++ exception nobody caught, faulthandler's dump.
+CRASH_MARKERS = ("terminate called", "Fatal Python error")
+
+
+def crash_excerpt(stderr: str, size: int = 5000) -> str:
+    """What a failed launch's stderr says about why: from the first worker's native-crash report
+    when there is one (the launcher's own traceback after it would push it out of sight), else the
+    end."""
+    starts = [index for marker in CRASH_MARKERS if (index := stderr.find(marker)) >= 0]
+    return stderr[min(starts) :][:size] if starts else stderr[-size:]
+
+
 def torchrun(run_dir: Path, workers: int) -> dict:
     """Trains the spec in `run_dir` on `workers` torchrun processes; rank 0's summary."""
     command = [
@@ -129,7 +144,7 @@ def torchrun(run_dir: Path, workers: int) -> dict:
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, crash_excerpt(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -240,6 +255,28 @@ def test_every_model_sharded_starts_and_scores_as_unsharded(planted, one_rank, n
     batch = next(BatchLoader(planted["test"], planted["schema"], 256, shuffle=False).epoch(0))
     with torch.no_grad():
         torch.testing.assert_close(forward(*batch.inputs()), plain(*batch.inputs()))
+
+
+@pytest.mark.parametrize("backend", ["torch", "torchrec"])
+def test_a_worker_frees_its_process_group_before_it_returns(planted, tmp_path, monkeypatch, backend):
+    """gloo's worker threads live as long as the process group. One still running when the
+    interpreter exits, holding a finished collective's tensors, aborts the process as it takes the
+    GIL to free them (SIGABRT), so a worker leaves the group with nothing else holding it, which
+    joins them."""
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port(), "RANK": 0, "WORLD_SIZE": 1}
+    for name, value in rendezvous.items():
+        monkeypatch.setenv(name, str(value))
+    freed = []
+    close = TorchCollective.close
+
+    def close_and_check(group: TorchCollective) -> None:
+        process_group = weakref.ref(dist.group.WORLD)
+        close(group)
+        freed.append(process_group() is None)
+
+    monkeypatch.setattr(TorchCollective, "close", close_and_check)
+    summary = train_worker(spec_for(planted, tmp_path / "run", backend).to_dict())
+    assert summary["samples"] == 80_000 and freed == [True]
 
 
 def test_bf16_training_with_the_prefetch_thread_on_cpu(planted, tmp_path):

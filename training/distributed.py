@@ -9,6 +9,7 @@ unsharded state dict, so a run resumes on another backend or another number of w
 reads any run alike.
 """
 
+import gc
 import os
 from typing import TypeVar
 
@@ -124,6 +125,10 @@ class TorchCollective(Collective):
     def __init__(self) -> None:
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if not dist.is_initialized():
+            # Its functions take the default group as a default argument, bound on first import (DDP
+            # imports it): imported once the group exists, it would keep the group alive (see close).
+            import torch.distributed.nn.functional  # noqa: F401
+
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))
@@ -154,6 +159,12 @@ class TorchCollective(Collective):
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
+        """Frees the process group, which joins gloo's worker threads. One still alive when the
+        interpreter exits, and still holding the tensors of a finished collective, dies taking the
+        GIL to free them, which aborts the process (SIGABRT, rank 1 of a test's DDP run in CI). The
+        caller has dropped the model wrapped around the group; collect drops any cycle still
+        holding it."""
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -143,6 +143,13 @@ def train_worker(spec_dict: dict) -> dict:
     report_native_crashes()
     spec = TrainSpec(**spec_dict)
     group = collective(spec.backend, spec.sharding)
+    summary = _train(spec, group)
+    group.close()  # once _train's frame is gone, and the model wrapped around the group with it
+    return summary
+
+
+def _train(spec: TrainSpec, group: Collective) -> dict:
+    """train_worker's run, on this process's part of the group."""
     # Sparse gradients are built by torch itself: skip the per-tensor invariant checks (and their warning).
     torch.sparse.check_sparse_tensor_invariants.disable()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_size))
@@ -216,7 +223,6 @@ def train_worker(spec_dict: dict) -> dict:
     parameter_bytes = group.gather(group.parameter_bytes(model))
     waited_share = group.sum(waited / elapsed) / group.size
     digest = weights_digest(weights) if weights is not None else ""
-    group.close()
     return {
         "steps": position.step,
         "samples": total_samples,

@@ -351,6 +351,12 @@ class TorchRecCollective(TorchCollective):
                     states[name] = full
         fused.load_state_dict(current)
 
+    def close(self) -> None:
+        """Drops the sharded model first: it holds the process group, which leaving must free."""
+        for held in ("sharded", "model"):
+            vars(self).pop(held, None)
+        super().close()
+
     def parameter_bytes(self, model: nn.Module) -> int:
         total = 0
         for _, tensor in self.sharded.state_dict(keep_vars=True).items():
