@@ -148,6 +148,7 @@ values = torch.arange(len(rows) * 4, dtype=torch.float32).reshape(len(rows), 4) 
 gradient = torch.sparse_coo_tensor(torch.tensor(rows, dtype=torch.int64).reshape(1, -1), values, (12, 4))
 averaged = average_sparse_rows(gradient)
 torch.save({"input": gradient.to_dense(), "averaged": averaged.to_dense(), "sparse": averaged.is_sparse}, out)
+dist.destroy_process_group()  # frees the group, joining gloo's threads: one left at exit can abort it
 """
 
 
