@@ -35,8 +35,11 @@ def test_a_search_runs_in_parallel_continues_after_a_cut_off_trial_and_its_confi
     assert first["trials"] == 2 and len(finished) == 2
     assert len({tuple(sorted(t.params.items())) for t in _study(directory).trials}) == 2
     for number, value in finished.items():
-        assert value == pytest.approx(validation_auc(str(directory.trial_run_dir(number)))) and value > 0.6
-    assert first["best_validation_auc"] == max(finished.values())
+        assert value == pytest.approx(validation_auc(str(directory.trial_run_dir(number))))
+    # The search finds options that learn; a single trial need not (two trials drawn in parallel get
+    # options in the order their threads ask the sampler: one drew dense_lr 2e-4, sparse_lr 1.4e-3 and
+    # batches of 4,096, about 50 steps, and scored 0.479).
+    assert first["best_validation_auc"] == max(finished.values()) > 0.6
     assert directory.plot.read_bytes().startswith(b"\x89PNG")
 
     # A search killed mid-trial leaves that trial running in the journal: the next search runs it again
