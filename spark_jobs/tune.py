@@ -1,12 +1,14 @@
 """sparkrec tune: a hyperparameter search whose trials are full trainings on one pinned features version.
 
-Optuna's TPE sampler (seeded) proposes each trial's options from SEARCH_SPACE: the dense and sparse
-learning rates, the batch size, the embedding width and the model's layer sizes. `--parallel` trials
-run at once, each a `sparkrec train` of the model into its own run directory by a TorchDistributor
-job of one worker (a Spark barrier task on a cluster, a process here), ranked by its AUC on the
-validation days alone (its run holds its test days' metrics too, as any training's does; the search
-never reads them). Every trial trains with the same seed, so a trial's options reproduce its model.
-A trial that fails (say, out of memory) is recorded as failed and the search goes on.
+Optuna's TPE sampler proposes each trial's options from SEARCH_SPACE: the dense and sparse learning
+rates, the batch size, the embedding width and the model's layer sizes. Its draws for a trial are
+seeded by --seed and the trial's number (TrialSeededSampler), so the same seed gives the same first
+trials however many run at once. `--parallel` trials run at once, each a `sparkrec train` of the model
+into its own run directory by a TorchDistributor job of one worker (a Spark barrier task on a cluster,
+a process here), ranked by its AUC on the validation days alone (its run holds its test days' metrics
+too, as any training's does; the search never reads them). Every trial trains with the same seed, so a
+trial's options reproduce its model. A trial that fails (say, out of memory) is recorded as failed and
+the search goes on.
 
 The study is a journal file in the tune folder (training/tune_directory.py): a search that stopped
 (killed, or the host lost) continues with the next `sparkrec tune` of the folder, keeping its ended
@@ -23,13 +25,17 @@ from __future__ import annotations
 import fcntl
 import json
 import statistics
+import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
 import torch
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
@@ -89,6 +95,54 @@ SEARCH_SPACE: tuple[Dimension, ...] = (
 )
 
 
+class TrialSeededSampler(BaseSampler):
+    """Optuna's TPE with each trial's draws from its own generator, seeded by the search's seed and the
+    trial's number. A parallel search (n_jobs > 1) shares one sampler between threads, takes draws in
+    the order the threads ask, and reseeds the sampler from the OS before each trial: a seeded
+    TPESampler alone gives other options every run. Here the random first trials (TPE's startup) get
+    the same options in every run; a later trial's also depend on the trials ended when it started."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._of_trial: dict[int, TPESampler] = {}
+        self._lock = threading.Lock()
+
+    def _sampler(self, trial: FrozenTrial) -> TPESampler:
+        with self._lock:
+            if trial.number not in self._of_trial:
+                seed = zlib.crc32(f"{self._seed}/{trial.number}".encode())
+                self._of_trial[trial.number] = TPESampler(seed=seed, constant_liar=True)
+            return self._of_trial[trial.number]
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._sampler(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, object]:
+        return self._sampler(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> object:
+        return self._sampler(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler(trial).before_trial(study, trial)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None
+    ) -> None:
+        self._sampler(trial).after_trial(study, trial, state, values)
+        with self._lock:
+            self._of_trial.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:
+        """Nothing: a trial's generator is seeded from its number, never from the OS."""
+
+
 def searched(model: str) -> list[Dimension]:
     return [d for d in SEARCH_SPACE if not d.models or model in d.models]
 
@@ -130,7 +184,7 @@ def open_study(directory: TuneDirectory, settings: dict, seed: int, keep_version
         study_name=STUDY_NAME,
         storage=journal,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        sampler=TrialSeededSampler(seed),
         load_if_exists=True,
     )
     recorded = study.user_attrs.get(SETTINGS_ATTR)
