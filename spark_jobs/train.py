@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
         warm_start=args.warm_start,
     )
     options = {key: value for key, value in options.items() if value is not None}
-    if tuned is not None:  # the model's hyperparameters, which have no flags
+    if tuned is not None:  # its options without flags: the model's hyperparameters, torch_threads
         options = {**{k: v for k, v in tuned.options.items() if k not in flags}, **options}
     if collaborative:
         report = train_cf(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import statistics
 import threading
 import time
@@ -255,6 +256,7 @@ def tune(
         "epochs": epochs,
         "seed": seed,
     }
+    threads = trial_threads(spark, parallel)
     with only_search_of(directory):
         study = open_study(directory, settings, seed, keep_version=features_version is None)
         version = study.user_attrs[SETTINGS_ATTR]["features_version"]
@@ -266,7 +268,7 @@ def tune(
             run_dir = str(directory.trial_run_dir(trial.number))
             train(
                 spark, features, workflow, run_dir, model, TRIAL_BACKEND, TRIAL_WORKERS, None, version,
-                epochs=epochs, seed=seed, progress=False, **options,
+                epochs=epochs, seed=seed, progress=False, torch_threads=threads, **options,
             )  # fmt: skip
             score = validation_auc(run_dir)
             print(
@@ -286,13 +288,25 @@ def tune(
         return _report(study, directory, model, {"epochs": epochs, "seed": seed})
 
 
+def trial_threads(spark: SparkSession, parallel: int) -> int | None:
+    """Each trial's torch threads: this host's cores shared by the trials running on it at once (local
+    trials), else None (a trial's worker takes its host's cores)."""
+    if parallel > 1 and spark.sparkContext.master.startswith("local"):
+        return max(1, (os.cpu_count() or 1) // parallel)
+    return None
+
+
 def _report(study: optuna.Study, directory: TuneDirectory, model: str, trained_with: dict) -> dict:
-    """Writes config.json (the best trial's options and what every trial `trained_with`, on the backend
-    and workers of a trial), tune.json and tune.png; returns the tune section."""
+    """Writes config.json (the best trial's options, its torch threads where the search set them, and
+    what every trial `trained_with`, on the backend and workers of a trial), tune.json and tune.png;
+    returns the tune section."""
     trials = study.get_trials(deepcopy=False)
     best = study.best_trial
     options = trial_options(best, model)
+    threads = RunDirectory(str(directory.trial_run_dir(best.number))).spec().get("torch_threads")
     trial_run = {**trained_with, "backend": TRIAL_BACKEND, "workers": TRIAL_WORKERS}
+    if threads is not None:
+        trial_run["torch_threads"] = threads
     TunedConfig(model, {**options, **trial_run}).save(directory.config)
     report = {
         "model": model,

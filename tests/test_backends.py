@@ -5,6 +5,7 @@ precision) on CPU."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import weakref
@@ -277,6 +278,17 @@ def test_a_worker_frees_its_process_group_before_it_returns(planted, tmp_path, m
     monkeypatch.setattr(TorchCollective, "close", close_and_check)
     summary = train_worker(spec_for(planted, tmp_path / "run", backend).to_dict())
     assert summary["samples"] == 80_000 and freed == [True]
+
+
+def test_a_worker_trains_with_the_torch_threads_its_spec_gives(planted, tmp_path):
+    """sparkrec tune's local trials share the host's cores: a worker takes the threads its spec gives,
+    not the host's cores (here one more than those, which is no default)."""
+    before, threads = torch.get_num_threads(), (os.cpu_count() or 1) + 1
+    try:
+        train_worker(spec_for(planted, tmp_path / "run", "single", torch_threads=threads).to_dict())
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_bf16_training_with_the_prefetch_thread_on_cpu(planted, tmp_path):

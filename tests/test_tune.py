@@ -4,6 +4,7 @@ search that continues after a trial was cut off, and the best config trained aga
 from __future__ import annotations
 
 import json
+import os
 
 import optuna
 import pytest
@@ -82,7 +83,14 @@ def test_a_search_runs_in_parallel_continues_after_a_cut_off_trial_and_its_confi
 
     # The best options, trained again from config.json as the trials trained, give the trial's model.
     config = TunedConfig.load(directory.config)
-    trained_with = {"epochs": 1, "seed": 0, "backend": "torch", "workers": 1}
+    # Two trials at once here: each trained with half the cores' threads, and so does the config.
+    trained_with = {
+        "epochs": 1,
+        "seed": 0,
+        "backend": "torch",
+        "workers": 1,
+        "torch_threads": max(1, os.cpu_count() // 2),
+    }
     assert config.options == {**again["best_options"], **trained_with}
     assert isinstance(config.options["top_mlp"], tuple)
     run_dir = tmp_path / "again"

@@ -65,6 +65,10 @@ class TrainSpec:
     # with fresh optimizers, when it has neither a checkpoint to resume nor a warm start: NeuMF fused
     # from its pretrained GMF and MLP towers, Mult-VAE started from popularity (spark_jobs/train_cf.py).
     initial_weights: str | None = None
+    # Each worker's torch threads; None: the host's cores over its workers. sparkrec tune gives trials
+    # that share a host a share of its cores (more threads than cores ran 2 trials 4.6x slower), and
+    # the best trial's count goes to its config: the count changes float sums, hence the model.
+    torch_threads: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +156,7 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     """train_worker's run, on this process's part of the group."""
     # Sparse gradients are built by torch itself: skip the per-tensor invariant checks (and their warning).
     torch.sparse.check_sparse_tensor_invariants.disable()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_size))
+    torch.set_num_threads(spec.torch_threads or max(1, (os.cpu_count() or 1) // group.local_size))
     torch.manual_seed(spec.seed)
     device = group.device  # where this worker trains, asked once
     config = ModelConfig.from_dict(spec.model)
