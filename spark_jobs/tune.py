@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import statistics
 import threading
 import time
@@ -48,6 +47,7 @@ from rec_plugin.features_description import FeaturesDescription
 from spark_jobs.session import build_session
 from spark_jobs.train import days_held, features_version_to_read, train
 from training import plots
+from training.loop import host_share_of_cores
 from training.models import MODELS
 from training.run_directory import RunDirectory
 from training.tune_directory import TunedConfig, TuneDirectory
@@ -292,7 +292,7 @@ def trial_threads(spark: SparkSession, parallel: int) -> int | None:
     """Each trial's torch threads: this host's cores shared by the trials running on it at once (local
     trials), else None (a trial's worker takes its host's cores)."""
     if parallel > 1 and spark.sparkContext.master.startswith("local"):
-        return max(1, (os.cpu_count() or 1) // parallel)
+        return host_share_of_cores(parallel)
     return None
 
 

@@ -152,11 +152,17 @@ def train_worker(spec_dict: dict) -> dict:
     return summary
 
 
+def host_share_of_cores(sharers: int) -> int:
+    """The torch threads of one of `sharers` processes training on this host at once: its share of
+    the cores (at least one)."""
+    return max(1, (os.cpu_count() or 1) // sharers)
+
+
 def _train(spec: TrainSpec, group: Collective) -> dict:
     """train_worker's run, on this process's part of the group."""
     # Sparse gradients are built by torch itself: skip the per-tensor invariant checks (and their warning).
     torch.sparse.check_sparse_tensor_invariants.disable()
-    torch.set_num_threads(spec.torch_threads or max(1, (os.cpu_count() or 1) // group.local_size))
+    torch.set_num_threads(spec.torch_threads or host_share_of_cores(group.local_size))
     torch.manual_seed(spec.seed)
     device = group.device  # where this worker trains, asked once
     config = ModelConfig.from_dict(spec.model)
