@@ -1,9 +1,9 @@
-"""Before/after on Criteo: ingest, featurize, loader and training rows/s of this checkout against a baseline
-commit, interleaved round by round in one run on the same bronze table; prints the medians and the
-candidate/baseline ratios.
+"""Before/after on Criteo: generate, ingest, featurize, loader and training rows/s of this checkout
+against a baseline commit, interleaved round by round in one run on the same bronze table; prints the
+medians and the candidate/baseline ratios.
 
     .venv/bin/python bench/before_after.py --baseline 7f5fa48 [--rows-per-day 50000] [--rounds 3]
-        [--stages ingest,featurize,loader,train]
+        [--stages generate,ingest,featurize,loader,train]
 
 The baseline runs from a temporary git worktree of that commit with this checkout's virtualenv. Every
 figure is a fresh process (bench/stage_rate.py), so JVM and import costs are paid alike; the featurize
@@ -27,13 +27,15 @@ from spark_jobs.session import build_session
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 PROBE = CHECKOUT / "bench" / "stage_rate.py"
-STAGES = ("ingest", "featurize", "loader", "train")
+STAGES = ("generate", "ingest", "featurize", "loader", "train")
 
 
-def _rate(tree: Path, stage: str, raw: str, bronze: str, scratch: Path, schema_from: Path) -> float:
+def _rate(
+    tree: Path, stage: str, raw: str, bronze: str, scratch: Path, schema_from: Path, rows_per_day: int
+) -> float:
     """One figure: the probe run with `tree`'s code."""
     command = [sys.executable, str(PROBE), stage, "--raw", raw, "--bronze", bronze, "--scratch", str(scratch)]
-    command += ["--schema-from", str(schema_from)]
+    command += ["--schema-from", str(schema_from), "--rows-per-day", str(rows_per_day)]
     environment = {**os.environ, "PYTHONPATH": str(tree), "PYSPARK_PYTHON": sys.executable}
     return float(probe_result(command, "RATE ", f"{stage} in {tree}", cwd=tree, env=environment))
 
@@ -74,7 +76,7 @@ def main() -> None:
             for name, tree in sorted(trees.items(), reverse=round_ % 2 == 0):
                 out = scratch / f"{name.split()[0]}-{round_}"
                 for stage in args.stages:
-                    rate = _rate(tree, stage, raw, bronze, out, fitted)
+                    rate = _rate(tree, stage, raw, bronze, out, fitted, args.rows_per_day)
                     rates[stage][name].append(rate)
                     print(f"round {round_ + 1} {name} {stage}: {rate:,.0f} rows/s", flush=True)
         report_quiet()
@@ -82,8 +84,8 @@ def main() -> None:
         subprocess.run([*git, "remove", "--force", str(baseline)], check=True)
     for stage in args.stages:
         print(f"== {stage}")
-        # ingest and featurize read all 4 days; the loader and training the 2 training days.
-        rows = (4 if stage in ("ingest", "featurize") else 2) * args.rows_per_day
+        # generate, ingest and featurize cover all 4 days; the loader and training the 2 training days.
+        rows = (4 if stage in ("generate", "ingest", "featurize") else 2) * args.rows_per_day
         medians = list(print_medians(rates[stage], rows).values())
         print(f"{stage}: candidate / baseline = {medians[1] / medians[0]:.2f}x")
 

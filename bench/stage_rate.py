@@ -1,9 +1,11 @@
-"""One throughput figure of one checkout, in a fresh process: ingest, featurize, loader or training
-rows/s on a generated Criteo data set. bench/before_after.py runs it against each tree it compares (cwd and
-PYTHONPATH = that tree), so the figure measures that tree's code.
+"""One throughput figure of one checkout, in a fresh process: generate, ingest, featurize, loader or
+training rows/s on a generated Criteo data set. bench/before_after.py runs it against each tree it
+compares (cwd and PYTHONPATH = that tree), so the figure measures that tree's code.
 
-    python bench/stage_rate.py ingest|featurize|loader|train --raw R --bronze B --scratch S [--schema-from WF]
+    python bench/stage_rate.py generate|ingest|featurize|loader|train --raw R --bronze B --scratch S
+        [--schema-from WF] [--rows-per-day N]
 
+generate writes 4 days of N rows into S/data (R's config: what a test or the demo pays to make data);
 ingest reads R into S/bronze; featurize reads B (one bronze table for every tree) into S/features and
 S/workflow; loader and train read those. A baseline from before the
 schema contract (#12) built its loader and model without a schema: `--schema-from` names a workflow
@@ -22,6 +24,7 @@ from pathlib import Path
 from delta.tables import DeltaTable
 
 from spark_jobs.featurize import featurize
+from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.session import build_session
 from spark_jobs.train import feature_files
@@ -38,14 +41,21 @@ def _schema_json(workflow: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["ingest", "featurize", "loader", "train"])
+    parser.add_argument("stage", choices=["generate", "ingest", "featurize", "loader", "train"])
     parser.add_argument("--raw", required=True)
     parser.add_argument("--bronze", required=True)
     parser.add_argument("--scratch", required=True, type=Path)
     parser.add_argument("--schema-from", help="a fitted workflow of the same data (for a pre-#12 baseline)")
+    parser.add_argument("--rows-per-day", type=int, default=GeneratorConfig.rows_per_day, help="(generate)")
     args = parser.parse_args()
     spark = build_session("local", "bench-stage-rate", {"spark.ui.showConsoleProgress": "false"})
     features, workflow = str(args.scratch / "features"), str(args.scratch / "workflow")
+    if args.stage == "generate":
+        config = GeneratorConfig(days=4, rows_per_day=args.rows_per_day)
+        started = time.perf_counter()
+        generate(spark, str(args.scratch / "data"), config)
+        print("RATE", config.days * config.rows_per_day / (time.perf_counter() - started))
+        return
     if args.stage == "ingest":
         bronze = str(args.scratch / "bronze")
         started = time.perf_counter()

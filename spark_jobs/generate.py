@@ -107,25 +107,20 @@ def _frame(
     row_hash = F.xxhash64(F.lit(model.seed), F.col("day"), F.col("id") % rows_per_day).alias("row_hash")
     # Each stage materializes what the next reads many times (see PlantedModel.field_hashes).
     keyed = spark.range(0, rows, 1, partitions).select("id", day).select("id", "day", row_hash)
-    hashed_fields = keyed.select(
-        "day", *[h.alias(f"f_{name}") for name, h in PlantedModel.field_hashes(F.col("row_hash")).items()]
-    )
-    field_hash = {name: F.col(f"f_{name}") for name in [*CATEGORICAL, *DENSE, LABEL]}
-    draws = hashed_fields.select(
+    field_hashes = PlantedModel.field_hashes("row_hash")
+    hashed_fields = keyed.selectExpr("day", *[f"{h} AS f_{name}" for name, h in field_hashes.items()])
+    field_hash = {name: f"f_{name}" for name in [*CATEGORICAL, *DENSE, LABEL]}
+    draws = hashed_fields.selectExpr(
         "day",
-        *[
-            column.alias(f"id_{name}")
-            for name, column in model.category_ids(F.col("day"), field_hash).items()
-        ],
-        *[column.alias(name) for name, column in model.dense_values(field_hash).items()],
-        label_draw(field_hash[LABEL]).alias("label_draw"),
+        *[f"{sql} AS id_{name}" for name, sql in model.category_ids("day", field_hash).items()],
+        *[f"{sql} AS {name}" for name, sql in model.dense_values(field_hash).items()],
+        f"{label_draw(field_hash[LABEL])} AS label_draw",
     )
-    hashes = model.effect_hashes({name: F.col(f"id_{name}") for name in CATEGORICAL})
-    hashed = draws.select("*", *[column.alias(f"h_{name}") for name, column in hashes.items()])
-    logit, first_order_logit = model.logits(
-        {name: F.col(f"h_{name}") for name in CATEGORICAL}, {name: F.col(name) for name in DENSE}
-    )
-    return hashed.select("*", logit.alias("logit"), first_order_logit.alias("first_order_logit"))
+    hashes = model.effect_hashes({name: f"id_{name}" for name in CATEGORICAL})
+    hashed = draws.selectExpr("*", *[f"{sql} AS h_{name}" for name, sql in hashes.items()])
+    effects = {name: f"h_{name}" for name in CATEGORICAL}
+    logit, first_order_logit = model.logits(effects, {name: name for name in DENSE})
+    return hashed.selectExpr("*", f"{logit} AS logit", f"{first_order_logit} AS first_order_logit")
 
 
 def _sigmoid(column: str) -> Column:
@@ -141,7 +136,7 @@ def _raw_lines(frame: DataFrame) -> DataFrame:
     fields = [_label(frame).cast("string")]
     fields += [F.coalesce(F.col(name).cast("string"), F.lit("")) for name in DENSE]
     fields += [
-        F.coalesce(category_token(j, F.col(f"id_{name}")), F.lit("")) for j, name in enumerate(CATEGORICAL)
+        F.coalesce(F.expr(category_token(j, f"id_{name}")), F.lit("")) for j, name in enumerate(CATEGORICAL)
     ]
     return frame.select(F.concat_ws(CRITEO.separator, *fields).alias("value"))
 

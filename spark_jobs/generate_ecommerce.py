@@ -43,6 +43,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import run_command
+from spark_jobs.draws import centered, sql_sum, uniform, zipf_rank
+from spark_jobs.draws import sql_double as _d
 from spark_jobs.generate import (
     check_file_layout,
     oracle_rows,
@@ -191,26 +193,6 @@ class EcommerceModel:
         return cls(**json.loads(text))
 
 
-def _d(x: float) -> str:
-    """A double literal in Spark SQL (a bare 0.5 would be a decimal)."""
-    return f"({float(x)!r}D)"
-
-
-def _uniform(h: str, offset: int, width: int) -> str:
-    """A uniform draw in (0, 1) from `width` bits of the 64-bit hash `h` starting at bit `offset`."""
-    return f"((shiftright({h}, {offset}) & {(1 << width) - 1}) + {_d(0.5)}) / {_d(1 << width)}"
-
-
-def _centered(h: str, offset: int, width: int) -> str:
-    """A zero-mean, unit-variance uniform draw from `width` bits of a hash."""
-    return f"(({_uniform(h, offset, width)} - {_d(0.5)}) * {_d(math.sqrt(12.0))})"
-
-
-def _zipf_rank(u: str, k: int) -> str:
-    """A rank in [0, k) with P(rank = r) ~ 1 / (r + 1), from a uniform draw: exp(u ln(k + 1)) - 1."""
-    return f"(floor(exp({_d(math.log(k + 1.0))} * {u})) - 1)"
-
-
 def _cells_below(x: np.ndarray, width: int) -> np.ndarray:
     """How many of the 2^width values (b + 0.5) / 2^width of a _uniform draw lie below each x."""
     cells = 1 << width
@@ -223,7 +205,7 @@ def _interval_pmf(edges: np.ndarray, width: int) -> np.ndarray:
 
 
 def _zipf_rank_pmf(k: int, width: int) -> np.ndarray:
-    """The pmf of _zipf_rank(k) over a `width`-bit draw u: rank >= r exactly when u >= ln(r + 1) / ln(k + 1),
+    """The pmf of zipf_rank(k) over a `width`-bit draw u: rank >= r exactly when u >= ln(r + 1) / ln(k + 1),
     so P(rank = r) is about ln((r + 2) / (r + 1)) / ln(k + 1), here counted over the draw's values."""
     return _interval_pmf(np.log(np.arange(1, k + 2)) / math.log(k + 1.0), width)
 
@@ -251,10 +233,6 @@ def _lookup(values: list[float], index: str) -> str:
     return f"element_at(array({', '.join(map(_d, values))}), CAST({index} AS INT) + 1)"
 
 
-def _sum(terms: list[str]) -> str:
-    return "(" + " + ".join(terms) + ")" if terms else _d(0.0)
-
-
 class _Draws:
     """The generator's columns as Spark SQL, stage by stage: each stage materializes what the next
     reads many times (one SQL string per column: no per-operator Python calls to build the plan)."""
@@ -274,29 +252,29 @@ class _Draws:
         """Who saw what, when and on which device, from the row's hashes."""
         m = self.m
         h = "h_user"
-        new_user = f"(day > 0 AND {_uniform(h, 0, 16)} < {_d(m.new_entity_rate)})"
+        new_user = f"(day > 0 AND {uniform(h, 0, 16)} < {_d(m.new_entity_rate)})"
         power = _d(1.0 / (1.0 - m.user_activity_exponent))
-        active = f"floor({m.users} * pow({_uniform(h, 16, 32)}, {power}))"
-        born = f"(floor({_uniform(h, 48, 8)} * day) + 1)"  # a new user's first day: 1..day
+        active = f"floor({m.users} * pow({uniform(h, 16, 32)}, {power}))"
+        born = f"(floor({uniform(h, 48, 8)} * day) + 1)"  # a new user's first day: 1..day
         cohort = m.new_users_per_day
-        newcomer = f"({m.users} + ({born} - 1) * {cohort} + floor({_uniform(h, 16, 32)} * {cohort}))"
+        newcomer = f"({m.users} + ({born} - 1) * {cohort} + floor({uniform(h, 16, 32)} * {cohort}))"
         h = "h_item"
-        category = _zipf_rank(_uniform(h, *_CATEGORY_BITS), m.categories)
-        new_item = f"(day > 0 AND {_uniform(h, *_NEW_ITEM_BITS)} < {_d(m.new_entity_rate)})"
+        category = zipf_rank(uniform(h, *_CATEGORY_BITS), m.categories)
+        new_item = f"(day > 0 AND {uniform(h, *_NEW_ITEM_BITS)} < {_d(m.new_entity_rate)})"
         k0, kn = m.items_per_category, m.new_items_per_category_per_day
-        born = f"(floor({_uniform(h, *_BORN_BITS)} * day) + 1)"
-        fresh = f"({k0} + ({born} - 1) * {kn} + floor({_uniform(h, *_RANK_BITS)} * {kn}))"
-        rank = f"(CASE WHEN {new_item} THEN {fresh} ELSE {_zipf_rank(_uniform(h, *_RANK_BITS), k0)} END)"
+        born = f"(floor({uniform(h, *_BORN_BITS)} * day) + 1)"
+        fresh = f"({k0} + ({born} - 1) * {kn} + floor({uniform(h, *_RANK_BITS)} * {kn}))"
+        rank = f"(CASE WHEN {new_item} THEN {fresh} ELSE {zipf_rank(uniform(h, *_RANK_BITS), k0)} END)"
         h = "h_context"
         bounds = np.cumsum(DEVICE_SHARES)[:-1]
-        device = " ".join(f"WHEN {_uniform(h, 12, 12)} < {_d(b)} THEN {i}" for i, b in enumerate(bounds))
+        device = " ".join(f"WHEN {uniform(h, 12, 12)} < {_d(b)} THEN {i}" for i, b in enumerate(bounds))
         return {
             "user": f"CAST(CASE WHEN {new_user} THEN {newcomer} ELSE {active} END AS BIGINT)",
             "category": f"CAST({category} AS INT)",
             "item": f"CAST({rank} * {m.categories} + {category} AS BIGINT)",
-            "hour": f"CAST(floor(24 * {_uniform(h, 0, 12)}) AS INT)",
+            "hour": f"CAST(floor(24 * {uniform(h, 0, 12)}) AS INT)",
             "device": f"CASE {device} ELSE {len(DEVICES) - 1} END",
-            "price_missing": f"{_uniform(h, 24, 12)} < {_d(m.price_missing_rate)}",
+            "price_missing": f"{uniform(h, 24, 12)} < {_d(m.price_missing_rate)}",
             # As the Criteo generator's label_draw: 53 bits of the label's hash.
             "label_draw": f"shiftrightunsigned(h_label, 11) / {_d(1 << 53)}",
         }
@@ -324,10 +302,10 @@ class _Draws:
         m = self.m
         h = "h_favourites"
         draws = {
-            f"favourite_{i}": f"CAST(floor({m.categories} * {_uniform(h, 12 * i, 12)}) AS INT)"
+            f"favourite_{i}": f"CAST(floor({m.categories} * {uniform(h, 12 * i, 12)}) AS INT)"
             for i in range(FAVOURITES)
         }
-        draws["history_length"] = f"CAST(floor({m.history_length + 1} * {_uniform(h, 36, 12)}) AS INT)"
+        draws["history_length"] = f"CAST(floor({m.history_length + 1} * {uniform(h, 36, 12)}) AS INT)"
         return draws
 
     def item_draws(self) -> dict[str, str]:
@@ -335,13 +313,13 @@ class _Draws:
         m = self.m
         h = "h_item_attributes"
         bpc = m.brands_per_category
-        draws = {"brand": f"category * {bpc} + CAST(floor({bpc} * {_uniform(h, 12, 8)}) AS INT)"}
+        draws = {"brand": f"category * {bpc} + CAST(floor({bpc} * {uniform(h, 12, 8)}) AS INT)"}
         # The item's own effect, and popular items (low rank in their category) clicked more.
         popularity = f"ln(1 + floor(item / {m.categories}))"
-        draws["t_item"] = f"{_centered(h, 0, 12)} - {_d(ITEM_POPULARITY_WEIGHT)} * {popularity}"
+        draws["t_item"] = f"{centered(h, 0, 12)} - {_d(ITEM_POPULARITY_WEIGHT)} * {popularity}"
         # Irwin-Hall: three uniforms, rescaled, are a near-normal draw (sd 1).
         draws["z_price"] = (
-            f"({_sum([_uniform(h, 20 + 12 * t, 12) for t in range(3)])} - {_d(1.5)}) * {_d(2.0)}"
+            f"({sql_sum([uniform(h, 20 + 12 * t, 12) for t in range(3)])} - {_d(1.5)}) * {_d(2.0)}"
         )
         draws.update(
             {f"item_v{d}": self.item_factor(d, "category", "h_item_factor") for d in range(m.latent_dim)}
@@ -352,7 +330,7 @@ class _Draws:
         """Dimension d of an item's factor v = p * centroid[category] + q * noise."""
         p, q = math.sqrt(ITEM_CATEGORY_SHARE), math.sqrt(1 - ITEM_CATEGORY_SHARE)
         centroid = _lookup(self.centroid_dims[d], category)
-        return f"({_d(p)} * {centroid} + {_d(q)} * {_centered(hashed, 8 * d, 8)})"
+        return f"({_d(p)} * {centroid} + {_d(q)} * {centered(hashed, 8 * d, 8)})"
 
     def history(self) -> dict[str, str]:
         """The user's factor and the recent items of its list (null past its length)."""
@@ -360,21 +338,19 @@ class _Draws:
         a, b = math.sqrt(USER_FAVOURITE_SHARE / FAVOURITES), math.sqrt(1 - USER_FAVOURITE_SHARE)
         columns = {}
         for d in range(m.latent_dim):
-            centroids = _sum([_lookup(self.centroid_dims[d], f"favourite_{i}") for i in range(FAVOURITES)])
+            centroids = sql_sum([_lookup(self.centroid_dims[d], f"favourite_{i}") for i in range(FAVOURITES)])
             columns[f"user_v{d}"] = (
-                f"({_d(a)} * {centroids} + {_d(b)} * {_centered('h_user_factor', 8 * d, 8)})"
+                f"({_d(a)} * {centroids} + {_d(b)} * {centered('h_user_factor', 8 * d, 8)})"
             )
         favourites = f"array({', '.join(f'favourite_{i}' for i in range(FAVOURITES))})"
         for j in range(m.history_length):
             h = f"h_slot_{j}"
-            favourite = (
-                f"element_at({favourites}, CAST(floor({FAVOURITES} * {_uniform(h, 8, 8)}) AS INT) + 1)"
-            )
-            explore = f"{_uniform(h, 0, 8)} < {_d(EXPLORE_RATE)}"
+            favourite = f"element_at({favourites}, CAST(floor({FAVOURITES} * {uniform(h, 8, 8)}) AS INT) + 1)"
+            explore = f"{uniform(h, 0, 8)} < {_d(EXPLORE_RATE)}"
             category = (
-                f"CASE WHEN {explore} THEN floor({m.categories} * {_uniform(h, 16, 12)}) ELSE {favourite} END"
+                f"CASE WHEN {explore} THEN floor({m.categories} * {uniform(h, 16, 12)}) ELSE {favourite} END"
             )
-            rank = _zipf_rank(_uniform(h, 28, 24), m.items_per_category)
+            rank = zipf_rank(uniform(h, 28, 24), m.items_per_category)
             item = f"{rank} * {m.categories} + {category}"
             columns[f"recent_{j}"] = f"CAST(CASE WHEN history_length > {j} THEN {item} END AS BIGINT)"
         return columns
@@ -401,18 +377,18 @@ class _Draws:
             parts.append(
                 f"CASE WHEN recent_{j} IS NULL THEN {_d(0.0)} ELSE {_d(p2)} * {categories} + {same_item} END"
             )
-        return f"{_sum(parts)} / greatest(history_length, 1)"
+        return f"{sql_sum(parts)} / greatest(history_length, 1)"
 
     def terms(self) -> dict[str, str]:
         """Each logit term before its scale."""
         k = self.m.latent_dim
         return {
             "t_item": "t_item",
-            "t_brand": _centered(self.entity_hash(6, "brand"), 0, 12),
+            "t_brand": centered(self.entity_hash(6, "brand"), 0, 12),
             "t_category_device": _lookup(self.flat_category_device, f"category * {len(DEVICES)} + device"),
             "t_price": "-z_price",
             "t_hour": f"cos((hour - 20) * {_d(2 * math.pi / 24)})",
-            "t_user_item": _sum([f"user_v{d} * item_v{d}" for d in range(k)]),
+            "t_user_item": sql_sum([f"user_v{d} * item_v{d}" for d in range(k)]),
             "t_history": self.history_similarity(),
         }
 
@@ -479,8 +455,8 @@ def _scored(frame: DataFrame, model: EcommerceModel) -> DataFrame:
     scaled = {
         name: f"{_d(model.term_scales[name])} * (t_{name} - {_d(model.term_means[name])})" for name in SHARES
     }
-    first_order = _sum([_d(model.bias), *[scaled[name] for name in FIRST_ORDER]])
-    second_order = _sum([scaled[name] for name in SHARES if name not in FIRST_ORDER])
+    first_order = sql_sum([_d(model.bias), *[scaled[name] for name in FIRST_ORDER]])
+    second_order = sql_sum([scaled[name] for name in SHARES if name not in FIRST_ORDER])
     return _stage(frame, {"first_order_logit": first_order}, frame.columns).selectExpr(
         "*", f"first_order_logit + {second_order} AS logit"
     )

@@ -1,6 +1,6 @@
 """The generator's planted ground truth: a known click model whose true probability is computed per row.
 
-Every random quantity is a hash of (seed, row or category key), written as Spark SQL expressions, so
+Every random quantity is a hash of (seed, row or category key), written as Spark SQL text, so
 the generator runs on the executors with no Python UDF and is deterministic for a seed. The model:
 
     logit = bias + sum_j w_j[c_j] + sum_(a,b) <v_a[c_a], v_b[c_b]> * s2 / sqrt(k) + sum_i beta_i * x_i
@@ -17,11 +17,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from pyspark.sql import Column
-from pyspark.sql import functions as F
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.schema import Tags
+from spark_jobs.draws import centered, sql_double, sql_sum, uniform, zipf_rank
 
 # The raw columns it draws, by role, from Criteo's dataset definition (conf/datasets/criteo.json).
 CRITEO = load_dataset("criteo")
@@ -112,101 +111,92 @@ class PlantedModel:
         return cls(**values)
 
     @staticmethod
-    def field_hashes(row_hash: Column) -> dict[str, Column]:
+    def field_hashes(row_hash: str) -> dict[str, str]:
         """Per raw field (and the label): a 64-bit hash whose bits are that field's draws for the row.
 
         Materialize these as columns before category_ids/dense_values read them, so that each is
         computed once per row rather than once per place that reads it."""
-        return {name: F.xxhash64(row_hash, F.lit(j)) for j, name in enumerate([*CATEGORICAL, *DENSE, LABEL])}
+        return {name: f"xxhash64({row_hash}, {j})" for j, name in enumerate([*CATEGORICAL, *DENSE, LABEL])}
 
-    def category_ids(self, day: Column, field_hash: dict[str, Column]) -> dict[str, Column]:
+    def category_ids(self, day: str, field_hash: dict[str, str]) -> dict[str, str]:
         """Per field: the category's integer id for this row (null = missing)."""
         ids = {}
         for j, name in enumerate(CATEGORICAL):
             h = field_hash[name]
             k = self.cardinalities[j]
-            # Zipf-like: P(rank = r) ~ 1 / (r + 1); exp(u * ln(k + 1)) is pow(k + 1, u), twice as fast.
-            rank = F.floor(F.exp(math.log(k + 1.0) * _uniform(h, 0, 32))) - 1
-            birth_day = F.floor(_uniform(h, 56, 8) * day) + 1
-            is_new = (day > 0) & (_uniform(h, 44, 12) < self.new_value_rate)
-            value = F.when(is_new, birth_day * k + rank).otherwise(rank)
-            missing = _uniform(h, 32, 12) < self.cat_missing[j]
-            ids[name] = F.when(missing, F.lit(None)).otherwise(value).cast("long")
+            rank = zipf_rank(uniform(h, 0, 32), k)
+            birth_day = f"(floor({uniform(h, 56, 8)} * {day}) + 1)"
+            is_new = f"({day} > 0 AND {uniform(h, 44, 12)} < {sql_double(self.new_value_rate)})"
+            value = f"CASE WHEN {is_new} THEN {birth_day} * {k} + {rank} ELSE {rank} END"
+            missing = f"{uniform(h, 32, 12)} < {sql_double(self.cat_missing[j])}"
+            ids[name] = f"CAST(CASE WHEN {missing} THEN NULL ELSE {value} END AS BIGINT)"
         return ids
 
-    def dense_values(self, field_hash: dict[str, Column]) -> dict[str, Column]:
+    def dense_values(self, field_hash: dict[str, str]) -> dict[str, str]:
         """Per dense field: a heavy-tailed (log-normal) count, with negatives and missing as in Criteo."""
         values = {}
         for i, name in enumerate(DENSE):
             h = field_hash[name]
             # Irwin-Hall: the sum of four uniforms, rescaled, is a near-normal draw with no log or cos.
-            normal = (sum(_uniform(h, 12 * t, 12) for t in range(4)) - 2.0) * math.sqrt(3.0)
-            count = F.floor(F.exp(self.dense_mu[i] + self.dense_sigma[i] * normal) - 1.0)
-            value = F.least(count, F.lit(_INT_MAX)) - self.negative_offset[i]
-            missing = _uniform(h, 48, 16) < self.dense_missing[i]
-            values[name] = F.when(missing, F.lit(None)).otherwise(value).cast("int")
+            four = sql_sum([uniform(h, 12 * t, 12) for t in range(4)])
+            normal = f"(({four} - {sql_double(2.0)}) * {sql_double(math.sqrt(3.0))})"
+            mu, sigma = sql_double(self.dense_mu[i]), sql_double(self.dense_sigma[i])
+            count = f"floor(exp({mu} + {sigma} * {normal}) - {sql_double(1.0)})"
+            value = f"least({count}, {_INT_MAX}) - {self.negative_offset[i]}"
+            missing = f"{uniform(h, 48, 16)} < {sql_double(self.dense_missing[i])}"
+            values[name] = f"CAST(CASE WHEN {missing} THEN NULL ELSE {value} END AS INT)"
         return values
 
-    def effect_hashes(self, ids: dict[str, Column]) -> dict[str, Column]:
+    def effect_hashes(self, ids: dict[str, str]) -> dict[str, str]:
         """Per field: a hash of (field, category id) whose bits are that category's effects (null if missing).
 
         Materialize these as columns before `logits`, so each is computed once per row."""
         return {
-            name: F.when(ids[name].isNotNull(), F.xxhash64(F.lit(self.seed + 1), F.lit(j), ids[name]))
+            name: f"CASE WHEN {ids[name]} IS NOT NULL THEN xxhash64({self.seed + 1}, {j}, {ids[name]}) END"
             for j, name in enumerate(CATEGORICAL)
         }
 
-    def logits(self, effect_hash: dict[str, Column], dense: dict[str, Column]) -> tuple[Column, Column]:
+    def logits(self, effect_hash: dict[str, str], dense: dict[str, str]) -> tuple[str, str]:
         """(full logit, logit without the interactions) from the rows' effect hashes and dense values."""
-        first_order = sum(
-            F.coalesce(self.first_order_scale * _centered(effect_hash[name], 0), F.lit(0.0))
+        zero = sql_double(0.0)
+        first_order = [
+            f"coalesce({sql_double(self.first_order_scale)} * {centered(effect_hash[name], 0, 12)}, {zero})"
             for name in CATEGORICAL
-        )
-        interaction = sum(self._pair_term(effect_hash, a, b) for a, b in self.pairs)
-        dense_term = sum(
-            F.coalesce(
-                self.dense_beta[i] * (F.log1p(F.greatest(dense[name], F.lit(0))) - self.dense_mu[i]),
-                F.lit(0.0),
-            )
+        ]
+        interaction = sql_sum([self._pair_term(effect_hash, a, b) for a, b in self.pairs])
+        dense_term = [
+            f"coalesce({sql_double(self.dense_beta[i])} * (log1p(greatest({dense[name]}, 0))"
+            f" - {sql_double(self.dense_mu[i])}), {zero})"
             for i, name in enumerate(DENSE)
-        )
-        base = F.lit(self.bias) + first_order + dense_term
-        return base + interaction, base
+        ]
+        base = f"(({sql_double(self.bias)} + {sql_sum(first_order)}) + {sql_sum(dense_term)})"
+        return f"({base} + {interaction})", base
 
-    def _pair_term(self, effect_hash: dict[str, Column], a: int, b: int) -> Column:
+    def _pair_term(self, effect_hash: dict[str, str], a: int, b: int) -> str:
         ha, hb = effect_hash[CATEGORICAL[a]], effect_hash[CATEGORICAL[b]]
-        dot = sum(_centered(ha, 12 + 12 * t) * _centered(hb, 12 + 12 * t) for t in range(self.latent_dim))
-        return F.coalesce(dot * (self.interaction_scale / math.sqrt(self.latent_dim)), F.lit(0.0))
+        offsets = [12 + 12 * t for t in range(self.latent_dim)]
+        dot = sql_sum([f"{centered(ha, o, 12)} * {centered(hb, o, 12)}" for o in offsets])
+        scale = sql_double(self.interaction_scale / math.sqrt(self.latent_dim))
+        return f"coalesce({dot} * {scale}, {sql_double(0.0)})"
 
 
-def category_token(field_index: int, category_id: Column) -> Column:
+def category_token(field_index: int, category_id: str) -> str:
     """The 8-lowercase-hex-digit token of a category id.
 
     x -> (x * A + field) mod P for a prime P just below 0xF0000000 is a bijection on [0, P), so
     distinct ids (below P) never collide, and + 0x10000000 makes every token 8 digits long. The digits
     are built as the 8 ASCII bytes of one long and cast to a string (10M rows: 14 s where hex() and
     lower() took 20 s); casting a long to binary needs ANSI mode off (TOKEN_CONF)."""
-    value = (category_id * _TOKEN_MULTIPLIER + field_index * 7919) % _TOKEN_PRIME + 0x10000000
+    value = f"(({category_id} * {_TOKEN_MULTIPLIER} + {field_index * 7919}) % {_TOKEN_PRIME} + {0x10000000})"
     # Spread the 8 nibbles into the 8 bytes of a long, most significant first.
     for shift, mask in ((16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF), (4, 0x0F0F0F0F0F0F0F0F)):
-        value = value.bitwiseOR(F.shiftleft(value, shift)).bitwiseAND(F.lit(mask))
+        value = f"(({value} | shiftleft({value}, {shift})) & {mask})"
     # Per byte: 1 where the nibble is 10-15, i.e. a letter; '0' + n for digits, 'a' + n - 10 for letters.
-    letters = F.shiftright((value + F.lit(0x0606060606060606)).bitwiseAND(F.lit(0x1010101010101010)), 4)
-    ascii_bytes = value + F.lit(0x3030303030303030) + letters * (ord("a") - ord("0") - 10)
-    return ascii_bytes.cast("binary").cast("string")
+    letters = f"shiftright(({value} + {0x0606060606060606}) & {0x1010101010101010}, 4)"
+    ascii_bytes = f"({value} + {0x3030303030303030} + {letters} * {ord('a') - ord('0') - 10})"
+    return f"CAST(CAST({ascii_bytes} AS BINARY) AS STRING)"
 
 
-def label_draw(label_hash: Column) -> Column:
+def label_draw(label_hash: str) -> str:
     """The uniform draw that decides a row's label: clicked when it falls below the true probability."""
-    return F.shiftrightunsigned(label_hash, 11) / float(1 << 53)
-
-
-def _uniform(h: Column, offset: int, width: int) -> Column:
-    """A uniform draw in (0, 1) from `width` bits of a 64-bit hash starting at bit `offset`."""
-    bits = F.shiftright(h, offset).bitwiseAND(F.lit((1 << width) - 1))
-    return (bits + 0.5) / float(1 << width)
-
-
-def _centered(h: Column, offset: int) -> Column:
-    """A zero-mean, unit-variance uniform draw from 12 bits of a hash."""
-    return (_uniform(h, offset, 12) - 0.5) * math.sqrt(12.0)
+    return f"shiftrightunsigned({label_hash}, 11) / {sql_double(1 << 53)}"
