@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,11 +33,12 @@ from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 
 
-def gpu_eligibility(frames: list[DataFrame]) -> float | None:
-    """The share of plan operators the RAPIDS Accelerator would run on a GPU (None without its jar)."""
-    if not frames or not rapids_available(frames[0]):
+def gpu_eligibility(output: DataFrame, fit_queries: Callable[[], list[DataFrame]]) -> float | None:
+    """The share of the fit's and the output's plan operators that the RAPIDS Accelerator would run on
+    a GPU; None without its jar, and then the fit's plans are not built (~1 s of calls to the JVM)."""
+    if not rapids_available(output):
         return None
-    reports = [gpu_plan(frame) for frame in frames]
+    reports = [gpu_plan(frame) for frame in [*fit_queries(), output]]
     on = sum(len(r.on_gpu) for r in reports)
     total = on + sum(len(r.not_on_gpu) for r in reports)
     return round(on / total, 4) if total else 1.0
@@ -155,7 +157,7 @@ def featurize(
     return {
         "rows_out": rows_out,
         "rows_per_s": round(rows_out / elapsed, 1),
-        "gpu_eligible_fraction": gpu_eligibility([*workflow.fit_queries(training_rows), output]),
+        "gpu_eligible_fraction": gpu_eligibility(output, lambda: workflow.fit_queries(training_rows)),
         "bronze_version": bronze_version,
         "features_table": features,
         "features_version": features_version,
