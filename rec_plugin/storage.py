@@ -158,11 +158,20 @@ def delta_versions(spark: SparkSession, path: str, tables: list[str]) -> dict[st
     return {t: delta_version(spark, f"{path}/{t}", "table") for t in tables}
 
 
-def partition_values(table: DataFrame, column: str) -> set[str]:
-    """The values of a partition column that a table's files hold, from its file list alone (a Delta
-    table answers from its log: no data is read)."""
+def partition_files(table: DataFrame, column: str) -> dict[str, list[str]]:
+    """A table's files by the value of a partition column, from its file list alone (a Delta table
+    answers from its log: no data is read)."""
     pattern = re.compile(rf"/{re.escape(column)}=([^/]*)/")
-    return {match.group(1) for name in table.inputFiles() for match in [pattern.search(name)] if match}
+    files: dict[str, list[str]] = {}
+    for name in table.inputFiles():
+        if match := pattern.search(name):
+            files.setdefault(match.group(1), []).append(name)
+    return files
+
+
+def partition_values(table: DataFrame, column: str) -> set[str]:
+    """The values of a partition column that a table's files hold (partition_files)."""
+    return set(partition_files(table, column))
 
 
 @contextmanager

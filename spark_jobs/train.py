@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import torch
 from pyspark.sql import SparkSession
@@ -48,13 +49,37 @@ from training.tune_directory import TunedConfig
 ORACLE_LABEL = "label"
 
 
+@dataclass(frozen=True)
+class FeatureFileIndex:
+    """Some days of a features table version: their parquet files (qualified URIs, readable from any
+    worker) and rows, by day, listed and counted once for every set of them that a run trains or
+    evaluates on (each listing is a Delta query, ~1 s on a small table)."""
+
+    files_by_day: dict[int, tuple[str, ...]]
+    rows_by_day: dict[int, int]
+
+    @classmethod
+    def read(cls, spark: SparkSession, features: str, version: int, days: list[int]) -> FeatureFileIndex:
+        table = spark.read.format("delta").option("versionAsOf", version).load(features)
+        table = table.where(F.col(DAY).isin(days))
+        files = {day: names for day, names in storage.partition_files(table, DAY).items() if int(day) in days}
+        rows = {int(row[DAY]): int(row["count"]) for row in table.groupBy(DAY).count().collect()}
+        return cls({int(day): tuple(sorted(names)) for day, names in files.items()}, rows)
+
+    @property
+    def days(self) -> set[int]:
+        """Those of the days the version holds, from its file list."""
+        return set(self.files_by_day)
+
+    def file_set(self, days: list[int]) -> FileSet:
+        """The files holding `days` and their row count."""
+        files = sorted(name for day in set(days) for name in self.files_by_day.get(day, ()))
+        return FileSet(tuple(files), sum(self.rows_by_day.get(day, 0) for day in set(days)))
+
+
 def feature_files(spark: SparkSession, features: str, version: int, days: list[int]) -> FileSet:
-    """The parquet files holding `days` at table version `version` (qualified URIs, readable from any
-    worker), and their row count."""
-    table = spark.read.format("delta").option("versionAsOf", version).load(features)
-    files = [f for f in table.inputFiles() if any(f"/{DAY}={d}/" in f for d in days)]
-    rows = table.where(F.col(DAY).isin(days)).count()
-    return FileSet(tuple(sorted(files)), rows)
+    """The parquet files holding `days` at table version `version`, and their row count."""
+    return FeatureFileIndex.read(spark, features, version, days).file_set(days)
 
 
 def features_version_to_read(spark: SparkSession, features: str, version: int | None) -> int:
@@ -78,13 +103,15 @@ def evaluate(
     spark: SparkSession,
     model: torch.nn.Module,
     schema: Schema,
+    index: FeatureFileIndex,
     features: str,
     version: int,
     days: list[int],
     oracle: str | None,
 ) -> dict:
-    """The model's metrics on the rows of `days`, beside the oracle's on the same rows."""
-    labels, scores = predict(model, feature_files(spark, features, version, days), schema)
+    """The model's metrics on the rows of `days` (files from `index`, of `features` at `version`),
+    beside the oracle's on the same rows."""
+    labels, scores = predict(model, index.file_set(days), schema)
     truth = oracle_on(spark, features, version, oracle, days) if oracle else {}
     return {
         **metrics(labels, scores),
@@ -123,7 +150,9 @@ def train(
     features_version = features_version_to_read(spark, features, features_version)
     splits = FeaturesDescription.load(spark, workflow).splits
     schema = Workflow.load_schema(workflow, spark)
-    train_files = feature_files(spark, features, features_version, splits["train"])
+    named_days = [d for days in splits.values() for d in days]
+    index = FeatureFileIndex.read(spark, features, features_version, named_days)
+    train_files = index.file_set(splits["train"])
     if train_files.rows == 0:
         raise InputError(
             f"the train days {splits['train']} hold no rows in features table {features} at version "
@@ -131,11 +160,10 @@ def train(
         )
     trained, summary = fit(spark, schema, train_files, run_dir, model, backend, workers, **options)
     run = RunDirectory(storage.qualified(spark, run_dir))
-    held = days_held(spark, features, features_version)
-    scored = {split: [d for d in splits.get(split, []) if d in held] for split in ("valid", "test")}
+    scored = {split: [d for d in splits.get(split, []) if d in index.days] for split in ("valid", "test")}
 
     def evaluated(days: list[int]) -> dict:
-        return evaluate(spark, trained, schema, features, features_version, days, oracle)
+        return evaluate(spark, trained, schema, index, features, features_version, days, oracle)
 
     days = [{"day": d, "split": split, **evaluated([d])} for split in scored for d in scored[split]]
     test = evaluated(scored["test"]) if scored["test"] else {}
