@@ -5,7 +5,8 @@ compares (cwd and PYTHONPATH = that tree), so the figure measures that tree's co
     python bench/stage_rate.py generate|ingest|featurize|loader|train --raw R --bronze B --scratch S
         [--schema-from WF] [--rows-per-day N]
 
-generate writes 4 days of N rows into S/data (R's config: what a test or the demo pays to make data);
+generate writes 4 days of N rows into S/data (before_after.py made R so too): what a test or the demo
+pays to make data;
 ingest reads R into S/bronze; featurize reads B (one bronze table for every tree) into S/features and
 S/workflow; loader and train read those. A baseline from before the
 schema contract (#12) built its loader and model without a schema: `--schema-from` names a workflow

@@ -24,7 +24,7 @@ def sql_sum(terms: list[str]) -> str:
 def uniform(h: str, offset: int, width: int) -> str:
     """A uniform draw in (0, 1) from `width` bits of the 64-bit hash `h` starting at bit `offset`."""
     bits = f"(shiftright({h}, {offset}) & {(1 << width) - 1})"
-    return f"({bits} + {sql_double(0.5)}) / {sql_double(1 << width)}"
+    return f"(({bits} + {sql_double(0.5)}) / {sql_double(1 << width)})"
 
 
 def centered(h: str, offset: int, width: int) -> str:

@@ -194,13 +194,13 @@ class EcommerceModel:
 
 
 def _cells_below(x: np.ndarray, width: int) -> np.ndarray:
-    """How many of the 2^width values (b + 0.5) / 2^width of a _uniform draw lie below each x."""
+    """How many of the 2^width values (b + 0.5) / 2^width of a uniform draw lie below each x."""
     cells = 1 << width
     return np.clip(np.ceil(np.asarray(x, dtype=np.float64) * cells - 0.5), 0, cells)
 
 
 def _interval_pmf(edges: np.ndarray, width: int) -> np.ndarray:
-    """P(edges[j] <= draw < edges[j + 1]) of a `width`-bit _uniform draw: counted, not integrated."""
+    """P(edges[j] <= draw < edges[j + 1]) of a `width`-bit uniform draw: counted, not integrated."""
     return np.diff(_cells_below(edges, width)) / (1 << width)
 
 

@@ -199,4 +199,4 @@ def category_token(field_index: int, category_id: str) -> str:
 
 def label_draw(label_hash: str) -> str:
     """The uniform draw that decides a row's label: clicked when it falls below the true probability."""
-    return f"shiftrightunsigned({label_hash}, 11) / {sql_double(1 << 53)}"
+    return f"(shiftrightunsigned({label_hash}, 11) / {sql_double(1 << 53)})"

@@ -52,27 +52,30 @@ ORACLE_LABEL = "label"
 @dataclass(frozen=True)
 class FeatureFileIndex:
     """Some days of a features table version: their parquet files (qualified URIs, readable from any
-    worker) and rows, by day, listed and counted once for every set of them that a run trains or
-    evaluates on (each listing is a Delta query, ~1 s on a small table)."""
+    worker) and rows by day, listed and counted in one pass for all the sets of those days that a run
+    trains or evaluates on (each listing is a Delta query, ~1 s on a small table)."""
 
     files_by_day: dict[int, tuple[str, ...]]
     rows_by_day: dict[int, int]
 
     @classmethod
     def read(cls, spark: SparkSession, features: str, version: int, days: list[int]) -> FeatureFileIndex:
+        """The index of `days` of `features` at `version` (the days it lacks are absent)."""
         table = spark.read.format("delta").option("versionAsOf", version).load(features)
         table = table.where(F.col(DAY).isin(days))
-        files = {day: names for day, names in storage.partition_files(table, DAY).items() if int(day) in days}
+        named = {str(day): day for day in days}
+        listed = storage.partition_files(table, DAY)
+        files = {named[value]: tuple(names) for value, names in listed.items() if value in named}
         rows = {int(row[DAY]): int(row["count"]) for row in table.groupBy(DAY).count().collect()}
-        return cls({int(day): tuple(sorted(names)) for day, names in files.items()}, rows)
+        return cls(files, rows)
 
     @property
     def days(self) -> set[int]:
-        """Those of the days the version holds, from its file list."""
+        """The indexed days that the version holds (that have files)."""
         return set(self.files_by_day)
 
     def file_set(self, days: list[int]) -> FileSet:
-        """The files holding `days` and their row count."""
+        """The files holding `days` (in name order) and their row count."""
         files = sorted(name for day in set(days) for name in self.files_by_day.get(day, ()))
         return FileSet(tuple(files), sum(self.rows_by_day.get(day, 0) for day in set(days)))
 
