@@ -22,11 +22,6 @@ class GpuPlanReport:
     not_on_gpu: list[tuple[str, str]]
     text: str
 
-    @property
-    def eligible_fraction(self) -> float:
-        total = len(self.on_gpu) + len(self.not_on_gpu)
-        return len(self.on_gpu) / total if total else 1.0
-
 
 def rapids_available(frame: DataFrame) -> bool:
     jvm = frame.sparkSession.sparkContext._jvm

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
-LINEAGE = (DAY, SOURCE_FILE, LINE_NUMBER)
 # Table properties for a new table of lineage-keyed rows (bronze, rejects, features): Delta's per-file
 # statistics on the row keys only, what reruns and lookups filter on beside the day partition. Delta
 # otherwise gathers min, max and null count of the first 32 columns for every row it writes, which
@@ -85,10 +84,6 @@ class ColumnSchema:
     @property
     def is_list(self) -> bool:
         return self.dtype.startswith("list<")
-
-    @property
-    def element_dtype(self) -> str:
-        return self.dtype[len("list<") : -1] if self.is_list else self.dtype
 
     def with_tags(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> ColumnSchema:
         removed = set(remove)
