@@ -23,6 +23,7 @@ from harness import print_medians, probe_result, report_quiet
 
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
+from spark_jobs.layout import GeneratedData
 from spark_jobs.session import build_session
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -59,8 +60,9 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
     spark = build_session("local", "bench-before-after", {"spark.ui.showConsoleProgress": "false"})
-    generate(spark, str(scratch / "data"), GeneratorConfig(days=4, rows_per_day=args.rows_per_day))
-    raw, bronze = str(scratch / "data" / "raw"), str(scratch / "bronze")
+    data = GeneratedData(str(scratch / "data"))
+    generate(spark, data.root, GeneratorConfig(days=4, rows_per_day=args.rows_per_day))
+    raw, bronze = data.raw, str(scratch / "bronze")
     ingest(spark, raw, bronze, str(scratch / "rejects"))
     spark.stop()
     baseline = scratch / "baseline"

@@ -18,7 +18,7 @@ from pathlib import Path
 from harness import print_medians, probe_result, report_quiet
 
 from spark_jobs.generate import GeneratorConfig, generate
-from spark_jobs.layout import day_splits
+from spark_jobs.layout import GeneratedData, day_splits
 from spark_jobs.session import build_session
 
 PLUGIN = {"spark.plugins": "com.nvidia.spark.SQLPlugin"}
@@ -53,7 +53,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-explain-profile-"))
     config = GeneratorConfig(rows_per_day=args.rows_per_day)
     spark = build_session("local", "bench-explain-profile-data", {"spark.ui.showConsoleProgress": "false"})
-    generate(spark, str(scratch / "data"), config)
+    data = GeneratedData(str(scratch / "data"))
+    generate(spark, data.root, config)
     spark.stop()
     jar_only, with_plugin = "rapids-explain (jar only)", "with the plugin in explain-only mode"
     variants = {jar_only: {}, with_plugin: PLUGIN}
@@ -62,7 +63,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for name, conf in sorted(variants.items(), reverse=round_ % 2 == 1):
             folder = scratch / f"round-{round_}-{'plugin' if conf else 'jar'}"
-            result = _probe(scratch / "data" / "raw", folder, conf, day_splits(config.days))
+            result = _probe(Path(data.raw), folder, conf, day_splits(config.days))
             for key in seconds:
                 seconds[key].setdefault(name, []).append(result[key])
             print(f"round {round_ + 1} {name}: {json.dumps(result)}", flush=True)

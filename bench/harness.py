@@ -23,6 +23,7 @@ from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
 from spark_jobs.ingest import ingest
 from spark_jobs.interactions import build_interactions
+from spark_jobs.layout import GeneratedData
 from spark_jobs.session import build_session
 from spark_jobs.train import feature_files
 from training.data import FileSet
@@ -160,7 +161,8 @@ def bench_bronze(
     `scratch`), and its days split as the demo splits them (the last two validate and test)."""
     bronze = args.bronze or str(scratch / "bronze")
     if args.bronze is None:
-        ingest(spark, str(generated_data(spark, args, config) / "raw"), bronze, str(scratch / "rejects"))
+        raw = GeneratedData(str(generated_data(spark, args, config))).raw
+        ingest(spark, raw, bronze, str(scratch / "rejects"))
     return bronze, demo_splits(args.days)
 
 
@@ -179,8 +181,9 @@ class Featurized:
 def featurized_data(spark: SparkSession, config: GeneratorConfig, prefix: str) -> Featurized:
     """Days 0..n-3 train, n-2 valid, n-1 test, as the demo splits them."""
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
-    generate(spark, str(scratch / "data"), config)
-    ingest(spark, str(scratch / "data" / "raw"), str(scratch / "bronze"), str(scratch / "rejects"))
+    data = GeneratedData(str(scratch / "data"))
+    generate(spark, data.root, config)
+    ingest(spark, data.raw, str(scratch / "bronze"), str(scratch / "rejects"))
     splits = demo_splits(config.days)
     report = featurize(spark, str(scratch / "bronze"), str(scratch / "features"), str(scratch / "wf"), splits)
     train = feature_files(spark, str(scratch / "features"), report["features_version"], splits["train"])

@@ -21,6 +21,7 @@ from jvm_profile import JvmProfile, add_option
 
 from rec_plugin.dataset import load_dataset
 from spark_jobs.ingest import ingest
+from spark_jobs.layout import GeneratedData
 
 CRITEO = load_dataset("criteo")
 DUCKDB_TYPES = {"int": "INTEGER", "long": "BIGINT", "float": "FLOAT", "string": "VARCHAR"}
@@ -43,7 +44,7 @@ def duckdb_ingest(raw: Path, out: Path) -> int:
 
 def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-ingest", 2_000_000, 1_000_000, more_options=add_option)
-    raw = generated_data(spark, args, config) / "raw"
+    raw = GeneratedData(str(generated_data(spark, args, config))).raw
     rows = args.days * args.rows_per_day
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     profile = JvmProfile(spark, "ingest", args.jvm_profile)

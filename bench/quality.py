@@ -46,6 +46,7 @@ from rec_plugin.workflow import Workflow
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
+from spark_jobs.layout import GeneratedData
 from spark_jobs.planted_model import CATEGORICAL, PlantedModel
 from spark_jobs.session import build_session
 from spark_jobs.train import feature_files, train
@@ -89,11 +90,11 @@ class Prepared:
 
     @property
     def oracle(self) -> str:
-        return str(self.root / "data" / "oracle")
+        return GeneratedData(str(self.root / "data")).oracle
 
     @property
     def planted(self) -> PlantedModel:
-        return PlantedModel.from_json((self.root / "data" / "planted_model.json").read_text())
+        return PlantedModel.from_json(Path(GeneratedData(str(self.root / "data")).planted_model).read_text())
 
 
 def prepared(spark, root: Path, config: GeneratorConfig) -> Prepared:  # noqa: ANN001 - SparkSession
@@ -102,8 +103,9 @@ def prepared(spark, root: Path, config: GeneratorConfig) -> Prepared:  # noqa: A
     if marker.is_file() and json.loads(marker.read_text())["config"] == config.__dict__:
         return Prepared(root, **json.loads(marker.read_text())["prepared"])
     splits = demo_splits(config.days)
-    generate(spark, str(root / "data"), config)
-    ingest(spark, str(root / "data" / "raw"), str(root / "bronze"), str(root / "rejects"))
+    data = GeneratedData(str(root / "data"))
+    generate(spark, data.root, config)
+    ingest(spark, data.raw, str(root / "bronze"), str(root / "rejects"))
     report = featurize(spark, str(root / "bronze"), str(root / "features"), str(root / "wf"), splits)
     done = {"features_version": report["features_version"], "splits": splits}
     marker.write_text(json.dumps({"config": config.__dict__, "prepared": done}))

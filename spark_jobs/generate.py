@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import LINE_NUMBER, SOURCE_FILE, partition_line_number
+from spark_jobs.layout import GeneratedData
 from spark_jobs.planted_model import (
     CATEGORICAL,
     CRITEO,
@@ -211,24 +212,25 @@ def write_outputs(
     <out>/raw, its oracle table to <out>/oracle and its planted model to <out>/planted_model.json,
     replacing any earlier output; returns the report section."""
     rows = config.days * config.rows_per_day
-    staging = f"{out}/raw/_staging"
-    for previous in ("raw", "oracle"):  # a full regeneration: no old versions to keep
-        storage.delete(spark, f"{out}/{previous}")
+    data = GeneratedData(out)
+    staging = f"{data.raw}/_staging"
+    for previous in (data.raw, data.oracle):  # a full regeneration: no old versions to keep
+        storage.delete(spark, previous)
     raw_lines.write.option("compression", config.compression).text(staging)
     targets = raw_file_names(config)
     for name in storage.list_files(spark, staging):
-        storage.rename(spark, f"{staging}/{name}", f"{out}/raw/{targets[int(name.split('-')[1])]}")
+        storage.rename(spark, f"{staging}/{name}", f"{data.raw}/{targets[int(name.split('-')[1])]}")
     storage.delete(spark, staging)
-    progress(f"{rows:,} raw lines written to {out}/raw", started)
-    oracle.write.format("delta").save(f"{out}/oracle")
+    progress(f"{rows:,} raw lines written to {data.raw}", started)
+    oracle.write.format("delta").save(data.oracle)
     elapsed = time.perf_counter() - started
-    progress(f"oracle written to {out}/oracle", started)
-    storage.write_text(spark, f"{out}/planted_model.json", model_json)
+    progress(f"oracle written to {data.oracle}", started)
+    storage.write_text(spark, data.planted_model, model_json)
     return {
         "rows": rows,
         "days": config.days,
         "rows_per_s": round(rows / elapsed, 1),
-        **oracle_metrics(spark.read.format("delta").load(f"{out}/oracle")),
+        **oracle_metrics(spark.read.format("delta").load(data.oracle)),
     }
 
 

@@ -30,26 +30,8 @@ held-out user's items are split by a seeded hash: round(20%) (at least 1) are HE
 (fold-in). POPULARITY_RANKING ranks items by the train users in whose bag they are.
 
 With --planted (the generator's data folder, holding planted_model.json) the oracle columns are the
-Bayes-optimal ranking of what the user clicks. A positive is an item the user was shown and clicked,
-and the generator draws the shown item independently of the user, so in a context (user u, day d,
-hour, device)
-
-    P(u clicks i) = P(an impression on day d shows i) * sigmoid(planted logit(u, i, context))
-    oracle score  = log P(shown i on day d) + log sigmoid(logit)
-
-P(shown i on day d), from the generator's own draws (item_exposure, counted exactly over their hash
-bits): P(category = i mod categories) * P(rank = i div categories | d), the category a Zipf rank over
-the categories; the rank, on day 0, a Zipf rank over the items_per_category day-0 items, and on a later
-day, with probability new_entity_rate (as drawn), an item born after day 0 (born on a uniform day of
-1..d, at a uniform place in that day's cohort of new_items_per_category_per_day) and otherwise the
-day-0 Zipf rank; 0 (log: -inf) for an item born after day d. Popularity thus enters the oracle as the
-generator makes it, beside the user's taste: the planted logit alone ranks what a user would like if
-shown everything, which is not what they click.
-ORACLE_SCORE scores the candidate in the held-out positive's own impression (its user, day, hour and
-device, hence the user's recent list on that day), exact: featurized ids are mapped back to raw tokens
-through the workflow's vocabularies, then to the generator's indices, and scored by the generator's own
-SQL. ORACLE_RANKING ranks the item vocabulary in the context of the user's latest positive (its day,
-hour and device).
+Bayes-optimal ranking of what the user clicks (spark_jobs/ecommerce_oracle.py): ORACLE_SCORE in
+ncf_eval, ORACLE_RANKING in vae.
 
     spark-submit spark_jobs/interactions.py --features lake/features --workflow lake/workflow \\
         --out lake/interactions --planted data
@@ -60,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -90,23 +72,13 @@ from rec_plugin.interactions import (
     item_column,
     user_column,
 )
-from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema, SchemaError
 from rec_plugin.workflow import Workflow
-from spark_jobs.generate_ecommerce import (
-    DEVICES,
-    EcommerceModel,
-    field_indices,
-    item_columns,
-    item_exposure,
-    planted_logits,
-    user_day_columns,
-)
+from spark_jobs.ecommerce_oracle import CANDIDATES, KEY_USER, KNOWN, LAST, EcommerceOracle
 from spark_jobs.session import build_session
 
 NEGATIVE_ROUNDS = 4  # draws of one training negative before it is dropped
 MIN_HELDOUT_ITEMS = 5  # a valid or test user's items, so that fold-in and held-out parts are both real
-PLANTED_MODEL_FILE = "planted_model.json"
 # About this many ncf_train rows a file: files to share among loader workers, each a few times the
 # loader's shuffle buffer (200k rows), whose reads stay large.
 NCF_TRAIN_FILE_ROWS = 500_000
@@ -115,15 +87,7 @@ NCF_TRAIN_FILE_ROWS = 500_000
 NCF_TRAIN_MIN_FILES = 16
 # Salts of the seeded hashes, one per purpose, so that no two draws are correlated.
 _TRAIN_SALT, _EVAL_SALT, _SPLIT_SALT, _FOLD_SALT, _FILE_SALT, _ORDER_SALT = 1, 2, 3, 4, 5, 6
-# Of the user's latest positive: its line (the order) and, for the oracle, its context fields.
-_LAST = "last"
 _CLICKED = "clicked"
-_CANDIDATES = "candidates"
-_KEY_USER, _KEY_ITEM = "key_user", "key_item"
-_KNOWN = "context_known"
-_LOG_EXPOSURE = "log_exposure"
-# Scores the ranking holds in memory at once per Python worker (users x items).
-_RANKING_CELLS = 1 << 22
 
 
 def _uniform(seed: int, salt: int, *keys: Column) -> Column:
@@ -171,14 +135,14 @@ def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str]) -> Da
     positives = table.where((F.col(label) == 1) & (F.col(user) > 0) & (F.col(item) > 0))
     order = F.struct(DAY, SOURCE_FILE, LINE_NUMBER, *context)
     pairs = positives.groupBy(F.col(user).cast("bigint").alias(user), F.col(item).cast("bigint").alias(item))
-    pairs = pairs.agg(F.max(order).alias(_LAST))
-    clicked = F.sort_array(F.collect_list(F.struct(_LAST, item))).alias(_CLICKED)
+    pairs = pairs.agg(F.max(order).alias(LAST))
+    clicked = F.sort_array(F.collect_list(F.struct(LAST, item))).alias(_CLICKED)
     per_user = pairs.groupBy(user).agg(clicked)
     items = F.transform(_CLICKED, lambda c: c[item])
     return per_user.select(
         user,
         items.alias(ITEMS),
-        F.element_at(_CLICKED, -1)[_LAST].alias(_LAST),
+        F.element_at(_CLICKED, -1)[LAST].alias(LAST),
         (F.size(_CLICKED) >= 2).alias("evaluated"),
     )
 
@@ -274,18 +238,18 @@ def _eval_candidates(users: DataFrame, schema: Schema, seed: int) -> DataFrame:
         F.array(F.struct(F.element_at(ITEMS, -1).alias(item), F.lit(1).alias(label))),
         F.transform("negatives", lambda x: F.struct(x.alias(item), F.lit(0).alias(label))),
     )
-    return evaluated.select(user, _LAST, candidates.alias(_CANDIDATES))
+    return evaluated.select(user, LAST, candidates.alias(CANDIDATES))
 
 
 def _ncf_eval(
-    oracle: _Oracle | None, users: DataFrame, schema: Schema, popularity: DataFrame, seed: int
+    oracle: EcommerceOracle | None, users: DataFrame, schema: Schema, popularity: DataFrame, seed: int
 ) -> DataFrame:
     """ncf_eval's rows with POPULARITY and ORACLE_SCORE (the candidate's planted logit in the held-out
     impression; null without a planted model or where the context is not the generator's)."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
     per_user = _eval_candidates(users, schema, seed)
     if oracle is None:
-        exploded = per_user.select(user, F.explode(_CANDIDATES).alias("c"))
+        exploded = per_user.select(user, F.explode(CANDIDATES).alias("c"))
         rows = exploded.select(
             user, f"c.{item}", f"c.{label}", F.lit(None).cast("double").alias(ORACLE_SCORE)
         )
@@ -338,248 +302,6 @@ def _popularity_ranking(bags: DataFrame, max_items: int) -> Column:
     return F.when(F.col(SPLIT) != train, F.slice(ranked, 1, RANKING_DEPTH))
 
 
-def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """The positions in sorted `keys` of those `wanted` values that it holds."""
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return at[keys[at] == wanted]
-
-
-class _Oracle:
-    """The planted model of generate-ecommerce over the features' ids: each context field's vocabulary
-    mapped to the generator's indices (vocabulary id -> token -> index), and every item of the item
-    vocabulary with its draws."""
-
-    def __init__(self, spark: SparkSession, planted: str, workflow: str, schema: Schema) -> None:
-        path = f"{planted}/{PLANTED_MODEL_FILE}"
-        if not storage.exists(spark, path):
-            raise InputError(
-                f"--planted {planted} holds no {PLANTED_MODEL_FILE}: give the generator's data folder"
-            )
-        try:
-            self.model = EcommerceModel.from_json(storage.read_text(spark, path))
-        except (TypeError, ValueError):
-            raise InputError(f"{path} is not generate-ecommerce's planted model") from None
-        self.fields = field_indices(self.model)
-        self.user, self.item = user_column(schema).name, item_column(schema).name
-        if (self.user, self.item) != tuple(list(self.fields)[:2]):
-            raise InputError(
-                f"the planted model reads user and item fields {list(self.fields)[:2]}, "
-                f"the schema tags {[self.user, self.item]}"
-            )
-        columns = {}
-        for name in self.fields:
-            if name not in schema or schema[name].vocabulary is None:
-                raise InputError(
-                    f"the planted model needs the categorified column {name!r}, not in the features schema"
-                )
-            columns[name] = schema[name].vocabulary
-        vocabularies = read_vocabularies(spark, workflow, columns)
-        self.indices = {
-            name: vocabularies[name]
-            .selectExpr(f"CAST(id AS BIGINT) AS key_{name}", f"value AS `{name}`")
-            .selectExpr(f"key_{name}", *[f"{sql} AS {index}" for index, sql in sql_of.items()])
-            for name, sql_of in self.fields.items()
-        }
-        items = (
-            self.indices[self.item].withColumnRenamed(f"key_{self.item}", _KEY_ITEM).where("item IS NOT NULL")
-        )
-        self.items = item_columns(items, self.model).persist(StorageLevel.MEMORY_AND_DISK)
-
-    @property
-    def context(self) -> list[str]:
-        """The fields of the latest positive's `last` struct the oracle reads beside user and item."""
-        return [name for name in self.fields if name not in (self.user, self.item)]
-
-    def release(self) -> None:
-        self.items.unpersist()
-
-    def user_days(self, users: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
-        """Per user (column user_column, beside `keep`): KEY_USER and user_day_columns in the context of
-        their latest positive (`last`: its day, hour and device as generator indices); KNOWN says
-        whether that context is one the generator wrote."""
-        frame = users.select(
-            F.col(self.user).alias(_KEY_USER),
-            F.col(f"{_LAST}.{DAY}").alias(DAY),
-            *[F.col(f"{_LAST}.{c}").alias(f"id_{c}") for c in self.context],
-            *keep,
-        )
-        frame = frame.join(self.indices[self.user], F.col(_KEY_USER) == F.col(f"key_{self.user}"), "left")
-        for name in self.context:
-            index = F.broadcast(self.indices[name])
-            frame = frame.join(index, F.col(f"id_{name}") == F.col(f"key_{name}"), "left")
-        indices = ["user", *[i for name in self.context for i in self.fields[name]]]
-        known = F.lit(True)
-        for index in indices:
-            known = known & F.col(index).isNotNull()
-        frame = frame.select(_KEY_USER, DAY, *indices, *keep, known.alias(_KNOWN))
-        return user_day_columns(frame, self.model)
-
-    def log_exposure(self, day: int, indices: np.ndarray) -> np.ndarray:
-        """log P(an impression on `day` shows the item), per generator item index: -inf for an item
-        not yet born that day (one that no impression of the day can show)."""
-        pmf = item_exposure(self.model, day)
-        shown = np.zeros(len(indices))
-        inside = indices < len(pmf)
-        shown[inside] = pmf[indices[inside]]
-        with np.errstate(divide="ignore"):
-            return np.log(shown)
-
-    def _item_indices(self) -> tuple[np.ndarray, np.ndarray]:
-        """The item vocabulary's keys, sorted, and their generator indices."""
-        items = self.items.select(_KEY_ITEM, "item").orderBy(_KEY_ITEM).toPandas()
-        return items[_KEY_ITEM].to_numpy(), items["item"].to_numpy()
-
-    def _exposures(self, days: list[int]) -> DataFrame:
-        """(DAY, KEY_ITEM, LOG_EXPOSURE) of every item of the vocabulary on each of `days`."""
-        keys, indices = self._item_indices()
-        table = pd.concat(
-            pd.DataFrame({DAY: day, _KEY_ITEM: keys, _LOG_EXPOSURE: self.log_exposure(day, indices)})
-            for day in days
-        )
-        schema = f"{DAY} int, {_KEY_ITEM} bigint, {_LOG_EXPOSURE} double"
-        return self.items.sparkSession.createDataFrame(table, schema)
-
-    def candidate_scores(self, per_user: DataFrame) -> DataFrame:
-        """ncf_eval's rows (user, item, label) with ORACLE_SCORE from per-user CANDIDATES: joined to
-        the user's context once, then to each candidate's item draws and its exposure on the user's
-        day (small tables, broadcast)."""
-        days = [r[0] for r in per_user.select(F.col(f"{_LAST}.{DAY}")).distinct().collect()]
-        user_days = self.user_days(per_user, (_CANDIDATES,))
-        exploded = user_days.withColumn("c", F.explode(_CANDIDATES)).drop(_CANDIDATES)
-        pairs = exploded.withColumn(_KEY_ITEM, F.col(f"c.{self.item}"))
-        joined = pairs.join(F.broadcast(self.items), _KEY_ITEM, "left")
-        joined = joined.join(F.broadcast(self._exposures(days)), [DAY, _KEY_ITEM], "left")
-        scored = planted_logits(joined, self.model)
-        clicked = F.col(_LOG_EXPOSURE) - F.log1p(F.exp(-F.col("logit")))
-        score = F.when(F.col(_KNOWN) & F.col("item").isNotNull(), clicked)
-        return scored.select(F.col(_KEY_USER).alias(self.user), "c.*", score.alias(ORACLE_SCORE))
-
-    def scores(self, user_days: DataFrame, pairs: DataFrame) -> DataFrame:
-        """(KEY_USER, KEY_ITEM, logit) of each pair whose user has a known context and item an index."""
-        joined = pairs.join(user_days.where(_KNOWN), _KEY_USER).join(self.items, _KEY_ITEM)
-        return planted_logits(joined, self.model).select(_KEY_USER, _KEY_ITEM, "logit")
-
-    def rankings(self, user_days: DataFrame, fold_in: DataFrame) -> DataFrame:
-        """(KEY_USER, ORACLE_RANKING): per user of `user_days` the RANKING_DEPTH items of the vocabulary
-        with the highest log P(shown on the user's day) + log sigmoid(planted logit in their context),
-        fold-in items (fold_in: KEY_USER, ITEMS) left out. Exact and cheap: the logit is the first-order
-        part of (item, device), the hour's term (the same for every item), and two second-order terms:
-        <user_v, item_v> (a product in numpy) and the history term, which depends on the item only
-        through its category unless the item is in the recent list (the generator's SQL scores every
-        (user, category) and (user, recent item))."""
-        scale, mean = self.model.term_scales, self.model.term_means
-        contexts = user_days.select(DAY, "hour").distinct().collect()
-        days, hours = [r[DAY] for r in contexts], [r["hour"] for r in contexts]
-        first_order = self._first_order_by_device()
-        by_hour = self._hour_terms(hours)
-        dim = self.model.latent_dim
-        items = (
-            self.items.select(_KEY_ITEM, "item", "category", *[f"item_v{d}" for d in range(dim)])
-            .orderBy(_KEY_ITEM)
-            .toPandas()
-        )
-        keys = items[_KEY_ITEM].to_numpy()
-        exposure = np.stack(
-            [self.log_exposure(day, items["item"].to_numpy()) for day in range(max(days, default=0) + 1)]
-        )
-        factors = items[[f"item_v{d}" for d in range(dim)]].to_numpy(dtype=np.float64)
-        categories = items["category"].to_numpy()
-        fixed = first_order.reindex(keys).to_numpy().T  # devices x items
-        history = self._history_terms(user_days)
-        users = user_days.select(
-            _KEY_USER, DAY, "hour", "device", F.array(*[f"user_v{d}" for d in range(dim)]).alias("factor")
-        )
-        users = users.join(history, _KEY_USER).join(fold_in, _KEY_USER)
-        s_ui, m_ui, s_h, m_h = scale["user_item"], mean["user_item"], scale["history"], mean["history"]
-        depth = min(RANKING_DEPTH, len(keys))
-
-        def rank(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            for batch in batches:
-                for start in range(0, len(batch), max(1, _RANKING_CELLS // len(keys))):
-                    chunk = batch.iloc[start : start + max(1, _RANKING_CELLS // len(keys))]
-                    logit = fixed[chunk["device"].to_numpy()] + s_ui * (
-                        np.stack(chunk["factor"].to_numpy()) @ factors.T - m_ui
-                    )
-                    logit += by_hour[chunk["hour"].to_numpy()][:, None]
-                    by_category = np.stack(chunk["by_category"].to_numpy())
-                    logit += s_h * (by_category[:, categories] - m_h)
-                    for row, (recent, exact) in enumerate(zip(chunk["recent_keys"], chunk["recent_terms"])):
-                        at = np.searchsorted(keys, recent)
-                        logit[row, at] += s_h * (np.asarray(exact) - by_category[row, categories[at]])
-                    score = exposure[chunk[DAY].to_numpy()] - np.logaddexp(0.0, -logit)
-                    for row, fold in enumerate(chunk[ITEMS]):
-                        score[row, _positions(keys, fold)] = -np.inf
-                    top = np.argpartition(-score, depth - 1, axis=1)[:, :depth]
-                    order = np.argsort(-np.take_along_axis(score, top, 1), axis=1, kind="stable")
-                    ranked = keys[np.take_along_axis(top, order, 1)]
-                    yield pd.DataFrame({_KEY_USER: chunk[_KEY_USER].to_numpy(), ORACLE_RANKING: list(ranked)})
-
-        return users.mapInPandas(rank, f"{_KEY_USER} bigint, {ORACLE_RANKING} array<bigint>")
-
-    def _first_order(self, items: DataFrame, contexts: list[tuple[int, int]]) -> pd.DataFrame:
-        """(KEY_ITEM, device, hour, first_order_logit) of `items` in each (device, hour) context: the
-        first-order part reads neither the user nor the day, so any stands in."""
-        spark = self.items.sparkSession
-        anyone = user_day_columns(spark.range(1).selectExpr("0L AS user", "0 AS day"), self.model)
-        at = spark.createDataFrame(contexts, "device int, hour int")
-        frame = planted_logits(items.crossJoin(anyone).crossJoin(at), self.model)
-        return frame.select(_KEY_ITEM, "device", "hour", "first_order_logit").toPandas()
-
-    def _first_order_by_device(self) -> pd.DataFrame:
-        """Per item key, per device: the first-order logit at hour 0."""
-        table = self._first_order(self.items, [(device, 0) for device in range(len(DEVICES))])
-        return table.pivot(index=_KEY_ITEM, columns="device", values="first_order_logit")
-
-    def _hour_terms(self, hours: list[int]) -> np.ndarray:
-        """Indexed by hour (0 .. the latest of `hours`): what the hour adds to the logit against hour 0,
-        the same for every item and device (the hour's own term)."""
-        table = self._first_order(self.items.limit(1), [(0, hour) for hour in {0, *hours}])
-        logits = dict(zip(table["hour"], table["first_order_logit"]))
-        terms = np.zeros(max(hours, default=0) + 1)
-        for hour in hours:
-            terms[hour] = logits[hour] - logits[0]
-        return terms
-
-    def _history_terms(self, user_days: DataFrame) -> DataFrame:
-        """(KEY_USER, by_category, recent_keys, recent_terms): the history term for an item of each
-        category outside the user's list (a stand-in item -1 of that category), and for each recent item
-        of the vocabulary."""
-        spark = user_days.sparkSession
-        categories = spark.range(self.model.categories).selectExpr(
-            "-1L AS item", "CAST(id AS INT) AS category"
-        )
-        stand_ins = item_columns(categories, self.model)
-        recents = F.array(*[f"recent_{j}" for j in range(self.model.history_length)])
-        lists = user_days.select(
-            _KEY_USER, F.explode(F.array_distinct(F.filter(recents, F.isnotnull))).alias("item")
-        )
-        recent_pairs = user_days.join(lists.join(self.items, "item"), _KEY_USER)
-        pairs = user_days.crossJoin(stand_ins).unionByName(recent_pairs, allowMissingColumns=True)
-        terms = planted_logits(pairs, self.model).select(_KEY_USER, _KEY_ITEM, "category", "t_history")
-        by_category = (
-            terms.where(F.col(_KEY_ITEM).isNull())
-            .groupBy(_KEY_USER)
-            .agg(F.sort_array(F.collect_list(F.struct("category", "t_history"))).alias("c"))
-        )
-        by_category = by_category.select(
-            _KEY_USER, F.transform("c", lambda x: x["t_history"]).alias("by_category")
-        )
-        recent = (
-            terms.where(F.col(_KEY_ITEM).isNotNull())
-            .groupBy(_KEY_USER)
-            .agg(
-                F.collect_list(_KEY_ITEM).alias("recent_keys"),
-                F.collect_list("t_history").alias("recent_terms"),
-            )
-        )
-        return by_category.join(recent, _KEY_USER, "left").select(
-            _KEY_USER,
-            "by_category",
-            F.coalesce("recent_keys", F.array().cast("array<bigint>")).alias("recent_keys"),
-            F.coalesce("recent_terms", F.array().cast("array<double>")).alias("recent_terms"),
-        )
-
-
 def _write(spark: SparkSession, frame: DataFrame, path: str, partition_by: tuple[str, ...] = ()) -> None:
     """Replaces the table at `path` in one Delta commit, its schema and partitioning too (a table an
     earlier version wrote otherwise is rewritten, not refused); a failed first write leaves nothing."""
@@ -589,16 +311,16 @@ def _write(spark: SparkSession, frame: DataFrame, path: str, partition_by: tuple
 
 
 def _with_oracle_rankings(
-    oracle: _Oracle | None, users: DataFrame, bags: DataFrame, schema: Schema
+    oracle: EcommerceOracle | None, users: DataFrame, bags: DataFrame, schema: Schema
 ) -> DataFrame:
     """vae rows with ORACLE_RANKING for held-out users (null for train users and without a model)."""
     if oracle is None:
         return bags.withColumn(ORACLE_RANKING, F.lit(None).cast("array<bigint>"))
     user = user_column(schema).name
-    held = bags.where(F.col(SPLIT) != VAE_SPLITS[0]).select(F.col(user).alias(_KEY_USER), ITEMS)
-    held_users = users.join(held.select(F.col(_KEY_USER).alias(user)), user)
-    rankings = oracle.rankings(oracle.user_days(held_users).where(_KNOWN), held)
-    return bags.join(rankings.withColumnRenamed(_KEY_USER, user), user, "left")
+    held = bags.where(F.col(SPLIT) != VAE_SPLITS[0]).select(F.col(user).alias(KEY_USER), ITEMS)
+    held_users = users.join(held.select(F.col(KEY_USER).alias(user)), user)
+    rankings = oracle.rankings(oracle.user_days(held_users).where(KNOWN), held)
+    return bags.join(rankings.withColumnRenamed(KEY_USER, user), user, "left")
 
 
 def build_interactions(
@@ -635,7 +357,7 @@ def build_interactions(
     schema = _features_schema(spark, workflow)
     version = storage.delta_version(spark, features, "features table", features_version)
     table = spark.read.format("delta").option("versionAsOf", version).load(features)
-    oracle = None if planted is None else _Oracle(spark, planted, workflow, schema)
+    oracle = None if planted is None else EcommerceOracle(spark, planted, workflow, schema)
     users = _clicks_per_user(table, schema, oracle.context if oracle else [])
     users = users.persist(StorageLevel.MEMORY_AND_DISK)
     layout = InteractionsLayout(out)

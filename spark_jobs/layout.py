@@ -9,6 +9,27 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class GeneratedData:
+    """A generator's output folder (sparkrec generate, generate-ecommerce): the raw files that ingest
+    reads, the oracle table (Delta, each line's true click probability) and the planted model."""
+
+    root: str
+
+    @property
+    def raw(self) -> str:
+        return f"{self.root}/raw"
+
+    @property
+    def oracle(self) -> str:
+        return f"{self.root}/oracle"
+
+    @property
+    def planted_model(self) -> str:
+        """The planted model as JSON: what `interactions --planted` scores the oracle columns with."""
+        return f"{self.root}/planted_model.json"
+
+
+@dataclass(frozen=True)
 class PipelineLayout:
     """<out>/data (raw TSV and the oracle), <out>/lake (Delta tables, the workflow), <out>/runs."""
 
@@ -20,11 +41,11 @@ class PipelineLayout:
 
     @property
     def raw(self) -> str:
-        return str(self.out / "data" / "raw")
+        return GeneratedData(self.data).raw
 
     @property
     def oracle(self) -> str:
-        return str(self.out / "data" / "oracle")
+        return GeneratedData(self.data).oracle
 
     @property
     def bronze(self) -> str:

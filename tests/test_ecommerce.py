@@ -14,6 +14,7 @@ from rec_plugin.errors import InputError
 from rec_plugin.schema import Tags
 from spark_jobs import ingest as ing
 from spark_jobs.generate_ecommerce import EcommerceConfig, EcommerceModel, generate_ecommerce
+from spark_jobs.layout import GeneratedData
 
 ECOMMERCE = load_dataset("ecommerce")
 SMALL = EcommerceConfig(days=2, rows_per_day=5_000, users=500, items=300)
@@ -93,7 +94,7 @@ def test_every_generated_line_is_ingested_typed(spark, shop):
     assert set(oracle.columns) == {"day", "source_file", "line_number", "label", "p_click", "p_first_order"}
     joined = generated.join(oracle, ["day", "source_file", "line_number"])
     assert joined.count() == 10_000 and joined.where(F.col("click") != F.col("label")).count() == 0
-    model = EcommerceModel.from_json((root / "planted_model.json").read_text())
+    model = EcommerceModel.from_json(Path(GeneratedData(str(root)).planted_model).read_text())
     assert model.users == SMALL.users and model.term_scales is not None
 
 

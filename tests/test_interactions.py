@@ -33,9 +33,10 @@ from rec_plugin.interactions import (
 )
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
 from rec_plugin.workflow import SCHEMA_FILE, Workflow
+from spark_jobs.ecommerce_oracle import KEY_ITEM, KEY_USER, EcommerceOracle
 from spark_jobs.generate_ecommerce import EcommerceModel, item_exposure
-from spark_jobs.interactions import _KEY_ITEM, _KEY_USER, NCF_TRAIN_MIN_FILES, _Oracle, build_interactions
-from spark_jobs.layout import PipelineLayout
+from spark_jobs.interactions import NCF_TRAIN_MIN_FILES, build_interactions
+from spark_jobs.layout import GeneratedData, PipelineLayout
 from training.ranking import ndcg_at_k
 
 USER, ITEM, LABEL = "user_id", "item_id", "click"
@@ -184,7 +185,7 @@ def test_vae_fold_in_and_heldout_parts_partition_a_held_out_users_items(
 def test_exposure_is_the_generators_impression_distribution(spark, shop_features):
     """P(shown) sums to 1 over each day's catalogue and matches how often the raw lines show the most
     popular items, and how often items born after day 0."""
-    model = EcommerceModel.from_json(Path(shop_features.data, "planted_model.json").read_text())
+    model = EcommerceModel.from_json(Path(GeneratedData(shop_features.data).planted_model).read_text())
     shown = read(spark, shop_features.bronze).groupBy(DAY, ITEM).count().toPandas()
     shown["index"] = shown[ITEM].str.removeprefix("i").astype(int)
     for day, lines in shown.groupby(DAY):
@@ -214,9 +215,9 @@ def test_oracle_columns_are_the_generators_click_model(spark, shop_features, sho
     assert built.planted and evaluation.where(F.col(ORACLE_SCORE).isNull()).count() == 0
     lines = positives(spark, shop).select(USER, ITEM, "line.*")
     truth = read(spark, shop.oracle).select(DAY, SOURCE_FILE, LINE_NUMBER, "p_click")
-    oracle = _Oracle(spark, shop.data, shop.workflow, Workflow.load_schema(shop.workflow, spark))
+    oracle = EcommerceOracle(spark, shop.data, shop.workflow, Workflow.load_schema(shop.workflow, spark))
     try:
-        indices = oracle.items.select(F.col(_KEY_ITEM).alias(ITEM), "item")
+        indices = oracle.items.select(F.col(KEY_ITEM).alias(ITEM), "item")
         held = (
             evaluation.where(f"{LABEL} = 1")
             .join(lines, [USER, ITEM])
@@ -241,9 +242,9 @@ def test_oracle_columns_are_the_generators_click_model(spark, shop_features, sho
             F.max(F.struct(DAY, SOURCE_FILE, LINE_NUMBER, "hour", "device")).alias("last")
         )
         user_days = oracle.user_days(users.join(last, USER))
-        every = user_days.select(_KEY_USER).crossJoin(oracle.items.select(_KEY_ITEM))
-        scores = oracle.scores(user_days, every).join(user_days.select(_KEY_USER, DAY), _KEY_USER)
-        scores = scores.join(oracle.items.select(_KEY_ITEM, "item"), _KEY_ITEM).toPandas()
+        every = user_days.select(KEY_USER).crossJoin(oracle.items.select(KEY_ITEM))
+        scores = oracle.scores(user_days, every).join(user_days.select(KEY_USER, DAY), KEY_USER)
+        scores = scores.join(oracle.items.select(KEY_ITEM, "item"), KEY_ITEM).toPandas()
         scores["score"] = [
             oracle.log_exposure(day, np.array([index]))[0] - np.logaddexp(0.0, -logit)
             for day, index, logit in zip(scores[DAY], scores["item"], scores["logit"])
@@ -251,8 +252,8 @@ def test_oracle_columns_are_the_generators_click_model(spark, shop_features, sho
     finally:
         oracle.release()
     for row in vae:
-        mine = scores[(scores[_KEY_USER] == row[USER]) & ~scores[_KEY_ITEM].isin(row[ITEMS])]
-        mine = mine.set_index(_KEY_ITEM)["score"]
+        mine = scores[(scores[KEY_USER] == row[USER]) & ~scores[KEY_ITEM].isin(row[ITEMS])]
+        mine = mine.set_index(KEY_ITEM)["score"]
         best = np.sort(mine.to_numpy())[::-1][:RANKING_DEPTH]
         assert len(best) == RANKING_DEPTH and np.isfinite(best).all()
         np.testing.assert_allclose(mine[row[ORACLE_RANKING]].to_numpy(), best, rtol=0, atol=1e-9)
