@@ -218,6 +218,19 @@ def test_vocabularies_above_the_broadcast_limit_join_by_shuffle_with_the_same_id
     assert (missing.c, missing.d, missing.tags) == (0, 0, None)
 
 
+def test_an_ops_small_vocabularies_share_one_broadcast_with_the_same_ids(spark, tmp_path):
+    rows = [(i, "abc"[i % 3], "xy"[i % 2], None if i % 5 == 0 else "pq"[i % 2]) for i in range(30)]
+    fitted = spark.createDataFrame(rows, "row int, a string, b string, c string")
+    Workflow([["a", "b", "c"] >> Categorify(), "row"]).fit(fitted).save(str(tmp_path / "wf"))
+    unseen = spark.createDataFrame([(100, "z", "x", "q")], fitted.schema)
+    out = Workflow.load(str(tmp_path / "wf")).transform(fitted.unionByName(unseen)).orderBy("row")
+    ids = {r.row: (r.a, r.b, r.c) for r in out.collect()}
+    # Ids by descending count, ties by value; 0 for missing and unseen values.
+    assert ids[0] == (1, 1, 0) and ids[7] == (2, 2, 2) and ids[8] == (3, 1, 1) and ids[100] == (0, 1, 2)
+    final = out._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]
+    assert final.count("ReusedExchange") == 2  # the three lookups probe one broadcast
+
+
 def test_workflow_runs_and_persists_as_a_spark_ml_pipeline(spark, frame, tmp_path):
     graph = [["n"] >> FillMissing(0) >> Normalize(), ["c", "d"] >> Categorify(), "row"]
     pipeline = Pipeline(stages=[WorkflowEstimator(Workflow(graph))])
