@@ -229,13 +229,18 @@ class DatasetDefinition:
 
 
 @cache
+def bundled_datasets() -> list[str]:
+    """The names of the definitions in conf/datasets."""
+    return sorted(p.stem for p in DATASETS_DIR.glob("*.json"))
+
+
 def load_dataset(name_or_path: str) -> DatasetDefinition:
     """A bundled definition by name (conf/datasets/<name>.json) or a user's by path."""
     path = Path(name_or_path)
     if not path.suffix:
         path = DATASETS_DIR / f"{name_or_path}.json"
     if not path.is_file():
-        bundled = ", ".join(sorted(p.stem for p in DATASETS_DIR.glob("*.json")))
+        bundled = ", ".join(bundled_datasets())
         raise InputError(f"no dataset definition {name_or_path} (bundled: {bundled}; or give a .json path)")
     try:
         return DatasetDefinition.from_dict(json.loads(path.read_text()))

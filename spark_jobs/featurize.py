@@ -1,8 +1,9 @@
 """sparkrec featurize: bronze Delta -> Delta features + the fitted workflow.
 
-Fits the dataset definition's default workflow (conf/datasets/<name>.json) on the training days of the
-bronze table read at a pinned Delta version (the latest by default; recorded, so a rerun at that version
-reproduces the output exactly), transforms the train, validation and test days, and writes what training
+Fits the dataset definition's default workflow (conf/datasets/<name>.json; by default the dataset that
+ingest recorded in bronze's commits) on the training days of the bronze table read at a pinned Delta
+version (the latest by default; recorded, so a rerun at that version reproduces the output exactly),
+transforms the train, validation and test days, and writes what training
 consumes: a Delta table (day, split, every output column of the workflow typed by its schema, and each
 row's source_file + line_number so that any row joins back to bronze and the generator's oracle)
 partitioned by day in files of at most `rows_per_file` rows (the training loader shards and shuffles by
@@ -19,11 +20,12 @@ import json
 import time
 from collections.abc import Callable
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.dataset import DEFAULT_DATASET, load_dataset
+from rec_plugin.dataset import DEFAULT_DATASET, DatasetDefinition, bundled_datasets, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
@@ -42,6 +44,44 @@ def gpu_eligibility(output: DataFrame, fit_queries: Callable[[], list[DataFrame]
     on = sum(len(r.on_gpu) for r in reports)
     total = on + sum(len(r.not_on_gpu) for r in reports)
     return round(on / total, 4) if total else 1.0
+
+
+def _ingested_dataset(spark: SparkSession, bronze: str, version: int) -> str | None:
+    """The dataset name that the latest ingest up to `version` recorded in its commit (None if none did)."""
+    notes = (
+        DeltaTable.forPath(spark, bronze)
+        .history()
+        .where((F.col("version") <= version) & F.col("userMetadata").isNotNull())
+        .orderBy(F.desc("version"))
+        .select("userMetadata")
+        .take(1)
+    )
+    try:
+        return json.loads(notes[0][0]).get("dataset") if notes else None
+    except (AttributeError, ValueError):  # a note another writer left
+        return None
+
+
+def _bronze_dataset(
+    spark: SparkSession, bronze: str, version: int, source: DataFrame, dataset: str | None
+) -> DatasetDefinition:
+    """`dataset`, else the one bronze was ingested as; refused in one line when bronze lacks its columns
+    (another dataset's table) or was ingested from a definition that is not bundled."""
+    recorded = _ingested_dataset(spark, bronze, version)
+    if dataset is None and recorded is not None and recorded not in bundled_datasets():
+        raise InputError(
+            f"bronze table {bronze} was ingested as dataset {recorded!r}, which is not bundled: "
+            "give its definition with --dataset PATH.json"
+        )
+    definition = load_dataset(dataset or recorded or DEFAULT_DATASET)
+    missing = [f.name for f in definition.bronze_schema().fields if f.name not in source.columns]
+    if missing:
+        ingested = f" (it was ingested as dataset {recorded!r})" if recorded else ""
+        raise InputError(
+            f"bronze table {bronze} lacks dataset {definition.name}'s columns {missing[:3]}"
+            f"{' ...' if len(missing) > 3 else ''}{ingested}: give the --dataset it was ingested with"
+        )
+    return definition
 
 
 def _check_splits(splits: dict[str, list[int]], days_present: set[str], source: str) -> None:
@@ -123,16 +163,18 @@ def featurize(
     bronze_version: int | None = None,
     freq_threshold: int | None = None,
     rows_per_file: int = 50_000,
-    dataset: str = DEFAULT_DATASET,
+    dataset: str | None = None,
 ) -> dict:
-    """Fits on splits['train'], writes features for every split's days; returns the report section."""
+    """Fits on splits['train'], writes features for every split's days; returns the report section.
+    `dataset`: a bundled name or .json path (None: the one bronze was ingested as)."""
     started = time.perf_counter()
     bronze_version = storage.delta_version(spark, bronze, "bronze table", bronze_version)
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
     _check_splits(splits, storage.partition_values(source, DAY), f"bronze table {bronze}@v{bronze_version}")
     _check_features_path(spark, features, bronze)
+    definition = _bronze_dataset(spark, bronze, bronze_version, source, dataset)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
-    fitted = load_dataset(dataset).default_workflow(freq_threshold=freq_threshold).fit(training_rows)
+    fitted = definition.default_workflow(freq_threshold=freq_threshold).fit(training_rows)
     fitted.save(workflow_path)
     _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
     # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache:
@@ -213,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--valid-days", type=day_list, default=[], help="e.g. 2 (default: none)")
     parser.add_argument("--test-days", type=day_list, default=[], help="e.g. 3 (default: none)")
     parser.add_argument(
-        "--dataset", default=DEFAULT_DATASET, help="dataset definition: a bundled name or a .json path"
+        "--dataset",
+        help="dataset definition: a bundled name or a .json path (default: the one bronze was ingested as)",
     )
     parser.add_argument(
         "--freq-threshold", type=int, help="rarer values share id 0 (default: the dataset's workflow's)"

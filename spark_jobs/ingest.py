@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from functools import reduce
 
@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from rec_plugin import storage
-from rec_plugin.dataset import DELTA, DatasetDefinition, RawColumn, load_dataset
+from rec_plugin.dataset import DEFAULT_DATASET, DELTA, DatasetDefinition, RawColumn, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import (
     DAY,
@@ -76,7 +76,8 @@ __all__ = [
     "ingest",
     "main",
 ]
-DEFAULT_DATASET = "criteo"
+# Lines checked before anything is written: none of them valid refuses the input (a wrong --dataset).
+SAMPLED_LINES = 100
 # A column of rule "binary" that is not 0 or 1 (an empty one too: it is the label's rule).
 BAD_LABEL = "BAD_LABEL"
 # int/long columns: INT_NOT_INTEGER, then INT_OUT_OF_RANGE (rec_plugin.schema, shared with serving).
@@ -277,6 +278,19 @@ def validate(fields: DataFrame, definition: DatasetDefinition) -> DataFrame:
     return checked.withColumn("raw_line", F.when(F.col("problem").isNotNull(), F.col("raw_line")))
 
 
+def _require_some_valid_lines(parsed: DataFrame, definition: DatasetDefinition, source: Source) -> None:
+    """Refuses, before anything is written, input of which not one of the first SAMPLED_LINES lines is
+    valid: a wrong --dataset (or files of another format), whose every line would go to rejects."""
+    sample = parsed.limit(SAMPLED_LINES).select("problem.reason", "problem.field").collect()
+    if sample and all(row["reason"] is not None for row in sample):
+        reason, field = Counter((row["reason"], row["field"]) for row in sample).most_common(1)[0][0]
+        named = f"{reason} in {field}" if field else reason
+        raise InputError(
+            f"none of the first {len(sample)} lines of {source.describe()} is a valid {definition.name} "
+            f"line (mostly {named}): is --dataset right? Nothing was written"
+        )
+
+
 def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
     """The frame's columns of `schema`, in its order and types: the explicit schema of a table."""
     return frame.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
@@ -338,6 +352,7 @@ def ingest(
         # Nothing is cached: bronze's pass validates every row, and the rejects' pass runs only when
         # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
         parsed = validate(read_fields(spark, definition, source), definition)
+        _require_some_valid_lines(parsed, definition, source)
         lines_read = parsed.count()
         _replace_rows(_conform(parsed.where("problem IS NULL"), bronze_schema), bronze, source, [DAY], note)
         accepted = _source_rows(spark, bronze, source)

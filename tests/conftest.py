@@ -98,7 +98,7 @@ def shop_features(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory)
     generate_ecommerce(spark, paths.data, SHOP)
     ingest(spark, paths.raw, paths.bronze, paths.rejects, dataset="ecommerce")
     train = {"train": list(range(SHOP.days))}
-    featurize(spark, paths.bronze, paths.features, paths.workflow, train, dataset="ecommerce")
+    featurize(spark, paths.bronze, paths.features, paths.workflow, train)  # the dataset ingest recorded
     return paths
 
 

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from reference import duckdb_features_sql, polars_features
 
 from rec_plugin.dataset import load_dataset
+from rec_plugin.errors import InputError
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.gpu import gpu_plan
 from rec_plugin.ops.categorify import BROADCAST_MAX_VALUES
@@ -117,3 +118,12 @@ def test_parity_with_independent_duckdb_and_polars_implementations(spark, featur
             assert (ours[c].to_numpy() == theirs[c].to_numpy()).all(), c
         for c in DENSE:
             assert np.abs(ours[c].to_numpy(np.float64) - theirs[c].to_numpy(np.float64)).max() <= 1e-6, c
+
+
+def test_another_datasets_definition_is_refused_before_fitting(spark, default_bronze, tmp_path):
+    bronze, _ = default_bronze
+    out = tmp_path / "out"
+    lacks = r"lacks dataset ecommerce's columns \['click', 'user_id', 'item_id'\] \.\.\. "
+    with pytest.raises(InputError, match=lacks):
+        featurize(spark, bronze, str(out / "features"), str(out / "workflow"), SPLITS, dataset="ecommerce")
+    assert not out.exists()

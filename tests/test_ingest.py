@@ -128,6 +128,16 @@ def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
         }
 
 
+def test_another_datasets_lines_are_refused_before_anything_is_written(spark, tmp_path):
+    raw = tmp_path / "raw"
+    write_raw(raw, "day_1/a.tsv", False)
+    bronze, rejects = tmp_path / "bronze", tmp_path / "rejects"
+    # Criteo's lines read as the e-commerce click log: not one is valid (all would go to rejects).
+    with pytest.raises(InputError, match=r"none of the first \d+ lines .* is a valid ecommerce line"):
+        ing.ingest(spark, str(raw), str(bronze), str(rejects), dataset="ecommerce")
+    assert not bronze.exists() and not rejects.exists()
+
+
 def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, default_bronze):
     root, report = default_data
     path, result = default_bronze
