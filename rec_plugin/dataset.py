@@ -155,9 +155,7 @@ class DatasetDefinition:
 
         graph: list[Node | str] = []
         for node in self.workflow.get("nodes", []):
-            columns = list(node.get("columns", [])) + [
-                n for t in node.get("tags", []) for n in self.tagged(t)
-            ]
+            columns = self._node_columns(node)
             ops = []
             for entry in node["ops"]:
                 op_type = OPS[entry["op"]]
@@ -169,6 +167,39 @@ class DatasetDefinition:
         passthrough = list(self.workflow.get("passthrough", []))
         passthrough += [n for t in self.workflow.get("passthrough_tags", []) for n in self.tagged(t)]
         return Workflow([*graph, *passthrough], input_schema=self.input_schema())
+
+    def _node_columns(self, node: dict) -> list[str]:
+        """A workflow node's columns: those it names, then those its tags select."""
+        return list(node.get("columns", [])) + [n for t in node.get("tags", []) for n in self.tagged(t)]
+
+    def _check_workflow(self) -> None:
+        """Every node's columns exist when it runs (the raw columns, or an earlier node's outputs), its
+        tags name columns, and its ops exist and take their params: refused at load, before any work."""
+        from rec_plugin.ops import OPS
+
+        available = set(self.names)
+        for number, node in enumerate(self.workflow.get("nodes", []), start=1):
+            where = f"dataset {self.name}: workflow node {number}"
+            absent = [c for c in node.get("columns", []) if c not in available]
+            if absent:
+                raise InputError(f"{where} reads columns {absent} that no column or earlier node makes")
+            untagged = [t for t in node.get("tags", []) if not self.tagged(t)]
+            if untagged:
+                raise InputError(f"{where} selects tags {untagged} that no column has")
+            columns = self._node_columns(node)
+            for entry in node.get("ops", []):
+                name = entry.get("op")
+                if name not in OPS:
+                    raise InputError(f"{where}: unknown op {name!r} (known: {', '.join(sorted(OPS))})")
+                try:
+                    columns = OPS[name](**entry.get("params", {})).output_columns(columns)
+                except (TypeError, ValueError) as error:
+                    raise InputError(f"{where}: {str(error).replace('.__init__()', '')}") from None
+            available.update(columns)
+        passed = [*self.workflow.get("passthrough", [])]
+        absent = [c for c in passed if c not in available]
+        if absent:
+            raise InputError(f"dataset {self.name}: workflow passthrough names columns {absent} it lacks")
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetDefinition:
@@ -195,6 +226,7 @@ class DatasetDefinition:
             day_origin=data.get("day_origin", DEFAULT_DAY_ORIGIN),
         )
         definition._check_source()
+        definition._check_workflow()
         if len(definition.tagged(Tags.LABEL)) != 1:
             raise InputError(f"dataset {definition.name}: exactly one column must be tagged label")
         return definition

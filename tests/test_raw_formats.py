@@ -277,3 +277,32 @@ def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_lo
     with pytest.raises(InputError, match="^dataset shop: ") as error:
         definition(tmp_path, **source)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (
+            {"columns": ["item"], "ops": [{"op": "Categorfy"}]},
+            "workflow node 1: unknown op 'Categorfy' (known: ",
+        ),
+        (
+            {"columns": ["item"], "ops": [{"op": "Categorify", "params": {"freq_treshold": 3}}]},
+            "workflow node 1: Categorify got an unexpected keyword argument 'freq_treshold'",
+        ),
+        ({"columns": ["itme"], "ops": [{"op": "Categorify"}]}, "reads columns ['itme'] that no column"),
+        (
+            {"tags": ["continous"], "ops": [{"op": "Normalize"}]},
+            "selects tags ['continous'] that no column has",
+        ),
+    ],
+)
+def test_a_workflow_naming_what_does_not_exist_is_refused_at_load(tmp_path, node, message):
+    with pytest.raises(InputError, match="^dataset shop: ") as error:
+        definition(tmp_path, format="tsv", file_patterns=["*.tsv"], workflow={"nodes": [node]})
+    assert message in str(error.value)
+    # A node may read what an earlier node makes.
+    crossed = {"columns": ["user_id", "hour"], "ops": [{"op": "Cross", "params": {"buckets": 10}}]}
+    later = {"columns": ["user_id_x_hour"], "ops": [{"op": "Categorify"}]}
+    workflow = {"nodes": [crossed, later]}
+    assert definition(tmp_path, format="tsv", file_patterns=["*.tsv"], workflow=workflow).name == "shop"
