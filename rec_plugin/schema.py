@@ -26,9 +26,12 @@ LINE_NUMBER = "line_number"
 # no query here reads (4M Criteo lines: ingest 65.9 and 65.7 s against 72.1 and 69.5 s).
 ROW_KEY_STATISTICS = {"delta.dataSkippingStatsColumns": f"{SOURCE_FILE},{LINE_NUMBER}"}
 # Why a field is refused: the rejects table's reason codes that serving gives too (a value that would
-# otherwise be truncated or wrapped into an int32 the model never saw in training).
+# otherwise be truncated or wrapped into an int32 the model never saw in training, or an infinity that
+# makes the model's output NaN).
 INT_NOT_INTEGER = "INT_NOT_INTEGER"
 INT_OUT_OF_RANGE = "INT_OUT_OF_RANGE"
+# A float column's field that is not a finite decimal number (1.5, -2, 3e-4; not nan, inf or 1e999).
+FLOAT_NOT_NUMBER = "FLOAT_NOT_NUMBER"
 
 
 class Tags:

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import INT_NOT_INTEGER, INT_OUT_OF_RANGE
+from rec_plugin.schema import FLOAT_NOT_NUMBER, INT_NOT_INTEGER, INT_OUT_OF_RANGE
 from serving.tokens import (
     TOKEN_BYTES,
     fixed_width_strings,
@@ -214,10 +214,11 @@ def _bytes_tensor(values: np.ndarray) -> np.ndarray:
 
 def dense_counts(raw_dense: np.ndarray, columns: Sequence[RawColumn]) -> dict[str, pa.Array]:
     """float64 [B, n] raw numbers (NaN = missing) -> each column typed as ingest types it (int32,
-    int64 or float64; null = missing). An int column's value that ingest would reject raises
-    InputError naming its row, field, value and ingest's reason code: cast anyway, it would be
-    truncated or wrapped into a count the model never saw. One cast and one comparison per dtype:
-    a value survives the round trip through its int type exactly when ingest accepts it."""
+    int64 or float64; null = missing). A value that ingest would reject raises InputError naming its
+    row, field, value and ingest's reason code: an int column's, cast anyway, would be truncated or
+    wrapped into a count the model never saw, and a float column's infinity would make the score NaN.
+    One cast and one comparison per int dtype: a value survives the round trip through its int type
+    exactly when ingest accepts it."""
     missing = np.isnan(raw_dense)
     refused = np.zeros(raw_dense.shape, bool)
     typed: dict[str, np.ndarray] = {}
@@ -233,6 +234,8 @@ def dense_counts(raw_dense: np.ndarray, columns: Sequence[RawColumn]) -> dict[st
         refused[:, chosen] = ((counts != block) | ~inside) & ~missing[:, chosen]
         for k, j in enumerate(chosen):
             typed[columns[j].name] = counts[:, k]
+    floats = [j for j, c in enumerate(columns) if c.name not in typed]
+    refused[:, floats] = np.isinf(raw_dense[:, floats])
     if refused.any():
         row, column = np.argwhere(refused)[0]  # the first in row order, as ingest reports a line's first
         value = float(raw_dense[row, column])
@@ -240,6 +243,8 @@ def dense_counts(raw_dense: np.ndarray, columns: Sequence[RawColumn]) -> dict[st
         what = "not an integer" if reason == INT_NOT_INTEGER else f"outside {columns[column].dtype} integers"
         if reason == INT_OUT_OF_RANGE and columns[column].dtype == "int32":
             what = "outside 32-bit integers"
+        if columns[column].name not in typed:
+            reason, what = FLOAT_NOT_NUMBER, "not a finite number"
         raise InputError(
             f"{RAW_DENSE} row {row}: {columns[column].name} = {value!r} is {what} ({reason}, as ingest "
             f"rejects it); {int(refused.sum())} refused value(s) in the batch"

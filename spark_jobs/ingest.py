@@ -31,6 +31,7 @@ from rec_plugin.dataset import DEFAULT_DATASET, DELTA, DatasetDefinition, RawCol
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import (
     DAY,
+    FLOAT_NOT_NUMBER,
     INT_NOT_INTEGER,
     INT_OUT_OF_RANGE,
     LINE_NUMBER,
@@ -80,9 +81,8 @@ __all__ = [
 SAMPLED_LINES = 100
 # A column of rule "binary" that is not 0 or 1 (an empty one too: it is the label's rule).
 BAD_LABEL = "BAD_LABEL"
-# int/long columns: INT_NOT_INTEGER, then INT_OUT_OF_RANGE (rec_plugin.schema, shared with serving).
-# A float column's field that is not a finite decimal number (1.5, -2, 3e-4; not nan, inf or 1e999).
-FLOAT_NOT_NUMBER = "FLOAT_NOT_NUMBER"
+# int/long columns: INT_NOT_INTEGER, then INT_OUT_OF_RANGE; float columns FLOAT_NOT_NUMBER
+# (rec_plugin.schema, shared with serving).
 # A string column (or a list's element) of another length than its token_width, or outside its alphabet.
 CAT_BAD_LENGTH = "CAT_BAD_LENGTH"
 CAT_NOT_HEX = "CAT_NOT_HEX"

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from rec_plugin.dataset import RawColumn
 from rec_plugin.errors import InputError
 from rec_plugin.ops import (
     Categorify,
@@ -24,7 +25,7 @@ from rec_plugin.ops import (
 from rec_plugin.schema import ColumnSchema, Schema, Tags
 from rec_plugin.workflow import Workflow
 from serving.preprocess import export_preprocess
-from serving.preprocessor import Preprocessor
+from serving.preprocessor import Preprocessor, dense_counts
 from serving.tokens import xxhash64
 
 ROWS = 600
@@ -245,3 +246,13 @@ def test_xxhash64_is_sparks(spark):
         np.testing.assert_array_equal(xxhash64(arrays[column]).view(np.int64), expected, column)
     chained = xxhash64(arrays["i"], xxhash64(arrays["s"]))
     np.testing.assert_array_equal(chained.view(np.int64), hashed["hsi"].to_numpy())
+
+
+def test_an_infinite_float_is_refused_as_ingest_refuses_it_and_missing_stays_null():
+    columns = [RawColumn("visits", "int"), RawColumn("price", "float")]
+    raw = np.array([[1.0, 2.5], [np.nan, np.nan], [3.0, -np.inf]])
+    refused = r"^RAW_DENSE row 2: price = -inf is not a finite number \(FLOAT_NOT_NUMBER, as ingest"
+    with pytest.raises(InputError, match=refused):
+        dense_counts(raw, columns)
+    served = dense_counts(raw[:2], columns)
+    assert served["visits"].to_pylist() == [1, None] and served["price"].to_pylist() == [2.5, None]
