@@ -151,7 +151,7 @@ class Tracker:
         key: str | None = None,
     ) -> str | None:
         """Copies the finished run in `run_dir` into an MLflow run and returns its id: the spec's and
-        model's settings and `params` as params, `losses` (one per step) as the `loss` series, the
+        model's settings and `params` as params, `losses` (one per step with data) as the `loss` series, the
         report's numbers as metrics and each scored day's as `day_<name>` at step = day, the plots,
         report and model config as artifacts, and `inputs` as run inputs.
 

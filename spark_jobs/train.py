@@ -39,7 +39,7 @@ from training import plots
 from training.data import FileSet
 from training.distributed import BACKENDS, SHARDINGS
 from training.evaluate import metrics, predict
-from training.loop import TrainSpec
+from training.loop import RUN_COST_KEYS, TrainSpec
 from training.models import ALL_MODELS, CF_MODELS
 from training.run_directory import RunDirectory
 from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
@@ -181,7 +181,9 @@ def train(
         "oracle_logloss": test.get("oracle_logloss"),
         "run_dir": run.uri,
     }
-    details = {**report, "features_version": features_version, "steps": summary["steps"], "days": days}
+    costs = {key: summary[key] for key in RUN_COST_KEYS}
+    details = {**report, "features_version": features_version, "steps": summary["steps"], **costs}
+    details["days"] = days
     run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss"))
     run.write_auc_plot(plots.auc_per_day(days, f"{model}: AUC per day"))
     run.write_metrics(details)

@@ -42,7 +42,7 @@ from training import plots
 from training.data import FileSet
 from training.evaluate import candidate_logits, top_items
 from training.grow import WARM_START_BACKENDS
-from training.loop import TrainSpec
+from training.loop import RUN_COST_KEYS, TrainSpec
 from training.models import build_model
 from training.models.cf import CF_MODELS, MULTVAE, NCF, fuse_pretrained
 from training.models.config import GMF, MLP, NEUMF
@@ -155,6 +155,7 @@ def train_cf(
         "workers": workers,
         "samples_per_s": summary["samples_per_s"],
         "steps": summary["steps"],
+        **{key: summary[key] for key in RUN_COST_KEYS},
         "run_dir": run.uri,
         **report,
         **({"pretrained": towers} if pretrain else {}),

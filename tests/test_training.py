@@ -278,6 +278,8 @@ def test_training_without_test_days_reports_no_test_metrics(spark, default_featu
     run = RunDirectory(run_path)
     assert [(d["day"], d["split"]) for d in run.metrics()["days"]] == [(2, "valid")]
     assert run.auc_plot()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What the run cost beside its speed: one rank's parameter bytes, the share of time spent waiting.
+    assert 0.0 <= run.metrics()["data_wait_share"] < 1.0 and len(run.metrics()["param_bytes_per_rank"]) == 1
 
 
 def test_training_refuses_bad_input_before_writing_anything(spark, default_features, tmp_path):

@@ -201,6 +201,7 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
             # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
             if group.sum(batch is not None) == 0:
                 break
+            padded = batch is None
             batch = batch or padding
             with precision(spec.precision, device):
                 outputs = forward(*batch.inputs())
@@ -213,11 +214,12 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
             position.batches += 1
             position.step += 1
             samples += int(batch.weight.sum())
-            value = loss.item()
-            running = value if running is None else 0.98 * running + 0.02 * value
-            position.losses.append(value)
+            if not padded:  # a zero-weight step's loss is 0: not a point of the loss curve
+                value = loss.item()
+                running = value if running is None else 0.98 * running + 0.02 * value
+                position.losses.append(value)
+                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
             bar.update(spec.batch_size * group.size)
-            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
             if position.step % spec.checkpoint_every == 0:
                 _checkpoint(group, run, model, steppers, position)
         waited += batches.waited
@@ -245,6 +247,10 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
         "rank": group.rank,
         "weights_digest": digest,
     }
+
+
+# What a run's summary says of its cost beside its speed, which the run directory's metrics.json keeps.
+RUN_COST_KEYS = ("data_wait_share", "param_bytes_per_rank")
 
 
 def objective(config: ModelConfig, outputs: object, batch: Batch, step: int, run_steps: int) -> torch.Tensor:
