@@ -203,9 +203,10 @@ class Interactions:
 def shop_interactions(spark: SparkSession, config: EcommerceConfig, prefix: str) -> Interactions:
     """The e-commerce generator's days, split as the demo splits them, up to the interaction tables."""
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
-    generate_ecommerce(spark, str(scratch / "data"), config)
-    raw, bronze, rejects = (str(scratch / name) for name in ("data/raw", "bronze", "rejects"))
-    ingest(spark, raw, bronze, rejects, dataset="ecommerce")
+    data = GeneratedData(str(scratch / "data"))
+    generate_ecommerce(spark, data.root, config)
+    bronze, rejects = str(scratch / "bronze"), str(scratch / "rejects")
+    ingest(spark, data.raw, bronze, rejects, dataset="ecommerce")
     splits = demo_splits(config.days)
     workflow = str(scratch / "wf")
     featurize(spark, bronze, str(scratch / "features"), workflow, splits, dataset="ecommerce")

@@ -163,18 +163,19 @@ class DatasetDefinition:
                 op = op_type(**params)
                 op.params.update({k: v for k, v in overrides.items() if k in op.params and v is not None})
                 ops.append(op)
-            graph.append(Node(tuple(dict.fromkeys(columns)), tuple(ops)))
+            graph.append(Node(tuple(columns), tuple(ops)))
         passthrough = list(self.workflow.get("passthrough", []))
         passthrough += [n for t in self.workflow.get("passthrough_tags", []) for n in self.tagged(t)]
         return Workflow([*graph, *passthrough], input_schema=self.input_schema())
 
     def _node_columns(self, node: dict) -> list[str]:
-        """A workflow node's columns: those it names, then those its tags select."""
-        return list(node.get("columns", [])) + [n for t in node.get("tags", []) for n in self.tagged(t)]
+        """A workflow node's columns: those it names, then those its tags select, each once."""
+        named = list(node.get("columns", [])) + [n for t in node.get("tags", []) for n in self.tagged(t)]
+        return list(dict.fromkeys(named))
 
     def _check_workflow(self) -> None:
-        """Every node's columns exist when it runs (the raw columns, or an earlier node's outputs), its
-        tags name columns, and its ops exist and take their params: refused at load, before any work."""
+        """Every node's columns exist when it runs (the raw columns, or an earlier node's outputs), it
+        selects some, and its ops exist and take their params: refused at load, before any work."""
         from rec_plugin.ops import OPS
 
         available = set(self.names)
@@ -183,11 +184,12 @@ class DatasetDefinition:
             absent = [c for c in node.get("columns", []) if c not in available]
             if absent:
                 raise InputError(f"{where} reads columns {absent} that no column or earlier node makes")
-            untagged = [t for t in node.get("tags", []) if not self.tagged(t)]
-            if untagged:
-                raise InputError(f"{where} selects tags {untagged} that no column has")
             columns = self._node_columns(node)
-            for entry in node.get("ops", []):
+            if not columns:
+                raise InputError(f"{where} selects no column (no column has its tags {node.get('tags', [])})")
+            if not node.get("ops"):
+                raise InputError(f'{where} has no ops: give its "ops" list')
+            for entry in node["ops"]:
                 name = entry.get("op")
                 if name not in OPS:
                     raise InputError(f"{where}: unknown op {name!r} (known: {', '.join(sorted(OPS))})")
@@ -260,12 +262,12 @@ class DatasetDefinition:
             raise InputError(f"{where}: day_origin {self.day_origin!r} is not a date (YYYY-MM-DD)") from None
 
 
-@cache
 def bundled_datasets() -> list[str]:
     """The names of the definitions in conf/datasets."""
     return sorted(p.stem for p in DATASETS_DIR.glob("*.json"))
 
 
+@cache
 def load_dataset(name_or_path: str) -> DatasetDefinition:
     """A bundled definition by name (conf/datasets/<name>.json) or a user's by path."""
     path = Path(name_or_path)

@@ -7,8 +7,9 @@ target encoding) and imports no Spark, so the python backend runs it where pyspa
 (the NVIDIA Triton container on GPU hosts).
 
 Raw inputs, one per group of the workflow's input columns (RawSpec):
-- RAW_DENSE float64 [n]: the numeric raw columns (NaN = missing); an int column's value that ingest
-  would reject (not an integer, or out of range) fails the request with ingest's reason code.
+- RAW_DENSE float64 [n]: the numeric raw columns (NaN = missing); a value that ingest would reject (an
+  int column's that is not an integer or out of range, an infinity) fails the request with ingest's
+  reason code.
 - RAW_CATEGORICAL: the string raw columns, as uint8 [n, width] zero-padded bytes when every one
   declares the same token_width of at most 8 (Criteo: 8), else BYTES [n] (UTF-8; empty = missing).
 - per list column i (ListCategorify's input): RAW_LIST_<i> BYTES [max_length], padded with empty
@@ -324,7 +325,7 @@ class Preprocessor:
         }
 
     def __call__(self, dense: np.ndarray, tokens: np.ndarray | None = None, lists: Sequence = ()) -> Features:
-        """A RawBatch's parts -> the model's Features, in row order; an int value that ingest would
+        """A RawBatch's parts -> the model's Features, in row order; a dense value that ingest would
         reject raises InputError (dense_counts)."""
         spec = self.spec
         rows = len(dense)

@@ -54,12 +54,16 @@ def _ingested_dataset(spark: SparkSession, bronze: str, version: int) -> str | N
         .where((F.col("version") <= version) & F.col("userMetadata").isNotNull())
         .orderBy(F.desc("version"))
         .select("userMetadata")
-        .take(1)
+        .collect()
     )
-    try:
-        return json.loads(notes[0][0]).get("dataset") if notes else None
-    except (AttributeError, ValueError):  # a note another writer left
-        return None
+    for (text,) in notes:
+        try:
+            name = json.loads(text).get("dataset")
+        except (AttributeError, ValueError):  # a note another writer left
+            continue
+        if isinstance(name, str):
+            return name
+    return None
 
 
 def _bronze_dataset(
@@ -67,8 +71,8 @@ def _bronze_dataset(
 ) -> DatasetDefinition:
     """`dataset`, else the one bronze was ingested as; refused in one line when bronze lacks its columns
     (another dataset's table) or was ingested from a definition that is not bundled."""
-    recorded = _ingested_dataset(spark, bronze, version)
-    if dataset is None and recorded is not None and recorded not in bundled_datasets():
+    recorded = _ingested_dataset(spark, bronze, version) if dataset is None else None
+    if recorded is not None and recorded not in bundled_datasets():
         raise InputError(
             f"bronze table {bronze} was ingested as dataset {recorded!r}, which is not bundled: "
             "give its definition with --dataset PATH.json"
@@ -76,6 +80,7 @@ def _bronze_dataset(
     definition = load_dataset(dataset or recorded or DEFAULT_DATASET)
     missing = [f.name for f in definition.bronze_schema().fields if f.name not in source.columns]
     if missing:
+        recorded = recorded or _ingested_dataset(spark, bronze, version)
         ingested = f" (it was ingested as dataset {recorded!r})" if recorded else ""
         raise InputError(
             f"bronze table {bronze} lacks dataset {definition.name}'s columns {missing[:3]}"

@@ -77,7 +77,7 @@ __all__ = [
     "ingest",
     "main",
 ]
-# Lines checked before anything is written: none of them valid refuses the input (a wrong --dataset).
+# Lines whose reasons a refusal of a wrong --dataset counts.
 SAMPLED_LINES = 100
 # A column of rule "binary" that is not 0 or 1 (an empty one too: it is the label's rule).
 BAD_LABEL = "BAD_LABEL"
@@ -278,17 +278,17 @@ def validate(fields: DataFrame, definition: DatasetDefinition) -> DataFrame:
     return checked.withColumn("raw_line", F.when(F.col("problem").isNotNull(), F.col("raw_line")))
 
 
-def _require_some_valid_lines(parsed: DataFrame, definition: DatasetDefinition, source: Source) -> None:
-    """Refuses, before anything is written, input of which not one of the first SAMPLED_LINES lines is
-    valid: a wrong --dataset (or files of another format), whose every line would go to rejects."""
+def _another_dataset(parsed: DataFrame, definition: DatasetDefinition, lines_read: int) -> InputError:
+    """The refusal of a first ingest of which not one line is valid: a wrong --dataset (or files of
+    another format), which would make an empty bronze table and put every line in rejects. It names
+    the commonest reason among SAMPLED_LINES lines. (Into an existing table, such a day is quarantined.)"""
     sample = parsed.limit(SAMPLED_LINES).select("problem.reason", "problem.field").collect()
-    if sample and all(row["reason"] is not None for row in sample):
-        reason, field = Counter((row["reason"], row["field"]) for row in sample).most_common(1)[0][0]
-        named = f"{reason} in {field}" if field else reason
-        raise InputError(
-            f"none of the first {len(sample)} lines of {source.describe()} is a valid {definition.name} "
-            f"line (mostly {named}): is --dataset right? Nothing was written"
-        )
+    reason, field = Counter((row["reason"], row["field"]) for row in sample).most_common(1)[0][0]
+    named = f"{reason} in {field}" if field else reason
+    return InputError(
+        f"not one of the {lines_read} lines read is a valid {definition.name} line (mostly {named}): "
+        "is --dataset right? Nothing was written"
+    )
 
 
 def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
@@ -344,6 +344,7 @@ def ingest(
     _require_columns_of(spark, rejects, rejects_schema(), "rejects table")
     source = find_source(spark, definition, input_dir, days, patterns)
     note = json.dumps({"dataset": definition.name, "format": definition.format, "source": source.describe()})
+    bronze_is_new = not storage.exists(spark, bronze)
     with (
         session_conf(spark, {**READ_CONF, **WIDE_PROJECTIONS}),
         storage.new_table_removed_on_failure(spark, bronze),
@@ -352,10 +353,11 @@ def ingest(
         # Nothing is cached: bronze's pass validates every row, and the rejects' pass runs only when
         # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
         parsed = validate(read_fields(spark, definition, source), definition)
-        _require_some_valid_lines(parsed, definition, source)
         lines_read = parsed.count()
         _replace_rows(_conform(parsed.where("problem IS NULL"), bronze_schema), bronze, source, [DAY], note)
         accepted = _source_rows(spark, bronze, source)
+        if accepted == 0 and lines_read > 0 and bronze_is_new:  # raised inside: the new table is removed
+            raise _another_dataset(parsed, definition, lines_read)
         if accepted == lines_read:
             rejected_rows = spark.createDataFrame([], rejects_schema())
         else:

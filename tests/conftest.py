@@ -20,7 +20,7 @@ from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
 from spark_jobs.ingest import ingest
 from spark_jobs.interactions import build_interactions
-from spark_jobs.layout import PipelineLayout, day_splits
+from spark_jobs.layout import GeneratedData, PipelineLayout, day_splits
 from spark_jobs.session import LOG_DIR_ENV, build_session
 from spark_jobs.tracking import TRACKING_URI_ENV
 from training.run_directory import RunDirectory
@@ -68,7 +68,7 @@ def default_bronze(spark: SparkSession, default_data: tuple[Path, dict]) -> tupl
     """The default data set ingested into a Delta bronze table, and the ingest report."""
     root, _ = default_data
     bronze = str(root / "lake" / "bronze")
-    return bronze, ingest(spark, str(root / "raw"), bronze, str(root / "lake" / "rejects"))
+    return bronze, ingest(spark, GeneratedData(str(root)).raw, bronze, str(root / "lake" / "rejects"))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from serving.client import predict
 from serving.repository import add_version
 from serving.server import TritonServer
 from spark_jobs.generate import ORACLE_LABEL
+from spark_jobs.layout import GeneratedData
 from spark_jobs.monitor import (
     AUC,
     CALIBRATION,
@@ -97,7 +98,7 @@ def lake(spark, default_data, default_bronze, tmp_path_factory) -> dict[str, str
         }
     )
     shifted.write.format("delta").partitionBy(DAY).save(str(out / "shifted_bronze"))
-    oracle = spark.read.format("delta").load(str(root / "oracle")).where(F.col(DAY) == TEST_DAY)
+    oracle = spark.read.format("delta").load(GeneratedData(str(root)).oracle).where(F.col(DAY) == TEST_DAY)
     truth = F.col("p_click").cast("float")
     for name, probability in (("predictions", truth), ("shifted_predictions", truth * PREDICTION_FACTOR)):
         scored = oracle.select(*KEYS, probability.alias(PROBABILITY))
@@ -140,7 +141,8 @@ def test_an_unshifted_day_is_quiet(
     )  # fmt: skip
     assert (status, report[WARNINGS], warnings) == (0, [], [])
     # The predictions joined to their bronze labels: the planted model's own AUC on the day, calibrated.
-    truth = spark.read.format("delta").load(str(root / "oracle")).where(F.col(DAY) == TEST_DAY).toPandas()
+    oracle = spark.read.format("delta").load(GeneratedData(str(root)).oracle)
+    truth = oracle.where(F.col(DAY) == TEST_DAY).toPandas()
     assert report[PREDICTIONS][AUC] == pytest.approx(auc(truth[ORACLE_LABEL], truth["p_click"]), abs=1e-3)
     assert report[PREDICTIONS][CALIBRATION] == pytest.approx(1.0, abs=0.05)
     served = report[TRITON][TRITON_MODELS][SERVED]

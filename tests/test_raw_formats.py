@@ -293,8 +293,9 @@ def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_lo
         ({"columns": ["itme"], "ops": [{"op": "Categorify"}]}, "reads columns ['itme'] that no column"),
         (
             {"tags": ["continous"], "ops": [{"op": "Normalize"}]},
-            "selects tags ['continous'] that no column has",
+            "selects no column (no column has its tags ['continous'])",
         ),
+        ({"columns": ["item"]}, "workflow node 1 has no ops"),
     ],
 )
 def test_a_workflow_naming_what_does_not_exist_is_refused_at_load(tmp_path, node, message):
