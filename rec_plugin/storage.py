@@ -103,6 +103,14 @@ def save_tables(tables: dict[str, DataFrame], path: str, folder: str) -> dict[st
     return locations
 
 
+def read_delta(spark: SparkSession, location: str, version: int | None = None) -> DataFrame:
+    """The Delta table at `location`, at `version` (None: the latest)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(location)
+
+
 def load_tables(
     spark: SparkSession, locations: dict[str, str], path: str, pins: dict[str, int | None] | None = None
 ) -> dict[str, DataFrame]:
@@ -111,10 +119,7 @@ def load_tables(
     pins = pins or {}
 
     def open_table(relative: str) -> DataFrame:
-        reader = spark.read.format("delta")
-        if pins.get(relative) is not None:
-            reader = reader.option("versionAsOf", pins[relative])
-        return reader.load(f"{path}/{relative}")
+        return read_delta(spark, f"{path}/{relative}", pins.get(relative))
 
     with ThreadPoolExecutor(_TABLE_THREADS) as pool:
         opened = {key: pool.submit(open_table, rel) for key, rel in locations.items()}

@@ -131,24 +131,18 @@ def read_vocabularies(spark: SparkSession, path: str, pins: dict[str, Vocabulary
     def table(pin: VocabularyPin) -> DataFrame:
         key = (pin.table, pin.version)
         if key not in opened:
-            opened[key] = _read_table(spark, f"{path}/{pin.table}", pin.version)
+            opened[key] = storage.read_delta(spark, f"{path}/{pin.table}", pin.version)
         return opened[key]
 
     return {
-        name: (
-            table(pin)
-            if pin.column is None
-            else table(pin).where(F.col(VOCABULARY_COLUMN) == pin.column).select("value", "id", "count")
-        )
+        name: table(pin) if pin.column is None else _partition(table(pin), pin.column)
         for name, pin in pins.items()
     }
 
 
-def _read_table(spark: SparkSession, location: str, version: int | None) -> DataFrame:
-    reader = spark.read.format("delta")
-    if version is not None:
-        reader = reader.option("versionAsOf", version)
-    return reader.load(location)
+def _partition(table: DataFrame, column: str) -> DataFrame:
+    """(value, id, count) of one column's vocabulary in VOCABULARY_TABLE."""
+    return table.where(F.col(VOCABULARY_COLUMN) == column).select("value", "id", "count")
 
 
 class Vocabularies(dict):
@@ -310,8 +304,8 @@ class Categorify(Op):
         shared = [g for g in broadcast_groups(values, cap) if len(g) > 1] if has_table else []
         for group in shared:
             frame = self._shared_lookups(frame, group, state)
-        joined_alone = [c for c in columns if not any(c in group for group in shared)]
-        for c in joined_alone:
+        in_shared = {c for group in shared for c in group}
+        for c in (c for c in columns if c not in in_shared):
             vocabulary = state[c].select(F.col("value").alias(f"{c}__value"), F.col("id").alias(f"{c}__id"))
             on = frame[c].cast("string") == vocabulary[f"{c}__value"]
             joined = lookup_join(frame, vocabulary, on, values[c])
@@ -380,10 +374,11 @@ class Categorify(Op):
         pins_of = {c: replace(self.vocabulary_pin(c), version=version) for c in columns}
         if not pins_of:  # an unfitted op, saved as a stage of a Spark ML Pipeline
             return Vocabularies({})
+        table = storage.read_delta(spark, f"{path}/{VOCABULARY_TABLE}", version)
         owners = sorted({pin.column for pin in pins_of.values()})
-        table = _read_table(spark, f"{path}/{VOCABULARY_TABLE}", version)
         return Vocabularies(
-            read_vocabularies(spark, path, pins_of), table=table.where(F.col(VOCABULARY_COLUMN).isin(owners))
+            {c: _partition(table, pin.column) for c, pin in pins_of.items()},
+            table=table.where(F.col(VOCABULARY_COLUMN).isin(owners)),
         )
 
     def cardinalities(self, state: dict[str, Any], columns: list[str]) -> dict[str, int]:
