@@ -39,7 +39,7 @@ from training import plots
 from training.data import FileSet
 from training.distributed import BACKENDS, SHARDINGS
 from training.evaluate import metrics, predict
-from training.loop import RUN_COST_KEYS, TrainSpec
+from training.loop import RUN_COST_KEYS, VALIDATION_KEYS, TrainSpec
 from training.models import ALL_MODELS, CF_MODELS
 from training.run_directory import RunDirectory
 from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
@@ -148,7 +148,7 @@ def train(
     features.json or schema.json, no rows on the train days) is refused with an InputError before
     anything is written. The test metrics are None when the table has no test days. `options` are
     TrainSpec fields (epochs, batch_size, dense_lr, sparse_lr, sparse_optimizer, precision, seed,
-    checkpoint_every, resume, warm_start, progress), embedding_dim and the model's hyperparameters
+    checkpoint_every, resume, warm_start, progress, patience), embedding_dim and the model's hyperparameters
     (ModelConfig.HYPERPARAMETERS)."""
     features_version = features_version_to_read(spark, features, features_version)
     splits = FeaturesDescription.load(spark, workflow).splits
@@ -161,6 +161,9 @@ def train(
             f"the train days {splits['train']} hold no rows in features table {features} at version "
             f"{features_version}: featurize them (sparkrec featurize --train-days) or fix --features-version"
         )
+    valid_files = index.file_set(splits.get("valid", []))
+    if valid_files.rows:  # scored after each epoch of a run of 2+ epochs, its best epoch kept
+        options["valid"] = valid_files.to_dict()
     trained, summary = fit(spark, schema, train_files, run_dir, model, backend, workers, **options)
     run = RunDirectory(storage.qualified(spark, run_dir))
     scored = {split: [d for d in splits.get(split, []) if d in index.days] for split in ("valid", "test")}
@@ -181,10 +184,11 @@ def train(
         "oracle_logloss": test.get("oracle_logloss"),
         "run_dir": run.uri,
     }
-    costs = {key: summary[key] for key in RUN_COST_KEYS}
+    costs = {key: summary[key] for key in (*RUN_COST_KEYS, *VALIDATION_KEYS)}
     details = {**report, "features_version": features_version, "steps": summary["steps"], **costs}
     details["days"] = days
-    run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss"))
+    valid_losses = summary["valid_logloss_per_epoch"]
+    run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss", valid_losses))
     run.write_auc_plot(plots.auc_per_day(days, f"{model}: AUC per day"))
     run.write_metrics(details)
     track_run(run.uri, summary["losses"], workflow_inputs(spark, workflow, features, features_version))
@@ -197,6 +201,14 @@ def _tuned_config(argv: list[str] | None) -> TunedConfig | None:
     early.add_argument("--config")
     given, _ = early.parse_known_args(argv)
     return TunedConfig.load(given.config) if given.config else None
+
+
+def count(text: str) -> int:
+    """An option that counts something (workers, epochs, rows): 0 or less would train nothing."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a count (1 or more)")
+    return value
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -229,9 +241,15 @@ def main(argv: list[str] | None = None) -> dict:
         default=TrainSpec.sharding,
         help="torchrec: how tables are split across workers (row_wise needs GPUs; auto: the planner picks)",
     )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, help="default: 1; multvae: 10")
-    parser.add_argument("--batch-size", type=int, default=TrainSpec.batch_size, help="per worker")
+    parser.add_argument("--workers", type=count, default=2)
+    parser.add_argument("--epochs", type=count, help="default: 1; multvae: 10")
+    parser.add_argument(
+        "--patience",
+        type=count,
+        help="CTR models, 2+ epochs: stop once this many epochs in a row have not lowered the validation "
+        "days' log loss; the best epoch's weights are the run's (default: 1)",
+    )
+    parser.add_argument("--batch-size", type=count, default=TrainSpec.batch_size, help="per worker")
     parser.add_argument("--dense-lr", type=float, default=TrainSpec.dense_lr)
     parser.add_argument(
         "--sparse-lr",
@@ -290,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     spark = build_session(args.profile, "sparkrec-train")
     options = dict(
         epochs=args.epochs,
+        patience=args.patience,
         batch_size=args.batch_size,
         dense_lr=args.dense_lr,
         sparse_lr=args.sparse_lr,

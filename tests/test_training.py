@@ -229,6 +229,92 @@ def cut_features(spark, default_features, out: Path, splits: dict[str, list[int]
     return out / "features", out / "workflow"
 
 
+def valid_logloss_of_the_run(spark, features: Path, workflow: Path, run_path: Path) -> float:
+    """The log loss of the run's final weights on the validation day, scored here."""
+    model = build_model(RunDirectory(run_path).model_config())
+    model.load_state_dict(RunDirectory(run_path).weights())
+    valid = feature_files(spark, str(features), 0, [2])
+    return metrics(*predict(model, valid, Workflow.load_schema(str(workflow), spark)))["logloss"]
+
+
+def test_epochs_are_validated_the_run_stops_once_they_worsen_and_keeps_the_best(
+    spark, default_features, tmp_path
+):
+    """Two DDP workers train DLRM for up to 4 epochs on ~4,000 rows, where its 64-wide tables overfit
+    after the first epochs: each epoch is scored on the validation day, the run stops at the first
+    epoch that is not better than the best (patience 1), and its weights are the best epoch's."""
+    features, workflow = cut_features(
+        spark, default_features, tmp_path, {"train": [0, 1], "valid": [2], "test": [3]}
+    )
+    run_path = tmp_path / "run"
+    train(
+        spark, str(features), str(workflow), str(run_path), "dlrm", "torch", 2, epochs=4, batch_size=256,
+        progress=False,
+    )  # fmt: skip
+    written = RunDirectory(run_path).metrics()
+    losses, best = written["valid_logloss_per_epoch"], written["best_epoch"]
+    assert len(losses) == best + 1 < 4, losses  # stopped one epoch after the best
+    assert losses[best - 1] == min(losses) < losses[-1]
+    scored = valid_logloss_of_the_run(spark, features, workflow, run_path)
+    assert abs(scored - losses[best - 1]) < 1e-4, (scored, losses)
+    assert [d["logloss"] for d in written["days"] if d["split"] == "valid"] == [scored]
+    assert RunDirectory(run_path).loss_plot()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_killed_after_a_validated_epoch_resumes_to_the_same_epochs_and_weights(files, tmp_path):
+    """Killed at its first checkpoint, the one after epoch 1's validation, a run resumes with that
+    epoch's validation loss and kept weights and ends as the uninterrupted run does."""
+    config = ModelConfig.from_schema("dlrm", files["schema"])
+    valid = files["valid"].to_dict()
+
+    def spec(run_dir: Path, **options: object) -> Path:
+        written = spec_of(
+            files, config, run_dir, epochs=2, batch_size=4096, checkpoint_every=10_000, valid=valid,
+            progress=False, **options,
+        )  # fmt: skip
+        path = run_dir.with_suffix(".json")
+        path.write_text(json.dumps(written.to_dict()))
+        return path
+
+    def start(path: Path) -> subprocess.Popen:
+        command = [sys.executable, "-c", TRAIN_FROM_SPEC, str(path)]
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    expected = train_worker(json.loads(spec(whole).read_text()))
+    kill_at_first_checkpoint(lambda: start(spec(killed)), killed)
+    assert start(spec(killed, resume=True)).wait(timeout=600) == 0
+    resumed = json.loads((tmp_path / "killed.summary.json").read_text())
+    assert resumed["best_epoch"] == expected["best_epoch"] is not None
+    losses = [run["valid_logloss_per_epoch"] for run in (resumed, expected)]
+    assert len(losses[0]) == len(losses[1])
+    np.testing.assert_allclose(losses[0], losses[1], atol=1e-4)
+    runs = [build_model(config) for _ in range(2)]
+    for model, run_dir in zip(runs, (whole, killed), strict=True):
+        model.load_state_dict(RunDirectory(run_dir).weights())
+    scores = [predict(model, files["valid"], files["schema"])[1] for model in runs]
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-4)
+
+
+# Trains from the spec file named by argv[1] and writes the summary beside it (.summary.json).
+TRAIN_FROM_SPEC = """
+import json, sys
+from pathlib import Path
+from training.loop import train_worker
+spec = Path(sys.argv[1])
+spec.with_suffix(".summary.json").write_text(json.dumps(train_worker(json.loads(spec.read_text()))))
+"""
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--patience", "--workers", "--batch-size"])
+def test_a_count_below_one_is_refused_before_spark_starts(flag):
+    from spark_jobs.train import main
+
+    given = ["--features", "f", "--workflow", "w", "--run-dir", "r", flag, "0"]
+    with pytest.raises(InputError, match=f"argument {flag}: 0 is not a count"):
+        main(given)
+
+
 def test_a_run_directory_given_as_a_uri_is_written_and_exported_there(
     spark, default_features, tmp_path, monkeypatch
 ):

@@ -19,12 +19,16 @@ from training.run_directory import RunDirectory
 
 @dataclass
 class Position:
-    """Where training stands: `batches` of epoch `epoch` are done (per rank), `step` overall."""
+    """Where training stands: `batches` of epoch `epoch` are done (per rank), `step` overall; with
+    validation, each finished epoch's validation log loss (NaN for an epoch not validated) and the
+    best epoch so far (0: none), whose weights the run directory keeps."""
 
     epoch: int = 0
     batches: int = 0
     step: int = 0
     losses: list[float] = field(default_factory=list)
+    valid_losses: list[float] = field(default_factory=list)
+    best_epoch: int = 0
 
 
 class Saved(NamedTuple):
@@ -43,8 +47,14 @@ def save(
     state = {
         "model": model_state,
         "optimizers": optimizer_states,
-        "position": {"epoch": position.epoch, "batches": position.batches, "step": position.step},
+        "position": {
+            "epoch": position.epoch,
+            "batches": position.batches,
+            "step": position.step,
+            "best_epoch": position.best_epoch,
+        },
         "losses": torch.tensor(position.losses, dtype=torch.float64),
+        "valid_losses": torch.tensor(position.valid_losses, dtype=torch.float64),
         "torch_rng": torch.get_rng_state(),
     }
     return run.save_checkpoint(state, position.step, keep)
@@ -57,7 +67,8 @@ def load_latest(run: RunDirectory) -> Saved | None:
         return None
     state = run.load_checkpoint(name)
     torch.set_rng_state(state["torch_rng"])
-    position = Position(**state["position"], losses=state["losses"].tolist())
+    valid_losses = state.get("valid_losses", torch.zeros(0)).tolist()  # a checkpoint from before validation
+    position = Position(**state["position"], losses=state["losses"].tolist(), valid_losses=valid_losses)
     return Saved(state["model"], state["optimizers"], position)
 
 

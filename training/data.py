@@ -226,7 +226,9 @@ class BatchLoader:
     assigned to ranks and ordered by Petastorm from the epoch's seed, then rows are shuffled within a
     buffer of `shuffle_rows` rows (a list feature's ids move with their row). The order is a pure
     function of (seed, epoch, rank, size), so a resumed run can skip exactly the batches it had
-    already trained on."""
+    already trained on. With `whole_files` each rank reads every size-th file instead: a split any
+    number of ranks can take (Petastorm refuses more ranks than row groups), some ranks getting no
+    rows, which scoring takes and training's balanced steps do not."""
 
     def __init__(
         self,
@@ -238,8 +240,10 @@ class BatchLoader:
         seed: int = 0,
         shuffle: bool = True,
         shuffle_rows: int = 200_000,
+        whole_files: bool = False,
     ) -> None:
         self.file_set, self.batch_size = file_set, batch_size
+        self.whole_files = whole_files
         self.rank, self.size, self.seed, self.shuffle = rank, size, seed, shuffle
         self.shuffle_rows = shuffle_rows
         self.rows_read = 0
@@ -253,20 +257,27 @@ class BatchLoader:
         padding = TransformSpec(
             partial(_pad_lists, lists), edit_fields=[(c, np.int32, (None,), False) for c in lists]
         )
+        sharded = self.size > 1 and not self.whole_files
         return make_batch_reader(
-            list(self.file_set.files),
+            list(self._files()),
             schema_fields=[self.label, *self.dense, *self.categorical, *lists],
             transform_spec=padding if lists else None,
             reader_pool_type="dummy",
             seed=self.seed * 100_003 + epoch,
             shuffle_row_groups=self.shuffle,
             num_epochs=1,
-            cur_shard=self.rank if self.size > 1 else None,
-            shard_count=self.size if self.size > 1 else None,
+            cur_shard=self.rank if sharded else None,
+            shard_count=self.size if sharded else None,
         )
+
+    def _files(self) -> tuple[str, ...]:
+        files = self.file_set.files
+        return files[self.rank :: self.size] if self.whole_files else files
 
     def _chunks(self, epoch: int) -> Iterator[tuple[Part, ...]]:
         """(label, dense, categorical, *lists) per row group, counted into rows_read."""
+        if not self._files():
+            return
         with self._reader(epoch) as reader:
             for group in reader:
                 columns = group._asdict()

@@ -69,6 +69,11 @@ class TrainSpec:
     # that share a host a share of its cores (more threads than cores ran 2 trials 4.6x slower), and
     # the best trial's count goes to its config: the count changes float sums, hence the model.
     torch_threads: int | None = None
+    # The validation days' FileSet (FileSet.to_dict): in a run of 2+ epochs the model is scored on it
+    # after every epoch, the weights of the epoch of lowest log loss are the run's, and training stops
+    # once `patience` epochs in a row have not lowered it (CTR models overfit from their second epoch).
+    valid: dict | None = None
+    patience: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +87,11 @@ class TrainSpec:
 
     def optimizer_settings(self) -> OptimizerSettings:
         return OptimizerSettings(self.sparse_optimizer, self.sparse_lr, self.dense_lr)
+
+    @property
+    def validates(self) -> bool:
+        """Whether epochs are scored on validation rows (one epoch needs no choosing)."""
+        return self.valid is not None and self.epochs > 1
 
 
 class Prefetcher:
@@ -194,6 +204,8 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     started, samples, waited = time.perf_counter(), 0, 0.0
     running = None
     for epoch in range(position.epoch, spec.epochs):
+        if _stopped(spec, position):
+            break
         batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), device, depth)
         while True:
             batch = batches.next()
@@ -225,10 +237,14 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
         waited += batches.waited
         check_epoch_rows(int(group.sum(loader.rows_read)), train.rows, f"training epoch {epoch}")
         position.epoch, position.batches = epoch + 1, 0
+        if spec.validates:
+            _validate(spec, group, model, forward, steppers, padding, run, position)
     bar.close()
     elapsed = _since(started)
     total_samples = int(group.sum(samples))
     weights = _checkpoint(group, run, model, steppers, position)
+    if weights is not None and position.best_epoch not in (0, position.epoch):
+        weights = run.epoch_weights(position.best_epoch)
     if group.rank == 0:
         run.save_weights(weights)
         run.write_schema(schema)
@@ -244,6 +260,8 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
         "param_bytes_per_rank": [int(b) for b in parameter_bytes],
         "device": device.type,
         "losses": position.losses,
+        "valid_logloss_per_epoch": [None if math.isnan(v) else round(v, 6) for v in position.valid_losses],
+        "best_epoch": position.best_epoch or None,
         "rank": group.rank,
         "weights_digest": digest,
     }
@@ -251,6 +269,74 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
 
 # What a run's summary says of its cost beside its speed, which the run directory's metrics.json keeps.
 RUN_COST_KEYS = ("data_wait_share", "param_bytes_per_rank")
+# What it says of its epochs on the validation days (an empty list and None without validation).
+VALIDATION_KEYS = ("valid_logloss_per_epoch", "best_epoch")
+
+
+def _stopped(spec: TrainSpec, position: checkpoint.Position) -> bool:
+    """Whether validation has ended the run: `patience` epochs since the best one."""
+    since_best = position.epoch - position.best_epoch
+    return spec.validates and position.best_epoch > 0 and since_best >= spec.patience
+
+
+def _validate(
+    spec: TrainSpec,
+    group: Collective,
+    model: nn.Module,
+    forward: nn.Module,
+    steppers: list,
+    padding: Batch,
+    run: RunDirectory,
+    position: checkpoint.Position,
+) -> None:
+    """Scores the epoch just finished on the validation rows; when it is the best so far its weights
+    are kept, and a checkpoint records the position (every rank takes part: a sharded model gathers
+    its tables)."""
+    loss = validation_logloss(spec, group, model, forward, padding)
+    missing = position.epoch - 1 - len(position.valid_losses)  # epochs trained before validation was on
+    position.valid_losses.extend([math.nan] * missing + [loss])
+    best = position.valid_losses[position.best_epoch - 1] if position.best_epoch else math.inf
+    if loss < best:
+        weights = group.model_state(model)
+        if group.rank == 0:
+            run.save_epoch_weights(position.epoch, weights)
+        position.best_epoch = position.epoch
+    _checkpoint(group, run, model, steppers, position)
+    if group.rank == 0:
+        run.keep_epoch_weights(position.best_epoch)
+        print(
+            f"epoch {position.epoch}: validation log loss {loss:.5f} (best: epoch {position.best_epoch})",
+            file=sys.stderr,
+        )
+
+
+@torch.no_grad()
+def validation_logloss(
+    spec: TrainSpec, group: Collective, model: nn.Module, forward: nn.Module, padding: Batch
+) -> float:
+    """The model's mean log loss over the validation rows, each rank scoring its shard; a rank whose
+    shard ran out scores zero-weight padding, so a sharded model's collectives stay matched."""
+    valid = FileSet.from_dict(spec.valid or {})
+    schema = spec.features_schema()
+    loader = BatchLoader(
+        valid, schema, spec.batch_size, group.rank, group.size, shuffle=False, whole_files=True
+    )
+    batches = loader.epoch(0)
+    total, weight = 0.0, 0.0
+    model.eval()
+    while True:
+        batch = next(batches, None)
+        if group.sum(batch is not None) == 0:
+            break
+        batch = (batch or padding).to(group.device)
+        with precision(spec.precision, group.device):
+            logits = forward(*batch.inputs())
+        losses = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.label, reduction="none")
+        total += float((losses * batch.weight).sum())
+        weight += float(batch.weight.sum())
+    model.train()
+    check_epoch_rows(int(group.sum(loader.rows_read)), valid.rows, "validation")
+    return group.sum(total) / max(group.sum(weight), 1.0)
 
 
 def objective(config: ModelConfig, outputs: object, batch: Batch, step: int, run_steps: int) -> torch.Tensor:

@@ -26,16 +26,28 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def loss_curve(losses: list[float], title: str) -> bytes:
-    figure, axes = _figure((7, 4))
+def loss_curve(losses: list[float], title: str, valid_losses: list[float | None] | None = None) -> bytes:
+    """The batches' log loss by step; beside it, when epochs were validated, the validation log loss
+    by epoch with the kept (lowest) epoch marked."""
+    validated = [(epoch, loss) for epoch, loss in enumerate(valid_losses or [], 1) if loss is not None]
+    figure, axes = _figure((12, 4), 2) if validated else _figure((7, 4))
+    steps_axes = axes[0] if validated else axes
     steps = np.arange(1, len(losses) + 1)
-    axes.plot(steps, losses, alpha=0.3, label="batch loss")
+    steps_axes.plot(steps, losses, alpha=0.3, label="batch loss")
     window = max(1, len(losses) // 50)
     if len(losses) >= window:
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-        axes.plot(steps[window - 1 :], smooth, label=f"mean of {window} batches")
-    axes.set(xlabel="step", ylabel="log loss", title=title)
-    axes.legend()
+        steps_axes.plot(steps[window - 1 :], smooth, label=f"mean of {window} batches")
+    steps_axes.set(xlabel="step", ylabel="log loss", title=title)
+    steps_axes.legend()
+    if validated:
+        epochs, values = zip(*validated, strict=True)
+        best = epochs[int(np.argmin(values))]
+        axes[1].plot(epochs, values, marker="o", label="validation days")
+        kept = f"kept: epoch {best}"
+        axes[1].plot([best], [min(values)], marker="*", markersize=14, linestyle="", label=kept)
+        axes[1].set(xlabel="epoch", ylabel="log loss", title="validation log loss per epoch", xticks=epochs)
+        axes[1].legend()
     return _png(figure)
 
 

@@ -35,6 +35,7 @@ _RANKING_PLOT = "ranking.png"
 _CHECKPOINTS = "checkpoints"
 _LATEST_CHECKPOINT = "latest.json"
 _CHECKPOINT_PREFIX = "step-"
+_EPOCH_WEIGHTS_PREFIX = "epoch-"
 _PRETRAINED = "pretrained"
 
 
@@ -150,6 +151,27 @@ class RunDirectory:
         for old in older[: max(0, len(older) - (keep - 1))]:
             self._fs.rm(old)
         return name
+
+    def save_epoch_weights(self, epoch: int, weights: dict[str, torch.Tensor]) -> None:
+        """The weights at the end of `epoch`, kept while it is the run's best on validation. Each
+        epoch's under its own name: the checkpoint that names the best epoch never points at another's."""
+        with self._writing(_CHECKPOINTS, self._epoch_weights_name(epoch)) as stream:
+            torch.save(weights, stream)
+
+    def epoch_weights(self, epoch: int) -> dict[str, torch.Tensor]:
+        with self._fs.open(self._file(_CHECKPOINTS, self._epoch_weights_name(epoch)), "rb") as stream:
+            return torch.load(stream, map_location="cpu", weights_only=True)
+
+    def keep_epoch_weights(self, epoch: int) -> None:
+        """Removes every epoch's weights but `epoch`'s."""
+        kept = self._file(_CHECKPOINTS, self._epoch_weights_name(epoch))
+        for path in self._fs.glob(self._file(_CHECKPOINTS, f"{_EPOCH_WEIGHTS_PREFIX}*.pt")):
+            if path != kept:
+                self._fs.rm(path)
+
+    @staticmethod
+    def _epoch_weights_name(epoch: int) -> str:
+        return f"{_EPOCH_WEIGHTS_PREFIX}{epoch:04d}.pt"
 
     def latest_checkpoint(self) -> str | None:
         """The newest complete checkpoint's name; None before the first."""
