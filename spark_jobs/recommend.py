@@ -1,10 +1,12 @@
 """sparkrec recommend: every user's top-K items from a trained NCF or Mult-VAE run, as a Delta table.
 
-The users and what each has already clicked come from the interaction tables the run trained on
-(NCF: each user's training positives; Mult-VAE: each user's bag of items); a user's clicked items
-are never recommended. Executors rank (mapInPandas): each Python worker loads the run's weights once;
-NCF scores a batch of users against the candidates a chunk at a time into a running top K, so memory
-stays bounded with a million candidate items; Mult-VAE ranks every item for a user in one pass.
+The users come from the interaction tables the run trained on (NCF: the users of its positives;
+Mult-VAE: the vae table's users, each ranked from their whole bag, fold-in and held-out items), and
+so do the items each has clicked (every positive of ncf_train and ncf_eval, the held-out latest
+included), which are never recommended. Executors rank (mapInPandas): each Python worker loads the
+run's weights once; NCF scores a batch of users against the candidates a chunk at a time into a
+running top K, so memory stays bounded with a million candidate items; Mult-VAE ranks every item for
+a user in one pass.
 Candidates are every item of the vocabulary, or the ids in a candidate table's item column.
 
 The table (one row per user and rank: user id, rank from 1, item id, the item's raw token, score) is
@@ -25,10 +27,11 @@ import pandas as pd
 import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, LongType
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.interactions import ITEMS, InteractionsLayout, item_column, user_column
+from rec_plugin.interactions import HELDOUT, ITEMS, InteractionsLayout, item_column, user_column
 from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import ColumnSchema, Schema
 from rec_plugin.workflow import Workflow
@@ -39,7 +42,7 @@ from training.models.cf import CF_MODELS, NCF
 from training.run_directory import RunDirectory
 
 RUN, RANK, ITEM_ID, ITEM_TOKEN, SCORE, USER_ID = "run", "rank", "item_id", "item", "score", "user_id"
-SEEN = "seen"
+SEEN, BAG = "seen", "bag"
 RANKED_SCHEMA = f"{USER_ID} long, {RANK} int, {ITEM_ID} long, {SCORE} float"
 USERS_PER_BATCH = 256
 
@@ -56,7 +59,8 @@ def _model(run_uri: str) -> torch.nn.Module:
 def ranker(
     run_uri: str, model_name: str, candidates: np.ndarray, k: int
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """Frames of (user id, seen items) -> (user id, rank, item id, score), USERS_PER_BATCH users at a time."""
+    """Frames of (user id, bag, seen items) -> (user id, rank, item id, score), USERS_PER_BATCH users
+    at a time."""
 
     def rank(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = _model(run_uri)
@@ -68,7 +72,8 @@ def ranker(
                 if model_name == NCF:
                     ids, scores = ncf_top_items(model, users, seen, candidates, k)
                 else:
-                    ids, scores = top_items(model, seen, k)
+                    bags = [np.asarray(b, dtype=np.int64) for b in part[BAG]]
+                    ids, scores = _vae_top_unseen(model, bags, seen, k)
                 width = ids.shape[1]
                 yield pd.DataFrame(
                     {
@@ -82,17 +87,42 @@ def ranker(
     return rank
 
 
+def _vae_top_unseen(
+    model: torch.nn.Module, bags: list[np.ndarray], seen: list[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mult-VAE's k best items for each bag that the user has not clicked: the model leaves the bag
+    out, and asks for as many more as a user's clicks outside their bag (older than the bag's cap)."""
+    extra = max((len(np.setdiff1d(s, b)) for s, b in zip(seen, bags, strict=True)), default=0)
+    ids, scores = top_items(model, bags, min(k + extra, model.n_items - 1))
+    kept_ids = np.full((len(bags), k), -1, dtype=np.int64)
+    kept_scores = np.full((len(bags), k), -np.inf, dtype=np.float32)
+    for row, clicked in enumerate(seen):
+        unseen = ~np.isin(ids[row], clicked)
+        take = min(k, int(unseen.sum()))
+        kept_ids[row, :take] = ids[row][unseen][:take]
+        kept_scores[row, :take] = scores[row][unseen][:take]
+    return kept_ids, kept_scores
+
+
 def users_and_seen(
     spark: SparkSession, layout: InteractionsLayout, model: str, features: Schema
 ) -> DataFrame:
-    """(user id, the items the user clicked) for every user of the run's training table."""
+    """(user id, the bag Mult-VAE ranks from, every item the user clicked) for every user the run
+    ranks; NCF ranks from the user alone (its bag is empty)."""
     user, item, label = user_column(features).name, item_column(features).name, features.label.name
+    read = spark.read.format("delta")
+    train, held_out = (
+        read.load(table).where(F.col(label) == 1).select(user, item)
+        for table in (layout.ncf_train, layout.ncf_eval)
+    )
+    seen = train.unionByName(held_out).groupBy(user).agg(F.collect_set(item).alias(SEEN))
     if model == NCF:
-        positives = spark.read.format("delta").load(layout.ncf_train).where(F.col(label) == 1)
-        grouped = positives.groupBy(user).agg(F.collect_set(item).alias(SEEN))
+        users = seen.withColumn(BAG, F.array().cast(ArrayType(LongType())))
     else:
-        grouped = spark.read.format("delta").load(layout.vae).select(user, F.col(ITEMS).alias(SEEN))
-    return grouped.select(F.col(user).cast("long").alias(USER_ID), SEEN)
+        whole = F.when(F.col(HELDOUT).isNull(), F.col(ITEMS)).otherwise(F.array_union(ITEMS, HELDOUT))
+        bags = read.load(layout.vae).select(user, whole.alias(BAG))
+        users = bags.join(seen, user, "left").withColumn(SEEN, F.coalesce(SEEN, BAG))
+    return users.select(F.col(user).cast("long").alias(USER_ID), BAG, SEEN)
 
 
 def candidate_items(spark: SparkSession, item: ColumnSchema, candidates: str | None) -> np.ndarray:
