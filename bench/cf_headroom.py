@@ -48,10 +48,10 @@ from rec_plugin.schema import Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.layout import PipelineLayout
 from spark_jobs.session import build_session
-from spark_jobs.train_cf import NCF_CUTOFF, VAE_NDCG_CUTOFF, load_description
+from spark_jobs.train_cf import NCF_CUTOFF, load_description
 from training import plots
 from training.models.cf import MULTVAE, NCF
-from training.ranking import ndcg_at_k, ndcg_at_k_sets, top_k
+from training.ranking import VAE_NDCG_CUTOFF, ndcg_at_k, ndcg_at_k_sets, top_k
 
 SMOOTHING = 5.0  # clicks' worth of the overall category shares in each user's shares
 LAMBDAS = (0.0, 0.25, 0.5, 1.0)

@@ -45,7 +45,9 @@ POPULARITY = "popularity"
 ORACLE_RANKING = "oracle_ranking"
 POPULARITY_RANKING = "popularity_ranking"
 TRAIN_SPLIT = "train"  # the users Mult-VAE trains on
-VAE_SPLITS = (TRAIN_SPLIT, "valid", "test")
+VALID_SPLIT = "valid"  # the held-out users that pick its epoch
+TEST_SPLIT = "test"  # the held-out users it is measured on
+VAE_SPLITS = (TRAIN_SPLIT, VALID_SPLIT, TEST_SPLIT)
 
 EVAL_NEGATIVES = 100  # per evaluated user, as in the NCF paper (He et al. 2017)
 RANKING_DEPTH = 100  # NDCG@100 is the deepest metric read from a ranking

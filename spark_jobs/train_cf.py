@@ -26,7 +26,9 @@ from rec_plugin.interactions import (
     POPULARITY_RANKING,
     RANKING_DEPTH,
     SPLIT,
+    TEST_SPLIT,
     TRAIN_SPLIT,
+    VALID_SPLIT,
     InteractionsDescription,
     InteractionsLayout,
     item_column,
@@ -42,19 +44,24 @@ from training import plots
 from training.data import FileSet
 from training.evaluate import candidate_logits, top_items
 from training.grow import WARM_START_BACKENDS
-from training.loop import RUN_COST_KEYS, TrainSpec
+from training.loop import RUN_COST_KEYS, VALIDATION_KEYS, TrainSpec
 from training.models import build_model
 from training.models.cf import CF_MODELS, MULTVAE, NCF, fuse_pretrained
 from training.models.config import GMF, MLP, NEUMF
-from training.ranking import hit_rate_at_k, ndcg_at_k, ndcg_at_k_sets, recall_at_k
+from training.ranking import (
+    VAE_NDCG_CUTOFF,
+    VAE_RECALL_CUTOFFS,
+    hit_rate_at_k,
+    ndcg_at_k,
+    ndcg_at_k_sets,
+    recall_at_k,
+)
 from training.run_directory import RunDirectory
 from training.step import OptimizerSettings
 
 # run.pretrained's part that holds a Mult-VAE started from popularity (popularity_started_vae).
 POPULARITY_START = "popularity"
 NCF_CUTOFF = 10
-VAE_RECALL_CUTOFFS = (20, 50)
-VAE_NDCG_CUTOFF = 100
 # Epochs when none are asked for: Mult-VAE learns from each train user once an epoch (NCF from each
 # click), so it needs more passes; 10 measured on the e-commerce demo data (more gave little there).
 DEFAULT_EPOCHS = {NCF: 1, MULTVAE: 10}
@@ -117,6 +124,7 @@ def train_cf(
     elif model == MULTVAE:
         schema = vae_schema(features, description.max_items_per_user)
         train_files = table_files(spark, layout.vae, (SPLIT, TRAIN_SPLIT))
+        options["valid"] = table_files(spark, layout.vae, (SPLIT, VALID_SPLIT)).to_dict()
     else:
         raise InputError(
             f"unknown collaborative-filtering model {model!r}; choose one of {sorted(CF_MODELS)}"
@@ -155,12 +163,12 @@ def train_cf(
         "workers": workers,
         "samples_per_s": summary["samples_per_s"],
         "steps": summary["steps"],
-        **{key: summary[key] for key in RUN_COST_KEYS},
+        **{key: summary[key] for key in (*RUN_COST_KEYS, *VALIDATION_KEYS)},
         "run_dir": run.uri,
         **report,
         **({"pretrained": towers} if pretrain else {}),
     }
-    run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss"))
+    run.write_loss_plot(plots.loss_curve(summary["losses"], f"{model}: training loss", summary))
     run.write_ranking_plot(plots.ranking_metrics(report, f"{model}: model, oracle and popularity"))
     run.write_metrics(details)
     track_run(run.uri, summary["losses"])
@@ -292,7 +300,7 @@ def vae_report(spark: SparkSession, model: torch.nn.Module, layout: Interactions
     frame = (
         spark.read.format("delta")
         .load(layout.vae)
-        .where(F.col(SPLIT) == "test")
+        .where(F.col(SPLIT) == TEST_SPLIT)
         .select(ITEMS, HELDOUT, ORACLE_RANKING, POPULARITY_RANKING)
         .toPandas()
     )

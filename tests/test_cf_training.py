@@ -13,11 +13,18 @@ from conftest import kill_at_first_checkpoint
 from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
-from rec_plugin.interactions import ITEMS, item_column, ncf_schema, user_column
+from rec_plugin.interactions import SPLIT, VALID_SPLIT, item_column, ncf_schema, user_column
 from rec_plugin.workflow import Workflow
 from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, recommend
-from spark_jobs.train_cf import CF_REPORT_KEYS, FUSED_LR_SCALE, POPULARITY_START, train_cf
-from training.evaluate import candidate_logits, ncf_top_items
+from spark_jobs.train_cf import (
+    CF_REPORT_KEYS,
+    DEFAULT_EPOCHS,
+    FUSED_LR_SCALE,
+    POPULARITY_START,
+    table_files,
+    train_cf,
+)
+from training.evaluate import candidate_logits, heldout_ndcg_sum, ncf_top_items
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
 from training.models.cf import MULTVAE, NCF, fuse_pretrained
@@ -59,6 +66,23 @@ def test_both_models_train_on_two_workers_and_report_every_ranking_metric(runs):
     assert vae.spec()["initial_weights"] == vae.pretrained(POPULARITY_START).uri
     # The planted oracle knows each user's taste: it must rank better than popularity alone.
     assert runs[NCF]["oracle_ndcg_at_10"] > runs[NCF]["popularity_ndcg_at_10"], runs[NCF]
+
+
+def test_multvae_keeps_the_epoch_of_best_validation_ndcg(spark, shop_interactions, runs):
+    """Each epoch is scored on the validation users' held-out items (each Horovod rank its share of
+    their files), every epoch trains; the run's weights are those of the epoch of highest NDCG@100, as
+    Liang et al. pick."""
+    layout, _ = shop_interactions
+    metrics = RunDirectory(runs[MULTVAE]["run_dir"]).metrics()
+    scores, best = metrics["valid_per_epoch"], metrics["best_epoch"]
+    assert metrics["valid_metric"] == "ndcg_at_100" and len(scores) >= 2, metrics
+    assert scores[best - 1] == max(scores) and len(scores) == DEFAULT_EPOCHS[MULTVAE]  # no early stop
+    model = build_model(RunDirectory(runs[MULTVAE]["run_dir"]).model_config())
+    model.load_state_dict(RunDirectory(runs[MULTVAE]["run_dir"]).weights())
+    valid = table_files(spark, layout.vae, (SPLIT, VALID_SPLIT))
+    total, users = heldout_ndcg_sum(model, valid.files)
+    assert users == valid.rows > 0
+    assert abs(total / users - scores[best - 1]) < 1e-5, (total / users, scores)
 
 
 def run_train(layout_root: str, workflow: str, run_dir: Path, *extra: str) -> subprocess.Popen:

@@ -252,7 +252,8 @@ def test_epochs_are_validated_the_run_stops_once_they_worsen_and_keeps_the_best(
         progress=False,
     )  # fmt: skip
     written = RunDirectory(run_path).metrics()
-    losses, best = written["valid_logloss_per_epoch"], written["best_epoch"]
+    losses, best = written["valid_per_epoch"], written["best_epoch"]
+    assert written["valid_metric"] == "logloss"
     assert len(losses) == best + 1 < 4, losses  # stopped one epoch after the best
     assert losses[best - 1] == min(losses) < losses[-1]
     scored = valid_logloss_of_the_run(spark, features, workflow, run_path)
@@ -286,7 +287,7 @@ def test_a_run_killed_after_a_validated_epoch_resumes_to_the_same_epochs_and_wei
     assert start(spec(killed, resume=True)).wait(timeout=600) == 0
     resumed = json.loads((tmp_path / "killed.summary.json").read_text())
     assert resumed["best_epoch"] == expected["best_epoch"] is not None
-    losses = [run["valid_logloss_per_epoch"] for run in (resumed, expected)]
+    losses = [run["valid_per_epoch"] for run in (resumed, expected)]
     assert len(losses[0]) == len(losses[1])
     np.testing.assert_allclose(losses[0], losses[1], atol=1e-4)
     runs = [build_model(config) for _ in range(2)]

@@ -20,14 +20,14 @@ from training.run_directory import RunDirectory
 @dataclass
 class Position:
     """Where training stands: `batches` of epoch `epoch` are done (per rank), `step` overall; with
-    validation, each finished epoch's validation log loss (NaN for an epoch not validated) and the
-    best epoch so far (0: none), whose weights the run directory keeps."""
+    validation, each finished epoch's validation score (NaN for an epoch not validated) and the best
+    epoch so far (0: none), whose weights the run directory keeps."""
 
     epoch: int = 0
     batches: int = 0
     step: int = 0
     losses: list[float] = field(default_factory=list)
-    valid_losses: list[float] = field(default_factory=list)
+    valid_scores: list[float] = field(default_factory=list)
     best_epoch: int = 0
 
 
@@ -54,7 +54,7 @@ def save(
             "best_epoch": position.best_epoch,
         },
         "losses": torch.tensor(position.losses, dtype=torch.float64),
-        "valid_losses": torch.tensor(position.valid_losses, dtype=torch.float64),
+        "valid_scores": torch.tensor(position.valid_scores, dtype=torch.float64),
         "torch_rng": torch.get_rng_state(),
     }
     return run.save_checkpoint(state, position.step, keep)
@@ -67,8 +67,8 @@ def load_latest(run: RunDirectory) -> Saved | None:
         return None
     state = run.load_checkpoint(name)
     torch.set_rng_state(state["torch_rng"])
-    valid_losses = state.get("valid_losses", torch.zeros(0)).tolist()  # a checkpoint from before validation
-    position = Position(**state["position"], losses=state["losses"].tolist(), valid_losses=valid_losses)
+    valid_scores = state.get("valid_scores", torch.zeros(0)).tolist()  # a checkpoint from before validation
+    position = Position(**state["position"], losses=state["losses"].tolist(), valid_scores=valid_scores)
     return Saved(state["model"], state["optimizers"], position)
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
+import fsspec
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
 from petastorm import TransformSpec, make_batch_reader
 
@@ -108,6 +110,20 @@ class FileSet:
     @classmethod
     def from_dict(cls, data: dict) -> FileSet:
         return cls(tuple(data["files"]), int(data["rows"]))
+
+
+def read_id_lists(files: Sequence[str], columns: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    """Each row's ids of some list<int> columns of whole parquet files (qualified URIs, read through
+    fsspec), in file and row order: what scoring a user's bag against their held-out items reads."""
+    read: dict[str, list[np.ndarray]] = {column: [] for column in columns}
+    for uri in files:
+        filesystem, path = fsspec.core.url_to_fs(uri)
+        table = pq.read_table(path, columns=list(columns), filesystem=filesystem)
+        for column in columns:
+            lists = table.column(column).combine_chunks()
+            values = lists.values.to_numpy(zero_copy_only=False).astype(np.int64)
+            read[column].extend(np.split(values, lists.offsets.to_numpy()[1:-1]))
+    return read
 
 
 class EpochRowCountError(RuntimeError):

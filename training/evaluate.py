@@ -7,10 +7,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from rec_plugin.interactions import HELDOUT, ITEMS
 from rec_plugin.schema import Schema
-from training.data import BatchLoader, FileSet, check_epoch_rows, jagged_arrays
+from training.data import BatchLoader, FileSet, check_epoch_rows, jagged_arrays, read_id_lists
 from training.metrics import auc
 from training.models.cf import TopKRecommender
+from training.ranking import VAE_NDCG_CUTOFF, ndcg_at_k_sets
 
 
 @torch.no_grad()
@@ -71,6 +73,17 @@ def top_items(
         ids.append(top_ids.numpy())
         scores.append(top_scores.numpy())
     return np.concatenate(ids), np.concatenate(scores)
+
+
+def heldout_ndcg_sum(model: nn.Module, files: tuple[str, ...]) -> tuple[float, int]:
+    """Mult-VAE's NDCG@100 summed over the held-out users of some files of the vae table (each user's
+    fold-in bag ranks every item, the bag left out, against their held-out items), and the users'
+    count: sums, so ranks scoring their own files add up."""
+    users = read_id_lists(files, (ITEMS, HELDOUT))
+    if not users[ITEMS]:
+        return 0.0, 0
+    ranked, _ = top_items(model, users[ITEMS], VAE_NDCG_CUTOFF)
+    return ndcg_at_k_sets(ranked, users[HELDOUT], VAE_NDCG_CUTOFF) * len(ranked), len(ranked)
 
 
 @torch.no_grad()

@@ -29,10 +29,12 @@ from rec_plugin.schema import Schema
 from training import checkpoint
 from training.data import Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch
 from training.distributed import Collective, collective
+from training.evaluate import heldout_ndcg_sum
 from training.grow import warm_start
 from training.models import ModelConfig, build_model
 from training.models.cf import MULTVAE, beta_at, multvae_loss
 from training.progress import progress_bar
+from training.ranking import VAE_NDCG_CUTOFF
 from training.run_directory import RunDirectory
 from training.step import OptimizerSettings, bce_loss, precision
 
@@ -69,11 +71,12 @@ class TrainSpec:
     # that share a host a share of its cores (more threads than cores ran 2 trials 4.6x slower), and
     # the best trial's count goes to its config: the count changes float sums, hence the model.
     torch_threads: int | None = None
-    # The validation days' FileSet (FileSet.to_dict): in a run of 2+ epochs the model is scored on it
-    # after every epoch, the weights of the epoch of lowest log loss are the run's, and training stops
-    # once `patience` epochs in a row have not lowered it (CTR models overfit from their second epoch).
+    # The validation rows' FileSet (FileSet.to_dict): the CTR models' validation days, Mult-VAE's
+    # validation users. In a run of 2+ epochs the model is scored on them after every epoch (its
+    # ValidationMetric), the best epoch's weights are the run's, and training stops once `patience`
+    # epochs in a row have not bettered it (None: it trains every epoch).
     valid: dict | None = None
-    patience: int = 1
+    patience: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -260,7 +263,8 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
         "param_bytes_per_rank": [int(b) for b in parameter_bytes],
         "device": device.type,
         "losses": position.losses,
-        "valid_logloss_per_epoch": [None if math.isnan(v) else round(v, 6) for v in position.valid_losses],
+        "valid_metric": validation_metric(config).name if spec.validates else None,
+        "valid_per_epoch": [None if math.isnan(v) else round(v, 6) for v in position.valid_scores],
         "best_epoch": position.best_epoch or None,
         "rank": group.rank,
         "weights_digest": digest,
@@ -269,14 +273,38 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
 
 # What a run's summary says of its cost beside its speed, which the run directory's metrics.json keeps.
 RUN_COST_KEYS = ("data_wait_share", "param_bytes_per_rank")
-# What it says of its epochs on the validation days (an empty list and None without validation).
-VALIDATION_KEYS = ("valid_logloss_per_epoch", "best_epoch")
+# What it says of its epochs on the validation rows (None and an empty list without validation).
+VALIDATION_KEYS = ("valid_metric", "valid_per_epoch", "best_epoch")
+
+
+@dataclass(frozen=True)
+class ValidationMetric:
+    """What picks a run's epoch on its validation rows."""
+
+    name: str
+    higher_is_better: bool
+
+    def better(self, score: float, than: float | None) -> bool:
+        if than is None:
+            return True
+        return score > than if self.higher_is_better else score < than
+
+
+# The CTR models' log loss on the validation days; Mult-VAE's NDCG@100 of its validation users'
+# held-out items, by which Liang et al. 2018 pick its epoch.
+LOGLOSS = ValidationMetric("logloss", higher_is_better=False)
+HELDOUT_NDCG = ValidationMetric(f"ndcg_at_{VAE_NDCG_CUTOFF}", higher_is_better=True)
+
+
+def validation_metric(config: ModelConfig) -> ValidationMetric:
+    return HELDOUT_NDCG if config.name == MULTVAE else LOGLOSS
 
 
 def _stopped(spec: TrainSpec, position: checkpoint.Position) -> bool:
     """Whether validation has ended the run: `patience` epochs since the best one."""
-    since_best = position.epoch - position.best_epoch
-    return spec.validates and position.best_epoch > 0 and since_best >= spec.patience
+    if not spec.validates or spec.patience is None or position.best_epoch == 0:
+        return False
+    return position.epoch - position.best_epoch >= spec.patience
 
 
 def _validate(
@@ -292,11 +320,12 @@ def _validate(
     """Scores the epoch just finished on the validation rows; when it is the best so far its weights
     are kept, and a checkpoint records the position (every rank takes part: a sharded model gathers
     its tables)."""
-    loss = validation_logloss(spec, group, model, forward, padding)
-    missing = position.epoch - 1 - len(position.valid_losses)  # epochs trained before validation was on
-    position.valid_losses.extend([math.nan] * missing + [loss])
-    best = position.valid_losses[position.best_epoch - 1] if position.best_epoch else math.inf
-    if loss < best:
+    metric = validation_metric(ModelConfig.from_dict(spec.model))
+    score = validation_score(spec, group, model, forward, padding)
+    missing = position.epoch - 1 - len(position.valid_scores)  # epochs trained before validation was on
+    position.valid_scores.extend([math.nan] * missing + [score])
+    best = position.valid_scores[position.best_epoch - 1] if position.best_epoch else None
+    if metric.better(score, best):
         weights = group.model_state(model)
         if group.rank == 0:
             run.save_epoch_weights(position.epoch, weights)
@@ -304,39 +333,49 @@ def _validate(
     _checkpoint(group, run, model, steppers, position)
     if group.rank == 0:
         run.keep_epoch_weights(position.best_epoch)
-        print(
-            f"epoch {position.epoch}: validation log loss {loss:.5f} (best: epoch {position.best_epoch})",
-            file=sys.stderr,
-        )
+        kept = f"best: epoch {position.best_epoch}"
+        print(f"epoch {position.epoch}: validation {metric.name} {score:.5f} ({kept})", file=sys.stderr)
 
 
 @torch.no_grad()
-def validation_logloss(
+def validation_score(
     spec: TrainSpec, group: Collective, model: nn.Module, forward: nn.Module, padding: Batch
 ) -> float:
-    """The model's mean log loss over the validation rows, each rank scoring its shard; a rank whose
-    shard ran out scores zero-weight padding, so a sharded model's collectives stay matched."""
+    """The model's ValidationMetric over the validation rows, each rank scoring every size-th file (a
+    split any number of ranks can take), its sums added over ranks."""
     valid = FileSet.from_dict(spec.valid or {})
+    model.eval()
+    if validation_metric(ModelConfig.from_dict(spec.model)) is HELDOUT_NDCG:
+        total, rows = heldout_ndcg_sum(model, valid.files[group.rank :: group.size])
+        weight = float(rows)
+    else:
+        total, weight, rows = _logloss_sums(spec, group, forward, padding, valid)
+    model.train()
+    check_epoch_rows(int(group.sum(rows)), valid.rows, "validation")
+    return group.sum(total) / max(group.sum(weight), 1.0)
+
+
+def _logloss_sums(
+    spec: TrainSpec, group: Collective, forward: nn.Module, padding: Batch, valid: FileSet
+) -> tuple[float, float, int]:
+    """This rank's summed log loss, weight and rows read over its files of `valid`. While any rank
+    has rows, a rank out of them scores zero-weight padding: a sharded model's collectives stay
+    matched."""
     schema = spec.features_schema()
-    loader = BatchLoader(
-        valid, schema, spec.batch_size, group.rank, group.size, shuffle=False, whole_files=True
-    )
+    shard = dict(rank=group.rank, size=group.size, shuffle=False, whole_files=True)
+    loader = BatchLoader(valid, schema, spec.batch_size, **shard)
     batches = loader.epoch(0)
     total, weight = 0.0, 0.0
-    model.eval()
     while True:
         batch = next(batches, None)
         if group.sum(batch is not None) == 0:
-            break
+            return total, weight, loader.rows_read
         batch = (batch or padding).to(group.device)
         with precision(spec.precision, group.device):
-            logits = forward(*batch.inputs())
-        losses = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.label, reduction="none")
+            logits = forward(*batch.inputs()).float()
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="none")
         total += float((losses * batch.weight).sum())
         weight += float(batch.weight.sum())
-    model.train()
-    check_epoch_rows(int(group.sum(loader.rows_read)), valid.rows, "validation")
-    return group.sum(total) / max(group.sum(weight), 1.0)
 
 
 def objective(config: ModelConfig, outputs: object, batch: Batch, step: int, run_steps: int) -> torch.Tensor:

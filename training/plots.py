@@ -7,6 +7,7 @@ plot at once safely."""
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,10 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def loss_curve(losses: list[float], title: str, valid_losses: list[float | None] | None = None) -> bytes:
-    """The batches' log loss by step; beside it, when epochs were validated, the validation log loss
-    by epoch with the kept (lowest) epoch marked."""
-    validated = [(epoch, loss) for epoch, loss in enumerate(valid_losses or [], 1) if loss is not None]
+def loss_curve(losses: list[float], title: str, summary: Mapping[str, Any] | None = None) -> bytes:
+    """The batches' loss by step; beside it, when a run's `summary` (training/loop.py) holds validated
+    epochs, its validation metric by epoch with the kept epoch marked."""
+    validated = [(e, v) for e, v in enumerate((summary or {}).get("valid_per_epoch", []), 1) if v is not None]
     figure, axes = _figure((12, 4), 2) if validated else _figure((7, 4))
     steps_axes = axes[0] if validated else axes
     steps = np.arange(1, len(losses) + 1)
@@ -38,15 +39,15 @@ def loss_curve(losses: list[float], title: str, valid_losses: list[float | None]
     if len(losses) >= window:
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         steps_axes.plot(steps[window - 1 :], smooth, label=f"mean of {window} batches")
-    steps_axes.set(xlabel="step", ylabel="log loss", title=title)
+    steps_axes.set(xlabel="step", ylabel="loss", title=title)
     steps_axes.legend()
-    if validated:
+    if validated and summary is not None:
+        metric, best = summary["valid_metric"], summary["best_epoch"]
         epochs, values = zip(*validated, strict=True)
-        best = epochs[int(np.argmin(values))]
-        axes[1].plot(epochs, values, marker="o", label="validation days")
+        axes[1].plot(epochs, values, marker="o", label="validation")
         kept = f"kept: epoch {best}"
-        axes[1].plot([best], [min(values)], marker="*", markersize=14, linestyle="", label=kept)
-        axes[1].set(xlabel="epoch", ylabel="log loss", title="validation log loss per epoch", xticks=epochs)
+        axes[1].plot([best], [dict(validated)[best]], marker="*", markersize=14, linestyle="", label=kept)
+        axes[1].set(xlabel="epoch", ylabel=metric, title=f"validation {metric} per epoch", xticks=epochs)
         axes[1].legend()
     return _png(figure)
 

@@ -21,6 +21,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Mult-VAE's metrics on held-out users (Liang et al. 2018): Recall at these cutoffs and NDCG@100.
+VAE_RECALL_CUTOFFS = (20, 50)
+VAE_NDCG_CUTOFF = 100
+
 
 def positive_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """Each user's positive's pessimistic rank [U] (0 is best): the candidates other than it that
