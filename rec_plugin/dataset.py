@@ -202,6 +202,10 @@ class DatasetDefinition:
         absent = [c for c in passed if c not in available]
         if absent:
             raise InputError(f"dataset {self.name}: workflow passthrough names columns {absent} it lacks")
+        try:  # what the workflow checks of its graph: shared vocabularies' owners, columns fitted twice
+            self.default_workflow()
+        except InputError as error:
+            raise InputError(f"dataset {self.name}: {error}") from None
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetDefinition:
@@ -211,6 +215,10 @@ class DatasetDefinition:
             )
             for c in data["columns"]
         )
+        names = [c.name for c in columns]
+        doubled = sorted({n for n in names if names.count(n) > 1})
+        if doubled:
+            raise InputError(f"dataset {data['name']}: columns {doubled} are named twice: name each once")
         unknown = sorted({c.type for c in columns} - set(RAW_TYPES))
         if unknown:
             raise InputError(

@@ -279,6 +279,14 @@ def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_lo
     assert message in str(error.value)
 
 
+def test_a_column_named_twice_is_refused_at_load(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "shop", "columns": [*COLUMNS, COLUMNS[1]], "format": "tsv"}))
+    with pytest.raises(InputError, match="^dataset shop: columns ") as error:
+        load_dataset(str(path))
+    assert f"['{COLUMNS[1]['name']}'] are named twice" in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("node", "message"),
     [
@@ -296,6 +304,10 @@ def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_lo
             "selects no column (no column has its tags ['continous'])",
         ),
         ({"columns": ["item"]}, "workflow node 1 has no ops"),
+        (
+            {"columns": ["item"], "ops": [{"op": "Categorify", "params": {"vocabulary_of": "sku"}}]},
+            "uses the vocabulary of 'sku', but no node fits one",
+        ),
     ],
 )
 def test_a_workflow_naming_what_does_not_exist_is_refused_at_load(tmp_path, node, message):
