@@ -20,17 +20,17 @@ import json
 import time
 from collections.abc import Callable
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.dataset import DEFAULT_DATASET, DatasetDefinition, bundled_datasets, load_dataset
+from rec_plugin.dataset import DEFAULT_DATASET, DatasetDefinition, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
 from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, SOURCE_FILE
 from rec_plugin.workflow import Workflow, spark_type
+from spark_jobs.ingest import ingested_dataset
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 
@@ -46,41 +46,15 @@ def gpu_eligibility(output: DataFrame, fit_queries: Callable[[], list[DataFrame]
     return round(on / total, 4) if total else 1.0
 
 
-def _ingested_dataset(spark: SparkSession, bronze: str, version: int) -> str | None:
-    """The dataset name that the latest ingest up to `version` recorded in its commit (None if none did)."""
-    notes = (
-        DeltaTable.forPath(spark, bronze)
-        .history()
-        .where((F.col("version") <= version) & F.col("userMetadata").isNotNull())
-        .orderBy(F.desc("version"))
-        .select("userMetadata")
-        .collect()
-    )
-    for (text,) in notes:
-        try:
-            name = json.loads(text).get("dataset")
-        except (AttributeError, ValueError):  # a note another writer left
-            continue
-        if isinstance(name, str):
-            return name
-    return None
-
-
 def _bronze_dataset(
     spark: SparkSession, bronze: str, version: int, source: DataFrame, dataset: str | None
 ) -> DatasetDefinition:
     """`dataset`, else the one bronze was ingested as; refused in one line when bronze lacks its columns
-    (another dataset's table) or was ingested from a definition that is not bundled."""
-    recorded = _ingested_dataset(spark, bronze, version) if dataset is None else None
-    if recorded is not None and recorded not in bundled_datasets():
-        raise InputError(
-            f"bronze table {bronze} was ingested as dataset {recorded!r}, which is not bundled: "
-            "give its definition with --dataset PATH.json"
-        )
-    definition = load_dataset(dataset or recorded or DEFAULT_DATASET)
+    (another dataset's table)."""
+    definition = load_dataset(dataset or ingested_dataset(spark, bronze, version) or DEFAULT_DATASET)
     missing = [f.name for f in definition.bronze_schema().fields if f.name not in source.columns]
     if missing:
-        recorded = recorded or _ingested_dataset(spark, bronze, version)
+        recorded = ingested_dataset(spark, bronze, version)
         ingested = f" (it was ingested as dataset {recorded!r})" if recorded else ""
         raise InputError(
             f"bronze table {bronze} lacks dataset {definition.name}'s columns {missing[:3]}"

@@ -18,16 +18,26 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import reduce
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from rec_plugin import storage
-from rec_plugin.dataset import DEFAULT_DATASET, DELTA, DatasetDefinition, RawColumn, load_dataset
+from rec_plugin.dataset import (
+    DEFAULT_DATASET,
+    DELTA,
+    DatasetDefinition,
+    RawColumn,
+    bundled_datasets,
+    load_dataset,
+)
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import (
     DAY,
@@ -296,6 +306,22 @@ def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
     return frame.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
 
 
+def _new_files(spark: SparkSession, source: Source, tables: list[str]) -> Source:
+    """`source` less the files whose lines any of `tables` holds; refused in one line when none is left."""
+    held: set[str] = set()
+    for table in tables:
+        if storage.exists(spark, table):
+            lines = spark.read.format("delta").load(table).select(SOURCE_FILE).distinct()
+            held.update(row[0] for row in lines.collect())
+    files = {name: day for name, day in source.files.items() if name not in held}
+    if not files:
+        raise InputError(
+            f"every raw file under {source.root} is ingested already: add the new day's files there"
+        )
+    print(f"ingest: {len(files)} of them not ingested before", flush=True)
+    return replace(source, files=files)
+
+
 def _replace_rows(frame: DataFrame, path: str, source: Source, partition_by: list[str], note: str) -> None:
     """Atomically replaces the source's rows in a Delta table (creating it on first write, with
     statistics on its row keys only); the commit records `note` (the dataset and source)."""
@@ -326,6 +352,45 @@ def _require_columns_of(spark: SparkSession, path: str, schema: StructType, role
             )
 
 
+# The key of ingest's commit note that holds the path of a user's dataset definition (None when bundled).
+DEFINITION_NOTE = "definition"
+
+
+def _definition_file(dataset: str | DatasetDefinition) -> str | None:
+    """The absolute path of a dataset given as a .json path, which later stages reload it from."""
+    if isinstance(dataset, str) and dataset not in bundled_datasets():
+        return os.path.abspath(dataset)
+    return None
+
+
+def ingested_dataset(spark: SparkSession, bronze: str, version: int | None = None) -> str | None:
+    """What the latest ingest up to `version` (the latest by default) recorded in its commit: the
+    bundled dataset's name or the user's definition file; None when no ingest recorded one. Refused in
+    one line when that definition file is gone."""
+    history = DeltaTable.forPath(spark, bronze).history().where(F.col("userMetadata").isNotNull())
+    if version is not None:
+        history = history.where(F.col("version") <= version)
+    for (text,) in history.orderBy(F.desc("version")).select("userMetadata").collect():
+        try:
+            note = json.loads(text)
+            name = note.get("dataset")
+        except (AttributeError, ValueError):  # a note another writer left
+            continue
+        if not isinstance(name, str):
+            continue
+        path = note.get(DEFINITION_NOTE)
+        if path is None and name in bundled_datasets():
+            return name
+        if path is not None and os.path.isfile(path):
+            return path
+        raise InputError(
+            f"bronze table {bronze} was ingested as dataset {name!r}"
+            + (f" from {path}, which no longer exists" if path else ", which is not bundled")
+            + ": give its definition with --dataset PATH.json"
+        )
+    return None
+
+
 def ingest(
     spark: SparkSession,
     input_dir: str | None,
@@ -334,16 +399,28 @@ def ingest(
     days: list[int] | None = None,
     patterns: Sequence[str] | None = None,
     dataset: str | DatasetDefinition = DEFAULT_DATASET,
+    new_files_only: bool = False,
 ) -> dict:
     """Ingests `dataset` (a bundled name, a .json path or a definition): its raw files under input_dir
     of `days` (all by default) whose names match `patterns` (default: its file patterns), or the Delta
-    table it names (input_dir None); returns the report section."""
+    table it names (input_dir None); returns the report section. `new_files_only`: of those files,
+    only the ones whose lines neither bronze nor rejects holds (a daily ingest of a dataset whose rows
+    name their day, so that no path says which files a day brings)."""
     definition = dataset if isinstance(dataset, DatasetDefinition) else load_dataset(dataset)
     bronze_schema = definition.bronze_schema()
     _require_columns_of(spark, bronze, bronze_schema, "bronze table")
     _require_columns_of(spark, rejects, rejects_schema(), "rejects table")
     source = find_source(spark, definition, input_dir, days, patterns)
-    note = json.dumps({"dataset": definition.name, "format": definition.format, "source": source.describe()})
+    if new_files_only:
+        source = _new_files(spark, source, [bronze, rejects])
+    note = json.dumps(
+        {
+            "dataset": definition.name,
+            DEFINITION_NOTE: _definition_file(dataset),
+            "format": definition.format,
+            "source": source.describe(),
+        }
+    )
     bronze_is_new = not storage.exists(spark, bronze)
     with (
         session_conf(spark, {**READ_CONF, **WIDE_PROJECTIONS}),
@@ -403,9 +480,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
-    definition = load_dataset(args.dataset)  # a wrong name or path is refused before Spark starts
+    load_dataset(args.dataset)  # a wrong name or path is refused before Spark starts
     spark = build_session(args.profile, "sparkrec-ingest")
-    report = ingest(spark, args.input, args.bronze, args.rejects, args.days, args.glob, definition)
+    report = ingest(spark, args.input, args.bronze, args.rejects, args.days, args.glob, args.dataset)
     print(json.dumps({"ingest": report}, indent=2))
     return report
 

@@ -35,7 +35,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.dataset import DEFAULT_DATASET, load_dataset
+from rec_plugin.dataset import DEFAULT_DATASET, DELTA, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE
@@ -46,7 +46,7 @@ from serving.rollout import Routing, push_candidate, rollback, routing_file, ser
 from serving.rollout import promote as promote_version
 from spark_jobs.featurize import featurize_days
 from spark_jobs.generate import oracle_metrics
-from spark_jobs.ingest import ingest
+from spark_jobs.ingest import ingest, ingested_dataset
 from spark_jobs.layout import PipelineLayout, day_list
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
@@ -81,7 +81,7 @@ class Production:
         if not path.is_file():
             raise InputError(
                 f"no production model recorded in {path}: deploy a trained run first (sparkrec retrain "
-                "--deploy RUN_DIR --version K)"
+                f"--out {layout.out} --deploy RUN_DIR)"
             )
         return cls(**json.loads(path.read_text()))
 
@@ -102,7 +102,7 @@ class RetrainSettings:
     workers: int = 1
     epochs: int = 1
     seed: int = 0
-    dataset: str = DEFAULT_DATASET
+    dataset: str | None = None  # a bundled name or a .json path; None: the one bronze was ingested as
     name: str = "ctr"
     ab_seconds: float = 0.0  # how long the split serves before the decision
 
@@ -144,6 +144,18 @@ def held_out(rows: DataFrame, share: float) -> DataFrame:
     every rerun, whatever the partitioning)."""
     bucket = F.abs(F.xxhash64(F.col(SOURCE_FILE), F.col(LINE_NUMBER))) % 10_000
     return rows.where(bucket < int(round(share * 10_000)))
+
+
+def _ingest_day(spark: SparkSession, layout: PipelineLayout, day: int, dataset: str) -> dict:
+    """Ingests what day `day` brings, as the dataset's source says which rows a day holds: the files
+    under its day_<d> folders; the raw files not ingested yet where rows name their day; the Delta
+    table it reads (its rows replace those of earlier versions)."""
+    definition = load_dataset(dataset)
+    if definition.format == DELTA:
+        return ingest(spark, None, layout.bronze, layout.rejects, dataset=dataset)
+    if definition.day_column is not None:
+        return ingest(spark, layout.raw, layout.bronze, layout.rejects, dataset=dataset, new_files_only=True)
+    return ingest(spark, layout.raw, layout.bronze, layout.rejects, [day], dataset=dataset)
 
 
 def _day_rows(spark: SparkSession, layout: PipelineLayout, day: int) -> DataFrame:
@@ -213,10 +225,13 @@ def retrain(
     production = Production(
         **(record.done("start") or record.finish("start", asdict(Production.load(layout))))
     )
+    dataset = settings.dataset or ingested_dataset(spark, layout.bronze) or DEFAULT_DATASET
     if not record.done("ingest"):
-        ingested = ingest(spark, layout.raw, layout.bronze, layout.rejects, [day], dataset=settings.dataset)
+        ingested = _ingest_day(spark, layout, day, dataset)
         record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
     rows = _day_rows(spark, layout, day)
+    if rows.isEmpty():
+        raise InputError(f"bronze table {layout.bronze} holds no rows of day {day} after its ingest")
     holdout = held_out(rows, settings.holdout_share)
     if not record.done("extend"):
         # The held-out rows stay out of the vocabularies too: a value seen only there would get an
@@ -224,7 +239,7 @@ def retrain(
         trained_rows = rows.join(holdout.select(*ROW_KEYS), ROW_KEYS, "left_anti")
         record.finish("extend", {"workflow_version": extend_workflow(spark, layout, day, trained_rows)})
     if not record.done("featurize"):
-        _require_scorable(holdout, settings)
+        _require_scorable(holdout, settings, load_dataset(dataset).label)
         written = featurize_days(spark, layout.bronze, layout.workflow, [day], TRAIN_SPLIT, exclude=holdout)
         record.finish("featurize", {**written, "held_out_rows": holdout.count()})
     candidate = storage.qualified(spark, layout.run(f"candidate-day{day}"))
@@ -346,9 +361,8 @@ def production_settings(run_dir: str) -> dict:
     return {**inherited, **({"embedding_dim": dims.pop()} if len(dims) == 1 else {})}
 
 
-def _require_scorable(holdout: DataFrame, settings: RetrainSettings) -> None:
-    """The held-out rows can rank the two models: both labels among them."""
-    label = load_dataset(settings.dataset).label
+def _require_scorable(holdout: DataFrame, settings: RetrainSettings, label: str) -> None:
+    """The held-out rows can rank the two models: both of `label`'s values among them."""
     labels = {row[0] for row in holdout.select(F.col(label).cast("int")).distinct().collect()}
     if labels != {0, 1}:
         raise InputError(
@@ -413,7 +427,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backend", choices=BACKENDS, default=RetrainSettings.backend)
     parser.add_argument("--workers", type=int, default=RetrainSettings.workers)
     parser.add_argument("--epochs", type=int, default=RetrainSettings.epochs)
-    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset definition of the raw days")
+    parser.add_argument(
+        "--dataset",
+        help="the raw days' dataset: a bundled name or a definition's .json path (default: the one "
+        "bronze was ingested as)",
+    )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     if (args.day is None) == (args.deploy is None):
