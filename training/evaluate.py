@@ -66,12 +66,15 @@ def top_items(
     """Mult-VAE's k best items (ids [U, k], scores [U, k]) for each user's bag of items, the bag's
     items left out."""
     recommender = TopKRecommender(model, k).eval()
+    device = next(model.parameters()).device  # a GPU where a training loop validates on one
     ids, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]
     for start in range(0, len(bags), batch_size):
-        values, offsets = jagged_arrays(bags[start : start + batch_size])
-        top_ids, top_scores = recommender(torch.from_numpy(values), torch.from_numpy(offsets))
-        ids.append(top_ids.numpy())
-        scores.append(top_scores.numpy())
+        values, offsets = (
+            torch.from_numpy(a).to(device) for a in jagged_arrays(bags[start : start + batch_size])
+        )
+        top_ids, top_scores = recommender(values, offsets)
+        ids.append(top_ids.cpu().numpy())
+        scores.append(top_scores.cpu().numpy())
     return np.concatenate(ids), np.concatenate(scores)
 
 
