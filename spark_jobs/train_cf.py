@@ -124,7 +124,9 @@ def train_cf(
     elif model == MULTVAE:
         schema = vae_schema(features, description.max_items_per_user)
         train_files = table_files(spark, layout.vae, (SPLIT, TRAIN_SPLIT))
-        options["valid"] = table_files(spark, layout.vae, (SPLIT, VALID_SPLIT)).to_dict()
+        valid = table_files(spark, layout.vae, (SPLIT, VALID_SPLIT))
+        if valid.rows:  # none with --heldout-share 0: the last epoch's weights are the run's
+            options["valid"] = valid.to_dict()
     else:
         raise InputError(
             f"unknown collaborative-filtering model {model!r}; choose one of {sorted(CF_MODELS)}"

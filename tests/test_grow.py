@@ -235,4 +235,4 @@ def test_a_warm_started_run_starts_from_the_grown_production_checkpoint(small_fi
             )
     trained_on = RunDirectory(tmp_path / "trained")
     summary = train_worker(spec(new, GROWN, trained_on, warm_start=production.uri, seed=SEED))
-    assert summary["steps"] == 4 and trained_on.latest_checkpoint() == "step-00000004.pt"
+    assert summary["steps"] == 4 and trained_on.latest_checkpoint() == "step-00000004-00.pt"

@@ -24,6 +24,7 @@ from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
 from spark_jobs.train import feature_files, train
+from training import checkpoint
 from training.data import BatchLoader, EpochRowCountError, FileSet
 from training.evaluate import metrics, predict
 from training.loop import TrainSpec, report_native_crashes, train_worker, weights_digest
@@ -260,6 +261,9 @@ def test_epochs_are_validated_the_run_stops_once_they_worsen_and_keeps_the_best(
     assert abs(scored - losses[best - 1]) < 1e-4, (scored, losses)
     assert [d["logloss"] for d in written["days"] if d["split"] == "valid"] == [scored]
     assert RunDirectory(run_path).loss_plot()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A warm start (retrain's) grows the kept epoch, not the last one trained.
+    kept = checkpoint.final_state(RunDirectory(run_path))["model"]
+    assert all(torch.equal(kept[k], v) for k, v in RunDirectory(run_path).weights().items())
 
 
 def test_a_run_killed_after_a_validated_epoch_resumes_to_the_same_epochs_and_weights(files, tmp_path):

@@ -72,6 +72,18 @@ def load_latest(run: RunDirectory) -> Saved | None:
     return Saved(state["model"], state["optimizers"], position)
 
 
+def final_state(run: RunDirectory) -> dict:
+    """The state (model, optimizers) a finished run ended with, what a warm start grows: its kept
+    epoch's where validation kept an earlier epoch than the last it trained, else its latest
+    checkpoint's."""
+    state = run.load_checkpoint(str(run.latest_checkpoint()))
+    position = state["position"]
+    best = position.get("best_epoch", 0)
+    if best not in (0, position["epoch"]):
+        return run.epoch_state(best)
+    return state
+
+
 def restore_latest(run: RunDirectory, model: nn.Module, optimizers: list[Optimizer]) -> Position | None:
     """Loads the run's newest checkpoint into a model held whole in this process and its optimizers
     and returns its position; None when the run has no checkpoint yet."""

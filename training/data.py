@@ -121,8 +121,9 @@ def read_id_lists(files: Sequence[str], columns: Sequence[str]) -> dict[str, lis
         table = pq.read_table(path, columns=list(columns), filesystem=filesystem)
         for column in columns:
             lists = table.column(column).combine_chunks()
-            values = lists.values.to_numpy(zero_copy_only=False).astype(np.int64)
-            read[column].extend(np.split(values, lists.offsets.to_numpy()[1:-1]))
+            values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+            offsets = lists.offsets.to_numpy()
+            read[column].extend(np.split(values, offsets[1:-1] - offsets[0]))
     return read
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rec_plugin.errors import InputError
-from training.checkpoint import Position, Saved
+from training.checkpoint import Position, Saved, final_state
 from training.models import ModelConfig, build_model
 from training.models.cf import MultVAE
 from training.models.parts import FusedTables
@@ -168,11 +168,11 @@ def check_warm_start(production: RunLocation, config: ModelConfig, backend: str)
 def warm_start(
     production: RunLocation, config: ModelConfig, settings: OptimizerSettings, backend: str, seed: int
 ) -> Saved:
-    """The production run's latest checkpoint (model and optimizers) grown to `config`, at step 0:
-    what a warm-started run restores before its first step. Torch's RNG is left as it was."""
+    """The production run's final state (model and optimizers: its kept epoch's, checkpoint.final_state)
+    grown to `config`, at step 0: what a warm-started run restores before its first step. Torch's RNG is
+    left as it was."""
     production_config = check_warm_start(production, config, backend)
-    run = RunDirectory.at(production)
-    saved = run.load_checkpoint(run.latest_checkpoint())
+    saved = final_state(RunDirectory.at(production))
     model = grow_model_state(production_config, config, saved["model"], seed)
     optimizers = grow_optimizer_states(production_config, config, saved["optimizers"], settings)
     return Saved(model, optimizers, Position())

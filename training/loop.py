@@ -245,10 +245,14 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     bar.close()
     elapsed = _since(started)
     total_samples = int(group.sum(samples))
+    if not spec.validates:  # the last epoch's weights are the run's, whatever a resumed one had kept
+        position.best_epoch = 0
     weights = _checkpoint(group, run, model, steppers, position)
-    if weights is not None and position.best_epoch not in (0, position.epoch):
-        weights = run.epoch_weights(position.best_epoch)
+    if spec.validates and weights is not None and position.best_epoch not in (0, position.epoch):
+        weights = run.epoch_state(position.best_epoch)["model"]
     if group.rank == 0:
+        if spec.validates and position.best_epoch:  # a kill after a checkpoint may have left another
+            run.keep_epoch_state(position.best_epoch)
         run.save_weights(weights)
         run.write_schema(schema)
     parameter_bytes = group.gather(group.parameter_bytes(model))
@@ -285,6 +289,9 @@ class ValidationMetric:
     higher_is_better: bool
 
     def better(self, score: float, than: float | None) -> bool:
+        """Whether `score` beats `than` (None: no score yet); NaN beats nothing."""
+        if math.isnan(score):
+            return False
         if than is None:
             return True
         return score > than if self.higher_is_better else score < than
@@ -325,14 +332,15 @@ def _validate(
     missing = position.epoch - 1 - len(position.valid_scores)  # epochs trained before validation was on
     position.valid_scores.extend([math.nan] * missing + [score])
     best = position.valid_scores[position.best_epoch - 1] if position.best_epoch else None
+    states = None
     if metric.better(score, best):
-        weights = group.model_state(model)
+        states = group.model_state(model), group.optimizer_states(steppers)
         if group.rank == 0:
-            run.save_epoch_weights(position.epoch, weights)
+            run.save_epoch_state(position.epoch, {"model": states[0], "optimizers": states[1]})
         position.best_epoch = position.epoch
-    _checkpoint(group, run, model, steppers, position)
+    _checkpoint(group, run, model, steppers, position, states)
     if group.rank == 0:
-        run.keep_epoch_weights(position.best_epoch)
+        run.keep_epoch_state(position.best_epoch)
         kept = f"best: epoch {position.best_epoch}"
         print(f"epoch {position.epoch}: validation {metric.name} {score:.5f} ({kept})", file=sys.stderr)
 
@@ -391,13 +399,18 @@ def objective(config: ModelConfig, outputs: object, batch: Batch, step: int, run
 
 
 def _checkpoint(
-    group: Collective, run: RunDirectory, model: nn.Module, steppers: list, position: checkpoint.Position
+    group: Collective,
+    run: RunDirectory,
+    model: nn.Module,
+    steppers: list,
+    position: checkpoint.Position,
+    states: tuple[dict | None, list | None] | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """Rank 0 saves a checkpoint (every rank takes part: a sharded model gathers its tables); returns
-    the unsharded weights where this rank has them (every rank of a data-parallel run, rank 0 of a
-    sharded one), None elsewhere."""
-    weights = group.model_state(model)
-    optimizer_states = group.optimizer_states(steppers)
+    """Rank 0 saves a checkpoint (every rank takes part: a sharded model gathers its tables, unless
+    the caller gathered its `states` already, model's and optimizers'); returns the unsharded weights
+    where this rank has them (every rank of a data-parallel run, rank 0 of a sharded one), None
+    elsewhere."""
+    weights, optimizer_states = states or (group.model_state(model), group.optimizer_states(steppers))
     if group.rank == 0:
         checkpoint.save(run, weights, optimizer_states, position)
     return weights

@@ -45,8 +45,9 @@ def loss_curve(losses: list[float], title: str, summary: Mapping[str, Any] | Non
         metric, best = summary["valid_metric"], summary["best_epoch"]
         epochs, values = zip(*validated, strict=True)
         axes[1].plot(epochs, values, marker="o", label="validation")
-        kept = f"kept: epoch {best}"
-        axes[1].plot([best], [dict(validated)[best]], marker="*", markersize=14, linestyle="", label=kept)
+        if best in epochs:
+            kept = f"kept: epoch {best}"
+            axes[1].plot([best], [dict(validated)[best]], marker="*", markersize=14, linestyle="", label=kept)
         axes[1].set(xlabel="epoch", ylabel=metric, title=f"validation {metric} per epoch", xticks=epochs)
         axes[1].legend()
     return _png(figure)

@@ -35,7 +35,7 @@ _RANKING_PLOT = "ranking.png"
 _CHECKPOINTS = "checkpoints"
 _LATEST_CHECKPOINT = "latest.json"
 _CHECKPOINT_PREFIX = "step-"
-_EPOCH_WEIGHTS_PREFIX = "epoch-"
+_EPOCH_STATE_PREFIX = "epoch-"
 _PRETRAINED = "pretrained"
 
 
@@ -142,7 +142,7 @@ class RunDirectory:
         Object stores have no atomic rename, so nothing is renamed into place: until the small
         pointer is written, readers keep finding the previous complete checkpoint. A later step's
         file left half-written by a killed run is not counted; the resumed run overwrites it."""
-        name = f"{_CHECKPOINT_PREFIX}{step:08d}.pt"
+        name = self._checkpoint_name(step)
         with self._writing(_CHECKPOINTS, name) as stream:
             torch.save(state, stream)
         self._replace(json.dumps({"checkpoint": name}).encode(), _CHECKPOINTS, _LATEST_CHECKPOINT)
@@ -152,26 +152,33 @@ class RunDirectory:
             self._fs.rm(old)
         return name
 
-    def save_epoch_weights(self, epoch: int, weights: dict[str, torch.Tensor]) -> None:
-        """The weights at the end of `epoch`, kept while it is the run's best on validation. Each
-        epoch's under its own name: the checkpoint that names the best epoch never points at another's."""
-        with self._writing(_CHECKPOINTS, self._epoch_weights_name(epoch)) as stream:
-            torch.save(weights, stream)
+    def save_epoch_state(self, epoch: int, state: dict) -> None:
+        """The model and optimizer states at the end of `epoch`, kept while it is the run's best on
+        validation. Each epoch's under its own name: the checkpoint that names the best epoch never
+        points at another's."""
+        with self._writing(_CHECKPOINTS, self._epoch_state_name(epoch)) as stream:
+            torch.save(state, stream)
 
-    def epoch_weights(self, epoch: int) -> dict[str, torch.Tensor]:
-        with self._fs.open(self._file(_CHECKPOINTS, self._epoch_weights_name(epoch)), "rb") as stream:
+    def epoch_state(self, epoch: int) -> dict:
+        with self._fs.open(self._file(_CHECKPOINTS, self._epoch_state_name(epoch)), "rb") as stream:
             return torch.load(stream, map_location="cpu", weights_only=True)
 
-    def keep_epoch_weights(self, epoch: int) -> None:
-        """Removes every epoch's weights but `epoch`'s."""
-        kept = self._file(_CHECKPOINTS, self._epoch_weights_name(epoch))
-        for path in self._fs.glob(self._file(_CHECKPOINTS, f"{_EPOCH_WEIGHTS_PREFIX}*.pt")):
+    def keep_epoch_state(self, epoch: int) -> None:
+        """Removes every epoch's state but `epoch`'s."""
+        kept = self._file(_CHECKPOINTS, self._epoch_state_name(epoch))
+        for path in self._fs.glob(self._file(_CHECKPOINTS, f"{_EPOCH_STATE_PREFIX}*.pt")):
             if path != kept:
                 self._fs.rm(path)
 
     @staticmethod
-    def _epoch_weights_name(epoch: int) -> str:
-        return f"{_EPOCH_WEIGHTS_PREFIX}{epoch:04d}.pt"
+    def _epoch_state_name(epoch: int) -> str:
+        return f"{_EPOCH_STATE_PREFIX}{epoch:04d}.pt"
+
+    def _checkpoint_name(self, step: int) -> str:
+        """`step-<step>-<k>.pt`, k counting the saves of that step: a step saved again (the end of a
+        run that had just saved it) gets a new file, never the one the latest pointer names."""
+        saved = self._fs.glob(self._file(_CHECKPOINTS, f"{_CHECKPOINT_PREFIX}{step:08d}-*.pt"))
+        return f"{_CHECKPOINT_PREFIX}{step:08d}-{len(saved):02d}.pt"
 
     def latest_checkpoint(self) -> str | None:
         """The newest complete checkpoint's name; None before the first."""
