@@ -54,7 +54,10 @@ def _bronze_dataset(
     definition = load_dataset(dataset or ingested_dataset(spark, bronze, version) or DEFAULT_DATASET)
     missing = [f.name for f in definition.bronze_schema().fields if f.name not in source.columns]
     if missing:
-        recorded = ingested_dataset(spark, bronze, version)
+        try:
+            recorded = ingested_dataset(spark, bronze, version)
+        except InputError:  # a definition file since removed: the missing columns say enough
+            recorded = None
         ingested = f" (it was ingested as dataset {recorded!r})" if recorded else ""
         raise InputError(
             f"bronze table {bronze} lacks dataset {definition.name}'s columns {missing[:3]}"

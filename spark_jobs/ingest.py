@@ -20,7 +20,7 @@ import fnmatch
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from functools import reduce
 
@@ -306,20 +306,26 @@ def _conform(frame: DataFrame, schema: StructType) -> DataFrame:
     return frame.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields])
 
 
-def _new_files(spark: SparkSession, source: Source, tables: list[str]) -> Source:
-    """`source` less the files whose lines any of `tables` holds; refused in one line when none is left."""
+def files_not_ingested(spark: SparkSession, input_dir: str, dataset: str, tables: Sequence[str]) -> list[str]:
+    """The dataset's raw files under input_dir (relative paths) whose lines none of `tables` (bronze,
+    rejects) holds: what a daily ingest takes where rows name their day, so no path says which files
+    a day brings."""
+    source = find_source(spark, load_dataset(dataset), input_dir, None, None)
     held: set[str] = set()
     for table in tables:
         if storage.exists(spark, table):
             lines = spark.read.format("delta").load(table).select(SOURCE_FILE).distinct()
             held.update(row[0] for row in lines.collect())
-    files = {name: day for name, day in source.files.items() if name not in held}
-    if not files:
-        raise InputError(
-            f"every raw file under {source.root} is ingested already: add the new day's files there"
-        )
-    print(f"ingest: {len(files)} of them not ingested before", flush=True)
-    return replace(source, files=files)
+    return sorted(name for name in source.files if name not in held)
+
+
+def _only(source: Source, files: Collection[str]) -> Source:
+    """`source` restricted to `files`; refused in one line when it lacks one, or none is given."""
+    absent = sorted(set(files) - set(source.files))
+    if absent or not files:
+        raise InputError(f"no raw files {absent} under {source.root}" if absent else "no raw file to ingest")
+    print(f"ingest: {len(files)} of them asked for", flush=True)
+    return replace(source, files={name: source.files[name] for name in files})
 
 
 def _replace_rows(frame: DataFrame, path: str, source: Source, partition_by: list[str], note: str) -> None:
@@ -399,20 +405,19 @@ def ingest(
     days: list[int] | None = None,
     patterns: Sequence[str] | None = None,
     dataset: str | DatasetDefinition = DEFAULT_DATASET,
-    new_files_only: bool = False,
+    files: Collection[str] | None = None,
 ) -> dict:
     """Ingests `dataset` (a bundled name, a .json path or a definition): its raw files under input_dir
     of `days` (all by default) whose names match `patterns` (default: its file patterns), or the Delta
-    table it names (input_dir None); returns the report section. `new_files_only`: of those files,
-    only the ones whose lines neither bronze nor rejects holds (a daily ingest of a dataset whose rows
-    name their day, so that no path says which files a day brings)."""
+    table it names (input_dir None); returns the report section. `files`: only these of the raw files
+    (paths relative to input_dir), e.g. the ones `files_not_ingested` found."""
     definition = dataset if isinstance(dataset, DatasetDefinition) else load_dataset(dataset)
     bronze_schema = definition.bronze_schema()
     _require_columns_of(spark, bronze, bronze_schema, "bronze table")
     _require_columns_of(spark, rejects, rejects_schema(), "rejects table")
     source = find_source(spark, definition, input_dir, days, patterns)
-    if new_files_only:
-        source = _new_files(spark, source, [bronze, rejects])
+    if files is not None:
+        source = _only(source, files)
     note = json.dumps(
         {
             "dataset": definition.name,

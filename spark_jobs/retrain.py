@@ -46,7 +46,7 @@ from serving.rollout import Routing, push_candidate, rollback, routing_file, ser
 from serving.rollout import promote as promote_version
 from spark_jobs.featurize import featurize_days
 from spark_jobs.generate import oracle_metrics
-from spark_jobs.ingest import ingest, ingested_dataset
+from spark_jobs.ingest import files_not_ingested, ingest, ingested_dataset
 from spark_jobs.layout import PipelineLayout, day_list
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
@@ -62,6 +62,8 @@ ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 # The training settings a candidate takes from production (its optimizer states are of these).
 INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "precision")
 TRAIN_SPLIT = "train"
+# The record's step that names the raw files a retrain ingests where rows name their day.
+NEW_FILES = "new_files"
 # In an exported version's folder: the run directory it holds (what makes a retried export find it).
 EXPORTED_RUN_FILE = "run_dir.txt"
 
@@ -146,16 +148,28 @@ def held_out(rows: DataFrame, share: float) -> DataFrame:
     return rows.where(bucket < int(round(share * 10_000)))
 
 
-def _ingest_day(spark: SparkSession, layout: PipelineLayout, day: int, dataset: str) -> dict:
+def _ingest_day(
+    spark: SparkSession, layout: PipelineLayout, day: int, dataset: str, record: RetrainRecord
+) -> dict:
     """Ingests what day `day` brings, as the dataset's source says which rows a day holds: the files
-    under its day_<d> folders; the raw files not ingested yet where rows name their day; the Delta
-    table it reads (its rows replace those of earlier versions)."""
+    under its day_<d> folders; where rows name their day, the raw files not ingested yet (chosen once
+    and recorded, so that a rerun after a kill ingests the same files again); the Delta table it reads
+    (its rows replace those of earlier versions)."""
     definition = load_dataset(dataset)
+    tables = (layout.raw, layout.bronze, layout.rejects)
     if definition.format == DELTA:
         return ingest(spark, None, layout.bronze, layout.rejects, dataset=dataset)
-    if definition.day_column is not None:
-        return ingest(spark, layout.raw, layout.bronze, layout.rejects, dataset=dataset, new_files_only=True)
-    return ingest(spark, layout.raw, layout.bronze, layout.rejects, [day], dataset=dataset)
+    if definition.day_column is None:
+        return ingest(spark, *tables, [day], dataset=dataset)
+    chosen = record.done(NEW_FILES)
+    if chosen is None:
+        new = files_not_ingested(spark, layout.raw, dataset, [layout.bronze, layout.rejects])
+        chosen = record.finish(NEW_FILES, {"files": new})
+    if chosen["files"]:
+        return ingest(spark, *tables, dataset=dataset, files=chosen["files"])
+    if not _day_rows(spark, layout, day).isEmpty():  # an earlier retrain's new files held this day
+        return {"lines_read": 0, "accepted": 0, "rejected": 0}
+    raise InputError(f"every raw file under {layout.raw} is ingested already: add day {day}'s files there")
 
 
 def _day_rows(spark: SparkSession, layout: PipelineLayout, day: int) -> DataFrame:
@@ -227,7 +241,7 @@ def retrain(
     )
     dataset = settings.dataset or ingested_dataset(spark, layout.bronze) or DEFAULT_DATASET
     if not record.done("ingest"):
-        ingested = _ingest_day(spark, layout, day, dataset)
+        ingested = _ingest_day(spark, layout, day, dataset, record)
         record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
     rows = _day_rows(spark, layout, day)
     if rows.isEmpty():

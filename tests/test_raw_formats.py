@@ -123,13 +123,16 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     (raw.parent / "b.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-09"}) + "\n")
     lake, path = tmp_path / "lake", str(tmp_path / "dataset.json")
     tables_at = (str(tmp_path / "raw"), str(lake / "bronze"), str(lake / "rejects"))
-    daily = ing.ingest(spark, *tables_at, dataset=path, new_files_only=True)
+    new = ing.files_not_ingested(spark, tables_at[0], path, tables_at[1:])
+    assert new == ["clicks/b.jsonl"]
+    daily = ing.ingest(spark, *tables_at, dataset=path, files=new)
     assert (daily["lines_read"], daily["accepted"]) == (1, 1)
     grown, _ = tables(spark, lake)
     assert grown == {**bronze, ("clicks/b.jsonl", 1): (8, 1, "u1", "00af", 1.5, 7, ["0001", "b"])}
     assert ing.ingested_dataset(spark, str(lake / "bronze")) == path
-    with pytest.raises(InputError, match="is ingested already"):
-        ing.ingest(spark, *tables_at, dataset=path, new_files_only=True)
+    assert ing.files_not_ingested(spark, tables_at[0], path, tables_at[1:]) == []
+    with pytest.raises(InputError, match=r"no raw files \['clicks/c.jsonl'\]"):
+        ing.ingest(spark, *tables_at, dataset=path, files=["clicks/c.jsonl"])
 
 
 def write_parquet(path: Path, columns: dict[str, tuple[pa.DataType, list]]) -> None:
