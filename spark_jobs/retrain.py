@@ -164,12 +164,14 @@ def _ingest_day(
     chosen = record.done(NEW_FILES)
     if chosen is None:
         new = files_not_ingested(spark, layout.raw, dataset, [layout.bronze, layout.rejects])
+        if not new and not _day_rows(spark, layout, day).isEmpty():  # an earlier retrain's files held it
+            return {"lines_read": 0, "accepted": 0, "rejected": 0}
+        if not new:  # not recorded: a rerun once the files are there finds them
+            raise InputError(
+                f"every raw file under {layout.raw} is ingested already: add day {day}'s files there"
+            )
         chosen = record.finish(NEW_FILES, {"files": new})
-    if chosen["files"]:
-        return ingest(spark, *tables, dataset=dataset, files=chosen["files"])
-    if not _day_rows(spark, layout, day).isEmpty():  # an earlier retrain's new files held this day
-        return {"lines_read": 0, "accepted": 0, "rejected": 0}
-    raise InputError(f"every raw file under {layout.raw} is ingested already: add day {day}'s files there")
+    return ingest(spark, *tables, dataset=dataset, files=chosen["files"])
 
 
 def _day_rows(spark: SparkSession, layout: PipelineLayout, day: int) -> DataFrame:
