@@ -25,7 +25,7 @@ from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
 from spark_jobs.train import feature_files, train
 from training import checkpoint
-from training.data import BatchLoader, EpochRowCountError, FileSet
+from training.data import BatchLoader, EpochRowCountError, FileSet, balanced_shards, parquet_rows
 from training.evaluate import metrics, predict
 from training.loop import TrainSpec, report_native_crashes, train_worker, weights_digest
 from training.models import MODELS, ModelConfig, build_model
@@ -77,6 +77,8 @@ def test_shards_cover_every_row_once_and_each_epoch_reshuffles(files):
     epoch0 = [list(loader.epoch(0)) for loader in shards]
     assert all(len(batches) > 0 for batches in epoch0)
     assert sum(loader.rows_read for loader in shards) == train.rows == len(table)
+    # whole files dealt by rows: the ranks differ by at most one file
+    assert abs(shards[0].rows_read - shards[1].rows_read) <= max(parquet_rows(train.files))
     assert np.array_equal(row_fingerprints(epoch0[0] + epoch0[1]), everything)
     assert all(len(b.label) == 1000 for b in epoch0[0][:-1])
     assert all(b.ids.keys == tuple(categorical) and b.lists == {} for b in epoch0[0])
@@ -87,6 +89,16 @@ def test_shards_cover_every_row_once_and_each_epoch_reshuffles(files):
     resumed = list(BatchLoader(train, schema, 1000, 0, 2, seed=7).epoch(0, skip_batches=5))
     assert len(resumed) == len(epoch0[0]) - 5
     assert all(torch.equal(a.dense, b.dense) for a, b in zip(resumed, epoch0[0][5:]))
+
+
+def test_ranks_are_dealt_whole_files_by_their_rows():
+    rows = [50_000, 25_000] * 6  # featurize's files of a day: 50k rows and a task's remainder
+    shards = balanced_shards(rows, 2)
+    assert sorted(index for shard in shards for index in shard) == list(range(12))
+    assert [sum(rows[index] for index in shard) for shard in shards] == [225_000, 225_000]
+    uneven = [9, 5, 4, 3, 3]
+    assert [sum(uneven[index] for index in shard) for shard in balanced_shards(uneven, 2)] == [12, 12]
+    assert balanced_shards([7], 3) == [[0], [], []]
 
 
 def test_an_epoch_with_missing_rows_fails_loudly(files):

@@ -15,8 +15,10 @@ the label and a weight; `Batch.inputs()` is the models' call (training/models/ct
 
 from __future__ import annotations
 
+import heapq
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -125,6 +127,33 @@ def read_id_lists(files: Sequence[str], columns: Sequence[str]) -> dict[str, lis
             offsets = lists.offsets.to_numpy()
             read[column].extend(np.split(values, offsets[1:-1] - offsets[0]))
     return read
+
+
+def parquet_rows(files: Sequence[str]) -> list[int]:
+    """Each parquet file's row count, from its footer (qualified URIs, read through fsspec; a pool of
+    threads, as object stores answer one small read at a time)."""
+
+    def rows(uri: str) -> int:
+        filesystem, path = fsspec.core.url_to_fs(uri)
+        with filesystem.open(path, "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
+        return list(pool.map(rows, files))
+
+
+def balanced_shards(rows: Sequence[int], size: int) -> list[list[int]]:
+    """Indexes of the files each of `size` ranks reads: largest file first to the rank holding the
+    fewest rows (ties to the lower file index and rank), so no rank holds more than 4/3 of the best
+    split. Featurize writes files of 50k rows plus each task's remainder; dealt in name order, one of
+    two ranks got 192k rows and the other 102k."""
+    ranks = [(0, rank) for rank in range(size)]
+    shards: list[list[int]] = [[] for _ in range(size)]
+    for index in sorted(range(len(rows)), key=lambda i: (-rows[i], i)):
+        held, rank = heapq.heappop(ranks)
+        shards[rank].append(index)
+        heapq.heappush(ranks, (held + rows[index], rank))
+    return [sorted(shard) for shard in shards]
 
 
 class EpochRowCountError(RuntimeError):
@@ -243,9 +272,11 @@ class BatchLoader:
     assigned to ranks and ordered by Petastorm from the epoch's seed, then rows are shuffled within a
     buffer of `shuffle_rows` rows (a list feature's ids move with their row). The order is a pure
     function of (seed, epoch, rank, size), so a resumed run can skip exactly the batches it had
-    already trained on. With `whole_files` each rank reads every size-th file instead: a split any
-    number of ranks can take (Petastorm refuses more ranks than row groups), some ranks getting no
-    rows, which scoring takes and training's balanced steps do not."""
+    already trained on. With as many files as ranks or more, each rank reads whole files, dealt by
+    their row counts (`balanced_shards`); with fewer, Petastorm deals the row groups. With
+    `whole_files` ranks always read whole files: a split any number of ranks can take (Petastorm
+    refuses more ranks than row groups), some ranks getting no rows, which scoring takes and
+    training's balanced steps do not."""
 
     def __init__(
         self,
@@ -260,8 +291,9 @@ class BatchLoader:
         whole_files: bool = False,
     ) -> None:
         self.file_set, self.batch_size = file_set, batch_size
-        self.whole_files = whole_files
         self.rank, self.size, self.seed, self.shuffle = rank, size, seed, shuffle
+        self.whole_files = size > 1 and (whole_files or len(file_set.files) >= size)
+        self._shard: tuple[str, ...] | None = None
         self.shuffle_rows = shuffle_rows
         self.rows_read = 0
         self.label = schema.label.name
@@ -288,8 +320,14 @@ class BatchLoader:
         )
 
     def _files(self) -> tuple[str, ...]:
+        """The files this rank reads (whole, or its row groups of, when Petastorm shards them)."""
         files = self.file_set.files
-        return files[self.rank :: self.size] if self.whole_files else files
+        if not self.whole_files:
+            return files
+        if self._shard is None:
+            shard = balanced_shards(parquet_rows(files), self.size)[self.rank]
+            self._shard = tuple(files[index] for index in shard)
+        return self._shard
 
     def _chunks(self, epoch: int) -> Iterator[tuple[Part, ...]]:
         """(label, dense, categorical, *lists) per row group, counted into rows_read."""

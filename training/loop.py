@@ -328,7 +328,7 @@ def _validate(
     are kept, and a checkpoint records the position (every rank takes part: a sharded model gathers
     its tables)."""
     metric = validation_metric(ModelConfig.from_dict(spec.model))
-    score = validation_score(spec, group, model, forward, padding)
+    score = validation_score(spec, metric, group, model, forward, padding)
     missing = position.epoch - 1 - len(position.valid_scores)  # epochs trained before validation was on
     position.valid_scores.extend([math.nan] * missing + [score])
     best = position.valid_scores[position.best_epoch - 1] if position.best_epoch else None
@@ -347,13 +347,18 @@ def _validate(
 
 @torch.no_grad()
 def validation_score(
-    spec: TrainSpec, group: Collective, model: nn.Module, forward: nn.Module, padding: Batch
+    spec: TrainSpec,
+    metric: ValidationMetric,
+    group: Collective,
+    model: nn.Module,
+    forward: nn.Module,
+    padding: Batch,
 ) -> float:
-    """The model's ValidationMetric over the validation rows, each rank scoring every size-th file (a
-    split any number of ranks can take), its sums added over ranks."""
+    """The model's `metric` (validation_metric of its config) over the validation rows, each rank
+    scoring its whole files (a split any number of ranks can take), its sums added over ranks."""
     valid = FileSet.from_dict(spec.valid or {})
     model.eval()
-    if validation_metric(ModelConfig.from_dict(spec.model)) is HELDOUT_NDCG:
+    if metric is HELDOUT_NDCG:
         total, rows = heldout_ndcg_sum(model, valid.files[group.rank :: group.size])
         weight = float(rows)
     else:
