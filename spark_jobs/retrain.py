@@ -148,7 +148,7 @@ def held_out(rows: DataFrame, share: float) -> DataFrame:
     return rows.where(bucket < int(round(share * 10_000)))
 
 
-def _ingest_day(
+def ingest_day(
     spark: SparkSession, layout: PipelineLayout, day: int, dataset: str, record: RetrainRecord
 ) -> dict:
     """Ingests what day `day` brings, as the dataset's source says which rows a day holds: the files
@@ -243,7 +243,7 @@ def retrain(
     )
     dataset = settings.dataset or ingested_dataset(spark, layout.bronze) or DEFAULT_DATASET
     if not record.done("ingest"):
-        ingested = _ingest_day(spark, layout, day, dataset, record)
+        ingested = ingest_day(spark, layout, day, dataset, record)
         record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
     rows = _day_rows(spark, layout, day)
     if rows.isEmpty():

@@ -15,7 +15,9 @@ from delta.tables import DeltaTable
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
 from spark_jobs import ingest as ing
+from spark_jobs.layout import PipelineLayout
 from spark_jobs.raw_formats import UNKNOWN_DAY
+from spark_jobs.retrain import NEW_FILES, RetrainRecord, ingest_day
 
 COLUMNS = [
     {"name": "click", "type": "int", "rule": "binary", "tags": ["label"]},
@@ -133,6 +135,47 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     assert ing.files_not_ingested(spark, tables_at[0], path, tables_at[1:]) == []
     with pytest.raises(InputError, match=r"no raw files \['clicks/c.jsonl'\]"):
         ing.ingest(spark, *tables_at, dataset=path, files=["clicks/c.jsonl"])
+
+
+def test_a_retrain_ingests_a_days_new_files_once_and_a_rerun_the_same_files(spark, tmp_path):
+    """retrain's ingest where rows name their day: the raw files neither table holds, chosen once."""
+    layout = PipelineLayout(tmp_path)
+    raw = Path(layout.raw) / "clicks"
+    raw.mkdir(parents=True)
+
+    def lines(*dates: str) -> str:
+        return "".join(json.dumps({**GOOD, "date": date}) + "\n" for date in dates)
+
+    (raw / "a.jsonl").write_text(lines("2024-01-01", "2024-01-02"))
+    by_date = {"day_column": "date", "day_origin": "2024-01-01"}
+    definition(tmp_path, format="jsonl", file_patterns=["*.jsonl"], **by_date)
+    dataset = str(tmp_path / "dataset.json")
+    ing.ingest(spark, layout.raw, layout.bronze, layout.rejects, dataset=dataset)
+    record = RetrainRecord.load(layout.retrain(2) / "record.json")
+    with pytest.raises(InputError, match="is ingested already: add day 2's files there"):
+        ingest_day(spark, layout, 2, dataset, record)
+    assert record.done(NEW_FILES) is None  # nothing chosen: a rerun once the files are there finds them
+
+    (raw / "b.jsonl").write_text(lines("2024-01-03") + "not json\n")
+    first = ingest_day(spark, layout, 2, dataset, record)
+    assert (first["lines_read"], first["accepted"], first["rejected"]) == (2, 1, 1)
+    assert record.done(NEW_FILES) == {"files": ["clicks/b.jsonl"]}
+    # Killed after ingest's commit: the rerun ingests the files chosen, not one that came meanwhile.
+    (raw / "c.jsonl").write_text(lines("2024-01-04"))
+    again = ingest_day(spark, layout, 2, dataset, RetrainRecord.load(record.path))
+    assert (again["lines_read"], again["source"]) == (2, first["source"])
+    assert again["bronze_version"] == first["bronze_version"] + 1  # its rows replaced, not added
+    bronze, rejects = tables(spark, tmp_path / "lake")
+    assert {(name, row[0]) for (name, _), row in bronze.items()} == {
+        ("clicks/a.jsonl", 0),
+        ("clicks/a.jsonl", 1),
+        ("clicks/b.jsonl", 2),
+    }
+    assert list(rejects) == [("clicks/b.jsonl", 2)]
+    # A retrain of a day that an earlier retrain's files brought ingests nothing.
+    (raw / "c.jsonl").unlink()
+    fresh = RetrainRecord.load(tmp_path / "again" / "record.json")
+    assert ingest_day(spark, layout, 2, dataset, fresh) == {"lines_read": 0, "accepted": 0, "rejected": 0}
 
 
 def write_parquet(path: Path, columns: dict[str, tuple[pa.DataType, list]]) -> None:
