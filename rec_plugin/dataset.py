@@ -60,6 +60,9 @@ FORMATS = (TSV, CSV, JSONL, PARQUET, DELTA)
 # Formats whose rows name their fields, so one of them may give each row's day.
 DAY_COLUMN_FORMATS = (JSONL, PARQUET, DELTA)
 DEFAULT_DAY_ORIGIN = "1970-01-01"
+# A column's validation beyond its type: "binary", 0 or 1 (a label's).
+BINARY = "binary"
+RULES = (BINARY,)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,9 @@ class DatasetDefinition:
             raise InputError(
                 f"dataset {data['name']}: unknown column types {unknown} (known: {sorted(RAW_TYPES)})"
             )
+        unknown = sorted({c.rule for c in columns if c.rule is not None} - set(RULES))
+        if unknown:
+            raise InputError(f"dataset {data['name']}: unknown rules {unknown} (known: {list(RULES)})")
         definition = cls(
             data["name"],
             data["format"],

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
+# A row's key from ingest on: the day, raw file and line it came from.
+ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 # Table properties for a new table of lineage-keyed rows (bronze, rejects, features): Delta's per-file
 # statistics on the row keys only, what reruns and lookups filter on beside the day partition. Delta
 # otherwise gathers min, max and null count of the first 32 columns for every row it writes, which

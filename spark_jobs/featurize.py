@@ -28,7 +28,7 @@ from rec_plugin.dataset import DEFAULT_DATASET, DatasetDefinition, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
-from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, ROW_KEYS, SOURCE_FILE
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.ingest import ingested_dataset
 from spark_jobs.layout import day_list
@@ -101,7 +101,7 @@ def _features_frame(
     workflow: Workflow, rows: DataFrame, split: Column, fitted_rows: Column | None
 ) -> DataFrame:
     """The features table's rows: day, split, every output column typed by the schema, row keys."""
-    transformed = workflow.transform(rows, keep=(DAY, SOURCE_FILE, LINE_NUMBER), fitted_rows=fitted_rows)
+    transformed = workflow.transform(rows, keep=tuple(ROW_KEYS), fitted_rows=fitted_rows)
     return transformed.select(
         DAY,
         split.alias(SPLIT),
@@ -211,8 +211,7 @@ def featurize_days(
     workflow = Workflow.load(workflow_path, spark)
     rows = source.where(F.col(DAY).isin(days))
     if exclude is not None:
-        keys = [DAY, SOURCE_FILE, LINE_NUMBER]
-        rows = rows.join(exclude.select(*keys), keys, "left_anti")
+        rows = rows.join(exclude.select(*ROW_KEYS), ROW_KEYS, "left_anti")
     output = _features_frame(workflow, rows, F.lit(split), None)
     splits = {name: [d for d in held if d not in days] for name, held in described.splits.items()}
     splits[split] = sorted({*splits.get(split, []), *days})

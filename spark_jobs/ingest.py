@@ -31,6 +31,7 @@ from pyspark.sql.types import StructType
 
 from rec_plugin import storage
 from rec_plugin.dataset import (
+    BINARY,
     DEFAULT_DATASET,
     DELTA,
     DatasetDefinition,
@@ -89,7 +90,7 @@ __all__ = [
 ]
 # Lines whose reasons a refusal of a wrong --dataset counts.
 SAMPLED_LINES = 100
-# A column of rule "binary" that is not 0 or 1 (an empty one too: it is the label's rule).
+# A column of rule BINARY that is not 0 or 1 (an empty one too: it is the label's rule).
 BAD_LABEL = "BAD_LABEL"
 # int/long columns: INT_NOT_INTEGER, then INT_OUT_OF_RANGE; float columns FLOAT_NOT_NUMBER
 # (rec_plugin.schema, shared with serving).
@@ -183,10 +184,8 @@ def _column_problems(column: RawColumn, value: Column, wrong_type: Column) -> li
     else:
         value = F.coalesce(value, F.lit(""))
         present = value != ""
-    if column.rule == "binary":
+    if column.rule == BINARY:
         return [problem(wrong_type | ~value.isin("0", "1"), BAD_LABEL, name)]
-    if column.rule is not None:
-        raise InputError(f"column {name}: unknown rule {column.rule!r} (known: binary)")
     if column.type in ("int", "long"):
         return [
             problem(wrong_type | (present & ~value.rlike("^-?[0-9]+$")), INT_NOT_INTEGER, name),
@@ -222,7 +221,7 @@ def _typed(column: RawColumn, value: Column) -> Column:
     """A valid field as its bronze value: empty = null (the label is never empty)."""
     if column.type == LIST:
         return value
-    if column.rule == "binary":
+    if column.rule == BINARY:
         return value.try_cast(column.spark_type)
     present = F.nullif(value, F.lit(""))
     return present if column.type == "string" else present.try_cast(column.spark_type)
@@ -347,14 +346,20 @@ def _source_rows(spark: SparkSession, path: str, source: Source) -> int:
     return spark.read.format("delta").load(path).where(source.replace_where).count()
 
 
-def _require_columns_of(spark: SparkSession, path: str, schema: StructType, role: str) -> None:
-    """An existing table at `path` must be this stage's own (same columns): never overwrite another."""
+def _require_columns_of(
+    spark: SparkSession, path: str, schema: StructType, role: str, dataset: str | None = None
+) -> None:
+    """An existing table at `path` must be this stage's own (same columns): never overwrite another.
+    For a bronze table of another `dataset`, the refusal names the dataset its ingest recorded."""
     if storage.exists(spark, path):
         storage.delta_version(spark, path, role)
         columns = spark.read.format("delta").load(path).columns
         if sorted(columns) != sorted(schema.fieldNames()):
+            recorded = ingested_dataset(spark, path) if dataset is not None else None
+            of = f" of dataset {dataset!r}" if dataset is not None else ""
+            fix = f"it was ingested as {recorded}: give --dataset {recorded} or " if recorded else ""
             raise InputError(
-                f"{path} holds a Delta table with other columns than a {role}: choose another path"
+                f"{path} holds a Delta table with other columns than a {role}{of}: {fix}choose another path"
             )
 
 
@@ -397,6 +402,14 @@ def ingested_dataset(spark: SparkSession, bronze: str, version: int | None = Non
     return None
 
 
+def dataset_to_ingest(spark: SparkSession, bronze: str, given: str | None) -> str:
+    """`given`, else the dataset that bronze's latest ingest recorded (a rerun need not repeat it),
+    else DEFAULT_DATASET."""
+    if given is None and storage.exists(spark, f"{bronze}/_delta_log"):
+        given = ingested_dataset(spark, bronze)
+    return given or DEFAULT_DATASET
+
+
 def ingest(
     spark: SparkSession,
     input_dir: str | None,
@@ -413,7 +426,7 @@ def ingest(
     (paths relative to input_dir), e.g. the ones `files_not_ingested` found."""
     definition = dataset if isinstance(dataset, DatasetDefinition) else load_dataset(dataset)
     bronze_schema = definition.bronze_schema()
-    _require_columns_of(spark, bronze, bronze_schema, "bronze table")
+    _require_columns_of(spark, bronze, bronze_schema, "bronze table", definition.name)
     _require_columns_of(spark, rejects, rejects_schema(), "rejects table")
     source = find_source(spark, definition, input_dir, days, patterns)
     if files is not None:
@@ -474,9 +487,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--days", type=day_list, help="only these days, e.g. 0,1,2 (default: all)")
     parser.add_argument(
         "--dataset",
-        default=DEFAULT_DATASET,
         help="the raw format: a bundled dataset definition by name (conf/datasets/<name>.json) or a "
-        f".json path (default: {DEFAULT_DATASET})",
+        f".json path (default: the one bronze's latest ingest recorded, else {DEFAULT_DATASET})",
     )
     parser.add_argument(
         "--glob",
@@ -485,9 +497,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
-    load_dataset(args.dataset)  # a wrong name or path is refused before Spark starts
+    if args.dataset is not None:
+        load_dataset(args.dataset)  # a wrong name or path is refused before Spark starts
     spark = build_session(args.profile, "sparkrec-ingest")
-    report = ingest(spark, args.input, args.bronze, args.rejects, args.days, args.glob, args.dataset)
+    dataset = dataset_to_ingest(spark, args.bronze, args.dataset)
+    report = ingest(spark, args.input, args.bronze, args.rejects, args.days, args.glob, dataset)
     print(json.dumps({"ingest": report}, indent=2))
     return report
 

@@ -57,10 +57,10 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
-from rec_plugin.schema import DAY, Schema, Tags
+from rec_plugin.schema import DAY, ROW_KEYS, Schema, Tags
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.layout import day_list
-from spark_jobs.score import KEYS, PROBABILITY
+from spark_jobs.score import PROBABILITY
 from spark_jobs.session import CONF_DIR, build_session
 from training.metrics import auc_from_counts
 
@@ -293,8 +293,9 @@ def prediction_quality(
     labels (joined on day, source file, line number), from one group-by over score bins; None where the
     day has no scored rows (or AUC where it has one class only)."""
     storage.delta_version(spark, predictions, "predictions table")
-    scored = spark.read.format("delta").load(predictions).where(F.col(DAY) == day).select(*KEYS, PROBABILITY)
-    labelled = scored.join(day_rows.select(*KEYS, F.col(label).cast("double").alias(label)), KEYS)
+    scored = spark.read.format("delta").load(predictions).where(F.col(DAY) == day)
+    scored = scored.select(*ROW_KEYS, PROBABILITY)
+    labelled = scored.join(day_rows.select(*ROW_KEYS, F.col(label).cast("double").alias(label)), ROW_KEYS)
     counts = (
         labelled.groupBy(F.floor(F.col(PROBABILITY) * AUC_BINS).alias("bin"))
         .agg(F.sum(label).alias("positives"), F.count("*").alias("rows"), F.sum(PROBABILITY).alias("p"))

@@ -9,8 +9,9 @@ running top K, so memory stays bounded with a million candidate items; Mult-VAE 
 a user in one pass.
 Candidates are every item of the vocabulary, or the ids in a candidate table's item column.
 
-The table (one row per user and rank: user id, rank from 1, item id, the item's raw token, score) is
-partitioned by run (the run directory's URI): a rerun of the same run replaces exactly its rows.
+The table (one row per user and rank: user id, the user's raw token, rank from 1, item id, the item's
+raw token, score) is partitioned by run (the run directory's URI): a rerun of the same run replaces
+exactly its rows.
 
     spark-submit spark_jobs/recommend.py --run-dir runs/ncf --interactions lake/interactions \\
         --workflow lake/workflow --out lake/recommendations --k 10
@@ -41,7 +42,8 @@ from training.models import build_model
 from training.models.cf import CF_MODELS, NCF
 from training.run_directory import RunDirectory
 
-RUN, RANK, ITEM_ID, ITEM_TOKEN, SCORE, USER_ID = "run", "rank", "item_id", "item", "score", "user_id"
+RUN, RANK, ITEM_ID, ITEM_TOKEN, SCORE = "run", "rank", "item_id", "item", "score"
+USER_ID, USER_TOKEN = "user_id", "user"
 SEEN, BAG = "seen", "bag"
 RANKED_SCHEMA = f"{USER_ID} long, {RANK} int, {ITEM_ID} long, {SCORE} float"
 USERS_PER_BATCH = 256
@@ -108,8 +110,11 @@ def users_and_seen(
     spark: SparkSession, layout: InteractionsLayout, model: str, features: Schema
 ) -> DataFrame:
     """(user id, the bag Mult-VAE ranks from, every item the user clicked) for every user the run
-    ranks; NCF ranks from the user alone (its bag is empty)."""
+    ranks; NCF ranks from the user alone (its bag is empty). `features`: the workflow's schema the run
+    trained on, whose tables hold its ids (tables rebuilt after an extend may hold newer ones: NCF
+    leaves out the users its table lacks, Mult-VAE the items)."""
     user, item, label = user_column(features).name, item_column(features).name, features.label.name
+    users_known, items_known = user_column(features).cardinality, item_column(features).cardinality
     read = spark.read.format("delta")
     train, held_out = (
         read.load(table).where(F.col(label) == 1).select(user, item)
@@ -117,32 +122,36 @@ def users_and_seen(
     )
     seen = train.unionByName(held_out).groupBy(user).agg(F.collect_set(item).alias(SEEN))
     if model == NCF:
-        users = seen.withColumn(BAG, F.array().cast(ArrayType(LongType())))
+        users = seen.where(F.col(user) < users_known).withColumn(BAG, F.array().cast(ArrayType(LongType())))
     else:
         whole = F.when(F.col(HELDOUT).isNull(), F.col(ITEMS)).otherwise(F.array_union(ITEMS, HELDOUT))
-        bags = read.load(layout.vae).select(user, whole.alias(BAG))
+        known = F.filter(whole, lambda id_: id_ < items_known)
+        bags = read.load(layout.vae).select(user, known.alias(BAG))
         users = bags.join(seen, user, "left").withColumn(SEEN, F.coalesce(SEEN, BAG))
     return users.select(F.col(user).cast("long").alias(USER_ID), BAG, SEEN)
 
 
 def candidate_items(spark: SparkSession, item: ColumnSchema, candidates: str | None) -> np.ndarray:
     """Every item id of the vocabulary (not the unknown id 0), or the distinct ids in a candidate
-    table's item column."""
+    table's item column that the vocabulary holds."""
     if candidates is None:
         return np.arange(1, item.cardinality, dtype=np.int64)
     table = spark.read.format("delta").load(candidates)
     if item.name not in table.columns:
         raise InputError(f"candidate table {candidates} has no column {item.name!r} of item ids")
-    ids = table.where(F.col(item.name) > 0).select(item.name).distinct().toPandas()[item.name]
+    known = (F.col(item.name) > 0) & (F.col(item.name) < item.cardinality)
+    ids = table.where(known).select(item.name).distinct().toPandas()[item.name]
     return np.sort(ids.to_numpy(np.int64))
 
 
-def item_tokens(spark: SparkSession, workflow: str, item: ColumnSchema) -> DataFrame:
-    """(item id, raw token) from the item column's vocabulary table at the version the schema pins."""
-    if item.vocabulary is None:
-        raise InputError(f"column {item.name!r} has no vocabulary pinned in the workflow's schema")
-    tokens = read_vocabularies(spark, workflow, {item.name: item.vocabulary})[item.name]
-    return tokens.select(F.col("id").cast("long").alias(ITEM_ID), F.col("value").alias(ITEM_TOKEN))
+def raw_tokens(
+    spark: SparkSession, workflow: str, column: ColumnSchema, id_name: str, token: str
+) -> DataFrame:
+    """(id, raw token) of a column's vocabulary table at the version the schema pins."""
+    if column.vocabulary is None:
+        raise InputError(f"column {column.name!r} has no vocabulary pinned in the workflow's schema")
+    tokens = read_vocabularies(spark, workflow, {column.name: column.vocabulary})[column.name]
+    return tokens.select(F.col("id").cast("long").alias(id_name), F.col("value").alias(token))
 
 
 def recommend(
@@ -166,16 +175,24 @@ def recommend(
         raise InputError(
             f"run {run_dir} trained {model!r}; sparkrec recommend ranks with {sorted(CF_MODELS)}"
         )
-    features = Workflow.load_schema(workflow, spark)
+    # The workflow's version the run trained on: a retrain's extend since grew the vocabularies past
+    # the run's tables.
+    features = Workflow.load_schema(workflow, spark, Workflow.version_of(workflow, run.schema(), spark))
     item = item_column(features)
     layout = InteractionsLayout(storage.qualified(spark, interactions))
     pool = candidate_items(spark, item, candidates) if model == NCF else np.zeros(0, np.int64)
     users = users_and_seen(spark, layout, model, features)
+    # The users' table is a small aggregate that Spark would rank in one task: one per core instead.
+    users = users.repartition(spark.sparkContext.defaultParallelism)
     ranked = users.mapInPandas(ranker(run.uri, model, pool, k), RANKED_SCHEMA)
-    rows = ranked.join(item_tokens(spark, workflow, item), ITEM_ID, "left").withColumn(RUN, F.lit(run.uri))
-    writer = (
-        rows.select(RUN, USER_ID, RANK, ITEM_ID, ITEM_TOKEN, SCORE).write.format("delta").mode("overwrite")
+    rows = (
+        ranked.join(raw_tokens(spark, workflow, item, ITEM_ID, ITEM_TOKEN), ITEM_ID, "left")
+        .join(raw_tokens(spark, workflow, user_column(features), USER_ID, USER_TOKEN), USER_ID, "left")
+        .withColumn(RUN, F.lit(run.uri))
     )
+    columns = (RUN, USER_ID, USER_TOKEN, RANK, ITEM_ID, ITEM_TOKEN, SCORE)
+    # mergeSchema: a table written before USER_TOKEN was a column takes it.
+    writer = rows.select(*columns).write.format("delta").mode("overwrite").option("mergeSchema", "true")
     if storage.exists(spark, f"{out}/_delta_log"):
         writer.option("replaceWhere", f"{RUN} = '{run.uri}'").save(out)
     else:

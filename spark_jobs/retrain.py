@@ -38,7 +38,7 @@ from rec_plugin import storage
 from rec_plugin.dataset import DEFAULT_DATASET, DELTA, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE
 from rec_plugin.workflow import Workflow, spark_type
 from serving.export import export_run, require_live, trained_model
 from serving.repository import ensemble_model_name, torchscript_file, versions
@@ -58,7 +58,6 @@ from training.evaluate import metrics, predict
 from training.models import ModelConfig
 from training.run_directory import RunDirectory
 
-ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 # The training settings a candidate takes from production (its optimizer states are of these).
 INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "precision")
 TRAIN_SPLIT = "train"

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
 from serving.repository import ensemble_version_name, torchscript_file
@@ -33,9 +33,8 @@ from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 from training.data import jagged_arrays
 
-KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 PROBABILITY = "probability"
-PREDICTION_COLUMNS = [*KEYS, PROBABILITY]
+PREDICTION_COLUMNS = [*ROW_KEYS, PROBABILITY]
 SCHEMA = f"{DAY} int, {SOURCE_FILE} string, {LINE_NUMBER} long, {PROBABILITY} float"
 TRITON_BATCH = 2048
 
@@ -64,7 +63,7 @@ def in_process(model_path: str, schema: Schema) -> Callable[[Iterator[pd.DataFra
             offsets = [torch.from_numpy(o) for _, o in jagged]
             with torch.no_grad():
                 probability = model(dense, ids, values, offsets).numpy()[:, 0]
-            yield frame[KEYS].assign(**{PROBABILITY: probability})
+            yield frame[ROW_KEYS].assign(**{PROBABILITY: probability})
 
     return score
 
@@ -86,7 +85,7 @@ def via_triton(url: str, name: str) -> Callable[[Iterator[pd.DataFrame]], Iterat
                 chunk = frame.iloc[start : start + TRITON_BATCH]
                 parts.append(predict_raw(client, name, chunk, spec=spec)[:, 0])
             probability = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-            yield frame[KEYS].assign(**{PROBABILITY: probability})
+            yield frame[ROW_KEYS].assign(**{PROBABILITY: probability})
         client.close()
 
     return score

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
+from rec_plugin.schema import DAY, ROW_KEYS, Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.generate import oracle_metrics
 from spark_jobs.model_fit import fit
@@ -102,10 +102,10 @@ def features_version_to_read(spark: SparkSession, features: str, version: int | 
 
 def oracle_on(spark: SparkSession, features: str, version: int, oracle: str, days: list[int]) -> dict:
     """The planted model's AUC and logloss on exactly the feature rows of `days` (joined by line)."""
-    keys = [DAY, SOURCE_FILE, LINE_NUMBER]
-    rows = spark.read.format("delta").option("versionAsOf", version).load(features).select(*keys)
-    truth = spark.read.format("delta").load(oracle).select(*keys, ORACLE_LABEL, "p_click", "p_first_order")
-    return oracle_metrics(rows.where(F.col(DAY).isin(days)).join(truth, keys))
+    rows = spark.read.format("delta").option("versionAsOf", version).load(features).select(*ROW_KEYS)
+    truth = spark.read.format("delta").load(oracle)
+    truth = truth.select(*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order")
+    return oracle_metrics(rows.where(F.col(DAY).isin(days)).join(truth, ROW_KEYS))
 
 
 def evaluate(

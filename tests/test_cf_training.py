@@ -2,6 +2,7 @@
 shop_interactions): distributed backends, resume after a kill, the ranking report, and `sparkrec
 recommend`'s Delta table of each user's top items."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
 from rec_plugin.interactions import SPLIT, VALID_SPLIT, item_column, ncf_schema, user_column
+from rec_plugin.schema import ROW_KEYS
 from rec_plugin.workflow import Workflow
-from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, recommend
+from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, USER_TOKEN, recommend
 from spark_jobs.train_cf import (
     CF_REPORT_KEYS,
     DEFAULT_EPOCHS,
@@ -128,6 +130,15 @@ def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_the
     clicked = features.where((F.col(schema.label.name) == 1) & (F.col(item) > 0)).select(
         F.col(user).cast("long").alias(USER_ID), F.col(item).cast("long").alias(ITEM_ID)
     )
+    # Each id with its raw token: a feature row's id beside its bronze row's value.
+    raw = features.select(
+        *ROW_KEYS, F.col(user).cast("long").alias(USER_ID), F.col(item).cast("long").alias(ITEM_ID)
+    ).join(
+        spark.read.format("delta")
+        .load(shop_features.bronze)
+        .select(*ROW_KEYS, F.col(user).alias(USER_TOKEN), F.col(item).alias(ITEM_TOKEN)),
+        ROW_KEYS,
+    )
     for model in (NCF, MULTVAE):
         run_uri = runs[model]["run_dir"]
         first = recommend(spark, run_uri, layout.root, shop_features.workflow, out, k=5)
@@ -138,10 +149,34 @@ def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_the
         assert rows.count() == first["rows"]  # replaced, not appended
         assert rows.groupBy(USER_ID).agg(F.countDistinct(ITEM_ID).alias("n")).where("n != 5").count() == 0
         assert sorted(r[RANK] for r in rows.select(RANK).distinct().collect()) == [1, 2, 3, 4, 5]
-        assert rows.where(F.col(ITEM_TOKEN).isNull() | F.isnan(SCORE)).count() == 0
+        assert (
+            rows.where(F.col(ITEM_TOKEN).isNull() | F.col(USER_TOKEN).isNull() | F.isnan(SCORE)).count() == 0
+        )
+        for pair in ((USER_ID, USER_TOKEN), (ITEM_ID, ITEM_TOKEN)):
+            assert rows.select(*pair).join(raw.select(*pair), list(pair), "left_anti").count() == 0, pair
         assert rows.join(clicked, [USER_ID, ITEM_ID]).count() == 0, f"{model} recommended a clicked item"
     # Both runs' rows live side by side in the one table.
     assert spark.read.format("delta").load(out).select(RUN).distinct().count() == 2
+
+
+def test_recommend_ranks_the_runs_own_items_after_a_retrain_grew_the_vocabularies(
+    spark, shop_features, shop_interactions, runs, tmp_path
+):
+    layout, _ = shop_interactions
+    workflow = str(tmp_path / "workflow")
+    shutil.copytree(shop_features.workflow, workflow)
+    item = item_column(ncf_schema(Workflow.load_schema(workflow, spark)))
+    # A retrain's extend: the same rows with every item renamed bring as many new items.
+    bronze = spark.read.format("delta").load(shop_features.bronze)
+    renamed = bronze.withColumn(item.name, F.concat(F.col(item.name), F.lit("-new")))
+    Workflow.load(workflow, spark).extend(renamed, workflow, {"day": 99})
+    assert item_column(Workflow.load_schema(workflow, spark)).cardinality > item.cardinality
+    out = str(tmp_path / "recommendations")
+    report = recommend(spark, runs[NCF]["run_dir"], layout.root, workflow, out, k=5)
+    rows = spark.read.format("delta").load(out)
+    assert report["rows"] == rows.count() == 5 * report["users"] > 0
+    assert rows.agg(F.max(ITEM_ID)).first()[0] < item.cardinality
+    assert rows.where(F.col(ITEM_TOKEN).isNull() | F.col(ITEM_TOKEN).endswith("-new")).count() == 0
 
 
 def test_chunked_ncf_top_k_equals_scoring_every_candidate_at_once(spark, shop_features):

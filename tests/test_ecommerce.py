@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType
 
-from rec_plugin.dataset import load_dataset
+from rec_plugin.dataset import DEFAULT_DATASET, load_dataset
 from rec_plugin.errors import InputError
 from rec_plugin.schema import Tags
 from spark_jobs import ingest as ing
@@ -135,9 +135,17 @@ def test_malformed_lines_are_rejected_with_their_reason(spark, shop):
     assert (rows[1].price, rows[1].recent_items, rows[1].hour) == (12.5, ["i5", "i6"], 7)
     assert rows[2].price is None and rows[2].recent_items is None
     assert (rows[3].price, rows[3].recent_items) == (-300.0, ["i9"])
-    # A table of another dataset's columns is refused before any work.
-    with pytest.raises(InputError, match="other columns than a bronze table"):
+    # A table of another dataset's columns is refused before any work, naming the one it holds; a
+    # rerun without --dataset takes that one.
+    with pytest.raises(
+        InputError,
+        match="other columns than a bronze table of dataset 'criteo': it was ingested as ecommerce: give "
+        "--dataset ecommerce or choose another path",
+    ):
         ing.ingest(spark, str(root / "raw"), bronze, str(root / "lake" / "rejects"), dataset="criteo")
+    assert ing.dataset_to_ingest(spark, bronze, None) == "ecommerce"
+    assert ing.dataset_to_ingest(spark, bronze, "criteo") == "criteo"
+    assert ing.dataset_to_ingest(spark, str(root / "lake" / "new"), None) == DEFAULT_DATASET
 
 
 @pytest.mark.parametrize(

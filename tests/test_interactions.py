@@ -35,7 +35,7 @@ from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
 from rec_plugin.workflow import SCHEMA_FILE, Workflow
 from spark_jobs.ecommerce_oracle import KEY_ITEM, KEY_USER, EcommerceOracle
 from spark_jobs.generate_ecommerce import EcommerceModel, item_exposure
-from spark_jobs.interactions import NCF_TRAIN_MIN_FILES, build_interactions
+from spark_jobs.interactions import FEW_HELDOUT_USERS, NCF_TRAIN_MIN_FILES, build_interactions
 from spark_jobs.layout import GeneratedData, PipelineLayout
 from training.ranking import ndcg_at_k
 
@@ -121,13 +121,13 @@ def test_eval_holds_each_users_latest_positive_and_100_distinct_negatives(
 
 
 def test_same_seed_same_tables_and_another_seed_other_draws(
-    spark, shop_features, shop_interactions, tmp_path
+    spark, shop_features, shop_interactions, tmp_path, capsys
 ):
     ours, _ = shop_interactions
     again = InteractionsLayout(str(tmp_path / "again"))
     # A vae table an earlier version wrote unpartitioned there: replaced by a partitioned one.
     read(spark, ours.vae).write.format("delta").save(again.vae)
-    build_interactions(
+    built = build_interactions(
         spark,
         shop_features.features,
         shop_features.workflow,
@@ -135,6 +135,11 @@ def test_same_seed_same_tables_and_another_seed_other_draws(
         seed=0,
         ncf_train_file_rows=SHOP_NCF_TRAIN_FILE_ROWS,
     )
+    # The small shop's few held-out users are said, in one line.
+    valid, test = built.rows["vae_valid"], built.rows["vae_test"]
+    assert 0 < valid < FEW_HELDOUT_USERS
+    warning = f"rest on {valid:,} validation and {test:,} test users (--heldout-share 0.1 of the users"
+    assert capsys.readouterr().err.count(warning) == 1
     oracle_free = {"ncf_train": [], "ncf_eval": [ORACLE_SCORE], "vae": [ORACLE_RANKING]}
     for table, oracle_columns in oracle_free.items():
         first = read(spark, getattr(ours, table)).drop(*oracle_columns)

@@ -15,7 +15,7 @@ import tritonclient.http as triton_http
 from conftest import SPLITS
 from pyspark.sql import functions as F
 
-from rec_plugin.schema import DAY, LINE_NUMBER, Schema
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, Schema
 from rec_plugin.workflow import Workflow
 from serving.client import predict
 from serving.repository import add_version
@@ -35,7 +35,7 @@ from spark_jobs.monitor import (
     main,
     report_file,
 )
-from spark_jobs.score import KEYS, PROBABILITY
+from spark_jobs.score import PROBABILITY
 from spark_jobs.session import session_conf
 from training.metrics import auc
 
@@ -101,7 +101,7 @@ def lake(spark, default_data, default_bronze, tmp_path_factory) -> dict[str, str
     oracle = spark.read.format("delta").load(GeneratedData(str(root)).oracle).where(F.col(DAY) == TEST_DAY)
     truth = F.col("p_click").cast("float")
     for name, probability in (("predictions", truth), ("shifted_predictions", truth * PREDICTION_FACTOR)):
-        scored = oracle.select(*KEYS, probability.alias(PROBABILITY))
+        scored = oracle.select(*ROW_KEYS, probability.alias(PROBABILITY))
         scored.write.format("delta").partitionBy(DAY).save(str(out / name))
     return {name: str(out / name) for name in ("shifted_bronze", "predictions", "shifted_predictions")}
 

@@ -346,6 +346,14 @@ def test_a_column_named_twice_is_refused_at_load(tmp_path):
     assert f"['{COLUMNS[1]['name']}'] are named twice" in str(error.value)
 
 
+def test_an_unknown_rule_is_refused_at_load(tmp_path):
+    columns = [{**COLUMNS[0], "rule": "bool"}, *COLUMNS[1:]]
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "shop", "columns": columns, "format": "tsv", "file_patterns": ["*"]}))
+    with pytest.raises(InputError, match=r"^dataset shop: unknown rules \['bool'\] \(known: \['binary'\]\)$"):
+        load_dataset(str(path))
+
+
 @pytest.mark.parametrize(
     ("node", "message"),
     [
