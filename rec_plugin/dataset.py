@@ -78,6 +78,10 @@ class RawColumn:
     alphabet: str | None = None
     list_separator: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.rule is not None and self.rule not in RULES:
+            raise InputError(f"column {self.name}: unknown rule {self.rule!r} (known: {list(RULES)})")
+
     @property
     def dtype(self) -> str:
         return RAW_TYPES[self.type][0]
@@ -212,12 +216,18 @@ class DatasetDefinition:
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetDefinition:
-        columns = tuple(
-            RawColumn(
-                **{**{k: v for k, v in c.items() if not k.startswith("_")}, "tags": tuple(c.get("tags", ()))}
+        try:
+            columns = tuple(
+                RawColumn(
+                    **{
+                        **{k: v for k, v in c.items() if not k.startswith("_")},
+                        "tags": tuple(c.get("tags", ())),
+                    }
+                )
+                for c in data["columns"]
             )
-            for c in data["columns"]
-        )
+        except InputError as error:
+            raise InputError(f"dataset {data['name']}: {error}") from None
         names = [c.name for c in columns]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
@@ -227,9 +237,6 @@ class DatasetDefinition:
             raise InputError(
                 f"dataset {data['name']}: unknown column types {unknown} (known: {sorted(RAW_TYPES)})"
             )
-        unknown = sorted({c.rule for c in columns if c.rule is not None} - set(RULES))
-        if unknown:
-            raise InputError(f"dataset {data['name']}: unknown rules {unknown} (known: {list(RULES)})")
         definition = cls(
             data["name"],
             data["format"],

@@ -346,6 +346,16 @@ def _source_rows(spark: SparkSession, path: str, source: Source) -> int:
     return spark.read.format("delta").load(path).where(source.replace_where).count()
 
 
+def _bronze_hint(spark: SparkSession, bronze: str, dataset: str) -> str:
+    """What to give instead of `dataset` for a bronze table of other columns, from its ingest's note."""
+    recorded = ingested_dataset(spark, bronze)
+    if recorded is None:
+        return "if it is one, give the --dataset it was ingested with, or "
+    if load_dataset(recorded).name != dataset:
+        return f"it was ingested as {recorded}: give --dataset {recorded} or "
+    return f"it was ingested by another definition of {dataset!r} ({recorded}): give that one or "
+
+
 def _require_columns_of(
     spark: SparkSession, path: str, schema: StructType, role: str, dataset: str | None = None
 ) -> None:
@@ -355,9 +365,9 @@ def _require_columns_of(
         storage.delta_version(spark, path, role)
         columns = spark.read.format("delta").load(path).columns
         if sorted(columns) != sorted(schema.fieldNames()):
-            recorded = ingested_dataset(spark, path) if dataset is not None else None
-            of = f" of dataset {dataset!r}" if dataset is not None else ""
-            fix = f"it was ingested as {recorded}: give --dataset {recorded} or " if recorded else ""
+            of, fix = "", ""
+            if dataset is not None:
+                of, fix = f" of dataset {dataset!r}", _bronze_hint(spark, path, dataset)
             raise InputError(
                 f"{path} holds a Delta table with other columns than a {role}{of}: {fix}choose another path"
             )

@@ -385,7 +385,8 @@ def build_interactions(
         _progress(f"{VAE} written", started)
         counts = _row_counts(spark, layout, label)
         totals = users.count(), users.select(F.explode(ITEMS)).distinct().count()
-        _warn_of_few_heldout_users(counts, totals[0], heldout_share)
+        if heldout_share > 0 and max_heldout_users >= FEW_HELDOUT_USERS:  # not asked for few
+            _warn_of_few_heldout_users(counts, totals[0], heldout_share)
     finally:
         users.unpersist()
         if oracle is not None:

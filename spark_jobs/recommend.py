@@ -59,12 +59,13 @@ def _model(run_uri: str) -> torch.nn.Module:
 
 
 def ranker(
-    run_uri: str, model_name: str, candidates: np.ndarray, k: int
+    run_uri: str, model_name: str, candidates: np.ndarray, k: int, threads: int
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """Frames of (user id, bag, seen items) -> (user id, rank, item id, score), USERS_PER_BATCH users
-    at a time."""
+    at a time, on `threads` torch threads (a task's cores: its executor runs one task per core)."""
 
     def rank(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        torch.set_num_threads(threads)
         model = _model(run_uri)
         for frame in frames:
             for start in range(0, len(frame), USERS_PER_BATCH):
@@ -111,8 +112,9 @@ def users_and_seen(
 ) -> DataFrame:
     """(user id, the bag Mult-VAE ranks from, every item the user clicked) for every user the run
     ranks; NCF ranks from the user alone (its bag is empty). `features`: the workflow's schema the run
-    trained on, whose tables hold its ids (tables rebuilt after an extend may hold newer ones: NCF
-    leaves out the users its table lacks, Mult-VAE the items)."""
+    trained on, whose tables hold its ids (tables rebuilt after an extend may hold newer ones: the
+    users its table lacks are left out, and Mult-VAE's bags keep the items it knows, a bag left
+    empty leaving its user out)."""
     user, item, label = user_column(features).name, item_column(features).name, features.label.name
     users_known, items_known = user_column(features).cardinality, item_column(features).cardinality
     read = spark.read.format("delta")
@@ -126,7 +128,8 @@ def users_and_seen(
     else:
         whole = F.when(F.col(HELDOUT).isNull(), F.col(ITEMS)).otherwise(F.array_union(ITEMS, HELDOUT))
         known = F.filter(whole, lambda id_: id_ < items_known)
-        bags = read.load(layout.vae).select(user, known.alias(BAG))
+        bags = read.load(layout.vae).select(user, known.alias(BAG)).where(F.size(BAG) > 0)
+        bags = bags.where(F.col(user) < users_known)
         users = bags.join(seen, user, "left").withColumn(SEEN, F.coalesce(SEEN, BAG))
     return users.select(F.col(user).cast("long").alias(USER_ID), BAG, SEEN)
 
@@ -152,6 +155,21 @@ def raw_tokens(
         raise InputError(f"column {column.name!r} has no vocabulary pinned in the workflow's schema")
     tokens = read_vocabularies(spark, workflow, {column.name: column.vocabulary})[column.name]
     return tokens.select(F.col("id").cast("long").alias(id_name), F.col("value").alias(token))
+
+
+def _written_before_user_tokens(spark: SparkSession, out: str, columns: tuple[str, ...]) -> bool:
+    """Whether `out` is a recommendations table written before USER_TOKEN was a column (it takes the
+    column); a table of other columns is refused in one line, never altered."""
+    if not storage.exists(spark, f"{out}/_delta_log"):
+        return False
+    held = spark.read.format("delta").load(out).columns
+    if sorted(held) == sorted(columns):
+        return False
+    if sorted(held) == sorted(set(columns) - {USER_TOKEN}):
+        return True
+    raise InputError(
+        f"{out} holds a Delta table with other columns than a recommendations table: choose another --out"
+    )
 
 
 def recommend(
@@ -184,15 +202,17 @@ def recommend(
     users = users_and_seen(spark, layout, model, features)
     # The users' table is a small aggregate that Spark would rank in one task: one per core instead.
     users = users.repartition(spark.sparkContext.defaultParallelism)
-    ranked = users.mapInPandas(ranker(run.uri, model, pool, k), RANKED_SCHEMA)
+    threads = int(spark.conf.get("spark.task.cpus", "1"))
+    ranked = users.mapInPandas(ranker(run.uri, model, pool, k, threads), RANKED_SCHEMA)
     rows = (
         ranked.join(raw_tokens(spark, workflow, item, ITEM_ID, ITEM_TOKEN), ITEM_ID, "left")
         .join(raw_tokens(spark, workflow, user_column(features), USER_ID, USER_TOKEN), USER_ID, "left")
         .withColumn(RUN, F.lit(run.uri))
     )
     columns = (RUN, USER_ID, USER_TOKEN, RANK, ITEM_ID, ITEM_TOKEN, SCORE)
-    # mergeSchema: a table written before USER_TOKEN was a column takes it.
-    writer = rows.select(*columns).write.format("delta").mode("overwrite").option("mergeSchema", "true")
+    writer = rows.select(*columns).write.format("delta").mode("overwrite")
+    if _written_before_user_tokens(spark, out, columns):
+        writer = writer.option("mergeSchema", "true")
     if storage.exists(spark, f"{out}/_delta_log"):
         writer.option("replaceWhere", f"{RUN} = '{run.uri}'").save(out)
     else:

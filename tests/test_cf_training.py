@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import kill_at_first_checkpoint
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
@@ -177,6 +178,12 @@ def test_recommend_ranks_the_runs_own_items_after_a_retrain_grew_the_vocabularie
     assert report["rows"] == rows.count() == 5 * report["users"] > 0
     assert rows.agg(F.max(ITEM_ID)).first()[0] < item.cardinality
     assert rows.where(F.col(ITEM_TOKEN).isNull() | F.col(ITEM_TOKEN).endswith("-new")).count() == 0
+    # A mistyped --out naming another table is refused, and the table left as it was.
+    features = shop_features.features
+    version = DeltaTable.forPath(spark, features).history(1).first()["version"]
+    with pytest.raises(InputError, match="other columns than a recommendations table: choose another --out"):
+        recommend(spark, runs[NCF]["run_dir"], layout.root, workflow, features, k=5)
+    assert DeltaTable.forPath(spark, features).history(1).first()["version"] == version
 
 
 def test_chunked_ncf_top_k_equals_scoring_every_candidate_at_once(spark, shop_features):

@@ -350,7 +350,9 @@ def test_an_unknown_rule_is_refused_at_load(tmp_path):
     columns = [{**COLUMNS[0], "rule": "bool"}, *COLUMNS[1:]]
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"name": "shop", "columns": columns, "format": "tsv", "file_patterns": ["*"]}))
-    with pytest.raises(InputError, match=r"^dataset shop: unknown rules \['bool'\] \(known: \['binary'\]\)$"):
+    with pytest.raises(
+        InputError, match=r"^dataset shop: column click: unknown rule 'bool' \(known: \['binary'\]\)$"
+    ):
         load_dataset(str(path))
 
 

@@ -25,7 +25,7 @@ from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
 from spark_jobs.train import feature_files, train
 from training import checkpoint
-from training.data import BatchLoader, EpochRowCountError, FileSet, balanced_shards, parquet_rows
+from training.data import SHARDING, BatchLoader, EpochRowCountError, FileSet, balanced_shards, parquet_rows
 from training.evaluate import metrics, predict
 from training.loop import TrainSpec, report_native_crashes, train_worker, weights_digest
 from training.models import MODELS, ModelConfig, build_model
@@ -77,7 +77,11 @@ def test_shards_cover_every_row_once_and_each_epoch_reshuffles(files):
     epoch0 = [list(loader.epoch(0)) for loader in shards]
     assert all(len(batches) > 0 for batches in epoch0)
     assert sum(loader.rows_read for loader in shards) == train.rows == len(table)
-    # whole files dealt by rows: the ranks differ by at most one file
+    # whole files dealt by their rows (balanced_shards), so the ranks differ by at most one file
+    dealt = balanced_shards(parquet_rows(train.files), 2)
+    assert [loader.rows_read for loader in shards] == [
+        sum(parquet_rows([train.files[i] for i in d])) for d in dealt
+    ]
     assert abs(shards[0].rows_read - shards[1].rows_read) <= max(parquet_rows(train.files))
     assert np.array_equal(row_fingerprints(epoch0[0] + epoch0[1]), everything)
     assert all(len(b.label) == 1000 for b in epoch0[0][:-1])
@@ -99,6 +103,26 @@ def test_ranks_are_dealt_whole_files_by_their_rows():
     uneven = [9, 5, 4, 3, 3]
     assert [sum(uneven[index] for index in shard) for shard in balanced_shards(uneven, 2)] == [12, 12]
     assert balanced_shards([7], 3) == [[0], [], []]
+
+
+def test_a_checkpoint_of_another_dealing_retrains_its_epoch_and_one_of_this_dealing_skips(
+    files, tmp_path, capsys
+):
+    config = ModelConfig.from_schema("logistic", files["schema"])
+    rows, batch = files["train"].rows, 1024
+    for sharding, skipped in (("", 0), (SHARDING, 5 * batch)):  # "": written before it was recorded
+        run_dir = tmp_path / (sharding or "before")
+        train_worker(spec_of(files, config, run_dir, batch_size=batch, progress=False).to_dict())
+        run = RunDirectory(run_dir)
+        state = run.load_checkpoint(str(run.latest_checkpoint()))
+        state["position"].update(epoch=0, batches=5)  # as if killed 5 batches into the epoch
+        state["position"].pop("sharding")
+        state["position"].update({"sharding": sharding} if sharding else {})
+        run.save_checkpoint(state, state["position"]["step"] + 1)
+        resumed = spec_of(files, config, run_dir, batch_size=batch, progress=False, resume=True)
+        assert train_worker(resumed.to_dict())["samples"] == rows - skipped
+        error = capsys.readouterr().err
+        assert ("its 5 batches are trained again" in error) == (not sharding), error
 
 
 def test_an_epoch_with_missing_rows_fails_loudly(files):

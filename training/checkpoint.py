@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from training.data import ROW_GROUPS_BY_COUNT
 from training.run_directory import RunDirectory
 
 
@@ -29,6 +30,7 @@ class Position:
     losses: list[float] = field(default_factory=list)
     valid_scores: list[float] = field(default_factory=list)
     best_epoch: int = 0
+    sharding: str = ""  # how the loader dealt the rows to ranks (training.data.SHARDING)
 
 
 class Saved(NamedTuple):
@@ -52,6 +54,7 @@ def save(
             "batches": position.batches,
             "step": position.step,
             "best_epoch": position.best_epoch,
+            "sharding": position.sharding,
         },
         "losses": torch.tensor(position.losses, dtype=torch.float64),
         "valid_scores": torch.tensor(position.valid_scores, dtype=torch.float64),
@@ -68,7 +71,9 @@ def load_latest(run: RunDirectory) -> Saved | None:
     state = run.load_checkpoint(name)
     torch.set_rng_state(state["torch_rng"])
     valid_scores = state.get("valid_scores", torch.zeros(0)).tolist()  # a checkpoint from before validation
-    position = Position(**state["position"], losses=state["losses"].tolist(), valid_scores=valid_scores)
+    # A checkpoint from before the dealing was recorded dealt row groups by count.
+    dealt = {"sharding": ROW_GROUPS_BY_COUNT, **state["position"]}
+    position = Position(**dealt, losses=state["losses"].tolist(), valid_scores=valid_scores)
     return Saved(state["model"], state["optimizers"], position)
 
 

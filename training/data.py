@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import fsspec
@@ -129,17 +129,20 @@ def read_id_lists(files: Sequence[str], columns: Sequence[str]) -> dict[str, lis
     return read
 
 
+@cache
+def _footer_rows(uri: str) -> int:
+    """A parquet file's row count from its footer, once per process (a Delta table's data files are
+    never rewritten in place)."""
+    filesystem, path = fsspec.core.url_to_fs(uri)
+    with filesystem.open(path, "rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
 def parquet_rows(files: Sequence[str]) -> list[int]:
-    """Each parquet file's row count, from its footer (qualified URIs, read through fsspec; a pool of
-    threads, as object stores answer one small read at a time)."""
-
-    def rows(uri: str) -> int:
-        filesystem, path = fsspec.core.url_to_fs(uri)
-        with filesystem.open(path, "rb") as handle:
-            return pq.ParquetFile(handle).metadata.num_rows
-
+    """Each parquet file's row count (qualified URIs, read through fsspec; a pool of threads, as
+    object stores answer one small read at a time)."""
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
-        return list(pool.map(rows, files))
+        return list(pool.map(_footer_rows, files))
 
 
 def balanced_shards(rows: Sequence[int], size: int) -> list[list[int]]:
@@ -154,6 +157,19 @@ def balanced_shards(rows: Sequence[int], size: int) -> list[list[int]]:
         shards[rank].append(index)
         heapq.heappush(ranks, (held + rows[index], rank))
     return [sorted(shard) for shard in shards]
+
+
+def rank_files(files: Sequence[str], rank: int, size: int) -> tuple[str, ...]:
+    """The whole files rank `rank` of `size` reads: `balanced_shards` of their row counts."""
+    if size == 1:
+        return tuple(files)
+    return tuple(files[index] for index in balanced_shards(parquet_rows(files), size)[rank])
+
+
+# How BatchLoader deals a FileSet to ranks, as a checkpoint records it: a run checkpointed mid-epoch
+# under another dealing cannot skip its batches. ROW_GROUPS_BY_COUNT: every rank's Petastorm shard,
+# the only dealing before files were dealt by rows (checkpoints of then record none).
+SHARDING, ROW_GROUPS_BY_COUNT = "files_by_rows", "row_groups_by_count"
 
 
 class EpochRowCountError(RuntimeError):
@@ -268,15 +284,15 @@ def _concatenate(parts: Sequence[Part]) -> Part:
 class BatchLoader:
     """Batches of one rank's shard of a FileSet, reshuffled every epoch from (seed, epoch).
 
-    Reads exactly the schema's label, continuous, categorical and list columns. Row groups are
-    assigned to ranks and ordered by Petastorm from the epoch's seed, then rows are shuffled within a
-    buffer of `shuffle_rows` rows (a list feature's ids move with their row). The order is a pure
-    function of (seed, epoch, rank, size), so a resumed run can skip exactly the batches it had
-    already trained on. With as many files as ranks or more, each rank reads whole files, dealt by
-    their row counts (`balanced_shards`); with fewer, Petastorm deals the row groups. With
-    `whole_files` ranks always read whole files: a split any number of ranks can take (Petastorm
-    refuses more ranks than row groups), some ranks getting no rows, which scoring takes and
-    training's balanced steps do not."""
+    Reads exactly the schema's label, continuous, categorical and list columns. With as many files
+    as ranks or more, each rank reads whole files dealt by their row counts (`rank_files`); with
+    fewer, Petastorm deals the row groups (SHARDING records which, for a resumed run). Petastorm
+    orders a rank's row groups from the epoch's seed, then rows are shuffled within a buffer of
+    `shuffle_rows` rows (a list feature's ids move with their row). The order is a pure function of
+    (seed, epoch, rank, size), so a resumed run can skip exactly the batches it had already trained
+    on. With `whole_files` ranks always read whole files: a split any number of ranks can take
+    (Petastorm refuses more ranks than row groups), some ranks getting no rows, which scoring takes
+    and training's balanced steps do not."""
 
     def __init__(
         self,
@@ -325,8 +341,7 @@ class BatchLoader:
         if not self.whole_files:
             return files
         if self._shard is None:
-            shard = balanced_shards(parquet_rows(files), self.size)[self.rank]
-            self._shard = tuple(files[index] for index in shard)
+            self._shard = rank_files(files, self.rank, self.size)
         return self._shard
 
     def _chunks(self, epoch: int) -> Iterator[tuple[Part, ...]]:

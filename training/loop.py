@@ -27,7 +27,7 @@ from torch import nn
 
 from rec_plugin.schema import Schema
 from training import checkpoint
-from training.data import Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch
+from training.data import SHARDING, Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch, rank_files
 from training.distributed import Collective, collective
 from training.evaluate import heldout_ndcg_sum
 from training.grow import warm_start
@@ -190,6 +190,15 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     if saved is not None:
         group.restore(model, steppers, saved)
     position = checkpoint.Position() if saved is None else saved.position
+    if position.sharding != SHARDING and position.batches:
+        if group.rank == 0:
+            print(
+                f"resume: the checkpoint's epoch {position.epoch + 1} was dealt to ranks by "
+                f"{position.sharding}, not {SHARDING}: its {position.batches} batches are trained again",
+                file=sys.stderr,
+            )
+        position.batches = 0
+    position.sharding = SHARDING
     train = FileSet.from_dict(spec.train)
     schema = spec.features_schema()
     loader = BatchLoader(train, schema, spec.batch_size, group.rank, group.size, spec.seed)
@@ -359,7 +368,7 @@ def validation_score(
     valid = FileSet.from_dict(spec.valid or {})
     model.eval()
     if metric is HELDOUT_NDCG:
-        total, rows = heldout_ndcg_sum(model, valid.files[group.rank :: group.size])
+        total, rows = heldout_ndcg_sum(model, rank_files(valid.files, group.rank, group.size))
         weight = float(rows)
     else:
         total, weight, rows = _logloss_sums(spec, group, forward, padding, valid)
