@@ -341,7 +341,9 @@ def _typed_fields(
         else:
             day = _days_since(definition, F.to_date(value))
             day = F.when(day >= 0, day)
-    raw_line = F.to_json(F.struct(*[_named(name) for name in definition.read_names]))
+    # Nulls kept: a row refused for a missing field shows it.
+    fields = F.struct(*[_named(name) for name in definition.read_names])
+    raw_line = F.to_json(fields, {"ignoreNullFields": "false"})
     return _fields(frame, definition, day, (source_file, partition_line_number(), raw_line), [], values)
 
 

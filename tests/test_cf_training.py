@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import kill_at_first_checkpoint
@@ -119,71 +120,63 @@ def test_training_a_cf_model_without_interaction_tables_is_one_line(shop_feature
     assert "sparkrec interactions" in result.stderr and "Traceback" not in result.stderr
 
 
+def ranking(rows) -> pd.DataFrame:
+    return rows.drop(SCORE).toPandas().sort_values([USER_ID, RANK], ignore_index=True)
+
+
 def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_them(
     spark, shop_features, shop_interactions, runs, tmp_path
 ):
+    """The rerun ranks with a copy of the workflow that a retrain's extend has grown since the runs
+    trained: it ranks the runs' own items, as the first run did."""
     layout, _ = shop_interactions
     out = str(tmp_path / "recommendations")
     schema = ncf_schema(Workflow.load_schema(shop_features.workflow, spark))
-    user, item = user_column(schema).name, item_column(schema).name
+    user, item = user_column(schema).name, item_column(schema)
     # Every item a user clicked, from the features the interaction tables were built of.
     features = spark.read.format("delta").load(shop_features.features)
-    clicked = features.where((F.col(schema.label.name) == 1) & (F.col(item) > 0)).select(
-        F.col(user).cast("long").alias(USER_ID), F.col(item).cast("long").alias(ITEM_ID)
+    clicked = features.where((F.col(schema.label.name) == 1) & (F.col(item.name) > 0)).select(
+        F.col(user).cast("long").alias(USER_ID), F.col(item.name).cast("long").alias(ITEM_ID)
     )
     # Each id with its raw token: a feature row's id beside its bronze row's value.
+    bronze = spark.read.format("delta").load(shop_features.bronze)
     raw = features.select(
-        *ROW_KEYS, F.col(user).cast("long").alias(USER_ID), F.col(item).cast("long").alias(ITEM_ID)
+        *ROW_KEYS, F.col(user).cast("long").alias(USER_ID), F.col(item.name).cast("long").alias(ITEM_ID)
     ).join(
-        spark.read.format("delta")
-        .load(shop_features.bronze)
-        .select(*ROW_KEYS, F.col(user).alias(USER_TOKEN), F.col(item).alias(ITEM_TOKEN)),
-        ROW_KEYS,
+        bronze.select(*ROW_KEYS, F.col(user).alias(USER_TOKEN), F.col(item.name).alias(ITEM_TOKEN)), ROW_KEYS
     )
+    # The extend: the same rows with every item renamed bring as many new items.
+    grown = str(tmp_path / "workflow")
+    shutil.copytree(shop_features.workflow, grown)
+    renamed = bronze.withColumn(item.name, F.concat(F.col(item.name), F.lit("-new")))
+    Workflow.load(grown, spark).extend(renamed, grown, {"day": 99})
+    assert item_column(Workflow.load_schema(grown, spark)).cardinality > item.cardinality
     for model in (NCF, MULTVAE):
         run_uri = runs[model]["run_dir"]
         first = recommend(spark, run_uri, layout.root, shop_features.workflow, out, k=5)
-        again = recommend(spark, run_uri, layout.root, shop_features.workflow, out, k=5)
+        ranked = ranking(spark.read.format("delta").load(out).where(F.col(RUN) == run_uri))
+        again = recommend(spark, run_uri, layout.root, grown, out, k=5)
+        rows = spark.read.format("delta").load(out).where(F.col(RUN) == run_uri)
         assert again["rows"] == first["rows"] == 5 * first["users"] > 0
         assert again["version"] > first["version"]
-        rows = spark.read.format("delta").load(out).where(F.col(RUN) == run_uri)
         assert rows.count() == first["rows"]  # replaced, not appended
+        pd.testing.assert_frame_equal(ranking(rows), ranked)
         assert rows.groupBy(USER_ID).agg(F.countDistinct(ITEM_ID).alias("n")).where("n != 5").count() == 0
         assert sorted(r[RANK] for r in rows.select(RANK).distinct().collect()) == [1, 2, 3, 4, 5]
         assert (
             rows.where(F.col(ITEM_TOKEN).isNull() | F.col(USER_TOKEN).isNull() | F.isnan(SCORE)).count() == 0
         )
+        assert rows.agg(F.max(ITEM_ID)).first()[0] < item.cardinality
         for pair in ((USER_ID, USER_TOKEN), (ITEM_ID, ITEM_TOKEN)):
             assert rows.select(*pair).join(raw.select(*pair), list(pair), "left_anti").count() == 0, pair
         assert rows.join(clicked, [USER_ID, ITEM_ID]).count() == 0, f"{model} recommended a clicked item"
     # Both runs' rows live side by side in the one table.
     assert spark.read.format("delta").load(out).select(RUN).distinct().count() == 2
-
-
-def test_recommend_ranks_the_runs_own_items_after_a_retrain_grew_the_vocabularies(
-    spark, shop_features, shop_interactions, runs, tmp_path
-):
-    layout, _ = shop_interactions
-    workflow = str(tmp_path / "workflow")
-    shutil.copytree(shop_features.workflow, workflow)
-    item = item_column(ncf_schema(Workflow.load_schema(workflow, spark)))
-    # A retrain's extend: the same rows with every item renamed bring as many new items.
-    bronze = spark.read.format("delta").load(shop_features.bronze)
-    renamed = bronze.withColumn(item.name, F.concat(F.col(item.name), F.lit("-new")))
-    Workflow.load(workflow, spark).extend(renamed, workflow, {"day": 99})
-    assert item_column(Workflow.load_schema(workflow, spark)).cardinality > item.cardinality
-    out = str(tmp_path / "recommendations")
-    report = recommend(spark, runs[NCF]["run_dir"], layout.root, workflow, out, k=5)
-    rows = spark.read.format("delta").load(out)
-    assert report["rows"] == rows.count() == 5 * report["users"] > 0
-    assert rows.agg(F.max(ITEM_ID)).first()[0] < item.cardinality
-    assert rows.where(F.col(ITEM_TOKEN).isNull() | F.col(ITEM_TOKEN).endswith("-new")).count() == 0
     # A mistyped --out naming another table is refused, and the table left as it was.
-    features = shop_features.features
-    version = DeltaTable.forPath(spark, features).history(1).first()["version"]
+    version = DeltaTable.forPath(spark, shop_features.features).history(1).first()["version"]
     with pytest.raises(InputError, match="other columns than a recommendations table: choose another --out"):
-        recommend(spark, runs[NCF]["run_dir"], layout.root, workflow, features, k=5)
-    assert DeltaTable.forPath(spark, features).history(1).first()["version"] == version
+        recommend(spark, runs[NCF]["run_dir"], layout.root, grown, shop_features.features, k=5)
+    assert DeltaTable.forPath(spark, shop_features.features).history(1).first()["version"] == version
 
 
 def test_chunked_ncf_top_k_equals_scoring_every_candidate_at_once(spark, shop_features):

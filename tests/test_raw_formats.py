@@ -223,6 +223,8 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
         ("day_1/a.parquet", 6): (ing.CAT_NOT_HEX, "item"),
         ("day_1/a.parquet", 7): (ing.FLOAT_NOT_NUMBER, "price"),
     }
+    refused = spark.read.format("delta").load(str(tmp_path / "lake" / "rejects")).where("line_number = 4")
+    assert json.loads(refused.first().raw_line)["click"] is None  # the missing label is in the line
     assert bronze == {
         ("day_1/a.parquet", 1): (1, 1, "u1", "00af", 0.25, 3, ["0001"]),
         ("day_1/a.parquet", 2): (1, 0, None, "beef", None, None, None),
