@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,6 +166,10 @@ def build_session(
         named = [settings["spark.jars"]] if settings.get("spark.jars") else []
         cached = jar_paths(jar_names, required=SUBMITTED_ENV not in os.environ)
         settings["spark.jars"] = ",".join([*(str(p) for p in cached), *named])
+    if settings.get("spark.master", "").startswith("local"):
+        # Local workers run on this machine: the driver's Python (its venv's packages), not the
+        # first python3 on PATH, unless PYSPARK_PYTHON names another.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if settings.get("spark.driver.bindAddress") == "127.0.0.1":
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if SparkContext._active_spark_context is None:

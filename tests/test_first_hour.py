@@ -105,17 +105,27 @@ def test_stages_run_under_plain_spark_submit_as_documented(spark, tiny, tmp_path
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == run_files
 
 
-def test_a_session_started_from_python_maps_the_class_archive_that_setup_wrote(tmp_path):
+def test_a_session_started_from_the_venvs_python_maps_the_class_archive_and_runs_workers_on_it(tmp_path):
     """`make setup` wrote the class archive of this pyspark and java, and the JVM that build_session
-    starts maps it: with -Xshare:on, a JVM that cannot map its archive does not start at all."""
+    starts maps it: with -Xshare:on, a JVM that cannot map its archive does not start at all. Started
+    as `.venv/bin/python ...` with neither the venv on PATH nor PYSPARK_PYTHON, its local workers run
+    that python too (a python3 from PATH lacks the venv's packages)."""
     assert class_archive().is_file(), f"{class_archive()} is missing: run make setup"
     code = (
         "from spark_jobs.session import build_session; "
         "spark = build_session('local', 'archive-check', {'spark.driver.extraJavaOptions': '-Xshare:on'}); "
-        "print('rows', spark.range(3).count())"
+        "print('rows', spark.range(3).count()); "
+        "executable = lambda _: __import__('sys').executable; "
+        "print('workers', spark.sparkContext.parallelize([0], 1).map(executable).collect())"
     )
-    started = run([sys.executable, "-c", code], tmp_path / "logs")
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARKREC_LOG_FILE")}
+    environment["PATH"] = os.pathsep.join(p for p in environment["PATH"].split(os.pathsep) if Path(p) != BIN)
+    environment["SPARKREC_LOG_DIR"] = str(tmp_path / "logs")
+    started = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert started.returncode == 0 and "rows 3" in started.stdout, started.stdout + started.stderr
+    assert f"workers {[sys.executable]}" in started.stdout, started.stdout
 
 
 # The JVM prints this itself when Spark's launcher adds the module; no option of ours reaches it.
