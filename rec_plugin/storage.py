@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
 
@@ -124,6 +126,43 @@ def load_tables(
     with ThreadPoolExecutor(_TABLE_THREADS) as pool:
         opened = {key: pool.submit(open_table, rel) for key, rel in locations.items()}
         return {key: job.result() for key, job in opened.items()}
+
+
+def distinct_strings(spark: SparkSession, table: str, column: str) -> set[str]:
+    """The non-null values of a Delta table's string column that keeps per-file statistics on it
+    (ROW_KEY_STATISTICS), reading only the data files whose statistics do not settle them: a file
+    whose minimum and maximum agree holds that value alone, one whose null count is its row count
+    holds none. Delta cuts a long string's statistics short, so a file of such values is read; so is
+    every file, through the table, once one to read has deletion vectors."""
+    snapshot = spark._jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
+        spark._jsparkSession, table
+    )._2()
+    bound, count = f"struct<`{column}`: string>", f"struct<`{column}`: long>"
+    stats = f"struct<numRecords: long, nullCount: {count}, minValues: {bound}, maxValues: {bound}>"
+    files = DataFrame(snapshot.allFiles().toDF(), spark).select(
+        "path",
+        F.col("deletionVector").isNotNull().alias("deletions"),
+        F.from_json("stats", stats).alias("stats"),
+    )
+    values: set[str] = set()
+    unsettled: list[tuple[str, bool]] = []
+    for path, deletions, file_stats in files.collect():
+        low = file_stats and file_stats.minValues and file_stats.minValues[column]
+        high = file_stats and file_stats.maxValues and file_stats.maxValues[column]
+        nulls = file_stats and file_stats.nullCount and file_stats.nullCount[column]
+        if low is not None and low == high and not deletions:
+            values.add(low)
+        elif not (file_stats and nulls is not None and nulls == file_stats.numRecords):
+            unsettled.append((path, deletions))
+    if any(deletions for _, deletions in unsettled):
+        rows = spark.read.format("delta").load(table)
+    elif unsettled:
+        located = [path if "://" in path else f"{table.rstrip('/')}/{unquote(path)}" for path, _ in unsettled]
+        rows = spark.read.option("basePath", table).parquet(*located)
+    else:
+        return values
+    values.update(row[0] for row in rows.select(column).distinct().collect() if row[0] is not None)
+    return values
 
 
 def exists(spark: SparkSession, path: str) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from delta.tables import DeltaTable
 
+from rec_plugin import storage
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
 from rec_plugin.schema import LINE_NUMBER, ROW_KEY_STATISTICS, SOURCE_FILE
@@ -157,3 +158,28 @@ def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
     with pytest.raises(InputError, match="clicks.tsv has no day_<d> in its path, so its day is unknown"):
         ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
     assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_tables_source_files_come_from_its_file_statistics_and_only_unsettled_files_are_read(
+    spark, tmp_path
+):
+    """What retrain's daily ingest asks of bronze and rejects (files_not_ingested) at any table size:
+    a data file of one source file, or of none, is answered by its statistics; a file of two, or of
+    one name longer than the 32 characters Delta keeps, is read."""
+    long_name = "clicks/" + "x" * 40 + ".jsonl"
+    names = [(0, "a.tsv"), (1, "b.tsv"), (2, "c.tsv"), (2, "d.tsv"), (3, long_name), (4, None)]
+    rows = [(day, name, line) for line, (day, name) in enumerate(names)]
+    table = str(tmp_path / "bronze")
+    frame = spark.createDataFrame(rows, f"day int, {SOURCE_FILE} string, {LINE_NUMBER} long").coalesce(1)
+    frame.write.format("delta").options(**ROW_KEY_STATISTICS).partitionBy("day").save(table)
+    # The files that statistics settle are gone from disk: read, they would fail the query.
+    for day in (0, 1, 4):
+        for data_file in (tmp_path / "bronze" / f"day={day}").glob("*.parquet"):
+            data_file.unlink()
+    assert storage.distinct_strings(spark, table, SOURCE_FILE) == {
+        "a.tsv",
+        "b.tsv",
+        "c.tsv",
+        "d.tsv",
+        long_name,
+    }
