@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -128,39 +127,56 @@ def load_tables(
         return {key: job.result() for key, job in opened.items()}
 
 
+# Characters that make Spark's file reader glob a path instead of reading it as named.
+_GLOB_CHARACTERS = re.compile(r"[{}\[\]*?\\]")
+
+
 def distinct_strings(spark: SparkSession, table: str, column: str) -> set[str]:
-    """The non-null values of a Delta table's string column that keeps per-file statistics on it
-    (ROW_KEY_STATISTICS), reading only the data files whose statistics do not settle them: a file
-    whose minimum and maximum agree holds that value alone, one whose null count is its row count
-    holds none. Delta cuts a long string's statistics short, so a file of such values is read; so is
-    every file, through the table, once one to read has deletion vectors."""
-    snapshot = spark._jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
-        spark._jsparkSession, table
-    )._2()
-    bound, count = f"struct<`{column}`: string>", f"struct<`{column}`: long>"
-    stats = f"struct<numRecords: long, nullCount: {count}, minValues: {bound}, maxValues: {bound}>"
+    """The non-null values of a string column of a Delta table with per-file statistics on it
+    (ROW_KEY_STATISTICS), reading only the data files those statistics leave open, so the cost grows
+    with the files, not the rows: a file whose minimum and maximum agree holds that value alone (a
+    value cut short in statistics, past 32 characters, never agrees), one whose null count is its row
+    count holds none. The table is read whole, at the snapshot's version, where a file to read has
+    deletion vectors, the column is a partition column, columns are mapped or a path would glob."""
+    jvm = spark.sparkContext._jvm
+    snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(spark._jsparkSession, table)._2()
+    if snapshot.version() < 0:
+        raise InputError(f"{table} is not a Delta table")
+    bounds_type, counts_type = f"struct<`{column}`: string>", f"struct<`{column}`: long>"
+    stats_type = f"struct<numRecords: long, nullCount: {counts_type}, "
+    stats_type += f"minValues: {bounds_type}, maxValues: {bounds_type}>"
     files = DataFrame(snapshot.allFiles().toDF(), spark).select(
-        "path",
-        F.col("deletionVector").isNotNull().alias("deletions"),
-        F.from_json("stats", stats).alias("stats"),
+        "path", F.col("deletionVector").isNotNull(), F.from_json("stats", stats_type)
     )
     values: set[str] = set()
-    unsettled: list[tuple[str, bool]] = []
-    for path, deletions, file_stats in files.collect():
-        low = file_stats and file_stats.minValues and file_stats.minValues[column]
-        high = file_stats and file_stats.maxValues and file_stats.maxValues[column]
-        nulls = file_stats and file_stats.nullCount and file_stats.nullCount[column]
-        if low is not None and low == high and not deletions:
+    open_files: list[str] = []
+    read_whole_table = False
+    for path, has_deletion_vector, stats in files.collect():
+        low = stats and stats.minValues and stats.minValues[column]
+        high = stats and stats.maxValues and stats.maxValues[column]
+        nulls = stats and stats.nullCount and stats.nullCount[column]
+        if low is not None and low == high and not has_deletion_vector:
             values.add(low)
-        elif not (file_stats and nulls is not None and nulls == file_stats.numRecords):
-            unsettled.append((path, deletions))
-    if any(deletions for _, deletions in unsettled):
-        rows = spark.read.format("delta").load(table)
-    elif unsettled:
-        located = [path if "://" in path else f"{table.rstrip('/')}/{unquote(path)}" for path, _ in unsettled]
-        rows = spark.read.option("basePath", table).parquet(*located)
-    else:
+        elif not (stats and nulls is not None and nulls == stats.numRecords):
+            open_files.append(path)
+            read_whole_table |= has_deletion_vector
+    if not open_files:
         return values
+    metadata = snapshot.metadata()
+    data_path = str(snapshot.deltaLog().dataPath())
+    paths = [
+        str(jvm.org.apache.spark.sql.delta.util.DeltaFileOperations.absolutePath(data_path, p))
+        for p in open_files
+    ]
+    read_whole_table |= (
+        metadata.columnMappingMode().name() != "none"
+        or metadata.partitionColumns().contains(column)
+        or any(_GLOB_CHARACTERS.search(p) for p in [data_path, *paths])
+    )
+    if read_whole_table:
+        rows = spark.read.format("delta").option("versionAsOf", snapshot.version()).load(table)
+    else:
+        rows = spark.read.schema(f"`{column}` string").option("basePath", data_path).parquet(*paths)
     values.update(row[0] for row in rows.select(column).distinct().collect() if row[0] is not None)
     return values
 

@@ -166,16 +166,17 @@ def build_session(
         named = [settings["spark.jars"]] if settings.get("spark.jars") else []
         cached = jar_paths(jar_names, required=SUBMITTED_ENV not in os.environ)
         settings["spark.jars"] = ",".join([*(str(p) for p in cached), *named])
-    if settings.get("spark.master", "").startswith("local"):
-        # Local workers run on this machine: the driver's Python (its venv's packages), not the
-        # first python3 on PATH, unless PYSPARK_PYTHON names another.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if settings.get("spark.driver.bindAddress") == "127.0.0.1":
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if SparkContext._active_spark_context is None:
         log = log_file(app_name)
         _start_jvm(settings, log)
         print(f"{app_name}: Spark's log goes to {log}", flush=True)
+        # The master the JVM took (Spark's launcher runs local[*] where none is given). Local workers
+        # run on this machine: the driver's Python (its venv's packages), not the first python3 on
+        # PATH, unless PYSPARK_PYTHON names another; the SparkContext reads it as it starts.
+        if SparkConf().get("spark.master", "").startswith("local"):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -31,7 +31,9 @@ STRAY_FILES = {"day_0/notes.txt": b"not a log\n", "day_1/embeddings.npy": b"\x93
 def run(command: list[str], logs: Path) -> subprocess.CompletedProcess:
     """A command as a user runs it from the repository, with the venv's bin first on PATH."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SPARKREC_LOG_DIR": str(logs)}
-    env.pop("SPARKREC_LOG_FILE", None)
+    # The test session's Spark set PYSPARK_PYTHON, which a user's shell need not have.
+    for variable in ("SPARKREC_LOG_FILE", "PYSPARK_PYTHON"):
+        env.pop(variable, None)
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 

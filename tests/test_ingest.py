@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.dataset import load_dataset
@@ -163,23 +164,25 @@ def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
 def test_a_tables_source_files_come_from_its_file_statistics_and_only_unsettled_files_are_read(
     spark, tmp_path
 ):
-    """What retrain's daily ingest asks of bronze and rejects (files_not_ingested) at any table size:
-    a data file of one source file, or of none, is answered by its statistics; a file of two, or of
-    one name longer than the 32 characters Delta keeps, is read."""
+    """What retrain's daily ingest asks of bronze and rejects (files_not_ingested): a data file of one
+    source file, or of none, is answered by its statistics; a file of two, or of one name longer than
+    the 32 characters Delta keeps, is read; a deletion vector sends the question to the whole table."""
     long_name = "clicks/" + "x" * 40 + ".jsonl"
     names = [(0, "a.tsv"), (1, "b.tsv"), (2, "c.tsv"), (2, "d.tsv"), (3, long_name), (4, None)]
     rows = [(day, name, line) for line, (day, name) in enumerate(names)]
-    table = str(tmp_path / "bronze")
     frame = spark.createDataFrame(rows, f"day int, {SOURCE_FILE} string, {LINE_NUMBER} long").coalesce(1)
-    frame.write.format("delta").options(**ROW_KEY_STATISTICS).partitionBy("day").save(table)
+    every_name = {"a.tsv", "b.tsv", "c.tsv", "d.tsv", long_name}
+    folder = tmp_path / "a table 100%"  # a path Delta and Hadoop write encoded
+    frame.write.format("delta").options(**ROW_KEY_STATISTICS).partitionBy("day").save(str(folder))
     # The files that statistics settle are gone from disk: read, they would fail the query.
     for day in (0, 1, 4):
-        for data_file in (tmp_path / "bronze" / f"day={day}").glob("*.parquet"):
+        for data_file in (folder / f"day={day}").glob("*.parquet"):
             data_file.unlink()
-    assert storage.distinct_strings(spark, table, SOURCE_FILE) == {
-        "a.tsv",
-        "b.tsv",
-        "c.tsv",
-        "d.tsv",
-        long_name,
-    }
+    assert storage.distinct_strings(spark, str(folder), SOURCE_FILE) == every_name
+    deleted = str(tmp_path / "deleted")
+    with_deletions = {**ROW_KEY_STATISTICS, "delta.enableDeletionVectors": "true"}
+    frame.write.format("delta").options(**with_deletions).partitionBy("day").save(deleted)
+    DeltaTable.forPath(spark, deleted).delete(F.col(SOURCE_FILE) == "d.tsv")  # c.tsv's file keeps d's stats
+    assert storage.distinct_strings(spark, deleted, SOURCE_FILE) == every_name - {"d.tsv"}
+    with pytest.raises(InputError, match="is not a Delta table"):
+        storage.distinct_strings(spark, str(tmp_path / "a table 100%" / "day=2"), SOURCE_FILE)
