@@ -73,6 +73,8 @@ def probe_result(command: list[str], marker: str, what: str, **run: object) -> s
 
 # The ETL benchmarks' shared report (bench/ingest.py and bench/featurize.py each write their section).
 ETL_REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "etl.json"
+# etl.json's key for an engine's rate, and the engine every ratio in its plot is taken against.
+RATE_SUFFIX, REFERENCE_ENGINE = "_rows_per_s", "duckdb"
 
 
 def compare_engines(engines: dict[str, Callable[[int], float]], repeats: int, rows: int) -> dict[str, float]:
@@ -97,10 +99,36 @@ def record_etl(section: str, rates: dict[str, float], rows: int, max_cardinality
     if (report.get("rows"), report.get("max_cardinality")) != (rows, max_cardinality):
         report = {}
     report.update({"rows": rows, "max_cardinality": max_cardinality})
-    report[section] = {f"{engine}_rows_per_s": round(rate, 1) for engine, rate in rates.items()}
+    report[section] = {f"{engine}{RATE_SUFFIX}": round(rate, 1) for engine, rate in rates.items()}
     ETL_REPORT.parent.mkdir(parents=True, exist_ok=True)
     ETL_REPORT.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {ETL_REPORT} ({section})")
+    plot_etl(report, ETL_REPORT.with_suffix(".png"))
+    print(f"wrote {ETL_REPORT} ({section}) and its .png")
+
+
+def plot_etl(report: dict, path: Path) -> None:
+    """etl.json as bars: each stage's rows/s per engine, labelled with its ratio to DuckDB's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    stages = [s for s in ("ingest", "featurize") if s in report]
+    figure = Figure(figsize=(9, 1.6 + 1.2 * len(stages)))
+    axes = figure.subplots(len(stages), 1, squeeze=False)[:, 0]
+    for ax, stage in zip(axes, stages):
+        rates = {k.removesuffix(RATE_SUFFIX): v for k, v in report[stage].items()}
+        engines = list(rates)[::-1]
+        ax.barh(engines, [rates[e] / 1000 for e in engines])
+        for y, engine in enumerate(engines):
+            ratio = rates[engine] / rates[REFERENCE_ENGINE]
+            ax.annotate(f" {ratio:.2f}x {REFERENCE_ENGINE}", (rates[engine] / 1000, y), va="center")
+        ax.set_title(stage)
+        ax.set_xlabel("thousand rows/s")
+        ax.set_xlim(0, 1.3 * max(rates.values()) / 1000)
+    figure.suptitle(f"ETL at {report['rows']:,} rows, fields of up to {report['max_cardinality']:,} values")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 def demo_splits(days: int) -> dict[str, list[int]]:
