@@ -113,7 +113,7 @@ def plot_etl(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    stages = [s for s in ("ingest", "featurize") if s in report]
+    stages = [key for key, value in report.items() if isinstance(value, dict)]  # in the order written
     figure = Figure(figsize=(9, 1.6 + 1.2 * len(stages)))
     axes = figure.subplots(len(stages), 1, squeeze=False)[:, 0]
     for ax, stage in zip(axes, stages):
