@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, ColumnSchema, Schema, Tags
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE, ColumnSchema, Schema, Tags
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
@@ -184,8 +184,10 @@ class DatasetDefinition:
         """Every node's columns exist when it runs (the raw columns, or an earlier node's outputs), it
         selects some, and its ops exist and take their params: refused at load, before any work."""
         from rec_plugin.ops import OPS
+        from rec_plugin.ops.base import check_params
 
         available = set(self.names)
+        lineage = set(ROW_KEYS)  # what bronze adds to the raw columns, e.g. TargetEncoding's fold key
         for number, node in enumerate(self.workflow.get("nodes", []), start=1):
             where = f"dataset {self.name}: workflow node {number}"
             absent = [c for c in node.get("columns", []) if c not in available]
@@ -201,9 +203,14 @@ class DatasetDefinition:
                 if name not in OPS:
                     raise InputError(f"{where}: unknown op {name!r} (known: {', '.join(sorted(OPS))})")
                 try:
-                    columns = OPS[name](**entry.get("params", {})).output_columns(columns)
+                    check_params(OPS[name], entry.get("params", {}))
+                    op = OPS[name](**entry.get("params", {}))
+                    columns = op.output_columns(columns)
                 except (TypeError, ValueError) as error:
                     raise InputError(f"{where}: {str(error).replace('.__init__()', '')}") from None
+                unread = [c for c in op.reads() if c not in available | lineage]
+                if unread:
+                    raise InputError(f"{where}: {name} reads {unread}, which no column or earlier node makes")
             available.update(columns)
         passed = [*self.workflow.get("passthrough", [])]
         absent = [c for c in passed if c not in available]

@@ -379,6 +379,22 @@ def test_an_unknown_rule_is_refused_at_load(tmp_path):
             {"columns": ["item"], "ops": [{"op": "Categorify", "params": {"vocabulary_of": "sku"}}]},
             "uses the vocabulary of 'sku', but no node fits one",
         ),
+        (
+            {"columns": ["price"], "ops": [{"op": "FillMissing", "params": {"value": "zero"}}]},
+            "workflow node 1: FillMissing param value='zero' is not a float",
+        ),
+        (
+            {"columns": ["item"], "ops": [{"op": "Categorify", "params": {"freq_threshold": True}}]},
+            "workflow node 1: Categorify param freq_threshold=True is not an int",
+        ),
+        (
+            {"columns": ["price"], "ops": [{"op": "Clip", "params": {"min": "0"}}]},
+            "workflow node 1: Clip param min='0' is not a float or None",
+        ),
+        (
+            {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"target": "clicked"}}]},
+            "workflow node 1: TargetEncoding reads ['clicked'], which no column or earlier node makes",
+        ),
     ],
 )
 def test_a_workflow_naming_what_does_not_exist_is_refused_at_load(tmp_path, node, message):
@@ -388,5 +404,7 @@ def test_a_workflow_naming_what_does_not_exist_is_refused_at_load(tmp_path, node
     # A node may read what an earlier node makes.
     crossed = {"columns": ["user_id", "hour"], "ops": [{"op": "Cross", "params": {"buckets": 10}}]}
     later = {"columns": ["user_id_x_hour"], "ops": [{"op": "Categorify"}]}
-    workflow = {"nodes": [crossed, later]}
+    # Target encoding reads the label, and bronze's row keys as its default fold key.
+    encoded = {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"target": "click"}}]}
+    workflow = {"nodes": [crossed, later, encoded]}
     assert definition(tmp_path, format="tsv", file_patterns=["*.tsv"], workflow=workflow).name == "shop"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -66,6 +68,10 @@ class Op:
         """Columns the op writes; by default it replaces its inputs in place."""
         return columns
 
+    def reads(self) -> list[str]:
+        """Columns the op reads besides its inputs (a target, a fold key): a definition names them."""
+        return []
+
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
         """What the op makes of its input columns (one per output column): NVTabular's
         compute_output_schema. The default, for ops that rewrite values in place, keeps strings as they
@@ -105,3 +111,44 @@ class RowOp(Op):
         return frame.withColumns(
             {c: expression(self.template, {"x": c}, self.template_params(c, state)) for c in columns}
         )
+
+
+def check_params(op_type: type[Op], params: dict[str, Any]) -> None:
+    """`params` (a dataset definition's JSON values) of the types `op_type`'s constructor declares,
+    else a ValueError naming the param: Spark would otherwise stop mid-fit with a cast's trace.
+    Names the constructor lacks are left to it (a TypeError naming them)."""
+    hints = typing.get_type_hints(op_type.__init__)
+    for name, value in params.items():
+        expected = hints.get(name)
+        if expected is not None and not _is_a(value, expected):
+            raise ValueError(f"{op_type.__name__} param {name}={value!r} is not {_described(expected)}")
+
+
+def _is_a(value: Any, expected: Any) -> bool:
+    """Whether a JSON value fits a constructor's annotation (an int is a float; a bool is neither)."""
+    if expected is Any:
+        return True
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        return any(_is_a(value, arm) for arm in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected in (int, float):
+        numbers = (int,) if expected is int else (int, float)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    origin = typing.get_origin(expected)
+    if origin in (tuple, list):
+        (element, *_) = typing.get_args(expected) or (Any,)
+        return isinstance(value, list | tuple) and all(_is_a(v, element) for v in value)
+    return isinstance(value, origin or expected)
+
+
+def _described(expected: Any) -> str:
+    """An annotation in words: 'a float or None'."""
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        return " or ".join(_described(arm) for arm in typing.get_args(expected))
+    if expected is type(None):
+        return "None"
+    origin = typing.get_origin(expected)
+    if origin in (tuple, list):
+        return f"a list of {_described(typing.get_args(expected)[0])}s".replace("a list of a ", "a list of ")
+    return "an int" if expected is int else f"a {getattr(expected, '__name__', expected)}"

@@ -38,6 +38,9 @@ class TargetEncoding(Op):
     def output_columns(self, columns: list[str]) -> list[str]:
         return [f"TE_{c}" for c in columns]
 
+    def reads(self) -> list[str]:
+        return [self.params["target"], *self.params["fold_key"]]
+
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
         """A new float32 feature per column; it is not an id, so it drops the input's tags."""
         return [ColumnSchema(f"TE_{c.name}", "float32", (Tags.CONTINUOUS,)) for c in inputs]
