@@ -358,18 +358,28 @@ def _bronze_hint(spark: SparkSession, bronze: str, dataset: str) -> str:
 def _require_columns_of(
     spark: SparkSession, path: str, schema: StructType, role: str, dataset: str | None = None
 ) -> None:
-    """An existing table at `path` must be this stage's own (same columns): never overwrite another.
+    """An existing table at `path` must be this stage's own (same columns, same types): never overwrite
+    another, nor fail mid-write on a column whose type changed.
     For a bronze table of another `dataset`, the refusal names the dataset its ingest recorded."""
     if storage.exists(spark, path):
         storage.delta_version(spark, path, role)
-        columns = spark.read.format("delta").load(path).columns
-        if sorted(columns) != sorted(schema.fieldNames()):
-            of, fix = "", ""
-            if dataset is not None:
-                of, fix = f" of dataset {dataset!r}", _bronze_hint(spark, path, dataset)
-            raise InputError(
-                f"{path} holds a Delta table with other columns than a {role}{of}: {fix}choose another path"
-            )
+        held = spark.read.format("delta").load(path).schema
+        same_columns = sorted(held.fieldNames()) == sorted(schema.fieldNames())
+        retyped = [  # by type names: a nested type's nullability is no difference
+            f"{f.name} {held[f.name].dataType.simpleString()}, now {f.dataType.simpleString()}"
+            for f in (schema.fields if same_columns else [])
+            if held[f.name].dataType.simpleString() != f.dataType.simpleString()
+        ]
+        if same_columns and not retyped:
+            return
+        of, fix = "", ""
+        if dataset is not None:
+            of, fix = f" of dataset {dataset!r}", _bronze_hint(spark, path, dataset)
+        if retyped:
+            what = f"a {role}{of} whose columns have other types ({'; '.join(retyped)})"
+        else:
+            what = f"a Delta table with other columns than a {role}{of}"
+        raise InputError(f"{path} holds {what}: {fix}choose another path")
 
 
 # The key of ingest's commit note that holds the path of a user's dataset definition (None when bundled).

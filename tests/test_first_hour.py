@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql.types import LongType, StructField, StructType
 
+from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import EXIT_INPUT_ERROR, InputError, run_command
 from serving.server import free_port
 from spark_jobs.featurize import featurize
@@ -249,6 +251,13 @@ def test_ingest_takes_only_raw_files_and_refuses_before_work(spark, tiny, tmp_pa
     with pytest.raises(InputError, match="holds a Delta table with other columns than a bronze table"):
         ingest(spark, str(tiny / "raw"), other, rejects, days=[0])
     assert DeltaTable.forPath(spark, other).history().count() == 1
+    # So is a bronze table whose columns the definition now types otherwise, before any write.
+    schema = load_dataset("criteo").bronze_schema()
+    retyped = StructType([StructField(f.name, LongType()) if f.name == "I1" else f for f in schema.fields])
+    spark.createDataFrame([], retyped).write.format("delta").save(bronze)
+    with pytest.raises(InputError, match=r"whose columns have other types \(I1 bigint, now int\): "):
+        ingest(spark, str(tiny / "raw"), bronze, rejects, days=[0])
+    assert DeltaTable.forPath(spark, bronze).history().count() == 1
 
 
 def test_featurize_and_score_refuse_bad_arguments_before_work(spark, tiny, tmp_path):
