@@ -200,6 +200,12 @@ def _latest_commit(spark: SparkSession, path: str) -> int | None:
     return max(commits) if commits else None
 
 
+def has_commit(spark: SparkSession, path: str) -> bool:
+    """Whether `path` holds a Delta table with a commit: a first write killed before its commit leaves
+    a `_delta_log` folder with none, which Delta reads as no table and writes as a new one."""
+    return _latest_commit(spark, path) is not None
+
+
 def delta_version(spark: SparkSession, path: str, role: str, version: int | None = None) -> int:
     """`version` (default: the latest) of the Delta table at `path`, checked to exist; `role` says
     what the table is for the error line ("bronze table", "features table")."""

@@ -205,17 +205,19 @@ def export_run(
     served, outputs = served_model(run_dir, flavour, top_k)
     # The schema the model was trained with: its inputs, and the outputs its preprocessing must give.
     schema = RunDirectory.at(run_dir).schema()
-    version = add_version(repository, model_name, served, flavour, schema, queue_delay_us, outputs)
-    print(f"export: {model_name} version {version} written to {repository / model_name}")
-    if workflow:
-        if spark is None:
-            raise ValueError("exporting the preprocessing reads the workflow's vocabularies: pass spark")
-        with tempfile.TemporaryDirectory() as staging:
-            preprocess = export_preprocess(spark, workflow, Path(staging), schema).parent
+    if workflow and spark is None:
+        raise ValueError("exporting the preprocessing reads the workflow's vocabularies: pass spark")
+    with tempfile.TemporaryDirectory() as staging:
+        # The preprocessing is staged first: a workflow that cannot serve the run is refused before
+        # any version is written.
+        preprocess = export_preprocess(spark, workflow, Path(staging), schema).parent if workflow else None
+        version = add_version(repository, model_name, served, flavour, schema, queue_delay_us, outputs)
+        print(f"export: {model_name} version {version} written to {repository / model_name}")
+        if preprocess is not None:
             write_ensemble(repository, name, preprocess, version, queue_delay_us)
-        steps = [preprocess_model_name(name), model_name]
-        steps += [postprocess_model_name(name)] if outputs != OUTPUTS else []
-        print(f"export: ensemble {name} = {' -> '.join(steps)}")
+            steps = [preprocess_model_name(name), model_name]
+            steps += [postprocess_model_name(name)] if outputs != OUTPUTS else []
+            print(f"export: ensemble {name} = {' -> '.join(steps)}")
     return version
 
 

@@ -205,6 +205,14 @@ def main(argv: list[str] | None = None) -> None:
         help="tritonserver's log, appended to (default: tritonserver.log beside the repository folder)",
     )
     args = parser.parse_args(argv)
+    absent = [name for name in args.load if not (args.repository / name).is_dir()]
+    if absent:  # refused before the server starts (and makes the repository folder and its log)
+        folders = args.repository.iterdir() if args.repository.is_dir() else []
+        held = sorted(p.name for p in folders if p.is_dir())
+        raise InputError(
+            f"models {absent} are not in repository {args.repository} (it holds {held or 'none'}): "
+            "export them first (sparkrec export) or fix --repository or --load"
+        )
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     server = TritonServer(args.repository, ports, args.log_file).start()
     stopping = []

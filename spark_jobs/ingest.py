@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
@@ -88,6 +89,8 @@ __all__ = [
     "ingest",
     "main",
 ]
+# Above this share of lines rejected, ingest warns that the definition may not fit the files.
+REJECTED_SHARE_WARNED = 0.5
 # Lines whose reasons a refusal of a wrong --dataset counts.
 SAMPLED_LINES = 100
 # A column of rule BINARY that is not 0 or 1 (an empty one too: it is the label's rule).
@@ -345,6 +348,21 @@ def _source_rows(spark: SparkSession, path: str, source: Source) -> int:
     return spark.read.format("delta").load(path).where(source.replace_where).count()
 
 
+def _warn_of_rejects(
+    spark: SparkSession, rejects: str, source: Source, rejected: int, lines_read: int
+) -> None:
+    """A warning that most lines were rejected, naming their commonest reason: a definition that does
+    not fit the files (a float column typed int) is quarantined, not refused, once bronze exists."""
+    rows = spark.read.format("delta").load(rejects).where(source.replace_where)
+    top = rows.groupBy("reason").count().orderBy(F.desc("count"), "reason").first()
+    print(
+        f"ingest: warning: {rejected / lines_read:.0%} of the {lines_read} lines read were rejected, "
+        f"mostly {top['reason']} ({top['count']} lines): is the dataset definition right?",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _bronze_hint(spark: SparkSession, bronze: str, dataset: str) -> str:
     """What to give instead of `dataset` for a bronze table of other columns, from its ingest's note."""
     recorded = ingested_dataset(spark, bronze)
@@ -424,7 +442,7 @@ def ingested_dataset(spark: SparkSession, bronze: str, version: int | None = Non
 def dataset_to_ingest(spark: SparkSession, bronze: str, given: str | None) -> str:
     """`given`, else the dataset that bronze's latest ingest recorded (a rerun need not repeat it),
     else DEFAULT_DATASET."""
-    if given is None and storage.exists(spark, f"{bronze}/_delta_log"):
+    if given is None and storage.has_commit(spark, bronze):
         given = ingested_dataset(spark, bronze)
     return given or DEFAULT_DATASET
 
@@ -483,6 +501,8 @@ def ingest(
         if accepted + rejected != lines_read:  # inside: a table this ingest created is removed
             raise AssertionError(f"ingest lost lines: {lines_read} read != {accepted} + {rejected}")
     print(f"ingest: lines read {lines_read}, accepted {accepted}, rejected {rejected}")
+    if rejected > REJECTED_SHARE_WARNED * lines_read:
+        _warn_of_rejects(spark, rejects, source, rejected, lines_read)
     return {
         "dataset": definition.name,
         "source": source.describe(),

@@ -37,6 +37,7 @@ from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import ColumnSchema, Schema
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import build_session
+from spark_jobs.train_cf import load_description
 from training.evaluate import ncf_top_items, top_items
 from training.models import build_model
 from training.models.cf import CF_MODELS, NCF
@@ -47,6 +48,10 @@ USER_ID, USER_TOKEN = "user_id", "user"
 SEEN, BAG = "seen", "bag"
 RANKED_SCHEMA = f"{USER_ID} long, {RANK} int, {ITEM_ID} long, {SCORE} float"
 USERS_PER_BATCH = 256
+
+
+# Ranking tasks a core: NCF over 75k items for 28k users ran 16 minutes in 2 tasks with no progress shown.
+RANKING_TASKS_PER_CORE = 8
 
 
 @cache
@@ -160,7 +165,7 @@ def raw_tokens(
 def _written_before_user_tokens(spark: SparkSession, out: str, columns: tuple[str, ...]) -> bool:
     """Whether `out` is a recommendations table written before USER_TOKEN was a column (it takes the
     column); a table of other columns is refused in one line, never altered."""
-    if not storage.exists(spark, f"{out}/_delta_log"):
+    if not storage.has_commit(spark, out):
         return False
     held = spark.read.format("delta").load(out).columns
     if sorted(held) == sorted(columns):
@@ -198,10 +203,13 @@ def recommend(
     features = Workflow.load_schema(workflow, spark, Workflow.version_of(workflow, run.schema(), spark))
     item = item_column(features)
     layout = InteractionsLayout(storage.qualified(spark, interactions))
+    load_description(spark, layout)  # refuses a folder that holds no interaction tables
     pool = candidate_items(spark, item, candidates) if model == NCF else np.zeros(0, np.int64)
     users = users_and_seen(spark, layout, model, features)
-    # The users' table is a small aggregate that Spark would rank in one task: one per core instead.
-    users = users.repartition(spark.sparkContext.defaultParallelism)
+    # The users' table is a small aggregate that Spark would rank in one task: several per core
+    # instead, so that the console's progress moves during a long ranking (each Python worker loads
+    # the model once: _model is cached).
+    users = users.repartition(spark.sparkContext.defaultParallelism * RANKING_TASKS_PER_CORE)
     threads = int(spark.conf.get("spark.task.cpus", "1"))
     ranked = users.mapInPandas(ranker(run.uri, model, pool, k, threads), RANKED_SCHEMA)
     rows = (
@@ -213,7 +221,7 @@ def recommend(
     writer = rows.select(*columns).write.format("delta").mode("overwrite")
     if _written_before_user_tokens(spark, out, columns):
         writer = writer.option("mergeSchema", "true")
-    if storage.exists(spark, f"{out}/_delta_log"):
+    if storage.has_commit(spark, out):
         writer.option("replaceWhere", f"{RUN} = '{run.uri}'").save(out)
     else:
         writer.partitionBy(RUN).save(out)

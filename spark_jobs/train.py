@@ -28,8 +28,8 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
-from rec_plugin.schema import DAY, ROW_KEYS, Schema
-from rec_plugin.workflow import Workflow
+from rec_plugin.schema import DAY, ROW_KEYS, Schema, Tags
+from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.generate import oracle_metrics
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
@@ -100,6 +100,23 @@ def features_version_to_read(spark: SparkSession, features: str, version: int | 
         raise InputError(f"{error}: featurize it first (sparkrec featurize) or fix --features") from None
 
 
+def require_features_of(spark: SparkSession, features: str, version: int, schema: Schema) -> None:
+    """The features table holds every column of the workflow's schema, stored as its dtype says (the
+    label in any number type): another table (bronze, a features table of another workflow) is refused
+    in one line before any work, not by the loader's parse error mid-epoch."""
+    held = dict(spark.read.format("delta").option("versionAsOf", version).load(features).dtypes)
+    wrong = [
+        f"{c.name} ({held[c.name] if c.name in held else 'absent'}, not {spark_type(c.dtype)})"
+        for c in schema
+        if c.name not in held or (not c.has(Tags.LABEL) and held[c.name] != spark_type(c.dtype))
+    ]
+    if wrong:
+        raise InputError(
+            f"{features} is not a features table of this workflow: columns {', '.join(wrong)}: "
+            "give the table sparkrec featurize wrote with it (--features) or its workflow (--workflow)"
+        )
+
+
 def oracle_on(spark: SparkSession, features: str, version: int, oracle: str, days: list[int]) -> dict:
     """The planted model's AUC and logloss on exactly the feature rows of `days` (joined by line)."""
     rows = spark.read.format("delta").option("versionAsOf", version).load(features).select(*ROW_KEYS)
@@ -159,6 +176,7 @@ def train(
     features_version = features_version_to_read(spark, features, features_version)
     splits = FeaturesDescription.load(spark, workflow).splits
     schema = Workflow.load_schema(workflow, spark)
+    require_features_of(spark, features, features_version, schema)
     named_days = [d for days in splits.values() for d in days]
     index = FeatureFileIndex.read(spark, features, features_version, named_days)
     train_files = index.file_set(splits["train"])

@@ -151,6 +151,8 @@ def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_the
     renamed = bronze.withColumn(item.name, F.concat(F.col(item.name), F.lit("-new")))
     Workflow.load(grown, spark).extend(renamed, grown, {"day": 99})
     assert item_column(Workflow.load_schema(grown, spark)).cardinality > item.cardinality
+    # A first write killed before its commit left a log folder without one: written over as new.
+    (tmp_path / "recommendations" / "_delta_log" / "_staged_commits").mkdir(parents=True)
     for model in (NCF, MULTVAE):
         run_uri = runs[model]["run_dir"]
         first = recommend(spark, run_uri, layout.root, shop_features.workflow, out, k=5)
@@ -172,6 +174,9 @@ def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_the
         assert rows.join(clicked, [USER_ID, ITEM_ID]).count() == 0, f"{model} recommended a clicked item"
     # Both runs' rows live side by side in the one table.
     assert spark.read.format("delta").load(out).select(RUN).distinct().count() == 2
+    # A folder without interaction tables is refused in one line.
+    with pytest.raises(InputError, match="holds no interaction tables: build them first"):
+        recommend(spark, runs[NCF]["run_dir"], str(tmp_path / "none"), grown, out, k=5)
     # A mistyped --out naming another table is refused, and the table left as it was.
     version = DeltaTable.forPath(spark, shop_features.features).history(1).first()["version"]
     with pytest.raises(InputError, match="other columns than a recommendations table: choose another --out"):

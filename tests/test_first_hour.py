@@ -218,8 +218,8 @@ def test_each_stage_fails_in_one_line_and_leaves_no_table(tiny, tmp_path):
                 "--metrics-port",
                 str(free_port()),
             ],
-            "model nosuch did not load from",
-            out / "served" / "nosuch",
+            "models ['nosuch'] are not in repository",
+            out / "served",
         ),  # fmt: skip
     }
     with ThreadPoolExecutor(3) as pool:

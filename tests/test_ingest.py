@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def write_raw(root: Path, name: str, compress: bool) -> Path:
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_every_malformation_is_quarantined_and_counts_reconcile(spark, tmp_path, compress):
+def test_every_malformation_is_quarantined_and_counts_reconcile(spark, tmp_path, compress, capsys):
     raw = tmp_path / "raw"
     write_raw(raw, "day_5/part-00000.tsv" + (".gz" if compress else ""), compress)
     bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
@@ -79,6 +80,11 @@ def test_every_malformation_is_quarantined_and_counts_reconcile(spark, tmp_path,
     assert report["lines_read"] == lines
     assert report["rejected"] == len(expected_rejects)
     assert report["accepted"] == lines - len(expected_rejects)
+    # Most of these lines are rejected: ingest warns, naming their commonest reason.
+    reasons = Counter(reason for reason, _ in expected_rejects.values())
+    (commonest, count), share = reasons.most_common(1)[0], len(expected_rejects) / lines
+    warned = f"{share:.0%} of the {lines} lines read were rejected, mostly {commonest} ({count} lines)"
+    assert f"ingest: warning: {warned}: is the dataset definition right?" in capsys.readouterr().err
     got = {
         r.line_number: (r.reason, r.reason_field) for r in spark.read.format("delta").load(rejects).collect()
     }

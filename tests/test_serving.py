@@ -23,7 +23,7 @@ from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, INT_NOT_INTEGER, INT_OUT_OF_RANGE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
 from serving.client import _inputs, ab_split, predict, predict_raw, raw_spec, serve_only
-from serving.export import onnx_program, torchscript
+from serving.export import export_run, onnx_program, torchscript
 from serving.pipeline import call_model, table_features
 from serving.preprocess import export_preprocess
 from serving.preprocessor import Preprocessor, RawBatch
@@ -63,6 +63,16 @@ def runs(spark, default_features, schema, tmp_path_factory):
         run_dirs.append(run_dir)
     batch = next(BatchLoader(valid, schema, 512, shuffle=False).epoch(0))
     return run_dirs, batch.dense.numpy(), batch.ids.values.numpy()
+
+
+def test_an_export_whose_workflow_cannot_serve_the_run_writes_no_version(spark, runs, tmp_path):
+    """The preprocessing is staged before the model's version is written: a wrong --workflow (here a
+    folder holding none) is refused and leaves the repository without an orphan model version."""
+    run_dirs, _, _ = runs
+    repository = tmp_path / "repository"
+    with pytest.raises(InputError, match="workflow"):
+        export_run(run_dirs[0], repository, "ctr", spark=spark, workflow=str(tmp_path / "no_workflow"))
+    assert not repository.exists() or not any(repository.iterdir())
 
 
 def test_configs_for_the_python_backend_and_the_gpu_containers_backends(schema):

@@ -422,7 +422,10 @@ def test_training_refuses_bad_input_before_writing_anything(spark, default_featu
     no_schema.mkdir()
     shutil.copy(workflow / "features.json", no_schema / "features.json")
     missing = tmp_path / "missing"
+    other = tmp_path / "other"  # a Delta table of other columns: bronze, say
+    spark.range(3).withColumn(DAY, F.lit(0)).write.format("delta").partitionBy(DAY).save(str(other))
     refusals = {
+        f"{other} is not a features table of this workflow: columns ": dict(features=other),
         f"features table {missing} does not exist: featurize": dict(features=missing),
         f"features table {features} has versions 0 to 0, not 3": dict(features_version=3),
         f"workflow {missing} holds no features.json: featurize into it": dict(workflow=missing),
