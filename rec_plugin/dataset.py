@@ -45,13 +45,15 @@ if TYPE_CHECKING:
 DATASETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "datasets"
 # The dataset every stage assumes when none is named.
 DEFAULT_DATASET = "criteo"
+# A column of several values a row (a list of recent items): a list of tokens.
+LIST = "list<string>"
 # Raw column type -> (schema dtype, Spark SQL type).
 RAW_TYPES = {
     "int": ("int32", "int"),
     "long": ("int64", "bigint"),
     "float": ("float64", "double"),
     "string": ("string", "string"),
-    "list<string>": ("list<string>", "array<string>"),
+    LIST: (LIST, "array<string>"),
 }
 TSV, CSV, JSONL, PARQUET, DELTA = "tsv", "csv", "jsonl", "parquet", "delta"
 # Delimited text formats -> their field separator.
@@ -95,7 +97,9 @@ class RawColumn:
 class DatasetDefinition:
     """A parsed definition; `workflow` is the default ops graph with columns chosen by name or tag.
     `table` and `version` locate a delta source; `day_column` and `day_origin` say where rows give
-    their day (None: the file's path does)."""
+    their day (None: the file's path does); `header` that each tsv/csv file's first line names the
+    columns, in the definition's order (checked, then skipped); `quote` the character quoting a tsv/csv
+    field that holds the separator."""
 
     name: str
     format: str
@@ -106,6 +110,8 @@ class DatasetDefinition:
     version: int | None = None
     day_column: str | None = None
     day_origin: str = DEFAULT_DAY_ORIGIN
+    header: bool = False  # tsv/csv: each file's first line names its columns
+    quote: str | None = None  # tsv/csv: the character that quotes a field holding the separator
 
     @property
     def separator(self) -> str:
@@ -254,6 +260,8 @@ class DatasetDefinition:
             version=data.get("version"),
             day_column=data.get("day_column"),
             day_origin=data.get("day_origin", DEFAULT_DAY_ORIGIN),
+            header=data.get("header", False),
+            quote=data.get("quote"),
         )
         definition._check_source()
         definition._check_workflow()
@@ -282,6 +290,15 @@ class DatasetDefinition:
             raise InputError(
                 f"{where}: day_column {self.day_column} is bronze's day, so it cannot be a column"
             )
+        if self.header not in (True, False) or (self.header and self.format not in SEPARATORS):
+            raise InputError(f"{where}: `header` is true or false, and only tsv and csv files have one")
+        if self.quote is not None and (
+            self.format not in SEPARATORS or not (isinstance(self.quote, str) and len(self.quote) == 1)
+        ):
+            raise InputError(f"{where}: `quote` is one character, and only tsv and csv fields are quoted")
+        unsplit = [c.name for c in self.columns if c.type == LIST and not c.list_separator]
+        if unsplit and self.format in SEPARATORS:
+            raise InputError(f"{where}: list columns {unsplit} read from {self.format} need a list_separator")
         if self.day_column is not None and self.format not in DAY_COLUMN_FORMATS:
             raise InputError(f"{where}: {self.format} files take their day from their path, not a day_column")
         try:
@@ -306,5 +323,7 @@ def load_dataset(name_or_path: str) -> DatasetDefinition:
         raise InputError(f"no dataset definition {name_or_path} (bundled: {bundled}; or give a .json path)")
     try:
         return DatasetDefinition.from_dict(json.loads(path.read_text()))
-    except (KeyError, TypeError, json.JSONDecodeError) as error:
+    except KeyError as error:
+        raise InputError(f"dataset definition {path} lacks the key {error}: is it a definition?") from None
+    except (TypeError, json.JSONDecodeError) as error:
         raise InputError(f"dataset definition {path} is malformed: {error}") from None

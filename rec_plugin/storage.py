@@ -90,6 +90,23 @@ def read_text(spark: SparkSession, path: str) -> str:
         stream.close()
 
 
+def first_line(spark: SparkSession, path: str) -> str | None:
+    """A text file's first line (decompressed by its extension's codec, as Spark reads it), without its
+    line end; None for an empty file."""
+    jvm = spark.sparkContext._jvm
+    fs, hadoop_path = _fs_and_path(spark, path)
+    stream = fs.open(hadoop_path)
+    try:
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(
+            spark.sparkContext._jsc.hadoopConfiguration()
+        ).getCodec(hadoop_path)
+        text = codec.createInputStream(stream) if codec is not None else stream
+        line = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(text, "UTF-8")).readLine()
+        return None if line is None else str(line)
+    finally:
+        stream.close()
+
+
 def save_tables(tables: dict[str, DataFrame], path: str, folder: str) -> dict[str, str]:
     """Writes one Delta table per key under path/folder/<key>, concurrently (each commit is mostly
     driver-side latency); returns each key's location relative to `path`."""

@@ -6,10 +6,14 @@ Every format yields one frame: each row's lineage (DAY, SOURCE_FILE, LINE_NUMBER
 its value as text (a list column's: its elements) with a flag for a value of a type the column does
 not take. Every rule is then written once, on text, and a failure gets one reason code in any format.
 
-- tsv/csv: a line split by the separator. jsonl: a line holding one JSON object, fields by name; a
-  missing key or null is an empty field, and a value's JSON type must be its column's (a number for
-  int and float, a string for string; for a list an array of strings, or a string split by its
-  list_separator). Both: SOURCE_FILE is the file relative to the input, LINE_NUMBER the line's.
+- tsv/csv: a line split by the separator, or by Spark's CSV parser where the definition names a quote
+  character (a field within quotes may hold the separator, not a line end). Where the definition says
+  each file has a header, its first line must name the columns in order (else the ingest is refused)
+  and is skipped.
+  jsonl: a line holding one JSON object, fields by name; a missing key or null is an empty field, and
+  a value's JSON type must be its column's (a number for int and float, a string for string; for a
+  list an array of strings, or a string split by its list_separator). Both: SOURCE_FILE is the file
+  relative to the input, LINE_NUMBER the line's.
 - parquet: columns by name. Each file's schema is checked before a row is read: a missing column, or
   one of a type that does not cast to the column's without loss (int and long take any integer type,
   a value out of range being quarantined; float any number type), is an InputError naming the file.
@@ -41,7 +45,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from rec_plugin import storage
-from rec_plugin.dataset import DELTA, JSONL, PARQUET, DatasetDefinition, RawColumn
+from rec_plugin.dataset import DELTA, JSONL, LIST, PARQUET, DatasetDefinition, RawColumn
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, partition_line_number
 from rec_plugin.templates import sql_literal
@@ -57,7 +61,6 @@ JSON_NOT_OBJECT = "JSON_NOT_OBJECT"
 BAD_DAY = "BAD_DAY"
 UNKNOWN_DAY = -1
 ROW_PROBLEM = "_row_problem"
-LIST = "list<string>"
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 # The parquet/Delta types each column type takes (a list takes array<string>, or a string to split).
 _TAKES: dict[str, tuple[type[T.DataType], ...]] = {
@@ -78,6 +81,8 @@ READ_CONF = {
 _SCHEMA_THREADS = 8
 
 
+# Where the CSV parser of quoted fields keeps a line of another field count.
+_CORRUPT = "_corrupt_line"
 # Column i's value and wrong-type flag in the fields frame.
 VALUE_COLUMN = "_f{}"
 WRONG_TYPE_COLUMN = "_w{}"
@@ -121,8 +126,25 @@ def read_fields(spark: SparkSession, definition: DatasetDefinition, source: Sour
         return _delta_fields(spark, definition, source)
     if definition.format == PARQUET:
         return _parquet_fields(spark, definition, source)
+    if definition.header:
+        _check_headers(spark, definition, source)
     lines = _read_lines(spark, source)
     return (_json_fields if definition.format == JSONL else _text_fields)(lines, definition)
+
+
+def _check_headers(spark: SparkSession, definition: DatasetDefinition, source: Source) -> None:
+    """Each file's header names the definition's columns in its order: fields are read by position,
+    so a file of other or reordered columns is refused (naming it) before any work, never misread."""
+    paths = _file_paths(spark, source)
+    with ThreadPoolExecutor(_SCHEMA_THREADS) as pool:
+        headers = dict(zip(paths, pool.map(lambda path: storage.first_line(spark, path), paths.values())))
+    for relative, header in headers.items():
+        names = None if header is None else _header_names(header, definition)
+        if names is not None and names != definition.names:
+            raise InputError(
+                f"{source.root}/{relative}: its header names {names}, not dataset {definition.name}'s "
+                f"columns {definition.names} in that order: fix the file or the definition"
+            )
 
 
 def _file_paths(spark: SparkSession, source: Source) -> dict[str, str]:
@@ -229,16 +251,46 @@ def _line_problems() -> list[Column]:
 
 def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     """Delimited lines split once, in their own projection (where they are numbered: _line_number)."""
-    split = lines.select(
-        "*", _line_number(), F.split("_line", _regex_literal(definition.separator), -1).alias("_split")
-    )
+    if definition.quote is None:
+        parsed = F.split("_line", _regex_literal(definition.separator), -1)
+        field = lambda i: F.try_element_at("_split", F.lit(i + 1))  # noqa: E731
+        wrong_count = F.size("_split") != len(definition.columns)
+    else:
+        parsed = _quoted_split(definition)
+        field = lambda i: F.col("_split")[f"_{i}"]  # noqa: E731
+        wrong_count = F.col("_split")[_CORRUPT].isNotNull()
+    split = lines.select("*", _line_number(), parsed.alias("_split"))
     values = []
     for i, column in enumerate(definition.columns):
-        text = F.try_element_at("_split", F.lit(i + 1))
+        text = field(i)
         values.append((_split_list(column, text) if column.type == LIST else text, F.lit(False)))
-    count = problem(F.size("_split") != len(definition.columns), FIELD_COUNT, None)
+    count = problem(wrong_count, FIELD_COUNT, None)
     lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
+    if definition.header:  # checked by _check_headers; not a row (nor a line read)
+        split = split.where(F.col(LINE_NUMBER) > 1)
     return _fields(split, definition, F.col(DAY), lineage, [*_line_problems(), count], values)
+
+
+def _header_names(header: str, definition: DatasetDefinition) -> list[str]:
+    """A header line's column names (each unquoted, where the definition quotes fields)."""
+    names = header.removesuffix("\r").split(definition.separator)
+    quote = definition.quote
+    return [n[1:-1] if quote and len(n) > 1 and n[0] == n[-1] == quote else n for n in names]
+
+
+def _quoted_split(definition: DatasetDefinition) -> Column:
+    """A line's fields as Spark's CSV parser reads them with the definition's quote character (a
+    doubled quote inside quotes is one quote), as a struct of strings _0.._n-1; the parser keeps a line
+    of another field count in _CORRUPT. An empty field is null either way, as ingest reads it."""
+    fields = ", ".join(f"_{i} STRING" for i in range(len(definition.columns)))
+    options = {
+        "sep": definition.separator,
+        "quote": definition.quote,
+        "escape": definition.quote,
+        "mode": "PERMISSIVE",
+        "columnNameOfCorruptRecord": _CORRUPT,
+    }
+    return F.from_csv(F.col("_line"), f"{fields}, {_CORRUPT} STRING", options)
 
 
 def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:

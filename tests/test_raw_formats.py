@@ -4,6 +4,7 @@ or rejects (with the same reason codes as TSV), counts reconcile, and reruns rep
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 from pathlib import Path
 
@@ -135,6 +136,41 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     assert ing.files_not_ingested(spark, tables_at[0], path, tables_at[1:]) == []
     with pytest.raises(InputError, match=r"no raw files \['clicks/c.jsonl'\]"):
         ing.ingest(spark, *tables_at, dataset=path, files=["clicks/c.jsonl"])
+
+
+def test_csv_with_a_header_and_quoted_fields_is_read_by_field_and_a_header_of_other_columns_refused(
+    spark, tmp_path
+):
+    """A header names the columns: checked against the definition's order (fields are read by position),
+    then skipped, each line keeping its number in its file. A quoted field may hold the separator, and
+    a doubled quote inside it is one quote."""
+    names = [c["name"] for c in COLUMNS]
+    header, good = ",".join(f'"{n}"' if n == "user_id" else n for n in names), "1,u1,00af,1.5,7,0001|b"
+    raw = tmp_path / "raw" / "day_0"
+    raw.mkdir(parents=True)
+    lines = [header, good, '0,"u,2",beef,,3,', '1,"say ""hi""",00af,2,1,a', f"{good},extra", "1,u1,00af"]
+    (raw / "a.csv").write_text("\r\n".join(lines) + "\r\n")
+    (raw / "b.csv.gz").write_bytes(gzip.compress(f"{header}\n{good.replace('1.5', 'x')}\n".encode()))
+    definition(tmp_path, format="csv", file_patterns=["*.csv", "*.csv.gz"], header=True, quote='"')
+    dataset, lake = str(tmp_path / "dataset.json"), tmp_path / "lake"
+    assert run(spark, lake, dataset, tmp_path / "raw")["lines_read"] == 6
+    bronze = spark.read.format("delta").load(str(lake / "bronze")).collect()
+    assert sorted((r.source_file, r.line_number, r.user_id, r.price, r.recent) for r in bronze) == [
+        ("day_0/a.csv", 2, "u1", 1.5, ["0001", "b"]),
+        ("day_0/a.csv", 3, "u,2", None, None),
+        ("day_0/a.csv", 4, 'say "hi"', 2.0, ["a"]),
+    ]
+    rejects = spark.read.format("delta").load(str(lake / "rejects")).collect()
+    assert sorted((r.source_file, r.line_number, r.reason) for r in rejects) == [
+        ("day_0/a.csv", 5, ing.FIELD_COUNT),
+        ("day_0/a.csv", 6, ing.FIELD_COUNT),
+        ("day_0/b.csv.gz", 2, ing.FLOAT_NOT_NUMBER),
+    ]
+    # A file naming the columns in another order is refused, naming it, before any write.
+    (raw / "c.csv").write_text(",".join([names[0], names[2], names[1], *names[3:]]) + f"\n{good}\n")
+    with pytest.raises(InputError, match=r"day_0/c\.csv: its header names \['click', 'item', 'user_id'"):
+        run(spark, lake, dataset, tmp_path / "raw")
+    assert DeltaTable.forPath(spark, str(lake / "bronze")).history().count() == 1
 
 
 def test_a_retrain_ingests_a_days_new_files_once_and_a_rerun_the_same_files(spark, tmp_path):
@@ -332,6 +368,8 @@ def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, t
         ({"format": "tsv", "file_patterns": ["*"], "day_column": "d"}, "take their day from their path"),
         ({"format": "jsonl", "file_patterns": ["*"], "day_column": "hour"}, "cannot be a column"),
         ({"format": "parquet", "file_patterns": ["*"], "day_column": "d", "day_origin": "x"}, "not a date"),
+        ({"format": "jsonl", "file_patterns": ["*"], "header": True}, "only tsv and csv files have one"),
+        ({"format": "csv", "file_patterns": ["*"], "quote": "''"}, "`quote` is one character"),
     ],
 )
 def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_load(tmp_path, source, message):
@@ -346,6 +384,20 @@ def test_a_column_named_twice_is_refused_at_load(tmp_path):
     with pytest.raises(InputError, match="^dataset shop: columns ") as error:
         load_dataset(str(path))
     assert f"['{COLUMNS[1]['name']}'] are named twice" in str(error.value)
+
+
+def test_a_list_column_of_delimited_text_without_its_separator_and_a_file_without_columns_are_refused_at_load(
+    tmp_path,
+):
+    unsplit = {k: v for k, v in COLUMNS[-1].items() if k != "list_separator"}
+    columns = [*COLUMNS[:-1], unsplit]
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "shop", "columns": columns, "format": "csv", "file_patterns": ["*"]}))
+    with pytest.raises(InputError, match=r"^dataset shop: list columns \['recent'\] read from csv need"):
+        load_dataset(str(path))
+    path.write_text(json.dumps({"name": "counts", "rows": 10}))
+    with pytest.raises(InputError, match=r"lacks the key 'columns': is it a definition\?$"):
+        load_dataset(str(path))
 
 
 def test_an_unknown_rule_is_refused_at_load(tmp_path):
