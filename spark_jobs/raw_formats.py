@@ -272,8 +272,9 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
 
 
 def _header_names(header: str, definition: DatasetDefinition) -> list[str]:
-    """A header line's column names (each unquoted, where the definition quotes fields)."""
-    names = header.removesuffix("\r").split(definition.separator)
+    """A header line's column names (a byte-order mark dropped; each unquoted where the definition
+    quotes fields)."""
+    names = header.removeprefix("\ufeff").removesuffix("\r").split(definition.separator)
     quote = definition.quote
     return [n[1:-1] if quote and len(n) > 1 and n[0] == n[-1] == quote else n for n in names]
 
