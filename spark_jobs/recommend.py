@@ -50,8 +50,11 @@ RANKED_SCHEMA = f"{USER_ID} long, {RANK} int, {ITEM_ID} long, {SCORE} float"
 USERS_PER_BATCH = 256
 
 
-# Ranking tasks a core: NCF over 75k items for 28k users ran 16 minutes in 2 tasks with no progress shown.
+# Ranking tasks: one per core at the least, and up to 8 a core at one per USERS_PER_TASK users of the
+# vocabulary, so that a long ranking shows progress (NCF over 75k items for 28k users ran 16 minutes in
+# 2 tasks with none shown) and a small one pays no task's overhead more than once a core.
 RANKING_TASKS_PER_CORE = 8
+USERS_PER_TASK = 2_000
 
 
 @cache
@@ -206,10 +209,11 @@ def recommend(
     load_description(spark, layout)  # refuses a folder that holds no interaction tables
     pool = candidate_items(spark, item, candidates) if model == NCF else np.zeros(0, np.int64)
     users = users_and_seen(spark, layout, model, features)
-    # The users' table is a small aggregate that Spark would rank in one task: several per core
-    # instead, so that the console's progress moves during a long ranking (each Python worker loads
-    # the model once: _model is cached).
-    users = users.repartition(spark.sparkContext.defaultParallelism * RANKING_TASKS_PER_CORE)
+    # The users' table is a small aggregate that Spark would rank in one task (each Python worker
+    # loads the model once: _model is cached).
+    cores = spark.sparkContext.defaultParallelism
+    tasks = user_column(features).cardinality // USERS_PER_TASK
+    users = users.repartition(min(max(cores, tasks), cores * RANKING_TASKS_PER_CORE))
     threads = int(spark.conf.get("spark.task.cpus", "1"))
     ranked = users.mapInPandas(ranker(run.uri, model, pool, k, threads), RANKED_SCHEMA)
     rows = (

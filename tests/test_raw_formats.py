@@ -149,7 +149,7 @@ def test_csv_with_a_header_and_quoted_fields_is_read_by_field_and_a_header_of_ot
     raw = tmp_path / "raw" / "day_0"
     raw.mkdir(parents=True)
     lines = [header, good, '0,"u,2",beef,,3,', '1,"say ""hi""",00af,2,1,a', f"{good},extra", "1,u1,00af"]
-    (raw / "a.csv").write_text("\r\n".join(lines) + "\r\n")
+    (raw / "a.csv").write_text("\ufeff" + "\r\n".join(lines) + "\r\n")  # as Excel writes it
     (raw / "b.csv.gz").write_bytes(gzip.compress(f"{header}\n{good.replace('1.5', 'x')}\n".encode()))
     definition(tmp_path, format="csv", file_patterns=["*.csv", "*.csv.gz"], header=True, quote='"')
     dataset, lake = str(tmp_path / "dataset.json"), tmp_path / "lake"
