@@ -16,10 +16,9 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from harness import print_medians, probe_result, report_quiet
+from harness import print_medians, probe_result, report_quiet, scratch_folder
 
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
@@ -58,7 +57,7 @@ def main() -> None:
         "--stages", type=_stages, default=STAGES, help=f"some of {','.join(STAGES)}, in that order"
     )
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-before-after-"))
+    scratch = scratch_folder("bench-before-after-")
     spark = build_session("local", "bench-before-after", {"spark.ui.showConsoleProgress": "false"})
     data = GeneratedData(str(scratch / "data"))
     generate(spark, data.root, GeneratorConfig(days=4, rows_per_day=args.rows_per_day))

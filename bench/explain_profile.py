@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from harness import print_medians, probe_result, report_quiet
+from harness import print_medians, probe_result, report_quiet, scratch_folder
 
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.layout import GeneratedData, day_splits
@@ -50,7 +49,7 @@ def main() -> None:
     parser.add_argument("--rows-per-day", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-explain-profile-"))
+    scratch = scratch_folder("bench-explain-profile-")
     config = GeneratorConfig(rows_per_day=args.rows_per_day)
     spark = build_session("local", "bench-explain-profile-data", {"spark.ui.showConsoleProgress": "false"})
     data = GeneratedData(str(scratch / "data"))

@@ -11,13 +11,11 @@ machine's cores.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import duckdb
 import polars as pl
-from harness import bench_bronze, bench_setup, compare_engines, record_etl
+from harness import bench_bronze, bench_setup, compare_engines, record_etl, scratch_folder
 from jvm_profile import JvmProfile, add_option
 from reference import duckdb_features_sql, polars_features
 
@@ -28,7 +26,7 @@ def main() -> None:
     args, spark, config = bench_setup(
         __doc__, "bench-featurize", 2_000_000, 1_000_000, bronze_option=True, more_options=add_option
     )
-    scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-"))
+    scratch = scratch_folder("bench-featurize-")
     bronze, splits = bench_bronze(spark, args, config, scratch)
     rows = args.days * args.rows_per_day
     parquet_files = f"{bronze}/**/*.parquet"  # one Delta version, no deletes: its files are the table

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
-from harness import bench_bronze, bench_setup, report_quiet
+from harness import bench_bronze, bench_setup, report_quiet, scratch_folder
 
 from rec_plugin.ops.categorify import BROADCAST_MAX_VALUES, DEFAULT_BROADCAST_MAX_VALUES
 from rec_plugin.schema import Tags
@@ -71,7 +70,7 @@ def main() -> None:
         __doc__, "bench-featurize-scale", 12_500_000, 10_000_000, True, broadcast_limit
     )
     spark.conf.set(BROADCAST_MAX_VALUES, str(args.broadcast_max_values))
-    scratch = Path(tempfile.mkdtemp(prefix="bench-featurize-scale-"))
+    scratch = scratch_folder("bench-featurize-scale-")
     bronze, splits = bench_bronze(spark, args, config, scratch)
     report_quiet()
     with PeakMemory() as memory:

@@ -4,8 +4,10 @@ median report."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -28,6 +30,14 @@ from spark_jobs.session import build_session
 from spark_jobs.train import feature_files
 from training.data import FileSet
 from training.models import ModelConfig
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new folder under the system's temporary directory, removed as this process exits: one run at
+    8M rows leaves gigabytes behind, and the disk is shared with every checkout and CI run here."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def report_quiet() -> None:
@@ -177,7 +187,7 @@ def generated_data(spark: SparkSession, args: argparse.Namespace, config: Genera
     generated into a new scratch folder."""
     if args.data:
         return Path(args.data)
-    data = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    data = scratch_folder("bench-data-")
     generate(spark, str(data), config)
     return data
 
@@ -208,7 +218,7 @@ class Featurized:
 
 def featurized_data(spark: SparkSession, config: GeneratorConfig, prefix: str) -> Featurized:
     """Days 0..n-3 train, n-2 valid, n-1 test, as the demo splits them."""
-    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    scratch = scratch_folder(prefix)
     data = GeneratedData(str(scratch / "data"))
     generate(spark, data.root, config)
     ingest(spark, data.raw, str(scratch / "bronze"), str(scratch / "rejects"))
@@ -230,7 +240,7 @@ class Interactions:
 
 def shop_interactions(spark: SparkSession, config: EcommerceConfig, prefix: str) -> Interactions:
     """The e-commerce generator's days, split as the demo splits them, up to the interaction tables."""
-    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    scratch = scratch_folder(prefix)
     data = GeneratedData(str(scratch / "data"))
     generate_ecommerce(spark, data.root, config)
     bronze, rejects = str(scratch / "bronze"), str(scratch / "rejects")

@@ -11,12 +11,11 @@ artifacts/bench/etl.json. Everyone uses this machine's cores.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import duckdb
-from harness import bench_setup, compare_engines, generated_data, record_etl
+from harness import bench_setup, compare_engines, generated_data, record_etl, scratch_folder
 from jvm_profile import JvmProfile, add_option
 
 from rec_plugin.dataset import load_dataset
@@ -46,7 +45,7 @@ def main() -> None:
     args, spark, config = bench_setup(__doc__, "bench-ingest", 2_000_000, 1_000_000, more_options=add_option)
     raw = GeneratedData(str(generated_data(spark, args, config))).raw
     rows = args.days * args.rows_per_day
-    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    scratch = scratch_folder("bench-ingest-")
     profile = JvmProfile(spark, "ingest", args.jvm_profile)
 
     def run_spark(repeat: int) -> float:

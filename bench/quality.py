@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from harness import demo_splits
+from harness import demo_splits, scratch_folder
 from torch import nn
 
 from rec_plugin.schema import Schema
@@ -420,7 +419,7 @@ def main() -> None:
         help="the ceiling's table learning rates tried",
     )
     args = parser.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench-quality-"))
+    work = Path(args.work) if args.work else scratch_folder("bench-quality-")
     spark = build_session("local", "bench-quality", {"spark.ui.showConsoleProgress": "false"})
     for rows in args.train_rows:
         train_days = max(2, round(rows / 1_000_000))

@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from harness import print_medians, probe_result, report_quiet
+from harness import print_medians, probe_result, report_quiet, scratch_folder
 
 from spark_jobs.session import JAR_DIR, class_archive
 
@@ -45,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     if not class_archive().is_file():
         raise SystemExit(f"{class_archive()} is missing: run make setup")
-    scratch = Path(tempfile.mkdtemp(prefix="bench-session-start-"))
+    scratch = scratch_folder("bench-session-start-")
     variants = {"with the class archive": None, "without": str(scratch / "empty-cache")}
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     report_quiet()

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import tempfile
 import time
 from pathlib import Path
 
 from delta.tables import DeltaTable
+from harness import scratch_folder
 
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
@@ -90,7 +90,7 @@ def main() -> None:
             pass
         print("RATE", loader.rows_read / (time.perf_counter() - started))
         return
-    run_dir = tempfile.mkdtemp(prefix="bench-stage-rate-")
+    run_dir = str(scratch_folder("bench-stage-rate-"))
     spec = TrainSpec(model=model.to_dict(), train=train.to_dict(), run_dir=run_dir, progress=False, **extra)
     print("RATE", train_worker(spec.to_dict())["samples_per_s"])
 

@@ -5,7 +5,9 @@ A session of the local profile runs what the stages run (Delta writes, reads at 
 aggregations, joins, a window, Arrow collects) in a JVM started with -XX:ArchiveClassesAtExit; the
 JVM writes the archive as it exits, into a staging file renamed into place once a JVM started on it
 with sharing required runs a job (a truncated archive crashes every JVM that maps it), so that a setup
-cut short leaves none and two setups at once leave one.
+cut short leaves none and two setups at once leave one. Beside each archive a record names the pyspark
+install it serves; writing one removes those of installs since deleted (each checkout's venv has its
+own, 186 MB) and the one it replaces, so a machine that clones and tests many times keeps its disk.
 
     python -m spark_jobs.class_archive
 """
@@ -25,7 +27,13 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.session import QUIET_CLASS_ARCHIVE, build_session, class_archive, read_profile
+from spark_jobs.session import (
+    QUIET_CLASS_ARCHIVE,
+    build_session,
+    class_archive,
+    pyspark_install,
+    read_profile,
+)
 
 
 def _workload(spark: SparkSession, folder: str) -> None:
@@ -45,6 +53,25 @@ def _workload(spark: SparkSession, folder: str) -> None:
     spark.read.text(f"{folder}/table/_delta_log").count()
 
 
+def install_record(archive: Path) -> Path:
+    """The file beside `archive` naming the pyspark install it was written for."""
+    return archive.with_suffix(".install")
+
+
+def prune_archives(kept: Path, install: Path) -> list[Path]:
+    """Removes the archives beside `kept` whose install is gone, is `install` (which `kept` now
+    serves), or is not recorded (written before records were); returns them."""
+    removed = []
+    for archive in sorted(kept.parent.glob("spark-*.jsa")):
+        record = install_record(archive)
+        owner = Path(record.read_text().strip()) if record.is_file() else None
+        if archive != kept and (owner is None or owner == install or not owner.is_dir()):
+            archive.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            removed.append(archive)
+    return removed
+
+
 def _maps(archive: Path) -> bool:
     """Whether a session's JVM started on `archive`, sharing required, runs a job."""
     options = f"-Xshare:on -XX:SharedArchiveFile={archive} {QUIET_CLASS_ARCHIVE}"
@@ -59,6 +86,8 @@ def _maps(archive: Path) -> bool:
 def main() -> None:
     target = class_archive()
     if target.is_file():
+        if not install_record(target).is_file():  # written before records were
+            install_record(target).write_text(f"{pyspark_install()}\n")
         return
     started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -75,11 +104,14 @@ def main() -> None:
         jvm.stdin.close()  # the gateway JVM exits on its stdin's end, writing the archive as it goes
         if jvm.wait(timeout=600) != 0 or not staging.is_file() or not _maps(staging):
             raise SystemExit(f"sparkrec class archive: the JVM wrote no usable {staging}; see its log")
+        install_record(target).write_text(f"{pyspark_install()}\n")  # before the archive, for a pruning setup
         os.replace(staging, target)
+        removed = prune_archives(target, pyspark_install())
     finally:
         staging.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s")
+    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s", end="")
+    print(f"; {len(removed)} of installs gone or replaced removed" if removed else "")
 
 
 if __name__ == "__main__":

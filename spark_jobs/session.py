@@ -80,6 +80,11 @@ def jar_paths(names: list[str], required: bool = True) -> list[Path]:
     return paths
 
 
+def pyspark_install() -> Path:
+    """The folder of the pyspark package this process imports: its jars are the JVM's class path."""
+    return Path(pyspark.__file__).resolve().parent
+
+
 def class_archive() -> Path:
     """The JDK class-data-sharing archive of the classes a session loads, for this pyspark install and
     this java (spark_jobs/class_archive.py writes it at `make setup`): a JVM started here maps it
@@ -90,7 +95,7 @@ def class_archive() -> Path:
     java = Path(home, "bin", "java") if home else Path(shutil.which("java") or "java")
     binary = java.resolve()
     stat = binary.stat() if binary.is_file() else None
-    install = Path(pyspark.__file__).resolve().parent
+    install = pyspark_install()
     jars = sorted(
         (jar.name, status.st_size, status.st_mtime_ns)
         for jar in (install / "jars").glob("*.jar")

@@ -16,12 +16,13 @@ from pyspark.sql.types import LongType, StructField, StructType
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import EXIT_INPUT_ERROR, InputError, run_command
 from serving.server import free_port
+from spark_jobs.class_archive import install_record, prune_archives
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.ingest import main as ingest_main
 from spark_jobs.score import score
-from spark_jobs.session import class_archive
+from spark_jobs.session import class_archive, pyspark_install
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -130,6 +131,35 @@ def test_a_session_started_from_the_venvs_python_maps_the_class_archive_and_runs
     )
     assert started.returncode == 0 and "rows 3" in started.stdout, started.stdout + started.stderr
     assert f"workers {[sys.executable]}" in started.stdout, started.stdout
+
+
+def test_setup_records_the_archives_install_and_a_new_archive_removes_those_of_installs_gone(tmp_path):
+    """Each checkout's venv has its own archive (186 MB): a machine that clones and tests many times
+    would fill its disk. `make setup` recorded this one's install; a new archive removes the archives
+    of deleted installs, the one of its own install it replaces and unrecorded ones, and keeps
+    another live install's."""
+    assert install_record(class_archive()).read_text().strip() == str(pyspark_install())
+    live, gone = tmp_path / "live-venv", tmp_path / "deleted-venv"
+    live.mkdir()
+    archives = {
+        name: tmp_path / "class-archives" / f"spark-{name}.jsa"
+        for name in ("new", "same", "live", "gone", "old")
+    }
+    archives["new"].parent.mkdir()
+    for name, owner in {
+        "new": pyspark_install(),
+        "same": pyspark_install(),
+        "live": live,
+        "gone": gone,
+        "old": None,
+    }.items():
+        archives[name].write_bytes(b"archive")
+        if owner is not None:
+            install_record(archives[name]).write_text(f"{owner}\n")
+    removed = prune_archives(archives["new"], pyspark_install())
+    assert sorted(removed) == sorted(archives[name] for name in ("same", "gone", "old"))
+    left = sorted(path.name for path in archives["new"].parent.iterdir())
+    assert left == ["spark-live.install", "spark-live.jsa", "spark-new.install", "spark-new.jsa"]
 
 
 # The JVM prints this itself when Spark's launcher adds the module; no option of ours reaches it.
