@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import kill_at_first_checkpoint
 from pyspark.sql import functions as F
+from tqdm import tqdm
 
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER
@@ -119,10 +120,12 @@ def test_a_checkpoint_of_another_dealing_retrains_its_epoch_and_one_of_this_deal
         state["position"].pop("sharding")
         state["position"].update({"sharding": sharding} if sharding else {})
         run.save_checkpoint(state, state["position"]["step"] + 1)
-        resumed = spec_of(files, config, run_dir, batch_size=batch, progress=False, resume=True)
+        resumed = spec_of(files, config, run_dir, batch_size=batch, progress=True, resume=True)
         assert train_worker(resumed.to_dict())["samples"] == rows - skipped
         error = capsys.readouterr().err
         assert ("its 5 batches are trained again" in error) == (not sharding), error
+        # The bar counts rows, not batches of the batch size: it ends at the table's rows.
+        assert f" {tqdm.format_sizeof(rows)}/{tqdm.format_sizeof(rows)} " in error.splitlines()[-1], error
 
 
 def test_an_epoch_with_missing_rows_fails_loudly(files):

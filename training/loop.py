@@ -203,9 +203,10 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     schema = spec.features_schema()
     loader = BatchLoader(train, schema, spec.batch_size, group.rank, group.size, spec.seed)
     batches_per_rank = math.ceil(train.rows / group.size / spec.batch_size)
-    bar = progress_bar(
-        total=spec.epochs * batches_per_rank * group.size * spec.batch_size,
-        initial=(position.epoch * batches_per_rank + position.batches) * group.size * spec.batch_size,
+    done_in_epoch = min(position.batches * group.size * spec.batch_size, train.rows)
+    bar = progress_bar(  # counts the rows trained on: the last batches of an epoch are partial
+        total=spec.epochs * train.rows,
+        initial=position.epoch * train.rows + done_in_epoch,
         unit="samples",
         unit_scale=True,
         disable=not spec.progress or group.rank != 0,
@@ -221,9 +222,11 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
         batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), device, depth)
         while True:
             batch = batches.next()
+            rows = 0 if batch is None else int(batch.weight.sum())
             # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a
             # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
-            if group.sum(batch is not None) == 0:
+            step_rows = int(group.sum(rows))
+            if step_rows == 0:
                 break
             padded = batch is None
             batch = batch or padding
@@ -237,13 +240,13 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
                 stepper.step()
             position.batches += 1
             position.step += 1
-            samples += int(batch.weight.sum())
+            samples += rows
             if not padded:  # a zero-weight step's loss is 0: not a point of the loss curve
                 value = loss.item()
                 running = value if running is None else 0.98 * running + 0.02 * value
                 position.losses.append(value)
                 bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-            bar.update(spec.batch_size * group.size)
+            bar.update(step_rows)
             if position.step % spec.checkpoint_every == 0:
                 _checkpoint(group, run, model, steppers, position)
         waited += batches.waited
