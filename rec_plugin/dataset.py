@@ -312,15 +312,22 @@ def bundled_datasets() -> list[str]:
     return sorted(p.stem for p in DATASETS_DIR.glob("*.json"))
 
 
-@cache
 def load_dataset(name_or_path: str) -> DatasetDefinition:
-    """A bundled definition by name (conf/datasets/<name>.json) or a user's by path."""
+    """A bundled definition by name (conf/datasets/<name>.json) or a user's by path: read again once
+    the file changes (a notebook's session outlives edits of its definition)."""
     path = Path(name_or_path)
     if not path.suffix:
         path = DATASETS_DIR / f"{name_or_path}.json"
     if not path.is_file():
         bundled = ", ".join(bundled_datasets())
         raise InputError(f"no dataset definition {name_or_path} (bundled: {bundled}; or give a .json path)")
+    status = path.stat()
+    return _parsed_definition(path, status.st_mtime_ns, status.st_size)
+
+
+@cache
+def _parsed_definition(path: Path, modified_ns: int, size: int) -> DatasetDefinition:
+    """The definition in `path` as of its modification time and size (the cache's key)."""
     try:
         return DatasetDefinition.from_dict(json.loads(path.read_text()))
     except KeyError as error:

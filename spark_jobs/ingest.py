@@ -368,7 +368,13 @@ def _bronze_hint(spark: SparkSession, bronze: str, dataset: str) -> str:
     recorded = ingested_dataset(spark, bronze)
     if recorded is None:
         return "if it is one, give the --dataset it was ingested with, or "
-    if load_dataset(recorded).name != dataset:
+    try:
+        recorded_name = load_dataset(recorded).name
+    except InputError:  # a definition an earlier sparkrec accepted
+        return (
+            f"it was ingested with {recorded}, which this version refuses (--dataset it says why): fix it or "
+        )
+    if recorded_name != dataset:
         return f"it was ingested as {recorded}: give --dataset {recorded} or "
     return f"it was ingested by another definition of {dataset!r} ({recorded}): give that one or "
 

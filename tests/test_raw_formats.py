@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -136,6 +137,14 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     assert ing.files_not_ingested(spark, tables_at[0], path, tables_at[1:]) == []
     with pytest.raises(InputError, match=r"no raw files \['clicks/c.jsonl'\]"):
         ing.ingest(spark, *tables_at, dataset=path, files=["clicks/c.jsonl"])
+    # The recorded definition, edited into one this version refuses, is read again in this process
+    # (a notebook's session outlives edits) and does not hide what is wrong with the dataset given.
+    Path(path).write_text(json.dumps({**json.loads(Path(path).read_text()), "format": "xml"}))
+    refusal = (
+        rf"columns than a bronze table of dataset 'criteo': it was ingested with {re.escape(path)}, which"
+    )
+    with pytest.raises(InputError, match=refusal):
+        ing.ingest(spark, *tables_at, dataset="criteo")
 
 
 def test_csv_with_a_header_and_quoted_fields_is_read_by_field_and_a_header_of_other_columns_refused(
