@@ -22,7 +22,8 @@ separator, "jsonl" (one JSON object per line, fields by name), "parquet" (column
 the files under ingest's input matching `file_patterns`; or "delta": the existing Delta table at
 `table` (a path or URI), read at `version` (default: its latest when ingest starts). A file's day is
 the `day_<d>` in its path unless the definition names a `day_column` (jsonl and parquet may, delta
-must): an int day, or a date counted in days since `day_origin` (default 1970-01-01).
+must): an int day, or a date or timestamp (its UTC date) counted in days since `day_origin` (default
+1970-01-01).
 """
 
 from __future__ import annotations

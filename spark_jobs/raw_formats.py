@@ -28,7 +28,11 @@ not take. Every rule is then written once, on text, and a failure gets one reaso
   other format's, and later writes to the source cannot change a bronze table that featurize pinned.
 
 A row's day is the `day_<d>` in its file's path unless the definition names a `day_column`: an int
-day as it is, a date (a timestamp's date; in JSON a "YYYY-MM-DD" string) as days since `day_origin`.
+day as it is, a date as days since `day_origin`. A timestamp's date is its UTC date when it is an
+instant (parquet's and Delta's timestamp, an ISO 8601 string with a zone or offset) and its own date
+when it names no zone (timestamp_ntz, a string without one), whatever the session's time zone: the
+same rows get the same days on any cluster. In JSON a date is a "YYYY-MM-DD" string and a timestamp
+an ISO 8601 one ("2024-01-03T10:22:00Z", a space for the T, seconds and fraction optional).
 A fixed origin, not the source's earliest date: a rerun over a source that grew older rows keeps every
 row's day. A row without a readable day is rejected (BAD_DAY) on day UNKNOWN_DAY.
 """
@@ -72,6 +76,10 @@ _TAKES: dict[str, tuple[type[T.DataType], ...]] = {
 _DAY_TYPES = (*_INTEGERS, T.DateType, T.TimestampType, T.TimestampNTZType)
 # A JSON number as schema_of_variant names it.
 _JSON_NUMBER = "^(BIGINT|DOUBLE|DECIMAL)"
+_ISO_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_ZONE = "(Z|[+-][0-9]{2}:?[0-9]{2})"
+_ISO_TIMESTAMP = f"^{_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}([.][0-9]{{1,9}})?)?{_ZONE}?$"
+_MICROS_PER_DAY = 86_400_000_000
 # The SQL settings reading takes: each file (a Delta table's data files too) is read whole by one task,
 # so a row's index in its partition is its line number, or its position in the file.
 READ_CONF = {
@@ -332,9 +340,11 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     if definition.day_column is not None:
         day_kind, day_text = kind[definition.day_column], text[definition.day_column]
         integer = day_kind.rlike(_JSON_NUMBER) & day_text.rlike("^[0-9]+$")
-        iso_date = (day_kind == "STRING") & day_text.rlike("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+        iso_date = (day_kind == "STRING") & day_text.rlike(f"^{_ISO_DATE}$")
+        iso_timestamp = (day_kind == "STRING") & day_text.rlike(_ISO_TIMESTAMP)
         day = F.when(integer, day_text.try_cast("int"))
         day = day.when(iso_date, _days_since(definition, day_text.try_cast("date")))
+        day = day.when(iso_timestamp, _days_since(definition, _date_of_timestamp_text(day_text)))
         day = F.when(day >= 0, day)
     not_object = problem((F.col("_line") != "") & F.col("_object").isNull(), JSON_NOT_OBJECT, None)
     lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
@@ -343,6 +353,21 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
 
 def _days_since(definition: DatasetDefinition, date: Column) -> Column:
     return F.datediff(date, F.lit(definition.day_origin).cast("date"))
+
+
+def _utc_date(instant: Column) -> Column:
+    """An instant's date in UTC: from its microseconds since the epoch, not the session's time zone."""
+    epoch_day = F.floor(F.unix_micros(instant) / _MICROS_PER_DAY).cast("int")
+    return F.date_add(F.lit("1970-01-01").cast("date"), epoch_day)
+
+
+def _date_of_timestamp_text(text: Column) -> Column:
+    """An ISO 8601 timestamp's date: in UTC when it names a zone or offset, else its own (wall clock);
+    null when it is no time (an hour of 25). Spark's cast takes a zone only after seconds: ":00" is added
+    where they are left out."""
+    text = F.regexp_replace(text, f"^({_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}})({_ZONE}?)$", "$1:00$2")
+    zoned = _utc_date(text.try_cast("timestamp"))
+    return F.when(text.rlike(f"{_ZONE}$"), zoned).otherwise(text.try_cast("timestamp_ntz").cast("date"))
 
 
 def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: str) -> None:
@@ -389,10 +414,12 @@ def _typed_fields(
         values.append((value, F.lit(False)))
     if definition.day_column is not None:
         value = _named(definition.day_column)
-        if isinstance(frame.schema[definition.day_column].dataType, _INTEGERS):
+        held = frame.schema[definition.day_column].dataType
+        if isinstance(held, _INTEGERS):
             day = F.when(value.between(0, (1 << 31) - 1), value.cast("int"))
         else:
-            day = _days_since(definition, F.to_date(value))
+            date = _utc_date(value) if isinstance(held, T.TimestampType) else F.to_date(value)
+            day = _days_since(definition, date)
             day = F.when(day >= 0, day)
     # Nulls kept: a row refused for a missing field shows it.
     fields = F.struct(*[_named(name) for name in definition.read_names])

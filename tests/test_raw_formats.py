@@ -20,6 +20,7 @@ from spark_jobs import ingest as ing
 from spark_jobs.layout import PipelineLayout
 from spark_jobs.raw_formats import UNKNOWN_DAY
 from spark_jobs.retrain import NEW_FILES, RetrainRecord, ingest_day
+from spark_jobs.session import session_conf
 
 COLUMNS = [
     {"name": "click", "type": "int", "rule": "binary", "tags": ["label"]},
@@ -279,6 +280,57 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
 
     run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
     assert tables(spark, tmp_path / "lake") == (bronze, rejects)
+
+
+# (a JSON timestamp, the day it gives since 2024-01-01; None: BAD_DAY)
+TIMESTAMPS = [
+    ("2024-01-03T10:22:00Z", 2),
+    ("2024-01-03T23:30:00-05:00", 3),  # 04:30 on the 4th in UTC
+    ("2024-01-04 00:10:00", 3),  # no zone: its own date
+    ("2024-01-03T10:22:00.123456789+02:00", 2),
+    ("2024-01-05T01:00+0200", 3),  # no seconds
+    ("2024-01-05T01:00-05:30", 4),
+    ("2024-01-03T10:22", 2),
+    ("2024-01-03T25:00:00Z", None),
+    ("2024-01-03T10:22:00 UTC", None),
+    ("2023-12-31T23:59:59Z", None),  # before day_origin
+]
+
+
+def test_a_timestamps_day_is_its_utc_date_whatever_the_sessions_time_zone(spark, tmp_path):
+    """Click logs stamp events with times, not dates: an instant's day is its UTC date, a time that
+    names no zone its own date, in JSON and parquet alike, under a session in another time zone."""
+    raw = tmp_path / "raw" / "events.jsonl"
+    raw.parent.mkdir(parents=True)
+    raw.write_text("\n".join(json.dumps({**GOOD, "ts": stamp}) for stamp, _ in TIMESTAMPS) + "\n")
+    write_parquet(
+        tmp_path / "raw" / "events.parquet",
+        {
+            **{name: (pa.string(), [GOOD[name]] * 2) for name in ("user_id", "item")},
+            "click": (pa.int64(), [1, 1]),
+            "price": (pa.float64(), [1.5, 1.5]),
+            "hour": (pa.int64(), [7, 7]),
+            "recent": (pa.list_(pa.string()), [["b"], ["b"]]),
+            "ts": (pa.timestamp("us", tz="UTC"), [datetime.datetime(2024, 1, 3, 2, tzinfo=datetime.UTC)] * 2),
+            "local_ts": (pa.timestamp("us"), [datetime.datetime(2024, 1, 3, 23, 30)] * 2),
+        },
+    )
+    origin = {"day_origin": "2024-01-01"}
+    with session_conf(spark, {"spark.sql.session.timeZone": "America/New_York"}):
+        jsonl = definition(tmp_path, format="jsonl", file_patterns=["*.jsonl"], day_column="ts", **origin)
+        run(spark, tmp_path / "lake", jsonl, tmp_path / "raw")
+        for column in ("ts", "local_ts"):
+            (tmp_path / column).mkdir()
+            fields = {"format": "parquet", "file_patterns": ["*.parquet"], "day_column": column, **origin}
+            run(spark, tmp_path / column / "lake", definition(tmp_path / column, **fields), tmp_path / "raw")
+    bronze, rejects = tables(spark, tmp_path / "lake")
+    days = {line: row[0] for (_, line), row in bronze.items()} | {line: r for (_, line), r in rejects.items()}
+    assert days == {
+        n + 1: (ing.BAD_DAY, "ts") if day is None else day for n, (_, day) in enumerate(TIMESTAMPS)
+    }
+    # 02:00 UTC is the evening before in New York: the day is the UTC date's.
+    assert {row[0] for row in tables(spark, tmp_path / "ts" / "lake")[0].values()} == {2}
+    assert {row[0] for row in tables(spark, tmp_path / "local_ts" / "lake")[0].values()} == {2}
 
 
 @pytest.mark.parametrize(
