@@ -505,6 +505,10 @@ def test_an_unknown_rule_is_refused_at_load(tmp_path):
             "workflow node 1: Clip param min='0' is not a float or None",
         ),
         (
+            {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"target": 1}}]},
+            "workflow node 1: TargetEncoding param target=1 is not a string",
+        ),
+        (
             {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"target": "clicked"}}]},
             "workflow node 1: TargetEncoding reads ['clicked'], which no column or earlier node makes",
         ),

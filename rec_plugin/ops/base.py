@@ -148,7 +148,15 @@ def _described(expected: Any) -> str:
         return " or ".join(_described(arm) for arm in typing.get_args(expected))
     if expected is type(None):
         return "None"
-    origin = typing.get_origin(expected)
-    if origin in (tuple, list):
-        return f"a list of {_described(typing.get_args(expected)[0])}s".replace("a list of a ", "a list of ")
-    return "an int" if expected is int else f"a {getattr(expected, '__name__', expected)}"
+    if typing.get_origin(expected) in (tuple, list):
+        return f"a list of {_type_name(typing.get_args(expected)[0])}s"
+    name = _type_name(expected)
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+# Types as a definition's JSON writes them.
+_JSON_NAMES = {str: "string", bool: "boolean"}
+
+
+def _type_name(expected: Any) -> str:
+    return _JSON_NAMES.get(expected) or getattr(expected, "__name__", str(expected))
