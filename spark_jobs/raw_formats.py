@@ -61,9 +61,13 @@ BAD_BYTES = "BAD_BYTES"
 FIELD_COUNT = "FIELD_COUNT"
 # A JSON line that is not one JSON object: not JSON, an array or a number, a key given twice.
 JSON_NOT_OBJECT = "JSON_NOT_OBJECT"
-# A row whose day_column is missing, not an int day >= 0, or a date before day_origin.
+# A row whose day_column is missing, not an int day from 0 to LAST_DAY, or a date before day_origin
+# or more than LAST_DAY days after it.
 BAD_DAY = "BAD_DAY"
 UNKNOWN_DAY = -1
+# 273 years of days: an epoch time in seconds given as an int day (1.7e9) would make a partition of
+# bronze per second, so it is refused as a day.
+LAST_DAY = 99_999
 ROW_PROBLEM = "_row_problem"
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 # The parquet/Delta types each column type takes (a list takes array<string>, or a string to split).
@@ -345,7 +349,7 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         day = F.when(integer, day_text.try_cast("int"))
         day = day.when(iso_date, _days_since(definition, day_text.try_cast("date")))
         day = day.when(iso_timestamp, _days_since(definition, _date_of_timestamp_text(day_text)))
-        day = F.when(day >= 0, day)
+        day = F.when(day.between(0, LAST_DAY), day)
     not_object = problem((F.col("_line") != "") & F.col("_object").isNull(), JSON_NOT_OBJECT, None)
     lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
     return _fields(split, definition, day, lineage, [*_line_problems(), not_object], values)
@@ -416,11 +420,11 @@ def _typed_fields(
         value = _named(definition.day_column)
         held = frame.schema[definition.day_column].dataType
         if isinstance(held, _INTEGERS):
-            day = F.when(value.between(0, (1 << 31) - 1), value.cast("int"))
+            day = F.when(value.between(0, LAST_DAY), value.cast("int"))
         else:
             date = _utc_date(value) if isinstance(held, T.TimestampType) else F.to_date(value)
             day = _days_since(definition, date)
-            day = F.when(day >= 0, day)
+            day = F.when(day.between(0, LAST_DAY), day)
     # Nulls kept: a row refused for a missing field shows it.
     fields = F.struct(*[_named(name) for name in definition.read_names])
     raw_line = F.to_json(fields, {"ignoreNullFields": "false"})

@@ -96,6 +96,7 @@ JSON_CASES = [
     (json.dumps({**GOOD, "date": 1, "recent": [1, 2]}), ing.WRONG_TYPE, "recent"),
     (json.dumps({**GOOD, "date": "2023-12-31"}), ing.BAD_DAY, "date"),
     (json.dumps(GOOD), ing.BAD_DAY, "date"),
+    (json.dumps({**GOOD, "date": 1704277320}), ing.BAD_DAY, "date"),  # epoch seconds, not a day
 ]
 
 
