@@ -71,9 +71,10 @@ LAST_DAY = 99_999
 ROW_PROBLEM = "_row_problem"
 _INTEGERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 # The parquet/Delta types each column type takes (a list takes array<string>, or a string to split).
+# A boolean is an int without loss (true is 1): real tables keep their labels so.
 _TAKES: dict[str, tuple[type[T.DataType], ...]] = {
-    "int": _INTEGERS,
-    "long": _INTEGERS,
+    "int": (*_INTEGERS, T.BooleanType),
+    "long": (*_INTEGERS, T.BooleanType),
     "float": (*_INTEGERS, T.FloatType, T.DoubleType, T.DecimalType),
     "string": (T.StringType,),
 }
@@ -335,6 +336,10 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
             if column.list_separator:
                 value = value.when(kind[name] == "STRING", _split_list(column, text[name]))
                 taken = taken | (kind[name] == "STRING")
+        elif column.type in ("int", "long"):
+            boolean = kind[name] == "BOOLEAN"
+            value = F.when(boolean, F.when(text[name] == "true", "1").otherwise("0")).otherwise(text[name])
+            taken = kind[name].rlike(_JSON_NUMBER) | boolean
         else:
             value = text[name]
             taken = kind[name] == "STRING" if column.type == "string" else kind[name].rlike(_JSON_NUMBER)
@@ -375,10 +380,13 @@ def _date_of_timestamp_text(text: Column) -> Column:
 
 
 def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: str) -> None:
-    """A typed source holds every field the definition reads, each of a type it takes."""
+    """A typed source holds every field the definition reads (a missing one is named first: a type
+    refused is no help while a name is wrong), each of a type it takes."""
+    missing = [name for name in definition.read_names if name not in schema.fieldNames()]
+    if missing:
+        names = ", ".join(map(repr, missing))
+        raise InputError(f"{where} has no column {names} (dataset {definition.name} reads it)")
     for name in definition.read_names:
-        if name not in schema.fieldNames():
-            raise InputError(f"{where} has no column {name!r} (dataset {definition.name} reads it)")
         source = schema[name].dataType
         if name == definition.day_column:
             takes, holds = isinstance(source, _DAY_TYPES), "an int day or a date"
@@ -409,6 +417,8 @@ def _typed_fields(
     values = []
     for column in definition.columns:
         value = _named(column.name)
+        if isinstance(frame.schema[column.name].dataType, T.BooleanType):
+            value = value.cast("int")
         if column.type != LIST:
             value = value.cast("string")
         elif isinstance(frame.schema[column.name].dataType, T.ArrayType):

@@ -97,6 +97,7 @@ JSON_CASES = [
     (json.dumps({**GOOD, "date": "2023-12-31"}), ing.BAD_DAY, "date"),
     (json.dumps(GOOD), ing.BAD_DAY, "date"),
     (json.dumps({**GOOD, "date": 1704277320}), ing.BAD_DAY, "date"),  # epoch seconds, not a day
+    (json.dumps({**GOOD, "date": 4, "click": False}), None, None),  # a boolean is an int: false is 0
 ]
 
 
@@ -116,6 +117,7 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     assert bronze == {
         ("clicks/a.jsonl", 1): (2, 1, "u1", "00af", 1.5, 7, ["0001", "b"]),
         ("clicks/a.jsonl", 2): (5, 0, None, "beef", 0.002, None, ["a", "b"]),
+        ("clicks/a.jsonl", len(JSON_CASES)): (4, 0, "u1", "00af", 1.5, 7, ["0001", "b"]),
     }
     not_json = spark.read.format("delta").load(str(tmp_path / "lake" / "rejects")).where("line_number = 3")
     assert [(r.day, r.raw_line) for r in not_json.collect()] == [(UNKNOWN_DAY, "not json")]
@@ -258,10 +260,22 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
         },
     )
     (tmp_path / "raw" / "day_2" / "b.parquet.crc").write_text("not a raw file")
+    # Day 3: the label as a boolean, as real tables keep it (true is 1).
+    write_parquet(
+        tmp_path / "raw" / "day_3" / "c.parquet",
+        {
+            "click": (pa.bool_(), [True, False, None]),
+            "user_id": (pa.string(), ["u1"] * 3),
+            "item": (pa.string(), ["00af"] * 3),
+            "recent": (pa.string(), ["a"] * 3),
+            "price": (pa.float64(), [1.0] * 3),
+            "hour": (pa.int64(), [2] * 3),
+        },
+    )
     dataset = definition(tmp_path, format="parquet", file_patterns=["*.parquet"])
     report = run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
 
-    assert (report["lines_read"], report["accepted"], report["rejected"]) == (9, 4, 5)
+    assert (report["lines_read"], report["accepted"], report["rejected"]) == (12, 6, 6)
     bronze, rejects = tables(spark, tmp_path / "lake")
     assert rejects == {
         ("day_1/a.parquet", 3): (ing.BAD_LABEL, "click"),
@@ -269,6 +283,7 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
         ("day_1/a.parquet", 5): (ing.CAT_BAD_LENGTH, "item"),
         ("day_1/a.parquet", 6): (ing.CAT_NOT_HEX, "item"),
         ("day_1/a.parquet", 7): (ing.FLOAT_NOT_NUMBER, "price"),
+        ("day_3/c.parquet", 3): (ing.BAD_LABEL, "click"),
     }
     refused = spark.read.format("delta").load(str(tmp_path / "lake" / "rejects")).where("line_number = 4")
     assert json.loads(refused.first().raw_line)["click"] is None  # the missing label is in the line
@@ -277,6 +292,8 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
         ("day_1/a.parquet", 2): (1, 0, None, "beef", None, None, None),
         ("day_2/b.parquet", 1): (2, 0, "u8", "0a0a", 5.0, 23, ["a", "b"]),
         ("day_2/b.parquet", 2): (2, 1, "u9", "0b0b", 6.0, 4, None),
+        ("day_3/c.parquet", 1): (3, 1, "u1", "00af", 1.0, 2, ["a"]),
+        ("day_3/c.parquet", 2): (3, 0, "u1", "00af", 1.0, 2, ["a"]),
     }
 
     run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
@@ -354,6 +371,8 @@ def test_a_parquet_file_without_a_column_of_its_type_is_refused_before_any_write
     }
     write_parquet(tmp_path / "raw" / "day_1" / "a.parquet", good)
     bad = {k: v for k, v in good.items() if k != "hour"} | ({"hour": hour} if hour else {})
+    if hour is None:  # a type refused too: the missing name is said first
+        bad["click"] = (pa.string(), ["1"])
     write_parquet(tmp_path / "raw" / "day_2" / "b.parquet", bad)
     dataset = definition(tmp_path, format="parquet", file_patterns=["*.parquet"])
     with pytest.raises(InputError) as error:
