@@ -64,6 +64,8 @@ DENSE = "DENSE"
 CATEGORICAL = "CATEGORICAL"
 # The integer range each int raw dtype holds (ingest refuses values outside it).
 INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+# The largest integer RAW_DENSE (float64) carries exactly.
+FLOAT64_EXACT = 2**53
 POLARS_TYPES = {
     "int32": pl.Int32,
     "int64": pl.Int64,
@@ -154,6 +156,9 @@ class RawSpec:
         """Raw bronze rows (a pandas frame with the raw columns by name) as a RawBatch; fixed-width
         tokens are checked and encoded here (token_bytes refuses a longer or non-ASCII token)."""
         names = [c.name for c in self.continuous]
+        for column in self.continuous:
+            if column.dtype == "int64":
+                _require_exact_in_float64(rows[column.name], column.name)
         dense = rows[names].astype("float64").to_numpy(np.float64, na_value=np.nan).reshape(len(rows), -1)
         tokens = rows[[c.name for c in self.categorical]].to_numpy(object).reshape(len(rows), -1)
         if self.token_width:
@@ -196,6 +201,21 @@ class RawSpec:
             (inputs[raw_list(i)], inputs[lengths_of(raw_list(i))].reshape(-1)) for i in range(len(self.lists))
         )
         return RawBatch(dense, tokens, lists)
+
+
+def _require_exact_in_float64(values: pd.Series, name: str) -> None:
+    """A long column's values reach the server as float64: one beyond 2^53 would arrive as another
+    number (a 64-bit id as its neighbour's), so it is refused, naming the fix."""
+    if values.dtype.kind in "iuf":  # a float beyond 2^53 may have been rounded already (pandas' None)
+        with np.errstate(invalid="ignore"):
+            beyond = values[np.abs(values.to_numpy()) > FLOAT64_EXACT]
+    else:
+        beyond = values[[isinstance(v, int | np.integer) and abs(int(v)) > FLOAT64_EXACT for v in values]]
+    if len(beyond):
+        raise InputError(
+            f"{RAW_DENSE}: {name} = {beyond.iloc[0]} is beyond 2^53, the largest integer float64 carries "
+            f"exactly; declare {name} a string column (integer ids are taken as their text)"
+        )
 
 
 def _bytes_tensor(values: np.ndarray) -> np.ndarray:

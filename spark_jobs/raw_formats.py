@@ -76,7 +76,7 @@ _TAKES: dict[str, tuple[type[T.DataType], ...]] = {
     "int": (*_INTEGERS, T.BooleanType),
     "long": (*_INTEGERS, T.BooleanType),
     "float": (*_INTEGERS, T.FloatType, T.DoubleType, T.DecimalType),
-    "string": (T.StringType,),
+    "string": (T.StringType, *_INTEGERS),  # an integer id as its decimal text, exactly
 }
 _DAY_TYPES = (*_INTEGERS, T.DateType, T.TimestampType, T.TimestampNTZType)
 # A JSON number as schema_of_variant names it.
@@ -340,9 +340,10 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
             boolean = kind[name] == "BOOLEAN"
             value = F.when(boolean, F.when(text[name] == "true", "1").otherwise("0")).otherwise(text[name])
             taken = kind[name].rlike(_JSON_NUMBER) | boolean
+        elif column.type == "string":  # an integer id as its decimal text, exactly
+            value, taken = text[name], kind[name].isin("STRING", "BIGINT")
         else:
-            value = text[name]
-            taken = kind[name] == "STRING" if column.type == "string" else kind[name].rlike(_JSON_NUMBER)
+            value, taken = text[name], kind[name].rlike(_JSON_NUMBER)
         missing = kind[name].isNull() | (kind[name] == "VOID")
         values.append((value, ~missing & ~taken))
     day = F.col(DAY)

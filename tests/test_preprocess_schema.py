@@ -25,7 +25,8 @@ from rec_plugin.ops import (
 from rec_plugin.schema import ColumnSchema, Schema, Tags
 from rec_plugin.workflow import Workflow
 from serving.preprocess import export_preprocess
-from serving.preprocessor import Preprocessor, dense_counts
+from serving.preprocessor import Preprocessor, RawSpec, dense_counts
+from serving.preprocessor import RawColumn as ServedColumn
 from serving.tokens import xxhash64
 
 ROWS = 600
@@ -256,3 +257,15 @@ def test_an_infinite_float_is_refused_as_ingest_refuses_it_and_missing_stays_nul
         dense_counts(raw, columns)
     served = dense_counts(raw[:2], columns)
     assert served["visits"].to_pylist() == [1, None] and served["price"].to_pylist() == [2.5, None]
+
+
+def test_a_long_beyond_2_53_is_refused_before_float64_would_change_it():
+    """A long column travels in RAW_DENSE (float64): 2^53 + 1 would arrive as 2^53, another id."""
+    spec = RawSpec(continuous=(ServedColumn("user_id", "int64"), ServedColumn("price", "float64")))
+    exact = spec.batch(pd.DataFrame({"user_id": [2**53, -(2**53), None], "price": [1.0, 2.0, 3.0]}))
+    np.testing.assert_array_equal(exact.dense[:, 0], [2**53, -(2**53), np.nan])
+    for ids in ([1, 2**53 + 1], pd.Series([1, -(2**60)], dtype="int64"), [None, 2**62]):
+        rows = pd.DataFrame({"user_id": ids, "price": [1.0, 2.0]})
+        refused = r"^RAW_DENSE: user_id = -?[\d.e+]+ is beyond 2\^53.*declare user_id a string"
+        with pytest.raises(InputError, match=refused):
+            spec.batch(rows)
