@@ -426,10 +426,17 @@ def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, t
     commit = DeltaTable.forPath(spark, str(lake / "bronze")).history(1).first()
     assert json.loads(commit["userMetadata"])["source"] == {"table": source, "version": 0}
 
-    # The source grows; a rerun at its latest version replaces every row of version 0.
+    # retrain's ingest of a day the source does not hold yet is refused before any write.
+    layout, dataset = PipelineLayout(tmp_path), str(tmp_path / "dataset.json")
+    record = RetrainRecord.load(layout.retrain(5) / "record.json")
+    with pytest.raises(InputError, match=r"events holds no rows of day 5 at its version 0 \(event_date"):
+        ingest_day(spark, layout, 5, dataset, record)
+    assert DeltaTable.forPath(spark, str(lake / "bronze")).history().count() == 1
+
+    # The source grows; retrain's ingest at its latest version replaces every row of version 0.
     more = spark.createDataFrame(source_rows(datetime.date(2024, 1, 6))[:2], SOURCE_SCHEMA)
     more.write.format("delta").mode("append").save(source)
-    assert run(spark, lake, latest)["source"] == {"table": source, "version": 1}
+    assert ingest_day(spark, layout, 5, dataset, record)["source"] == {"table": source, "version": 1}
     grown, grown_rejects = tables(spark, lake)
     assert sorted(day for day, *_ in grown.values()) == [3, 3, 5, 5]
     assert all(name.startswith(f"{source}@v1/") for name, _ in [*grown, *grown_rejects])
