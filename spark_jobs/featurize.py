@@ -218,12 +218,19 @@ def featurize_days(
     lineage = _lineage(workflow, bronze, bronze_version, splits)
     _write_features(output, described.table, lineage, rows_per_file, replace_days=days)
     features_version = storage.delta_version(spark, described.table, "features table")
-    rows_out = spark.read.format("delta").load(described.table).count()
-    FeaturesDescription(described.table, features_version, bronze, bronze_version, splits, rows_out).save(
+    table = spark.read.format("delta").load(described.table)
+    table_rows, written = table.count(), table.where(F.col(DAY).isin(days)).count()
+    FeaturesDescription(described.table, features_version, bronze, bronze_version, splits, table_rows).save(
         spark, workflow_path
     )
-    _progress(f"days {days} written to {described.table} as {split} rows", started)
-    return {"days": days, "split": split, "features_version": features_version, "rows_out": rows_out}
+    _progress(f"days {days} written to {described.table} as {written:,} {split} rows", started)
+    return {
+        "days": days,
+        "split": split,
+        "features_version": features_version,
+        "rows_written": written,
+        "table_rows": table_rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

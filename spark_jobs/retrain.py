@@ -28,6 +28,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.http as triton_http
@@ -129,9 +130,22 @@ class RetrainRecord:
     def finish(self, step: str, result: dict) -> dict:
         self.steps[step] = result
         _write_atomically(self.path, self.steps)
-        shown = {k: v for k, v in result.items() if not isinstance(v, list) or len(v) <= 10}
-        print(f"retrain: {step} done: {json.dumps(shown)}", flush=True)
+        print(f"retrain: {step} done: {json.dumps(shown(result))}", flush=True)
         return result
+
+
+# In layout.retrain(day): the steps finished, each with its result.
+RECORD_FILE = "record.json"
+
+
+def shown(value: Any) -> Any:
+    """`value` as printed: a list of more than 10 items (a run's losses) as its length, which the
+    record keeps whole."""
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return f"({len(value)} values in {RECORD_FILE})" if len(value) > 10 else value
+    return value
 
 
 def _write_atomically(path: Path, data: dict) -> None:
@@ -242,7 +256,7 @@ def retrain(
     """Runs (or finishes) the retrain of `settings.day`; returns its record's figures and decision."""
     day = settings.day
     folder = layout.retrain(day)
-    record = RetrainRecord.load(folder / "record.json")
+    record = RetrainRecord.load(folder / RECORD_FILE)
     # Production as it was when this retrain started, whatever a failed earlier attempt promoted.
     production = Production(
         **(record.done("start") or record.finish("start", asdict(Production.load(layout))))
@@ -474,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
             ab_seconds=args.ab_seconds,
         )  # fmt: skip
         report = retrain(spark, layout, repository, settings, args.server)
-    print(json.dumps({"retrain": report}, indent=2, default=str))
+    print(json.dumps({"retrain": shown(report)}, indent=2, default=str))
     return report
 
 

@@ -88,6 +88,7 @@ def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypat
     day_rows = bronze.where(F.col(DAY) == NEW_DAY).count()
     assert day_rows == steps["ingest"]["accepted"] > 0
     features = spark.read.format("delta").load(layout.features).where(F.col(DAY) == NEW_DAY).count()
+    assert features == steps["featurize"]["rows_written"]
     assert features + steps["featurize"]["held_out_rows"] == day_rows
     assert 0 < steps["featurize"]["held_out_rows"] < 0.2 * day_rows
     # One workflow version per day, one model version per run.
