@@ -2,19 +2,24 @@
 
 A user's mistake (a missing folder, a day the table does not hold, a server that does not answer)
 raises InputError with a message that names the problem and what to do. `run_command` prints it as
-one line on stderr and exits with EXIT_INPUT_ERROR; `--debug` shows the trace instead. Anything
-else is a bug and keeps its trace. Imports nothing heavy: every layer (Triton models too) uses it.
+one line on stderr and exits with EXIT_INPUT_ERROR; `--debug` shows the trace instead. A Ctrl-C is
+one line too (EXIT_INTERRUPTED). Anything else is a bug and keeps its trace. Imports nothing heavy:
+every layer (Triton models too) uses it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 EXIT_INPUT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 DEBUG_FLAG = "--debug"
 LOG_FILE_ENV = "SPARKREC_LOG_FILE"
 
@@ -30,16 +35,61 @@ class CommandParser(argparse.ArgumentParser):
         raise InputError(f"{message} (see {self.prog} --help)")
 
 
+_in_command = threading.Event()
+_interrupted = threading.Event()
+
+
+class _BrokenCallsUnlogged(logging.Filter):
+    """py4j logs each call that a Ctrl-C broke (with its trace) on the root logger; the command says
+    it was interrupted instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_interrupted.is_set() and record.name == "root")
+
+
+def note_interrupts() -> None:
+    """In a command's main thread, notes a SIGINT before the handler in force runs: PySpark's, set as
+    its context starts (build_session calls this then), cancels the jobs and unwinds."""
+    if not _in_command.is_set() or threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    if getattr(handler, "notes_interrupts", False):
+        return
+
+    def noted(number: int, frame: Any) -> None:
+        _interrupted.set()
+        if callable(handler):
+            handler(number, frame)
+        raise KeyboardInterrupt
+
+    noted.notes_interrupts = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGINT, noted)
+
+
 def run_command(main: Callable[[list[str]], Any], prog: str, argv: list[str] | None = None) -> None:
-    """Runs a command's main on argv (less `--debug`); an InputError ends it with one line."""
+    """Runs a command's main on argv (less `--debug`); an InputError or a Ctrl-C ends it with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
+    _in_command.set()
+    note_interrupts()
+    root = logging.getLogger()
+    if not any(isinstance(f, _BrokenCallsUnlogged) for f in root.filters):
+        root.addFilter(_BrokenCallsUnlogged())
     try:
         main([a for a in argv if a != DEBUG_FLAG])
     except InputError as error:
         if debug:
             raise
-        log = os.environ.get(LOG_FILE_ENV)
-        where = f" (log: {log})" if log and os.path.isfile(log) else ""
-        print(f"{prog}: error: {error}{where}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {error}{_log_named()}", file=sys.stderr, flush=True)
         sys.exit(EXIT_INPUT_ERROR)
+    except BaseException:
+        # Interrupted, whatever the call it broke raised (PySpark's handler calls into the JVM).
+        if debug or not _interrupted.is_set():
+            raise
+        print(f"\n{prog}: interrupted{_log_named()}", file=sys.stderr, flush=True)  # below a live bar
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _log_named() -> str:
+    log = os.environ.get(LOG_FILE_ENV)
+    return f" (log: {log})" if log and os.path.isfile(log) else ""

@@ -26,7 +26,7 @@ import pyspark
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from rec_plugin.errors import LOG_FILE_ENV
+from rec_plugin.errors import LOG_FILE_ENV, note_interrupts
 from rec_plugin.machine_cache import cache_root
 
 CONF_DIR = Path(os.environ.get("SPARKREC_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
@@ -185,7 +185,9 @@ def build_session(
     builder = SparkSession.builder.appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    note_interrupts()  # PySpark's SIGINT handler is set now: a command's Ctrl-C is one line
+    return session
 
 
 @contextmanager

@@ -4,8 +4,11 @@ and expected failures end with one line on stderr, a non-zero exit status and no
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from delta.tables import DeltaTable
 from pyspark.sql.types import LongType, StructField, StructType
 
 from rec_plugin.dataset import load_dataset
-from rec_plugin.errors import EXIT_INPUT_ERROR, InputError, run_command
+from rec_plugin.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, InputError, run_command
 from serving.server import free_port
 from spark_jobs.class_archive import install_record, prune_archives
 from spark_jobs.featurize import featurize
@@ -33,11 +36,16 @@ STRAY_FILES = {"day_0/notes.txt": b"not a log\n", "day_1/embeddings.npy": b"\x93
 
 def run(command: list[str], logs: Path) -> subprocess.CompletedProcess:
     """A command as a user runs it from the repository, with the venv's bin first on PATH."""
+    return subprocess.run(command, cwd=REPO, env=user_env(logs), capture_output=True, text=True, timeout=900)
+
+
+def user_env(logs: Path) -> dict[str, str]:
+    """A user's shell in the repository: the venv's bin first on PATH."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "SPARKREC_LOG_DIR": str(logs)}
     # The test session's Spark set PYSPARK_PYTHON, which a user's shell need not have.
     for variable in ("SPARKREC_LOG_FILE", "PYSPARK_PYTHON"):
         env.pop(variable, None)
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return env
 
 
 def spark_submit(script: str, *args: str, logs: Path) -> subprocess.CompletedProcess:
@@ -168,15 +176,50 @@ SPARK_STAGE_BAR = "[Stage "
 
 
 def _one_line_error(result: subprocess.CompletedProcess, stage: str, problem: str) -> None:
-    # What a terminal shows (Spark's stage bar redraws itself with carriage returns), less that live
-    # progress bar, which the checks before the failure may show.
+    assert result.returncode == EXIT_INPUT_ERROR, result.stderr
+    line = _one_line_message(result, f"^sparkrec {re.escape(stage)}: error: ")
+    assert problem in line, line
+
+
+def _one_line_message(result: subprocess.CompletedProcess, pattern: str) -> str:
+    """The one line stderr shows but for the JVM's start warning and Spark's live progress bar (which
+    redraws itself with carriage returns, and which the work before a failure may show)."""
     shown = [line.rsplit("\r", 1)[-1] for line in result.stderr.split("\n")]
     lines = [line for line in shown if line.strip() and line != JVM_START_WARNING]
     lines = [line for line in lines if not line.startswith(SPARK_STAGE_BAR)]
-    assert result.returncode == EXIT_INPUT_ERROR, result.stderr
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"sparkrec {stage}: error: ") and problem in lines[0], lines[0]
+    assert len(lines) == 1 and re.match(pattern, lines[0]), result.stderr
     assert "Traceback" not in result.stdout and "at org.apache" not in result.stdout
+    return lines[0]
+
+
+def test_a_ctrl_c_mid_stage_is_one_line_and_leaves_no_table(default_data, tmp_path):
+    """A terminal's Ctrl-C reaches the command and its JVM (one process group): the command says it
+    was interrupted, in one line, exits 130 and leaves no table, not py4j's traces of broken calls."""
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    errors = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "spark_jobs.cli", "ingest", "--input", str(default_data[0] / "raw")]
+    command += ["--bronze", str(out / "bronze"), "--rejects", str(out / "rejects")]
+    with errors.open("w") as stderr:
+        started = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=user_env(logs),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 300
+        while (
+            SPARK_STAGE_BAR not in errors.read_text()
+            and started.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)  # Spark runs the stage's first job
+        os.killpg(started.pid, signal.SIGINT)
+        assert started.wait(timeout=300) == EXIT_INTERRUPTED, errors.read_text()
+    result = subprocess.CompletedProcess(command, EXIT_INTERRUPTED, "", errors.read_text())
+    _one_line_message(result, r"^sparkrec ingest: interrupted \(log: ")
+    assert not (out / "bronze" / "_delta_log").exists() and not (out / "rejects" / "_delta_log").exists()
 
 
 def test_each_stage_fails_in_one_line_and_leaves_no_table(tiny, tmp_path):
