@@ -97,6 +97,18 @@ def _progress(step: str, started: float) -> None:
     print(f"featurize: {step} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
+def _check_workflow_path(spark: SparkSession, workflow_path: str) -> None:
+    """A fit starts a workflow folder's versions again: one that a retrain extended (the version a
+    served model may use, and the features of its days) is never replaced silently."""
+    kept = Workflow.versions(workflow_path, spark)
+    if len(kept) > 1:
+        raise InputError(
+            f"workflow folder {workflow_path} holds versions {kept} (extended by retrain): a fit would "
+            "replace them all and the features of the days they added; give another --workflow and "
+            "--features, or remove both to start over"
+        )
+
+
 def _features_frame(
     workflow: Workflow, rows: DataFrame, split: Column, fitted_rows: Column | None
 ) -> DataFrame:
@@ -154,6 +166,7 @@ def featurize(
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
     _check_splits(splits, storage.partition_values(source, DAY), f"bronze table {bronze}@v{bronze_version}")
     _check_features_path(spark, features, bronze)
+    _check_workflow_path(spark, workflow_path)
     definition = _bronze_dataset(spark, bronze, bronze_version, source, dataset)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
     fitted = definition.default_workflow(freq_threshold=freq_threshold).fit(training_rows)

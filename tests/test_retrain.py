@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from pyspark.sql import functions as F
 
+from rec_plugin import storage
+from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY
 from rec_plugin.workflow import Workflow
 from serving.preprocessor import EXPRESSIONS
@@ -115,6 +117,18 @@ def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypat
         tracker.alias_version(NAME, PRODUCTION if promoted else CANDIDATE)
         == steps["track"]["registered_version"]
     )
+
+
+def test_featurize_refuses_to_refit_a_workflow_that_retrain_extended(spark, deployed):
+    """A rerun of featurize would start the versions again under a model that serves version 2."""
+    layout, _, _ = deployed
+    if Workflow.versions(layout.workflow, spark) != [1, 2]:
+        pytest.skip("needs the retrain of the test above")
+    features_version = storage.delta_version(spark, layout.features, "features table")
+    with pytest.raises(InputError, match=r"holds versions \[1, 2\] \(extended by retrain\)"):
+        featurize(spark, layout.bronze, layout.features, layout.workflow, {"train": [0, 1]})
+    assert Workflow.versions(layout.workflow, spark) == [1, 2]
+    assert storage.delta_version(spark, layout.features, "features table") == features_version
 
 
 def test_each_served_version_preprocesses_with_its_own_workflow_version(spark, deployed):
