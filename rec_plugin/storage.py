@@ -259,9 +259,9 @@ def partition_values(table: DataFrame, column: str) -> set[str]:
 
 @contextmanager
 def new_table_removed_on_failure(spark: SparkSession, path: str) -> Iterator[None]:
-    """A write that fails leaves no half-made table behind: a table that did not exist before the
-    block is deleted when the block raises (an existing Delta table is safe: a failed commit
-    changes nothing)."""
+    """A write that fails leaves no half-made table behind: a table (or folder) that did not exist
+    before the block is deleted when the block raises (an existing Delta table is safe: a failed
+    commit changes nothing)."""
     existed = exists(spark, path)
     try:
         yield

@@ -169,28 +169,30 @@ def featurize(
     _check_workflow_path(spark, workflow_path)
     definition = _bronze_dataset(spark, bronze, bronze_version, source, dataset)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
-    fitted = definition.default_workflow(freq_threshold=freq_threshold).fit(training_rows)
-    fitted.save(workflow_path)
-    _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
-    # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache:
-    # release what fit cached, and nothing else of a shared session's cache.
-    fitted.release()
-    workflow = Workflow.load(workflow_path, spark)
-    split_of_day = F.create_map(
-        *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
-    )
-    wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
-    output = _features_frame(workflow, wanted, split_of_day[F.col(DAY)], F.col(DAY).isin(splits["train"]))
-    lineage = _lineage(workflow, bronze, bronze_version, splits)
-    with storage.new_table_removed_on_failure(spark, features):
-        _write_features(output, features, lineage, rows_per_file)
-    elapsed = time.perf_counter() - started
-    _progress(f"features written to {features}", started)
-    rows_out = spark.read.format("delta").load(features).count()
-    features_version = storage.delta_version(spark, features, "features table")
-    FeaturesDescription(features, features_version, bronze, bronze_version, splits, rows_out).save(
-        spark, workflow_path
-    )
+    # A new workflow folder goes with a failure (or a Ctrl-C) as a new features table does.
+    with storage.new_table_removed_on_failure(spark, workflow_path):
+        fitted = definition.default_workflow(freq_threshold=freq_threshold).fit(training_rows)
+        fitted.save(workflow_path)
+        _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
+        # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache:
+        # release what fit cached, and nothing else of a shared session's cache.
+        fitted.release()
+        workflow = Workflow.load(workflow_path, spark)
+        split_of_day = F.create_map(
+            *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
+        )
+        wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
+        output = _features_frame(workflow, wanted, split_of_day[F.col(DAY)], F.col(DAY).isin(splits["train"]))
+        lineage = _lineage(workflow, bronze, bronze_version, splits)
+        with storage.new_table_removed_on_failure(spark, features):
+            _write_features(output, features, lineage, rows_per_file)
+            elapsed = time.perf_counter() - started
+            _progress(f"features written to {features}", started)
+            rows_out = spark.read.format("delta").load(features).count()
+            features_version = storage.delta_version(spark, features, "features table")
+            FeaturesDescription(features, features_version, bronze, bronze_version, splits, rows_out).save(
+                spark, workflow_path
+            )
     return {
         "rows_out": rows_out,
         "rows_per_s": round(rows_out / elapsed, 1),

@@ -127,3 +127,15 @@ def test_another_datasets_definition_is_refused_before_fitting(spark, default_br
     with pytest.raises(InputError, match=lacks):
         featurize(spark, bronze, str(out / "features"), str(out / "workflow"), SPLITS, dataset="ecommerce")
     assert not out.exists()
+
+
+def test_a_featurize_failing_after_its_fit_leaves_no_workflow_folder(spark, default_bronze, tmp_path):
+    """Past its fit (its features path lies under a file here), a failed featurize removes the new
+    workflow folder as it removes the new features table: no half-made workflow is left to load."""
+    bronze, _ = default_bronze
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(Exception, match="a_file") as failure:
+        featurize(spark, bronze, str(blocker / "features"), str(tmp_path / "workflow"), SPLITS)
+    assert not isinstance(failure.value, InputError)  # it failed writing, not in the checks before the fit
+    assert not (tmp_path / "workflow").exists()
