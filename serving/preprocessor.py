@@ -159,7 +159,11 @@ class RawSpec:
         for column in self.continuous:
             if column.dtype == "int64":
                 _require_exact_in_float64(rows[column.name], column.name)
-        dense = rows[names].astype("float64").to_numpy(np.float64, na_value=np.nan).reshape(len(rows), -1)
+        try:
+            numbers = rows[names].astype("float64")
+        except (TypeError, ValueError):
+            raise InputError(_not_a_number(rows, names)) from None
+        dense = numbers.to_numpy(np.float64, na_value=np.nan).reshape(len(rows), -1)
         tokens = rows[[c.name for c in self.categorical]].to_numpy(object).reshape(len(rows), -1)
         if self.token_width:
             tokens = token_bytes(tokens, self.token_width)
@@ -201,6 +205,16 @@ class RawSpec:
             (inputs[raw_list(i)], inputs[lengths_of(raw_list(i))].reshape(-1)) for i in range(len(self.lists))
         )
         return RawBatch(dense, tokens, lists)
+
+
+def _not_a_number(rows: pd.DataFrame, names: list[str]) -> str:
+    """What a numeric raw column holds that is no number, for the request's refusal."""
+    for name in names:
+        parsed = pd.to_numeric(rows[name], errors="coerce")
+        wrong = rows[name][parsed.isna() & rows[name].notna()]
+        if len(wrong):
+            return f"{RAW_DENSE}: {name} = {wrong.iloc[0]!r} is not a number"
+    return f"{RAW_DENSE}: {names} hold a value that is not a number"
 
 
 def _require_exact_in_float64(values: pd.Series, name: str) -> None:

@@ -259,8 +259,9 @@ def test_an_infinite_float_is_refused_as_ingest_refuses_it_and_missing_stays_nul
     assert served["visits"].to_pylist() == [1, None] and served["price"].to_pylist() == [2.5, None]
 
 
-def test_a_long_beyond_2_53_is_refused_before_float64_would_change_it():
-    """A long column travels in RAW_DENSE (float64): 2^53 + 1 would arrive as 2^53, another id."""
+def test_a_raw_number_float64_cannot_carry_is_refused_in_one_line():
+    """A long column travels in RAW_DENSE (float64): 2^53 + 1 would arrive as 2^53, another id, and a
+    text is no number at all."""
     spec = RawSpec(continuous=(ServedColumn("user_id", "int64"), ServedColumn("price", "float64")))
     exact = spec.batch(pd.DataFrame({"user_id": [2**53, -(2**53), None], "price": [1.0, 2.0, 3.0]}))
     np.testing.assert_array_equal(exact.dense[:, 0], [2**53, -(2**53), np.nan])
@@ -269,3 +270,5 @@ def test_a_long_beyond_2_53_is_refused_before_float64_would_change_it():
         refused = r"^RAW_DENSE: user_id = -?[\d.e+]+ is beyond 2\^53.*declare user_id a string"
         with pytest.raises(InputError, match=refused):
             spec.batch(rows)
+    with pytest.raises(InputError, match=r"^RAW_DENSE: user_id = 'abc' is not a number$"):
+        spec.batch(pd.DataFrame({"user_id": [1, "abc"], "price": [1.0, 2.0]}))
