@@ -390,7 +390,7 @@ def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: st
     for name in definition.read_names:
         source = schema[name].dataType
         if name == definition.day_column:
-            takes, holds = isinstance(source, _DAY_TYPES), "an int day or a date"
+            takes, holds = isinstance(source, _DAY_TYPES), "an int day, a date or a timestamp"
         else:
             takes, holds = _takes(definition.column(name), source), definition.column(name).type
         if not takes:
