@@ -104,14 +104,15 @@ def main() -> None:
         jvm.stdin.close()  # the gateway JVM exits on its stdin's end, writing the archive as it goes
         if jvm.wait(timeout=600) != 0 or not staging.is_file() or not _maps(staging):
             raise SystemExit(f"sparkrec class archive: the JVM wrote no usable {staging}; see its log")
-        install_record(target).write_text(f"{pyspark_install()}\n")  # before the archive, for a pruning setup
+        install = pyspark_install()
+        install_record(target).write_text(f"{install}\n")  # before the archive, for a pruning setup
         os.replace(staging, target)
-        removed = prune_archives(target, pyspark_install())
+        removed = prune_archives(target, install)
     finally:
         staging.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s", end="")
-    print(f"; {len(removed)} of installs gone or replaced removed" if removed else "")
+    pruned = f"; {len(removed)} of installs gone or replaced removed" if removed else ""
+    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s{pruned}")
 
 
 if __name__ == "__main__":

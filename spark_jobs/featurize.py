@@ -233,8 +233,12 @@ def featurize_days(
     lineage = _lineage(workflow, bronze, bronze_version, splits)
     _write_features(output, described.table, lineage, rows_per_file, replace_days=days)
     features_version = storage.delta_version(spark, described.table, "features table")
-    table = spark.read.format("delta").load(described.table)
-    table_rows, written = table.count(), table.where(F.col(DAY).isin(days)).count()
+    counted = (
+        spark.read.format("delta")
+        .load(described.table)
+        .agg(F.count("*").alias("table_rows"), F.count_if(F.col(DAY).isin(days)).alias("written"))
+    )
+    table_rows, written = counted.first()  # one pass
     FeaturesDescription(described.table, features_version, bronze, bronze_version, splits, table_rows).save(
         spark, workflow_path
     )

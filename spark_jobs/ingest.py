@@ -371,9 +371,8 @@ def _bronze_hint(spark: SparkSession, bronze: str, dataset: str) -> str:
     try:
         recorded_name = load_dataset(recorded).name
     except InputError:  # a definition an earlier sparkrec accepted
-        return (
-            f"it was ingested with {recorded}, which this version refuses (--dataset it says why): fix it or "
-        )
+        refused = f"it was ingested with {recorded}, which this version refuses"
+        return f"{refused} (give it as --dataset to see why): fix it or "
     if recorded_name != dataset:
         return f"it was ingested as {recorded}: give --dataset {recorded} or "
     return f"it was ingested by another definition of {dataset!r} ({recorded}): give that one or "

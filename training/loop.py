@@ -222,7 +222,7 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
         batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), device, depth)
         while True:
             batch = batches.next()
-            rows = 0 if batch is None else int(batch.weight.sum())
+            rows = 0 if batch is None else len(batch.label)  # a loader's rows weigh 1: no device sync
             # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a
             # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
             step_rows = int(group.sum(rows))
