@@ -83,6 +83,19 @@ def test_ncf_takes_the_ctr_signature_and_scripts(mode):
         )
 
 
+@pytest.mark.parametrize(
+    ("mode", "tower"), [("neumf", (64, 32, 16)), ("gmf", ()), ("mlp", (16,)), ("neumf", ())]
+)
+def test_ncf_score_grid_is_forward_on_every_pair(mode, tower):
+    torch.manual_seed(0)
+    model = build_model(ncf_config(mode=mode, ncf_mlp=tower)).eval()
+    users, items = torch.tensor([3, 1, USERS]), torch.arange(ITEM_ROWS)
+    pairs = torch.stack([users.repeat_interleave(len(items)), items.repeat(len(users))], dim=1)
+    with torch.no_grad():
+        every_pair = model(torch.zeros(len(pairs), 0), pairs, [], []).view(len(users), len(items))
+        torch.testing.assert_close(model.score_grid(users, items), every_pair)
+
+
 def test_ncf_refuses_other_schemas_in_one_line():
     with pytest.raises(SchemaError, match="takes no dense features, 2 single-id and 0 list") as error:
         with_price = Schema((*features(), ColumnSchema("price", "float32", (Tags.CONTINUOUS,))))
