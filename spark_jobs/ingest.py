@@ -6,9 +6,9 @@ parquet files; or an existing Delta table, spark_jobs/raw_formats.py reads each)
 types and rules. Every row ends up in exactly one place: the bronze table (typed by the definition, no
 inference) or the rejects table (the raw row, its file and line number, and a reason code).
 Re-ingesting a file atomically replaces that file's rows in both tables (one Delta replaceWhere commit
-each), so reruns never duplicate; a Delta source's rows replace its rows of every earlier version. A
-file's day comes from `day_<d>` in its path, as in Criteo's layout, unless the definition names a
-day_column.
+each), so reruns never duplicate; a Delta source's rows (all, or those of some days and the dayless
+ones) replace its rows of every earlier version. A file's day comes from `day_<d>` in its path, as in
+Criteo's layout, unless the definition names a day_column.
 
     spark-submit spark_jobs/ingest.py --input data/criteo/raw --bronze lake/bronze --rejects lake/rejects
     spark-submit spark_jobs/ingest.py --dataset ecommerce --input data/shop/raw --bronze ... --rejects ...
@@ -119,12 +119,10 @@ def find_source(
     """The source of one ingest, refused before any work where the arguments do not fit the format."""
     where = f"dataset {definition.name}"
     if definition.format == DELTA:
-        if input_dir is not None or days is not None or patterns is not None:
-            raise InputError(
-                f"{where} reads the Delta table {definition.table}: give no --input, --days or --glob"
-            )
+        if input_dir is not None or patterns is not None:
+            raise InputError(f"{where} reads the Delta table {definition.table}: give no --input or --glob")
         version = storage.delta_version(spark, definition.table, "source table", definition.version)
-        return Source(table=definition.table, version=version)
+        return Source(table=definition.table, version=version, days=None if days is None else tuple(days))
     if input_dir is None:
         raise InputError(
             f"{where} reads {definition.format} files: give the folder that holds them (--input)"
@@ -329,6 +327,20 @@ def _only(source: Source, files: Collection[str]) -> Source:
     return replace(source, files={name: source.files[name] for name in files})
 
 
+def _lines_read(parsed: DataFrame, source: Source, definition: DatasetDefinition) -> int:
+    """The rows the source holds; a Delta table's days asked for are each checked to hold some first
+    (a file source's were checked by their files): a day not there yet is refused before any write."""
+    if source.table is None or source.days is None:
+        return parsed.count()
+    per_day = {row[DAY]: row["count"] for row in parsed.groupBy(DAY).count().collect()}
+    if missing := sorted(set(source.days) - set(per_day)):
+        raise InputError(
+            f"the Delta table {source.table} holds no rows of days {missing} at its version "
+            f"{source.version} ({definition.day_column} counted from {definition.day_origin})"
+        )
+    return sum(per_day.values())
+
+
 def _replace_rows(frame: DataFrame, path: str, source: Source, partition_by: list[str], note: str) -> None:
     """Atomically replaces the source's rows in a Delta table (creating it on first write, with
     statistics on its row keys only); the commit records `note` (the dataset and source)."""
@@ -490,7 +502,7 @@ def ingest(
         # Nothing is cached: bronze's pass validates every row, and the rejects' pass runs only when
         # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
         parsed = validate(read_fields(spark, definition, source), definition)
-        lines_read = parsed.count()
+        lines_read = _lines_read(parsed, source, definition)
         _replace_rows(_conform(parsed.where("problem IS NULL"), bronze_schema), bronze, source, [DAY], note)
         accepted = _source_rows(spark, bronze, source)
         if accepted == 0 and lines_read > 0 and bronze_is_new:  # raised inside: the new table is removed
@@ -528,7 +540,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--bronze", required=True, help="Delta bronze table path")
     parser.add_argument("--rejects", required=True, help="Delta rejects table path")
-    parser.add_argument("--days", type=day_list, help="only these days, e.g. 0,1,2 (default: all)")
+    parser.add_argument(
+        "--days",
+        type=day_list,
+        help="only these days, e.g. 0,1,2 (default: all); of a Delta source, only their rows are read",
+    )
     parser.add_argument(
         "--dataset",
         help="the raw format: a bundled dataset definition by name (conf/datasets/<name>.json) or a "

@@ -26,6 +26,10 @@ not take. Every rule is then written once, on text, and a failure gets one reaso
   numbering the whole table in one task. "Used as bronze directly" is done by validating and copying
   it into bronze, not by pointing at it: its rows get the same lineage keys and quarantine as every
   other format's, and later writes to the source cannot change a bronze table that featurize pinned.
+  An ingest of some days (a daily retrain's) reads only their rows and those without a day, Delta
+  skipping the data files whose statistics of an int, date or timestamp day_column rule them out, so
+  a day's ingest costs that day, not the table's history; it numbers a data file's rows among those it
+  reads (DAY is part of the row key), and replaces only those days' rows and the dayless ones.
 
 A row's day is the `day_<d>` in its file's path unless the definition names a `day_column`: an int
 day as it is, a date as days since `day_origin`. A timestamp's date is its UTC date when it is an
@@ -39,10 +43,13 @@ row's day. A row without a readable day is rejected (BAD_DAY) on day UNKNOWN_DAY
 
 from __future__ import annotations
 
+import datetime
+import operator
 import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
@@ -104,19 +111,24 @@ WRONG_TYPE_COLUMN = "_w{}"
 @dataclass(frozen=True)
 class Source:
     """What one ingest reads: raw files under `root` (relative path -> the day its path names, None
-    where rows name their day) or the Delta `table` at `version`."""
+    where rows name their day) or the Delta `table` at `version`, all of it or only the rows of `days`
+    (and those without a day, which every ingest of the table quarantines again)."""
 
     root: str | None = None
     files: dict[str, int | None] = field(default_factory=dict)
     table: str | None = None
     version: int | None = None
+    days: tuple[int, ...] | None = None
 
     @property
     def replace_where(self) -> str:
         """The bronze and rejects rows this source's rows replace, so that a rerun never adds rows: its
-        files' (on their days), or the table's at any version."""
+        files' (on their days), or the table's at any version (on the days read)."""
         if self.table is not None:
-            return f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
+            of_table = f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
+            if self.days is None:
+                return of_table
+            return f"{DAY} IN ({', '.join(map(str, [*self.days, UNKNOWN_DAY]))}) AND {of_table}"
         names = f"{SOURCE_FILE} IN ({', '.join(sql_literal(name) for name in sorted(self.files))})"
         days = sorted({day for day in self.files.values() if day is not None})
         return f"{DAY} IN ({', '.join(map(str, days))}) AND {names}" if days else names
@@ -124,7 +136,8 @@ class Source:
     def describe(self) -> dict:
         """The source as ingest's report and commits record it."""
         if self.table is not None:
-            return {"table": self.table, "version": self.version}
+            days = {} if self.days is None else {"days": list(self.days)}
+            return {"table": self.table, "version": self.version, **days}
         return {"input": self.root, "files": len(self.files)}
 
 
@@ -428,18 +441,44 @@ def _typed_fields(
             value = _split_list(column, value)
         values.append((value, F.lit(False)))
     if definition.day_column is not None:
-        value = _named(definition.day_column)
-        held = frame.schema[definition.day_column].dataType
-        if isinstance(held, _INTEGERS):
-            day = F.when(value.between(0, LAST_DAY), value.cast("int"))
-        else:
-            date = _utc_date(value) if isinstance(held, T.TimestampType) else F.to_date(value)
-            day = _days_since(definition, date)
-            day = F.when(day.between(0, LAST_DAY), day)
+        day = _row_day(definition, frame.schema[definition.day_column].dataType)
     # Nulls kept: a row refused for a missing field shows it.
     fields = F.struct(*[_named(name) for name in definition.read_names])
     raw_line = F.to_json(fields, {"ignoreNullFields": "false"})
     return _fields(frame, definition, day, (source_file, partition_line_number(), raw_line), [], values)
+
+
+def _row_day(definition: DatasetDefinition, held: T.DataType) -> Column:
+    """A typed row's day from its day_column (of type `held`): null where it has none."""
+    value = _named(str(definition.day_column))
+    if isinstance(held, _INTEGERS):
+        return F.when(value.between(0, LAST_DAY), value.cast("int"))
+    date = _utc_date(value) if isinstance(held, T.TimestampType) else F.to_date(value)
+    day = _days_since(definition, date)
+    return F.when(day.between(0, LAST_DAY), day)
+
+
+def _in_days(definition: DatasetDefinition, held: T.DataType, days: tuple[int, ...]) -> Column:
+    """The rows of `days` and those without a day, exactly; for an int, date or instant day_column
+    also as ranges of the column itself, which Delta's file statistics skip files by (they cannot see
+    through the day's arithmetic)."""
+    day = _row_day(definition, held)
+    exact = day.isin(*days) | day.isNull()
+    origin = datetime.date.fromisoformat(definition.day_origin)
+    if isinstance(held, _INTEGERS):
+        start_of = F.lit
+    elif isinstance(held, T.DateType):
+        start_of = lambda d: F.lit(origin + datetime.timedelta(days=d))  # noqa: E731
+    elif isinstance(held, T.TimestampType):  # an instant: its UTC midnight
+        start_of = lambda d: F.lit(  # noqa: E731
+            datetime.datetime.combine(origin + datetime.timedelta(days=d), datetime.time(), datetime.UTC)
+        )
+    else:  # a timestamp without a zone, or text: no statistics to skip by
+        return exact
+    value = _named(str(definition.day_column))
+    no_day = value.isNull() | (value < start_of(0)) | (value >= start_of(LAST_DAY + 1))
+    each_day = [(value >= start_of(d)) & (value < start_of(d + 1)) for d in days]
+    return reduce(operator.or_, each_day, no_day) & exact
 
 
 def _parquet_fields(spark: SparkSession, definition: DatasetDefinition, source: Source) -> DataFrame:
@@ -470,6 +509,9 @@ def _delta_fields(spark: SparkSession, definition: DatasetDefinition, source: So
     table = spark.read.format("delta").option("versionAsOf", source.version).load(source.table)
     label = f"{source.table}@v{source.version}"
     _check_schema(definition, table.schema, label)
+    if source.days is not None:
+        held = table.schema[str(definition.day_column)].dataType
+        table = table.where(_in_days(definition, held, source.days))
     root = storage.raw_path(spark, storage.qualified(spark, str(source.table))).rstrip("/") + "/"
     data_file = F.substr(F.parse_url(F.col("_metadata.file_path"), F.lit("PATH")), F.lit(len(root) + 1))
     return _typed_fields(table, definition, F.lit(None), F.concat(F.lit(label + "/"), data_file))

@@ -47,10 +47,9 @@ from serving.rollout import Routing, push_candidate, rollback, routing_file, ser
 from serving.rollout import promote as promote_version
 from spark_jobs.featurize import featurize_days
 from spark_jobs.generate import oracle_metrics
-from spark_jobs.ingest import files_not_ingested, find_source, ingest, ingested_dataset
+from spark_jobs.ingest import files_not_ingested, ingest, ingested_dataset
 from spark_jobs.layout import PipelineLayout, day_list
 from spark_jobs.model_fit import fit
-from spark_jobs.raw_formats import read_fields
 from spark_jobs.session import build_session
 from spark_jobs.tracking import CANDIDATE, PRODUCTION, Tracker, workflow_inputs
 from spark_jobs.train import ORACLE_LABEL, feature_files
@@ -168,17 +167,11 @@ def ingest_day(
     """Ingests what day `day` brings, as the dataset's source says which rows a day holds: the files
     under its day_<d> folders; where rows name their day, the raw files not ingested yet (chosen once
     and recorded, so that a rerun after a kill ingests the same files again); the Delta table it reads
-    (its rows replace those of earlier versions)."""
+    (the day's rows and those without a day, replacing those of earlier versions)."""
     definition = load_dataset(dataset)
     tables = (layout.raw, layout.bronze, layout.rejects)
-    if definition.format == DELTA:
-        source = find_source(spark, definition, None, None, None)
-        if read_fields(spark, definition, source).where(F.col(DAY) == day).isEmpty():
-            raise InputError(  # before any write: a rerun once the day is there ingests it
-                f"the Delta table {source.table} holds no rows of day {day} at its version "
-                f"{source.version} ({definition.day_column} counted from {definition.day_origin})"
-            )
-        return ingest(spark, None, layout.bronze, layout.rejects, dataset=dataset)
+    if definition.format == DELTA:  # refused before any write while the table lacks the day
+        return ingest(spark, None, layout.bronze, layout.rejects, [day], dataset=dataset)
     if definition.day_column is None:
         return ingest(spark, *tables, [day], dataset=dataset)
     chosen = record.done(NEW_FILES)

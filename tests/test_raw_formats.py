@@ -18,7 +18,7 @@ from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
 from spark_jobs import ingest as ing
 from spark_jobs.layout import PipelineLayout
-from spark_jobs.raw_formats import UNKNOWN_DAY
+from spark_jobs.raw_formats import UNKNOWN_DAY, read_fields
 from spark_jobs.retrain import NEW_FILES, RetrainRecord, ingest_day
 from spark_jobs.session import session_conf
 
@@ -429,18 +429,31 @@ def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, t
     # retrain's ingest of a day the source does not hold yet is refused before any write.
     layout, dataset = PipelineLayout(tmp_path), str(tmp_path / "dataset.json")
     record = RetrainRecord.load(layout.retrain(5) / "record.json")
-    with pytest.raises(InputError, match=r"events holds no rows of day 5 at its version 0 \(event_date"):
+    with pytest.raises(InputError, match=r"events holds no rows of days \[5\] at its version 0 \(event_date"):
         ingest_day(spark, layout, 5, dataset, record)
     assert DeltaTable.forPath(spark, str(lake / "bronze")).history().count() == 1
 
-    # The source grows; retrain's ingest at its latest version replaces every row of version 0.
+    # The source grows; retrain's ingest of day 5 at its latest version reads day 5's rows and the
+    # dayless one, and replaces only those: day 3's rows keep version 0's lineage.
     more = spark.createDataFrame(source_rows(datetime.date(2024, 1, 6))[:2], SOURCE_SCHEMA)
-    more.write.format("delta").mode("append").save(source)
-    assert ingest_day(spark, layout, 5, dataset, record)["source"] == {"table": source, "version": 1}
+    more.coalesce(1).write.format("delta").mode("append").save(source)
+    report = ingest_day(spark, layout, 5, dataset, record)
+    assert report["source"] == {"table": source, "version": 1, "days": [5]}
+    assert (report["lines_read"], report["accepted"], report["rejected"]) == (3, 2, 1)
     grown, grown_rejects = tables(spark, lake)
+    assert {key: row for key, row in grown.items() if row[0] == 3} == bronze
     assert sorted(day for day, *_ in grown.values()) == [3, 3, 5, 5]
-    assert all(name.startswith(f"{source}@v1/") for name, _ in [*grown, *grown_rejects])
-    assert len(grown_rejects) == len(rejects)
+    assert all(name.startswith(f"{source}@v1/") for (name, _), row in grown.items() if row[0] == 5)
+    requarantined = [why for (name, _), why in grown_rejects.items() if name.startswith(f"{source}@v1/")]
+    assert requarantined == [("BAD_DAY", "event_date")] and len(grown_rejects) == len(rejects)
+    # A day's read skips the data files whose statistics hold neither that day nor a dayless row.
+    only_day_3 = spark.createDataFrame(source_rows(datetime.date(2024, 1, 4))[:2], SOURCE_SCHEMA)
+    only_day_3.coalesce(1).write.format("delta").mode("append").save(source)
+    day_5 = read_fields(spark, latest, ing.find_source(spark, latest, None, [5], None)).inputFiles()
+    every_file = spark.read.format("delta").load(source).inputFiles()
+    assert len(every_file) == 3 and len(day_5) == 2, day_5
+    with pytest.raises(InputError, match=r"events holds no rows of days \[4\] at its version 2 \(event_date"):
+        ing.ingest(spark, None, str(lake / "bronze"), str(lake / "rejects"), [4, 5], dataset=latest)
 
     # A definition pinned to version 0 reads it again: the first ingest's rows, exactly.
     (tmp_path / "pinned").mkdir()
