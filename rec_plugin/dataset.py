@@ -100,7 +100,7 @@ class DatasetDefinition:
     `table` and `version` locate a delta source; `day_column` and `day_origin` say where rows give
     their day (None: the file's path does); `header` that each tsv/csv file's first line names the
     columns, in the definition's order (checked, then skipped); `quote` the character quoting a tsv/csv
-    field that holds the separator."""
+    field that holds the separator, and `multiline` that such a field may hold line ends too."""
 
     name: str
     format: str
@@ -113,6 +113,7 @@ class DatasetDefinition:
     day_origin: str = DEFAULT_DAY_ORIGIN
     header: bool = False  # tsv/csv: each file's first line names its columns
     quote: str | None = None  # tsv/csv: the character that quotes a field holding the separator
+    multiline: bool = False  # with a quote: a quoted field may hold line ends (a row spans lines)
 
     @property
     def separator(self) -> str:
@@ -263,6 +264,7 @@ class DatasetDefinition:
             day_origin=data.get("day_origin", DEFAULT_DAY_ORIGIN),
             header=data.get("header", False),
             quote=data.get("quote"),
+            multiline=data.get("multiline", False),
         )
         definition._check_source()
         definition._check_workflow()
@@ -297,6 +299,8 @@ class DatasetDefinition:
             self.format not in SEPARATORS or not (isinstance(self.quote, str) and len(self.quote) == 1)
         ):
             raise InputError(f"{where}: `quote` is one character, and only tsv and csv fields are quoted")
+        if self.multiline not in (True, False) or (self.multiline and self.quote is None):
+            raise InputError(f"{where}: `multiline` is true or false, and only quoted fields hold line ends")
         unsplit = [c.name for c in self.columns if c.type == LIST and not c.list_separator]
         if unsplit and self.format in SEPARATORS:
             raise InputError(f"{where}: list columns {unsplit} read from {self.format} need a list_separator")

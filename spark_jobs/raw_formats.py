@@ -7,7 +7,9 @@ its value as text (a list column's: its elements) with a flag for a value of a t
 not take. Every rule is then written once, on text, and a failure gets one reason code in any format.
 
 - tsv/csv: a line split by the separator, or by Spark's CSV parser where the definition names a quote
-  character (a field within quotes may hold the separator, not a line end). Where the definition says
+  character (a field within quotes may hold the separator, and a line end where the definition says
+  `multiline`: lines are then joined into rows first, spark_jobs/quoted_records.py, each numbered by
+  its first line). Where the definition says
   each file has a header, its first line must name the columns in order (else the ingest is refused)
   and is skipped.
   jsonl: a line holding one JSON object, fields by name; a missing key or null is an empty field, and
@@ -60,6 +62,7 @@ from rec_plugin.dataset import DELTA, JSONL, LIST, PARQUET, DatasetDefinition, R
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, partition_line_number
 from rec_plugin.templates import sql_literal
+from spark_jobs.quoted_records import LINES_BEFORE, ROWS_SCHEMA, joined_rows
 
 DAY_IN_PATH = re.compile(r"day_(\d+)")
 # Row-level reason codes, in the order a row reports them (before its columns' own).
@@ -285,7 +288,11 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         parsed = _quoted_split(definition)
         field = lambda i: F.col("_split")[f"_{i}"]  # noqa: E731
         wrong_count = F.col("_split")[_CORRUPT].isNotNull()
-    split = lines.select("*", _line_number(), parsed.alias("_split"))
+    number = _line_number()
+    if definition.multiline:
+        lines = lines.mapInArrow(joined_rows(str(definition.quote)), ROWS_SCHEMA)
+        number = (partition_line_number() + F.col(LINES_BEFORE)).alias(LINE_NUMBER)
+    split = lines.select("*", number, parsed.alias("_split"))
     values = []
     for i, column in enumerate(definition.columns):
         text = field(i)

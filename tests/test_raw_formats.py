@@ -17,6 +17,7 @@ from delta.tables import DeltaTable
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
 from spark_jobs import ingest as ing
+from spark_jobs import quoted_records
 from spark_jobs.layout import PipelineLayout
 from spark_jobs.raw_formats import UNKNOWN_DAY, read_fields
 from spark_jobs.retrain import NEW_FILES, RetrainRecord, ingest_day
@@ -186,6 +187,78 @@ def test_csv_with_a_header_and_quoted_fields_is_read_by_field_and_a_header_of_ot
     with pytest.raises(InputError, match=r"day_0/c\.csv: its header names \['click', 'item', 'user_id'"):
         run(spark, lake, dataset, tmp_path / "raw")
     assert DeltaTable.forPath(spark, str(lake / "bronze")).history().count() == 1
+
+
+def test_multiline_csv_joins_quoted_line_ends_into_one_row_and_a_stray_quote_costs_one_row(spark, tmp_path):
+    """With `multiline`, a quoted field may hold line ends (as Excel and database exports write them):
+    the lines make one row, numbered by its first line. A quote never closed is one bad row, and the
+    lines after it are rows again."""
+    names = [c["name"] for c in COLUMNS]
+    good = "1,u1,00af,1.5,7,0001|b"
+    lines = [
+        ",".join(names),
+        good,
+        '1,"two',
+        'lines, and ""quotes""",00af,2,1,a',
+        good,
+        '0,"three',
+        "line",
+        'field",beef,,3,',
+        '1,"stray,00af,2,1,a',
+        good,
+        good.replace("u1", "u9"),
+    ]
+    raw = tmp_path / "raw" / "day_0"
+    raw.mkdir(parents=True)
+    (raw / "a.csv").write_text("\r\n".join(lines) + "\r\n")
+    (raw / "b.csv.gz").write_bytes(gzip.compress(f"{lines[0]}\n{good}\n".encode()))
+    definition(tmp_path, format="csv", file_patterns=["*.csv*"], header=True, quote='"', multiline=True)
+    lake = tmp_path / "lake"
+    assert run(spark, lake, str(tmp_path / "dataset.json"), tmp_path / "raw")["lines_read"] == 8
+    bronze, rejects = (spark.read.format("delta").load(str(lake / t)) for t in ("bronze", "rejects"))
+    assert sorted((r.source_file, r.line_number, r.user_id, r.item) for r in bronze.collect()) == [
+        ("day_0/a.csv", 2, "u1", "00af"),
+        ("day_0/a.csv", 3, 'two\nlines, and "quotes"', "00af"),
+        ("day_0/a.csv", 5, "u1", "00af"),
+        ("day_0/a.csv", 6, "three\nline\nfield", "beef"),
+        ("day_0/a.csv", 10, "u1", "00af"),
+        ("day_0/a.csv", 11, "u9", "00af"),
+        ("day_0/b.csv.gz", 2, "u1", "00af"),
+    ]
+    (stray,) = rejects.collect()
+    assert (stray.line_number, stray.reason, stray.raw_line) == (9, ing.FIELD_COUNT, lines[8] + "\r")
+    with pytest.raises(InputError, match="only quoted fields hold line ends"):
+        definition(tmp_path, format="csv", file_patterns=["*.csv"], multiline=True)
+
+
+def test_a_quote_open_past_the_row_line_limit_costs_its_first_line_across_batches(monkeypatch):
+    monkeypatch.setattr(quoted_records, "MAX_ROW_LINES", 3)
+    lines = ['"a', 'b"', '"c', "d", "e", "f", '"g', 'h"', "i"]  # the quote opened at "c never closes in 3
+    batches = [
+        pa.RecordBatch.from_arrays(
+            [
+                pa.array([0] * len(part), pa.int32()),
+                pa.array(["f"] * len(part)),
+                pa.array(part),
+                pa.array(part),
+            ],
+            list(quoted_records.LINE_COLUMNS),
+        )
+        for part in (lines[:2], lines[2:5], lines[5:])
+    ]
+    made = pa.Table.from_batches(list(quoted_records.joined_rows('"')(iter(batches))))
+    first_lines = [
+        n + 1 + before for n, before in enumerate(made.column(quoted_records.LINES_BEFORE).to_pylist())
+    ]
+    assert list(zip(made.column("_line").to_pylist(), first_lines, strict=True)) == [
+        ('"a\nb"', 1),
+        ('"c', 3),
+        ("d", 4),
+        ("e", 5),
+        ("f", 6),
+        ('"g\nh"', 7),
+        ("i", 9),
+    ]
 
 
 def test_a_retrain_ingests_a_days_new_files_once_and_a_rerun_the_same_files(spark, tmp_path):
