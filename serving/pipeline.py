@@ -18,7 +18,7 @@ import tritonclient.grpc as triton_grpc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema
+from rec_plugin.schema import DAY, ROW_KEYS, Schema
 from rec_plugin.workflow import Workflow
 from serving.client import predict_raw, raw_spec
 from serving.export import torchscript
@@ -88,7 +88,7 @@ def serve_and_score(
     """Returns the report's "serve" and "score" sections."""
     repository = out / "repository"
     model = build_repository(spark, run_dir, workflow, repository)
-    keys = [SOURCE_FILE, LINE_NUMBER]
+    keys = list(ROW_KEYS)  # with the day: a Delta source's day ingests number a data file's rows per day
     rows = spark.read.format("delta").load(bronze).where(F.col(DAY).isin(days)).orderBy(*keys).limit(2048)
     raw = rows.toPandas()
     features = Workflow.load(workflow, spark).transform(rows, keep=tuple(keys)).toPandas()

@@ -290,7 +290,7 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         wrong_count = F.col("_split")[_CORRUPT].isNotNull()
     number = _line_number()
     if definition.multiline:
-        lines = lines.mapInArrow(joined_rows(str(definition.quote)), ROWS_SCHEMA)
+        lines = lines.mapInArrow(joined_rows(definition.separator, str(definition.quote)), ROWS_SCHEMA)
         number = (partition_line_number() + F.col(LINES_BEFORE)).alias(LINE_NUMBER)
     split = lines.select("*", number, parsed.alias("_split"))
     values = []
@@ -484,7 +484,7 @@ def _in_days(definition: DatasetDefinition, held: T.DataType, days: tuple[int, .
         return exact
     value = _named(str(definition.day_column))
     no_day = value.isNull() | (value < start_of(0)) | (value >= start_of(LAST_DAY + 1))
-    each_day = [(value >= start_of(d)) & (value < start_of(d + 1)) for d in days]
+    each_day = [(value >= start_of(d)) & (value < start_of(d + 1)) for d in days if d <= LAST_DAY]
     return reduce(operator.or_, each_day, no_day) & exact
 
 

@@ -204,6 +204,8 @@ def test_multiline_csv_joins_quoted_line_ends_into_one_row_and_a_stray_quote_cos
         '0,"three',
         "line",
         'field",beef,,3,',
+        '1,27" tall,00af,2,1,a',  # a quote inside an unquoted field is a character of it
+        '1,6" wide,00af,2,1,a',
         '1,"stray,00af,2,1,a',
         good,
         good.replace("u1", "u9"),
@@ -214,19 +216,21 @@ def test_multiline_csv_joins_quoted_line_ends_into_one_row_and_a_stray_quote_cos
     (raw / "b.csv.gz").write_bytes(gzip.compress(f"{lines[0]}\n{good}\n".encode()))
     definition(tmp_path, format="csv", file_patterns=["*.csv*"], header=True, quote='"', multiline=True)
     lake = tmp_path / "lake"
-    assert run(spark, lake, str(tmp_path / "dataset.json"), tmp_path / "raw")["lines_read"] == 8
+    assert run(spark, lake, str(tmp_path / "dataset.json"), tmp_path / "raw")["lines_read"] == 10
     bronze, rejects = (spark.read.format("delta").load(str(lake / t)) for t in ("bronze", "rejects"))
     assert sorted((r.source_file, r.line_number, r.user_id, r.item) for r in bronze.collect()) == [
         ("day_0/a.csv", 2, "u1", "00af"),
         ("day_0/a.csv", 3, 'two\nlines, and "quotes"', "00af"),
         ("day_0/a.csv", 5, "u1", "00af"),
         ("day_0/a.csv", 6, "three\nline\nfield", "beef"),
-        ("day_0/a.csv", 10, "u1", "00af"),
-        ("day_0/a.csv", 11, "u9", "00af"),
+        ("day_0/a.csv", 9, '27" tall', "00af"),
+        ("day_0/a.csv", 10, '6" wide', "00af"),
+        ("day_0/a.csv", 12, "u1", "00af"),
+        ("day_0/a.csv", 13, "u9", "00af"),
         ("day_0/b.csv.gz", 2, "u1", "00af"),
     ]
     (stray,) = rejects.collect()
-    assert (stray.line_number, stray.reason, stray.raw_line) == (9, ing.FIELD_COUNT, lines[8] + "\r")
+    assert (stray.line_number, stray.reason, stray.raw_line) == (11, ing.FIELD_COUNT, lines[10] + "\r")
     with pytest.raises(InputError, match="only quoted fields hold line ends"):
         definition(tmp_path, format="csv", file_patterns=["*.csv"], multiline=True)
 
@@ -246,7 +250,7 @@ def test_a_quote_open_past_the_row_line_limit_costs_its_first_line_across_batche
         )
         for part in (lines[:2], lines[2:5], lines[5:])
     ]
-    made = pa.Table.from_batches(list(quoted_records.joined_rows('"')(iter(batches))))
+    made = pa.Table.from_batches(list(quoted_records.joined_rows(",", '"')(iter(batches))))
     first_lines = [
         n + 1 + before for n, before in enumerate(made.column(quoted_records.LINES_BEFORE).to_pylist())
     ]

@@ -102,7 +102,7 @@ def ncf_top_items(
     left out: candidates are scored a chunk at a time (`NeuMF.score_grid`) and merged into a running
     top k, so memory is bounded by `pairs_per_call` whatever the number of candidates (a million
     items included). 16,384 pairs keep a chunk's hidden layer (64 floats a pair by default) within a
-    few MB: 262,144 ranked 3x slower (bench/ncf_rank.py)."""
+    few MB: through forward, 262,144 pairs a call ranked 2.4x slower than 16,384 (bench/ncf_rank.py)."""
     model.eval()
     k = min(k, len(candidates))
     chunk = max(1, min(len(candidates), pairs_per_call // max(1, len(users))))
