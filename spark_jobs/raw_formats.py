@@ -128,13 +128,12 @@ class Source:
         """The bronze and rejects rows this source's rows replace, so that a rerun never adds rows: its
         files' (on their days), or the table's at any version (on the days read)."""
         if self.table is not None:
-            of_table = f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
-            if self.days is None:
-                return of_table
-            return f"{DAY} IN ({', '.join(map(str, [*self.days, UNKNOWN_DAY]))}) AND {of_table}"
-        names = f"{SOURCE_FILE} IN ({', '.join(sql_literal(name) for name in sorted(self.files))})"
-        days = sorted({day for day in self.files.values() if day is not None})
-        return f"{DAY} IN ({', '.join(map(str, days))}) AND {names}" if days else names
+            rows = f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
+            days = None if self.days is None else [*self.days, UNKNOWN_DAY]
+        else:
+            rows = f"{SOURCE_FILE} IN ({', '.join(sql_literal(name) for name in sorted(self.files))})"
+            days = sorted({day for day in self.files.values() if day is not None}) or None
+        return rows if days is None else f"{DAY} IN ({', '.join(map(str, days))}) AND {rows}"
 
     def describe(self) -> dict:
         """The source as ingest's report and commits record it."""
