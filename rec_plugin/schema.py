@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
+RAW_LINE = "raw_line"  # a rejected row's text as read
 # A row's key from ingest on: the day, raw file and line it came from.
 ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 # Table properties for a new table of lineage-keyed rows (bronze, rejects, features): Delta's per-file
@@ -190,7 +191,7 @@ def rejects_schema() -> StructType:
             StructField(DAY, IntegerType(), False),
             StructField(SOURCE_FILE, StringType(), False),
             StructField(LINE_NUMBER, LongType(), False),
-            StructField("raw_line", StringType(), True),
+            StructField(RAW_LINE, StringType(), True),
             StructField("reason", StringType(), False),
             StructField("reason_field", StringType(), True),
         ]

@@ -60,9 +60,9 @@ from pyspark.sql import types as T
 from rec_plugin import storage
 from rec_plugin.dataset import DELTA, JSONL, LIST, PARQUET, DatasetDefinition, RawColumn
 from rec_plugin.errors import InputError
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, partition_line_number
+from rec_plugin.schema import DAY, LINE_NUMBER, RAW_LINE, SOURCE_FILE, partition_line_number
 from rec_plugin.templates import sql_literal
-from spark_jobs.quoted_records import LINES_BEFORE, ROWS_SCHEMA, joined_rows
+from spark_jobs.quoted_records import LINE, LINES_BEFORE, ROWS_SCHEMA, joined_rows
 
 DAY_IN_PATH = re.compile(r"day_(\d+)")
 # Row-level reason codes, in the order a row reports them (before its columns' own).
@@ -206,8 +206,8 @@ def _read_lines(spark: SparkSession, source: Source) -> DataFrame:
         F.regexp_extract(name, DAY_IN_PATH.pattern, 1).try_cast("int").alias(DAY),
         name.alias(SOURCE_FILE),
         # A CRLF file's lines end in '\r': the line ends there, as the data intends.
-        F.col("value").alias("raw_line"),
-        _without_final_cr(F.col("value")).alias("_line"),
+        F.col("value").alias(RAW_LINE),
+        _without_final_cr(F.col("value")).alias(LINE),
     )
 
 
@@ -259,7 +259,7 @@ def _fields(
         day.alias(DAY),
         source_file.alias(SOURCE_FILE),
         line_number.alias(LINE_NUMBER),
-        raw_line.alias("raw_line"),
+        raw_line.alias(RAW_LINE),
         (F.coalesce(*problems) if problems else F.lit(None)).alias(ROW_PROBLEM),
         *[
             c
@@ -272,15 +272,15 @@ def _fields(
 def _line_problems() -> list[Column]:
     """An empty line, or one whose bytes as read (`raw_line`: before its final CR goes, which could
     take a stray byte with it) are not UTF-8 or hold U+FFFD (a decoder's mark of such bytes)."""
-    raw = F.col("raw_line")
+    raw = F.col(RAW_LINE)
     bad_bytes = ~F.is_valid_utf8(raw) | raw.contains("\ufffd")
-    return [problem(F.col("_line") == "", EMPTY_LINE, None), problem(bad_bytes, BAD_BYTES, None)]
+    return [problem(F.col(LINE) == "", EMPTY_LINE, None), problem(bad_bytes, BAD_BYTES, None)]
 
 
 def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     """Delimited lines split once, in their own projection (where they are numbered: _line_number)."""
     if definition.quote is None:
-        parsed = F.split("_line", _regex_literal(definition.separator), -1)
+        parsed = F.split(LINE, _regex_literal(definition.separator), -1)
         field = lambda i: F.try_element_at("_split", F.lit(i + 1))  # noqa: E731
         wrong_count = F.size("_split") != len(definition.columns)
     else:
@@ -289,7 +289,9 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         wrong_count = F.col("_split")[_CORRUPT].isNotNull()
     number = _line_number()
     if definition.multiline:
-        lines = lines.mapInArrow(joined_rows(definition.separator, str(definition.quote)), ROWS_SCHEMA)
+        lines = lines.mapInArrow(
+            joined_rows(definition.separator, str(definition.quote), len(definition.columns)), ROWS_SCHEMA
+        )
         number = (partition_line_number() + F.col(LINES_BEFORE)).alias(LINE_NUMBER)
     split = lines.select("*", number, parsed.alias("_split"))
     values = []
@@ -297,7 +299,7 @@ def _text_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         text = field(i)
         values.append((_split_list(column, text) if column.type == LIST else text, F.lit(False)))
     count = problem(wrong_count, FIELD_COUNT, None)
-    lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
+    lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col(RAW_LINE)
     if definition.header:  # checked by _check_headers; not a row (nor a line read)
         split = split.where(F.col(LINE_NUMBER) > 1)
     return _fields(split, definition, F.col(DAY), lineage, [*_line_problems(), count], values)
@@ -323,14 +325,14 @@ def _quoted_split(definition: DatasetDefinition) -> Column:
         "mode": "PERMISSIVE",
         "columnNameOfCorruptRecord": _CORRUPT,
     }
-    return F.from_csv(F.col("_line"), f"{fields}, {_CORRUPT} STRING", options)
+    return F.from_csv(F.col(LINE), f"{fields}, {_CORRUPT} STRING", options)
 
 
 def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     """JSON lines parsed once, then each field's JSON type (as schema_of_variant names it: BIGINT,
     DECIMAL(2,1), STRING, ARRAY<STRING>, VOID for null) and text, each in its own projection (where
     lines are numbered: _line_number)."""
-    as_map = F.try_variant_get(F.try_parse_json("_line"), "$", "map<string,variant>")
+    as_map = F.try_variant_get(F.try_parse_json(LINE), "$", "map<string,variant>")
     parsed = lines.select("*", as_map.alias("_object"))
     value_of = {name: F.try_element_at("_object", F.lit(name)) for name in definition.read_names}
     split = parsed.select(
@@ -375,8 +377,8 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
         day = day.when(iso_date, _days_since(definition, day_text.try_cast("date")))
         day = day.when(iso_timestamp, _days_since(definition, _date_of_timestamp_text(day_text)))
         day = F.when(day.between(0, LAST_DAY), day)
-    not_object = problem((F.col("_line") != "") & F.col("_object").isNull(), JSON_NOT_OBJECT, None)
-    lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col("raw_line")
+    not_object = problem((F.col(LINE) != "") & F.col("_object").isNull(), JSON_NOT_OBJECT, None)
+    lineage = F.col(SOURCE_FILE), F.col(LINE_NUMBER), F.col(RAW_LINE)
     return _fields(split, definition, day, lineage, [*_line_problems(), not_object], values)
 
 
