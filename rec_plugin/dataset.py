@@ -29,8 +29,9 @@ must): an int day, or a date or timestamp (its UTC date) counted in days since `
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
+from difflib import get_close_matches
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,6 +232,10 @@ class DatasetDefinition:
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetDefinition:
+        where = f"dataset {data.get('name')}"
+        for column in data["columns"]:
+            _refuse_unknown_keys(f"{where}, column {column.get('name')}", column, RawColumn)
+        _refuse_unknown_keys(where, data, cls)
         try:
             columns = tuple(
                 RawColumn(
@@ -301,6 +306,8 @@ class DatasetDefinition:
             raise InputError(f"{where}: `quote` is one character, and only tsv and csv fields are quoted")
         if self.multiline not in (True, False) or (self.multiline and self.quote is None):
             raise InputError(f"{where}: `multiline` is true or false, and only quoted fields hold line ends")
+        if self.multiline and not str(self.quote).isascii():  # rows are joined over the lines' bytes
+            raise InputError(f"{where}: a `multiline` definition's quote is an ASCII character")
         unsplit = [c.name for c in self.columns if c.type == LIST and not c.list_separator]
         if unsplit and self.format in SEPARATORS:
             raise InputError(f"{where}: list columns {unsplit} read from {self.format} need a list_separator")
@@ -315,6 +322,18 @@ class DatasetDefinition:
 def bundled_datasets() -> list[str]:
     """The names of the definitions in conf/datasets."""
     return sorted(p.stem for p in DATASETS_DIR.glob("*.json"))
+
+
+def _refuse_unknown_keys(where: str, given: dict, kind: type) -> None:
+    """A key `kind` (a dataclass) has no field for is refused, naming the nearest one: a misspelt key
+    (Spark's `multiLine`) would otherwise be left at its default without a word. Keys starting with `_`
+    are comments."""
+    known = [f.name for f in fields(kind)]
+    for key in given:
+        if not key.startswith("_") and key not in known:
+            near = get_close_matches(key.lower(), known, n=1, cutoff=0.6)
+            hint = f": did you mean {near[0]!r}?" if near else f" (known: {', '.join(known)})"
+            raise InputError(f"{where}: unknown key {key!r}{hint}")
 
 
 def load_dataset(name_or_path: str) -> DatasetDefinition:
