@@ -47,6 +47,7 @@ from rec_plugin.schema import (
     INT_NOT_INTEGER,
     INT_OUT_OF_RANGE,
     LINE_NUMBER,
+    RAW_LINE,
     ROW_KEY_STATISTICS,
     SOURCE_FILE,
     rejects_schema,
@@ -106,7 +107,7 @@ WRONG_TYPE = "WRONG_TYPE"
 _DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 _ALPHABETS = {"hex": ("[0-9a-f]", CAT_NOT_HEX)}
 # The columns a row is validated into besides its own fields (a raw column may not take these names).
-_PARSE_COLUMNS = (DAY, SOURCE_FILE, LINE_NUMBER, "raw_line", "problem")
+_PARSE_COLUMNS = (DAY, SOURCE_FILE, LINE_NUMBER, RAW_LINE, "problem")
 
 
 def find_source(
@@ -118,6 +119,8 @@ def find_source(
 ) -> Source:
     """The source of one ingest, refused before any work where the arguments do not fit the format."""
     where = f"dataset {definition.name}"
+    if days == []:
+        raise InputError("--days names no day: give day numbers such as 3 or 3,4, or leave it out")
     if definition.format == DELTA:
         if input_dir is not None or patterns is not None:
             raise InputError(f"{where} reads the Delta table {definition.table}: give no --input or --glob")
@@ -281,11 +284,11 @@ def validate(fields: DataFrame, definition: DatasetDefinition) -> DataFrame:
         DAY,
         SOURCE_FILE,
         LINE_NUMBER,
-        "raw_line",
+        RAW_LINE,
         F.when(~_passes(definition, problems), first_problem).alias("problem"),
         *typed,
     )
-    return checked.withColumn("raw_line", F.when(F.col("problem").isNotNull(), F.col("raw_line")))
+    return checked.withColumn(RAW_LINE, F.when(F.col("problem").isNotNull(), F.col(RAW_LINE)))
 
 
 def _another_dataset(parsed: DataFrame, definition: DatasetDefinition, lines_read: int) -> InputError:

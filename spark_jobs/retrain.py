@@ -39,7 +39,7 @@ from rec_plugin import storage
 from rec_plugin.dataset import DEFAULT_DATASET, DELTA, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import FeaturesDescription
-from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE
+from rec_plugin.schema import DAY, ROW_KEYS
 from rec_plugin.workflow import Workflow, spark_type
 from serving.export import export_run, require_live, trained_model
 from serving.repository import ensemble_model_name, torchscript_file, versions
@@ -157,7 +157,7 @@ def _write_atomically(path: Path, data: dict) -> None:
 def held_out(rows: DataFrame, share: float) -> DataFrame:
     """The rows a retrain holds out of training, by a stable hash of the row's key (the same rows on
     every rerun, whatever the partitioning)."""
-    bucket = F.abs(F.xxhash64(F.col(SOURCE_FILE), F.col(LINE_NUMBER))) % 10_000
+    bucket = F.abs(F.xxhash64(*ROW_KEYS)) % 10_000
     return rows.where(bucket < int(round(share * 10_000)))
 
 

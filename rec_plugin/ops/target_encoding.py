@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.ops.base import FITTED_ROW, Op
-from rec_plugin.schema import ColumnSchema, Tags
+from rec_plugin.schema import LINE_NUMBER, SOURCE_FILE, ColumnSchema, Tags
 
 # The fold a row not fitted on is looked up under: its value's statistics over all folds.
 ALL_FOLDS = -1
@@ -31,7 +31,7 @@ class TargetEncoding(Op):
         target: str = "label",
         folds: int = 5,
         smoothing: float = 20.0,
-        fold_key: tuple[str, ...] = ("source_file", "line_number"),
+        fold_key: tuple[str, ...] = (SOURCE_FILE, LINE_NUMBER),
     ) -> None:
         super().__init__(target=target, folds=folds, smoothing=smoothing, fold_key=list(fold_key))
 
