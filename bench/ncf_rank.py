@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from harness import print_medians, report_quiet
 
-from training.evaluate import ncf_top_items
+from spark_jobs.recommend import USERS_PER_BATCH
+from training.evaluate import PAIRS_PER_CALL, ncf_top_items
 from training.models import ModelConfig, TableConfig, build_model
 from training.models.cf import NCF, NeuMF
 from training.models.config import DEFAULT_EMBEDDING_DIM
 
-BEFORE_PAIRS_PER_CALL, PAIRS_PER_CALL = 262_144, 16_384
+BEFORE_PAIRS_PER_CALL = 262_144
 
 
 @torch.no_grad()
@@ -53,7 +54,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=DEFAULT_EMBEDDING_DIM, help="the tables' dim")
     parser.add_argument("--users", type=int, default=1024, help="users ranked per round")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--batch-users", type=int, default=256, help="users per call (recommend's)")
+    parser.add_argument(
+        "--batch-users", type=int, default=USERS_PER_BATCH, help="users per call (recommend's)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

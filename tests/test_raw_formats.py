@@ -191,8 +191,9 @@ def test_csv_with_a_header_and_quoted_fields_is_read_by_field_and_a_header_of_ot
 
 def test_multiline_csv_joins_quoted_line_ends_into_one_row_and_a_stray_quote_costs_one_row(spark, tmp_path):
     """With `multiline`, a quoted field may hold line ends (as Excel and database exports write them):
-    the lines make one row, numbered by its first line. A quote never closed is one bad row, and the
-    lines after it are rows again."""
+    the lines make one row, numbered by its first line. A stray quote, closed by a later line into a row
+    of another field count or never closed, is one bad row, and the lines after it are rows again; a
+    line that is not UTF-8 is refused alone."""
     names = [c["name"] for c in COLUMNS]
     good = "1,u1,00af,1.5,7,0001|b"
     lines = [
@@ -209,14 +210,18 @@ def test_multiline_csv_joins_quoted_line_ends_into_one_row_and_a_stray_quote_cos
         '1,"stray,00af,2,1,a',
         good,
         good.replace("u1", "u9"),
+        '1,"Smith, J",00af,2,1,a',  # closes the stray quote's join: 7 fields, not 6
+        '1,"caf\udce9',  # a Latin-1 byte, and a quote that opens a row
+        'au lait",00af,2,1,a',
+        '0,"last',
     ]
     raw = tmp_path / "raw" / "day_0"
     raw.mkdir(parents=True)
-    (raw / "a.csv").write_text("\r\n".join(lines) + "\r\n")
+    (raw / "a.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode(errors="surrogateescape"))
     (raw / "b.csv.gz").write_bytes(gzip.compress(f"{lines[0]}\n{good}\n".encode()))
     definition(tmp_path, format="csv", file_patterns=["*.csv*"], header=True, quote='"', multiline=True)
     lake = tmp_path / "lake"
-    assert run(spark, lake, str(tmp_path / "dataset.json"), tmp_path / "raw")["lines_read"] == 10
+    assert run(spark, lake, str(tmp_path / "dataset.json"), tmp_path / "raw")["lines_read"] == 13
     bronze, rejects = (spark.read.format("delta").load(str(lake / t)) for t in ("bronze", "rejects"))
     assert sorted((r.source_file, r.line_number, r.user_id, r.item) for r in bronze.collect()) == [
         ("day_0/a.csv", 2, "u1", "00af"),
@@ -227,10 +232,13 @@ def test_multiline_csv_joins_quoted_line_ends_into_one_row_and_a_stray_quote_cos
         ("day_0/a.csv", 10, '6" wide', "00af"),
         ("day_0/a.csv", 12, "u1", "00af"),
         ("day_0/a.csv", 13, "u9", "00af"),
+        ("day_0/a.csv", 14, "Smith, J", "00af"),
         ("day_0/b.csv.gz", 2, "u1", "00af"),
     ]
-    (stray,) = rejects.collect()
-    assert (stray.line_number, stray.reason, stray.raw_line) == (11, ing.FIELD_COUNT, lines[10] + "\r")
+    refused = sorted((r.line_number, r.reason) for r in rejects.collect())
+    assert refused == [(11, ing.FIELD_COUNT), (15, ing.BAD_BYTES), (17, ing.FIELD_COUNT)]
+    stray = rejects.where("line_number = 11").first()
+    assert stray.raw_line == lines[10] + "\r"
     with pytest.raises(InputError, match="only quoted fields hold line ends"):
         definition(tmp_path, format="csv", file_patterns=["*.csv"], multiline=True)
 
@@ -250,7 +258,7 @@ def test_a_quote_open_past_the_row_line_limit_costs_its_first_line_across_batche
         )
         for part in (lines[:2], lines[2:5], lines[5:])
     ]
-    made = pa.Table.from_batches(list(quoted_records.joined_rows(",", '"')(iter(batches))))
+    made = pa.Table.from_batches(list(quoted_records.joined_rows(",", '"', 1)(iter(batches))))
     first_lines = [
         n + 1 + before for n, before in enumerate(made.column(quoted_records.LINES_BEFORE).to_pylist())
     ]
@@ -263,6 +271,38 @@ def test_a_quote_open_past_the_row_line_limit_costs_its_first_line_across_batche
         ('"g\nh"', 7),
         ("i", 9),
     ]
+
+
+def test_lines_read_again_after_a_row_gives_up_are_not_matched_again():
+    """Lines that both open a row and keep one open (a quote closed and another opened) make every row
+    give up at the line limit, and each give-up reads the lines after it again: their states are
+    worked out once, so the work stays linear in the lines."""
+    joiner = quoted_records._RowJoiner(",", '"', 3)
+    matched = []
+
+    class Counting:
+        def __init__(self, pattern: re.Pattern) -> None:
+            self.pattern = pattern
+
+        def match(self, line: bytes) -> re.Match | None:
+            matched.append(line)
+            return self.pattern.match(line)
+
+    joiner.reader.stays_open = Counting(joiner.reader.stays_open)
+    lines = [f'{n},a"b,"c' for n in range(3 * quoted_records.MAX_ROW_LINES)]
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array([0] * len(lines), pa.int32()),
+            pa.array(["f"] * len(lines)),
+            pa.array(lines),
+            pa.array(lines),
+        ],
+        list(quoted_records.LINE_COLUMNS),
+    )
+    made = [joiner.feed(batch), joiner.finish()]
+    rows = pa.Table.from_batches([b for b in made if b is not None])
+    assert rows.column(quoted_records.LINE).to_pylist() == lines  # each line a row of its own
+    assert len(matched) == len(set(matched)) == len(lines) - 1
 
 
 def test_a_retrain_ingests_a_days_new_files_once_and_a_rerun_the_same_files(spark, tmp_path):
@@ -531,6 +571,10 @@ def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, t
     assert len(every_file) == 3 and len(day_5) == 2, day_5
     with pytest.raises(InputError, match=r"events holds no rows of days \[4\] at its version 2 \(event_date"):
         ing.ingest(spark, None, str(lake / "bronze"), str(lake / "rejects"), [4, 5], dataset=latest)
+    with pytest.raises(
+        InputError, match=r"^--days names no day"
+    ):  # `--days ,` would read the dayless rows alone
+        ing.ingest(spark, None, str(lake / "bronze"), str(lake / "rejects"), [], dataset=latest)
 
     # A definition pinned to version 0 reads it again: the first ingest's rows, exactly.
     (tmp_path / "pinned").mkdir()
@@ -577,6 +621,29 @@ def test_a_list_column_of_delimited_text_without_its_separator_and_a_file_withou
         load_dataset(str(path))
     path.write_text(json.dumps({"name": "counts", "rows": 10}))
     with pytest.raises(InputError, match=r"lacks the key 'columns': is it a definition\?$"):
+        load_dataset(str(path))
+
+
+def test_a_misspelt_key_is_refused_at_load_naming_the_key_meant(tmp_path):
+    path = tmp_path / "dataset.json"
+    source = {"format": "csv", "file_patterns": ["*"], "quote": '"'}
+    path.write_text(json.dumps({"name": "shop", "columns": COLUMNS, **source, "multiLine": True}))
+    with pytest.raises(
+        InputError, match=r"^dataset shop: unknown key 'multiLine': did you mean 'multiline'\?$"
+    ):
+        load_dataset(str(path))
+    columns = [{**COLUMNS[0], "tpye": "int"}, *COLUMNS[1:]]
+    path.write_text(json.dumps({"name": "shop", "columns": columns, **source, "_comment": "kept"}))
+    with pytest.raises(
+        InputError, match=r"^dataset shop, column click: unknown key 'tpye': did you mean 'type'\?$"
+    ):
+        load_dataset(str(path))
+    path.write_text(
+        json.dumps({"name": "shop", "columns": COLUMNS, **source, "multiline": True, "quote": "\u00ab"})
+    )
+    with pytest.raises(
+        InputError, match=r"^dataset shop: a `multiline` definition's quote is an ASCII character$"
+    ):
         load_dataset(str(path))
 
 

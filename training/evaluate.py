@@ -89,6 +89,10 @@ def heldout_ndcg_sum(model: nn.Module, files: tuple[str, ...]) -> tuple[float, i
     return ndcg_at_k_sets(ranked, users[HELDOUT], VAE_NDCG_CUTOFF) * len(ranked), len(ranked)
 
 
+# NCF's candidate pairs scored a call (ncf_top_items).
+PAIRS_PER_CALL = 16_384
+
+
 @torch.no_grad()
 def ncf_top_items(
     model: NeuMF,
@@ -96,7 +100,7 @@ def ncf_top_items(
     seen: list[np.ndarray],
     candidates: np.ndarray,
     k: int,
-    pairs_per_call: int = 16_384,
+    pairs_per_call: int = PAIRS_PER_CALL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """NCF's k best candidates (ids [U, k], logits [U, k]) for each user, the items a user has `seen`
     left out: candidates are scored a chunk at a time (`NeuMF.score_grid`) and merged into a running
