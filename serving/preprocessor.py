@@ -219,7 +219,8 @@ def _not_a_number(rows: pd.DataFrame, names: list[str]) -> str:
 
 def _require_exact_in_float64(values: pd.Series, name: str) -> None:
     """A long column's values reach the server as float64: one beyond 2^53 would arrive as another
-    number (a 64-bit id as its neighbour's), so it is refused, naming the fix."""
+    number (a 64-bit id as its neighbour's), so it is refused, naming the fix for an id (a measure
+    that large is out of any range a workflow was fitted on)."""
     if values.dtype.kind in "iuf":  # a float beyond 2^53 may have been rounded already (pandas' None)
         with np.errstate(invalid="ignore"):
             beyond = values[np.abs(values.to_numpy()) > FLOAT64_EXACT]
@@ -228,7 +229,8 @@ def _require_exact_in_float64(values: pd.Series, name: str) -> None:
     if len(beyond):
         raise InputError(
             f"{RAW_DENSE}: {name} = {beyond.iloc[0]} is beyond 2^53, the largest integer float64 carries "
-            f"exactly; declare {name} a string column (integer ids are taken as their text)"
+            f"exactly; if {name} is an id, declare {name} a string column (integer ids are taken as "
+            "their text)"
         )
 
 
