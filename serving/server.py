@@ -143,33 +143,41 @@ class TritonServer:
                 env=server_environment(),
                 start_new_session=True,
             )
-        client = triton_http.InferenceServerClient(self.http_url)
+        # A probe that hangs (a port another process listens on) is given up and tried again.
+        client = triton_http.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=2.0)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"tritonserver exited with {self.process.returncode}; see {self.log}")
+                    raise InputError(
+                        f"tritonserver exited with {self.process.returncode} before it was live (a port "
+                        f"in use? {self.ports}); see {self.log}"
+                    )
                 try:
                     if client.is_server_live():
                         return self
                 except Exception:  # noqa: BLE001 - not listening yet
                     pass
                 time.sleep(0.2)
+            raise InputError(f"tritonserver was not live after {timeout:.0f} s; see {self.log}")
+        except BaseException:  # Ctrl-C included: its own session would outlive this process
+            self.stop()
+            raise
         finally:
             client.close()  # an open connection would hold up the server's shutdown
-        self.stop()
-        raise TimeoutError(f"tritonserver was not live after {timeout:.0f} s; see {self.log}")
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (Triton unloads its models and ends their stubs), SIGKILL to the group if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        """SIGTERM (Triton unloads its models and ends their stubs), SIGKILL to the group if it hangs;
+        what is left of the group goes, the stubs of a server that died hard too."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
         _reap_group(self.process.pid)
         return self.process.returncode
 
@@ -214,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
             "export them first (sparkrec export) or fix --repository or --load"
         )
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    server = TritonServer(args.repository, ports, args.log_file).start()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    server = TritonServer(args.repository, ports, args.log_file).start()
     try:
         client = triton_http.InferenceServerClient(server.http_url)
         for name in args.load:
@@ -235,6 +243,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         while not stopping and server.process.poll() is None:
             time.sleep(0.2)
+        if not stopping:
+            raise InputError(
+                f"tritonserver exited with {server.process.returncode} while serving; see {server.log}"
+            )
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,7 +29,7 @@ from serving.pipeline import call_model, table_features
 from serving.preprocess import export_preprocess
 from serving.preprocessor import Preprocessor, RawBatch
 from serving.repository import add_version, config_pbtxt, versions, write_ensemble
-from serving.server import Ports, TritonServer
+from serving.server import Ports, TritonServer, free_port
 from spark_jobs.score import score
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
@@ -467,3 +468,16 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     both = tables[0].merge(tables[1], on=[DAY, *keys], validate="one_to_one")
     assert len(both) == day_rows
     assert np.abs(both["probability_x"] - both["probability_y"]).max() <= 1e-5
+
+
+def test_a_server_that_cannot_take_its_port_is_one_line_and_leaves_no_process(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = Ports(taken.getsockname()[1], free_port(), free_port())
+        server = TritonServer(tmp_path / "repository", ports, tmp_path / "tritonserver.log")
+        refused = r"^tritonserver exited with \d+ before it was live \(a port in use"
+        with pytest.raises(InputError, match=refused):
+            server.start()
+    with pytest.raises(ProcessLookupError):  # nothing of its process group is left
+        os.killpg(server.process.pid, 0)
