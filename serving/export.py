@@ -32,6 +32,7 @@ from serving.repository import (
     versions,
     write_ensemble,
 )
+from serving.rollout import routing_file
 from spark_jobs.session import build_session
 from training.models import ModelConfig, build_model, example_inputs
 from training.models.cf import TopKRecommender
@@ -265,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.push:
+        routed = routing_file(args.repository, args.name)
+        if routed.exists():  # a push would load `latest 2` over the rollout's pinned versions
+            raise InputError(
+                f"{args.name} is served through a rollout ({routed}): export without --push, and roll "
+                "the version out with `sparkrec retrain` (push, A/B, promote or roll back)"
+            )
         require_live(args.push)
     spark = build_session(args.profile, "sparkrec-export") if args.workflow else None
     version = export_run(

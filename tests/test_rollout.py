@@ -21,6 +21,7 @@ from rec_plugin.interactions import ncf_schema
 from rec_plugin.ops import Categorify
 from rec_plugin.schema import Schema
 from rec_plugin.workflow import Node, Workflow
+from serving.export import main as export_main
 from serving.export import torchscript
 from serving.preprocess import export_preprocess
 from serving.repository import (
@@ -213,3 +214,13 @@ def test_push_split_promote_and_rollback_while_a_client_sends_without_a_failed_r
         assert sum(sender.router.served.values()) == len(sender.served) > 0
         print(f"served by version {dict(sender.router.served)}; retried during the rollout {rollout_retries}")
         client.close()
+
+
+def test_export_push_of_a_name_served_through_a_rollout_is_refused_before_any_work(tmp_path):
+    """`export --push` loads a name under the `latest 2` policy its configs get, which would unload the
+    versions a rollout pinned while routers still send to them."""
+    Routing(1, candidate=2, candidate_share=0.1).save(tmp_path, NAME)
+    args = ["--run-dir", str(tmp_path / "run"), "--repository", str(tmp_path), "--name", NAME]
+    with pytest.raises(InputError, match=rf"^{NAME} is served through a rollout \("):
+        export_main([*args, "--push", "127.0.0.1:1"])
+    assert [p.name for p in tmp_path.iterdir()] == [routing_file(tmp_path, NAME).name]
