@@ -147,11 +147,17 @@ def candidate_items(spark: SparkSession, item: ColumnSchema, candidates: str | N
     table's item column that the vocabulary holds."""
     if candidates is None:
         return np.arange(1, item.cardinality, dtype=np.int64)
-    table = spark.read.format("delta").load(candidates)
+    version = storage.delta_version(spark, candidates, "candidate table")
+    table = storage.read_delta(spark, candidates, version)
     if item.name not in table.columns:
         raise InputError(f"candidate table {candidates} has no column {item.name!r} of item ids")
     known = (F.col(item.name) > 0) & (F.col(item.name) < item.cardinality)
     ids = table.where(known).select(item.name).distinct().toPandas()[item.name]
+    if ids.empty:  # a run would replace its rows by none
+        raise InputError(
+            f"candidate table {candidates} holds no item id of the run's vocabulary (1 to "
+            f"{item.cardinality - 1} in {item.name!r}): give a table of featurized item ids"
+        )
     return np.sort(ids.to_numpy(np.int64))
 
 

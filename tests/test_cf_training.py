@@ -17,9 +17,19 @@ from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
 from rec_plugin.interactions import SPLIT, VALID_SPLIT, item_column, ncf_schema, user_column
-from rec_plugin.schema import ROW_KEYS
+from rec_plugin.schema import ROW_KEYS, ColumnSchema
 from rec_plugin.workflow import Workflow
-from spark_jobs.recommend import ITEM_ID, ITEM_TOKEN, RANK, RUN, SCORE, USER_ID, USER_TOKEN, recommend
+from spark_jobs.recommend import (
+    ITEM_ID,
+    ITEM_TOKEN,
+    RANK,
+    RUN,
+    SCORE,
+    USER_ID,
+    USER_TOKEN,
+    candidate_items,
+    recommend,
+)
 from spark_jobs.train_cf import (
     CF_REPORT_KEYS,
     DEFAULT_EPOCHS,
@@ -247,3 +257,16 @@ def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start
             spark, layout.root, shop_features.workflow, str(tmp_path / "ncf"), NCF, "torchrec", pretrain=True
         )
     assert not (tmp_path / "vae").exists() and not (tmp_path / "ncf").exists()
+
+
+def test_a_candidate_table_is_one_that_exists_and_holds_ids_the_run_knows(spark, tmp_path):
+    """Candidates of no known id would replace a run's recommendations by none."""
+    item = ColumnSchema("item_id", "int32", cardinality=10)
+    table = str(tmp_path / "candidates")
+    with pytest.raises(InputError, match=r"^candidate table .* does not exist$"):
+        candidate_items(spark, item, table)
+    spark.createDataFrame([(0,), (10,), (12,)], "item_id int").write.format("delta").save(table)
+    with pytest.raises(InputError, match=r"holds no item id of the run's vocabulary \(1 to 9 in 'item_id'\)"):
+        candidate_items(spark, item, table)
+    spark.createDataFrame([(3,), (3,), (1,)], "item_id int").write.format("delta").mode("append").save(table)
+    assert candidate_items(spark, item, table).tolist() == [1, 3]
