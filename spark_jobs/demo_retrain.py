@@ -110,8 +110,16 @@ def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None
     """Runs the story into `out`: returns the report (generate, the production run's train section and
     the "retrain" section) and writes retrain.json (every figure behind it) and retrain.png."""
     paths = PipelineLayout(out)
-    # A rerun starts the story again: no runs, production, retrain records or served versions of the last.
-    for owned in (Path(paths.run("")), Path(paths.serving), paths.retrain(NEW_DAY).parent):
+    # A rerun starts the story again: no runs, production, retrain records, served versions, features
+    # or (extended) workflow of the last.
+    owned_paths = (
+        paths.run(""),
+        paths.serving,
+        paths.retrain(NEW_DAY).parent,
+        paths.features,
+        paths.workflow,
+    )
+    for owned in map(Path, owned_paths):
         shutil.rmtree(owned, ignore_errors=True)
     config = GeneratorConfig(new_value_rate=RETRAIN_NEW_VALUE_RATE)
     config = config if rows_per_day is None else replace(config, rows_per_day=rows_per_day)
