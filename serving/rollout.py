@@ -139,11 +139,15 @@ def _load_version(client: Client, repository: Path, name: str, version: int, ser
     _serve(client, repository, name, sorted({*served, version}), ensemble)
 
 
-def serve_production(client: Client, repository: Path, name: str, version: int) -> Routing:
-    """Loads `version` and routes all traffic to it: the start of routed serving (no candidate)."""
-    _load_version(client, repository, name, version, [])
+def serve_production(
+    client: Client, repository: Path, name: str, version: int, drain_s: float = DRAIN_S
+) -> Routing:
+    """Loads `version` and routes all traffic to it (no candidate): the start of routed serving, or a
+    deploy over it, where the versions routed before serve on until the drain is over."""
+    routed = Routing.load(repository, name).routed() if routing_file(repository, name).is_file() else []
+    _load_version(client, repository, name, version, routed)
     routing = Routing(version)
-    routing.save(repository, name)
+    _retire(client, repository, name, routing, [v for v in routed if v != version], drain_s)
     return routing
 
 
@@ -159,11 +163,17 @@ def push_candidate(client: Client, repository: Path, name: str, version: int, sh
     return pushed
 
 
-def _retire(client: Client, repository: Path, name: str, routing: Routing, old: int, drain_s: float) -> None:
-    """Routing first, then the drain, then the unload: no router sends to `old` after the drain."""
+def _retire(
+    client: Client, repository: Path, name: str, routing: Routing, old: list[int], drain_s: float
+) -> None:
+    """Routing first, then the drain, then the unload: no router sends to the `old` versions after the
+    drain."""
     routing.save(repository, name)
+    if not old:
+        return
     time.sleep(drain_s)
-    client.unload_model(ensemble_version_name(name, old))
+    for version in old:
+        client.unload_model(ensemble_version_name(name, version))
     _serve(client, repository, name, routing.routed(), ensemble_version_name(name, routing.production))
 
 
@@ -178,7 +188,7 @@ def promote(client: Client, repository: Path, name: str, drain_s: float = DRAIN_
     """The candidate becomes production for all traffic; the old production unloads after `drain_s`."""
     routing = _candidate(repository, name)
     promoted = Routing(routing.candidate)
-    _retire(client, repository, name, promoted, routing.production, drain_s)
+    _retire(client, repository, name, promoted, [routing.production], drain_s)
     return promoted
 
 
@@ -186,7 +196,7 @@ def rollback(client: Client, repository: Path, name: str, drain_s: float = DRAIN
     """Production takes all traffic again; the candidate unloads after `drain_s`."""
     routing = _candidate(repository, name)
     rolled_back = Routing(routing.production)
-    _retire(client, repository, name, rolled_back, routing.candidate, drain_s)
+    _retire(client, repository, name, rolled_back, [routing.candidate], drain_s)
     return rolled_back
 
 

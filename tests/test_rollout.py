@@ -195,23 +195,30 @@ def test_push_split_promote_and_rollback_while_a_client_sends_without_a_failed_r
             promote(client, repository, NAME)
         time.sleep(1.0)
         assert sender.since(mark) == {2}
+
+        # Version 3 deployed as production over the routed 2 (retrain --deploy): loaded beside it, all
+        # traffic moved, 2 unloaded after the drain.
+        assert serve_production(client, repository, NAME, 3, drain_s=DRAIN_S) == Routing(3)
+        mark = len(sender.served)
+        assert not client.is_model_ready(f"{NAME}_v2") and client.is_model_ready(f"{NAME}_v3")
+        time.sleep(1.0)
+        assert sender.since(mark) == {3}
         rollout_retries = sender.router.retries  # only a request slower than the drain would retry
 
         # A routing that names a version the server lost (as after a restart): each request is retried
         # on production, and counted.
-        Routing(2, 3, 1.0).save(repository, NAME)
+        Routing(3, 2, 1.0).save(repository, NAME)
         mark = len(sender.served)
         deadline = time.monotonic() + 30
         while sender.router.retries < rollout_retries + 3:
             assert time.monotonic() < deadline and sender.failed == [], sender.failed
             time.sleep(0.05)
-        Routing(2).save(repository, NAME)
-        assert sender.since(mark) == {2}
+        Routing(3).save(repository, NAME)
+        assert sender.since(mark) == {3}
 
         sender.stopping.set()
         sender.join(timeout=30)
-        assert sender.failed == []
-        assert sum(sender.router.served.values()) == len(sender.served) > 0
+        assert sender.failed == [] and set(sender.served) == {1, 2, 3}
         print(f"served by version {dict(sender.router.served)}; retried during the rollout {rollout_retries}")
         client.close()
 
