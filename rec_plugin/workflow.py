@@ -376,6 +376,32 @@ class Workflow:
             saved = op.save_state(spark, self.states[node_index][op_index], path)
             self.states[node_index][op_index] = op.load_state(spark, saved, path, pins)
 
+    def graph(self) -> dict[str, Any]:
+        """The ops graph as workflow.json holds it, less the fitted states: what a fit depends on
+        besides its rows."""
+        nodes = [
+            {
+                "columns": list(n.columns),
+                "ops": [{"op": type(op).__name__, "params": op.params} for op in n.ops],
+            }
+            for n in self.nodes
+        ]
+        return json.loads(json.dumps({"nodes": nodes, "passthrough": self.passthrough}))
+
+    @staticmethod
+    def saved_graph(path: str, spark: SparkSession | None = None) -> dict[str, Any] | None:
+        """The graph (Workflow.graph) of the workflow saved at `path`; None where none is."""
+        spark = spark or SparkSession.getActiveSession()
+        location = f"{path}/{WORKFLOW_FILE}"
+        if not storage.exists(spark, location):
+            return None
+        document = json.loads(storage.read_text(spark, location))
+        nodes = [
+            {"columns": n["columns"], "ops": [{"op": o["op"], "params": o["params"]} for o in n["ops"]]}
+            for n in document["nodes"]
+        ]
+        return {"nodes": nodes, "passthrough": document["passthrough"]}
+
     def save(self, path: str) -> None:
         spark = SparkSession.getActiveSession()
         if self.states is not None:  # every vocabulary in one commit

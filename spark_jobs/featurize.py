@@ -109,6 +109,28 @@ def _check_workflow_path(spark: SparkSession, workflow_path: str) -> None:
         )
 
 
+def _fitted_already(
+    spark: SparkSession,
+    workflow_path: str,
+    graph: Workflow,
+    bronze: str,
+    bronze_version: int,
+    train: list[int],
+) -> bool:
+    """The folder holds `graph` fitted on these training rows already. A fit is deterministic: fitting
+    again would write the same vocabularies as new Delta versions, which no model trained on the
+    folder's pins would find (export and recommend would refuse them all)."""
+    if Workflow.saved_graph(workflow_path, spark) != graph.graph():
+        return False
+    try:
+        described = FeaturesDescription.load(spark, workflow_path)
+        Workflow.load_schema(workflow_path, spark)
+    except InputError:  # a fit that stopped before its features were written
+        return False
+    fitted_on = (described.bronze_table, described.bronze_version, sorted(described.days("train")))
+    return fitted_on == (bronze, bronze_version, sorted(train))
+
+
 def _features_frame(
     workflow: Workflow, rows: DataFrame, split: Column, fitted_rows: Column | None
 ) -> DataFrame:
@@ -169,14 +191,18 @@ def featurize(
     _check_workflow_path(spark, workflow_path)
     definition = _bronze_dataset(spark, bronze, bronze_version, source, dataset)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
+    graph = definition.default_workflow(freq_threshold=freq_threshold)
     # A new workflow folder goes with a failure (or a Ctrl-C) as a new features table does.
     with storage.new_table_removed_on_failure(spark, workflow_path):
-        fitted = definition.default_workflow(freq_threshold=freq_threshold).fit(training_rows)
-        fitted.save(workflow_path)
-        _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
-        # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory cache:
-        # release what fit cached, and nothing else of a shared session's cache.
-        fitted.release()
+        if _fitted_already(spark, workflow_path, graph, bronze, bronze_version, splits["train"]):
+            _progress(f"workflow {workflow_path} is this graph fitted on these rows already: kept", started)
+        else:
+            fitted = graph.fit(training_rows)
+            fitted.save(workflow_path)
+            _progress(f"workflow fitted on days {splits['train']} and saved to {workflow_path}", started)
+            # Transform from the saved vocabularies (Delta scans, GPU-eligible), not fit's in-memory
+            # cache: release what fit cached, and nothing else of a shared session's cache.
+            fitted.release()
         workflow = Workflow.load(workflow_path, spark)
         split_of_day = F.create_map(
             *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]

@@ -13,6 +13,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from reference import duckdb_features_sql, polars_features
 
+from rec_plugin import storage
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
 from rec_plugin.features_description import FeaturesDescription
@@ -76,6 +77,15 @@ def test_rerun_at_the_pinned_version_reproduces_the_features(spark, featurized, 
     second = spark.read.format("delta").load(str(tmp_path / "f"))
     assert again["rows_out"] == report["rows_out"]
     assert first.exceptAll(second).count() == 0 and second.exceptAll(first).count() == 0
+    # Again into the same folders: the fit is kept (a refit would pin new vocabulary versions that no
+    # model trained on these finds), and the features are written again, the same.
+    fitted = Workflow.load_schema(str(tmp_path / "w"), spark)
+    featurize(spark, bronze, str(tmp_path / "f"), str(tmp_path / "w"), SPLITS, report["bronze_version"])
+    assert Workflow.load_schema(str(tmp_path / "w"), spark) == fitted
+    assert Workflow.version_of(str(tmp_path / "w"), fitted, spark) == 1
+    third = spark.read.format("delta").load(str(tmp_path / "f"))
+    assert storage.delta_version(spark, str(tmp_path / "f"), "features table") == 1
+    assert first.exceptAll(third).count() == 0 and third.exceptAll(first).count() == 0
 
 
 def test_fit_and_transform_plans_run_on_the_gpu_under_rapids(spark, featurized, default_bronze):
