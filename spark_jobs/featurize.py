@@ -28,7 +28,7 @@ from rec_plugin.dataset import DEFAULT_DATASET, DatasetDefinition, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
-from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, ROW_KEYS, SOURCE_FILE
+from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, ROW_KEYS, SOURCE_FILE, rejects_schema
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.ingest import ingested_dataset
 from spark_jobs.layout import day_list
@@ -50,7 +50,9 @@ def _bronze_dataset(
     spark: SparkSession, bronze: str, version: int, source: DataFrame, dataset: str | None
 ) -> DatasetDefinition:
     """`dataset`, else the one bronze was ingested as; refused in one line when bronze lacks its columns
-    (another dataset's table)."""
+    (another dataset's table, or ingest's rejects table)."""
+    if source.columns == rejects_schema().fieldNames():
+        raise InputError(f"{bronze} is ingest's rejects table (the rows it refused): give the bronze table")
     definition = load_dataset(dataset or ingested_dataset(spark, bronze, version) or DEFAULT_DATASET)
     missing = [f.name for f in definition.bronze_schema().fields if f.name not in source.columns]
     if missing:
@@ -186,10 +188,11 @@ def featurize(
     started = time.perf_counter()
     bronze_version = storage.delta_version(spark, bronze, "bronze table", bronze_version)
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
+    # Another kind of table (rejects) is named for what it lacks before its days are looked at.
+    definition = _bronze_dataset(spark, bronze, bronze_version, source, dataset)
     _check_splits(splits, storage.partition_values(source, DAY), f"bronze table {bronze}@v{bronze_version}")
     _check_features_path(spark, features, bronze)
     _check_workflow_path(spark, workflow_path)
-    definition = _bronze_dataset(spark, bronze, bronze_version, source, dataset)
     training_rows = source.where(F.col(DAY).isin(splits["train"]))
     graph = definition.default_workflow(freq_threshold=freq_threshold)
     # A new workflow folder goes with a failure (or a Ctrl-C) as a new features table does.

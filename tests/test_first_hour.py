@@ -349,6 +349,8 @@ def test_featurize_and_score_refuse_bad_arguments_before_work(spark, tiny, tmp_p
             featurize(
                 spark, bronze, arguments.pop("features"), workflow, arguments.pop("splits"), **arguments
             )
+    with pytest.raises(InputError, match=r"rejects is ingest's rejects table \(the rows it refused\)"):
+        featurize(spark, str(tmp_path / "rejects"), features, workflow, splits)
     assert not (tmp_path / "features").exists() and not (tmp_path / "workflow").exists()
     predictions = str(tmp_path / "predictions")
     with pytest.raises(InputError, match=r"days \[3\] are not in bronze table"):
