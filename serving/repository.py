@@ -64,6 +64,8 @@ _KIND = {
 MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime": "model.onnx"}
 MODEL_INPUTS_FILE = "model_inputs.json"
 MODEL_OUTPUTS_FILE = "model_outputs.json"
+# The workflow output schema a version was trained on: which workflow version featurizes its inputs.
+TRAINED_SCHEMA_FILE = "trained_schema.json"
 POSTPROCESS_MODEL = Path(__file__).with_name("triton_postprocess_model.py")
 RAW_SPEC_PARAMETER = "raw_spec"
 FEATURES_PARAMETER = "features"
@@ -285,6 +287,13 @@ def preprocess_pbtxt(
     return _config(name, kind, raw_inputs(raw), features, "python", policy, batching, ONE_CPU_INSTANCE)
 
 
+def trained_schema(model_file: Path) -> Schema | None:
+    """The schema the model version holding `model_file` was trained on; None for a version exported
+    before versions kept it."""
+    path = Path(model_file).parent / TRAINED_SCHEMA_FILE
+    return Schema.from_json(path.read_text()) if path.is_file() else None
+
+
 def _layout(folder: Path) -> tuple[TensorSpec, ...] | None:
     path = folder / MODEL_INPUTS_FILE
     return tuple(TensorSpec.from_dict(d) for d in json.loads(path.read_text())) if path.is_file() else None
@@ -453,6 +462,8 @@ def add_version(
     folder.mkdir(parents=True)
     model.save(str(folder / MODEL_FILE[flavour]))
     (folder / MODEL_INPUTS_FILE).write_text(json.dumps([s.to_dict() for s in layout], indent=1) + "\n")
+    if schema is not None:
+        (folder / TRAINED_SCHEMA_FILE).write_text(schema.to_json())
     if outputs != OUTPUTS:  # a version without the file is a click model's (_outputs)
         (folder / MODEL_OUTPUTS_FILE).write_text(json.dumps([s.to_dict() for s in outputs], indent=1) + "\n")
     if flavour == "python":

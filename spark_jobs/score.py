@@ -28,7 +28,7 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
-from serving.repository import ensemble_version_name, torchscript_file
+from serving.repository import ensemble_version_name, torchscript_file, trained_schema
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 from training.data import jagged_arrays
@@ -153,9 +153,12 @@ def score(
         if not (repository and workflow):
             raise InputError("in-process scoring needs --repository and --workflow (or use --via-triton)")
         model_path = torchscript_file(Path(repository), name, version)
-        # The model's inputs are the workflow's output columns, in its schema's order.
-        schema = Workflow.load_schema(workflow, spark)
-        features = Workflow.load(workflow, spark).transform(rows, keep=(SOURCE_FILE, LINE_NUMBER, DAY))
+        # The model's inputs are the output columns of the workflow version it was trained on, in its
+        # schema's order: a later version's new values would have ids past the model's tables.
+        trained_on = trained_schema(model_path)
+        schema = trained_on or Workflow.load_schema(workflow, spark)
+        pinned = Workflow.load(workflow, spark, pinned_to=trained_on)
+        features = pinned.transform(rows, keep=(SOURCE_FILE, LINE_NUMBER, DAY))
         scored = features.mapInPandas(in_process(str(model_path.resolve()), schema), SCHEMA)
         source = {"model_file": str(model_path.resolve())}
     lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "days": days, **source}
