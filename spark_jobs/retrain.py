@@ -52,7 +52,7 @@ from spark_jobs.layout import PipelineLayout, day_list
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
 from spark_jobs.tracking import CANDIDATE, PRODUCTION, Tracker, workflow_inputs
-from spark_jobs.train import ORACLE_LABEL, feature_files
+from spark_jobs.train import ORACLE_LABEL, count, feature_files
 from training.data import FileSet
 from training.distributed import BACKENDS
 from training.evaluate import metrics, predict
@@ -227,14 +227,21 @@ def _calibration(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def oracle_on_rows(spark: SparkSession, layout: PipelineLayout, rows: DataFrame) -> dict:
-    """The generator's planted model on the same rows, where the data is generated."""
+    """The generator's planted model on the same rows, where the data is generated: the oracle folder
+    holds its Delta table (a user's own folder of that name is left alone, said in a line)."""
     if not storage.exists(spark, layout.oracle):
         return {}
-    truth = (
-        spark.read.format("delta")
-        .load(layout.oracle)
-        .select(*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order")
-    )
+    wanted = [*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order"]
+    try:
+        truth = storage.read_delta(
+            spark, layout.oracle, storage.delta_version(spark, layout.oracle, "oracle")
+        )
+    except InputError:
+        truth = None
+    if truth is None or not set(wanted) <= set(truth.columns):
+        print(f"retrain: {layout.oracle} is not the generator's oracle table: no oracle figures", flush=True)
+        return {}
+    truth = truth.select(*wanted)
     found = oracle_metrics(rows.select(*ROW_KEYS).join(truth, ROW_KEYS))
     return {"oracle_auc": found["oracle_auc"], "oracle_logloss": found["oracle_logloss"]}
 
@@ -250,6 +257,13 @@ def retrain(
     day = settings.day
     folder = layout.retrain(day)
     record = RetrainRecord.load(folder / RECORD_FILE)
+    if not record.steps and day in FeaturesDescription.load(spark, layout.workflow).days(TRAIN_SPLIT):
+        # Its counts would be merged into the vocabularies twice, and production trained on the rows
+        # that would judge it.
+        raise InputError(
+            f"day {day} is a training day of {layout.features} already (featurize's or an earlier "
+            "retrain's): retrain takes a day the models have not trained on"
+        )
     # Production as it was when this retrain started, whatever a failed earlier attempt promoted.
     production = Production(
         **(record.done("start") or record.finish("start", asdict(Production.load(layout))))
@@ -363,6 +377,12 @@ def _push(
                 f"{settings.name} is trying candidate {routing.candidate} already (another retrain's): "
                 "promote or roll it back first (serving/rollout.py)"
             )
+        if routing.production != production:  # a retrain decided without --server moved the record
+            raise InputError(
+                f"the server routes {settings.name} version {routing.production} as production, the "
+                f"pipeline's production is version {production}: serve that first (sparkrec retrain "
+                "--deploy <its run> --server URL)"
+            )
         push_candidate(client, repository, settings.name, candidate, settings.candidate_share)
         time.sleep(settings.ab_seconds)
     finally:
@@ -454,8 +474,8 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     parser.add_argument("--holdout-share", type=float, default=RetrainSettings.holdout_share)
     parser.add_argument("--backend", choices=BACKENDS, default=RetrainSettings.backend)
-    parser.add_argument("--workers", type=int, default=RetrainSettings.workers)
-    parser.add_argument("--epochs", type=int, default=RetrainSettings.epochs)
+    parser.add_argument("--workers", type=count, default=RetrainSettings.workers)
+    parser.add_argument("--epochs", type=count, default=RetrainSettings.epochs)
     parser.add_argument(
         "--dataset",
         help="the raw days' dataset: a bundled name or a definition's .json path (default: the one "
@@ -467,6 +487,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("give --day (retrain a new day) or --deploy RUN_DIR (record the first production)")
     if not 0 < args.holdout_share < 1 or not 0 <= args.candidate_share <= 1:
         parser.error("--holdout-share is between 0 and 1 (excluded), --candidate-share between 0 and 1")
+    if not args.ab_seconds >= 0:
+        parser.error(
+            f"--ab-seconds is how long the split runs before the decision: 0 or more, not {args.ab_seconds}"
+        )
     if args.server:
         require_live(args.server)
     layout = PipelineLayout(args.out.resolve())

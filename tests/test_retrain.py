@@ -28,7 +28,9 @@ from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.layout import PipelineLayout
-from spark_jobs.retrain import Production, RetrainRecord, RetrainSettings, deploy, retrain
+from spark_jobs.retrain import Production, RetrainRecord, RetrainSettings, deploy, oracle_on_rows, retrain
+from spark_jobs.retrain import main as retrain_main
+from spark_jobs.score import score
 from spark_jobs.tracking import (
     BRONZE,
     CANDIDATE,
@@ -84,6 +86,9 @@ def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypat
     steps = retrain(spark, layout, repository, settings)
     again = retrain(spark, layout, repository, settings)  # a finished retrain is not redone
     assert again == steps
+    with pytest.raises(InputError, match=r"^day 1 is a training day of .* already"):  # the fit's day
+        retrain(spark, layout, repository, RetrainSettings(1))
+    assert not layout.retrain(1).exists()
 
     # Rows: day 2 ingested once; its featurized rows and its held-out rows are exactly its bronze rows.
     bronze = spark.read.format("delta").load(layout.bronze)
@@ -146,6 +151,19 @@ def test_each_served_version_preprocesses_with_its_own_workflow_version(spark, d
             assert rows == schema[step["column"]].cardinality - 1, (version, step["column"])
 
 
+def test_in_process_scoring_uses_the_workflow_version_of_its_model(spark, deployed, tmp_path):
+    """Version 1's model scores the new day through workflow version 1: the day's new values, which
+    version 2 gave ids past version 1's tables, are the rare id 0 for it, as its ensemble maps them."""
+    layout, repository, _ = deployed
+    if Workflow.versions(layout.workflow, spark) != [1, 2]:
+        pytest.skip("needs the retrain of the test above")
+    predictions = str(tmp_path / "predictions")
+    scored = score(spark, layout.bronze, [NEW_DAY], predictions, str(repository), layout.workflow, version=1)
+    assert scored["rows"] == DATA.rows_per_day
+    bad = spark.read.format("delta").load(predictions).where("NOT probability BETWEEN 0 AND 1")
+    assert bad.count() == 0
+
+
 def test_a_trained_run_is_tracked_in_mlflow_with_its_delta_inputs(deployed):
     """`train` copies its finished run into the configured store (the test session's, conftest.py)."""
     layout, _, _ = deployed
@@ -160,3 +178,21 @@ def test_a_trained_run_is_tracked_in_mlflow_with_its_delta_inputs(deployed):
         t.value for i in runs[0].inputs.dataset_inputs for t in i.tags if t.key == MLFLOW_DATASET_CONTEXT
     }
     assert {BRONZE, FEATURES, VOCABULARY} <= roles
+
+
+@pytest.mark.parametrize("option", [("--ab-seconds", "-1"), ("--epochs", "0"), ("--workers", "0")])
+def test_a_negative_wait_or_a_zero_count_is_refused_before_any_work(option, tmp_path):
+    """A wait of -1 s once failed after the candidate was trained, exported and routed."""
+    with pytest.raises(InputError, match=f"{option[0]}.*see sparkrec retrain --help"):
+        retrain_main(["--out", str(tmp_path), "--day", "2", *option])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_folder_of_the_oracles_name_that_is_not_its_table_gives_no_oracle_figures(spark, tmp_path, capsys):
+    """A user's own data/oracle folder (the generator's name for its truth) once ended a retrain's
+    evaluate step with a trace."""
+    layout = PipelineLayout(tmp_path)
+    rows = spark.createDataFrame([(2, "f", 1)], "day int, source_file string, line_number long")
+    spark.range(3).write.parquet(layout.oracle)
+    assert oracle_on_rows(spark, layout, rows) == {}
+    assert "is not the generator's oracle table" in capsys.readouterr().out
