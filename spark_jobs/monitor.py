@@ -428,7 +428,7 @@ def monitor(
     baseline_schema: Schema | None = None,
 ) -> dict:
     """The day's report (module docstring), its crossings of `thresholds` (default: conf's) under
-    WARNINGS. `training_days` default to the features description's train days; without
+    WARNINGS. `training_days` default to the features description's train days but `day`; without
     `predictions` or `metrics_url` those sections are None."""
     thresholds = thresholds or Thresholds.load()
     bronze_version = storage.delta_version(spark, bronze, "bronze table")
@@ -436,7 +436,10 @@ def monitor(
     if str(day) not in storage.partition_values(rows, DAY):
         raise InputError(f"day {day} is not in bronze table {bronze}@v{bronze_version}: fix --day")
     description = FeaturesDescription.load(spark, workflow)
-    training_days = training_days or description.days("train")
+    # The day is no baseline of its own drift (a retrain featurizes its day as a training day).
+    training_days = training_days or [d for d in description.days("train") if d != day]
+    if not training_days:
+        raise InputError(f"day {day} is the only training day of {description.table}: give --training-days")
     training = _training_window(spark, description, training_days)
     schema = Workflow.load_schema(workflow, spark)
     day_rows = rows.where(F.col(DAY) == day)
