@@ -57,6 +57,7 @@ RAW_TYPES = {
     "string": ("string", "string"),
     LIST: (LIST, "array<string>"),
 }
+NUMBER_TYPES = ("int", "long", "float")
 TSV, CSV, JSONL, PARQUET, DELTA = "tsv", "csv", "jsonl", "parquet", "delta"
 # Delimited text formats -> their field separator.
 SEPARATORS = {TSV: "\t", CSV: ","}
@@ -256,6 +257,12 @@ class DatasetDefinition:
         if unknown:
             raise InputError(
                 f"dataset {data['name']}: unknown column types {unknown} (known: {sorted(RAW_TYPES)})"
+            )
+        not_numbers = [c.name for c in columns if Tags.CONTINUOUS in c.tags and c.type not in NUMBER_TYPES]
+        if not_numbers:  # the ops of continuous columns (Clip, LogOp, Normalize) compute with numbers
+            raise InputError(
+                f"dataset {data['name']}: columns {not_numbers} are tagged continuous but are not of type "
+                f"{' or '.join(NUMBER_TYPES)}: tag them categorical, or declare their numeric type"
             )
         definition = cls(
             data["name"],

@@ -647,6 +647,17 @@ def test_a_misspelt_key_is_refused_at_load_naming_the_key_meant(tmp_path):
         load_dataset(str(path))
 
 
+def test_a_text_column_tagged_continuous_is_refused_at_load(tmp_path):
+    """featurize once ended in a trace (greatest(genre, 0)) computing with such a column."""
+    columns = [*COLUMNS, {"name": "genre", "type": "string", "tags": ["continuous"]}]
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "shop", "columns": columns, "format": "tsv", "file_patterns": ["*"]}))
+    with pytest.raises(
+        InputError, match=r"^dataset shop: columns \['genre'\] are tagged continuous but are not"
+    ):
+        load_dataset(str(path))
+
+
 def test_an_unknown_rule_is_refused_at_load(tmp_path):
     columns = [{**COLUMNS[0], "rule": "bool"}, *COLUMNS[1:]]
     path = tmp_path / "dataset.json"
