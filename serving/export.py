@@ -19,6 +19,7 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.interactions import RANKING_DEPTH
 from serving.preprocess import export_preprocess
 from serving.repository import (
+    DEFAULT_NAME,
     FLAVOURS,
     INPUTS,
     OUTPUTS,
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, help="a `sparkrec train` run directory (a path or URI)")
     parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
-    parser.add_argument("--name", default="ctr", help="model name in the repository")
+    parser.add_argument("--name", default=DEFAULT_NAME, help="model name in the repository")
     parser.add_argument(
         "--workflow", help="the fitted workflow: adds <name>_preprocess and the ensemble <name>"
     )

@@ -24,12 +24,12 @@ from serving.client import predict_raw, raw_spec
 from serving.export import torchscript
 from serving.preprocess import export_preprocess
 from serving.preprocessor import Features
-from serving.repository import add_version, versions, write_ensemble
+from serving.repository import DEFAULT_NAME, add_version, versions, write_ensemble
 from serving.server import TritonServer
 from spark_jobs.score import score
 from training.run_directory import RunLocation
 
-NAME = "ctr"
+NAME = DEFAULT_NAME
 
 
 def build_repository(

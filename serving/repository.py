@@ -62,6 +62,8 @@ _KIND = {
     "onnxruntime": 'platform: "onnxruntime_onnx"',
 }
 MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime": "model.onnx"}
+# The name a model is served under unless given another (a click model's: click-through rate).
+DEFAULT_NAME = "ctr"
 MODEL_INPUTS_FILE = "model_inputs.json"
 MODEL_OUTPUTS_FILE = "model_outputs.json"
 # The workflow output schema a version was trained on: which workflow version featurizes its inputs.

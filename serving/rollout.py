@@ -136,7 +136,13 @@ def _load_version(client: Client, repository: Path, name: str, version: int, ser
     missing = [m for m in _composing(repository, name) if version not in versions(repository, m)]
     if missing or not (Path(repository) / ensemble).is_dir():
         raise InputError(f"{name} version {version} is not exported to {repository}: export it first")
-    _serve(client, repository, name, sorted({*served, version}), ensemble)
+    try:
+        _serve(client, repository, name, sorted({*served, version}), ensemble)
+    except InferenceServerException as error:
+        if served:  # the configs on disk pin the versions that serve, not the one that failed
+            for model in _composing(repository, name):
+                pin_versions(repository, model, served)
+        raise InputError(f"{ensemble} did not load: {error.message()}") from None
 
 
 def serve_production(
@@ -227,7 +233,10 @@ class Router:
 
     def routing(self) -> Routing:
         """The current routing, re-read only when its file changed (a stat per call)."""
-        status = routing_file(self.repository, self.name).stat()
+        path = routing_file(self.repository, self.name)
+        if not path.is_file():
+            Routing.load(self.repository, self.name)  # says, in one line, that serve_production comes first
+        status = path.stat()
         seen = (status.st_ino, status.st_mtime_ns, status.st_size)
         if seen != self._seen or self._routing is None:
             self._routing, self._seen = Routing.load(self.repository, self.name), seen

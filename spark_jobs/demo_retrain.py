@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
 from rec_plugin.workflow import Workflow
+from serving.repository import DEFAULT_NAME
 from serving.rollout import Router
 from serving.server import TritonServer
 from spark_jobs.featurize import featurize
@@ -44,7 +45,7 @@ from spark_jobs.train import train
 from training import plots
 
 RETRAIN_NEW_VALUE_RATE = 0.2
-NAME = "ctr"
+NAME = DEFAULT_NAME
 TRAIN_DAYS, NEW_DAY, NEXT_DAY = [0, 1], 2, 3
 # The client's requests: rows of day 3, a few at a time, each keyed by its row (the A/B split's unit).
 REQUEST_ROWS = 2048

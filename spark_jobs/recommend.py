@@ -35,6 +35,7 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.interactions import HELDOUT, ITEMS, InteractionsLayout, item_column, user_column
 from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import ColumnSchema, Schema
+from rec_plugin.templates import sql_literal
 from rec_plugin.workflow import Workflow
 from spark_jobs.session import build_session
 from spark_jobs.train_cf import load_description
@@ -232,7 +233,7 @@ def recommend(
     if _written_before_user_tokens(spark, out, columns):
         writer = writer.option("mergeSchema", "true")
     if storage.has_commit(spark, out):
-        writer.option("replaceWhere", f"{RUN} = '{run.uri}'").save(out)
+        writer.option("replaceWhere", f"{RUN} = {sql_literal(run.uri)}").save(out)
     else:
         writer.partitionBy(RUN).save(out)
     written = spark.read.format("delta").load(out).where(F.col(RUN) == run.uri)

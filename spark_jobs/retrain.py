@@ -42,7 +42,7 @@ from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.schema import DAY, ROW_KEYS
 from rec_plugin.workflow import Workflow, spark_type
 from serving.export import export_run, require_live, trained_model
-from serving.repository import ensemble_model_name, torchscript_file, versions
+from serving.repository import DEFAULT_NAME, ensemble_model_name, torchscript_file, versions
 from serving.rollout import Routing, push_candidate, rollback, routing_file, serve_production
 from serving.rollout import promote as promote_version
 from spark_jobs.featurize import featurize_days
@@ -105,7 +105,7 @@ class RetrainSettings:
     epochs: int = 1
     seed: int = 0
     dataset: str | None = None  # a bundled name or a .json path; None: the one bronze was ingested as
-    name: str = "ctr"
+    name: str = DEFAULT_NAME
     ab_seconds: float = 0.0  # how long the split serves before the decision
 
     def training_days(self) -> list[int]:

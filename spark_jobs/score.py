@@ -28,7 +28,7 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
-from serving.repository import ensemble_version_name, torchscript_file, trained_schema
+from serving.repository import DEFAULT_NAME, ensemble_version_name, torchscript_file, trained_schema
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 from training.data import jagged_arrays
@@ -78,15 +78,17 @@ def via_triton(url: str, name: str) -> Callable[[Iterator[pd.DataFrame]], Iterat
         from serving.client import predict_raw, raw_spec
 
         client = triton_grpc.InferenceServerClient(url)
-        spec = raw_spec(client, name)
-        for frame in frames:
-            parts = []
-            for start in range(0, len(frame), TRITON_BATCH):
-                chunk = frame.iloc[start : start + TRITON_BATCH]
-                parts.append(predict_raw(client, name, chunk, spec=spec)[:, 0])
-            probability = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-            yield frame[ROW_KEYS].assign(**{PROBABILITY: probability})
-        client.close()
+        try:  # closed on an error too: a reused Python worker would keep the channel
+            spec = raw_spec(client, name)
+            for frame in frames:
+                parts = []
+                for start in range(0, len(frame), TRITON_BATCH):
+                    chunk = frame.iloc[start : start + TRITON_BATCH]
+                    parts.append(predict_raw(client, name, chunk, spec=spec)[:, 0])
+                probability = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+                yield frame[ROW_KEYS].assign(**{PROBABILITY: probability})
+        finally:
+            client.close()
 
     return score
 
@@ -128,7 +130,7 @@ def score(
     repository: str | None = None,
     workflow: str | None = None,
     via_triton_url: str | None = None,
-    name: str = "ctr",
+    name: str = DEFAULT_NAME,
     version: int | None = None,
     bronze_version: int | None = None,
 ) -> dict:
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--via-triton", metavar="HOST:GRPC_PORT", help="score through a running Triton server instead"
     )
     parser.add_argument(
-        "--name", default="ctr", help="the model (or ensemble, whose <name>_model is used in-process)"
+        "--name", default=DEFAULT_NAME, help="the model (or ensemble, whose <name>_model is used in-process)"
     )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
