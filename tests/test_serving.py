@@ -28,7 +28,7 @@ from serving.export import export_run, onnx_program, torchscript
 from serving.pipeline import call_model, table_features
 from serving.preprocess import export_preprocess
 from serving.preprocessor import Preprocessor, RawBatch
-from serving.repository import add_version, config_pbtxt, versions, write_ensemble
+from serving.repository import add_version, config_pbtxt, trained_schema, versions, write_ensemble
 from serving.server import Ports, TritonServer, free_port
 from spark_jobs.score import score
 from spark_jobs.train import feature_files
@@ -115,7 +115,13 @@ def test_onnx_export_matches_torchscript_on_feature_rows(runs, schema, tmp_path)
     repository = tmp_path / "repository"
     assert add_version(repository, "ctr", onnx_program(run_dirs[0]), "onnxruntime", schema=schema) == 1
     saved = repository / "ctr" / "1" / "model.onnx"
-    assert sorted(p.name for p in saved.parent.iterdir()) == ["model.onnx", "model_inputs.json"]
+    # Beside the model: its input tensors, and the schema it was trained on (which workflow version).
+    assert sorted(p.name for p in saved.parent.iterdir()) == [
+        "model.onnx",
+        "model_inputs.json",
+        "trained_schema.json",
+    ]
+    assert trained_schema(saved) == schema
     session = onnxruntime.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
     onnx_scores = session.run(None, {"DENSE": dense, "CATEGORICAL": categorical})[0]
     with torch.no_grad():
