@@ -396,29 +396,25 @@ class Workflow:
         if not storage.exists(spark, location):
             return None
         document = json.loads(storage.read_text(spark, location))
-        nodes = [
-            {"columns": n["columns"], "ops": [{"op": o["op"], "params": o["params"]} for o in n["ops"]]}
-            for n in document["nodes"]
-        ]
-        return {"nodes": nodes, "passthrough": document["passthrough"]}
+        for node in document["nodes"]:
+            for op in node["ops"]:
+                del op["state"]
+        return {"nodes": document["nodes"], "passthrough": document["passthrough"]}
 
     def save(self, path: str) -> None:
         spark = SparkSession.getActiveSession()
         if self.states is not None:  # every vocabulary in one commit
             write_vocabularies(self._fitted_vocabularies(), path)
-        nodes = []
-        for node, states in zip(self.nodes, self.states or [[{}] * len(n.ops) for n in self.nodes]):
-            ops = [
-                {"op": type(op).__name__, "params": op.params, "state": op.save_state(spark, state, path)}
-                for op, state in zip(node.ops, states)
-            ]
-            nodes.append({"columns": list(node.columns), "ops": ops})
-        document = {
-            "nodes": nodes,
-            "passthrough": self.passthrough,
-            "fitted": self.states is not None,
-            "input_schema": None if self.input_schema is None else json.loads(self.input_schema.to_json()),
-        }
+        document = self.graph()
+        for entry, node, states in zip(
+            document["nodes"], self.nodes, self.states or [[{}] * len(n.ops) for n in self.nodes]
+        ):
+            for op_entry, op, state in zip(entry["ops"], node.ops, states):
+                op_entry["state"] = op.save_state(spark, state, path)
+        document["fitted"] = self.states is not None
+        document["input_schema"] = (
+            None if self.input_schema is None else json.loads(self.input_schema.to_json())
+        )
         storage.write_text(spark, f"{path}/{WORKFLOW_FILE}", json.dumps(document, indent=2))
         if self.schema is not None:
             # A (re)fit starts the folder's versions again: its vocabularies were rewritten.
