@@ -15,6 +15,11 @@ from rec_plugin.errors import InputError
 FEATURES_DESCRIPTION_FILE = "features.json"
 # The features table's column naming each row's split (train, valid, test).
 SPLIT = "split"
+# The day splits: the days a workflow is fitted and a model trained on, the days that pick an epoch,
+# and the days a model is measured on.
+TRAIN_SPLIT = "train"
+VALID_SPLIT = "valid"
+TEST_SPLIT = "test"
 
 
 @dataclass(frozen=True)

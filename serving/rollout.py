@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +30,7 @@ import pandas as pd
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.errors import InputError
+from rec_plugin.json_files import write_json
 from serving.client import Client, predict_raw, raw_spec
 from serving.preprocessor import RawBatch, RawSpec
 from serving.repository import (
@@ -53,6 +52,10 @@ _UNAVAILABLE = "Request for unknown model"
 
 def routing_file(repository: Path, name: str) -> Path:
     return Path(repository) / f"{name}.routing.json"
+
+
+def _no_routing(repository: Path, name: str) -> InputError:
+    return InputError(f"{name} has no routing in {repository}: serve_production first")
 
 
 def _bucket(key: str, salt: int) -> float:
@@ -94,17 +97,12 @@ class Routing:
     def load(cls, repository: Path, name: str) -> Routing:
         path = routing_file(repository, name)
         if not path.is_file():
-            raise InputError(f"{name} has no routing in {repository}: serve_production first")
+            raise _no_routing(repository, name)
         return cls(**json.loads(path.read_text()))
 
     def save(self, repository: Path, name: str) -> None:
         """Written whole or not at all (a temporary file renamed over it): a router never reads half."""
-        path = routing_file(repository, name)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-            json.dump(asdict(self), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(out.name, path)
+        write_json(routing_file(repository, name), asdict(self))
 
 
 def _composing(repository: Path, name: str) -> list[str]:
@@ -233,10 +231,10 @@ class Router:
 
     def routing(self) -> Routing:
         """The current routing, re-read only when its file changed (a stat per call)."""
-        path = routing_file(self.repository, self.name)
-        if not path.is_file():
-            Routing.load(self.repository, self.name)  # says, in one line, that serve_production comes first
-        status = path.stat()
+        try:
+            status = routing_file(self.repository, self.name).stat()
+        except FileNotFoundError:
+            raise _no_routing(self.repository, self.name) from None
         seen = (status.st_ino, status.st_mtime_ns, status.st_size)
         if seen != self._seen or self._routing is None:
             self._routing, self._seen = Routing.load(self.repository, self.name), seen

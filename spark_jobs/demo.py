@@ -7,7 +7,6 @@ trained on the same rows and scored on the same test day: the report's baseline.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from rec_plugin.errors import CommandParser, run_command
+from rec_plugin.features_description import TEST_SPLIT
+from rec_plugin.json_files import write_json
 from serving.pipeline import serve_and_score
 from spark_jobs.demo_retrain import retrain_demo, retrain_summary
 from spark_jobs.featurize import featurize
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["train"]["run_dir"],
         paths.workflow,
         paths.bronze,
-        splits["test"],
+        splits[TEST_SPLIT],
         Path(paths.serving),
     )
     if args.dataset == "ecommerce":
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
 def _write_report(out: Path, report: dict, summarize: Callable[[dict], str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path = PipelineLayout(out).report
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(path, report)
     print(summarize(report))
     print(f"demo: report written to {path}")
     return report

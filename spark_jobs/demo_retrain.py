@@ -9,7 +9,6 @@ that a model that is not retrained measurably loses what it never saw; `make dem
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -22,6 +21,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
+from rec_plugin.features_description import TRAIN_SPLIT
+from rec_plugin.json_files import write_json
 from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Tags
 from rec_plugin.workflow import Workflow
 from serving.repository import DEFAULT_NAME
@@ -126,7 +127,7 @@ def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None
     config = config if rows_per_day is None else replace(config, rows_per_day=rows_per_day)
     report = {"generate": generate(spark, paths.data, config)}
     ingest(spark, paths.raw, paths.bronze, paths.rejects, days=TRAIN_DAYS)
-    featurize(spark, paths.bronze, paths.features, paths.workflow, {"train": TRAIN_DAYS})
+    featurize(spark, paths.bronze, paths.features, paths.workflow, {TRAIN_SPLIT: TRAIN_DAYS})
     stale = paths.run("dlrm")
     report["train"] = train(spark, paths.features, paths.workflow, stale, backend="single", workers=1)
     ingest(spark, paths.raw, paths.bronze, paths.rejects, days=[NEXT_DAY])
@@ -160,7 +161,7 @@ def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None
     drift = monitor(spark, paths.bronze, paths.workflow, NEXT_DAY)
     drift_file = report_file(out / "monitoring", NEXT_DAY)
     drift_file.parent.mkdir(parents=True, exist_ok=True)
-    drift_file.write_text(json.dumps(drift, indent=2) + "\n")
+    write_json(drift_file, drift)
     drift_file.with_suffix(".png").write_bytes(report_png(drift, Thresholds.load()))
     seconds = {"warm": steps["train"]["seconds"], "scratch": scratch_summary["seconds"]}
     report["retrain"] = {
@@ -181,7 +182,7 @@ def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None
         "retrain_steps": {**steps, "train": {k: v for k, v in steps["train"].items() if k != "losses"}},
         "drift_report": str(drift_file),
     }
-    (out / "retrain.json").write_text(json.dumps(details, indent=2, default=str) + "\n")
+    write_json(out / "retrain.json", details, default=str)
     aucs = {role: s["auc"] for role, s in scored.items()}
     (out / "retrain.png").write_bytes(
         plots.models_against_oracle(

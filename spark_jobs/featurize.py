@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.dataset import DEFAULT_DATASET, DatasetDefinition, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.features_description import SPLIT, FeaturesDescription
+from rec_plugin.features_description import SPLIT, TEST_SPLIT, TRAIN_SPLIT, VALID_SPLIT, FeaturesDescription
 from rec_plugin.gpu import gpu_plan, rapids_available
 from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEY_STATISTICS, ROW_KEYS, SOURCE_FILE, rejects_schema
 from rec_plugin.workflow import Workflow, spark_type
@@ -71,7 +71,7 @@ def _bronze_dataset(
 def _check_splits(splits: dict[str, list[int]], days_present: set[str], source: str) -> None:
     """Every named day is in the source, and no day is in two splits: refused before any work."""
     named = [d for days in splits.values() for d in days]
-    if not splits.get("train"):
+    if not splits.get(TRAIN_SPLIT):
         raise InputError("no training days: give --train-days, e.g. 0,1")
     doubled = sorted({d for d in named if named.count(d) > 1})
     if doubled:
@@ -129,7 +129,7 @@ def _fitted_already(
         Workflow.load_schema(workflow_path, spark)
     except InputError:  # a fit that stopped before its features were written
         return False
-    fitted_on = (described.bronze_table, described.bronze_version, sorted(described.days("train")))
+    fitted_on = (described.bronze_table, described.bronze_version, sorted(described.days(TRAIN_SPLIT)))
     return fitted_on == (bronze, bronze_version, sorted(train))
 
 
@@ -193,11 +193,11 @@ def featurize(
     _check_splits(splits, storage.partition_values(source, DAY), f"bronze table {bronze}@v{bronze_version}")
     _check_features_path(spark, features, bronze)
     _check_workflow_path(spark, workflow_path)
-    training_rows = source.where(F.col(DAY).isin(splits["train"]))
+    training_rows = source.where(F.col(DAY).isin(splits[TRAIN_SPLIT]))
     graph = definition.default_workflow(freq_threshold=freq_threshold)
     # A new workflow folder goes with a failure (or a Ctrl-C) as a new features table does.
     with storage.new_table_removed_on_failure(spark, workflow_path):
-        if _fitted_already(spark, workflow_path, graph, bronze, bronze_version, splits["train"]):
+        if _fitted_already(spark, workflow_path, graph, bronze, bronze_version, splits[TRAIN_SPLIT]):
             _progress(f"workflow {workflow_path} is this graph fitted on these rows already: kept", started)
         else:
             fitted = graph.fit(training_rows)
@@ -211,7 +211,9 @@ def featurize(
             *[F.lit(x) for split, days in splits.items() for d in days for x in (d, split)]
         )
         wanted = source.where(F.col(DAY).isin([d for days in splits.values() for d in days]))
-        output = _features_frame(workflow, wanted, split_of_day[F.col(DAY)], F.col(DAY).isin(splits["train"]))
+        output = _features_frame(
+            workflow, wanted, split_of_day[F.col(DAY)], F.col(DAY).isin(splits[TRAIN_SPLIT])
+        )
         lineage = _lineage(workflow, bronze, bronze_version, splits)
         with storage.new_table_removed_on_failure(spark, features):
             _write_features(output, features, lineage, rows_per_file)
@@ -251,7 +253,7 @@ def featurize_days(
     described = FeaturesDescription.load(spark, workflow_path)
     bronze_version = storage.delta_version(spark, bronze, "bronze table", bronze_version)
     source = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze)
-    _check_splits({"train": [*days]}, storage.partition_values(source, DAY), f"bronze table {bronze}")
+    _check_splits({TRAIN_SPLIT: [*days]}, storage.partition_values(source, DAY), f"bronze table {bronze}")
     workflow = Workflow.load(workflow_path, spark)
     rows = source.where(F.col(DAY).isin(days))
     if exclude is not None:
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     spark = build_session(args.profile, "sparkrec-featurize")
-    splits = {"train": args.train_days, "valid": args.valid_days, "test": args.test_days}
+    splits = {TRAIN_SPLIT: args.train_days, VALID_SPLIT: args.valid_days, TEST_SPLIT: args.test_days}
     report = featurize(
         spark,
         args.bronze,

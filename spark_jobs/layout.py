@@ -7,6 +7,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from rec_plugin.features_description import TEST_SPLIT, TRAIN_SPLIT, VALID_SPLIT
+
 
 @dataclass(frozen=True)
 class GeneratedData:
@@ -96,7 +98,7 @@ class PipelineLayout:
 
 def day_splits(days: int) -> dict[str, list[int]]:
     """All days but the last two train, the second-to-last validates, the last one tests."""
-    return {"train": list(range(days - 2)), "valid": [days - 2], "test": [days - 1]}
+    return {TRAIN_SPLIT: list(range(days - 2)), VALID_SPLIT: [days - 2], TEST_SPLIT: [days - 1]}
 
 
 def day_list(text: str) -> list[int]:

@@ -56,7 +56,8 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.features_description import FeaturesDescription
+from rec_plugin.features_description import TRAIN_SPLIT, FeaturesDescription
+from rec_plugin.json_files import write_json
 from rec_plugin.schema import DAY, ROW_KEYS, Schema, Tags
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.layout import day_list
@@ -437,7 +438,7 @@ def monitor(
         raise InputError(f"day {day} is not in bronze table {bronze}@v{bronze_version}: fix --day")
     description = FeaturesDescription.load(spark, workflow)
     # The day is no baseline of its own drift (a retrain featurizes its day as a training day).
-    training_days = training_days or [d for d in description.days("train") if d != day]
+    training_days = training_days or [d for d in description.days(TRAIN_SPLIT) if d != day]
     if not training_days:
         raise InputError(f"day {day} is the only training day of {description.table}: give --training-days")
     training = _training_window(spark, description, training_days)
@@ -543,8 +544,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.triton_metrics, thresholds, baseline,
     )  # fmt: skip
     path = report_file(args.out, args.day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(path, report)
     path.with_suffix(".png").write_bytes(report_png(report, thresholds))
     warnings = report[WARNINGS]
     print(f"monitor: day {args.day}: {path} and its .png; {len(warnings)} thresholds crossed", flush=True)

@@ -38,7 +38,8 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.dataset import DEFAULT_DATASET, DELTA, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.features_description import FeaturesDescription
+from rec_plugin.features_description import TRAIN_SPLIT, FeaturesDescription
+from rec_plugin.json_files import write_json
 from rec_plugin.schema import DAY, ROW_KEYS
 from rec_plugin.workflow import Workflow, spark_type
 from serving.export import export_run, require_live, trained_model
@@ -61,7 +62,6 @@ from training.run_directory import RunDirectory
 
 # The training settings a candidate takes from production (its optimizer states are of these).
 INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "precision")
-TRAIN_SPLIT = "train"
 # The record's step that names the raw files a retrain ingests where rows name their day.
 NEW_FILES = "new_files"
 # In an exported version's folder: the run directory it holds (what makes a retried export find it).
@@ -88,7 +88,7 @@ class Production:
         return cls(**json.loads(path.read_text()))
 
     def save(self, layout: PipelineLayout) -> None:
-        _write_atomically(Path(layout.production), asdict(self))
+        write_json(Path(layout.production), asdict(self))
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class RetrainRecord:
 
     def finish(self, step: str, result: dict) -> dict:
         self.steps[step] = result
-        _write_atomically(self.path, self.steps)
+        write_json(self.path, self.steps)
         print(f"retrain: {step} done: {json.dumps(shown(result))}", flush=True)
         return result
 
@@ -145,13 +145,6 @@ def shown(value: Any) -> Any:
     if isinstance(value, list):
         return f"({len(value)} values in {RECORD_FILE})" if len(value) > 10 else value
     return value
-
-
-def _write_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp")
-    staging.write_text(json.dumps(data, indent=2) + "\n")
-    staging.replace(path)
 
 
 def held_out(rows: DataFrame, share: float) -> DataFrame:

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.features_description import FeaturesDescription
+from rec_plugin.features_description import TEST_SPLIT, TRAIN_SPLIT, VALID_SPLIT, FeaturesDescription
 from rec_plugin.schema import DAY, ROW_KEYS, Schema, Tags
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.generate import oracle_metrics
@@ -179,25 +179,27 @@ def train(
     require_features_of(spark, features, features_version, schema)
     named_days = [d for days in splits.values() for d in days]
     index = FeatureFileIndex.read(spark, features, features_version, named_days)
-    train_files = index.file_set(splits["train"])
+    train_files = index.file_set(splits[TRAIN_SPLIT])
     if train_files.rows == 0:
         raise InputError(
             f"the train days {splits['train']} hold no rows in features table {features} at version "
             f"{features_version}: featurize them (sparkrec featurize --train-days) or fix --features-version"
         )
-    valid_files = index.file_set(splits.get("valid", []))
+    valid_files = index.file_set(splits.get(VALID_SPLIT, []))
     if valid_files.rows:  # scored after each epoch of a run of 2+ epochs, its best epoch kept
         options["valid"] = valid_files.to_dict()
         options.setdefault("patience", CTR_PATIENCE)
     trained, summary = fit(spark, schema, train_files, run_dir, model, backend, workers, **options)
     run = RunDirectory(storage.qualified(spark, run_dir))
-    scored = {split: [d for d in splits.get(split, []) if d in index.days] for split in ("valid", "test")}
+    scored = {
+        split: [d for d in splits.get(split, []) if d in index.days] for split in (VALID_SPLIT, TEST_SPLIT)
+    }
 
     def evaluated(days: list[int]) -> dict:
         return evaluate(spark, trained, schema, index, features, features_version, days, oracle)
 
     days = [{"day": d, "split": split, **evaluated([d])} for split in scored for d in scored[split]]
-    test = evaluated(scored["test"]) if scored["test"] else {}
+    test = evaluated(scored[TEST_SPLIT]) if scored[TEST_SPLIT] else {}
     report = {
         "model": model,
         "backend": backend,

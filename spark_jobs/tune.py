@@ -43,7 +43,8 @@ from pyspark.sql import SparkSession
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.features_description import FeaturesDescription
+from rec_plugin.features_description import VALID_SPLIT, FeaturesDescription
+from rec_plugin.json_files import write_json
 from spark_jobs.session import build_session
 from spark_jobs.train import days_held, features_version_to_read, train
 from training import plots
@@ -156,7 +157,7 @@ def trial_options(trial: FrozenTrial, model: str) -> dict:
 def validation_auc(run_dir: str) -> float:
     """The mean AUC of a finished run's validation days."""
     metrics = RunDirectory(run_dir).metrics() or {}
-    aucs = [d["auc"] for d in metrics.get("days", []) if d["split"] == "valid"]
+    aucs = [d["auc"] for d in metrics.get("days", []) if d["split"] == VALID_SPLIT]
     if not aucs:
         raise InputError(f"run {run_dir} scored no validation day")
     return statistics.fmean(aucs)
@@ -241,7 +242,7 @@ def tune(
             "per trial): give --parallel 1, or tune on a cluster"
         )
     version = features_version_to_read(spark, features, features_version)
-    valid = FeaturesDescription.load(spark, workflow).splits.get("valid", [])
+    valid = FeaturesDescription.load(spark, workflow).splits.get(VALID_SPLIT, [])
     if not set(valid) & days_held(spark, features, version):
         raise InputError(
             f"features table {features}@v{version} holds no validation day to score trials on: "
@@ -318,7 +319,7 @@ def _report(study: optuna.Study, directory: TuneDirectory, model: str, trained_w
     }
     scores = [(t.number, t.value if t.state == TrialState.COMPLETE else None) for t in trials]
     listed = [{"trial": n, "validation_auc": s, "params": t.params} for (n, s), t in zip(scores, trials)]
-    directory.report.write_text(json.dumps({**report, "all_trials": listed}, indent=2) + "\n")
+    write_json(directory.report, {**report, "all_trials": listed})
     directory.plot.write_bytes(plots.trial_scores(scores, f"sparkrec tune: {model}"))
     return report
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rec_plugin.errors import InputError
+from rec_plugin.json_files import write_json
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class TunedConfig:
     options: dict
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(Path(path), asdict(self))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TunedConfig:
