@@ -13,8 +13,10 @@ What a continuous-retraining loop checks before it trusts a new day, or a served
   Workflow.extend grows the vocabularies after the model was trained. The baseline is
   `baseline_schema` (the schema.json the model was trained with) when given, else one more than the
   largest id in the training window, which is what a model trained on those features has rows for.
-  A hashed column (Cross) has no unseen id, but the share of its bucket 0 still shows drift; list
-  features are not covered.
+  A hashed column (Cross) has no unseen id, but the share of its bucket 0 still shows drift. A list
+  feature (ListCategorify's ids) counts its elements instead of its rows, so its shares are of the
+  elements, and its `mean_length` (elements a row) beside the training window's shows a change in
+  how long the lists are.
 - Continuous features (the workflow's outputs, the model's dense inputs): the population stability
   index over the training window's deciles (equal edges merged, nulls a bin of their own), PSI =
   sum((day - train) * ln(day / train)) over the bins' shares, each floored at PSI_EPSILON.
@@ -182,16 +184,15 @@ def _baseline(
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Per continuous feature its PSI edges (the training window's distinct deciles), per categorical
     feature its baseline cardinality: one aggregation over the training window."""
-    continuous, categorical = schema.continuous.names, schema.categorical.names
+    continuous, categorical = schema.continuous.names, _id_features(schema)
     if baseline_schema is not None:
         absent = [c for c in categorical if c not in baseline_schema or not baseline_schema[c].cardinality]
         if absent:
             raise InputError(
                 f"the baseline schema has no categorical columns {absent}: give the one the model trained on"
             )
-    row = training.agg(
-        *[F.percentile_approx(c, PSI_QUANTILES) for c in continuous], *[F.max(c) for c in categorical]
-    ).first()
+    largest_ids = [F.max(F.array_max(c) if c in schema.lists else F.col(c)) for c in categorical]
+    row = training.agg(*[F.percentile_approx(c, PSI_QUANTILES) for c in continuous], *largest_ids).first()
     edges = {c: sorted({q for q in row[i] or [] if q is not None}) for i, c in enumerate(continuous)}
     largest = dict(zip(categorical, row[len(continuous) :]))
     cardinality = {
@@ -209,23 +210,32 @@ def _counts(
 ) -> dict[tuple[int, str, int], int]:
     """Rows by (window, feature, value) in one aggregation over the training window's rows and the
     day's: a continuous feature's value is its PSI bin, a categorical one's the kind of its id (ZERO_ID,
-    KNOWN_ID, NEW_ID), the label's its value."""
-    label, continuous, categorical = schema.label.name, schema.continuous.names, schema.categorical.names
+    KNOWN_ID, NEW_ID; a list's per element), the label's its value."""
+    label, continuous, categorical = schema.label.name, schema.continuous.names, _id_features(schema)
     typed = [F.col(c).cast(spark_type(schema[c].dtype)) for c in [label, *continuous, *categorical]]
     both = training.select(F.lit(_TRAINING).alias(_WINDOW), *typed).unionByName(
         day_features.select(F.lit(_DAY).alias(_WINDOW), *typed)
     )
     values = {label: F.col(label).cast("int")}
     values.update({c: _bin(F.col(c), edges[c]) for c in continuous})
-    values.update(
-        {
-            c: F.when(F.col(c) <= (schema[c].hashed_ids or 0), ZERO_ID)  # 0, or a rare/unseen value's bucket
-            .when(F.col(c) >= cardinality[c], NEW_ID)
+
+    def kind(c: str, id_: Column) -> Column:
+        return (
+            F.when(id_ <= (schema[c].hashed_ids or 0), ZERO_ID)  # 0, or a rare/unseen value's bucket
+            .when(id_ >= cardinality[c], NEW_ID)
             .otherwise(KNOWN_ID)
-            for c in categorical
-        }
-    )
-    pairs = F.array(*[F.struct(F.lit(c).alias("feature"), v.alias("value")) for c, v in values.items()])
+        )
+
+    def pair(c: str, value: Column) -> Column:
+        return F.struct(F.lit(c).alias("feature"), value.alias("value"))
+
+    def element_pairs(c: str) -> Column:
+        # One argument only: F.transform passes an element's index to a lambda of two.
+        return F.transform(F.coalesce(F.col(c), F.array()), lambda id_: pair(c, kind(c, id_)))
+
+    values.update({c: kind(c, F.col(c)) for c in schema.categorical.names})
+    elements = [element_pairs(c) for c in schema.lists.names]
+    pairs = F.concat(F.array(*[pair(c, v) for c, v in values.items()]), *elements)
     exploded = both.select(_WINDOW, F.explode(pairs).alias("pair"))
     counted = exploded.groupBy(_WINDOW, "pair.feature", "pair.value").count().collect()
     return {(row[0], row[1], row[2]): row[3] for row in counted}
@@ -239,7 +249,12 @@ def psi(expected: list[float], actual: list[float]) -> float:
 
 
 def _share(part: float, whole: float) -> float:
-    return round(part / whole, 6)
+    return round(part / whole, 6) if whole else 0.0
+
+
+def _id_features(schema: Schema) -> list[str]:
+    """The features whose values are vocabulary ids: categorical ones, then lists of ids."""
+    return [*schema.categorical.names, *schema.lists.names]
 
 
 def _feature_sections(
@@ -260,15 +275,20 @@ def _feature_sections(
     total = {w: sum(labels[w].values()) for w in labels}
     rate = {w: sum(v * n for v, n in labels[w].items()) / total[w] for w in labels}
     categorical = {}
-    for c in schema.categorical.names:
-        unseen = {w: _share(rows(w, c, ZERO_ID), total[w]) for w in total}
+    for c in _id_features(schema):
+        # A list's shares are of its elements (every element has one of the three kinds).
+        ids = {w: sum(rows(w, c, k) for k in (ZERO_ID, KNOWN_ID, NEW_ID)) for w in total}
+        unseen = {w: _share(rows(w, c, ZERO_ID), ids[w]) for w in total}
         categorical[c] = {
             "unseen_share": unseen[_DAY],
             "training_unseen_share": unseen[_TRAINING],
             "unseen_share_increase": round(unseen[_DAY] - unseen[_TRAINING], 6),
-            "new_id_share": _share(rows(_DAY, c, NEW_ID), total[_DAY]),
+            "new_id_share": _share(rows(_DAY, c, NEW_ID), ids[_DAY]),
             "baseline_cardinality": cardinality[c],
         }
+        if c in schema.lists:
+            categorical[c]["mean_length"] = _share(ids[_DAY], total[_DAY])
+            categorical[c]["training_mean_length"] = _share(ids[_TRAINING], total[_TRAINING])
     continuous = {}
     for c in schema.continuous.names:
         bins = [NULL_BIN, *range(len(edges[c]) + 1)]

@@ -33,6 +33,7 @@ from spark_jobs.monitor import (
     Crossing,
     Thresholds,
     main,
+    monitor,
     report_file,
 )
 from spark_jobs.score import PROBABILITY
@@ -181,3 +182,38 @@ def test_a_shifted_day_is_flagged_on_exactly_the_shifted_fields(
     }
     assert warnings == [f"sparkrec monitor: warning: {c.message}" for c in crossed]
     assert report[PREDICTIONS][CALIBRATION] == pytest.approx(PREDICTION_FACTOR, abs=0.05)
+
+
+def test_a_list_feature_is_reported_by_its_elements(spark, shop_features):
+    """The shop's recent_items (a list of item ids): its shares are of the day's elements, its mean
+    length the day's elements a row, each equal to a count over the features table's arrays; its
+    baseline cardinality is one more than the training window's largest element, or the model's."""
+    paths = shop_features
+    schema = Workflow.load_schema(paths.workflow, spark)
+    (listed,) = schema.lists.names
+    day, trained_cardinality = 2, 100
+    features = spark.read.format("delta").load(paths.features)
+    largest = features.where(F.col(DAY) < day).agg(F.max(F.array_max(listed))).first()[0]
+    day_rows = features.where(F.col(DAY) == day)
+    ids = day_rows.select(F.explode(listed).alias("id"))
+    elements, zeros, past_window, new = ids.agg(
+        F.count("*"),
+        F.sum((F.col("id") == 0).cast("int")),
+        F.sum((F.col("id") > largest).cast("int")),
+        F.sum((F.col("id") >= trained_cardinality).cast("int")),
+    ).first()
+    assert elements > day_rows.count() > 0 and zeros > 0 and new > 0
+    trained = Schema(
+        tuple(replace(c, cardinality=trained_cardinality) if c.name == listed else c for c in schema)
+    )
+    for baseline, cardinality, new_share in (
+        (None, largest + 1, past_window / elements),
+        (trained, trained_cardinality, new / elements),
+    ):
+        report = monitor(spark, paths.bronze, paths.workflow, day, baseline_schema=baseline)
+        section = report["categorical"][listed]
+        assert section["baseline_cardinality"] == cardinality
+        assert section["unseen_share"] == pytest.approx(zeros / elements, abs=1e-6)
+        assert section["new_id_share"] == pytest.approx(new_share, abs=1e-6)
+        assert section["mean_length"] == pytest.approx(elements / day_rows.count(), abs=1e-6)
+        assert section["training_mean_length"] > 0
