@@ -1,14 +1,12 @@
 """Client helpers over tritonclient: inference on the served click model, raw rows through an
 ensemble (requests built by the schema: the ensemble's config names its raw inputs), the two
 collaborative-filtering ensembles (NCF: one user's scores for candidate items; Mult-VAE: the top items
-for users' recent items), an A/B split of traffic between loaded versions, and retiring old versions."""
+for users' recent items). Routing traffic between versions is serving/rollout.py's."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -34,7 +32,6 @@ from serving.repository import (
     OUTPUTS,
     RAW_SPEC_PARAMETER,
     ensemble_version_name,
-    pin_versions,
 )
 
 Client = triton_http.InferenceServerClient | triton_grpc.InferenceServerClient
@@ -176,37 +173,3 @@ def recommend(
         raise ValueError(f"{ensemble} serves the top {served} items: ask for 1 to {served}, not {k}")
     items = np.vectorize(bytes.decode, otypes=[object])(result.as_numpy(ITEMS)[:, :k])
     return Recommendations(items, result.as_numpy(SCORES)[:, :k], result.as_numpy(ITEM_IDS)[:, :k])
-
-
-def ab_split(
-    client: Client,
-    name: str,
-    shares: dict[int, float],
-    batches: list[tuple[np.ndarray, np.ndarray]],
-    seed: int = 0,
-) -> tuple[list[np.ndarray], Counter]:
-    """Sends each batch (the model's dense and ids) to one version, drawn with the given shares (A/B);
-    returns the predictions in batch order and how many batches each version served."""
-    versions = sorted(shares)
-    weights = np.array([shares[v] for v in versions], dtype=np.float64)
-    if (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"shares must be non-negative and not all zero: {shares}")
-    draws = np.random.default_rng(seed).choice(versions, size=len(batches), p=weights / weights.sum())
-    served: Counter = Counter()
-    predictions = []
-    for version, (dense, categorical) in zip(draws, batches):
-        predictions.append(predict(client, name, dense, categorical, str(version)))
-        served[int(version)] += 1
-    return predictions, served
-
-
-def serve_only(
-    client: Client,
-    repository: Path,
-    name: str,
-    keep: list[int],
-) -> None:
-    """Pins `name` to exactly the `keep` versions and reloads it: the others unload, the kept ones
-    keep serving (Triton reloads a model whose config changed without dropping unchanged versions)."""
-    pin_versions(repository, name, keep)
-    client.load_model(name)

@@ -23,12 +23,19 @@ from tritonclient.utils import InferenceServerException
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, INT_NOT_INTEGER, INT_OUT_OF_RANGE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
-from serving.client import _inputs, ab_split, predict, predict_raw, raw_spec, serve_only
+from serving.client import _inputs, predict, predict_raw, raw_spec
 from serving.export import export_run, onnx_program, torchscript
 from serving.pipeline import call_model, table_features
 from serving.preprocess import export_preprocess
 from serving.preprocessor import Preprocessor, RawBatch
-from serving.repository import add_version, config_pbtxt, trained_schema, versions, write_ensemble
+from serving.repository import (
+    add_version,
+    config_pbtxt,
+    pin_versions,
+    trained_schema,
+    versions,
+    write_ensemble,
+)
 from serving.server import Ports, TritonServer, free_port
 from spark_jobs.score import score
 from spark_jobs.train import feature_files
@@ -157,11 +164,9 @@ def test_two_versions_serve_at_once_and_match_the_in_process_models(runs, schema
             ).max()
             > 1e-3
         )
-        batches = [(dense[i : i + 16], categorical[i : i + 16]) for i in range(0, len(dense), 16)]
-        predictions, served = ab_split(client, "ctr", {1: 0.25, 2: 0.75}, batches)
-        assert sum(served.values()) == len(batches) == 32 and 3 <= served[1] <= 14 < served[2]
-        assert all(p.shape == (16, 1) for p in predictions)
-        serve_only(client, repository, "ctr", keep=[2])  # retire version 1; 2 keeps serving
+        # Retire version 1: pinned to 2 alone, the reload unloads 1 and keeps 2 serving.
+        pin_versions(repository, "ctr", [2])
+        client.load_model("ctr")
         assert not client.is_model_ready("ctr", "1") and client.is_model_ready("ctr", "2")
         client.unload_model("ctr")
         assert not client.is_model_ready("ctr", "2")
