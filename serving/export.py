@@ -32,6 +32,7 @@ from serving.repository import (
     top_k_outputs,
     versions,
     write_ensemble,
+    written_whole,
 )
 from serving.rollout import routing_file
 from spark_jobs.session import build_session
@@ -213,13 +214,15 @@ def export_run(
         # The preprocessing is staged first: a workflow that cannot serve the run is refused before
         # any version is written.
         preprocess = export_preprocess(spark, workflow, Path(staging), schema).parent if workflow else None
-        version = add_version(repository, model_name, served, flavour, schema, queue_delay_us, outputs)
-        print(f"export: {model_name} version {version} written to {repository / model_name}")
-        if preprocess is not None:
-            write_ensemble(repository, name, preprocess, version, queue_delay_us)
-            steps = [preprocess_model_name(name), model_name]
-            steps += [postprocess_model_name(name)] if outputs != OUTPUTS else []
-            print(f"export: ensemble {name} = {' -> '.join(steps)}")
+        with written_whole(repository, name):
+            version = add_version(repository, model_name, served, flavour, schema, queue_delay_us, outputs)
+            if preprocess is not None:
+                write_ensemble(repository, name, preprocess, version, queue_delay_us)
+    print(f"export: {model_name} version {version} written to {repository / model_name}")
+    if preprocess is not None:
+        steps = [preprocess_model_name(name), model_name]
+        steps += [postprocess_model_name(name)] if outputs != OUTPUTS else []
+        print(f"export: ensemble {name} = {' -> '.join(steps)}")
     return version
 
 

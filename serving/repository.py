@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +145,40 @@ def postprocess_model_name(name: str) -> str:
 def ensemble_version_name(name: str, version: int | str) -> str:
     """The ensemble that serves version `version` of `name` (its preprocessing and its model)."""
     return f"{name}_v{version}"
+
+
+@contextmanager
+def written_whole(repository: Path, name: str) -> Iterator[None]:
+    """What the block writes under the served name `name` (a model version, its preprocess and
+    postprocess versions, its ensembles, and the configs these rewrite) is undone if the block fails:
+    an export refused or cut off midway leaves no half version for a server to load, and a rerun
+    writes the same version again."""
+    repository = Path(repository)
+    models = [name, ensemble_model_name(name), preprocess_model_name(name), postprocess_model_name(name)]
+    configs = {m: repository / m / "config.pbtxt" for m in models}
+    saved = {m: path.read_text() if path.is_file() else None for m, path in configs.items()}
+    before = {m: set(_entries(repository / m)) for m in models}
+    top = set(_entries(repository))
+    try:
+        yield
+    except BaseException:
+        new_versions = set()
+        for m in models:
+            for entry in set(_entries(repository / m)) - before[m]:
+                new_versions |= {entry} if entry.isdigit() else set()
+                shutil.rmtree(repository / m / entry, ignore_errors=True)
+            if saved[m] is not None:
+                configs[m].write_text(saved[m])
+            else:
+                configs[m].unlink(missing_ok=True)
+        ours = {*models, *(ensemble_version_name(name, v) for v in new_versions)}
+        for entry in (set(_entries(repository)) - top) & ours:
+            shutil.rmtree(repository / entry, ignore_errors=True)
+        raise
+
+
+def _entries(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir()] if folder.is_dir() else []
 
 
 def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:

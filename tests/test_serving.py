@@ -29,6 +29,7 @@ from serving.pipeline import call_model, table_features
 from serving.preprocess import export_preprocess
 from serving.preprocessor import Preprocessor, RawBatch
 from serving.repository import (
+    QUEUE_DELAY_US,
     add_version,
     config_pbtxt,
     pin_versions,
@@ -81,6 +82,30 @@ def test_an_export_whose_workflow_cannot_serve_the_run_writes_no_version(spark, 
     with pytest.raises(InputError, match="workflow"):
         export_run(run_dirs[0], repository, "ctr", spark=spark, workflow=str(tmp_path / "no_workflow"))
     assert not repository.exists() or not any(repository.iterdir())
+
+
+def test_an_export_refused_after_its_model_version_is_written_leaves_the_repository_as_it_was(
+    spark, runs, default_features, tmp_path
+):
+    """Another batching delay passes the model's checks, so its version and config are written, and
+    is refused at the preprocessing's: everything that export wrote is undone, and the next export
+    takes the version it would have."""
+    run_dirs, _, _ = runs
+    root, _ = default_features
+    repository, workflow = tmp_path / "repository", str(root / "workflow")
+    assert export_run(run_dirs[0], repository, "ctr", spark=spark, workflow=workflow) == 1
+
+    def files() -> dict[Path, bytes | None]:
+        """Every file with its bytes, and every folder."""
+        return {p: p.read_bytes() if p.is_file() else None for p in repository.rglob("*")}
+
+    exported = files()
+    with pytest.raises(InputError, match="serves other raw inputs, features or batching"):
+        export_run(
+            run_dirs[1], repository, "ctr", spark=spark, workflow=workflow, queue_delay_us=2 * QUEUE_DELAY_US
+        )
+    assert files() == exported
+    assert export_run(run_dirs[1], repository, "ctr", spark=spark, workflow=workflow) == 2
 
 
 def test_configs_for_the_python_backend_and_the_gpu_containers_backends(schema):
