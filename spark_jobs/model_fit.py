@@ -3,6 +3,7 @@ CTR models (spark_jobs/train.py) and the collaborative-filtering ones (spark_job
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import torch
@@ -10,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from rec_plugin import storage
 from rec_plugin.errors import InputError
-from rec_plugin.schema import Schema
+from rec_plugin.schema import Schema, SchemaError
 from training.data import FileSet
 from training.grow import check_warm_start
 from training.launch import launch
@@ -43,8 +44,6 @@ def fit(
     config = model_config(model, schema, options)
     if options.get("warm_start"):
         options["warm_start"] = warm_start_uri(spark, str(options["warm_start"]), run, config, backend)
-    if not options.get("resume"):  # a fresh run: no checkpoints of an earlier run to mix with
-        run.clear_checkpoints()
     spec_options = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
     if spec_options.get("sparse_optimizer") is None:
         spec_options["sparse_optimizer"] = default_sparse_optimizer(backend)
@@ -56,6 +55,10 @@ def fit(
         backend=backend,
         **spec_options,
     )
+    if spec.resume and run.latest_checkpoint() is not None:
+        check_resumable(run, spec)
+    else:  # a fresh run: nothing of an earlier run's to resume from or to take for its results
+        run.clear()
     run.write_model_config(config)
     run.write_spec(spec.to_dict())
     summary = launch(spark, spec, workers)
@@ -65,8 +68,47 @@ def fit(
 
 
 def model_config(model: str, schema: Schema, options: Mapping[str, object]) -> ModelConfig:
-    """The config `fit` trains `model` of `schema` with, given train()'s `options`."""
-    return ModelConfig.from_schema(model, schema, **{k: v for k, v in options.items() if k in MODEL_OPTIONS})
+    """The config `fit` trains `model` of `schema` with, given train()'s `options`; one that cannot be
+    built (an embedding dim a model cannot split) is refused in one line."""
+    try:
+        return ModelConfig.from_schema(
+            model, schema, **{k: v for k, v in options.items() if k in MODEL_OPTIONS}
+        )
+    except SchemaError as error:
+        raise InputError(f"--model {model}: {error}") from None
+
+
+def check_resumable(run: RunDirectory, spec: TrainSpec) -> None:
+    """Refuses, before anything is written, a resume its checkpoint cannot continue: another model or
+    table optimizer (the saved weights and states do not fit), between TorchRec's fused optimizer
+    states and the data-parallel backends' layout, or of a run that finished the epochs asked for."""
+    saved = TrainSpec(**run.spec())
+    again = f"train anew without --resume, or into another --run-dir than {run.uri}"
+    model = json.loads(json.dumps(spec.model))  # tuples as the saved spec's lists
+    if saved.model != model:
+        raise InputError(
+            f"--resume: the run's checkpoint is of another model ({saved.model['name']}, differing in "
+            f"{', '.join(_differences(saved.model, model))}): {again}"
+        )
+    if saved.sparse_optimizer != spec.sparse_optimizer:
+        raise InputError(
+            f"--resume: the run's tables were updated by {saved.sparse_optimizer}, not "
+            f"{spec.sparse_optimizer}: give --sparse-optimizer {saved.sparse_optimizer}, or {again}"
+        )
+    if (saved.backend == "torchrec") != (spec.backend == "torchrec"):
+        raise InputError(
+            f"--resume: the run trained on --backend {saved.backend}, whose optimizer states do not "
+            f"load on {spec.backend}: resume on {saved.backend}, or {again}"
+        )
+    if run.metrics() is not None and spec.epochs <= saved.epochs:
+        raise InputError(
+            f"--resume: the run finished its {saved.epochs} epochs: give more --epochs, or {again}"
+        )
+
+
+def _differences(saved: dict, given: dict) -> list[str]:
+    """The top-level keys two configs differ in."""
+    return sorted(k for k in saved.keys() | given.keys() if saved.get(k) != given.get(k))
 
 
 def warm_start_uri(

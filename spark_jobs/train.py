@@ -237,6 +237,14 @@ def count(text: str) -> int:
     return value
 
 
+def learning_rate(text: str) -> float:
+    """A learning rate: above 0 (torch refuses any other, but only once a worker builds its optimizer)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a learning rate (above 0)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--features", help="Delta features table path (the CTR models)")
@@ -267,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         default=TrainSpec.sharding,
         help="torchrec: how tables are split across workers (row_wise needs GPUs; auto: the planner picks)",
     )
-    parser.add_argument("--workers", type=count, default=2)
+    parser.add_argument("--workers", type=count, help="default: 2; 1 for --backend single")
     parser.add_argument("--epochs", type=count, help="default: 1; multvae: 10")
     parser.add_argument(
         "--patience",
@@ -277,10 +285,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"epoch's weights are the run's (default: {CTR_PATIENCE} for CTR models; multvae trains every epoch)",
     )
     parser.add_argument("--batch-size", type=count, default=TrainSpec.batch_size, help="per worker")
-    parser.add_argument("--dense-lr", type=float, default=TrainSpec.dense_lr)
+    parser.add_argument("--dense-lr", type=learning_rate, default=TrainSpec.dense_lr)
     parser.add_argument(
         "--sparse-lr",
-        type=float,
+        type=learning_rate,
         help=f"the tables' learning rate (default per optimizer: {SPARSE_LEARNING_RATES})",
     )
     parser.add_argument(
@@ -293,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--embedding-dim",
-        type=int,
+        type=count,
         help="every embedding table's width (default: the model's; 64 for dlrm, 16 for the other CTR models)",
     )
     parser.add_argument(
@@ -302,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="batches a thread reads ahead of the step (0: none; default 2 on GPUs, 0 on CPU)",
     )
     parser.add_argument("--seed", type=int, default=TrainSpec.seed)
-    parser.add_argument("--checkpoint-every", type=int, default=TrainSpec.checkpoint_every, help="steps")
+    parser.add_argument("--checkpoint-every", type=count, default=TrainSpec.checkpoint_every, help="steps")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument(
         "--warm-start",
@@ -332,6 +340,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--model {args.model} trains on interaction tables: give --interactions")
     if not collaborative and not args.features:
         parser.error(f"--model {args.model} trains on a features table: give --features")
+    if args.backend == "single" and args.workers not in (None, 1):
+        parser.error(f"--backend single trains in this process: --workers 1, not {args.workers}")
+    workers = args.workers or (1 if args.backend == "single" else 2)
     spark = build_session(args.profile, "sparkrec-train")
     options = dict(
         epochs=args.epochs,
@@ -360,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.run_dir,
             args.model,
             args.backend,
-            args.workers,
+            workers,
             args.pretrain,
             **options,
         )
@@ -372,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.run_dir,
             args.model,
             args.backend,
-            args.workers,
+            workers,
             args.oracle,
             args.features_version,
             **options,

@@ -46,7 +46,7 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import VALID_SPLIT, FeaturesDescription
 from rec_plugin.json_files import write_json
 from spark_jobs.session import build_session
-from spark_jobs.train import days_held, features_version_to_read, train
+from spark_jobs.train import count, days_held, features_version_to_read, train
 from training import plots
 from training.loop import host_share_of_cores
 from training.models import MODELS
@@ -331,9 +331,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workflow", required=True, help="the saved workflow (schema.json, features.json)")
     parser.add_argument("--tune-dir", required=True, help="the search's folder (local or mounted)")
     parser.add_argument("--model", choices=sorted(MODELS), default="dlrm")
-    parser.add_argument("--trials", type=int, default=8, help="trials to finish, counting earlier ones")
-    parser.add_argument("--parallel", type=int, default=2, help="trials training at once")
-    parser.add_argument("--epochs", type=int, default=1, help="each trial's epochs")
+    parser.add_argument("--trials", type=count, default=8, help="trials to finish, counting earlier ones")
+    parser.add_argument("--parallel", type=count, default=2, help="trials training at once")
+    parser.add_argument("--epochs", type=count, default=1, help="each trial's epochs")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's and every trial's seed")
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,9 +25,11 @@ from tqdm import tqdm
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
+from spark_jobs.model_fit import check_resumable
 from spark_jobs.train import feature_files, train
+from spark_jobs.train import main as train_main
 from training import checkpoint
-from training.data import SHARDING, BatchLoader, EpochRowCountError, FileSet, balanced_shards, parquet_rows
+from training.data import BatchLoader, EpochRowCountError, FileSet, balanced_shards, parquet_rows
 from training.evaluate import metrics, predict
 from training.loop import TrainSpec, report_native_crashes, train_worker, weights_digest
 from training.models import MODELS, ModelConfig, build_model
@@ -109,10 +112,16 @@ def test_ranks_are_dealt_whole_files_by_their_rows():
 def test_a_checkpoint_of_another_dealing_retrains_its_epoch_and_one_of_this_dealing_skips(
     files, tmp_path, capsys
 ):
+    """A checkpoint 5 batches into an epoch skips them on resume only when the rows were dealt to the
+    same batches: not one written before the dealing was recorded, nor one resumed with another batch
+    size (its 5 batches held other rows)."""
     config = ModelConfig.from_schema("logistic", files["schema"])
     rows, batch = files["train"].rows, 1024
-    for sharding, skipped in (("", 0), (SHARDING, 5 * batch)):  # "": written before it was recorded
-        run_dir = tmp_path / (sharding or "before")
+    this_dealing = files["train"].dealing(1, batch, TrainSpec.seed)
+    # (the dealing the checkpoint records, "" for none; the resumed run's batch size; rows it skips)
+    cases = (("", batch, 0), (this_dealing, batch, 5 * batch), (this_dealing, batch // 2, 0))
+    for case, (sharding, resumed_batch, skipped) in enumerate(cases):
+        run_dir = tmp_path / str(case)
         train_worker(spec_of(files, config, run_dir, batch_size=batch, progress=False).to_dict())
         run = RunDirectory(run_dir)
         state = run.load_checkpoint(str(run.latest_checkpoint()))
@@ -120,10 +129,10 @@ def test_a_checkpoint_of_another_dealing_retrains_its_epoch_and_one_of_this_deal
         state["position"].pop("sharding")
         state["position"].update({"sharding": sharding} if sharding else {})
         run.save_checkpoint(state, state["position"]["step"] + 1)
-        resumed = spec_of(files, config, run_dir, batch_size=batch, progress=True, resume=True)
+        resumed = spec_of(files, config, run_dir, batch_size=resumed_batch, progress=True, resume=True)
         assert train_worker(resumed.to_dict())["samples"] == rows - skipped
         error = capsys.readouterr().err
-        assert ("its 5 batches are trained again" in error) == (not sharding), error
+        assert ("its 5 batches are trained again" in error) == (not skipped), error
         # The bar counts rows, not batches of the batch size: it ends at the table's rows.
         assert f" {tqdm.format_sizeof(rows)}/{tqdm.format_sizeof(rows)} " in error.splitlines()[-1], error
 
@@ -444,3 +453,55 @@ def test_training_refuses_bad_input_before_writing_anything(spark, default_featu
                 "logistic", "single", 1, progress=False, **arguments,
             )  # fmt: skip
     assert not run_path.exists()
+
+
+def test_a_resume_its_checkpoint_cannot_continue_is_refused_and_a_fresh_run_clears_the_last_results(
+    files, tmp_path
+):
+    """check_resumable (fit's, before anything is written) refuses another model, another table
+    optimizer, a TorchRec checkpoint on a data-parallel backend, and a finished run given no more
+    epochs; a fresh run's clear removes the earlier run's results, its finished mark first."""
+    config = ModelConfig.from_schema("logistic", files["schema"])
+    spec = spec_of(files, config, tmp_path, progress=False)
+    train_worker(spec.to_dict())
+    run = RunDirectory(tmp_path)
+    run.write_spec(spec.to_dict())
+    run.write_metrics({"auc": 0.5})
+    resumed = replace(spec, resume=True, epochs=2)
+    check_resumable(run, resumed)  # the same run, more epochs: resumable
+    refused = {
+        r"another model \(logistic, differing in [a-z_, ]*name": replace(
+            resumed, model=ModelConfig.from_schema("deepfm", files["schema"]).to_dict()
+        ),
+        "updated by adam, not adagrad: give --sparse-optimizer adam": replace(
+            resumed, sparse_optimizer="adagrad"
+        ),
+        "trained on --backend single, whose optimizer states do not load on torchrec": replace(
+            resumed, backend="torchrec"
+        ),
+        "finished its 1 epochs: give more --epochs": replace(resumed, epochs=1),
+    }
+    for message, given in refused.items():
+        with pytest.raises(InputError, match=message):
+            check_resumable(run, given)
+    run.clear()
+    assert run.metrics() is None and run.latest_checkpoint() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--backend", "single", "--workers", "2"], "--backend single trains in this process: --workers 1"),
+        (["--checkpoint-every", "0"], "argument --checkpoint-every: 0 is not a count"),
+        (["--dense-lr", "-1"], r"argument --dense-lr: -1.0 is not a learning rate \(above 0\)"),
+        (["--embedding-dim", "0"], "argument --embedding-dim: 0 is not a count"),
+    ],
+)
+def test_train_refuses_bad_flags_in_one_line_before_any_work(tmp_path, flags, says):
+    """Refused as the command line is read (one line, by run_command), not by a worker's trace after
+    the run directory was cleared."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(InputError, match=says):
+        train_main(["--features", "f", "--workflow", "w", "--run-dir", str(run_dir), *flags])
+    assert not run_dir.exists()

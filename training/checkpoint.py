@@ -30,7 +30,7 @@ class Position:
     losses: list[float] = field(default_factory=list)
     valid_scores: list[float] = field(default_factory=list)
     best_epoch: int = 0
-    sharding: str = ""  # how the loader dealt the rows to ranks (training.data.SHARDING)
+    sharding: str = ""  # how the loader dealt the rows to ranks (FileSet.dealing)
 
 
 class Saved(NamedTuple):

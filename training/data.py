@@ -15,6 +15,7 @@ the label and a weight; `Batch.inputs()` is the models' call (training/models/ct
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import warnings
 from collections.abc import Iterator, Sequence
@@ -112,6 +113,13 @@ class FileSet:
     @classmethod
     def from_dict(cls, data: dict) -> FileSet:
         return cls(tuple(data["files"]), int(data["rows"]))
+
+    def dealing(self, ranks: int, batch_size: int, seed: int) -> str:
+        """How an epoch of these files reaches the ranks' batches, as a checkpoint records it: a run
+        checkpointed mid-epoch skips its done batches on resume only under the same dealing (files,
+        ranks, batch size and the shuffle's seed); under another, other rows make those batches."""
+        digest = hashlib.blake2b("\n".join(self.files).encode(), digest_size=6).hexdigest()
+        return f"{SHARDING}:{ranks}x{batch_size}:seed {seed}:files {digest}"
 
 
 def read_id_lists(files: Sequence[str], columns: Sequence[str]) -> dict[str, list[np.ndarray]]:

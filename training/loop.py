@@ -27,7 +27,7 @@ from torch import nn
 
 from rec_plugin.schema import Schema
 from training import checkpoint
-from training.data import SHARDING, Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch, rank_files
+from training.data import Batch, BatchLoader, FileSet, check_epoch_rows, padding_batch, rank_files
 from training.distributed import Collective, collective
 from training.evaluate import heldout_ndcg_sum
 from training.grow import warm_start
@@ -190,16 +190,18 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     if saved is not None:
         group.restore(model, steppers, saved)
     position = checkpoint.Position() if saved is None else saved.position
-    if position.sharding != SHARDING and position.batches:
+    train = FileSet.from_dict(spec.train)
+    dealing = train.dealing(group.size, spec.batch_size, spec.seed)
+    if position.sharding != dealing and position.batches:
         if group.rank == 0:
             print(
-                f"resume: the checkpoint's epoch {position.epoch + 1} was dealt to ranks by "
-                f"{position.sharding}, not {SHARDING}: its {position.batches} batches are trained again",
+                f"resume: the checkpoint's epoch {position.epoch + 1} was dealt to ranks as "
+                f"{position.sharding}, not {dealing} (dealing:ranks x batch size:seed:files): its "
+                f"{position.batches} batches are trained again",
                 file=sys.stderr,
             )
         position.batches = 0
-    position.sharding = SHARDING
-    train = FileSet.from_dict(spec.train)
+    position.sharding = dealing
     schema = spec.features_schema()
     loader = BatchLoader(train, schema, spec.batch_size, group.rank, group.size, spec.seed)
     batches_per_rank = math.ceil(train.rows / group.size / spec.batch_size)

@@ -129,11 +129,14 @@ class RunDirectory:
     def ranking_plot(self) -> bytes:
         return self._fs.cat_file(self._file(_RANKING_PLOT))
 
-    def clear_checkpoints(self) -> None:
-        """Removes an earlier run's checkpoints, so that a fresh run never resumes from them."""
-        folder = self._file(_CHECKPOINTS)
-        if self._fs.exists(folder):
-            self._fs.rm(folder, recursive=True)
+    def clear(self) -> None:
+        """Removes what an earlier run in this folder trained, so that a fresh run never resumes from
+        its checkpoints and, until it finishes, never looks finished with its results: the metrics
+        (the finished run's mark) go first."""
+        for name in (_METRICS, _WEIGHTS, _SCHEMA, _LOSS_PLOT, _AUC_PLOT, _RANKING_PLOT, _CHECKPOINTS):
+            path = self._file(name)
+            if self._fs.exists(path):
+                self._fs.rm(path, recursive=True)
 
     def save_checkpoint(self, state: dict, step: int, keep: int = 2) -> str:
         """Writes the checkpoint of `step` under its own final name, then points the latest pointer at
