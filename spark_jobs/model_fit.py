@@ -55,10 +55,11 @@ def fit(
         backend=backend,
         **spec_options,
     )
+    if backend == "single" and workers != 1:
+        raise InputError(f"the single backend trains in this process: 1 worker, not {workers}")
     if spec.resume and run.latest_checkpoint() is not None:
         check_resumable(run, spec)
-    else:  # a fresh run: nothing of an earlier run's to resume from or to take for its results
-        run.clear()
+        run.clear_finished_mark()  # unfinished until the resumed run ends (a fresh run's rank 0 clears)
     run.write_model_config(config)
     run.write_spec(spec.to_dict())
     summary = launch(spark, spec, workers)

@@ -206,10 +206,15 @@ def pretrain_neumf(
     for tower in (GMF, MLP):
         tower_run = run.pretrained(tower)
         alone = {**options, **half, "ncf_mode": tower}
-        trained, _ = fit(spark, schema, train_files, tower_run.uri, NCF, backend, workers, **alone)
+        report = tower_run.metrics() if options.get("resume") else None
+        if report is not None:  # a resumed run's tower that finished: its weights and ranking as they are
+            trained = build_model(tower_run.model_config())
+            trained.load_state_dict(tower_run.weights())
+        else:
+            trained, _ = fit(spark, schema, train_files, tower_run.uri, NCF, backend, workers, **alone)
+            report = ncf_report(spark, trained, layout, features)
+            tower_run.write_metrics({"model": NCF, "ncf_mode": tower, **report})
         states[tower] = trained.state_dict()
-        report = ncf_report(spark, trained, layout, features)
-        tower_run.write_metrics({"model": NCF, "ncf_mode": tower, **report})
         metrics[tower] = {key: report[key] for key in NCF_MODEL_KEYS}
     fused = run.pretrained(NEUMF)
     fused.write_model_config(neumf)

@@ -239,6 +239,16 @@ def test_pretraining_starts_neumf_from_its_fused_towers(spark, shop_features, sh
     kept = RunDirectory(frozen).weights()
     assert all(torch.equal(kept[k], expected[k]) for k in expected)
     assert any(not torch.equal(run.weights()[k], expected[k]) for k in expected)  # NeuMF then learnt
+    # A run cut off in NeuMF's own training (its checkpoints kept, no metrics yet) resumes: the
+    # finished towers are taken as they are, not trained or refused again.
+    (run_dir / "metrics.json").unlink()
+    checkpoints = {mode: tower.latest_checkpoint() for mode, tower in towers.items()}
+    resumed = train_cf(
+        spark, layout.root, shop_features.workflow, str(run_dir), NCF, pretrain=True, progress=False,
+        epochs=5, resume=True,
+    )  # fmt: skip
+    assert resumed["pretrained"] == report["pretrained"]
+    assert {mode: tower.latest_checkpoint() for mode, tower in towers.items()} == checkpoints
 
 
 def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start(

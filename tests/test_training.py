@@ -25,7 +25,7 @@ from tqdm import tqdm
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
-from spark_jobs.model_fit import check_resumable
+from spark_jobs.model_fit import check_resumable, fit
 from spark_jobs.train import feature_files, train
 from spark_jobs.train import main as train_main
 from training import checkpoint
@@ -487,6 +487,40 @@ def test_a_resume_its_checkpoint_cannot_continue_is_refused_and_a_fresh_run_clea
     run.clear()
     assert run.metrics() is None and run.latest_checkpoint() is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+def test_a_resumed_run_is_unfinished_until_it_ends_and_a_fresh_run_starts_clean(spark, files, tmp_path):
+    """fit: a resume given more epochs takes the finished mark away (a later resume of it is not
+    refused as finished), and a fresh run into the same folder clears the last run's results and
+    checkpoints once its worker starts."""
+    run_dir, run = str(tmp_path / "run"), RunDirectory(tmp_path / "run")
+    options = dict(batch_size=4096, progress=False)
+
+    def finished() -> None:  # what train() writes once fit returns
+        run.write_metrics({"auc": 0.5})
+
+    fit(spark, files["schema"], files["train"], run_dir, "logistic", "single", 1, epochs=1, **options)
+    finished()
+    first = run.latest_checkpoint()
+    fit(
+        spark,
+        files["schema"],
+        files["train"],
+        run_dir,
+        "logistic",
+        "single",
+        1,
+        epochs=2,
+        resume=True,
+        **options,
+    )
+    assert run.metrics() is None and run.latest_checkpoint() != first
+    finished()
+    with pytest.raises(InputError, match="finished its 2 epochs"):
+        check_resumable(run, replace(TrainSpec(**run.spec()), resume=True))
+    fit(spark, files["schema"], files["train"], run_dir, "logistic", "single", 1, epochs=1, **options)
+    assert run.metrics() is None
+    assert checkpoint.load_latest(run).position.step == math.ceil(files["train"].rows / 4096)
 
 
 @pytest.mark.parametrize(

@@ -181,7 +181,8 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     config = ModelConfig.from_dict(spec.model)
     model = build_model(config, group.embeddings)
     run = RunDirectory(spec.run_dir)
-    saved = checkpoint.load_latest(run) if spec.resume else None
+    resumed = checkpoint.load_latest(run) if spec.resume else None
+    saved = resumed
     if saved is None and spec.warm_start:
         saved = warm_start(spec.warm_start, config, spec.optimizer_settings(), group.name, spec.seed)
     if saved is None and spec.initial_weights:  # before prepare: the backend's wrapper sees them
@@ -189,6 +190,11 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     forward, steppers = group.prepare(model, spec.optimizer_settings())
     if saved is not None:
         group.restore(model, steppers, saved)
+    if resumed is None and group.rank == 0:
+        # A fresh run, once its backend took its settings: nothing of an earlier run in its directory
+        # to resume from or to take for its results (the first checkpoint's collectives order this
+        # before any rank writes one).
+        run.clear()
     position = checkpoint.Position() if saved is None else saved.position
     train = FileSet.from_dict(spec.train)
     dealing = train.dealing(group.size, spec.batch_size, spec.seed)

@@ -129,6 +129,11 @@ class RunDirectory:
     def ranking_plot(self) -> bytes:
         return self._fs.cat_file(self._file(_RANKING_PLOT))
 
+    def clear_finished_mark(self) -> None:
+        """Removes the metrics, a finished run's mark: a resumed run is unfinished until it ends."""
+        if self._fs.exists(self._file(_METRICS)):
+            self._fs.rm(self._file(_METRICS))
+
     def clear(self) -> None:
         """Removes what an earlier run in this folder trained, so that a fresh run never resumes from
         its checkpoints and, until it finishes, never looks finished with its results: the metrics
