@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from rec_plugin.errors import InputError
+from rec_plugin.json_files import write_text
 from rec_plugin.schema import Schema
 from serving.preprocessor import (
     CATEGORICAL,
@@ -167,10 +168,11 @@ def written_whole(repository: Path, name: str) -> Iterator[None]:
             for entry in set(_entries(repository / m)) - before[m]:
                 new_versions |= {entry} if entry.isdigit() else set()
                 shutil.rmtree(repository / m / entry, ignore_errors=True)
-            if saved[m] is not None:
-                configs[m].write_text(saved[m])
-            else:
-                configs[m].unlink(missing_ok=True)
+            now = configs[m].read_text() if configs[m].is_file() else None
+            if now != saved[m] and saved[m] is not None:
+                write_text(configs[m], saved[m])
+            elif now != saved[m]:
+                configs[m].unlink()
         ours = {*models, *(ensemble_version_name(name, v) for v in new_versions)}
         for entry in (set(_entries(repository)) - top) & ours:
             shutil.rmtree(repository / entry, ignore_errors=True)
