@@ -5,8 +5,9 @@ The loop is written once against `Collective`; the backend decides where the mod
 gradients meet and how its state is saved. Horovod averages gradients in its DistributedOptimizer,
 torch DDP in backward; both average a sparse embedding gradient by allgather of the rows it touched
 (dense collectives, on gloo and NCCL alike), never as a dense table. Every backend saves the same
-unsharded state dict, so a run resumes on another backend or another number of workers, and serving
-reads any run alike.
+unsharded state dict, so serving reads any run alike, and a run resumes on another number of workers
+or, between the data-parallel backends, on another backend (TorchRec's fused optimizer states have
+another layout, so a resume between it and them is refused).
 """
 
 import gc

@@ -10,8 +10,9 @@ optimizer updates the tables inside backward (Adagrad on CPU, whose FBGEMM kerne
 Adam or Adagrad on GPU), Adam the dense layers after DDP averages their gradients.
 
 Checkpoints and final weights are unsharded, in the layout of the model built with
-EmbeddingCollection: rank 0 gathers each table, and a resume on any number of workers (or another
-backend) copies each rank's rows back out. Serving and evaluation read the run like any other.
+EmbeddingCollection: rank 0 gathers each table, and a resume on any number of workers copies each
+rank's rows back out (a resume on a data-parallel backend is refused: the fused optimizer's states
+have another layout). Serving and evaluation read the run like any other.
 """
 
 from __future__ import annotations
