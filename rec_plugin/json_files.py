@@ -19,8 +19,8 @@ def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = Non
 
 
 def write_text(path: Path, text: str) -> None:
-    """`text` at `path`, whole or not at all (write_json's way), readable as a plain write would leave
-    it (the process's umask, not a temporary file's 0600)."""
+    """`text` at `path`, whole or not at all (write_json's way), with the mode of the file it replaces
+    or else 0644 (a temporary file's is 0600; reading the umask would change it process-wide)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
         staged = Path(out.name)
@@ -28,9 +28,7 @@ def write_text(path: Path, text: str) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(staged, 0o666 & ~umask)
+            os.chmod(staged, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise

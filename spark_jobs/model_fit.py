@@ -14,7 +14,7 @@ from rec_plugin.errors import InputError
 from rec_plugin.schema import Schema, SchemaError
 from training.data import FileSet
 from training.grow import check_warm_start
-from training.launch import launch
+from training.launch import check_workers, launch
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
 from training.run_directory import RunDirectory
@@ -55,8 +55,7 @@ def fit(
         backend=backend,
         **spec_options,
     )
-    if backend == "single" and workers != 1:
-        raise InputError(f"the single backend trains in this process: 1 worker, not {workers}")
+    check_workers(backend, workers)  # before the run directory is written
     if spec.resume and run.latest_checkpoint() is not None:
         check_resumable(run, spec)
         run.clear_finished_mark()  # unfinished until the resumed run ends (a fresh run's rank 0 clears)

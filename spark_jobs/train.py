@@ -39,6 +39,7 @@ from training import plots
 from training.data import FileSet
 from training.distributed import BACKENDS, SHARDINGS
 from training.evaluate import metrics, predict
+from training.launch import check_workers
 from training.loop import RUN_COST_KEYS, VALIDATION_KEYS, TrainSpec
 from training.models import ALL_MODELS, CF_MODELS
 from training.run_directory import RunDirectory
@@ -340,9 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--model {args.model} trains on interaction tables: give --interactions")
     if not collaborative and not args.features:
         parser.error(f"--model {args.model} trains on a features table: give --features")
-    if args.backend == "single" and args.workers not in (None, 1):
-        parser.error(f"--backend single trains in this process: --workers 1, not {args.workers}")
     workers = args.workers or (1 if args.backend == "single" else 2)
+    check_workers(args.backend, workers)
     spark = build_session(args.profile, "sparkrec-train")
     options = dict(
         epochs=args.epochs,

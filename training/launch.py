@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from pyspark.sql import SparkSession
 
+from rec_plugin.errors import InputError
 from training.distributed import BACKENDS
 from training.loop import TrainSpec, train_worker
 
@@ -25,12 +26,17 @@ def _workers_have_gpus(spark: SparkSession) -> bool:
     return float(spark.conf.get("spark.task.resource.gpu.amount", "0")) > 0
 
 
+def check_workers(backend: str, workers: int) -> None:
+    """The single backend trains in the calling process: one worker."""
+    if backend == "single" and workers != 1:
+        raise InputError(f"--backend single trains in this process: --workers 1, not {workers}")
+
+
 def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:
     """Runs the training function on `workers` processes with spec.backend; one rank's summary
     (TorchDistributor returns whichever rank finished last; the totals are the same on every rank)."""
+    check_workers(spec.backend, workers)
     if spec.backend == "single":
-        if workers != 1:
-            raise ValueError("the single backend trains in this process: use --workers 1")
         return train_worker(spec.to_dict())
     if spec.backend == "horovod":
         import horovod.spark
