@@ -155,11 +155,17 @@ def trial_options(trial: FrozenTrial, model: str) -> dict:
 
 
 def validation_auc(run_dir: str) -> float:
-    """The mean AUC of a finished run's validation days."""
+    """The mean AUC of a finished run's validation days, leaving out days of one label class (no AUC)."""
     metrics = RunDirectory(run_dir).metrics() or {}
-    aucs = [d["auc"] for d in metrics.get("days", []) if d["split"] == VALID_SPLIT]
-    if not aucs:
+    days = [d for d in metrics.get("days", []) if d["split"] == VALID_SPLIT]
+    if not days:
         raise InputError(f"run {run_dir} scored no validation day")
+    aucs = [d["auc"] for d in days if d["auc"] is not None]
+    if not aucs:
+        raise InputError(
+            f"the validation days {[d['day'] for d in days]} hold one label class each, so no AUC ranks "
+            "the trials: validate on days with clicks and non-clicks (sparkrec featurize --valid-days)"
+        )
     return statistics.fmean(aucs)
 
 

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import kill_at_first_checkpoint
+from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
@@ -419,6 +420,25 @@ def test_training_without_test_days_reports_no_test_metrics(spark, default_featu
     assert run.auc_plot()[:8] == b"\x89PNG\r\n\x1a\n"
     # What the run cost beside its speed: one rank's parameter bytes, the share of time spent waiting.
     assert 0.0 <= run.metrics()["data_wait_share"] < 1.0 and len(run.metrics()["param_bytes_per_rank"]) == 1
+
+
+def test_a_day_of_one_label_class_gets_its_log_loss_and_no_auc(spark, default_features, tmp_path):
+    """AUC ranks clicks against non-clicks, so a day without a click has none: the run reports that
+    day's log loss and an AUC of None (in the report, metrics.json and the plot) instead of ending in
+    a trace once training is done."""
+    features, workflow = cut_features(
+        spark, default_features, tmp_path, {"train": [0], "valid": [2], "test": [3]}
+    )
+    DeltaTable.forPath(spark, str(features)).update(F.col(DAY) == 3, {"label": F.lit(0)})
+    report = train(
+        spark, str(features), str(workflow), str(tmp_path / "run"), "logistic", "single", 1,
+        batch_size=1024, progress=False,
+    )  # fmt: skip
+    assert report["auc"] is None and 0 < report["logloss"] < 1, report
+    days = {d["day"]: d for d in RunDirectory(tmp_path / "run").metrics()["days"]}
+    assert days[3]["auc"] is None and days[3]["logloss"] > 0 and days[3]["rows"] > 0
+    assert 0.5 < days[2]["auc"] < 1
+    assert RunDirectory(tmp_path / "run").auc_plot()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_training_refuses_bad_input_before_writing_anything(spark, default_features, tmp_path):

@@ -105,3 +105,20 @@ def test_a_search_runs_in_parallel_continues_after_a_cut_off_trial_and_its_confi
     with pytest.raises(InputError, match="other epochs"):
         tune(spark, features, workflow, str(directory.path), "dlrm", trials=3, epochs=2)
     assert json.loads(directory.report.read_text())["best_trial"] == again["best_trial"]
+
+
+def test_a_trial_is_ranked_by_its_validation_days_that_have_an_auc(tmp_path):
+    """A validation day of one label class has no AUC (None in metrics.json): the trial's value is the
+    mean over the other validation days, and a run with none of them is one InputError line."""
+    run = RunDirectory(str(tmp_path / "run"))
+    days = [
+        {"day": 2, "split": "valid", "auc": 0.7},
+        {"day": 3, "split": "valid", "auc": None},
+        {"day": 4, "split": "valid", "auc": 0.8},
+        {"day": 5, "split": "test", "auc": 0.1},
+    ]
+    run.write_metrics({"days": days})
+    assert validation_auc(run.uri) == pytest.approx(0.75)
+    run.write_metrics({"days": [{**d, "auc": None} for d in days]})
+    with pytest.raises(InputError, match=r"validation days \[2, 3, 4\] hold one label class each"):
+        validation_auc(run.uri)

@@ -37,9 +37,12 @@ def logloss(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Rows, AUC and log loss. The AUC is None where the rows hold one label class (a day without a
+    click): it ranks clicks against non-clicks, so it is undefined there, while the log loss is not."""
+    both_classes = 0 < float(np.sum(labels)) < len(labels)
     return {
         "rows": int(len(labels)),
-        "auc": round(auc(labels, probabilities), 5),
+        "auc": round(auc(labels, probabilities), 5) if both_classes else None,
         "logloss": round(logloss(labels, probabilities), 5),
     }
 

@@ -56,14 +56,15 @@ def loss_curve(losses: list[float], title: str, summary: Mapping[str, Any] | Non
 def auc_per_day(days: list[dict], title: str) -> bytes:
     """Bars per validation/test day; a run without such days gets an empty chart saying so."""
     figure, axes = _figure((7, 4))
-    labels = [f"day {d['day']}\n({d['split']})" for d in days]
+    labels = [f"day {d['day']}\n({d['split']}{', one class' if d['auc'] is None else ''})" for d in days]
     x = np.arange(len(days))
-    axes.bar(x - 0.2, [d["auc"] for d in days], 0.4, label="model")
+    model = [np.nan if d["auc"] is None else d["auc"] for d in days]  # None: a day of one label class
+    axes.bar(x - 0.2, model, 0.4, label="model")
     oracle = [d.get("oracle_auc") for d in days]
     if days and all(value is not None for value in oracle):
         axes.bar(x + 0.2, oracle, 0.4, label="oracle (planted truth)")
     axes.set_xticks(x, labels)
-    low = min((d["auc"] for d in days), default=0.5)
+    low = min((d["auc"] for d in days if d["auc"] is not None), default=0.5)
     axes.set(ylabel="AUC", ylim=(max(0.5, low - 0.05), 1.0), title=title)
     if days:
         axes.legend()
