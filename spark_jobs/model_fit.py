@@ -33,11 +33,12 @@ def fit(
     model: str,
     backend: str,
     workers: int,
+    anew: str | None = None,
     **options: object,
 ) -> tuple[torch.nn.Module, dict]:
     """Trains `model` (its inputs and tables from `schema`) on `train_files` and writes the run
     directory's config, spec, checkpoints and weights; returns the trained model (in this process) and
-    the workers' summary. `options` as train()'s."""
+    the workers' summary. `options` as train()'s; `anew` as check_resumable's."""
     # Qualified as Spark resolves the other paths (relative paths against its working directory or
     # default filesystem), so the workers, which have no JVM, write where the driver reads.
     run = RunDirectory(storage.qualified(spark, run_dir))
@@ -57,7 +58,7 @@ def fit(
     )
     check_workers(backend, workers)  # before the run directory is written
     if spec.resume and run.latest_checkpoint() is not None:
-        check_resumable(run, spec)
+        check_resumable(run, spec, anew)
         run.clear_finished_mark()  # unfinished until the resumed run ends (a fresh run's rank 0 clears)
     run.write_model_config(config)
     run.write_spec(spec.to_dict())
@@ -78,31 +79,33 @@ def model_config(model: str, schema: Schema, options: Mapping[str, object]) -> M
         raise InputError(f"--model {model}: {error}") from None
 
 
-def check_resumable(run: RunDirectory, spec: TrainSpec) -> None:
+def check_resumable(run: RunDirectory, spec: TrainSpec, anew: str | None = None) -> None:
     """Refuses, before anything is written, a resume its checkpoint cannot continue: another model or
     table optimizer (the saved weights and states do not fit), between TorchRec's fused optimizer
-    states and the data-parallel backends' layout, or of a run that finished the epochs asked for."""
+    states and the data-parallel backends' layout, or of a run that finished the epochs asked for.
+    `anew` says how the caller's command starts over instead (sparkrec train's flags by default)."""
     saved = TrainSpec(**run.spec())
-    again = f"train anew without --resume, or into another --run-dir than {run.uri}"
+    again = anew or f"train anew without --resume, or into another --run-dir than {run.uri}"
     model = json.loads(json.dumps(spec.model))  # tuples as the saved spec's lists
     if saved.model != model:
         raise InputError(
-            f"--resume: the run's checkpoint is of another model ({saved.model['name']}, differing in "
-            f"{', '.join(_differences(saved.model, model))}): {again}"
+            f"cannot resume {run.uri}: the run's checkpoint is of another model ({saved.model['name']}, "
+            f"differing in {', '.join(_differences(saved.model, model))}): {again}"
         )
     if saved.sparse_optimizer != spec.sparse_optimizer:
         raise InputError(
-            f"--resume: the run's tables were updated by {saved.sparse_optimizer}, not "
+            f"cannot resume {run.uri}: the run's tables were updated by {saved.sparse_optimizer}, not "
             f"{spec.sparse_optimizer}: give --sparse-optimizer {saved.sparse_optimizer}, or {again}"
         )
     if (saved.backend == "torchrec") != (spec.backend == "torchrec"):
         raise InputError(
-            f"--resume: the run trained on --backend {saved.backend}, whose optimizer states do not "
-            f"load on {spec.backend}: resume on {saved.backend}, or {again}"
+            f"cannot resume {run.uri}: the run trained on --backend {saved.backend}, whose optimizer states "
+            f"do not load on {spec.backend}: resume on {saved.backend}, or {again}"
         )
     if run.metrics() is not None and spec.epochs <= saved.epochs:
         raise InputError(
-            f"--resume: the run finished its {saved.epochs} epochs: give more --epochs, or {again}"
+            f"cannot resume {run.uri}: the run finished its {saved.epochs} epochs: give more --epochs, "
+            f"or {again}"
         )
 
 

@@ -285,6 +285,7 @@ def retrain(
             spark, Workflow.load_schema(layout.workflow, spark), files, candidate, _model_name(production),
             settings.backend, settings.workers, epochs=settings.epochs, seed=settings.seed,
             warm_start=production.run_dir, resume=True, **production_settings(production.run_dir),
+            anew=f"rerun retrain with the earlier attempt's --backend and --epochs, or remove {candidate}",
         )  # fmt: skip
         trained = {"run_dir": candidate, "days": settings.training_days(), "rows": files.rows}
         record.finish("train", {**trained, "seconds": summary["seconds"], "losses": summary["losses"]})

@@ -502,8 +502,11 @@ def test_a_resume_its_checkpoint_cannot_continue_is_refused_and_a_fresh_run_clea
         "finished its 1 epochs: give more --epochs": replace(resumed, epochs=1),
     }
     for message, given in refused.items():
-        with pytest.raises(InputError, match=message):
+        with pytest.raises(InputError, match=f"cannot resume {run.uri}: .*{message}.*without --resume"):
             check_resumable(run, given)
+    # A command without --resume (retrain) says how it starts over instead.
+    with pytest.raises(InputError, match=r"give more --epochs, or remove the candidate\Z"):
+        check_resumable(run, replace(resumed, epochs=1), anew="remove the candidate")
     run.clear()
     assert run.metrics() is None and run.latest_checkpoint() is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
