@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import weakref
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from training.data import BatchLoader, FileSet
 from training.distributed import TorchCollective
 from training.evaluate import metrics, predict
 from training.launch import launch
-from training.loop import TrainSpec, train_worker, weights_digest
+from training.loop import Prefetcher, TrainSpec, train_worker, weights_digest
 from training.models import MODELS, ModelConfig, build_model
 from training.run_directory import RunDirectory
 from training.step import OptimizerSettings
@@ -310,6 +311,27 @@ def test_a_loader_error_stops_training_with_or_without_the_prefetch_thread(plant
     spec = spec_for(planted, tmp_path / "run", "single", prefetch=prefetch)
     with pytest.raises(Exception, match="broken.parquet|Parquet|parquet"):
         train_worker({**spec.to_dict(), "train": files.to_dict()})
+
+
+def test_the_prefetch_thread_answers_none_after_the_end_and_ends_when_the_step_raises(planted):
+    """A rank whose shard ran out asks again while the others still step (on padding): the answer is
+    None again, not a wait for a batch that never comes (a hang of every rank on a GPU, where the
+    thread prefetches by default). A step that raises leaves no reading thread behind."""
+    loader = BatchLoader(planted["test"], planted["schema"], 4096, shuffle=False)
+    threads = set(threading.enumerate())
+    with Prefetcher(loader.epoch(0), torch.device("cpu"), 2) as batches:
+        while batches.next() is not None:
+            pass
+        again: list = []
+        asking = threading.Thread(target=lambda: again.append(batches.next()), daemon=True)
+        asking.start()
+        asking.join(timeout=30)
+        assert again == [None], "next() after the end waited for a batch"
+    with pytest.raises(RuntimeError, match="the step failed"):
+        with Prefetcher(loader.epoch(0), torch.device("cpu"), 1) as batches:
+            assert batches.next() is not None
+            raise RuntimeError("the step failed")  # the thread is blocked on its full queue here
+    assert set(threading.enumerate()) <= threads
 
 
 @pytest.mark.parametrize("one_rank", ["column_wise", "auto"], indirect=True)

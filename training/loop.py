@@ -108,6 +108,7 @@ class Prefetcher:
         self.waited = 0.0
         self._batches, self._device = batches, device
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         if depth > 0:
             self._queue: queue.Queue = queue.Queue(maxsize=depth)
             self._thread = threading.Thread(target=self._fill, daemon=True)
@@ -116,6 +117,8 @@ class Prefetcher:
     def _fill(self) -> None:
         try:
             for batch in self._batches:
+                if self._stop.is_set():
+                    return
                 self._queue.put(batch.to(self._device))
             self._queue.put(self._END)
         except BaseException as error:  # handed to the training thread, which raises it
@@ -128,6 +131,8 @@ class Prefetcher:
             batch = next(self._batches, None)
             self.waited += time.perf_counter() - started
             return None if batch is None else batch.to(self._device)
+        if not self._thread.is_alive() and self._queue.empty():
+            return None  # asked again after the end: a rank whose shard ran out steps on padding
         item = self._queue.get()
         self.waited += time.perf_counter() - started
         if item is self._END:
@@ -136,6 +141,23 @@ class Prefetcher:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Ends the reading thread, also when the step raised midway: otherwise it would hold its
+        batches (on a GPU) and block on the full queue for as long as the process lives (a notebook's,
+        where the single backend trains)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)  # frees a put the thread is blocked in
+            except queue.Empty:
+                pass
+        self._thread.join()
 
 
 def default_prefetch(device: torch.device) -> int:
@@ -227,36 +249,36 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     for epoch in range(position.epoch, spec.epochs):
         if _stopped(spec, position):
             break
-        batches = Prefetcher(loader.epoch(epoch, skip_batches=position.batches), device, depth)
-        while True:
-            batch = batches.next()
-            rows = 0 if batch is None else len(batch.label)  # a loader's rows weigh 1: no device sync
-            # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a
-            # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
-            step_rows = int(group.sum(rows))
-            if step_rows == 0:
-                break
-            padded = batch is None
-            batch = batch or padding
-            with precision(spec.precision, device):
-                outputs = forward(*batch.inputs())
-            loss = objective(config, outputs, batch, position.step, spec.epochs * batches_per_rank)
-            for stepper in steppers:
-                stepper.zero_grad()
-            loss.backward()
-            for stepper in steppers:
-                stepper.step()
-            position.batches += 1
-            position.step += 1
-            samples += rows
-            if not padded:  # a zero-weight step's loss is 0: not a point of the loss curve
-                value = loss.item()
-                running = value if running is None else 0.98 * running + 0.02 * value
-                position.losses.append(value)
-                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-            bar.update(step_rows)
-            if position.step % spec.checkpoint_every == 0:
-                _checkpoint(group, run, model, steppers, position)
+        with Prefetcher(loader.epoch(epoch, skip_batches=position.batches), device, depth) as batches:
+            while True:
+                batch = batches.next()
+                rows = 0 if batch is None else len(batch.label)  # a loader's rows weigh 1: no device sync
+                # Every rank takes a step while any rank has data: a rank whose shard ran out steps on a
+                # zero-weight batch, so collective calls stay matched (no hang on uneven shards).
+                step_rows = int(group.sum(rows))
+                if step_rows == 0:
+                    break
+                padded = batch is None
+                batch = batch or padding
+                with precision(spec.precision, device):
+                    outputs = forward(*batch.inputs())
+                loss = objective(config, outputs, batch, position.step, spec.epochs * batches_per_rank)
+                for stepper in steppers:
+                    stepper.zero_grad()
+                loss.backward()
+                for stepper in steppers:
+                    stepper.step()
+                position.batches += 1
+                position.step += 1
+                samples += rows
+                if not padded:  # a zero-weight step's loss is 0: not a point of the loss curve
+                    value = loss.item()
+                    running = value if running is None else 0.98 * running + 0.02 * value
+                    position.losses.append(value)
+                    bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                bar.update(step_rows)
+                if position.step % spec.checkpoint_every == 0:
+                    _checkpoint(group, run, model, steppers, position)
         waited += batches.waited
         check_epoch_rows(int(group.sum(loader.rows_read)), train.rows, f"training epoch {epoch}")
         position.epoch, position.batches = epoch + 1, 0
