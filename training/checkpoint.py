@@ -60,16 +60,21 @@ def save(
         "valid_scores": torch.tensor(position.valid_scores, dtype=torch.float64),
         "torch_rng": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():  # the device's own generator: Mult-VAE's noise and dropout on a GPU
+        state["cuda_rng"] = torch.cuda.get_rng_state()
     return run.save_checkpoint(state, position.step, keep)
 
 
 def load_latest(run: RunDirectory) -> Saved | None:
-    """The run's newest checkpoint, torch's RNG restored to it; None when the run has none yet."""
+    """The run's newest checkpoint, torch's RNGs (the host's, and the current GPU's where it saved one)
+    restored to it; None when the run has none yet."""
     name = run.latest_checkpoint()
     if name is None:
         return None
     state = run.load_checkpoint(name)
     torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_rng"])
     valid_scores = state.get("valid_scores", torch.zeros(0)).tolist()  # a checkpoint from before validation
     # A checkpoint from before the dealing was recorded dealt row groups by count.
     dealt = {"sharding": ROW_GROUPS_BY_COUNT, **state["position"]}
