@@ -23,7 +23,8 @@ the files under ingest's input matching `file_patterns`; or "delta": the existin
 `table` (a path or URI), read at `version` (default: its latest when ingest starts). A file's day is
 the `day_<d>` in its path unless the definition names a `day_column` (jsonl and parquet may, delta
 must): an int day, or a date or timestamp (its UTC date) counted in days since `day_origin` (default
-1970-01-01).
+1970-01-01). An event time as a feature is a "long" column of epoch seconds or milliseconds, which
+the DatePart op turns into hour-of-day and day-of-week ids.
 """
 
 from __future__ import annotations

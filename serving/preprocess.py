@@ -4,8 +4,8 @@ expression, and one parquet lookup table per vocabulary or target encoding. serv
 runs them; nothing is pickled.
 
 Every op is served with Spark's transform semantics (rows not fitted on, as at scoring):
-- FillMissing, Clip, LogOp, Normalize: their op_templates.json SQL, rendered as Spark renders it and
-  nested per column (polars' SQL runs it).
+- FillMissing, Clip, LogOp, Normalize, DatePart: their op_templates.json SQL, rendered as Spark renders
+  it and nested per column (polars' SQL runs it).
 - Categorify: the vocabulary (value, id) looked up by the value cast to string; absent -> 0, or with
   num_buckets the value's hash bucket (HashBucket's formula over the text: xxhash64, pmod, + 1).
 - HashBucket, Cross: Spark's xxhash64 (serving/tokens.py), pmod, + 1; 0 when an input is null.
@@ -40,6 +40,7 @@ from pyspark.sql import functions as F
 from rec_plugin.errors import InputError
 from rec_plugin.ops import Categorify, Cross, HashBucket, ListCategorify, TargetEncoding
 from rec_plugin.ops.base import RowOp
+from rec_plugin.ops.date_part import EPOCH_DTYPES, PARTS
 from rec_plugin.schema import Schema, Tags
 from rec_plugin.templates import render_over
 from rec_plugin.workflow import Workflow
@@ -49,6 +50,7 @@ from serving.tokens import TOKEN_BYTES
 NUMERIC = ("int32", "int64", "float32", "float64")
 KEYED = ("string", "int32", "int64")
 HASHED = ("string", "int32", "int64")
+DATE_PART_TEMPLATES = {template for template, _ in PARTS.values()}
 
 
 def _quoted(name: str) -> str:
@@ -85,6 +87,12 @@ def _row_dtype(op: RowOp, column: str, dtype: str) -> str:
         return "float64"
     if template == "normalize":
         return "float32"
+    if template in DATE_PART_TEMPLATES:
+        if dtype not in EPOCH_DTYPES:
+            raise _refuse(
+                op, f"column {column!r} is {dtype}, not an epoch time ({' or '.join(EPOCH_DTYPES)})"
+            )
+        return "int32"
     raise _refuse(op, f"template {template!r} has no serving form")
 
 
@@ -254,10 +262,12 @@ def export_preprocess(
                     expressions[name] = _quoted(output)
                     dtypes[name] = "int32"
             elif isinstance(op, RowOp):
-                for c in columns:
+                for c, output in zip(columns, op.output_columns(columns), strict=True):
                     params = op.template_params(c, state)
-                    dtypes[c] = _row_dtype(op, c, dtypes[c])
-                    expressions[c] = _standard_sql(render_over(op.template, {"x": expressions[c]}, params))
+                    dtypes[output] = _row_dtype(op, c, dtypes[c])
+                    expressions[output] = _standard_sql(
+                        render_over(op.template, {"x": expressions[c]}, params)
+                    )
             else:
                 raise _refuse(op, "it has no serving form")
             columns = op.output_columns(columns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ from pyspark.ml import Pipeline, PipelineModel
 from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
+from rec_plugin.gpu import gpu_plan
 from rec_plugin.ml import WorkflowEstimator
 from rec_plugin.ops import (
     Categorify,
     Clip,
     Cross,
+    DatePart,
     FillMissing,
     HashBucket,
     ListCategorify,
@@ -101,6 +104,32 @@ def test_hash_bucket_and_cross(frame):
     assert out[1].c == out[3].c, "same value, same bucket"
     assert out[3].c_x_d == 0 and out[7].c_x_d == 0, "a missing side gives 0"
     assert 1 <= out[1].c_x_d <= 100 and out[1].c_x_d != out[5].c_x_d
+
+
+def test_date_part_gives_utc_hour_and_weekday_ids_on_the_gpu_and_refuses_what_is_no_epoch_time(spark):
+    """Epoch seconds (or milliseconds) -> hour ids 1-24 and Monday-Sunday ids 1-7 as Python's UTC
+    calendar has them, before 1970 too; 0 for a missing time; every expression GPU-eligible."""
+    times = [1767229200, 1767311999, 1767398400 + 3600 * 13 + 59, 0, -1, -86400 * 3 - 1, None]
+    frame = spark.createDataFrame(
+        [(t, None if t is None else t * 1000) for t in times], "s bigint, ms bigint"
+    )
+    graph = [["s"] >> DatePart("hour"), ["s"] >> DatePart("weekday"), ["ms"] >> DatePart("weekday", "ms")]
+    workflow = Workflow([*graph, "s"]).fit(frame)
+    out = workflow.transform(frame)
+    assert gpu_plan(out).not_on_gpu == []
+    rows = {r.s: r for r in out.collect()}
+    for t in times:
+        when = None if t is None else datetime.fromtimestamp(t, UTC)
+        assert rows[t].s_hour == (0 if when is None else when.hour + 1), t
+        assert rows[t].s_weekday == rows[t].ms_weekday == (0 if when is None else when.weekday() + 1), t
+    assert [(c.name, c.cardinality) for c in workflow.schema.categorical] == [
+        ("s_hour", 25), ("s_weekday", 8), ("ms_weekday", 8),
+    ]  # fmt: skip
+    text = spark.createDataFrame([("2026-01-01",)], "s string")
+    with pytest.raises(InputError, match=r"DatePart reads epoch times .*columns \['s'\] are \['string'\]"):
+        Workflow([["s"] >> DatePart("hour")]).fit(text)
+    with pytest.raises(ValueError, match="part='minute' is not one of"):
+        DatePart("minute")
 
 
 def test_cross_needs_two_columns(frame):

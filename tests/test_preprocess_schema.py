@@ -15,6 +15,7 @@ from rec_plugin.ops import (
     Categorify,
     Clip,
     Cross,
+    DatePart,
     FillMissing,
     HashBucket,
     ListCategorify,
@@ -42,6 +43,7 @@ def input_schema(width: int | None) -> Schema:
             ColumnSchema("f", "float64", (Tags.CONTINUOUS,)),
             ColumnSchema("n", "int32", (Tags.CONTINUOUS,)),
             ColumnSchema("l", "int64", (Tags.CATEGORICAL,)),
+            ColumnSchema("ts", "int64", ()),
             ColumnSchema("n_cat", "int32", (Tags.CATEGORICAL,)),
             *(ColumnSchema(c, "string", (Tags.CATEGORICAL,), token_width=width) for c in strings),
             ColumnSchema("tags", "list<string>", (Tags.CATEGORICAL, Tags.LIST)),
@@ -78,6 +80,14 @@ def raw_rows(seed: int, tokens: list[str], rows: int = ROWS) -> pd.DataFrame:
                 [None if rng.random() < 0.1 else int(v) for v in rng.integers(-(2**53), 2**53, rows)],
                 dtype=object,
             ),
+            # Epoch seconds of 2026-2027, and a few before 1970 (negative: floor, not truncation).
+            "ts": pd.Series(
+                [
+                    None if r < 0.1 else int(v) if r < 0.95 else -int(v) // 1000
+                    for r, v in zip(rng.random(rows), rng.integers(1_767_225_600, 1_830_297_600, rows))
+                ],
+                dtype=object,
+            ),
             "n_cat": pd.Series(
                 [None if rng.random() < 0.1 else int(v) for v in rng.integers(0, 12, rows)], dtype=object
             ),
@@ -92,8 +102,8 @@ def raw_rows(seed: int, tokens: list[str], rows: int = ROWS) -> pd.DataFrame:
 
 
 SPARK_TYPES = (
-    "label int, f double, n int, l bigint, n_cat int, s string, t string, u string, tags array<string>, "
-    "source_file string, line_number bigint"
+    "label int, f double, n int, l bigint, ts bigint, n_cat int, s string, t string, u string, "
+    "tags array<string>, source_file string, line_number bigint"
 )
 
 
@@ -106,8 +116,11 @@ def every_op_workflow(schema: Schema) -> Workflow:
     bucketed = ["s"] >> Categorify(freq_threshold=2, num_buckets=5)
     tags = ["tags"] >> ListCategorify(max_length=3, freq_threshold=2)
     continuous = ["f", "n"] >> FillMissing(0) >> Clip(min=0) >> LogOp() >> Normalize()
+    # Before `hashed`, which rewrites l in place.
+    times = (["ts"] >> DatePart("hour")) + (["ts"] >> DatePart("weekday")) + (["l"] >> DatePart("hour", "ms"))
     return Workflow(
-        cross + int_cross + hashed + encoded + categories + bucketed + tags + continuous + ["label"], schema
+        times + cross + int_cross + hashed + encoded + categories + bucketed + tags + continuous + ["label"],
+        schema,
     )
 
 
@@ -167,7 +180,7 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
     served = export_preprocess(spark, str(tmp_path / "workflow"), tmp_path / "preprocess")
     preprocess = Preprocessor(served.parent)
     assert preprocess.spec.token_width == width
-    assert [c.name for c in preprocess.spec.continuous] == ["f", "n", "l", "n_cat"]
+    assert [c.name for c in preprocess.spec.continuous] == ["f", "n", "l", "ts", "n_cat"]
     # Other rows than the fitted ones: unseen tokens, and every row encoded with all folds.
     raw = raw_rows(1, tokens + ["unseen"])
     keys = ("line_number",)
@@ -187,7 +200,14 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
     assert preprocess.names["categorical"] == schema.categorical.names
     assert preprocess.names["lists"] == schema.lists.names == ["tags"]
     assert {"TE_u", "TE_s", "f", "n"} == set(schema.continuous.names)
-    assert {"s_x_t", "n_cat_x_t", "t", "l", "s", "n_cat"} == set(schema.categorical.names)
+    assert {"s_x_t", "n_cat_x_t", "t", "l", "s", "n_cat", "ts_hour", "ts_weekday", "l_hour"} == set(
+        schema.categorical.names
+    )
+    # Hour and weekday ids as Python's UTC calendar gives them (0: no time).
+    times = pd.to_datetime(raw["ts"].astype("float64"), unit="s", utc=True)
+    for part, expected in (("ts_hour", times.dt.hour + 1), ("ts_weekday", times.dt.weekday + 1)):
+        ids = by_spark.sort_values("line_number")[part].to_numpy()
+        np.testing.assert_array_equal(ids, expected.fillna(-1).astype(int).replace(-1, 0).to_numpy())
     expected_dense = by_spark[schema.continuous.names].to_numpy(np.float32)
     expected_ids = by_spark[schema.categorical.names].to_numpy(np.int64)
     for result in (features, again):
@@ -199,7 +219,7 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
         spark_lists = [[] if v is None else [int(i) for i in v] for v in by_spark["tags"]]
         assert served_lists == spark_lists
     # Real ids, hashes and encodings, not only defaults.
-    for name in ("s", "s_x_t", "n_cat_x_t", "t", "l", "n_cat"):
+    for name in ("s", "s_x_t", "n_cat_x_t", "t", "l", "n_cat", "ts_hour", "ts_weekday", "l_hour"):
         assert len(np.unique(expected_ids[:, schema.categorical.names.index(name)])) > 3, name
     assert (features.list_values[0] > 0).any() and (features.list_values[0] == 0).any()
     bucketed = expected_ids[:, schema.categorical.names.index("s")]

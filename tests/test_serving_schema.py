@@ -157,7 +157,7 @@ def test_every_op_through_featurize_loader_model_and_triton_equals_the_model_on_
     assert run.metrics()["steps"] == 2 * -(-ROWS // 64)
     schema = Workflow.load_schema(workflow, spark)
     assert run.schema() == schema and run.model_config().list_features == ("tags",)
-    assert len(schema.categorical) == 6 and len(schema.continuous) == 4
+    assert len(schema.categorical) == 9 and len(schema.continuous) == 4  # 3 of them DatePart's
     # The loader's batch of the whole test day, unshuffled: its rows in the order of the table's files,
     # which give each row's lineage.
     test_files = feature_files(spark, features, report["features_version"], [TEST_DAY])

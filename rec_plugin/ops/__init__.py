@@ -4,6 +4,7 @@ from rec_plugin.ops.base import Op
 from rec_plugin.ops.categorify import Categorify
 from rec_plugin.ops.clip import Clip
 from rec_plugin.ops.cross import Cross
+from rec_plugin.ops.date_part import DatePart
 from rec_plugin.ops.fill_missing import FillMissing
 from rec_plugin.ops.hash_bucket import HashBucket
 from rec_plugin.ops.list_categorify import ListCategorify
@@ -17,6 +18,7 @@ OPS: dict[str, type[Op]] = {
         Categorify,
         Clip,
         Cross,
+        DatePart,
         FillMissing,
         HashBucket,
         ListCategorify,
@@ -31,6 +33,7 @@ __all__ = [
     "Categorify",
     "Clip",
     "Cross",
+    "DatePart",
     "FillMissing",
     "HashBucket",
     "LogOp",

@@ -108,8 +108,10 @@ class RowOp(Op):
         return self.params
 
     def transform(self, frame: DataFrame, columns: list[str], state: dict[str, Any]) -> DataFrame:
+        """Each column rewritten in place, or written to the op's output column for it."""
+        outputs = zip(columns, self.output_columns(columns), strict=True)
         return frame.withColumns(
-            {c: expression(self.template, {"x": c}, self.template_params(c, state)) for c in columns}
+            {out: expression(self.template, {"x": c}, self.template_params(c, state)) for c, out in outputs}
         )
 
 

@@ -44,6 +44,17 @@ class SparkrecExtensionsSuite extends AnyFunSuite with BeforeAndAfterAll {
     assert(row.getInt(3) >= 1 && row.getInt(3) <= 10)
   }
 
+  test("date parts are UTC hour and weekday ids from epoch seconds or milliseconds, 0 for missing") {
+    // 2026-01-01T01:00:00Z is a Thursday; one second before 1970 is a Wednesday, 23:59:59.
+    val row = one(
+      """SELECT sparkrec_hour_of_day(1767229200L, 1), sparkrec_day_of_week(1767229200L, 1),
+        |       sparkrec_hour_of_day(1767229200000L, 1000), sparkrec_hour_of_day(-1L, 1),
+        |       sparkrec_day_of_week(-1L, 1), sparkrec_day_of_week(CAST(NULL AS BIGINT), 1)""".stripMargin
+    )
+    assert(row.getInt(0) == 2 && row.getInt(1) == 4 && row.getInt(2) == 2)
+    assert(row.getInt(3) == 24 && row.getInt(4) == 3 && row.getInt(5) == 0)
+  }
+
   test("functions expand to built-in expressions, never an opaque UDF") {
     val plan = spark.sql("SELECT sparkrec_clip(id, 0, 5) AS c, sparkrec_hash_bucket(id, 7) AS h FROM range(3)")
       .queryExecution.analyzed
