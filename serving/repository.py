@@ -183,6 +183,28 @@ def _entries(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir()] if folder.is_dir() else []
 
 
+# The prefix of a version folder being written: not a number, so Triton ignores it until it is renamed.
+_WRITING = ".writing-"
+
+
+@contextmanager
+def _version_folder(model_folder: Path, version: int) -> Iterator[Path]:
+    """A folder to write version `version` of a model into, renamed to `version` once the block ends:
+    a server sees the whole version or none, also after a kill midway (the next write of the version
+    replaces what that left)."""
+    staging = model_folder / f"{_WRITING}{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = model_folder / str(version)
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+
+
 def _tensors(kind: str, specs: tuple[TensorSpec, ...], flavour: str) -> str:
     entries = []
     for index, spec in enumerate(specs):
@@ -230,7 +252,7 @@ def pin_versions(repository: Path, name: str, keep: list[int]) -> None:
     lines = path.read_text().splitlines()
     policy = _specific(keep)
     kept = (policy if line.startswith("version_policy:") else line for line in lines)
-    path.write_text("\n".join(kept) + "\n")
+    write_text(path, "\n".join(kept) + "\n")
 
 
 def _serves_otherwise(served_config: Path, config: str) -> bool:
@@ -400,11 +422,10 @@ def write_ensemble(
             f"{preprocess_name} serves other raw inputs, features or batching than this workflow's: a "
             "config serves all versions of a model, so serve this one under another --name"
         )
-    folder = repository / preprocess_name / str(version)
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(preprocess, folder)
-    shutil.copy2(PREPROCESS_MODEL, folder / "model.py")
-    served_config.write_text(config)
+    with _version_folder(repository / preprocess_name, version) as folder:
+        shutil.copytree(preprocess, folder, dirs_exist_ok=True)
+        shutil.copy2(PREPROCESS_MODEL, folder / "model.py")
+    write_text(served_config, config)
     outputs = _outputs(repository / model / str(version))
     if _item_tokens(outputs) is not None:
         _write_postprocess(repository, name, version, plan, preprocess, outputs)
@@ -414,8 +435,9 @@ def write_ensemble(
         ensembles.append(name)
     for ensemble in ensembles:
         (repository / ensemble / "1").mkdir(parents=True, exist_ok=True)
-        (repository / ensemble / "config.pbtxt").write_text(
-            ensemble_pbtxt(ensemble, name, version, raw, features, outputs, _feature_names(plan))
+        write_text(
+            repository / ensemble / "config.pbtxt",
+            ensemble_pbtxt(ensemble, name, version, raw, features, outputs, _feature_names(plan)),
         )
     return version
 
@@ -445,12 +467,10 @@ def _write_postprocess(
             f"{postprocess} serves another number of items than this model's {ids.dims[0]}: serve it "
             "under another --name"
         )
-    folder = repository / postprocess / str(version)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    shutil.copy2(Path(preprocess) / tables[0], folder / VOCABULARY_FILE)
-    shutil.copy2(POSTPROCESS_MODEL, folder / "model.py")
-    served_config.write_text(config)
+    with _version_folder(repository / postprocess, version) as folder:
+        shutil.copy2(Path(preprocess) / tables[0], folder / VOCABULARY_FILE)
+        shutil.copy2(POSTPROCESS_MODEL, folder / "model.py")
+    write_text(served_config, config)
 
 
 def versions(repository: Path, name: str) -> list[int]:
@@ -498,16 +518,16 @@ def add_version(
             "under another name"
         )
     version = (versions(repository, name) or [0])[-1] + 1
-    folder = repository / name / str(version)
-    folder.mkdir(parents=True)
-    model.save(str(folder / MODEL_FILE[flavour]))
-    (folder / MODEL_INPUTS_FILE).write_text(json.dumps([s.to_dict() for s in layout], indent=1) + "\n")
-    if schema is not None:
-        (folder / TRAINED_SCHEMA_FILE).write_text(schema.to_json())
-    if outputs != OUTPUTS:  # a version without the file is a click model's (_outputs)
-        (folder / MODEL_OUTPUTS_FILE).write_text(json.dumps([s.to_dict() for s in outputs], indent=1) + "\n")
-    if flavour == "python":
-        shutil.copy2(PYTHON_MODEL, folder / "model.py")
+    with _version_folder(repository / name, version) as folder:
+        model.save(str(folder / MODEL_FILE[flavour]))
+        (folder / MODEL_INPUTS_FILE).write_text(json.dumps([s.to_dict() for s in layout], indent=1) + "\n")
+        if schema is not None:
+            (folder / TRAINED_SCHEMA_FILE).write_text(schema.to_json())
+        if outputs != OUTPUTS:  # a version without the file is a click model's (_outputs)
+            outputs_text = json.dumps([s.to_dict() for s in outputs], indent=1) + "\n"
+            (folder / MODEL_OUTPUTS_FILE).write_text(outputs_text)
+        if flavour == "python":
+            shutil.copy2(PYTHON_MODEL, folder / "model.py")
     config = config_pbtxt(name, flavour, layout, queue_delay_us=queue_delay_us, outputs=outputs)
-    (repository / name / "config.pbtxt").write_text(config)
+    write_text(repository / name / "config.pbtxt", config)
     return version

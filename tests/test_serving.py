@@ -108,6 +108,37 @@ def test_an_export_refused_after_its_model_version_is_written_leaves_the_reposit
     assert export_run(run_dirs[1], repository, "ctr", spark=spark, workflow=workflow) == 2
 
 
+def test_a_version_killed_while_written_is_no_version_and_the_next_export_writes_it_whole(runs, tmp_path):
+    """A version is written under a name that is no number and renamed once whole: an export killed
+    midway leaves no version for a server to load (nor for versions() to count), and the next export
+    writes that version over what the killed one left."""
+    run_dirs, _, _ = runs
+    repository = tmp_path / "repository"
+    assert export_run(run_dirs[0], repository, "ctr") == 1
+    killed = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITE, str(repository / "ctr")], stdout=subprocess.PIPE, text=True
+    )
+    assert killed.stdout.readline().strip() == "writing"
+    killed.kill()
+    killed.wait()
+    assert versions(repository, "ctr") == [1] and (repository / "ctr" / ".writing-2" / "model.pt").is_file()
+    assert export_run(run_dirs[1], repository, "ctr") == 2
+    assert sorted(p.name for p in (repository / "ctr").iterdir()) == ["1", "2", "config.pbtxt"]
+    assert (repository / "ctr" / "2" / "model.pt").read_bytes() != b"half a model"
+
+
+# A process killed in the middle of writing version 2 of the model in the folder argv[1].
+KILLED_WRITE = """
+import sys, time
+from pathlib import Path
+from serving.repository import _version_folder
+with _version_folder(Path(sys.argv[1]), 2) as folder:
+    (folder / "model.pt").write_bytes(b"half a model")
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
 def test_configs_for_the_python_backend_and_the_gpu_containers_backends(schema):
     python = config_pbtxt("ctr", "python", schema)
     libtorch = config_pbtxt("ctr", "pytorch_libtorch", schema)
@@ -291,6 +322,9 @@ def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
     assert "Started HTTPService at 127.0.0.1" in log.read_text()  # tritonserver's own log lines
     assert not (tmp_path / "tritonserver.log").exists()  # not the default place beside the repository
     url = f"127.0.0.1:{ports.http}"
+    # What an export killed while writing version 3 leaves: a folder Triton does not take for a version.
+    (repository / "ctr" / ".writing-3").mkdir(parents=True)
+    (repository / "ctr" / ".writing-3" / "model.pt").write_bytes(b"half a model")
     for run_dir, version in zip(run_dirs, (1, 2)):
         export = [sys.executable, "-m", "spark_jobs.cli", "export", "--run-dir", str(run_dir)]
         pushed = subprocess.run(
