@@ -14,7 +14,7 @@ from rec_plugin.errors import InputError
 from rec_plugin.schema import Schema, SchemaError
 from training.data import FileSet
 from training.grow import check_warm_start
-from training.launch import check_workers, launch
+from training.launch import check_backend_settings, check_workers, launch
 from training.loop import TrainSpec
 from training.models import ModelConfig, build_model
 from training.run_directory import RunDirectory
@@ -57,6 +57,7 @@ def fit(
         **spec_options,
     )
     check_workers(backend, workers)  # before the run directory is written
+    check_backend_settings(spark, spec)
     if spec.resume and run.latest_checkpoint() is not None:
         check_resumable(run, spec, anew)
         run.clear_finished_mark()  # unfinished until the resumed run ends (a fresh run's rank 0 clears)

@@ -512,6 +512,29 @@ def test_a_resume_its_checkpoint_cannot_continue_is_refused_and_a_fresh_run_clea
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
 
 
+def test_torchrec_settings_cpu_workers_cannot_run_are_refused_before_the_run_directory_is_written(
+    spark, files, tmp_path
+):
+    """The test session's workers have no GPU: row-wise sharding and Adam tables are refused by fit
+    in one line, before anything is written, instead of by each worker after the launch."""
+    for options, message in (
+        ({"sharding": "row_wise"}, "row_wise sharding needs GPUs"),
+        ({"sparse_optimizer": "adam"}, "no 'adam' on CPU: use --sparse-optimizer adagrad"),
+    ):
+        with pytest.raises(InputError, match=message):
+            fit(
+                spark,
+                files["schema"],
+                files["train"],
+                str(tmp_path / "run"),
+                "dlrm",
+                "torchrec",
+                2,
+                **options,
+            )
+        assert not (tmp_path / "run").exists()
+
+
 def test_a_resumed_run_is_unfinished_until_it_ends_and_a_fresh_run_starts_clean(spark, files, tmp_path):
     """fit: a resume given more epochs takes the finished mark away (a later resume of it is not
     refused as finished), and a fresh run into the same folder clears the last run's results and

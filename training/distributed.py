@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.optim import Optimizer
 
+from rec_plugin.schema import SchemaError
 from training.checkpoint import Saved
 from training.models.ctr import Embeddings
 from training.models.parts import EmbeddingCollection
@@ -219,6 +220,21 @@ BACKENDS = ("single", "horovod", "torch", "torchrec")
 # AUTO_SHARDING its planner chooses.
 AUTO_SHARDING = "auto"
 SHARDINGS = ("table_wise", "column_wise", "row_wise", AUTO_SHARDING)
+# TorchRec 1.8 shards row-wise only on GPUs, and FBGEMM's CPU table kernels update with Adagrad only.
+GPU_ONLY_SHARDINGS = ("row_wise",)
+CPU_FUSED_OPTIMIZERS = ("adagrad",)
+
+
+def refuse_torchrec_on_cpu(sharding: str, sparse_optimizer: str) -> None:
+    """What the torchrec backend cannot do on CPU workers, as one SchemaError line: asked by the
+    workers, and by `fit` before the run directory is written."""
+    if sharding in GPU_ONLY_SHARDINGS:
+        raise SchemaError(f"{sharding} sharding needs GPUs (TorchRec shards so only on CUDA); use table_wise")
+    if sparse_optimizer not in CPU_FUSED_OPTIMIZERS:
+        raise SchemaError(
+            f"--backend torchrec on CPU updates tables with FBGEMM's fused kernels, which have no "
+            f"{sparse_optimizer!r} on CPU: use --sparse-optimizer {' or '.join(CPU_FUSED_OPTIMIZERS)}"
+        )
 
 
 def collective(backend: str, sharding: str = "table_wise") -> Collective:

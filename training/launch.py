@@ -11,7 +11,8 @@ import torch
 from pyspark.sql import SparkSession
 
 from rec_plugin.errors import InputError
-from training.distributed import BACKENDS
+from rec_plugin.schema import SchemaError
+from training.distributed import BACKENDS, refuse_torchrec_on_cpu
 from training.loop import TrainSpec, train_worker
 
 
@@ -30,6 +31,16 @@ def check_workers(backend: str, workers: int) -> None:
     """The single backend trains in the calling process: one worker."""
     if backend == "single" and workers != 1:
         raise InputError(f"--backend single trains in this process: --workers 1, not {workers}")
+
+
+def check_backend_settings(spark: SparkSession, spec: TrainSpec) -> None:
+    """What the workers would refuse of the backend's settings, refused in one line before the run
+    directory is written: TorchRec's GPU-only sharding and optimizers, where the workers have no GPU."""
+    if spec.backend == "torchrec" and not _workers_have_gpus(spark):
+        try:
+            refuse_torchrec_on_cpu(spec.sharding, spec.sparse_optimizer)
+        except SchemaError as error:
+            raise InputError(str(error)) from None
 
 
 def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:

@@ -37,7 +37,13 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rec_plugin.schema import SchemaError
 from training.checkpoint import Saved
-from training.distributed import AUTO_SHARDING, SHARDINGS, TorchCollective, average_rows_or_allreduce
+from training.distributed import (
+    AUTO_SHARDING,
+    SHARDINGS,
+    TorchCollective,
+    average_rows_or_allreduce,
+    refuse_torchrec_on_cpu,
+)
 from training.models import sparse_and_dense_parameters
 from training.models.config import TableConfig
 from training.models.parts import EmbeddingCollection, initial_rows, refuse_id
@@ -46,11 +52,8 @@ from training.step import ADAGRAD_EPS, OptimizerSettings
 POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 # FBGEMM's fused optimizers for our sparse optimizer names; its CPU kernels have Adagrad, not Adam.
 FUSED_OPTIMIZERS = {"adagrad": EmbOptimType.EXACT_ADAGRAD, "adam": EmbOptimType.ADAM}
-CPU_FUSED_OPTIMIZERS = ("adagrad",)
 # FBGEMM's table kernels take rows of a multiple of 4 floats.
 FBGEMM_DIM_MULTIPLE = 4
-# TorchRec 1.8 shards row-wise only on GPUs.
-GPU_ONLY_SHARDINGS = (ShardingType.ROW_WISE.value,)
 
 
 class ShardedEmbeddings(nn.Module):
@@ -217,18 +220,11 @@ class TorchRecCollective(TorchCollective):
         super().__init__()
         if sharding not in SHARDINGS:
             raise SchemaError(f"sharding {sharding!r} is not one of {', '.join(SHARDINGS)}")
-        if sharding in GPU_ONLY_SHARDINGS and self.device.type == "cpu":
-            raise SchemaError(
-                f"{sharding} sharding needs GPUs (TorchRec shards so only on CUDA); use table_wise"
-            )
         self.sharding = sharding
 
     def prepare(self, model: nn.Module, settings: OptimizerSettings) -> tuple[nn.Module, list[Optimizer]]:
-        if self.device.type == "cpu" and settings.sparse not in CPU_FUSED_OPTIMIZERS:
-            raise SchemaError(
-                f"--backend torchrec on CPU updates tables with FBGEMM's fused kernels, which have no "
-                f"{settings.sparse!r} on CPU: use --sparse-optimizer {' or '.join(CPU_FUSED_OPTIMIZERS)}"
-            )
+        if self.device.type == "cpu":
+            refuse_torchrec_on_cpu(self.sharding, settings.sparse)
         modules = dict(_sharded_modules(model))
         constraints = {
             table.name: ParameterConstraints(
