@@ -379,16 +379,17 @@ def crossings(report: dict, thresholds: Thresholds) -> list[Crossing]:
     """The thresholds the report's day crosses, each with its one-line message."""
     t, day, found = thresholds, report[DAY], []
     for c, s in report[Tags.CATEGORICAL].items():
+        ids = "list elements" if "mean_length" in s else "ids"  # a list is reported by its elements
         if s["unseen_share_increase"] > t.max_unseen_share_increase:
             message = (
-                f"{c}: {s['unseen_share']:.1%} of day {day}'s ids are 0 (unseen, rare or missing) against "
+                f"{c}: {s['unseen_share']:.1%} of day {day}'s {ids} are 0 (unseen, rare or missing) against "
                 f"{s['training_unseen_share']:.1%} in the training window, up more than "
                 f"max_unseen_share_increase {t.max_unseen_share_increase:.1%}"
             )
             found.append(Crossing("max_unseen_share_increase", c, s["unseen_share_increase"], message))
         if s["new_id_share"] > t.max_new_id_share:
             message = (
-                f"{c}: {s['new_id_share']:.1%} of day {day}'s ids are new (at or above the model's "
+                f"{c}: {s['new_id_share']:.1%} of day {day}'s {ids} are new (at or above the model's "
                 f"{s['baseline_cardinality']} embedding rows), more than max_new_id_share "
                 f"{t.max_new_id_share:.1%}"
             )

@@ -217,3 +217,8 @@ def test_a_list_feature_is_reported_by_its_elements(spark, shop_features):
         assert section["new_id_share"] == pytest.approx(new_share, abs=1e-6)
         assert section["mean_length"] == pytest.approx(elements / day_rows.count(), abs=1e-6)
         assert section["training_mean_length"] > 0
+    # 100 rows of the model's table: the day's new elements cross max_new_id_share, said of elements.
+    (warning,) = [
+        w for w in report[WARNINGS] if w["threshold"] == "max_new_id_share" and w["subject"] == listed
+    ]
+    assert f"of day {day}'s list elements are new" in warning["message"]
