@@ -42,10 +42,16 @@ class Saved(NamedTuple):
 
 
 def save(
-    run: RunDirectory, model_state: dict, optimizer_states: list[dict], position: Position, keep: int = 2
+    run: RunDirectory,
+    model_state: dict,
+    optimizer_states: list[dict],
+    position: Position,
+    keep: int = 2,
+    device: torch.device | None = None,
 ) -> str:
     """Checkpoints the run at `position` (the model's unsharded state and the optimizers' states, as
-    the backend's Collective gives them), keeping the newest `keep` checkpoints; returns its name."""
+    the backend's Collective gives them), keeping the newest `keep` checkpoints; returns its name.
+    On a GPU `device`, its random generator's state is kept too (Mult-VAE's noise and dropout)."""
     state = {
         "model": model_state,
         "optimizers": optimizer_states,
@@ -60,21 +66,21 @@ def save(
         "valid_scores": torch.tensor(position.valid_scores, dtype=torch.float64),
         "torch_rng": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():  # the device's own generator: Mult-VAE's noise and dropout on a GPU
-        state["cuda_rng"] = torch.cuda.get_rng_state()
+    if device is not None and device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     return run.save_checkpoint(state, position.step, keep)
 
 
-def load_latest(run: RunDirectory) -> Saved | None:
-    """The run's newest checkpoint, torch's RNGs (the host's, and the current GPU's where it saved one)
-    restored to it; None when the run has none yet."""
+def load_latest(run: RunDirectory, device: torch.device | None = None) -> Saved | None:
+    """The run's newest checkpoint, torch's RNGs restored to it (the host's, and the GPU `device`'s
+    where the checkpoint kept one); None when the run has none yet."""
     name = run.latest_checkpoint()
     if name is None:
         return None
     state = run.load_checkpoint(name)
     torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda_rng"])
+    if "cuda_rng" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
     valid_scores = state.get("valid_scores", torch.zeros(0)).tolist()  # a checkpoint from before validation
     # A checkpoint from before the dealing was recorded dealt row groups by count.
     dealt = {"sharding": ROW_GROUPS_BY_COUNT, **state["position"]}

@@ -203,7 +203,7 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     config = ModelConfig.from_dict(spec.model)
     model = build_model(config, group.embeddings)
     run = RunDirectory(spec.run_dir)
-    resumed = checkpoint.load_latest(run) if spec.resume else None
+    resumed = checkpoint.load_latest(run, device) if spec.resume else None
     saved = resumed
     if saved is None and spec.warm_start:
         saved = warm_start(spec.warm_start, config, spec.optimizer_settings(), group.name, spec.seed)
@@ -459,7 +459,7 @@ def _checkpoint(
     elsewhere."""
     weights, optimizer_states = states or (group.model_state(model), group.optimizer_states(steppers))
     if group.rank == 0:
-        checkpoint.save(run, weights, optimizer_states, position)
+        checkpoint.save(run, weights, optimizer_states, position, device=group.device)
     return weights
 
 
