@@ -30,6 +30,7 @@ the vocabulary lives with the preprocessing it comes from. The ensemble outputs 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 from collections.abc import Iterator
@@ -153,9 +154,26 @@ def written_whole(repository: Path, name: str) -> Iterator[None]:
     """What the block writes under the served name `name` (a model version, its preprocess and
     postprocess versions, its ensembles, and the configs these rewrite) is undone if the block fails:
     an export refused or cut off midway leaves no half version for a server to load, and a rerun
-    writes the same version again."""
+    writes the same version again. One export of a name writes at a time (a lock file beside the
+    models): another is refused in one line instead of writing into, or undoing, this one's."""
     repository = Path(repository)
+    repository.mkdir(parents=True, exist_ok=True)
+    with open(repository / f".{name}.export.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"another export of {name} is writing to {repository}: wait for it to end"
+            ) from None
+        with _undone_on_failure(repository, name):
+            yield
+
+
+@contextmanager
+def _undone_on_failure(repository: Path, name: str) -> Iterator[None]:
+    """written_whole's undo, under its lock."""
     models = [name, ensemble_model_name(name), preprocess_model_name(name), postprocess_model_name(name)]
+    _remove_killed_exports(repository, name, models)
     configs = {m: repository / m / "config.pbtxt" for m in models}
     saved = {m: path.read_text() if path.is_file() else None for m, path in configs.items()}
     before = {m: set(_entries(repository / m)) for m in models}
@@ -177,6 +195,21 @@ def written_whole(repository: Path, name: str) -> Iterator[None]:
         for entry in (set(_entries(repository)) - top) & ours:
             shutil.rmtree(repository / entry, ignore_errors=True)
         raise
+
+
+def _remove_killed_exports(repository: Path, name: str, models: list[str]) -> None:
+    """What an export killed midway left under `name`: staging folders, and versions of `name`_model
+    whose ensemble `name`_v<N> (written last) is missing, with their preprocess and postprocess
+    versions. Removed, so that the next export takes their number and no version policy loads a
+    model version that nothing serves (under `latest 2` it would unload the previous served one)."""
+    for model in models:
+        for entry in _entries(repository / model):
+            if entry.startswith(_WRITING):
+                shutil.rmtree(repository / model / entry, ignore_errors=True)
+    for version in versions(repository, ensemble_model_name(name)):
+        if not (repository / ensemble_version_name(name, version) / "config.pbtxt").is_file():
+            for model in models[1:]:
+                shutil.rmtree(repository / model / str(version), ignore_errors=True)
 
 
 def _entries(folder: Path) -> list[str]:

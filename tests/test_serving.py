@@ -3,8 +3,10 @@ explicit load/unload, two versions at once, bad requests, clean shutdown."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,7 +107,15 @@ def test_an_export_refused_after_its_model_version_is_written_leaves_the_reposit
             run_dirs[1], repository, "ctr", spark=spark, workflow=workflow, queue_delay_us=2 * QUEUE_DELAY_US
         )
     assert files() == exported
+    # What exports killed midway leave: a whole model version whose ensemble was not written yet, and
+    # a preprocessing being staged. The next export removes both and writes version 2 whole.
+    shutil.copytree(repository / "ctr_model" / "1", repository / "ctr_model" / "2")
+    (repository / "ctr_preprocess" / ".writing-2").mkdir()
     assert export_run(run_dirs[1], repository, "ctr", spark=spark, workflow=workflow) == 2
+    assert not list(repository.glob("*/.writing-*")) and (repository / "ctr_v2" / "config.pbtxt").is_file()
+    assert (repository / "ctr_model" / "2" / "model.pt").read_bytes() != (
+        repository / "ctr_model" / "1" / "model.pt"
+    ).read_bytes()
 
 
 def test_a_version_killed_while_written_is_no_version_and_the_next_export_writes_it_whole(runs, tmp_path):
@@ -125,6 +135,12 @@ def test_a_version_killed_while_written_is_no_version_and_the_next_export_writes
     assert export_run(run_dirs[1], repository, "ctr") == 2
     assert sorted(p.name for p in (repository / "ctr").iterdir()) == ["1", "2", "config.pbtxt"]
     assert (repository / "ctr" / "2" / "model.pt").read_bytes() != b"half a model"
+    # While another export of the name writes (holds its lock), an export is refused, not interleaved.
+    with open(repository / ".ctr.export.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="another export of ctr is writing to"):
+            export_run(run_dirs[0], repository, "ctr")
+    assert versions(repository, "ctr") == [1, 2]
 
 
 # A process killed in the middle of writing version 2 of the model in the folder argv[1].
