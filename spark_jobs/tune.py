@@ -40,11 +40,14 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import VALID_SPLIT, FeaturesDescription
 from rec_plugin.json_files import write_json
+from rec_plugin.schema import DAY
+from rec_plugin.workflow import Workflow
 from spark_jobs.session import build_session
 from spark_jobs.train import count, days_held, features_version_to_read, train
 from training import plots
@@ -162,11 +165,26 @@ def validation_auc(run_dir: str) -> float:
         raise InputError(f"run {run_dir} scored no validation day")
     aucs = [d["auc"] for d in days if d["auc"] is not None]
     if not aucs:
-        raise InputError(
-            f"the validation days {[d['day'] for d in days]} hold one label class each, so no AUC ranks "
-            "the trials: validate on days with clicks and non-clicks (sparkrec featurize --valid-days)"
-        )
+        raise _no_auc_ranks([d["day"] for d in days])
     return statistics.fmean(aucs)
+
+
+def _no_auc_ranks(days: list[int]) -> InputError:
+    return InputError(
+        f"the validation days {days} hold one label class each, so no AUC ranks the trials: validate "
+        "on days with clicks and non-clicks (sparkrec featurize --valid-days)"
+    )
+
+
+def _require_a_day_with_an_auc(
+    spark: SparkSession, features: str, version: int, days: list[int], label: str
+) -> None:
+    """Some validation day holds both label classes (one aggregation over their labels), checked before
+    any trial trains: otherwise every trial would train and then have no AUC to be ranked by."""
+    table = spark.read.format("delta").option("versionAsOf", version).load(features)
+    classes = table.where(F.col(DAY).isin(days)).groupBy(DAY).agg(F.countDistinct(label).alias("classes"))
+    if classes.where("classes = 2").isEmpty():
+        raise _no_auc_ranks(days)
 
 
 @contextmanager
@@ -254,6 +272,8 @@ def tune(
             f"features table {features}@v{version} holds no validation day to score trials on: "
             "featurize with --valid-days"
         )
+    label = Workflow.load_schema(workflow, spark).label.name
+    _require_a_day_with_an_auc(spark, features, version, sorted(set(valid)), label)
     directory = TuneDirectory(tune_dir)
     settings = {
         "features": storage.qualified(spark, features),

@@ -3,7 +3,9 @@ generated e-commerce shop with its collaborative-filtering interaction tables.""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from rec_plugin.interactions import InteractionsDescription, InteractionsLayout
+from rec_plugin.schema import DAY, LINE_NUMBER
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
@@ -131,3 +135,19 @@ def kill_at_first_checkpoint(start: Callable[[], subprocess.Popen], run_dir: Pat
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     assert RunDirectory(run_dir).metrics() is None
+
+
+def cut_features(spark, default_features, out: Path, splits: dict[str, list[int]]) -> tuple[Path, Path]:
+    """A small features table (about 4,000 rows a day) of the default one's days in `splits`, and a workflow
+    folder whose features.json lists those splits beside the workflow's schema.json: what featurize
+    writes, in seconds."""
+    root, report = default_features
+    days = [d for split_days in splits.values() for d in split_days]
+    source = spark.read.format("delta").option("versionAsOf", report["features_version"])
+    rows = source.load(str(root / "features")).where(F.col(DAY).isin(days) & (F.col(LINE_NUMBER) < 2000))
+    rows.write.format("delta").partitionBy(DAY).save(str(out / "features"))
+    described = json.loads((root / "workflow" / "features.json").read_text())
+    (out / "workflow").mkdir()
+    (out / "workflow" / "features.json").write_text(json.dumps({**described, "splits": splits}))
+    shutil.copy(root / "workflow" / "schema.json", out / "workflow" / "schema.json")
+    return out / "features", out / "workflow"

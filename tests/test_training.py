@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import kill_at_first_checkpoint
+from conftest import cut_features, kill_at_first_checkpoint
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import DAY, LINE_NUMBER
+from rec_plugin.schema import DAY
 from rec_plugin.workflow import Workflow
 from spark_jobs.model_fit import check_resumable, fit
 from spark_jobs.train import feature_files, train
@@ -263,22 +263,6 @@ def test_resume_after_kill_reaches_the_same_metrics(default_features, tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def cut_features(spark, default_features, out: Path, splits: dict[str, list[int]]) -> tuple[Path, Path]:
-    """A small features table (about 4,000 rows a day) of the default one's days in `splits`, and a workflow
-    folder whose features.json lists those splits beside the workflow's schema.json: what featurize
-    writes, in seconds."""
-    root, report = default_features
-    days = [d for split_days in splits.values() for d in split_days]
-    source = spark.read.format("delta").option("versionAsOf", report["features_version"])
-    rows = source.load(str(root / "features")).where(F.col(DAY).isin(days) & (F.col(LINE_NUMBER) < 2000))
-    rows.write.format("delta").partitionBy(DAY).save(str(out / "features"))
-    described = json.loads((root / "workflow" / "features.json").read_text())
-    (out / "workflow").mkdir()
-    (out / "workflow" / "features.json").write_text(json.dumps({**described, "splits": splits}))
-    shutil.copy(root / "workflow" / "schema.json", out / "workflow" / "schema.json")
-    return out / "features", out / "workflow"
-
-
 def valid_logloss_of_the_run(spark, features: Path, workflow: Path, run_path: Path) -> float:
     """The log loss of the run's final weights on the validation day, scored here."""
     model = build_model(RunDirectory(run_path).model_config())
@@ -512,6 +496,7 @@ def test_a_resume_its_checkpoint_cannot_continue_is_refused_and_a_fresh_run_clea
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="local workers have this host's GPU")
 def test_torchrec_settings_cpu_workers_cannot_run_are_refused_before_the_run_directory_is_written(
     spark, files, tmp_path
 ):

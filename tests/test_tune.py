@@ -8,11 +8,15 @@ import os
 
 import optuna
 import pytest
+from conftest import cut_features
+from delta.tables import DeltaTable
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
+from rec_plugin.schema import DAY
 from spark_jobs.train import main as train_main
 from spark_jobs.tune import RETRY_OF_ATTR, STUDY_NAME, TrialSeededSampler, trial_options, tune, validation_auc
 from training.run_directory import RunDirectory
@@ -122,3 +126,14 @@ def test_a_trial_is_ranked_by_its_validation_days_that_have_an_auc(tmp_path):
     run.write_metrics({"days": [{**d, "auc": None} for d in days]})
     with pytest.raises(InputError, match=r"validation days \[2, 3, 4\] hold one label class each"):
         validation_auc(run.uri)
+
+
+def test_a_search_whose_validation_days_hold_one_label_class_is_refused_before_any_trial(
+    spark, default_features, tmp_path
+):
+    """No trial could be ranked: refused in one line before the first trains, not after each."""
+    features, workflow = cut_features(spark, default_features, tmp_path, {"train": [0], "valid": [2]})
+    DeltaTable.forPath(spark, str(features)).update(F.col(DAY) == 2, {"label": F.lit(1)})
+    with pytest.raises(InputError, match=r"validation days \[2\] hold one label class each"):
+        tune(spark, str(features), str(workflow), str(tmp_path / "search"), "dlrm", trials=2, parallel=1)
+    assert not (tmp_path / "search").exists()
