@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -331,6 +332,25 @@ def test_the_prefetch_thread_answers_none_after_the_end_and_ends_when_the_step_r
         with Prefetcher(loader.epoch(0), torch.device("cpu"), 1) as batches:
             assert batches.next() is not None
             raise RuntimeError("the step failed")  # the thread is blocked on its full queue here
+    assert set(threading.enumerate()) <= threads
+
+    def hung_after_one(released: threading.Event):
+        """The real loader's first batch, then a read that hangs until the test releases it."""
+        yield next(loader.epoch(0))
+        released.wait(timeout=120)
+        yield from loader.epoch(0)
+
+    released = threading.Event()
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the step failed"):
+        with Prefetcher(hung_after_one(released), torch.device("cpu"), 1) as batches:
+            assert batches.next() is not None
+            raise RuntimeError("the step failed")  # the thread is in the hung read here
+    assert time.perf_counter() - started < 10 * Prefetcher.EXIT_WAIT_S, "the hung read hid the error"
+    released.set()  # the read returns: the thread ends instead of blocking on a put nobody takes
+    deadline = time.perf_counter() + 30
+    while not set(threading.enumerate()) <= threads and time.perf_counter() < deadline:
+        time.sleep(0.05)
     assert set(threading.enumerate()) <= threads
 
 

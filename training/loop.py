@@ -103,6 +103,7 @@ class Prefetcher:
     error is raised in the training thread."""
 
     _END = object()
+    EXIT_WAIT_S = 1.0
 
     def __init__(self, batches: Iterator[Batch], device: torch.device, depth: int) -> None:
         self.waited = 0.0
@@ -117,12 +118,22 @@ class Prefetcher:
     def _fill(self) -> None:
         try:
             for batch in self._batches:
-                if self._stop.is_set():
+                if not self._put(batch.to(self._device)):
                     return
-                self._queue.put(batch.to(self._device))
-            self._queue.put(self._END)
+            self._put(self._END)
         except BaseException as error:  # handed to the training thread, which raises it
-            self._queue.put(error)
+            self._put(error)
+
+    def _put(self, item: object) -> bool:
+        """Queues `item` unless the training thread stopped listening: a put never blocks for good,
+        so the thread ends on its own once a read that outlived the step returns."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def next(self) -> Batch | None:
         """The next batch; None at the end of the epoch."""
@@ -148,16 +159,17 @@ class Prefetcher:
     def __exit__(self, *_: object) -> None:
         """Ends the reading thread, also when the step raised midway: otherwise it would hold its
         batches (on a GPU) and block on the full queue for as long as the process lives (a notebook's,
-        where the single backend trains)."""
+        where the single backend trains). Waits at most `EXIT_WAIT_S` for a read in progress: a loader
+        that hangs must not hide the step's error behind a hang of its own."""
         if self._thread is None:
             return
         self._stop.set()
-        while self._thread.is_alive():
+        self._thread.join(timeout=self.EXIT_WAIT_S)
+        while True:  # drops the queued batches, which would hold device memory
             try:
-                self._queue.get(timeout=0.05)  # frees a put the thread is blocked in
+                self._queue.get_nowait()
             except queue.Empty:
-                pass
-        self._thread.join()
+                break
 
 
 def default_prefetch(device: torch.device) -> int:
