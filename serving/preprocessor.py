@@ -323,7 +323,10 @@ class Lookup:
             self._keys = (index, where)
         index, where = self._keys
         found = index.get_indexer(keys)
-        return np.where(found >= 0, where[found], -1)
+        positions = np.full(found.shape, -1, dtype=np.int64)
+        hits = found >= 0
+        positions[hits] = where[found[hits]]  # not where[found]: -1 indexes nothing in an empty table
+        return positions
 
 
 class Preprocessor:

@@ -228,6 +228,40 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
     assert len(np.unique(te)) > 3
 
 
+@pytest.mark.parametrize("width", [8, None], ids=["fixed-width tokens", "tokens of any length"])
+def test_a_vocabulary_left_empty_by_its_threshold_serves_every_value_as_spark_does(spark, tmp_path, width):
+    """Fitted on too few rows for any value to reach the threshold (the demo at 40 rows a day), a
+    vocabulary is empty: every value is out of vocabulary, in serving as in Spark."""
+    tokens = SHORT if width else ANY
+    rare = ROWS + 1
+    workflow = Workflow(
+        [
+            ["s"] >> Categorify(freq_threshold=rare),
+            ["t"] >> Categorify(freq_threshold=rare, num_buckets=5),
+            ["tags"] >> ListCategorify(max_length=3, freq_threshold=rare),
+            "label",
+        ],
+        input_schema(width),
+    ).fit(_frame(spark, raw_rows(0, tokens)))
+    workflow.save(str(tmp_path / "workflow"))
+    workflow.release()
+    preprocess = Preprocessor(export_preprocess(spark, str(tmp_path / "workflow"), tmp_path / "out").parent)
+    raw = raw_rows(1, tokens)
+    by_spark = (
+        Workflow.load(str(tmp_path / "workflow"), spark)
+        .transform(_frame(spark, raw), keep=("line_number",))
+        .toPandas()
+        .sort_values("line_number")
+    )
+    features = preprocess(*preprocess.spec.batch(raw))
+    expected = by_spark[["s", "t"]].to_numpy(np.int64)
+    np.testing.assert_array_equal(features.ids, expected)
+    assert (expected[:, 0] == 0).all() and (expected[:, 1] > 0).any(), "out of vocabulary: 0, or a bucket"
+    (values,), (offsets,) = features.list_values, features.list_offsets
+    served_lists = [list(values[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    assert served_lists == [[] if v is None else [int(i) for i in v] for v in by_spark["tags"]]
+
+
 def test_serving_refuses_what_it_cannot_serve_with_parity(spark, tmp_path):
     rows = _frame(spark, raw_rows(2, SHORT, rows=100))
     schema = input_schema(None)
