@@ -44,10 +44,10 @@ def summary(report: dict) -> str:
             f"featurize: {f['rows_out']:,} rows at {f['rows_per_s']:,.0f} rows/s from bronze version "
             f"{f['bronze_version']}; GPU-eligible operators {f['gpu_eligible_fraction']}",
             f"train:    {t['model']} on {t['workers']} {t['backend']} workers at {t['samples_per_s']:,.0f} "
-            f"samples/s; test AUC {t['auc']:.4f} (oracle {t['oracle_auc']:.4f}), "
+            f"samples/s; test AUC {_auc(t['auc'])} (oracle {_auc(t['oracle_auc'])}), "
             f"logloss {t['logloss']:.4f} (oracle {t['oracle_logloss']:.4f}); run in {t['run_dir']}",
-            f"baseline: {b['model']} on the same rows, test AUC {b['auc']:.4f} "
-            f"({t['model']} {t['auc'] - b['auc']:+.4f})",
+            f"baseline: {b['model']} on the same rows, test AUC {_auc(b['auc'])}"
+            + ("" if None in (t["auc"], b["auc"]) else f" ({t['model']} {t['auc'] - b['auc']:+.4f})"),
             f"serve:    Triton {v['triton_version']}, model versions {v['versions_loaded']}, raw-row parity "
             f"max |diff| {v['parity_max_abs_diff']:.2e}, batch 2048 p50 {v['p50_ms_b2048']} ms / p99 "
             f"{v['p99_ms_b2048']} ms",
@@ -55,6 +55,11 @@ def summary(report: dict) -> str:
             *(_ranking_line(model, report[model]) for model in (NCF, MULTVAE) if model in report),
         ]
     )
+
+
+def _auc(value: float | None) -> str:
+    """An AUC as the summary shows it: none where the test day holds one label class."""
+    return "none (one label class)" if value is None else f"{value:.4f}"
 
 
 def _ranking_line(model: str, metrics: dict) -> str:
