@@ -13,11 +13,11 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from rec_plugin.errors import CommandParser, run_command
+from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import TEST_SPLIT
 from rec_plugin.json_files import write_json
 from serving.pipeline import serve_and_score
-from spark_jobs.demo_retrain import retrain_demo, retrain_summary
+from spark_jobs.demo_retrain import retrain_config, retrain_demo, retrain_summary
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce
@@ -106,6 +106,18 @@ def main(argv: list[str] | None = None) -> dict:
         "sends requests, compare stale, warm-started and from-scratch models on day 3",
     )
     args = parser.parse_args(argv)
+    if args.retrain and (args.dataset != "criteo" or args.days is not None):
+        parser.error("--retrain runs on the criteo generator's 4 days: drop --dataset and --days")
+    config_type, generator = GENERATORS[args.dataset]
+    sizes = {"days": args.days, "rows_per_day": args.rows_per_day}
+    try:  # before Spark starts, and before a rerun of the retrain story removes the last one's outputs
+        config = (
+            retrain_config(args.rows_per_day)
+            if args.retrain
+            else config_type(**{k: v for k, v in sizes.items() if v is not None})
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from None
     out = Path(args.out).resolve()
     os.environ.setdefault(LOG_DIR_ENV, str(out / "logs"))  # Spark's and the workers' logs
     # The RAPIDS jar on the classpath (plugin off) lets featurize report which operators a GPU would run.
@@ -114,12 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"demo: Spark UI at {spark.sparkContext.uiWebUrl}" if spark.sparkContext.uiWebUrl else "demo: started"
     )
     if args.retrain:
-        if args.dataset != "criteo" or args.days is not None:
-            parser.error("--retrain runs on the criteo generator's 4 days: drop --dataset and --days")
-        return _write_report(out, retrain_demo(spark, out, args.rows_per_day), retrain_summary)
-    config_type, generator = GENERATORS[args.dataset]
-    sizes = {"days": args.days, "rows_per_day": args.rows_per_day}
-    config = config_type(**{k: v for k, v in sizes.items() if v is not None})
+        return _write_report(out, retrain_demo(spark, out, config), retrain_summary)
     paths = PipelineLayout(out)
     report = {"generate": generator(spark, paths.data, config)}
     report["ingest"] = ingest(spark, paths.raw, paths.bronze, paths.rejects, dataset=args.dataset)

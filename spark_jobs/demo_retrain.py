@@ -108,9 +108,16 @@ def flagged_fields(drift: dict) -> list[str]:
     return sorted({w["subject"] for w in drift[WARNINGS] if w["subject"] in features})
 
 
-def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None) -> dict:
-    """Runs the story into `out`: returns the report (generate, the production run's train section and
-    the "retrain" section) and writes retrain.json (every figure behind it) and retrain.png."""
+def retrain_config(rows_per_day: int | None = None) -> GeneratorConfig:
+    """The story's data: the default generator's, with RETRAIN_NEW_VALUE_RATE new values a day."""
+    config = GeneratorConfig(new_value_rate=RETRAIN_NEW_VALUE_RATE)
+    return config if rows_per_day is None else replace(config, rows_per_day=rows_per_day)
+
+
+def retrain_demo(spark: SparkSession, out: Path, config: GeneratorConfig) -> dict:
+    """Runs the story on `config`'s data (retrain_config's) into `out`: returns the report (generate,
+    the production run's train section and the "retrain" section) and writes retrain.json (every
+    figure behind it) and retrain.png."""
     paths = PipelineLayout(out)
     # A rerun starts the story again: no runs, production, retrain records, served versions, features
     # or (extended) workflow of the last.
@@ -123,8 +130,6 @@ def retrain_demo(spark: SparkSession, out: Path, rows_per_day: int | None = None
     )
     for owned in map(Path, owned_paths):
         shutil.rmtree(owned, ignore_errors=True)
-    config = GeneratorConfig(new_value_rate=RETRAIN_NEW_VALUE_RATE)
-    config = config if rows_per_day is None else replace(config, rows_per_day=rows_per_day)
     report = {"generate": generate(spark, paths.data, config)}
     ingest(spark, paths.raw, paths.bronze, paths.rejects, days=TRAIN_DAYS)
     featurize(spark, paths.bronze, paths.features, paths.workflow, {TRAIN_SPLIT: TRAIN_DAYS})

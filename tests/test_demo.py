@@ -1,8 +1,12 @@
-"""The demo's printed summary (spark_jobs/demo.py) of a report as the demo writes it."""
+"""The demo's printed summary (spark_jobs/demo.py) of a report as the demo writes it, and what it
+refuses before it starts Spark."""
 
 from __future__ import annotations
 
-from spark_jobs.demo import summary
+import pytest
+
+from rec_plugin.errors import InputError
+from spark_jobs.demo import main, summary
 
 # A report of `sparkrec demo --rows-per-day 40` (its scalar fields), whose test day holds one class.
 ONE_CLASS_TEST_DAY = {
@@ -41,3 +45,20 @@ def test_a_test_day_of_one_label_class_is_summarized_without_an_auc():
     scored = {**ONE_CLASS_TEST_DAY, "train": {**ONE_CLASS_TEST_DAY["train"], "auc": 0.8}}
     scored["baseline"] = {"model": "logistic", "auc": 0.7}
     assert "test AUC 0.7000 (dlrm +0.1000)" in summary(scored)
+
+
+@pytest.mark.parametrize(
+    "sizes", [["--rows-per-day", "0"], ["--rows-per-day", "1001"], ["--days", "0"]], ids=str
+)
+@pytest.mark.parametrize("story", [[], ["--retrain"]], ids=["pipeline", "retrain"])
+def test_sizes_the_generator_refuses_end_the_demo_in_one_line_before_it_removes_anything(
+    tmp_path, sizes, story
+):
+    if story and sizes[0] == "--days":
+        sizes = ["--rows-per-day", "-5"]  # the story has its own days
+    last_run = tmp_path / "runs" / "dlrm" / "kept"
+    last_run.mkdir(parents=True)
+    with pytest.raises(InputError) as refused:
+        main(["--out", str(tmp_path), *story, *sizes])
+    assert "must be" in str(refused.value) and "\n" not in str(refused.value)
+    assert last_run.is_dir(), "the retrain story removed the last run's outputs first"
