@@ -64,6 +64,7 @@ from training.run_directory import RunDirectory
 INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "precision")
 # The record's step that names the raw files a retrain ingests where rows name their day.
 NEW_FILES = "new_files"
+HOLDOUT_SHARE = "holdout_share"  # recorded with the extend step: what the rerun must hold out again
 # In an exported version's folder: the run directory it holds (what makes a retried export find it).
 EXPORTED_RUN_FILE = "run_dir.txt"
 
@@ -234,8 +235,16 @@ def oracle_on_rows(spark: SparkSession, layout: PipelineLayout, rows: DataFrame)
     if truth is None or not set(wanted) <= set(truth.columns):
         print(f"retrain: {layout.oracle} is not the generator's oracle table: no oracle figures", flush=True)
         return {}
-    truth = truth.select(*wanted)
-    found = oracle_metrics(rows.select(*ROW_KEYS).join(truth, ROW_KEYS))
+    joined = rows.select(*ROW_KEYS).join(truth.select(*wanted), ROW_KEYS)
+    covered, held_out_rows = joined.count(), rows.count()
+    if covered < held_out_rows:  # the day came from the user's own files, not the generator's
+        print(
+            f"retrain: {layout.oracle} holds {covered:,} of the {held_out_rows:,} held-out rows: no oracle "
+            "figures",
+            flush=True,
+        )
+        return {}
+    found = oracle_metrics(joined)
     return {"oracle_auc": found["oracle_auc"], "oracle_logloss": found["oracle_logloss"]}
 
 
@@ -250,30 +259,44 @@ def retrain(
     day = settings.day
     folder = layout.retrain(day)
     record = RetrainRecord.load(folder / RECORD_FILE)
-    if not record.steps and day in FeaturesDescription.load(spark, layout.workflow).days(TRAIN_SPLIT):
+    trained_days = FeaturesDescription.load(spark, layout.workflow).days(TRAIN_SPLIT)
+    if not record.steps and day in trained_days:
         # Its counts would be merged into the vocabularies twice, and production trained on the rows
         # that would judge it.
         raise InputError(
             f"day {day} is a training day of {layout.features} already (featurize's or an earlier "
             "retrain's): retrain takes a day the models have not trained on"
         )
+    absent = sorted(set(settings.window) - {day} - set(trained_days))
+    if absent:  # the loader would train on the days it finds, and the record would name the others
+        raise InputError(
+            f"--window day(s) {', '.join(map(str, absent))} are not training days of {layout.features} "
+            f"(it holds {', '.join(map(str, sorted(trained_days)))}): featurize or retrain them first"
+        )
+    began = record.done("extend")
+    if began and began.get(HOLDOUT_SHARE, settings.holdout_share) != settings.holdout_share:
+        raise InputError(
+            f"the retrain of day {day} began with --holdout-share {began[HOLDOUT_SHARE]}: its vocabularies "
+            f"and features leave those rows out, so rerun with it or remove {folder}"
+        )
     # Production as it was when this retrain started, whatever a failed earlier attempt promoted.
     production = Production(
         **(record.done("start") or record.finish("start", asdict(Production.load(layout))))
     )
     dataset = settings.dataset or ingested_dataset(spark, layout.bronze) or DEFAULT_DATASET
-    if not record.done("ingest"):
-        ingested = ingest_day(spark, layout, day, dataset, record)
-        record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
+    ingested = None if record.done("ingest") else ingest_day(spark, layout, day, dataset, record)
     rows = _day_rows(spark, layout, day)
-    if rows.isEmpty():
+    if rows.isEmpty():  # before ingest is recorded: a rerun ingests the day's corrected files again
         raise InputError(f"bronze table {layout.bronze} holds no rows of day {day} after its ingest")
+    if ingested is not None:
+        record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
     holdout = held_out(rows, settings.holdout_share)
     if not record.done("extend"):
         # The held-out rows stay out of the vocabularies too: a value seen only there would get an
         # untrained row in the candidate.
         trained_rows = rows.join(holdout.select(*ROW_KEYS), ROW_KEYS, "left_anti")
-        record.finish("extend", {"workflow_version": extend_workflow(spark, layout, day, trained_rows)})
+        extended = extend_workflow(spark, layout, day, trained_rows)
+        record.finish("extend", {"workflow_version": extended, HOLDOUT_SHARE: settings.holdout_share})
     if not record.done("featurize"):
         _require_scorable(holdout, settings, load_dataset(dataset).label)
         written = featurize_days(spark, layout.bronze, layout.workflow, [day], TRAIN_SPLIT, exclude=holdout)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,15 @@ def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypat
     kill_at_first_checkpoint(lambda: _retrain_command(layout, tracking), candidate)
     killed = RetrainRecord.load(layout.retrain(NEW_DAY) / "record.json")
     assert {"ingest", "extend", "featurize"} <= set(killed.steps) and "decide" not in killed.steps
+    # A rerun that would hold other rows out, or train on days the features lack, is refused untouched.
+    for changed, refusal in (
+        (RetrainSettings(NEW_DAY, holdout_share=0.3), r"began with --holdout-share 0.1: .* rerun with it"),
+        (RetrainSettings(NEW_DAY, window=(0, 9)), r"^--window day\(s\) 9 are not training days of "),
+    ):
+        with pytest.raises(InputError, match=refusal) as refused:
+            retrain(spark, layout, repository, changed)
+        assert "\n" not in str(refused.value)
+    assert RetrainRecord.load(layout.retrain(NEW_DAY) / "record.json") == killed
 
     settings = RetrainSettings(NEW_DAY)
     steps = retrain(spark, layout, repository, settings)
@@ -196,3 +206,36 @@ def test_a_folder_of_the_oracles_name_that_is_not_its_table_gives_no_oracle_figu
     spark.range(3).write.parquet(layout.oracle)
     assert oracle_on_rows(spark, layout, rows) == {}
     assert "is not the generator's oracle table" in capsys.readouterr().out
+
+
+def test_an_oracle_that_lacks_the_held_out_rows_gives_no_oracle_figures(spark, tmp_path, capsys):
+    """A day of the user's own files beside the generator's oracle: its evaluate step once ended in
+    a trace (no rows to take an AUC of)."""
+    layout = PipelineLayout(tmp_path)
+    truth = "day int, source_file string, line_number long, label int, p_click double, p_first_order double"
+    oracle = [(0, "f", 1, 1, 0.9, 0.8), (0, "f", 2, 0, 0.1, 0.2)]
+    spark.createDataFrame(oracle, truth).write.format("delta").save(layout.oracle)
+    keys = "day int, source_file string, line_number long"
+    held_out = spark.createDataFrame([(2, "g", 1), (2, "g", 2)], keys)
+    assert oracle_on_rows(spark, layout, held_out) == {}
+    assert "holds 0 of the 2 held-out rows: no oracle figures" in capsys.readouterr().out
+    covered = spark.createDataFrame([(0, "f", 1), (0, "f", 2)], keys)
+    assert oracle_on_rows(spark, layout, covered) == {"oracle_auc": 1.0, "oracle_logloss": 0.10536}
+
+
+def test_a_day_whose_every_line_is_rejected_is_ingested_again_by_the_rerun(spark, deployed):
+    """Recorded as ingested, an empty day once failed every rerun, its corrected files never read."""
+    layout, repository, _ = deployed
+    empty_day = 7
+    files = Path(layout.raw) / f"day_{empty_day}"
+    files.mkdir()
+    (files / "part-00000.tsv").write_text("not a criteo line\n" * 3)
+    try:
+        for _ in range(2):
+            with pytest.raises(InputError, match=f"^bronze table .* holds no rows of day {empty_day} after"):
+                retrain(spark, layout, repository, RetrainSettings(empty_day))
+            assert "ingest" not in RetrainRecord.load(layout.retrain(empty_day) / "record.json").steps
+        rejects = spark.read.format("delta").load(layout.rejects).where(F.col(DAY) == empty_day)
+        assert rejects.count() == 3, "the rerun ingested the day's file again, in place of its rows"
+    finally:
+        shutil.rmtree(files)
