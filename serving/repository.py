@@ -65,6 +65,14 @@ _KIND = {
     "pytorch_libtorch": 'platform: "pytorch_libtorch"',
     "onnxruntime": 'platform: "onnxruntime_onnx"',
 }
+_ENSEMBLE_KIND = 'platform: "ensemble"'
+# What each kind of config serves, in the words of a refusal.
+_KIND_SERVES = {
+    _KIND["python"]: "a python-backend model",
+    _KIND["pytorch_libtorch"]: "a libtorch model",
+    _KIND["onnxruntime"]: "an ONNX model",
+    _ENSEMBLE_KIND: "an ensemble with its preprocessing (an export with --workflow)",
+}
 MODEL_FILE = {"python": "model.pt", "pytorch_libtorch": "model.pt", "onnxruntime": "model.onnx"}
 # The name a model is served under unless given another (a click model's: click-through rate).
 DEFAULT_NAME = "ctr"
@@ -288,6 +296,19 @@ def pin_versions(repository: Path, name: str, keep: list[int]) -> None:
     write_text(path, "\n".join(kept) + "\n")
 
 
+def _require_served_as(repository: Path, name: str, kind: str) -> None:
+    """Refuses a version of `name` of another kind than its config serves (a backend or platform, or
+    an ensemble): the config serves every version, so the earlier ones would stop loading."""
+    path = repository / name / "config.pbtxt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    served = next((line for line in lines if line in _KIND_SERVES), kind)
+    if served != kind:
+        raise InputError(
+            f"{name} in {repository} serves {_KIND_SERVES[served]}, not {_KIND_SERVES[kind]}: a config "
+            "serves all versions of a model, so export this one under another --name"
+        )
+
+
 def _serves_otherwise(served_config: Path, config: str) -> bool:
     """Whether the config on disk differs from `config` in more than the versions it serves (which
     pin_versions rewrites while a rollout serves two versions, then one)."""
@@ -360,7 +381,7 @@ def ensemble_pbtxt(
     parameters = [_json_parameter(RAW_SPEC_PARAMETER, raw.to_dict())]
     if feature_names is not None:
         parameters.append(_json_parameter(FEATURES_PARAMETER, feature_names))
-    return _config(name, 'platform: "ensemble"', specs, outputs, "python", scheduling, *parameters)
+    return _config(name, _ENSEMBLE_KIND, specs, outputs, "python", scheduling, *parameters)
 
 
 def postprocess_pbtxt(name: str, ids: TensorSpec, items: TensorSpec, versions_served: int = 2) -> str:
@@ -433,6 +454,7 @@ def write_ensemble(
     ensemble `name`_v<version> over both (and for a recommender version `version` of
     `name`_postprocess), and the ensemble `name` over the newest version; returns the version.
     Refuses preprocessing whose raw inputs or outputs differ from the served ones."""
+    _require_served_as(repository, name, _ENSEMBLE_KIND)
     model = ensemble_model_name(name)
     version = version or (versions(repository, model) or [0])[-1]
     layout = _layout(repository / model / str(version))
@@ -537,6 +559,7 @@ def add_version(
     with the flavour's config for the input tensors of `schema` (the workflow's output schema the
     model was trained on; default: the served versions' tensors) and its `outputs` (a click model's
     PROBABILITY, or a recommender's top_k_outputs); returns N + 1."""
+    _require_served_as(repository, name, _KIND[flavour])
     served = served_layout(repository, name)
     layout = model_inputs(schema) if schema is not None else served
     if layout is None:

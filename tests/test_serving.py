@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -116,6 +117,32 @@ def test_an_export_refused_after_its_model_version_is_written_leaves_the_reposit
     assert (repository / "ctr_model" / "2" / "model.pt").read_bytes() != (
         repository / "ctr_model" / "1" / "model.pt"
     ).read_bytes()
+
+
+def test_a_name_is_exported_again_only_as_the_kind_its_config_serves(spark, runs, default_features, tmp_path):
+    """A config serves every version of its model: an export without --workflow once replaced the
+    ensemble's config (raw-row clients failed), one with it the plain model's, and another flavour
+    the earlier versions' backend. Each is refused before it writes."""
+    run_dirs, _, _ = runs
+    workflow = str(default_features[0] / "workflow")
+    ensemble, plain = tmp_path / "ensemble", tmp_path / "plain"
+    assert export_run(run_dirs[0], ensemble, "ctr", spark=spark, workflow=workflow) == 1
+    assert export_run(run_dirs[0], plain, "ctr") == 1
+
+    def files() -> dict[Path, bytes | None]:
+        return {p: p.read_bytes() if p.is_file() else None for r in (ensemble, plain) for p in r.rglob("*")}
+
+    exported = files()
+    refusals = [
+        (ensemble, {}, "serves an ensemble with its preprocessing (an export with --workflow), not a python"),
+        (plain, {"spark": spark, "workflow": workflow}, "serves a python-backend model, not an ensemble"),
+        (plain, {"flavour": "pytorch_libtorch"}, "serves a python-backend model, not a libtorch model"),
+    ]
+    for repository, options, refusal in refusals:
+        with pytest.raises(InputError, match=f"^ctr in {repository} {re.escape(refusal)}") as refused:
+            export_run(run_dirs[1], repository, "ctr", **options)
+        assert "\n" not in str(refused.value)
+    assert files() == exported
 
 
 def test_a_version_killed_while_written_is_no_version_and_the_next_export_writes_it_whole(runs, tmp_path):
