@@ -215,7 +215,10 @@ def export_run(
         # any version is written.
         preprocess = export_preprocess(spark, workflow, Path(staging), schema).parent if workflow else None
         with written_whole(repository, name):
-            version = add_version(repository, model_name, served, flavour, schema, queue_delay_us, outputs)
+            uri = RunDirectory.at(run_dir).uri
+            version = add_version(
+                repository, model_name, served, flavour, schema, queue_delay_us, outputs, run=uri
+            )
             if preprocess is not None:
                 write_ensemble(repository, name, preprocess, version, queue_delay_us)
     print(f"export: {model_name} version {version} written to {repository / model_name}")

@@ -80,6 +80,8 @@ MODEL_INPUTS_FILE = "model_inputs.json"
 MODEL_OUTPUTS_FILE = "model_outputs.json"
 # The workflow output schema a version was trained on: which workflow version featurizes its inputs.
 TRAINED_SCHEMA_FILE = "trained_schema.json"
+# The run directory (its URI) a version holds, written with the version: what finds a run exported.
+EXPORTED_RUN_FILE = "run_dir.txt"
 POSTPROCESS_MODEL = Path(__file__).with_name("triton_postprocess_model.py")
 RAW_SPEC_PARAMETER = "raw_spec"
 FEATURES_PARAMETER = "features"
@@ -533,6 +535,15 @@ def versions(repository: Path, name: str) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
+def exported_version(repository: Path, name: str, run: str) -> int | None:
+    """The version of model `name` that holds the run at URI `run`, if one does."""
+    for version in versions(repository, name):
+        marker = repository / name / str(version) / EXPORTED_RUN_FILE
+        if marker.is_file() and marker.read_text() == run:
+            return version
+    return None
+
+
 def torchscript_file(repository: Path, name: str, version: int | None = None) -> Path:
     """The TorchScript file of `version` (default: the newest) of model `name`, or of the model
     `<name>_model` that the ensemble `name` serves; what in-process scoring loads."""
@@ -554,11 +565,13 @@ def add_version(
     schema: Schema | None = None,
     queue_delay_us: int = QUEUE_DELAY_US,
     outputs: tuple[TensorSpec, ...] = OUTPUTS,
+    run: str | None = None,
 ) -> int:
     """Writes the model (TorchScript, or ONNX for `onnxruntime`) as the next version (N + 1) of `name`,
     with the flavour's config for the input tensors of `schema` (the workflow's output schema the
-    model was trained on; default: the served versions' tensors) and its `outputs` (a click model's
-    PROBABILITY, or a recommender's top_k_outputs); returns N + 1."""
+    model was trained on; default: the served versions' tensors), its `outputs` (a click model's
+    PROBABILITY, or a recommender's top_k_outputs) and the URI of the `run` it comes from; returns
+    N + 1."""
     _require_served_as(repository, name, _KIND[flavour])
     served = served_layout(repository, name)
     layout = model_inputs(schema) if schema is not None else served
@@ -584,6 +597,8 @@ def add_version(
             (folder / MODEL_OUTPUTS_FILE).write_text(outputs_text)
         if flavour == "python":
             shutil.copy2(PYTHON_MODEL, folder / "model.py")
+        if run is not None:
+            (folder / EXPORTED_RUN_FILE).write_text(run)
     config = config_pbtxt(name, flavour, layout, queue_delay_us=queue_delay_us, outputs=outputs)
     write_text(repository / name / "config.pbtxt", config)
     return version

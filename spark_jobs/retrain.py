@@ -43,7 +43,7 @@ from rec_plugin.json_files import write_json
 from rec_plugin.schema import DAY, ROW_KEYS
 from rec_plugin.workflow import Workflow, spark_type
 from serving.export import export_run, require_live, trained_model
-from serving.repository import DEFAULT_NAME, ensemble_model_name, torchscript_file, versions
+from serving.repository import DEFAULT_NAME, ensemble_model_name, exported_version, torchscript_file
 from serving.rollout import Routing, push_candidate, rollback, routing_file, serve_production
 from serving.rollout import promote as promote_version
 from spark_jobs.featurize import featurize_days
@@ -65,8 +65,6 @@ INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "pr
 # The record's step that names the raw files a retrain ingests where rows name their day.
 NEW_FILES = "new_files"
 HOLDOUT_SHARE = "holdout_share"  # recorded with the extend step: what the rerun must hold out again
-# In an exported version's folder: the run directory it holds (what makes a retried export find it).
-EXPORTED_RUN_FILE = "run_dir.txt"
 
 
 @dataclass(frozen=True)
@@ -346,15 +344,10 @@ def retrain(
 
 def _export_once(spark: SparkSession, workflow: str, repository: Path, name: str, run_dir: str) -> int:
     """The candidate's version in the repository: exported once (a version folder names the run it
-    holds, so a rerun after a failed step finds it instead of writing another version)."""
-    model = ensemble_model_name(name)
-    for version in versions(repository, model):
-        marker = repository / model / str(version) / EXPORTED_RUN_FILE
-        if marker.is_file() and marker.read_text() == run_dir:
-            return version
-    version = export_run(run_dir, repository, name, spark=spark, workflow=workflow)
-    (repository / model / str(version) / EXPORTED_RUN_FILE).write_text(run_dir)
-    return version
+    holds, so a rerun after a failed step, or after a kill before the step was recorded, finds it
+    instead of writing another version)."""
+    found = exported_version(repository, ensemble_model_name(name), RunDirectory.at(run_dir).uri)
+    return found or export_run(run_dir, repository, name, spark=spark, workflow=workflow)
 
 
 def _track(

@@ -23,13 +23,22 @@ from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY
 from rec_plugin.workflow import Workflow
+from serving.export import export_run
 from serving.preprocessor import EXPRESSIONS
 from serving.repository import ensemble_model_name, preprocess_model_name, versions
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.layout import PipelineLayout
-from spark_jobs.retrain import Production, RetrainRecord, RetrainSettings, deploy, oracle_on_rows, retrain
+from spark_jobs.retrain import (
+    Production,
+    RetrainRecord,
+    RetrainSettings,
+    _export_once,
+    deploy,
+    oracle_on_rows,
+    retrain,
+)
 from spark_jobs.retrain import main as retrain_main
 from spark_jobs.score import score
 from spark_jobs.tracking import (
@@ -239,3 +248,13 @@ def test_a_day_whose_every_line_is_rejected_is_ingested_again_by_the_rerun(spark
         assert rejects.count() == 3, "the rerun ingested the day's file again, in place of its rows"
     finally:
         shutil.rmtree(files)
+
+
+def test_a_run_exported_before_its_step_was_recorded_is_found_not_exported_again(spark, deployed, tmp_path):
+    """A retrain killed between the export and its record once exported the candidate again as the
+    next version: the version folder names its run from the moment it appears."""
+    layout, _, _ = deployed
+    repository, run = tmp_path / "repository", storage.qualified(spark, layout.run("dlrm"))
+    assert export_run(run, repository, NAME, spark=spark, workflow=layout.workflow) == 1  # then killed
+    assert _export_once(spark, layout.workflow, repository, NAME, run) == 1
+    assert versions(repository, ensemble_model_name(NAME)) == [1]
