@@ -235,6 +235,9 @@ class DatasetDefinition:
     @classmethod
     def from_dict(cls, data: dict) -> DatasetDefinition:
         where = f"dataset {data.get('name')}"
+        for key in ("columns", "file_patterns"):  # a string would be taken as its characters
+            if not isinstance(data.get(key, []), list):
+                raise InputError(f"{where}: {key} is a JSON list, not {json.dumps(data[key])}")
         for column in data["columns"]:
             _refuse_unknown_keys(f"{where}, column {column.get('name')}", column, RawColumn)
         _refuse_unknown_keys(where, data, cls)
@@ -364,5 +367,5 @@ def _parsed_definition(path: Path, modified_ns: int, size: int) -> DatasetDefini
         return DatasetDefinition.from_dict(json.loads(path.read_text()))
     except KeyError as error:
         raise InputError(f"dataset definition {path} lacks the key {error}: is it a definition?") from None
-    except (TypeError, json.JSONDecodeError) as error:
+    except (TypeError, AttributeError, json.JSONDecodeError) as error:  # e.g. a name where an object goes
         raise InputError(f"dataset definition {path} is malformed: {error}") from None

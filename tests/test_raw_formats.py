@@ -594,6 +594,7 @@ def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, t
         ({"format": "parquet", "file_patterns": ["*"], "day_column": "d", "day_origin": "x"}, "not a date"),
         ({"format": "jsonl", "file_patterns": ["*"], "header": True}, "only tsv and csv files have one"),
         ({"format": "csv", "file_patterns": ["*"], "quote": "''"}, "`quote` is one character"),
+        ({"format": "tsv", "file_patterns": "*.tsv"}, 'file_patterns is a JSON list, not "*.tsv"'),
     ],
 )
 def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_load(tmp_path, source, message):
@@ -709,12 +710,41 @@ def test_an_unknown_rule_is_refused_at_load(tmp_path):
             {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"target": "clicked"}}]},
             "workflow node 1: TargetEncoding reads ['clicked'], which no column or earlier node makes",
         ),
+        # Values Spark would fail on mid-featurize (a division or a modulo by 0), or turn into ids
+        # outside the op's cardinality.
+        (
+            {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"smoothing": 0}}]},
+            "workflow node 1: TargetEncoding param smoothing=0 must be above 0",
+        ),
+        (
+            {"columns": ["item"], "ops": [{"op": "TargetEncoding", "params": {"folds": 0}}]},
+            "workflow node 1: TargetEncoding param folds=0 must be 2 or more",
+        ),
+        (
+            {"columns": ["item"], "ops": [{"op": "HashBucket", "params": {"buckets": 0}}]},
+            "workflow node 1: HashBucket param buckets=0 must be 1 or more",
+        ),
+        (
+            {"columns": ["user_id", "hour"], "ops": [{"op": "Cross", "params": {"buckets": -3}}]},
+            "workflow node 1: Cross param buckets=-3 must be 1 or more",
+        ),
+        (
+            {"columns": ["recent"], "ops": [{"op": "ListCategorify", "params": {"max_length": -1}}]},
+            "workflow node 1: ListCategorify param max_length=-1 must be 1 or more",
+        ),
+        (
+            {"columns": ["price"], "ops": [{"op": "Clip", "params": {"min": 5, "max": 1}}]},
+            "workflow node 1: Clip param min=5 is above max=1",
+        ),
+        # Entries of the wrong JSON kind.
+        ({"columns": ["item"], "ops": ["Normalize"]}, "is malformed"),
+        ({"columns": ["item"], "ops": [{"op": "Normalize", "params": None}]}, "is malformed"),
     ],
 )
 def test_a_workflow_naming_what_does_not_exist_is_refused_at_load(tmp_path, node, message):
-    with pytest.raises(InputError, match="^dataset shop: ") as error:
+    with pytest.raises(InputError, match="^dataset (definition |shop: )") as error:
         definition(tmp_path, format="tsv", file_patterns=["*.tsv"], workflow={"nodes": [node]})
-    assert message in str(error.value)
+    assert message in str(error.value) and "\n" not in str(error.value)
     # A node may read what an earlier node makes.
     crossed = {"columns": ["user_id", "hour"], "ops": [{"op": "Cross", "params": {"buckets": 10}}]}
     later = {"columns": ["user_id_x_hour"], "ops": [{"op": "Categorify"}]}

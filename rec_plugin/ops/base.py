@@ -115,6 +115,14 @@ class RowOp(Op):
         )
 
 
+def require_at_least(op: Op, least: int, **params: int) -> None:
+    """A ValueError naming an integer param below `least`: Spark would otherwise fail mid-transform
+    (a modulo by 0) or give ids outside the op's cardinality."""
+    for name, value in params.items():
+        if isinstance(value, int) and value < least:
+            raise ValueError(f"{type(op).__name__} param {name}={value!r} must be {least} or more")
+
+
 def check_params(op_type: type[Op], params: dict[str, Any]) -> None:
     """`params` (a dataset definition's JSON values) of the types `op_type`'s constructor declares,
     else a ValueError naming the param: Spark would otherwise stop mid-fit with a cast's trace.

@@ -9,4 +9,6 @@ class Clip(RowOp):
     template = "clip"
 
     def __init__(self, min: float | None = None, max: float | None = None) -> None:  # noqa: A002
+        if min is not None and max is not None and min > max:
+            raise ValueError(f"Clip param min={min!r} is above max={max!r}")
         super().__init__(min=min, max=max)

@@ -6,13 +6,14 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from rec_plugin.ops.base import Op, categorical
+from rec_plugin.ops.base import Op, categorical, require_at_least
 from rec_plugin.schema import ColumnSchema, Tags
 from rec_plugin.templates import expression
 
 
 class Cross(Op):
     def __init__(self, buckets: int) -> None:
+        require_at_least(self, 1, buckets=buckets)
         super().__init__(buckets=buckets)
 
     def output_columns(self, columns: list[str]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rec_plugin.ops.base import RowOp, categorical
+from rec_plugin.ops.base import RowOp, categorical, require_at_least
 from rec_plugin.schema import ColumnSchema
 
 
@@ -12,6 +12,7 @@ class HashBucket(RowOp):
     template = "hash_bucket"
 
     def __init__(self, buckets: int) -> None:
+        require_at_least(self, 1, buckets=buckets)
         super().__init__(buckets=buckets)
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:

@@ -14,6 +14,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from rec_plugin.ops.base import require_at_least
 from rec_plugin.ops.categorify import VOCABULARY_COLUMN, Categorify, lookup_join
 from rec_plugin.schema import ColumnSchema, Tags
 
@@ -26,6 +27,7 @@ class ListCategorify(Categorify):
         max_size: int | None = None,
         vocabulary_of: str | None = None,
     ) -> None:
+        require_at_least(self, 1, max_length=max_length)
         super().__init__(freq_threshold=freq_threshold, max_size=max_size, vocabulary_of=vocabulary_of)
         self.params["max_length"] = max_length
 

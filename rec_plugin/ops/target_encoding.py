@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from rec_plugin import storage
-from rec_plugin.ops.base import FITTED_ROW, Op
+from rec_plugin.ops.base import FITTED_ROW, Op, require_at_least
 from rec_plugin.schema import LINE_NUMBER, SOURCE_FILE, ColumnSchema, Tags
 
 # The fold a row not fitted on is looked up under: its value's statistics over all folds.
@@ -33,6 +33,9 @@ class TargetEncoding(Op):
         smoothing: float = 20.0,
         fold_key: tuple[str, ...] = (SOURCE_FILE, LINE_NUMBER),
     ) -> None:
+        require_at_least(self, 2, folds=folds)  # out of fold: a row's own fold is left out
+        if not smoothing > 0:  # the weight of the prior: a value of one fold alone has no other rows
+            raise ValueError(f"TargetEncoding param smoothing={smoothing!r} must be above 0")
         super().__init__(target=target, folds=folds, smoothing=smoothing, fold_key=list(fold_key))
 
     def output_columns(self, columns: list[str]) -> list[str]:
