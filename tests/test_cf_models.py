@@ -13,6 +13,7 @@ from rec_plugin.errors import InputError
 from rec_plugin.interactions import ITEMS, ncf_schema, vae_schema
 from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
 from training.data import Batch, JaggedIds, KeyedIds
+from training.evaluate import top_items
 from training.grow import check_growable
 from training.loop import objective
 from training.models import ModelConfig, build_model, sparse_and_dense_parameters
@@ -24,7 +25,7 @@ from training.models.cf import (
     multvae_loss,
     score_all_items,
 )
-from training.ranking import hit_rate_at_k, ndcg_at_k, recall_at_k, top_k
+from training.ranking import hit_rate_at_k, ndcg_at_k, ndcg_at_k_sets, recall_at_k, top_k
 from training.step import bce_loss, optimizers
 
 USERS, ITEM_ROWS = 400, 120  # ids 1.. (0 is the unknown bucket)
@@ -253,6 +254,11 @@ def test_top_k_recommender_leaves_out_the_bag_and_id_0():
     assert torch.isinf(scores[0, 3:]).all()
     with pytest.raises(ValueError, match="k must be in 1..119"):
         TopKRecommender(model, ITEM_ROWS)
+    # The top 1,000 of a catalogue of 120 rows: its 119 items but id 0, the bag's left out (padded).
+    ranked, _ = top_items(model, [np.array([1, 5]), np.arange(4, ITEM_ROWS)], 1000)
+    assert ranked.shape == (2, ITEM_ROWS - 1) and (ranked[0, :-2] > 0).all() and (ranked[0, -2:] == -1).all()
+    assert (ranked[1, 3:] == -1).all()
+    assert ndcg_at_k_sets(ranked, [np.array([7]), np.array([2])], 100) > 0
 
 
 # Learning: users and items in latent clusters, clicks drawn by popularity mostly within the user's cluster.

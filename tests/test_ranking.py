@@ -89,6 +89,10 @@ def test_ndcg_of_sets_by_hand():
         ((1 / math.log2(3)) / (1 + 1 / math.log2(3)) + 1.0) / 2
     )
     assert ndcg_at_k_sets([np.array([9, 8])], [np.array([8])], 10) == pytest.approx(1 / math.log2(3))
+    # A catalogue of fewer other items than k pads the ranking with -1: misses, not a repeated item.
+    padded = [np.array([9, 8, -1, -1])]
+    assert ndcg_at_k_sets(padded, [np.array([8])], 4) == pytest.approx(1 / math.log2(3))
+    assert recall_at_k(padded, [np.array([8, 5])], 4) == pytest.approx(0.5)
 
 
 def test_held_out_metrics_refuse_bad_input():

@@ -67,7 +67,8 @@ def top_items(
     model: nn.Module, bags: list[np.ndarray], k: int, batch_size: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mult-VAE's k best items (ids [U, k], scores [U, k]) for each user's bag of items, the bag's
-    items left out."""
+    items left out; the catalogue's other items only (k of them at most) where it holds fewer."""
+    k = min(k, model.n_items - 1)
     recommender = TopKRecommender(model, k).eval()
     device = next(model.parameters()).device  # a GPU where a training loop validates on one
     ids, scores = [np.zeros((0, k), dtype=np.int64)], [np.zeros((0, k), dtype=np.float32)]

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 
 # Mult-VAE's metrics on held-out users (Liang et al. 2018): Recall at these cutoffs and NDCG@100.
+# The id a ranking is padded with past the catalogue's last item (TopKRecommender's).
+PADDED = -1
 VAE_RECALL_CUTOFFS = (20, 50)
 VAE_NDCG_CUTOFF = 100
 
@@ -109,12 +111,14 @@ def _positive_columns(positives: np.ndarray, shape: tuple[int, ...]) -> np.ndarr
 def _hits(
     ranked_ids: np.ndarray | Sequence[np.ndarray], heldout: Sequence[np.ndarray], k: int
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Per user: whether each of the top k places is a held-out item (float 0/1), and |held-out|."""
+    """Per user: whether each of the top k places is a held-out item (float 0/1), and |held-out|. A
+    place padded with id -1 (a catalogue with fewer other items than k) is no place: a miss."""
     if len(ranked_ids) != len(heldout):
         raise ValueError(f"{len(ranked_ids)} rankings but {len(heldout)} held-out sets")
     hits, sizes = [], []
     for user, (ranking, items) in enumerate(zip(ranked_ids, heldout)):
         top, items = np.asarray(ranking)[:k], np.unique(np.asarray(items))
+        top = top[top != PADDED]
         if len(items) == 0:
             raise ValueError(f"user {user} has no held-out items: leave such users out of the evaluation")
         if len(np.unique(top)) != len(top):

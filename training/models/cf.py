@@ -20,6 +20,7 @@ from torch import nn
 from rec_plugin.schema import SchemaError
 from training.models.config import GMF, MLP, NEUMF, ModelConfig
 from training.models.parts import EmbeddingCollection, mlp, refuse_id
+from training.ranking import PADDED
 
 # A class with EmbeddingCollection's constructor (as in training/models/ctr.py).
 Embeddings = Callable[..., nn.Module]
@@ -305,6 +306,7 @@ class TopKRecommender(nn.Module):
     other items pads with id -1 at score -inf."""
 
     k: int
+    padded: int
 
     def __init__(self, model: MultVAE, k: int) -> None:
         super().__init__()
@@ -312,13 +314,14 @@ class TopKRecommender(nn.Module):
             raise ValueError(f"k must be in 1..{model.n_items - 1} (the items but id 0), not {k}")
         self.model = model
         self.k = k
+        self.padded = PADDED  # an attribute: TorchScript takes no global value
 
     def forward(
         self, item_values: torch.Tensor, item_offsets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         scores = exclude_seen(self.model.item_scores(item_values, item_offsets), item_values, item_offsets)
         best, ids = torch.topk(scores, self.k, dim=1)
-        return torch.where(best == float("-inf"), torch.full_like(ids, -1), ids), best
+        return torch.where(best == float("-inf"), torch.full_like(ids, self.padded), ids), best
 
 
 NCF, MULTVAE = "ncf", "multvae"
