@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def test_fill_clip_log_normalize(frame):
     assert sum(values) / len(values) == pytest.approx(0.0, abs=1e-6)
     assert sum(v * v for v in values) / len(values) == pytest.approx(1.0, abs=1e-5)
     assert set(workflow.state(0, 1)["n"]) == {"mean", "std"}
+
+
+def test_normalize_keeps_the_spread_of_values_far_from_0(spark):
+    """An epoch time (1.7e9 +- 100): its variance as E[x^2] - E[x]^2 in doubles once came out below
+    0, so the std fell back to 1 and the feature reached the model ~29x too large."""
+    seconds = [1_767_225_600 + 7 * i for i in range(-15, 15)]
+    frame = spark.createDataFrame([(i, s) for i, s in enumerate(seconds)], "row int, ts long")
+    out, workflow = run(frame, [["ts"] >> Normalize()])
+    state = workflow.state(0, 0)["ts"]
+    assert state["mean"] == pytest.approx(statistics.fmean(seconds))
+    assert state["std"] == pytest.approx(statistics.pstdev(seconds))  # 60.6, not 1
+    values = [out[i].ts for i in range(len(seconds))]
+    assert statistics.fmean(values) == pytest.approx(0.0, abs=1e-5)
+    assert statistics.pstdev(values) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_clip_keeps_missing_missing(frame):

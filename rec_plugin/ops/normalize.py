@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from rec_plugin.ops.base import RowOp
+
+# The rows whose median value a column's squares are taken about.
+SHIFT_ROWS = 1000
 
 
 class Normalize(RowOp):
@@ -18,16 +22,24 @@ class Normalize(RowOp):
         super().__init__()
 
     def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame:
-        """Means of x and x^2: plain averages run on the GPU, stddev aggregates do not (RAPIDS 26.08)."""
+        """Means of x and of (x - shift)^2, the shift a typical value of x in its first rows: for an
+        epoch time (1.7e9 +- 100), E[x^2] - E[x]^2 in doubles cancels to nothing (or below 0), about a
+        value near x's it does not. Plain averages run on the GPU, stddev aggregates do not (RAPIDS
+        26.08)."""
+        first = frame.select(columns).limit(SHIFT_ROWS).collect()
+        shifts = {c: statistics.median([r[c] for r in first if r[c] is not None] or [0.0]) for c in columns}
         means = [F.avg(c).alias(f"{c}__mean") for c in columns]
-        return frame.agg(*means, *[F.avg(F.col(c) * F.col(c)).alias(f"{c}__square") for c in columns])
+        about = {c: F.col(c) - F.lit(float(k)) for c, k in shifts.items()}
+        squares = [F.avg(d * d).alias(f"{c}__square") for c, d in about.items()]
+        return frame.agg(*means, *squares, *[F.lit(float(k)).alias(f"{c}__shift") for c, k in shifts.items()])
 
     def state_from(self, query: DataFrame, columns: list[str]) -> dict[str, Any]:
         row = query.first()
         state = {}
         for c in columns:
             mean, square = float(row[f"{c}__mean"] or 0.0), float(row[f"{c}__square"] or 0.0)
-            state[c] = {"mean": mean, "std": math.sqrt(max(square - mean * mean, 0.0)) or 1.0}
+            offset = mean - float(row[f"{c}__shift"])
+            state[c] = {"mean": mean, "std": math.sqrt(max(square - offset * offset, 0.0)) or 1.0}
         return state
 
     def template_params(self, column: str, state: dict[str, Any]) -> dict[str, Any]:
