@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.schema import LINE_NUMBER, SOURCE_FILE, partition_line_number
+from rec_plugin.schema import LINE_NUMBER, ROW_KEYS, SOURCE_FILE, partition_line_number
 from spark_jobs.layout import GeneratedData
 from spark_jobs.planted_model import (
     CATEGORICAL,
@@ -235,18 +235,40 @@ def write_outputs(
 
 
 def oracle_metrics(oracle: DataFrame) -> dict:
-    """AUC and logloss of the planted model on its own rows, and the AUC of its first-order part."""
+    """AUC and logloss of the planted model on its own rows, and the AUC of its first-order part (the
+    AUCs None where the rows hold one label class, as the models' are)."""
     label = F.col(ORACLE_LABEL).cast("double")
     p = F.greatest(F.least(F.col("p_click"), F.lit(1 - 1e-7)), F.lit(1e-7))
     totals = oracle.select(
         F.avg(-(label * F.log(p) + (1 - label) * F.log(1 - p))).alias("logloss"), F.avg(label).alias("rate")
     ).first()
+    ranked = 0 < totals["rate"] < 1
     return {
-        "oracle_auc": round(spark_auc(oracle, "p_click"), 5),
+        "oracle_auc": round(spark_auc(oracle, "p_click"), 5) if ranked else None,
         "oracle_logloss": round(float(totals["logloss"]), 5),
-        "first_order_auc": round(spark_auc(oracle, "p_first_order"), 5),
+        "first_order_auc": round(spark_auc(oracle, "p_first_order"), 5) if ranked else None,
         "positive_rate": round(float(totals["rate"]), 5),
     }
+
+
+def oracle_figures(spark: SparkSession, oracle: str, rows: DataFrame, stage: str) -> dict:
+    """oracle_metrics on exactly `rows` (joined by their row keys to the generator's oracle table at
+    `oracle`); {}, said in a line, where that is no such table or lacks some of the rows (a day of the
+    user's own files, another generated run)."""
+    wanted = [*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order"]
+    try:
+        truth = storage.read_delta(spark, oracle, storage.delta_version(spark, oracle, "oracle"))
+    except InputError:
+        truth = None
+    if truth is None or not set(wanted) <= set(truth.columns):
+        print(f"{stage}: {oracle} is not the generator's oracle table: no oracle figures", flush=True)
+        return {}
+    joined = rows.select(*ROW_KEYS).join(truth.select(*wanted), ROW_KEYS)
+    covered, asked = joined.count(), rows.count()
+    if covered < asked:
+        print(f"{stage}: {oracle} holds {covered:,} of the {asked:,} rows: no oracle figures", flush=True)
+        return {}
+    return oracle_metrics(joined)
 
 
 def spark_auc(frame: DataFrame, probability: str, bins: int = 100_000) -> float:

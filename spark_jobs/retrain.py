@@ -47,13 +47,13 @@ from serving.repository import DEFAULT_NAME, ensemble_model_name, exported_versi
 from serving.rollout import Routing, push_candidate, rollback, routing_file, serve_production
 from serving.rollout import promote as promote_version
 from spark_jobs.featurize import featurize_days
-from spark_jobs.generate import oracle_metrics
+from spark_jobs.generate import oracle_figures
 from spark_jobs.ingest import files_not_ingested, ingest, ingested_dataset
 from spark_jobs.layout import PipelineLayout, day_list
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
 from spark_jobs.tracking import CANDIDATE, PRODUCTION, Tracker, workflow_inputs
-from spark_jobs.train import ORACLE_LABEL, count, feature_files
+from spark_jobs.train import count, feature_files
 from training.data import FileSet
 from training.distributed import BACKENDS
 from training.evaluate import metrics, predict
@@ -223,27 +223,8 @@ def oracle_on_rows(spark: SparkSession, layout: PipelineLayout, rows: DataFrame)
     holds its Delta table (a user's own folder of that name is left alone, said in a line)."""
     if not storage.exists(spark, layout.oracle):
         return {}
-    wanted = [*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order"]
-    try:
-        truth = storage.read_delta(
-            spark, layout.oracle, storage.delta_version(spark, layout.oracle, "oracle")
-        )
-    except InputError:
-        truth = None
-    if truth is None or not set(wanted) <= set(truth.columns):
-        print(f"retrain: {layout.oracle} is not the generator's oracle table: no oracle figures", flush=True)
-        return {}
-    joined = rows.select(*ROW_KEYS).join(truth.select(*wanted), ROW_KEYS)
-    covered, held_out_rows = joined.count(), rows.count()
-    if covered < held_out_rows:  # the day came from the user's own files, not the generator's
-        print(
-            f"retrain: {layout.oracle} holds {covered:,} of the {held_out_rows:,} held-out rows: no oracle "
-            "figures",
-            flush=True,
-        )
-        return {}
-    found = oracle_metrics(joined)
-    return {"oracle_auc": found["oracle_auc"], "oracle_logloss": found["oracle_logloss"]}
+    found = oracle_figures(spark, layout.oracle, rows, "retrain")
+    return {k: found[k] for k in ("oracle_auc", "oracle_logloss")} if found else {}
 
 
 def retrain(

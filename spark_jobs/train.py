@@ -30,7 +30,7 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import TEST_SPLIT, TRAIN_SPLIT, VALID_SPLIT, FeaturesDescription
 from rec_plugin.schema import DAY, ROW_KEYS, Schema, Tags
 from rec_plugin.workflow import Workflow, spark_type
-from spark_jobs.generate import oracle_metrics
+from spark_jobs.generate import oracle_figures
 from spark_jobs.model_fit import fit
 from spark_jobs.session import build_session
 from spark_jobs.tracking import track_run, workflow_inputs
@@ -45,10 +45,6 @@ from training.models import ALL_MODELS, CF_MODELS
 from training.run_directory import RunDirectory
 from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
 from training.tune_directory import TunedConfig
-
-# The generator's oracle table names its label column so (the features' label is the schema's).
-ORACLE_LABEL = "label"
-
 
 # Epochs without a lower validation log loss after which a CTR model's training stops: with large
 # tables they overfit from their second epoch and do not recover (the 8M-row Criteo-like data: 0.4577
@@ -119,11 +115,10 @@ def require_features_of(spark: SparkSession, features: str, version: int, schema
 
 
 def oracle_on(spark: SparkSession, features: str, version: int, oracle: str, days: list[int]) -> dict:
-    """The planted model's AUC and logloss on exactly the feature rows of `days` (joined by line)."""
+    """The planted model's AUC and logloss on exactly the feature rows of `days` (joined by line);
+    {} where the oracle table lacks some of them."""
     rows = spark.read.format("delta").option("versionAsOf", version).load(features).select(*ROW_KEYS)
-    truth = spark.read.format("delta").load(oracle)
-    truth = truth.select(*ROW_KEYS, ORACLE_LABEL, "p_click", "p_first_order")
-    return oracle_metrics(rows.where(F.col(DAY).isin(days)).join(truth, ROW_KEYS))
+    return oracle_figures(spark, oracle, rows.where(F.col(DAY).isin(days)), "train")
 
 
 def evaluate(
@@ -175,6 +170,8 @@ def train(
     checkpoint_every, resume, warm_start, progress, patience), embedding_dim and the model's hyperparameters
     (ModelConfig.HYPERPARAMETERS)."""
     features_version = features_version_to_read(spark, features, features_version)
+    if oracle is not None:  # checked before training, which its figures would otherwise follow
+        storage.delta_version(spark, oracle, "oracle table (--oracle)")
     splits = FeaturesDescription.load(spark, workflow).splits
     schema = Workflow.load_schema(workflow, spark)
     require_features_of(spark, features, features_version, schema)

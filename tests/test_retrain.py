@@ -227,9 +227,11 @@ def test_an_oracle_that_lacks_the_held_out_rows_gives_no_oracle_figures(spark, t
     keys = "day int, source_file string, line_number long"
     held_out = spark.createDataFrame([(2, "g", 1), (2, "g", 2)], keys)
     assert oracle_on_rows(spark, layout, held_out) == {}
-    assert "holds 0 of the 2 held-out rows: no oracle figures" in capsys.readouterr().out
+    assert "holds 0 of the 2 rows: no oracle figures" in capsys.readouterr().out
     covered = spark.createDataFrame([(0, "f", 1), (0, "f", 2)], keys)
     assert oracle_on_rows(spark, layout, covered) == {"oracle_auc": 1.0, "oracle_logloss": 0.10536}
+    one_class = spark.createDataFrame([(0, "f", 1)], keys)  # AUC ranks clicks against non-clicks
+    assert oracle_on_rows(spark, layout, one_class) == {"oracle_auc": None, "oracle_logloss": 0.10536}
 
 
 def test_a_day_whose_every_line_is_rejected_is_ingested_again_by_the_rerun(spark, deployed):

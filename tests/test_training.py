@@ -24,8 +24,9 @@ from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import DAY
+from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
+from spark_jobs.layout import GeneratedData
 from spark_jobs.model_fit import check_resumable, fit
 from spark_jobs.train import feature_files, train
 from spark_jobs.train import main as train_main
@@ -406,22 +407,30 @@ def test_training_without_test_days_reports_no_test_metrics(spark, default_featu
     assert 0.0 <= run.metrics()["data_wait_share"] < 1.0 and len(run.metrics()["param_bytes_per_rank"]) == 1
 
 
-def test_a_day_of_one_label_class_gets_its_log_loss_and_no_auc(spark, default_features, tmp_path):
+def test_a_day_of_one_label_class_gets_its_log_loss_and_no_auc(
+    spark, default_data, default_features, tmp_path, capsys
+):
     """AUC ranks clicks against non-clicks, so a day without a click has none: the run reports that
     day's log loss and an AUC of None (in the report, metrics.json and the plot) instead of ending in
-    a trace once training is done."""
+    a trace once training is done. An oracle table that lacks a day's rows gives that day no oracle
+    figures (it once ended the run in a trace too)."""
     features, workflow = cut_features(
         spark, default_features, tmp_path, {"train": [0], "valid": [2], "test": [3]}
     )
     DeltaTable.forPath(spark, str(features)).update(F.col(DAY) == 3, {"label": F.lit(0)})
+    oracle = spark.read.format("delta").load(GeneratedData(str(default_data[0])).oracle)
+    lacking = (F.col(DAY) == 2) | ((F.col(DAY) == 3) & (F.col(LINE_NUMBER) < 1000))
+    oracle.where(lacking).write.format("delta").save(str(tmp_path / "oracle"))
     report = train(
         spark, str(features), str(workflow), str(tmp_path / "run"), "logistic", "single", 1,
-        batch_size=1024, progress=False,
+        batch_size=1024, progress=False, oracle=str(tmp_path / "oracle"),
     )  # fmt: skip
     assert report["auc"] is None and 0 < report["logloss"] < 1, report
     days = {d["day"]: d for d in RunDirectory(tmp_path / "run").metrics()["days"]}
     assert days[3]["auc"] is None and days[3]["logloss"] > 0 and days[3]["rows"] > 0
-    assert 0.5 < days[2]["auc"] < 1
+    assert 0.5 < days[2]["auc"] < 1 and 0.5 < days[2]["oracle_auc"] < 1
+    assert days[3]["oracle_auc"] is None and report["oracle_logloss"] is None
+    assert f"train: {tmp_path / 'oracle'} holds " in capsys.readouterr().out
     assert RunDirectory(tmp_path / "run").auc_plot()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -446,6 +455,7 @@ def test_training_refuses_bad_input_before_writing_anything(spark, default_featu
         f"features table {features} has versions 0 to 0, not 3": dict(features_version=3),
         f"workflow {missing} holds no features.json: featurize into it": dict(workflow=missing),
         f"workflow {no_schema} holds no schema.json: featurize": dict(workflow=no_schema),
+        f"oracle table (--oracle) {missing} does not exist": dict(oracle=str(missing)),
         f"the train days [1] hold no rows in features table {features}": dict(workflow=no_train_rows),
     }
     run_path = tmp_path / "run"
