@@ -80,6 +80,8 @@ def list_files_recursive(spark: SparkSession, directory: str) -> list[str]:
 
 def read_text(spark: SparkSession, path: str) -> str:
     fs, hadoop_path = _fs_and_path(spark, path)
+    if fs.getFileStatus(hadoop_path).isDirectory():  # Hadoop's open would end in a Java trace
+        raise InputError(f"{path} is a folder, not a file")
     stream = fs.open(hadoop_path)
     try:
         reader = spark.sparkContext._jvm.java.io.BufferedReader(

@@ -194,6 +194,15 @@ class Workflow:
         self.schema = self.output_schema()
         return self
 
+    def input_columns(self) -> list[str]:
+        """The columns the nodes read from the input (not from an earlier node's outputs), in order."""
+        made: set[str] = set()
+        read: list[str] = []
+        for node in self.nodes:
+            read += [c for c in node.columns if c not in made and c not in read]
+            made.update(node.output_columns())
+        return read
+
     def output_schema(self) -> Schema:
         """The fitted workflow's output, computed from the graph: each op says what it makes of its
         inputs (NVTabular's compute_output_schema), so no data moves but the vocabularies' sizes."""
@@ -243,6 +252,13 @@ class Workflow:
         `fitted_rows` is a boolean Column over `frame` marking the rows that were in the fit data
         (None: none were, as at serving or scoring). Ops that learn from the label (TargetEncoding)
         encode only those rows out of fold; every other row gets what serving computes."""
+        missing = [c for c in self.input_columns() if c not in frame.columns]
+        if missing:  # another dataset's rows (its bronze table): Spark would end in a trace
+            more = " ..." if len(missing) > 3 else ""
+            raise InputError(
+                f"the rows lack the workflow's input columns {missing[:3]}{more}: give rows of the dataset "
+                "it was fitted on"
+            )
         frame = frame.withColumns({f"_keep_{c}": frame[c] for c in keep})
         marked = frame if fitted_rows is None else _marked(frame, fitted_rows)
         frame = self._apply(marked, lambda *_: None, sized_by=self.schema)

@@ -559,7 +559,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.baseline_schema:
         if not storage.exists(spark, args.baseline_schema):
             raise InputError(f"baseline schema {args.baseline_schema} does not exist: fix --baseline-schema")
-        baseline = Schema.from_json(storage.read_text(spark, args.baseline_schema))
+        try:
+            baseline = Schema.from_json(storage.read_text(spark, args.baseline_schema))
+        except (KeyError, TypeError, ValueError) as error:  # JSON, but not a schema's (or no JSON)
+            raise InputError(
+                f"baseline schema {args.baseline_schema} is not a schema.json ({type(error).__name__}: "
+                f"{error}): give the schema.json of the model's run or workflow"
+            ) from None
     report = monitor(
         spark, args.bronze, args.workflow, args.day, args.training_days, args.predictions,
         args.triton_metrics, thresholds, baseline,

@@ -15,6 +15,7 @@ import tritonclient.http as triton_http
 from conftest import SPLITS
 from pyspark.sql import functions as F
 
+from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, Schema
 from rec_plugin.workflow import Workflow
 from serving.client import predict
@@ -222,3 +223,20 @@ def test_a_list_feature_is_reported_by_its_elements(spark, shop_features):
         w for w in report[WARNINGS] if w["threshold"] == "max_new_id_share" and w["subject"] == listed
     ]
     assert f"of day {day}'s list elements are new" in warning["message"]
+
+
+def test_a_file_that_is_no_schema_or_another_datasets_bronze_is_refused_in_one_line(
+    spark, default_features, shop_features, tmp_path
+):
+    """Each once ended in a trace: a features.json or a folder given as --baseline-schema (beside
+    --workflow, an easy slip), and a bronze table of another dataset than the workflow's."""
+    features, _ = default_features
+    workflow = features / "workflow"
+    kept = {"spark.sql.shuffle.partitions": spark.conf.get("spark.sql.shuffle.partitions")}
+    for wrong, says in ((workflow / "features.json", "is not a schema.json"), (workflow, "is a folder")):
+        argv = ["--bronze", shop_features.bronze, "--workflow", str(workflow), "--day", "2"]
+        with session_conf(spark, kept), pytest.raises(InputError, match=says) as refused:
+            main([*argv, "--baseline-schema", str(wrong), "--out", str(tmp_path)])
+        assert "\n" not in str(refused.value)
+    with pytest.raises(InputError, match=r"^the rows lack the workflow's input columns \[.* \.\.\.: give"):
+        monitor(spark, shop_features.bronze, str(workflow), 2)
