@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.interactions import (
+    EVAL_NEGATIVES,
     HELDOUT,
     ITEMS,
     ORACLE_RANKING,
@@ -38,6 +39,7 @@ from rec_plugin.interactions import (
 )
 from rec_plugin.schema import Schema
 from rec_plugin.workflow import Workflow
+from spark_jobs.interactions import MIN_HELDOUT_ITEMS
 from spark_jobs.model_fit import default_sparse_optimizer, fit, model_config
 from spark_jobs.tracking import track_run
 from training import plots
@@ -99,6 +101,21 @@ def table_files(spark: SparkSession, path: str, where: tuple[str, str] | None = 
     return FileSet(tuple(sorted(files)), table.count())
 
 
+def _require_evaluation_users(spark: SparkSession, layout: InteractionsLayout, model: str) -> None:
+    """Refuses, before any training, interaction tables the model's report could rank no user of."""
+    if model == NCF and table_files(spark, layout.ncf_eval).rows == 0:
+        raise InputError(
+            f"{layout.ncf_eval} holds no evaluation users: each needs {EVAL_NEGATIVES} items of the "
+            "catalogue they never clicked, so rebuild the tables (sparkrec interactions) from a catalogue "
+            f"of more than {EVAL_NEGATIVES + 1} items"
+        )
+    if model == MULTVAE and table_files(spark, layout.vae, (SPLIT, TEST_SPLIT)).rows == 0:
+        raise InputError(
+            f"{layout.vae} holds no test users: rebuild the tables (sparkrec interactions) with "
+            f"--heldout-share and --max-heldout-users above 0, from users of {MIN_HELDOUT_ITEMS}+ items"
+        )
+
+
 def train_cf(
     spark: SparkSession,
     interactions: str,
@@ -133,6 +150,7 @@ def train_cf(
         )
     if train_files.rows == 0:
         raise InputError(f"the {model} training table in {layout.root} holds no rows: rebuild it")
+    _require_evaluation_users(spark, layout, model)
     if pretrain and model != NCF:
         raise InputError(f"--pretrain fuses NeuMF's GMF and MLP towers: it is for --model {NCF}, not {model}")
     if pretrain and options.get("warm_start"):

@@ -16,7 +16,15 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
-from rec_plugin.interactions import SPLIT, VALID_SPLIT, item_column, ncf_schema, user_column
+from rec_plugin.interactions import (
+    SPLIT,
+    TEST_SPLIT,
+    VALID_SPLIT,
+    InteractionsLayout,
+    item_column,
+    ncf_schema,
+    user_column,
+)
 from rec_plugin.schema import ROW_KEYS, ColumnSchema
 from rec_plugin.workflow import Workflow
 from spark_jobs.recommend import (
@@ -267,6 +275,16 @@ def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start
             spark, layout.root, shop_features.workflow, str(tmp_path / "ncf"), NCF, "torchrec", pretrain=True
         )
     assert not (tmp_path / "vae").exists() and not (tmp_path / "ncf").exists()
+    # Tables whose report could rank no user (a catalogue too small for 100 negatives, a held-out
+    # share of 0) once ended the run in an InputError after every epoch had trained.
+    copied = InteractionsLayout(str(tmp_path / "interactions"))
+    shutil.copytree(layout.root, copied.root)
+    DeltaTable.forPath(spark, copied.ncf_eval).delete()
+    DeltaTable.forPath(spark, copied.vae).delete(F.col(SPLIT) == TEST_SPLIT)
+    for model, says in ((NCF, "holds no evaluation users: each needs 100 items"), (MULTVAE, "no test users")):
+        with pytest.raises(InputError, match=says):
+            train_cf(spark, copied.root, shop_features.workflow, str(tmp_path / model), model)
+        assert not (tmp_path / model).exists()
 
 
 def test_a_candidate_table_is_one_that_exists_and_holds_ids_the_run_knows(spark, tmp_path):
