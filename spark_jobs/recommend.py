@@ -208,6 +208,8 @@ def recommend(
         raise InputError(
             f"run {run_dir} trained {model!r}; sparkrec recommend ranks with {sorted(CF_MODELS)}"
         )
+    if candidates is not None and model != NCF:  # Mult-VAE's decoder ranks the whole catalogue
+        raise InputError(f"--candidates is for {NCF} runs; run {run_dir} trained {model}: drop it")
     # The workflow's version the run trained on: a retrain's extend since grew the vocabularies past
     # the run's tables.
     features = Workflow.load_schema(workflow, spark, Workflow.version_of(workflow, run.schema(), spark))

@@ -195,6 +195,9 @@ def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_the
     # A folder without interaction tables is refused in one line.
     with pytest.raises(InputError, match="holds no interaction tables: build them first"):
         recommend(spark, runs[NCF]["run_dir"], str(tmp_path / "none"), grown, out, k=5)
+    # Candidates for a Mult-VAE run (its decoder ranks the catalogue) were once ignored without a word.
+    with pytest.raises(InputError, match="^--candidates is for ncf runs; run .* trained multvae: drop it$"):
+        recommend(spark, runs[MULTVAE]["run_dir"], layout.root, grown, out, k=5, candidates=out)
     # A mistyped --out naming another table is refused, and the table left as it was.
     version = DeltaTable.forPath(spark, shop_features.features).history(1).first()["version"]
     with pytest.raises(InputError, match="other columns than a recommendations table: choose another --out"):
