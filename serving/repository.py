@@ -55,6 +55,7 @@ from serving.preprocessor import (
     lengths_of,
     list_output,
 )
+from training.run_directory import RunDirectory, RunLocation
 
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 PREPROCESS_MODEL = Path(__file__).with_name("triton_preprocess_model.py")
@@ -535,11 +536,14 @@ def versions(repository: Path, name: str) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
 
 
-def exported_version(repository: Path, name: str, run: str) -> int | None:
-    """The version of model `name` that holds the run at URI `run`, if one does."""
-    for version in versions(repository, name):
-        marker = repository / name / str(version) / EXPORTED_RUN_FILE
-        if marker.is_file() and marker.read_text() == run:
+def exported_version(repository: Path, name: str, run: RunLocation) -> int | None:
+    """The version of the ensemble `name` whose model holds `run`, if one was exported whole (an
+    export killed before its ensemble was written is none: the next export removes it)."""
+    model, uri = ensemble_model_name(name), RunDirectory.at(run).uri
+    for version in versions(repository, model):
+        marker = repository / model / str(version) / EXPORTED_RUN_FILE
+        served = (repository / ensemble_version_name(name, version) / "config.pbtxt").is_file()
+        if served and marker.is_file() and RunDirectory.at(marker.read_text()).uri == uri:
             return version
     return None
 

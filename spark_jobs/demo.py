@@ -38,7 +38,7 @@ def summary(report: dict) -> str:
     return "\n".join(
         [
             f"generate: {g['rows']:,} rows over {g['days']} days at {g['rows_per_s']:,.0f} rows/s; "
-            f"oracle AUC {g['oracle_auc']:.4f} (first-order part alone {g['first_order_auc']:.4f})",
+            f"oracle AUC {_auc(g['oracle_auc'])} (first-order part alone {_auc(g['first_order_auc'])})",
             f"ingest:   {i['lines_read']:,} lines read = {i['accepted']:,} accepted"
             f" + {i['rejected']:,} rejected; bronze {i['bronze_table']} at version {i['bronze_version']}",
             f"featurize: {f['rows_out']:,} rows at {f['rows_per_s']:,.0f} rows/s from bronze version "

@@ -263,9 +263,9 @@ def oracle_figures(spark: SparkSession, oracle: str, rows: DataFrame, stage: str
     if truth is None or not set(wanted) <= set(truth.columns):
         print(f"{stage}: {oracle} is not the generator's oracle table: no oracle figures", flush=True)
         return {}
-    joined = rows.select(*ROW_KEYS).join(truth.select(*wanted), ROW_KEYS)
-    covered, asked = joined.count(), rows.count()
-    if covered < asked:
+    joined = rows.select(*ROW_KEYS).join(truth.select(*wanted), ROW_KEYS, "left")
+    asked, covered = joined.agg(F.count("*"), F.count(ORACLE_LABEL)).first()
+    if covered < asked or asked == 0:
         print(f"{stage}: {oracle} holds {covered:,} of the {asked:,} rows: no oracle figures", flush=True)
         return {}
     return oracle_metrics(joined)

@@ -327,7 +327,7 @@ def _export_once(spark: SparkSession, workflow: str, repository: Path, name: str
     """The candidate's version in the repository: exported once (a version folder names the run it
     holds, so a rerun after a failed step, or after a kill before the step was recorded, finds it
     instead of writing another version)."""
-    found = exported_version(repository, ensemble_model_name(name), RunDirectory.at(run_dir).uri)
+    found = exported_version(repository, name, run_dir)
     return found or export_run(run_dir, repository, name, spark=spark, workflow=workflow)
 
 

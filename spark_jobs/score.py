@@ -93,23 +93,33 @@ def via_triton(url: str, name: str) -> Callable[[Iterator[pd.DataFrame]], Iterat
     return score
 
 
-def _require_served(url: str, name: str) -> None:
-    """A Triton server answers at `url` and has `name` ready: checked before any row is read."""
+def _require_served(url: str, name: str, columns: list[str]) -> None:
+    """A Triton server answers at `url` and has `name` ready, and the rows' `columns` hold its raw
+    inputs: checked before any row is read."""
     import tritonclient.grpc as triton_grpc
     from tritonclient.utils import InferenceServerException
+
+    from serving.client import raw_spec
 
     client = triton_grpc.InferenceServerClient(url)
     try:
         client.is_server_live(client_timeout=10)
         ready = client.is_model_ready(name, client_timeout=10)
+        spec = raw_spec(client, name) if ready else None
     except InferenceServerException:
         raise InputError(
             f"no Triton server answers at {url}: start one (sparkrec serve) or fix --via-triton"
         ) from None
     finally:
         client.close()
-    if not ready:
+    if spec is None:
         raise InputError(f"model {name} is not loaded on the Triton server at {url}: load it or fix --name")
+    missing = [c.name for c in (*spec.continuous, *spec.categorical, *spec.lists) if c.name not in columns]
+    if missing:  # another dataset's bronze: each task would end in a trace
+        raise InputError(
+            f"the rows lack the raw inputs {missing[:3]}{' ...' if len(missing) > 3 else ''} of model "
+            f"{name}: give the bronze table of the dataset it serves"
+        )
 
 
 def _require_predictions_table(spark: SparkSession, path: str) -> None:
@@ -148,7 +158,7 @@ def score(
     if via_triton_url:
         # A version is served by its own ensemble (its preprocessing and its model), the newest by `name`.
         served = name if version is None else ensemble_version_name(name, version)
-        _require_served(via_triton_url, served)
+        _require_served(via_triton_url, served, rows.columns)
         scored = rows.mapInPandas(via_triton(via_triton_url, served), SCHEMA)
         source = {"triton": via_triton_url, "model": served}
     else:

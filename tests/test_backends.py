@@ -328,11 +328,19 @@ def test_the_prefetch_thread_answers_none_after_the_end_and_ends_when_the_step_r
         asking.start()
         asking.join(timeout=30)
         assert again == [None], "next() after the end waited for a batch"
+
+    def ended(deadline_s: float = 30) -> bool:
+        """Whether the reading threads are gone within `deadline_s` (a read in progress may finish)."""
+        deadline = time.perf_counter() + deadline_s
+        while not set(threading.enumerate()) <= threads and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        return set(threading.enumerate()) <= threads
+
     with pytest.raises(RuntimeError, match="the step failed"):
         with Prefetcher(loader.epoch(0), torch.device("cpu"), 1) as batches:
             assert batches.next() is not None
             raise RuntimeError("the step failed")  # the thread is blocked on its full queue here
-    assert set(threading.enumerate()) <= threads
+    assert ended()
 
     def hung_after_one(released: threading.Event):
         """The real loader's first batch, then a read that hangs until the test releases it."""
@@ -341,17 +349,14 @@ def test_the_prefetch_thread_answers_none_after_the_end_and_ends_when_the_step_r
         yield from loader.epoch(0)
 
     released = threading.Event()
-    started = time.perf_counter()
     with pytest.raises(RuntimeError, match="the step failed"):
         with Prefetcher(hung_after_one(released), torch.device("cpu"), 1) as batches:
             assert batches.next() is not None
+            started = time.perf_counter()
             raise RuntimeError("the step failed")  # the thread is in the hung read here
     assert time.perf_counter() - started < 10 * Prefetcher.EXIT_WAIT_S, "the hung read hid the error"
     released.set()  # the read returns: the thread ends instead of blocking on a put nobody takes
-    deadline = time.perf_counter() + 30
-    while not set(threading.enumerate()) <= threads and time.perf_counter() < deadline:
-        time.sleep(0.05)
-    assert set(threading.enumerate()) <= threads
+    assert ended()
 
 
 @pytest.mark.parametrize("one_rank", ["column_wise", "auto"], indirect=True)

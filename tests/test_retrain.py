@@ -260,3 +260,8 @@ def test_a_run_exported_before_its_step_was_recorded_is_found_not_exported_again
     assert export_run(run, repository, NAME, spark=spark, workflow=layout.workflow) == 1  # then killed
     assert _export_once(spark, layout.workflow, repository, NAME, run) == 1
     assert versions(repository, ensemble_model_name(NAME)) == [1]
+    # Killed before its ensemble was written, the version is no export: the rerun writes it whole.
+    shutil.rmtree(repository / f"{NAME}_v1")
+    assert _export_once(spark, layout.workflow, repository, NAME, run) == 1
+    assert (repository / f"{NAME}_v1" / "config.pbtxt").is_file()
+    assert versions(repository, ensemble_model_name(NAME)) == [1]

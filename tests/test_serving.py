@@ -581,6 +581,15 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     both = tables[0].merge(tables[1], on=[DAY, *keys], validate="one_to_one")
     assert len(both) == day_rows
     assert np.abs(both["probability_x"] - both["probability_y"]).max() <= 1e-5
+    # Rows of another dataset (here: bronze without C1) are refused in one line, either way.
+    other = str(tmp_path / "other_bronze")
+    rows = spark.read.format("delta").load(bronze).where(f"{DAY} = 3").drop("C1").limit(10)
+    rows.write.format("delta").partitionBy(DAY).save(other)
+    ways = {"raw inputs": {"via_triton_url": server.grpc_url}, "workflow's input columns": {}}
+    for lacked, options in ways.items():
+        options = options or {"repository": str(server.repository), "workflow": str(root / "workflow")}
+        with pytest.raises(InputError, match=rf"^the rows lack the {lacked} \['C1'\]"):
+            score(spark, other, [3], str(tmp_path / "other_predictions"), **options)
 
 
 def test_a_server_that_cannot_take_its_port_is_one_line_and_leaves_no_process(tmp_path):

@@ -21,13 +21,20 @@ class Normalize(RowOp):
     def __init__(self) -> None:
         super().__init__()
 
-    def fit_query(self, frame: DataFrame, columns: list[str]) -> DataFrame:
-        """Means of x and of (x - shift)^2, the shift a typical value of x in its first rows: for an
+    def fit(self, frame: DataFrame, columns: list[str], persisted: list[DataFrame]) -> dict[str, Any]:
+        """The statistics about a typical value of each column, the median of its first rows: for an
         epoch time (1.7e9 +- 100), E[x^2] - E[x]^2 in doubles cancels to nothing (or below 0), about a
-        value near x's it does not. Plain averages run on the GPU, stddev aggregates do not (RAPIDS
-        26.08)."""
+        value near x's it does not."""
         first = frame.select(columns).limit(SHIFT_ROWS).collect()
         shifts = {c: statistics.median([r[c] for r in first if r[c] is not None] or [0.0]) for c in columns}
+        return self.state_from(self.fit_query(frame, columns, shifts), columns)
+
+    def fit_query(
+        self, frame: DataFrame, columns: list[str], shifts: dict[str, float] | None = None
+    ) -> DataFrame:
+        """Means of x and of (x - shift)^2 (fit's shifts; 0 where a plan is only looked at, which runs
+        no job). Plain averages run on the GPU, stddev aggregates do not (RAPIDS 26.08)."""
+        shifts = shifts or dict.fromkeys(columns, 0.0)
         means = [F.avg(c).alias(f"{c}__mean") for c in columns]
         about = {c: F.col(c) - F.lit(float(k)) for c, k in shifts.items()}
         squares = [F.avg(d * d).alias(f"{c}__square") for c, d in about.items()]
