@@ -155,6 +155,29 @@ def test_weights_of_other_table_sizes_fail_in_one_line(tmp_path):
     same.load_state_dict(saved.state_dict())
 
 
+def test_a_resumed_rank_draws_on_as_that_rank_would_have(tmp_path):
+    """Each rank's random state is kept: ranks part where an epoch ends on batches of other sizes, and
+    a rank restored to rank 0's state would draw other dropout masks than its run without the kill."""
+    run = RunDirectory(tmp_path)
+    states = []
+    for seed in (1, 2):  # two ranks whose generators have parted
+        torch.manual_seed(seed)
+        torch.rand(seed * 3)
+        states.append(checkpoint.rng_state())
+    next_draws = []
+    for state in states:
+        torch.set_rng_state(state["torch"])
+        next_draws.append(torch.rand(4))
+    checkpoint.save(run, {}, [], checkpoint.Position(step=1), rngs=states)
+    torch.manual_seed(99)
+    assert checkpoint.load_latest(run, rank=1) is not None
+    assert torch.equal(torch.rand(4), next_draws[1])
+    checkpoint.load_latest(run, rank=0)
+    assert torch.equal(torch.rand(4), next_draws[0])
+    checkpoint.load_latest(run, rank=2)  # a rank the killed run did not have starts from rank 0's
+    assert torch.equal(torch.rand(4), next_draws[0])
+
+
 ROWS = 1_000
 
 

@@ -111,6 +111,17 @@ def test_ranks_are_dealt_whole_files_by_their_rows():
     assert balanced_shards([7], 3) == [[0], [], []]
 
 
+def test_a_file_of_fewer_row_groups_than_ranks_is_read_whole_by_one_rank(files):
+    """A tiny day: one features file of one row group and three ranks, which Petastorm cannot shard."""
+    train, schema = files["train"], files["schema"]
+    tiny = FileSet(train.files[:1], parquet_rows(train.files[:1])[0])
+    assert pq.ParquetFile(tiny.files[0].removeprefix("file:")).metadata.num_row_groups == 1
+    shards = [BatchLoader(tiny, schema, 1000, rank, 3, seed=7) for rank in range(3)]
+    batches = [list(loader.epoch(0)) for loader in shards]
+    assert sorted(loader.rows_read for loader in shards) == [0, 0, tiny.rows]
+    assert sum(len(b.label) for rank in batches for b in rank) == tiny.rows
+
+
 def test_a_checkpoint_of_another_dealing_retrains_its_epoch_and_one_of_this_dealing_skips(
     files, tmp_path, capsys
 ):

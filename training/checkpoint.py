@@ -7,6 +7,7 @@ and only then points its latest pointer at it, so a kill at any moment leaves a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -41,17 +42,27 @@ class Saved(NamedTuple):
     position: Position
 
 
+def rng_state(device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """This process's torch random state: the host generator's, and the GPU `device`'s where it
+    trains on one (Mult-VAE's noise and dropout draw from them)."""
+    state = {"torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
 def save(
     run: RunDirectory,
     model_state: dict,
     optimizer_states: list[dict],
     position: Position,
     keep: int = 2,
-    device: torch.device | None = None,
+    rngs: Sequence[dict[str, torch.Tensor]] | None = None,
 ) -> str:
     """Checkpoints the run at `position` (the model's unsharded state and the optimizers' states, as
     the backend's Collective gives them), keeping the newest `keep` checkpoints; returns its name.
-    On a GPU `device`, its random generator's state is kept too (Mult-VAE's noise and dropout)."""
+    `rngs`: every rank's `rng_state`, in rank order (this process's alone by default): ranks end an
+    epoch on batches of other sizes, so their random states part there."""
     state = {
         "model": model_state,
         "optimizers": optimizer_states,
@@ -64,23 +75,34 @@ def save(
         },
         "losses": torch.tensor(position.losses, dtype=torch.float64),
         "valid_scores": torch.tensor(position.valid_scores, dtype=torch.float64),
-        "torch_rng": torch.get_rng_state(),
+        "rngs": list(rngs) if rngs is not None else [rng_state()],
     }
-    if device is not None and device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     return run.save_checkpoint(state, position.step, keep)
 
 
-def load_latest(run: RunDirectory, device: torch.device | None = None) -> Saved | None:
-    """The run's newest checkpoint, torch's RNGs restored to it (the host's, and the GPU `device`'s
-    where the checkpoint kept one); None when the run has none yet."""
+def _saved_rngs(state: dict) -> list[dict[str, torch.Tensor]]:
+    """A checkpoint's random states per rank; one from before they were kept per rank holds rank 0's."""
+    if "rngs" in state:
+        return state["rngs"]
+    kept = {"torch": state["torch_rng"]}
+    if "cuda_rng" in state:
+        kept["cuda"] = state["cuda_rng"]
+    return [kept]
+
+
+def load_latest(run: RunDirectory, device: torch.device | None = None, rank: int = 0) -> Saved | None:
+    """The run's newest checkpoint, torch's RNGs restored to `rank`'s state in it (the host's, and
+    the GPU `device`'s where the checkpoint kept one); a rank the checkpoint's run did not have takes
+    rank 0's, as every rank of a fresh run starts from one seed. None when the run has none yet."""
     name = run.latest_checkpoint()
     if name is None:
         return None
     state = run.load_checkpoint(name)
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and device is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    rngs = _saved_rngs(state)
+    rng = rngs[rank] if rank < len(rngs) else rngs[0]
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
     valid_scores = state.get("valid_scores", torch.zeros(0)).tolist()  # a checkpoint from before validation
     # A checkpoint from before the dealing was recorded dealt row groups by count.
     dealt = {"sharding": ROW_GROUPS_BY_COUNT, **state["position"]}

@@ -138,19 +138,30 @@ def read_id_lists(files: Sequence[str], columns: Sequence[str]) -> dict[str, lis
 
 
 @cache
-def _footer_rows(uri: str) -> int:
-    """A parquet file's row count from its footer, once per process (a Delta table's data files are
-    never rewritten in place)."""
+def _footer(uri: str) -> tuple[int, int]:
+    """A parquet file's (rows, row groups) from its footer, once per process (a Delta table's data
+    files are never rewritten in place)."""
     filesystem, path = fsspec.core.url_to_fs(uri)
     with filesystem.open(path, "rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
+        metadata = pq.ParquetFile(handle).metadata
+        return metadata.num_rows, metadata.num_row_groups
+
+
+def _footers(files: Sequence[str]) -> list[tuple[int, int]]:
+    """Each parquet file's footer counts (qualified URIs, read through fsspec; a pool of threads, as
+    object stores answer one small read at a time)."""
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
+        return list(pool.map(_footer, files))
 
 
 def parquet_rows(files: Sequence[str]) -> list[int]:
-    """Each parquet file's row count (qualified URIs, read through fsspec; a pool of threads, as
-    object stores answer one small read at a time)."""
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
-        return list(pool.map(_footer_rows, files))
+    """Each parquet file's row count."""
+    return [rows for rows, _ in _footers(files)]
+
+
+def parquet_row_groups(files: Sequence[str]) -> int:
+    """The row groups of some parquet files, all together."""
+    return sum(groups for _, groups in _footers(files))
 
 
 def balanced_shards(rows: Sequence[int], size: int) -> list[list[int]]:
@@ -294,7 +305,9 @@ class BatchLoader:
 
     Reads exactly the schema's label, continuous, categorical and list columns. With as many files
     as ranks or more, each rank reads whole files dealt by their row counts (`rank_files`); with
-    fewer, Petastorm deals the row groups (SHARDING records which, for a resumed run). Petastorm
+    fewer, Petastorm deals the row groups (SHARDING records which, for a resumed run), unless they
+    too are fewer than the ranks (a tiny day): then whole files again, some ranks reading none and
+    stepping on padding (Petastorm ends every rank's read in NoDataAvailableError there). Petastorm
     orders a rank's row groups from the epoch's seed, then rows are shuffled within a buffer of
     `shuffle_rows` rows (a list feature's ids move with their row). The order is a pure function of
     (seed, epoch, rank, size), so a resumed run can skip exactly the batches it had already trained
@@ -316,7 +329,10 @@ class BatchLoader:
     ) -> None:
         self.file_set, self.batch_size = file_set, batch_size
         self.rank, self.size, self.seed, self.shuffle = rank, size, seed, shuffle
-        self.whole_files = size > 1 and (whole_files or len(file_set.files) >= size)
+        files = file_set.files
+        self.whole_files = size > 1 and (
+            whole_files or len(files) >= size or parquet_row_groups(files) < size
+        )
         self._shard: tuple[str, ...] | None = None
         self.shuffle_rows = shuffle_rows
         self.rows_read = 0

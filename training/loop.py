@@ -215,7 +215,7 @@ def _train(spec: TrainSpec, group: Collective) -> dict:
     config = ModelConfig.from_dict(spec.model)
     model = build_model(config, group.embeddings)
     run = RunDirectory(spec.run_dir)
-    resumed = checkpoint.load_latest(run, device) if spec.resume else None
+    resumed = checkpoint.load_latest(run, device, group.rank) if spec.resume else None
     saved = resumed
     if saved is None and spec.warm_start:
         saved = warm_start(spec.warm_start, config, spec.optimizer_settings(), group.name, spec.seed)
@@ -470,8 +470,9 @@ def _checkpoint(
     where this rank has them (every rank of a data-parallel run, rank 0 of a sharded one), None
     elsewhere."""
     weights, optimizer_states = states or (group.model_state(model), group.optimizer_states(steppers))
+    rngs = group.gather(checkpoint.rng_state(group.device))
     if group.rank == 0:
-        checkpoint.save(run, weights, optimizer_states, position, device=group.device)
+        checkpoint.save(run, weights, optimizer_states, position, rngs=rngs)
     return weights
 
 
