@@ -2,7 +2,8 @@
 
 A user's mistake (a missing folder, a day the table does not hold, a server that does not answer)
 raises InputError with a message that names the problem and what to do. `run_command` prints it as
-one line on stderr and exits with EXIT_INPUT_ERROR; `--debug` shows the trace instead. A Ctrl-C is
+one line on stderr and exits with EXIT_INPUT_ERROR; `--debug` shows the trace instead. So does one
+raised in a Spark task (a Python worker's trace inside the driver's error names it). A Ctrl-C is
 one line too (EXIT_INTERRUPTED). Anything else is a bug and keeps its trace. Imports nothing heavy:
 every layer (Triton models too) uses it.
 """
@@ -12,11 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -26,6 +28,17 @@ LOG_FILE_ENV = "SPARKREC_LOG_FILE"
 
 class InputError(Exception):
     """A failure the user can fix from its one-line message alone."""
+
+
+# How a Python worker's trace, carried in the driver's error (PySpark's PythonException), names an
+# InputError that a task raised.
+_RAISED_IN_A_TASK = re.compile(rf"^{re.escape(InputError.__module__)}\.InputError: (.+)$", re.MULTILINE)
+
+
+def raised_in_a_task(error: BaseException) -> InputError | None:
+    """The InputError a Spark task raised, as the driver's error carries its worker's trace."""
+    found = _RAISED_IN_A_TASK.findall(str(error))
+    return InputError(found[-1].strip()) if found else None
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -80,14 +93,21 @@ def run_command(main: Callable[[list[str]], Any], prog: str, argv: list[str] | N
     except InputError as error:
         if debug:
             raise
-        print(f"{prog}: error: {error}{_log_named()}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_INPUT_ERROR)
-    except BaseException:
+        _refused(prog, error)
+    except BaseException as error:
+        task_error = raised_in_a_task(error)
+        if task_error is not None and not debug and not _interrupted.is_set():
+            _refused(prog, task_error)
         # Interrupted, whatever the call it broke raised (PySpark's handler calls into the JVM).
         if debug or not _interrupted.is_set():
             raise
         print(f"\n{prog}: interrupted{_log_named()}", file=sys.stderr, flush=True)  # below a live bar
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _refused(prog: str, error: InputError) -> NoReturn:
+    print(f"{prog}: error: {error}{_log_named()}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_INPUT_ERROR)
 
 
 def _log_named() -> str:

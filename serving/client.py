@@ -15,6 +15,7 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 from tritonclient.utils import np_to_triton_dtype
 
+from rec_plugin.errors import InputError
 from serving.preprocessor import (
     CATEGORICAL,
     DENSE,
@@ -85,12 +86,19 @@ def predict(
 
 
 def _parameter(client: Client, name: str, key: str) -> dict:
-    """A JSON parameter of model `name`'s config on the server."""
+    """A JSON parameter of model `name`'s config on the server; only the ensembles of an export with
+    --workflow carry them (a plain model takes features, not raw rows)."""
     if isinstance(client, triton_grpc.InferenceServerClient):
         config = client.get_model_config(name, as_json=True)["config"]
     else:
         config = client.get_model_config(name)
-    return json.loads(config["parameters"][key]["string_value"])
+    parameter = config.get("parameters", {}).get(key)
+    if parameter is None:
+        raise InputError(
+            f"model {name} on the server takes features, not raw rows (no {key} in its config): "
+            "serve the ensemble of an export with --workflow"
+        )
+    return json.loads(parameter["string_value"])
 
 
 def raw_spec(client: Client, name: str) -> RawSpec:

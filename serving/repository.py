@@ -424,6 +424,12 @@ def _outputs(folder: Path) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec.from_dict(d) for d in json.loads(path.read_text())) if path.is_file() else OUTPUTS
 
 
+def is_click_model(model_file: Path) -> bool:
+    """Whether the model version holding `model_file` outputs click probabilities (a recommender
+    outputs its top items instead)."""
+    return _outputs(Path(model_file).parent) == OUTPUTS
+
+
 def served_layout(repository: Path, name: str) -> tuple[TensorSpec, ...] | None:
     """The input tensors of the newest version of model `name` (None if it has none yet)."""
     found = versions(repository, name)

@@ -63,7 +63,7 @@ from rec_plugin.json_files import write_json
 from rec_plugin.schema import DAY, ROW_KEYS, Schema, Tags
 from rec_plugin.workflow import Workflow, spark_type
 from spark_jobs.layout import day_list
-from spark_jobs.score import PROBABILITY
+from spark_jobs.score import PROBABILITY, require_predictions_table
 from spark_jobs.session import CONF_DIR, build_session
 from training.metrics import auc_from_counts
 
@@ -313,7 +313,7 @@ def prediction_quality(
     """Calibration (mean probability / click rate) and AUC of the day's predictions against its bronze
     labels (joined on day, source file, line number), from one group-by over score bins; None where the
     day has no scored rows (or AUC where it has one class only)."""
-    storage.delta_version(spark, predictions, "predictions table")
+    require_predictions_table(spark, predictions, must_exist=True)
     scored = spark.read.format("delta").load(predictions).where(F.col(DAY) == day)
     scored = scored.select(*ROW_KEYS, PROBABILITY)
     labelled = scored.join(day_rows.select(*ROW_KEYS, F.col(label).cast("double").alias(label)), ROW_KEYS)

@@ -28,7 +28,13 @@ from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE, Schema
 from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
-from serving.repository import DEFAULT_NAME, ensemble_version_name, torchscript_file, trained_schema
+from serving.repository import (
+    DEFAULT_NAME,
+    ensemble_version_name,
+    is_click_model,
+    torchscript_file,
+    trained_schema,
+)
 from spark_jobs.layout import day_list
 from spark_jobs.session import build_session
 from training.data import jagged_arrays
@@ -122,14 +128,16 @@ def _require_served(url: str, name: str, columns: list[str]) -> None:
         )
 
 
-def _require_predictions_table(spark: SparkSession, path: str) -> None:
-    """Each run replaces days of the table at `path`: never let that hit a table of another kind."""
-    if storage.exists(spark, path):
-        storage.delta_version(spark, path, "predictions table")
+def require_predictions_table(spark: SparkSession, path: str, must_exist: bool = False) -> None:
+    """Each run replaces days of the table at `path`: never let that hit a table of another kind. A
+    `_delta_log` without a commit is a first write that was killed: the rerun writes the table anew."""
+    if storage.has_commit(spark, path):
         if sorted(spark.read.format("delta").load(path).columns) != sorted(PREDICTION_COLUMNS):
             raise InputError(
                 f"{path} holds a Delta table that is not a predictions table: choose another path"
             )
+    elif must_exist or (storage.exists(spark, path) and not storage.exists(spark, f"{path}/_delta_log")):
+        storage.delta_version(spark, path, "predictions table")  # says which: missing, or not Delta
 
 
 def score(
@@ -153,7 +161,7 @@ def score(
     absent = sorted(d for d in days if str(d) not in storage.partition_values(rows, DAY))
     if not days or absent:
         raise InputError(f"days {absent or days} are not in bronze table {bronze}@v{bronze_version}")
-    _require_predictions_table(spark, predictions)
+    require_predictions_table(spark, predictions)
     rows = rows.where(F.col(DAY).isin(days))
     if via_triton_url:
         # A version is served by its own ensemble (its preprocessing and its model), the newest by `name`.
@@ -165,6 +173,11 @@ def score(
         if not (repository and workflow):
             raise InputError("in-process scoring needs --repository and --workflow (or use --via-triton)")
         model_path = torchscript_file(Path(repository), name, version)
+        if not is_click_model(model_path):
+            raise InputError(
+                f"{model_path.parent} is a recommender's (it outputs top items, not click probabilities): "
+                "score scores click models; sparkrec recommend writes a recommender's top items"
+            )
         # The model's inputs are the output columns of the workflow version it was trained on, in its
         # schema's order: a later version's new values would have ids past the model's tables.
         trained_on = trained_schema(model_path)

@@ -370,3 +370,24 @@ def test_run_command_prints_one_line_or_the_trace_with_debug(capsys):
     assert capsys.readouterr().err.startswith("sparkrec thing: error: nothing to do for ['a']")
     with pytest.raises(InputError, match=r"nothing to do for \['a'\]"):
         run_command(refuse, "sparkrec thing", ["a", "--debug"])
+
+
+def test_an_input_error_raised_in_a_spark_task_is_one_line(spark, capsys):
+    """A task's refusal (a client-side check inside `mapInPandas`, as score --via-triton makes)
+    reaches the driver inside PySpark's PythonException, a worker's trace: it is said in one line."""
+
+    def refuse_in_a_task(frames):  # noqa: ANN001, ANN202 - mapInPandas' iterator of pandas frames
+        for frame in frames:
+            raise InputError(f"column x: {len(frame)} values beyond 2^53")
+            yield frame
+
+    def command(argv: list[str]) -> None:
+        spark.range(3, numPartitions=1).mapInPandas(refuse_in_a_task, "id long").collect()
+
+    with pytest.raises(SystemExit) as exited:
+        run_command(command, "sparkrec thing", [])
+    assert exited.value.code == EXIT_INPUT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparkrec thing: error: column x: 3 values beyond 2^53")
+    with pytest.raises(Exception, match="PythonException|InputError"):  # --debug keeps the trace
+        run_command(command, "sparkrec thing", ["--debug"])

@@ -41,6 +41,7 @@ from serving.repository import (
     write_ensemble,
 )
 from serving.server import Ports, TritonServer, free_port
+from spark_jobs.monitor import prediction_quality
 from spark_jobs.score import score
 from spark_jobs.train import feature_files
 from training.data import BatchLoader
@@ -590,6 +591,24 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
         options = options or {"repository": str(server.repository), "workflow": str(root / "workflow")}
         with pytest.raises(InputError, match=rf"^the rows lack the {lacked} \['C1'\]"):
             score(spark, other, [3], str(tmp_path / "other_predictions"), **options)
+    # The ensemble's model alone takes features, not raw rows: one line, not a KeyError in each task.
+    with pytest.raises(InputError, match="model ctr_model on the server takes features, not raw rows"):
+        by_model = str(tmp_path / "by_model")
+        score(spark, bronze, [3], by_model, via_triton_url=server.grpc_url, name="ctr_model")
+    # A first score killed before its commit leaves a _delta_log without one: the rerun writes the table.
+    killed = tmp_path / "killed_predictions"
+    (killed / "_delta_log").mkdir(parents=True)
+    (killed / f"{DAY}=3").mkdir()
+    (killed / f"{DAY}=3" / "part-00000-killed.snappy.parquet").write_bytes(b"PAR1")
+    in_process_options = {"repository": str(server.repository), "workflow": str(root / "workflow")}
+    assert score(spark, bronze, [3], str(killed), **in_process_options)["rows"] == day_rows
+    # monitor reads predictions only from a predictions table.
+    day = spark.read.format("delta").load(bronze).where(f"{DAY} = 3")
+    for path in (str(root / "features"), other):
+        with pytest.raises(InputError, match="holds a Delta table that is not a predictions table"):
+            prediction_quality(spark, path, day, "label", 3)
+    with pytest.raises(InputError, match="predictions table .* does not exist"):
+        prediction_quality(spark, str(tmp_path / "none"), day, "label", 3)
 
 
 def test_a_server_that_cannot_take_its_port_is_one_line_and_leaves_no_process(tmp_path):

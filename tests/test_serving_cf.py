@@ -16,6 +16,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.dataset import load_dataset
+from rec_plugin.errors import InputError
 from rec_plugin.interactions import ncf_schema, vae_schema
 from rec_plugin.ops import Categorify, Cross, FillMissing, ListCategorify, Normalize
 from rec_plugin.ops.categorify import read_vocabularies
@@ -25,6 +26,7 @@ from serving.client import _inputs, raw_spec, recommend, score_candidates
 from serving.export import main as export
 from serving.export import top_items, torchscript
 from serving.server import TritonServer
+from spark_jobs.score import score
 from training.models import ModelConfig, build_model
 from training.run_directory import RunDirectory
 
@@ -217,3 +219,15 @@ def test_bad_requests_are_one_line_errors_and_both_ensembles_serve_on(served):
     assert client.is_server_live() and client.is_model_ready("ncf") and client.is_model_ready("vae")
     assert score_candidates(client, "ncf", "u3", ["i1", "i2"]).shape == (2,)
     assert recommend(client, "vae", [["i1"]]).ids.shape == (1, TOP_K)
+
+
+def test_batch_scoring_refuses_a_recommender_in_one_line(spark, shop, served, tmp_path):
+    """`sparkrec score` writes click probabilities: Mult-VAE's export outputs top items, and its
+    inputs (a bag of items) are no workflow output, so each task would end in a trace."""
+    workflow, _, _ = shop
+    server, _, _ = served
+    bronze = str(tmp_path / "bronze")
+    _frame(spark, _raw_rows()).write.format("delta").partitionBy("day").save(bronze)
+    with pytest.raises(InputError, match="vae_model/1 is a recommender's .*sparkrec recommend"):
+        score(spark, bronze, [0], str(tmp_path / "predictions"), str(server.repository), workflow, name="vae")
+    assert not (tmp_path / "predictions").exists()
