@@ -51,6 +51,7 @@ from training.models import build_model
 from training.models.cf import CF_MODELS, MULTVAE, NCF, fuse_pretrained
 from training.models.config import GMF, MLP, NEUMF
 from training.ranking import (
+    PADDED,
     VAE_NDCG_CUTOFF,
     VAE_RECALL_CUTOFFS,
     hit_rate_at_k,
@@ -350,7 +351,13 @@ def vae_report(spark: SparkSession, model: torch.nn.Module, layout: Interactions
 
 
 def _ranking_matrix(rankings: object) -> np.ndarray:
-    return np.stack([np.asarray(r, dtype=np.int64) for r in rankings])
+    """Users' rankings as rows, each padded with PADDED (a miss) to the longest: popularity's is
+    shorter for a user whose fold-in items take places of a small catalogue's top items."""
+    rows = [np.asarray(r, dtype=np.int64) for r in rankings]
+    matrix = np.full((len(rows), max(map(len, rows), default=0)), PADDED, dtype=np.int64)
+    for row, ranking in zip(matrix, rows):
+        row[: len(ranking)] = ranking
+    return matrix
 
 
 def _rounded(value: float | None) -> float | None:

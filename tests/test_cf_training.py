@@ -17,6 +17,10 @@ from pyspark.sql import functions as F
 
 from rec_plugin.errors import InputError
 from rec_plugin.interactions import (
+    HELDOUT,
+    ITEMS,
+    ORACLE_RANKING,
+    POPULARITY_RANKING,
     SPLIT,
     TEST_SPLIT,
     VALID_SPLIT,
@@ -24,8 +28,9 @@ from rec_plugin.interactions import (
     item_column,
     ncf_schema,
     user_column,
+    vae_schema,
 )
-from rec_plugin.schema import ROW_KEYS, ColumnSchema
+from rec_plugin.schema import ROW_KEYS, ColumnSchema, Schema, Tags
 from rec_plugin.workflow import Workflow
 from spark_jobs.recommend import (
     ITEM_ID,
@@ -45,6 +50,7 @@ from spark_jobs.train_cf import (
     POPULARITY_START,
     table_files,
     train_cf,
+    vae_report,
 )
 from training.evaluate import candidate_logits, heldout_ndcg_sum, ncf_top_items
 from training.loop import TrainSpec
@@ -301,3 +307,35 @@ def test_a_candidate_table_is_one_that_exists_and_holds_ids_the_run_knows(spark,
         candidate_items(spark, item, table)
     spark.createDataFrame([(3,), (3,), (1,)], "item_id int").write.format("delta").mode("append").save(table)
     assert candidate_items(spark, item, table).tolist() == [1, 3]
+
+
+def test_mult_vae_is_scored_on_a_catalogue_smaller_than_its_rankings(spark, tmp_path):
+    """50 items: popularity's top 100 less a user's fold-in items is 46 items long for a user of 4 and
+    45 for a user of 5 (the rankings are ragged), and the model ranks at most 49 other items."""
+    items = 50
+    schema = Schema(
+        (
+            ColumnSchema("click", "float32", (Tags.LABEL,)),
+            ColumnSchema("user_id", "int32", (Tags.CATEGORICAL, Tags.USER_ID), cardinality=10),
+            ColumnSchema("item_id", "int32", (Tags.CATEGORICAL, Tags.ITEM_ID), cardinality=items),
+        )
+    )
+    config = ModelConfig.from_schema(MULTVAE, vae_schema(schema, 10), vae_hidden=(8,), vae_latent=4)
+    model = build_model(config)
+    bags = {1: [1, 2, 3, 4], 2: [1, 2, 3, 4, 5]}
+    heldout = {1: [6], 2: [49]}
+    popular = list(range(1, items))  # popularity ranks items by id
+    rows = [
+        (user, bag, heldout[user], TEST_SPLIT, None, [i for i in popular if i not in bag])
+        for user, bag in bags.items()
+    ]
+    layout = InteractionsLayout(str(tmp_path / "interactions"))
+    columns = f"user_id int, {ITEMS} array<bigint>, {HELDOUT} array<bigint>, {SPLIT} string, "
+    columns += f"{ORACLE_RANKING} array<bigint>, {POPULARITY_RANKING} array<bigint>"
+    spark.createDataFrame(rows, columns).write.format("delta").save(layout.vae)
+    report = vae_report(spark, model, layout)
+    assert report["eval_users"] == 2 and report["oracle_ndcg_at_100"] is None
+    # user 1's item 6 is popularity's second after the fold-in items (1 / log2(3)); user 2's 49 its 44th
+    expected = (1 / np.log2(3) + 1 / np.log2(45)) / 2
+    assert report["popularity_ndcg_at_100"] == pytest.approx(expected, abs=1e-5)
+    assert 0 <= report["recall_at_20"] <= report["recall_at_50"] == 1.0  # every other item is ranked
