@@ -7,20 +7,22 @@ unknown) is never a user or an item. The data knows no time finer than the day, 
 are ordered by the (day, source_file, line_number) of each pair's last click: a total order, the same on
 every run, and "the latest positive" is the last in it.
 
-ncf_train holds every positive but each evaluated user's latest (a user with 2+ distinct positives is
-evaluated), plus `negatives` items per positive drawn on the executors with probability ~ popularity^alpha
-(popularity: the item's positives in ncf_train), from a hash of (seed, user, positive, j, round) and an
-inverse-CDF lookup: reproducible whatever the partitioning. A draw that is any positive of the user
-(the held-out one included) is drawn again, up to NEGATIVE_ROUNDS times; one still colliding is dropped
-and counted. A user may get the same negative twice (as in He et al. 2017's sampler: with replacement).
+ncf_train holds every positive but each evaluated user's latest (a user with 2+ distinct positives, whom
+the catalogue can give EVAL_NEGATIVES negatives, is evaluated), plus `negatives` items per positive
+drawn on the executors with probability ~ popularity^alpha over the item vocabulary (popularity: the
+item's positives in ncf_train; alpha 0 draws every item alike, as He et al. 2017), from a hash of
+(seed, user, positive, j, round) and an inverse-CDF lookup: reproducible whatever the partitioning. A
+draw that is any positive of the user (the held-out one included) is drawn again, up to NEGATIVE_ROUNDS
+times; one still colliding is dropped and counted. A user may get the same negative twice (as in He et
+al. 2017's sampler: with replacement).
 ncf_train is written shuffled: spread over files of about NCF_TRAIN_FILE_ROWS rows (at least
 NCF_TRAIN_MIN_FILES files, so that every data-parallel worker gets rows) by a seeded hash of
 each row's key (user, positive, j) and ordered within each file by another, so that every file mixes
 positives and negatives at the table's rate (the loader reads file by file, shuffling only within a
 buffer) in an order that depends on the seed and the data alone.
 ncf_eval holds each evaluated user's latest positive and EVAL_NEGATIVES distinct items that are no
-positive of theirs, drawn uniformly over the item vocabulary (He et al.'s protocol; a user the vocabulary
-cannot give that many is left out); POPULARITY is the item's positives in ncf_train.
+positive of theirs, drawn uniformly over the item vocabulary (He et al.'s protocol); POPULARITY is the
+item's positives in ncf_train.
 
 vae, partitioned by SPLIT (training reads the train users' files alone), holds each user's distinct
 items (their latest max_items_per_user, oldest first). Users with at least MIN_HELDOUT_ITEMS items are
@@ -91,7 +93,9 @@ NCF_TRAIN_FILE_ROWS = 500_000
 NCF_TRAIN_MIN_FILES = 16
 # Salts of the seeded hashes, one per purpose, so that no two draws are correlated.
 _TRAIN_SALT, _EVAL_SALT, _SPLIT_SALT, _FOLD_SALT, _FILE_SALT, _ORDER_SALT = 1, 2, 3, 4, 5, 6
-_CLICKED = "clicked"
+# Columns of the per-user frame: their clicked (last, item) pairs, whether they are evaluated, and
+# their evaluation negatives.
+_CLICKED, _EVALUATED, _NEGATIVES = "clicked", "evaluated", "negatives"
 
 
 def _uniform(seed: int, salt: int, *keys: Column) -> Column:
@@ -127,9 +131,11 @@ def _features_schema(spark: SparkSession, workflow: str) -> Schema:
     return schema
 
 
-def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str]) -> DataFrame:
-    """One row per user with a positive: CLICKED, their distinct items as (last, item) structs oldest
-    first, `last` the (day, source_file, line_number, *context) of the pair's last click."""
+def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str], seed: int) -> DataFrame:
+    """One row per user with a positive: ITEMS, their distinct items oldest first, LAST the (day,
+    source_file, line_number, *context) of the latest's last click, and whether they are evaluated:
+    2+ items, and the catalogue gives them EVAL_NEGATIVES negatives. A user who is not
+    trains on every item, the latest too."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
     missing = [
         c for c in [user, item, label, DAY, SOURCE_FILE, LINE_NUMBER, *context] if c not in table.columns
@@ -143,36 +149,37 @@ def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str]) -> Da
     clicked = F.sort_array(F.collect_list(F.struct(LAST, item))).alias(_CLICKED)
     per_user = pairs.groupBy(user).agg(clicked)
     items = F.transform(_CLICKED, lambda c: c[item])
-    return per_user.select(
-        user,
-        items.alias(ITEMS),
-        F.element_at(_CLICKED, -1)[LAST].alias(LAST),
-        (F.size(_CLICKED) >= 2).alias("evaluated"),
-    )
+    per_user = per_user.select(user, items.alias(ITEMS), F.element_at(_CLICKED, -1)[LAST].alias(LAST))
+    per_user = per_user.withColumn(_NEGATIVES, F.when(F.size(ITEMS) >= 2, _eval_negatives(schema, seed)))
+    return per_user.withColumn(_EVALUATED, F.coalesce(F.size(_NEGATIVES) == EVAL_NEGATIVES, F.lit(False)))
 
 
 def _train_items(users: DataFrame) -> Column:
     """A user's ncf_train positives: all their items but an evaluated user's latest."""
-    return F.when(F.col("evaluated"), F.slice(ITEMS, 1, F.size(ITEMS) - 1)).otherwise(F.col(ITEMS))
+    return F.when(F.col(_EVALUATED), F.slice(ITEMS, 1, F.size(ITEMS) - 1)).otherwise(F.col(ITEMS))
 
 
-def _popularity(users: DataFrame, item: str) -> DataFrame:
-    """(item, POPULARITY): each item's positives in ncf_train."""
-    return (
-        users.select(F.explode(_train_items(users)).alias(item))
-        .groupBy(item)
+def _popularity(spark: SparkSession, users: DataFrame, schema: Schema) -> DataFrame:
+    """(item, POPULARITY): each item of the vocabulary (1 .. cardinality - 1) and its positives in
+    ncf_train, 0 for an item no one trains on (a negative as any other under a uniform draw)."""
+    item = item_column(schema)
+    counts = (
+        users.select(F.explode(_train_items(users)).alias(item.name))
+        .groupBy(item.name)
         .agg(F.count("*").alias(POPULARITY))
     )
+    catalogue = spark.range(1, item.cardinality).withColumnRenamed("id", item.name)
+    return catalogue.join(counts, item.name, "left").fillna(0, [POPULARITY])
 
 
 def _inverse_cdf(popularity: DataFrame, item: str, alpha: float) -> Callable[[Column], Column]:
     """A vectorized draw: uniform -> item id with probability ~ popularity^alpha (items sorted by id;
     the cumulative array ships to the executors, 16 bytes an item)."""
     rows = popularity.orderBy(item).toPandas()
-    if rows.empty:
+    if not rows[POPULARITY].sum():
         raise InputError("the features table holds no positive (label 1) with a known user and item")
     ids = rows[item].to_numpy(dtype=np.int64)
-    cdf = np.cumsum(rows[POPULARITY].to_numpy(dtype=np.float64) ** alpha)
+    cdf = np.cumsum(rows[POPULARITY].to_numpy(dtype=np.float64) ** alpha)  # 0 ** 0 is 1: uniform
     cdf /= cdf[-1]
 
     @F.pandas_udf("bigint")
@@ -232,26 +239,25 @@ def _eval_negatives(schema: Schema, seed: int) -> Column:
     return F.expr(f"slice(array_distinct({free}), 1, {EVAL_NEGATIVES})")
 
 
-def _eval_candidates(users: DataFrame, schema: Schema, seed: int) -> DataFrame:
+def _eval_candidates(users: DataFrame, schema: Schema) -> DataFrame:
     """Per evaluated user (and their `last`): CANDIDATES, their latest positive (label 1) and
-    EVAL_NEGATIVES negatives (label 0); a user the catalogue cannot give that many is left out."""
+    their EVAL_NEGATIVES negatives (label 0)."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
-    evaluated = users.where("evaluated").withColumn("negatives", _eval_negatives(schema, seed))
-    evaluated = evaluated.where(F.size("negatives") == EVAL_NEGATIVES)
+    evaluated = users.where(_EVALUATED)
     candidates = F.concat(
         F.array(F.struct(F.element_at(ITEMS, -1).alias(item), F.lit(1).alias(label))),
-        F.transform("negatives", lambda x: F.struct(x.alias(item), F.lit(0).alias(label))),
+        F.transform(_NEGATIVES, lambda x: F.struct(x.alias(item), F.lit(0).alias(label))),
     )
     return evaluated.select(user, LAST, candidates.alias(CANDIDATES))
 
 
 def _ncf_eval(
-    oracle: EcommerceOracle | None, users: DataFrame, schema: Schema, popularity: DataFrame, seed: int
+    oracle: EcommerceOracle | None, users: DataFrame, schema: Schema, popularity: DataFrame
 ) -> DataFrame:
     """ncf_eval's rows with POPULARITY and ORACLE_SCORE (the candidate's planted logit in the held-out
     impression; null without a planted model or where the context is not the generator's)."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
-    per_user = _eval_candidates(users, schema, seed)
+    per_user = _eval_candidates(users, schema)
     if oracle is None:
         exploded = per_user.select(user, F.explode(CANDIDATES).alias("c"))
         rows = exploded.select(
@@ -259,8 +265,7 @@ def _ncf_eval(
         )
     else:
         rows = oracle.candidate_scores(per_user).select(user, item, label, ORACLE_SCORE)
-    with_popularity = rows.join(F.broadcast(popularity), item, "left")
-    return with_popularity.withColumn(POPULARITY, F.coalesce(POPULARITY, F.lit(0)).cast("bigint"))
+    return rows.join(popularity, item, "left").withColumn(POPULARITY, F.col(POPULARITY).cast("bigint"))
 
 
 def _vae_splits(
@@ -362,19 +367,19 @@ def build_interactions(
     version = storage.delta_version(spark, features, "features table", features_version)
     table = spark.read.format("delta").option("versionAsOf", version).load(features)
     oracle = None if planted is None else EcommerceOracle(spark, planted, workflow, schema)
-    users = _clicks_per_user(table, schema, oracle.context if oracle else [])
+    users = _clicks_per_user(table, schema, oracle.context if oracle else [], seed)
     users = users.persist(StorageLevel.MEMORY_AND_DISK)
     layout = InteractionsLayout(out)
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
     try:
-        popularity = _popularity(users, item).persist(StorageLevel.MEMORY_AND_DISK)
+        popularity = _popularity(spark, users, schema).persist(StorageLevel.MEMORY_AND_DISK)
         draw = _inverse_cdf(popularity, item, popularity_exponent)
         positives = popularity.agg(F.sum(POPULARITY)).first()[0]
         files = max(NCF_TRAIN_MIN_FILES, math.ceil(positives * (1 + negatives) / ncf_train_file_rows))
         train = _shuffled(_ncf_train(users, schema, draw, negatives, seed), user, files, seed)
         _write(spark, train, layout.ncf_train)
         _progress(f"{NCF_TRAIN} written", started)
-        rows = _ncf_eval(oracle, users, schema, popularity, seed)
+        rows = _ncf_eval(oracle, users, schema, popularity)
         _write(spark, rows.select(user, item, label, ORACLE_SCORE, POPULARITY), layout.ncf_eval)
         _progress(f"{NCF_EVAL} written", started)
         bags = _vae_splits(users, schema, max_items_per_user, heldout_share, max_heldout_users, seed)

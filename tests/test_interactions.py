@@ -79,6 +79,13 @@ def test_negatives_are_never_a_positive_of_the_user(spark, shop_features, shop_i
     rows = built.rows
     assert rows["ncf_train_negatives"] + built.negatives_dropped == 4 * rows["ncf_train_positives"]
     assert built.negatives_dropped < 0.01 * rows["ncf_train_negatives"]
+    # Drawn over the whole item vocabulary (alpha 0: uniform), items no one trains on among them.
+    cardinality = Workflow.load_schema(shop_features.workflow, spark)[ITEM].cardinality
+    trained = train.where(f"{LABEL} = 1").select(ITEM).distinct()
+    untrained = spark.range(1, cardinality).withColumnRenamed("id", ITEM).join(trained, ITEM, "left_anti")
+    drawn = train.where(f"{LABEL} = 0").select(ITEM).distinct()
+    assert untrained.count() > 0
+    assert drawn.join(untrained, ITEM, "left_semi").count() == untrained.count()
 
 
 def test_every_ncf_train_file_mixes_both_labels_at_the_tables_rate(spark, shop_interactions):
@@ -291,3 +298,25 @@ def test_a_schema_without_a_user_column_is_refused_in_one_line(spark, shop_featu
     error = capsys.readouterr().err
     assert exit_info.value.code == EXIT_INPUT_ERROR and error.count("\n") == 1 and "Traceback" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_user_the_catalogue_cannot_give_100_negatives_trains_on_every_item(spark, shop_features, tmp_path):
+    """A user who clicked all but 99 items of the vocabulary is not evaluated, so their latest click
+    stays in ncf_train: held out for an evaluation that cannot take them, it was in neither table."""
+    cardinality = Workflow.load_schema(shop_features.workflow, spark)[ITEM].cardinality
+    features = read(spark, shop_features.features)
+    first = features.where(f"{LABEL} = 1 AND {USER} > 0 AND {ITEM} > 0").orderBy(LINE_NUMBER).limit(1)
+    heavy_user = first.first()[USER]
+    items = spark.range(1, cardinality - EVAL_NEGATIVES + 1)  # leaves 99 items unclicked
+    clicks = first.crossJoin(items).withColumn(ITEM, F.col("id").cast("int"))
+    clicks = clicks.withColumn(LINE_NUMBER, F.col("id") + 10**9).drop("id")
+    table = str(tmp_path / "features")
+    features.unionByName(clicks.select(*features.columns)).write.format("delta").save(table)
+    layout = InteractionsLayout(str(tmp_path / "interactions"))
+    build_interactions(spark, table, shop_features.workflow, layout.root, seed=0)
+    train, evaluation = read(spark, layout.ncf_train), read(spark, layout.ncf_eval)
+    assert evaluation.where(F.col(USER) == heavy_user).count() == 0
+    assert evaluation.select(USER).distinct().count() > 50  # the other users are evaluated as before
+    trained = train.where((F.col(USER) == heavy_user) & (F.col(LABEL) == 1)).select(ITEM).distinct()
+    clicked = read(spark, table).where((F.col(USER) == heavy_user) & (F.col(LABEL) == 1) & (F.col(ITEM) > 0))
+    assert trained.count() == clicked.select(ITEM).distinct().count() >= cardinality - EVAL_NEGATIVES
