@@ -73,11 +73,14 @@ def model_config(model: str, schema: Schema, options: Mapping[str, object]) -> M
     """The config `fit` trains `model` of `schema` with, given train()'s `options`; one that cannot be
     built (an embedding dim a model cannot split) is refused in one line."""
     try:
-        return ModelConfig.from_schema(
+        config = ModelConfig.from_schema(
             model, schema, **{k: v for k, v in options.items() if k in MODEL_OPTIONS}
         )
+        with torch.device("meta"):  # built as the workers will, without allocating its tables
+            build_model(config)
     except SchemaError as error:
         raise InputError(f"--model {model}: {error}") from None
+    return config
 
 
 def check_resumable(run: RunDirectory, spec: TrainSpec, anew: str | None = None) -> None:

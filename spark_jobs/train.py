@@ -42,6 +42,7 @@ from training.evaluate import metrics, predict
 from training.launch import check_workers
 from training.loop import RUN_COST_KEYS, VALIDATION_KEYS, TrainSpec
 from training.models import ALL_MODELS, CF_MODELS
+from training.models.cf import NCF
 from training.run_directory import RunDirectory
 from training.step import PRECISIONS, SPARSE_LEARNING_RATES, SPARSE_OPTIMIZERS
 from training.tune_directory import TunedConfig
@@ -243,6 +244,31 @@ def learning_rate(text: str) -> float:
     return value
 
 
+def _refuse_flags_of_other_models(
+    parser: CommandParser, args: argparse.Namespace, collaborative: bool
+) -> None:
+    """A flag the model's training would not read is refused, not ignored."""
+    if collaborative:
+        unread = {
+            "--features": (args.features, "it trains on the interaction tables (--interactions)"),
+            "--features-version": (
+                args.features_version,
+                "sparkrec interactions built its tables from one features version",
+            ),
+            "--oracle": (args.oracle, "the oracle's columns are in the interaction tables (--planted)"),
+        }
+        if args.model == NCF:
+            unread["--patience"] = (args.patience, "it has no validation rows (ncf_eval is its test)")
+    else:
+        unread = {
+            "--interactions": (args.interactions, "it trains on a features table"),
+            "--pretrain": (args.pretrain or None, "only ncf pretrains towers"),
+        }
+    for flag, (value, why) in unread.items():
+        if value is not None:
+            parser.error(f"{flag} does not apply to --model {args.model}: {why}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = CommandParser(prog="sparkrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--features", help="Delta features table path (the CTR models)")
@@ -338,6 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--model {args.model} trains on interaction tables: give --interactions")
     if not collaborative and not args.features:
         parser.error(f"--model {args.model} trains on a features table: give --features")
+    _refuse_flags_of_other_models(parser, args, collaborative)
     workers = args.workers or (1 if args.backend == "single" else 2)
     check_workers(args.backend, workers)
     spark = build_session(args.profile, "sparkrec-train")

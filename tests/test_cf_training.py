@@ -339,3 +339,13 @@ def test_mult_vae_is_scored_on_a_catalogue_smaller_than_its_rankings(spark, tmp_
     expected = (1 / np.log2(3) + 1 / np.log2(45)) / 2
     assert report["popularity_ndcg_at_100"] == pytest.approx(expected, abs=1e-5)
     assert 0 <= report["recall_at_20"] <= report["recall_at_50"] == 1.0  # every other item is ranked
+
+
+def test_a_neumf_dim_it_cannot_split_is_refused_before_training(
+    spark, shop_features, shop_interactions, tmp_path
+):
+    layout, _ = shop_interactions
+    run_dir = tmp_path / "run"
+    with pytest.raises(InputError, match="--model ncf: NeuMF splits each row .* the dim 15 must be even"):
+        train_cf(spark, layout.root, shop_features.workflow, str(run_dir), NCF, embedding_dim=15)
+    assert not run_dir.exists()

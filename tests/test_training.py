@@ -582,12 +582,30 @@ def test_a_resumed_run_is_unfinished_until_it_ends_and_a_fresh_run_starts_clean(
         (["--checkpoint-every", "0"], "argument --checkpoint-every: 0 is not a count"),
         (["--dense-lr", "-1"], r"argument --dense-lr: -1.0 is not a learning rate \(above 0\)"),
         (["--embedding-dim", "0"], "argument --embedding-dim: 0 is not a count"),
+        (["--pretrain"], "--pretrain does not apply to --model dlrm: only ncf pretrains towers"),
+        (["--interactions", "i"], "--interactions does not apply to --model dlrm"),
+        (["--model", "ncf", "--interactions", "i"], "--features does not apply to --model ncf"),
     ],
 )
 def test_train_refuses_bad_flags_in_one_line_before_any_work(tmp_path, flags, says):
     """Refused as the command line is read (one line, by run_command), not by a worker's trace after
-    the run directory was cleared."""
+    the run directory was cleared, and a flag the model's training would not read is refused."""
     run_dir = tmp_path / "run"
     with pytest.raises(InputError, match=says):
         train_main(["--features", "f", "--workflow", "w", "--run-dir", str(run_dir), *flags])
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--model", "ncf", "--patience", "2"], "--patience does not apply to --model ncf: it has no valid"),
+        (["--model", "multvae", "--features-version", "3"], "--features-version does not apply"),
+        (["--model", "ncf", "--oracle", "o"], "--oracle does not apply to --model ncf"),
+    ],
+)
+def test_train_refuses_flags_a_cf_model_would_not_read(tmp_path, flags, says):
+    run_dir = tmp_path / "run"
+    with pytest.raises(InputError, match=says):
+        train_main(["--interactions", "i", "--workflow", "w", "--run-dir", str(run_dir), *flags])
     assert not run_dir.exists()
