@@ -20,6 +20,7 @@ exactly its rows.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 
@@ -86,6 +87,8 @@ def ranker(
                 else:
                     bags = [np.asarray(b, dtype=np.int64) for b in part[BAG]]
                     ids, scores = _vae_top_unseen(model, bags, seen, k)
+                if np.isnan(scores).any():  # said, not dropped as padding is
+                    raise InputError(f"run {run_uri} scores NaN: its weights diverged; retrain it")
                 width = ids.shape[1]
                 yield pd.DataFrame(
                     {
@@ -94,7 +97,7 @@ def ranker(
                         ITEM_ID: ids.reshape(-1),
                         SCORE: scores.reshape(-1).astype(np.float32),
                     }
-                ).loc[lambda f: np.isfinite(f[SCORE])]
+                ).loc[lambda f: ~np.isneginf(f[SCORE])]  # the padding of a user short of k items
 
     return rank
 
@@ -143,6 +146,9 @@ def users_and_seen(
     return users.select(F.col(user).cast("long").alias(USER_ID), BAG, SEEN)
 
 
+_INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
+
+
 def candidate_items(spark: SparkSession, item: ColumnSchema, candidates: str | None) -> np.ndarray:
     """Every item id of the vocabulary (not the unknown id 0), or the distinct ids in a candidate
     table's item column that the vocabulary holds."""
@@ -152,8 +158,20 @@ def candidate_items(spark: SparkSession, item: ColumnSchema, candidates: str | N
     table = storage.read_delta(spark, candidates, version)
     if item.name not in table.columns:
         raise InputError(f"candidate table {candidates} has no column {item.name!r} of item ids")
-    known = (F.col(item.name) > 0) & (F.col(item.name) < item.cardinality)
-    ids = table.where(known).select(item.name).distinct().toPandas()[item.name]
+    kind = dict(table.dtypes)[item.name]
+    if kind not in _INTEGER_TYPES:  # raw tokens: cast to ids they are not, or a cast error per task
+        raise InputError(
+            f"candidate table {candidates}: column {item.name!r} holds {kind}, not featurized item ids "
+            "(integers): give a table of the features' ids"
+        )
+    distinct = table.select(item.name).distinct().toPandas()[item.name].dropna()
+    ids = distinct[(distinct > 0) & (distinct < item.cardinality)]
+    if len(ids) < len(distinct):
+        print(
+            f"recommend: {len(distinct) - len(ids):,} of the {len(distinct):,} candidate ids are not in "
+            f"the run's vocabulary (1 to {item.cardinality - 1}) and are left out",
+            file=sys.stderr,
+        )
     if ids.empty:  # a run would replace its rows by none
         raise InputError(
             f"candidate table {candidates} holds no item id of the run's vocabulary (1 to "

@@ -15,7 +15,7 @@ from conftest import kill_at_first_checkpoint
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
-from rec_plugin.errors import InputError
+from rec_plugin.errors import InputError, raised_in_a_task
 from rec_plugin.interactions import (
     HELDOUT,
     ITEMS,
@@ -209,6 +209,15 @@ def test_recommend_writes_each_users_top_k_unseen_items_and_a_rerun_replaces_the
     with pytest.raises(InputError, match="other columns than a recommendations table: choose another --out"):
         recommend(spark, runs[NCF]["run_dir"], layout.root, grown, shop_features.features, k=5)
     assert DeltaTable.forPath(spark, shop_features.features).history(1).first()["version"] == version
+    # A diverged run's NaN scores are said (in one line, by run_command), not dropped as padding is.
+    diverged = tmp_path / "diverged"
+    shutil.copytree(runs[NCF]["run_dir"].removeprefix("file:"), diverged)
+    copy = RunDirectory(str(diverged))
+    weights = copy.weights()
+    copy.save_weights({n: w.fill_(float("nan")) if w.is_floating_point() else w for n, w in weights.items()})
+    with pytest.raises(Exception) as failed:  # noqa: PT011 - a task's error reaches the driver as Py4J's
+        recommend(spark, str(diverged), layout.root, grown, out, k=5)
+    assert "scores NaN: its weights diverged; retrain it" in str(raised_in_a_task(failed.value))
 
 
 def test_chunked_ncf_top_k_equals_scoring_every_candidate_at_once(spark, shop_features):
@@ -296,7 +305,7 @@ def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start
         assert not (tmp_path / model).exists()
 
 
-def test_a_candidate_table_is_one_that_exists_and_holds_ids_the_run_knows(spark, tmp_path):
+def test_a_candidate_table_is_one_that_exists_and_holds_ids_the_run_knows(spark, tmp_path, capsys):
     """Candidates of no known id would replace a run's recommendations by none."""
     item = ColumnSchema("item_id", "int32", cardinality=10)
     table = str(tmp_path / "candidates")
@@ -307,6 +316,12 @@ def test_a_candidate_table_is_one_that_exists_and_holds_ids_the_run_knows(spark,
         candidate_items(spark, item, table)
     spark.createDataFrame([(3,), (3,), (1,)], "item_id int").write.format("delta").mode("append").save(table)
     assert candidate_items(spark, item, table).tolist() == [1, 3]
+    assert "3 of the 5 candidate ids are not in the run's vocabulary (1 to 9)" in capsys.readouterr().err
+    # Raw item tokens are no ids: refused, not cast (a cast error in each task, or tokens read as ids).
+    tokens = str(tmp_path / "tokens")
+    spark.createDataFrame([("3",), ("i7",)], "item_id string").write.format("delta").save(tokens)
+    with pytest.raises(InputError, match="column 'item_id' holds string, not featurized item ids"):
+        candidate_items(spark, item, tokens)
 
 
 def test_mult_vae_is_scored_on_a_catalogue_smaller_than_its_rankings(spark, tmp_path):
