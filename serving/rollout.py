@@ -136,10 +136,12 @@ def _load_version(client: Client, repository: Path, name: str, version: int, ser
         raise InputError(f"{name} version {version} is not exported to {repository}: export it first")
     try:
         _serve(client, repository, name, sorted({*served, version}), ensemble)
-    except InferenceServerException as error:
+    except (InferenceServerException, InputError) as error:
         if served:  # the configs on disk pin the versions that serve, not the one that failed
             for model in _composing(repository, name):
                 pin_versions(repository, model, served)
+        if isinstance(error, InputError):  # loaded, but not ready
+            raise
         raise InputError(f"{ensemble} did not load: {error.message()}") from None
 
 

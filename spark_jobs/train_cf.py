@@ -167,6 +167,8 @@ def train_cf(
     options.setdefault("epochs", DEFAULT_EPOCHS[model])
     run = RunDirectory(storage.qualified(spark, run_dir))
     resuming = bool(options.get("resume")) and run.latest_checkpoint() is not None
+    if resuming:
+        _require_same_tables(run, train_files, options.get("valid"))
     if model == MULTVAE and not options.get("warm_start") and not resuming:
         options["initial_weights"] = popularity_started_vae(spark, layout, schema, run, options)
     towers = {}
@@ -194,6 +196,17 @@ def train_cf(
     run.write_metrics(details)
     track_run(run.uri, summary["losses"])
     return details
+
+
+def _require_same_tables(run: RunDirectory, train_files: FileSet, valid: dict | None) -> None:
+    """A resume trains on the tables its checkpoint did: rebuilt ones redraw the negatives and the
+    held-out users, some of whom the checkpoint's epochs trained on."""
+    saved = TrainSpec(**run.spec())
+    if FileSet.from_dict(saved.train).files != train_files.files or saved.valid != valid:
+        raise InputError(
+            f"cannot resume {run.uri}: its interaction tables were rebuilt since its checkpoint (other "
+            "files), so its held-out users may have been trained on: train anew without --resume"
+        )
 
 
 def pretrain_neumf(
@@ -226,6 +239,11 @@ def pretrain_neumf(
         tower_run = run.pretrained(tower)
         alone = {**options, **half, "ncf_mode": tower}
         report = tower_run.metrics() if options.get("resume") else None
+        if report is not None and tower_run.model_config() != model_config(NCF, schema, alone):
+            raise InputError(
+                f"cannot resume {run.uri}: its pretrained {tower} tower has another config than these "
+                "options give (--embedding-dim, --config or a grown vocabulary): train anew without --resume"
+            )
         if report is not None:  # a resumed run's tower that finished: its weights and ranking as they are
             trained = build_model(tower_run.model_config())
             trained.load_state_dict(tower_run.weights())

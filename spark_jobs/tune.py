@@ -292,7 +292,7 @@ def tune(
         def objective(trial: Trial) -> float:
             started = time.perf_counter()
             options = trial_options(trial, model)  # type: ignore[arg-type]
-            run_dir = str(directory.trial_run_dir(trial.number))
+            run_dir = directory.trial_run_dir(trial.number)
             train(
                 spark, features, workflow, run_dir, model, TRIAL_BACKEND, TRIAL_WORKERS, None, version,
                 epochs=epochs, seed=seed, progress=False, torch_threads=threads, **options,
@@ -330,7 +330,7 @@ def _report(study: optuna.Study, directory: TuneDirectory, model: str, trained_w
     trials = study.get_trials(deepcopy=False)
     best = study.best_trial
     options = trial_options(best, model)
-    threads = RunDirectory(str(directory.trial_run_dir(best.number))).spec().get("torch_threads")
+    threads = RunDirectory(directory.trial_run_dir(best.number)).spec().get("torch_threads")
     trial_run = {**trained_with, "backend": TRIAL_BACKEND, "workers": TRIAL_WORKERS}
     if threads is not None:
         trial_run["torch_threads"] = threads

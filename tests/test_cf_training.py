@@ -2,6 +2,7 @@
 shop_interactions): distributed backends, resume after a kill, the ranking report, and `sparkrec
 recommend`'s Delta table of each user's top items."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -275,6 +276,17 @@ def test_pretraining_starts_neumf_from_its_fused_towers(spark, shop_features, sh
     )  # fmt: skip
     assert resumed["pretrained"] == report["pretrained"]
     assert {mode: tower.latest_checkpoint() for mode, tower in towers.items()} == checkpoints
+    # A resume whose options would make other towers is refused, not fused into a shape error's trace.
+    (run_dir / "metrics.json").unlink()
+    again = dict(progress=False, epochs=5, resume=True, pretrain=True)
+    with pytest.raises(InputError, match="its pretrained gmf tower has another config than these options"):
+        train_cf(spark, layout.root, shop_features.workflow, str(run_dir), NCF, embedding_dim=32, **again)
+    # So is one on interaction tables rebuilt since the checkpoint (here: as if a file were new).
+    spec = json.loads((run_dir / "spec.json").read_text())
+    spec["train"]["files"][0] += ".rebuilt"
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(InputError, match="its interaction tables were rebuilt since its checkpoint"):
+        train_cf(spark, layout.root, shop_features.workflow, str(run_dir), NCF, **again)
 
 
 def test_pretraining_is_refused_in_one_line_for_mult_vae_and_beside_a_warm_start(

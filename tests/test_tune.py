@@ -61,7 +61,7 @@ def test_a_search_runs_in_parallel_continues_after_a_cut_off_trial_and_its_confi
     # Its options are the seed's: the same in every run, whichever trial's thread asked first.
     assert {t.number: trial_options(t, "dlrm") for t in _study(directory).trials} == _draws(0, 2, [0, 1])
     for number, value in finished.items():
-        assert value == pytest.approx(validation_auc(str(directory.trial_run_dir(number))))
+        assert value == pytest.approx(validation_auc(directory.trial_run_dir(number)))
     # The search finds options that learn; a single trial need not.
     assert first["best_validation_auc"] == max(finished.values()) > 0.6
     assert directory.plot.read_bytes().startswith(b"\x89PNG")

@@ -47,8 +47,10 @@ class TuneDirectory:
     def journal(self) -> Path:
         return self.path / "study.journal"
 
-    def trial_run_dir(self, number: int) -> Path:
-        return self.path / "trials" / str(number)
+    def trial_run_dir(self, number: int) -> str:
+        """A trial's run directory as a `file:` URI: the tune folder is local (or mounted), which a
+        bare path would not say on a cluster whose default filesystem is another (HDFS)."""
+        return (self.path / "trials" / str(number)).absolute().as_uri()
 
     @property
     def config(self) -> Path:
