@@ -28,7 +28,8 @@ preprocessing (the workflow's Categorify of those two columns) follow the same s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 from rec_plugin.schema import ColumnSchema, Schema, SchemaError, Tags
 
@@ -56,9 +57,19 @@ FOLD_IN_SHARE = 0.8  # of a held-out user's items, as in Liang et al. 2018
 
 @dataclass(frozen=True)
 class InteractionsLayout:
-    """The folder's tables and description file."""
+    """The folder's tables and description file; `versions` pins each table's Delta version, as the
+    description names them (`pinned`): readers read that build, whatever a later rebuild cut off
+    between its tables' writes left newer."""
 
     root: str
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+    def pinned(self, description: InteractionsDescription) -> InteractionsLayout:
+        return replace(self, versions=dict(description.table_versions))
+
+    def version(self, table: str) -> int | None:
+        """The version of table `table` (NCF_TRAIN, NCF_EVAL or VAE) to read; None: the latest."""
+        return self.versions.get(table)
 
     @property
     def ncf_train(self) -> str:
@@ -94,6 +105,8 @@ class InteractionsDescription:
     heldout_share: float = 0.1  # of the users with enough items, to each of valid and test
     max_heldout_users: int = 10_000  # at most this many each to valid and test (in expectation)
     negatives_dropped: int = 0  # training negatives whose every draw was a positive of the user
+    # Each table's Delta version this build wrote (none in a description of before they were kept).
+    table_versions: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -410,6 +410,10 @@ def build_interactions(
         heldout_share=heldout_share,
         max_heldout_users=max_heldout_users,
         negatives_dropped=counts[f"{NCF_TRAIN}_positives"] * negatives - counts[f"{NCF_TRAIN}_negatives"],
+        table_versions={
+            name: storage.delta_version(spark, f"{layout.root}/{name}", f"{name} table")
+            for name in (NCF_TRAIN, NCF_EVAL, VAE)
+        },
     )
     storage.write_text(spark, layout.description, description.to_json())
     _progress(f"{layout.description} written", started)

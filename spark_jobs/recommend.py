@@ -33,7 +33,16 @@ from pyspark.sql.types import ArrayType, LongType
 
 from rec_plugin import storage
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.interactions import HELDOUT, ITEMS, InteractionsLayout, item_column, user_column
+from rec_plugin.interactions import (
+    HELDOUT,
+    ITEMS,
+    NCF_EVAL,
+    NCF_TRAIN,
+    VAE,
+    InteractionsLayout,
+    item_column,
+    user_column,
+)
 from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import ColumnSchema, Schema
 from rec_plugin.templates import sql_literal
@@ -129,10 +138,9 @@ def users_and_seen(
     empty leaving its user out)."""
     user, item, label = user_column(features).name, item_column(features).name, features.label.name
     users_known, items_known = user_column(features).cardinality, item_column(features).cardinality
-    read = spark.read.format("delta")
     train, held_out = (
-        read.load(table).where(F.col(label) == 1).select(user, item)
-        for table in (layout.ncf_train, layout.ncf_eval)
+        storage.read_delta(spark, path, layout.version(table)).where(F.col(label) == 1).select(user, item)
+        for path, table in ((layout.ncf_train, NCF_TRAIN), (layout.ncf_eval, NCF_EVAL))
     )
     seen = train.unionByName(held_out).groupBy(user).agg(F.collect_set(item).alias(SEEN))
     if model == NCF:
@@ -140,7 +148,8 @@ def users_and_seen(
     else:
         whole = F.when(F.col(HELDOUT).isNull(), F.col(ITEMS)).otherwise(F.array_union(ITEMS, HELDOUT))
         known = F.filter(whole, lambda id_: id_ < items_known)
-        bags = read.load(layout.vae).select(user, known.alias(BAG)).where(F.size(BAG) > 0)
+        bags = storage.read_delta(spark, layout.vae, layout.version(VAE))
+        bags = bags.select(user, known.alias(BAG)).where(F.size(BAG) > 0)
         bags = bags.where(F.col(user) < users_known)
         users = bags.join(seen, user, "left").withColumn(SEEN, F.coalesce(SEEN, BAG))
     return users.select(F.col(user).cast("long").alias(USER_ID), BAG, SEEN)
@@ -233,7 +242,7 @@ def recommend(
     features = Workflow.load_schema(workflow, spark, Workflow.version_of(workflow, run.schema(), spark))
     item = item_column(features)
     layout = InteractionsLayout(storage.qualified(spark, interactions))
-    load_description(spark, layout)  # refuses a folder that holds no interaction tables
+    layout = layout.pinned(load_description(spark, layout))  # refuses a folder that holds no tables
     pool = candidate_items(spark, item, candidates) if model == NCF else np.zeros(0, np.int64)
     users = users_and_seen(spark, layout, model, features)
     # The users' table is a small aggregate that Spark would rank in one task (each Python worker

@@ -21,6 +21,8 @@ from rec_plugin.interactions import (
     EVAL_NEGATIVES,
     HELDOUT,
     ITEMS,
+    NCF_EVAL,
+    NCF_TRAIN,
     ORACLE_RANKING,
     ORACLE_SCORE,
     POPULARITY,
@@ -29,6 +31,7 @@ from rec_plugin.interactions import (
     SPLIT,
     TEST_SPLIT,
     TRAIN_SPLIT,
+    VAE,
     VALID_SPLIT,
     InteractionsDescription,
     InteractionsLayout,
@@ -90,10 +93,12 @@ def load_description(spark: SparkSession, layout: InteractionsLayout) -> Interac
     return InteractionsDescription.from_json(storage.read_text(spark, layout.description))
 
 
-def table_files(spark: SparkSession, path: str, where: tuple[str, str] | None = None) -> FileSet:
-    """The latest version's parquet files of a Delta table (of one partition value when `where` names
-    a partition column and value), and their row count."""
-    table = spark.read.format("delta").load(path)
+def table_files(
+    spark: SparkSession, path: str, where: tuple[str, str] | None = None, version: int | None = None
+) -> FileSet:
+    """The parquet files of a Delta table's `version` (default: the latest; of one partition value
+    when `where` names a partition column and value), and their row count."""
+    table = storage.read_delta(spark, path, version)
     files = table.inputFiles()
     if where is not None:
         column, value = where
@@ -104,13 +109,16 @@ def table_files(spark: SparkSession, path: str, where: tuple[str, str] | None = 
 
 def _require_evaluation_users(spark: SparkSession, layout: InteractionsLayout, model: str) -> None:
     """Refuses, before any training, interaction tables the model's report could rank no user of."""
-    if model == NCF and table_files(spark, layout.ncf_eval).rows == 0:
+    if model == NCF and table_files(spark, layout.ncf_eval, version=layout.version(NCF_EVAL)).rows == 0:
         raise InputError(
             f"{layout.ncf_eval} holds no evaluation users: each needs {EVAL_NEGATIVES} items of the "
             "catalogue they never clicked, so rebuild the tables (sparkrec interactions) from a catalogue "
             f"of more than {EVAL_NEGATIVES + 1} items"
         )
-    if model == MULTVAE and table_files(spark, layout.vae, (SPLIT, TEST_SPLIT)).rows == 0:
+    if (
+        model == MULTVAE
+        and table_files(spark, layout.vae, (SPLIT, TEST_SPLIT), layout.version(VAE)).rows == 0
+    ):
         raise InputError(
             f"{layout.vae} holds no test users: rebuild the tables (sparkrec interactions) with "
             f"--heldout-share and --max-heldout-users above 0, from users of {MIN_HELDOUT_ITEMS}+ items"
@@ -135,14 +143,15 @@ def train_cf(
     unless warm-started or resumed. `options` as spark_jobs.train.train's."""
     layout = InteractionsLayout(storage.qualified(spark, interactions))
     description = load_description(spark, layout)
+    layout = layout.pinned(description)
     features = Workflow.load_schema(workflow, spark)
     if model == NCF:
         schema = ncf_schema(features)
-        train_files = table_files(spark, layout.ncf_train)
+        train_files = table_files(spark, layout.ncf_train, version=layout.version(NCF_TRAIN))
     elif model == MULTVAE:
         schema = vae_schema(features, description.max_items_per_user)
-        train_files = table_files(spark, layout.vae, (SPLIT, TRAIN_SPLIT))
-        valid = table_files(spark, layout.vae, (SPLIT, VALID_SPLIT))
+        train_files = table_files(spark, layout.vae, (SPLIT, TRAIN_SPLIT), layout.version(VAE))
+        valid = table_files(spark, layout.vae, (SPLIT, VALID_SPLIT), layout.version(VAE))
         if valid.rows:  # none with --heldout-share 0: the last epoch's weights are the run's
             options["valid"] = valid.to_dict()
     else:
@@ -268,8 +277,7 @@ def popularity_started_vae(
     config = model_config(MULTVAE, schema, options)
     item = "item"
     counts = (
-        spark.read.format("delta")
-        .load(layout.vae)
+        storage.read_delta(spark, layout.vae, layout.version(VAE))
         .where(F.col(SPLIT) == TRAIN_SPLIT)
         .select(F.explode(ITEMS).alias(item))
         .groupBy(item)
@@ -312,8 +320,7 @@ def ncf_report(
     user, item = user_column(features).name, item_column(features).name
     label = features.label.name
     frame = (
-        spark.read.format("delta")
-        .load(layout.ncf_eval)
+        storage.read_delta(spark, layout.ncf_eval, layout.version(NCF_EVAL))
         .select(user, item, label, ORACLE_SCORE, POPULARITY)
         .orderBy(user, F.col(label).desc(), item)
         .toPandas()
@@ -342,8 +349,7 @@ def vae_report(spark: SparkSession, model: torch.nn.Module, layout: Interactions
     of every item given their fold-in items, the planted oracle's and popularity's (fold-in items
     left out of every ranking)."""
     frame = (
-        spark.read.format("delta")
-        .load(layout.vae)
+        storage.read_delta(spark, layout.vae, layout.version(VAE))
         .where(F.col(SPLIT) == TEST_SPLIT)
         .select(ITEMS, HELDOUT, ORACLE_RANKING, POPULARITY_RANKING)
         .toPandas()

@@ -21,12 +21,15 @@ from rec_plugin.interactions import (
     EVAL_NEGATIVES,
     HELDOUT,
     ITEMS,
+    NCF_EVAL,
+    NCF_TRAIN,
     ORACLE_RANKING,
     ORACLE_SCORE,
     POPULARITY,
     POPULARITY_RANKING,
     RANKING_DEPTH,
     SPLIT,
+    VAE,
     VAE_SPLITS,
     InteractionsDescription,
     InteractionsLayout,
@@ -37,6 +40,7 @@ from spark_jobs.ecommerce_oracle import KEY_ITEM, KEY_USER, EcommerceOracle
 from spark_jobs.generate_ecommerce import EcommerceModel, item_exposure
 from spark_jobs.interactions import FEW_HELDOUT_USERS, NCF_TRAIN_MIN_FILES, build_interactions
 from spark_jobs.layout import GeneratedData, PipelineLayout
+from spark_jobs.train_cf import table_files
 from training.ranking import ndcg_at_k
 
 USER, ITEM, LABEL = "user_id", "item_id", "click"
@@ -167,6 +171,13 @@ def test_same_seed_same_tables_and_another_seed_other_draws(
     assert splits.count() > 0
     saved = json.loads(Path(again.description).read_text())
     assert InteractionsDescription(**saved) == other and other.seed == 1 and not other.planted
+    assert other.table_versions == {NCF_TRAIN: 1, NCF_EVAL: 1, VAE: 2}
+    # A rebuild cut off after its first table leaves the description of the build before it, whose
+    # pinned versions the readers read: one build's tables, not the new ncf_train beside the old rest.
+    read(spark, again.ncf_train).limit(10).write.format("delta").mode("overwrite").save(again.ncf_train)
+    pinned = InteractionsLayout(again.root).pinned(other)
+    kept = table_files(spark, pinned.ncf_train, version=pinned.version(NCF_TRAIN))
+    assert kept.rows == other.rows["ncf_train"] and read(spark, again.ncf_train).count() == 10
 
 
 def test_vae_fold_in_and_heldout_parts_partition_a_held_out_users_items(
