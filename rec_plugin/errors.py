@@ -35,10 +35,17 @@ class InputError(Exception):
 _RAISED_IN_A_TASK = re.compile(rf"^{re.escape(InputError.__module__)}\.InputError: (.+)$", re.MULTILINE)
 
 
+# A worker's trace in which another exception followed the InputError: a bug, whose trace is kept.
+_CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
+
+
 def raised_in_a_task(error: BaseException) -> InputError | None:
     """The InputError a Spark task raised, as the driver's error carries its worker's trace."""
-    found = _RAISED_IN_A_TASK.findall(str(error))
-    return InputError(found[-1].strip()) if found else None
+    text = str(error)
+    found = _RAISED_IN_A_TASK.findall(text)
+    if not found or any(chained in text for chained in _CHAINED):
+        return None
+    return InputError(found[-1].strip())
 
 
 class CommandParser(argparse.ArgumentParser):

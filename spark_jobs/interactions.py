@@ -10,8 +10,9 @@ every run, and "the latest positive" is the last in it.
 ncf_train holds every positive but each evaluated user's latest (a user with 2+ distinct positives, whom
 the catalogue can give EVAL_NEGATIVES negatives, is evaluated), plus `negatives` items per positive
 drawn on the executors with probability ~ popularity^alpha over the item vocabulary (popularity: the
-item's positives in ncf_train; alpha 0 draws every item alike, as He et al. 2017), from a hash of
-(seed, user, positive, j, round) and an inverse-CDF lookup: reproducible whatever the partitioning. A
+item's positives in ncf_train; alpha 0 draws every id alike, as He et al. 2017), from a hash of
+(seed, user, positive, j, round) and, for alpha above 0, an inverse-CDF lookup over the trained items:
+reproducible whatever the partitioning. A
 draw that is any positive of the user (the held-out one included) is drawn again, up to NEGATIVE_ROUNDS
 times; one still colliding is dropped and counted. A user may get the same negative twice (as in He et
 al. 2017's sampler: with replacement).
@@ -75,7 +76,7 @@ from rec_plugin.interactions import (
     item_column,
     user_column,
 )
-from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, Schema, SchemaError
+from rec_plugin.schema import DAY, LINE_NUMBER, SOURCE_FILE, ColumnSchema, Schema, SchemaError
 from rec_plugin.workflow import Workflow
 from spark_jobs.ecommerce_oracle import CANDIDATES, KEY_USER, KNOWN, LAST, EcommerceOracle
 from spark_jobs.session import build_session
@@ -134,8 +135,9 @@ def _features_schema(spark: SparkSession, workflow: str) -> Schema:
 def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str], seed: int) -> DataFrame:
     """One row per user with a positive: ITEMS, their distinct items oldest first, LAST the (day,
     source_file, line_number, *context) of the latest's last click, and whether they are evaluated:
-    2+ items, and the catalogue gives them EVAL_NEGATIVES negatives. A user who is not
-    trains on every item, the latest too."""
+    2+ items, and the catalogue gives them EVAL_NEGATIVES negatives (drawn here for the count only,
+    and again, the same, for the evaluated: 800 bytes a user stay out of the persisted frame). A
+    user who is not evaluated trains on every item, the latest too."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
     missing = [
         c for c in [user, item, label, DAY, SOURCE_FILE, LINE_NUMBER, *context] if c not in table.columns
@@ -150,8 +152,8 @@ def _clicks_per_user(table: DataFrame, schema: Schema, context: list[str], seed:
     per_user = pairs.groupBy(user).agg(clicked)
     items = F.transform(_CLICKED, lambda c: c[item])
     per_user = per_user.select(user, items.alias(ITEMS), F.element_at(_CLICKED, -1)[LAST].alias(LAST))
-    per_user = per_user.withColumn(_NEGATIVES, F.when(F.size(ITEMS) >= 2, _eval_negatives(schema, seed)))
-    return per_user.withColumn(_EVALUATED, F.coalesce(F.size(_NEGATIVES) == EVAL_NEGATIVES, F.lit(False)))
+    negatives = F.size(_eval_negatives(schema, seed)) == EVAL_NEGATIVES
+    return per_user.withColumn(_EVALUATED, (F.size(ITEMS) >= 2) & negatives)
 
 
 def _train_items(users: DataFrame) -> Column:
@@ -159,27 +161,27 @@ def _train_items(users: DataFrame) -> Column:
     return F.when(F.col(_EVALUATED), F.slice(ITEMS, 1, F.size(ITEMS) - 1)).otherwise(F.col(ITEMS))
 
 
-def _popularity(spark: SparkSession, users: DataFrame, schema: Schema) -> DataFrame:
-    """(item, POPULARITY): each item of the vocabulary (1 .. cardinality - 1) and its positives in
-    ncf_train, 0 for an item no one trains on (a negative as any other under a uniform draw)."""
-    item = item_column(schema)
-    counts = (
-        users.select(F.explode(_train_items(users)).alias(item.name))
-        .groupBy(item.name)
+def _popularity(users: DataFrame, item: str) -> DataFrame:
+    """(item, POPULARITY): each item's positives in ncf_train (items no one trains on are absent)."""
+    return (
+        users.select(F.explode(_train_items(users)).alias(item))
+        .groupBy(item)
         .agg(F.count("*").alias(POPULARITY))
     )
-    catalogue = spark.range(1, item.cardinality).withColumnRenamed("id", item.name)
-    return catalogue.join(counts, item.name, "left").fillna(0, [POPULARITY])
 
 
-def _inverse_cdf(popularity: DataFrame, item: str, alpha: float) -> Callable[[Column], Column]:
-    """A vectorized draw: uniform -> item id with probability ~ popularity^alpha (items sorted by id;
-    the cumulative array ships to the executors, 16 bytes an item)."""
-    rows = popularity.orderBy(item).toPandas()
-    if not rows[POPULARITY].sum():
+def _negative_draw(popularity: DataFrame, item: ColumnSchema, alpha: float) -> Callable[[Column], Column]:
+    """A vectorized draw: uniform -> item id with probability ~ popularity^alpha. Alpha 0 draws every
+    id of the vocabulary alike (1 .. cardinality - 1, items no one trains on too, as He et al. 2017),
+    in SQL; otherwise by an inverse CDF over the trained items (sorted by id: the cumulative array
+    ships to the executors, 16 bytes an item)."""
+    if popularity.isEmpty():
         raise InputError("the features table holds no positive (label 1) with a known user and item")
-    ids = rows[item].to_numpy(dtype=np.int64)
-    cdf = np.cumsum(rows[POPULARITY].to_numpy(dtype=np.float64) ** alpha)  # 0 ** 0 is 1: uniform
+    if alpha == 0:
+        return lambda uniform: (F.lit(1) + F.floor(uniform * (item.cardinality - 1))).cast("bigint")
+    rows = popularity.orderBy(item.name).toPandas()
+    ids = rows[item.name].to_numpy(dtype=np.int64)
+    cdf = np.cumsum(rows[POPULARITY].to_numpy(dtype=np.float64) ** alpha)
     cdf /= cdf[-1]
 
     @F.pandas_udf("bigint")
@@ -239,11 +241,11 @@ def _eval_negatives(schema: Schema, seed: int) -> Column:
     return F.expr(f"slice(array_distinct({free}), 1, {EVAL_NEGATIVES})")
 
 
-def _eval_candidates(users: DataFrame, schema: Schema) -> DataFrame:
+def _eval_candidates(users: DataFrame, schema: Schema, seed: int) -> DataFrame:
     """Per evaluated user (and their `last`): CANDIDATES, their latest positive (label 1) and
     their EVAL_NEGATIVES negatives (label 0)."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
-    evaluated = users.where(_EVALUATED)
+    evaluated = users.where(_EVALUATED).withColumn(_NEGATIVES, _eval_negatives(schema, seed))
     candidates = F.concat(
         F.array(F.struct(F.element_at(ITEMS, -1).alias(item), F.lit(1).alias(label))),
         F.transform(_NEGATIVES, lambda x: F.struct(x.alias(item), F.lit(0).alias(label))),
@@ -252,12 +254,12 @@ def _eval_candidates(users: DataFrame, schema: Schema) -> DataFrame:
 
 
 def _ncf_eval(
-    oracle: EcommerceOracle | None, users: DataFrame, schema: Schema, popularity: DataFrame
+    oracle: EcommerceOracle | None, users: DataFrame, schema: Schema, popularity: DataFrame, seed: int
 ) -> DataFrame:
     """ncf_eval's rows with POPULARITY and ORACLE_SCORE (the candidate's planted logit in the held-out
     impression; null without a planted model or where the context is not the generator's)."""
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
-    per_user = _eval_candidates(users, schema)
+    per_user = _eval_candidates(users, schema, seed)
     if oracle is None:
         exploded = per_user.select(user, F.explode(CANDIDATES).alias("c"))
         rows = exploded.select(
@@ -265,7 +267,8 @@ def _ncf_eval(
         )
     else:
         rows = oracle.candidate_scores(per_user).select(user, item, label, ORACLE_SCORE)
-    return rows.join(popularity, item, "left").withColumn(POPULARITY, F.col(POPULARITY).cast("bigint"))
+    with_popularity = rows.join(F.broadcast(popularity), item, "left")
+    return with_popularity.withColumn(POPULARITY, F.coalesce(POPULARITY, F.lit(0)).cast("bigint"))
 
 
 def _vae_splits(
@@ -372,14 +375,14 @@ def build_interactions(
     layout = InteractionsLayout(out)
     user, item, label = user_column(schema).name, item_column(schema).name, schema.label.name
     try:
-        popularity = _popularity(spark, users, schema).persist(StorageLevel.MEMORY_AND_DISK)
-        draw = _inverse_cdf(popularity, item, popularity_exponent)
+        popularity = _popularity(users, item).persist(StorageLevel.MEMORY_AND_DISK)
+        draw = _negative_draw(popularity, item_column(schema), popularity_exponent)
         positives = popularity.agg(F.sum(POPULARITY)).first()[0]
         files = max(NCF_TRAIN_MIN_FILES, math.ceil(positives * (1 + negatives) / ncf_train_file_rows))
         train = _shuffled(_ncf_train(users, schema, draw, negatives, seed), user, files, seed)
         _write(spark, train, layout.ncf_train)
         _progress(f"{NCF_TRAIN} written", started)
-        rows = _ncf_eval(oracle, users, schema, popularity)
+        rows = _ncf_eval(oracle, users, schema, popularity, seed)
         _write(spark, rows.select(user, item, label, ORACLE_SCORE, POPULARITY), layout.ncf_eval)
         _progress(f"{NCF_EVAL} written", started)
         bags = _vae_splits(users, schema, max_items_per_user, heldout_share, max_heldout_users, seed)

@@ -96,8 +96,8 @@ def ranker(
                 else:
                     bags = [np.asarray(b, dtype=np.int64) for b in part[BAG]]
                     ids, scores = _vae_top_unseen(model, bags, seen, k)
-                if np.isnan(scores).any():  # said, not dropped as padding is
-                    raise InputError(f"run {run_uri} scores NaN: its weights diverged; retrain it")
+                if np.isnan(scores).any() or np.isposinf(scores).any():  # said, not dropped as padding is
+                    raise InputError(f"run {run_uri} scores NaN or inf: its weights diverged; retrain it")
                 width = ids.shape[1]
                 yield pd.DataFrame(
                     {

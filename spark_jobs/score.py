@@ -30,6 +30,7 @@ from rec_plugin.workflow import Workflow
 from serving.allocator import keep_freed_memory
 from serving.repository import (
     DEFAULT_NAME,
+    OUTPUTS,
     ensemble_version_name,
     is_click_model,
     torchscript_file,
@@ -112,6 +113,7 @@ def _require_served(url: str, name: str, columns: list[str]) -> None:
         client.is_server_live(client_timeout=10)
         ready = client.is_model_ready(name, client_timeout=10)
         spec = raw_spec(client, name) if ready else None
+        config = client.get_model_config(name, as_json=True)["config"] if ready else {}
     except InferenceServerException:
         raise InputError(
             f"no Triton server answers at {url}: start one (sparkrec serve) or fix --via-triton"
@@ -120,6 +122,12 @@ def _require_served(url: str, name: str, columns: list[str]) -> None:
         client.close()
     if spec is None:
         raise InputError(f"model {name} is not loaded on the Triton server at {url}: load it or fix --name")
+    outputs = [output["name"] for output in config.get("output", [])]
+    if OUTPUTS[0].name not in outputs:  # a recommender's top items: each task would end in a trace
+        raise InputError(
+            f"model {name} outputs {outputs}, not click probabilities: score scores click models; "
+            "sparkrec recommend writes a recommender's top items"
+        )
     missing = [c.name for c in (*spec.continuous, *spec.categorical, *spec.lists) if c.name not in columns]
     if missing:  # another dataset's bronze: each task would end in a trace
         raise InputError(

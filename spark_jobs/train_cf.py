@@ -237,16 +237,13 @@ def pretrain_neumf(
         raise InputError(
             f"--pretrain fuses two towers into NeuMF: train ncf_mode {NEUMF}, not {neumf.ncf_mode}"
         )
-    if neumf.embedding_dims[0] % 2:
-        raise InputError(
-            f"--pretrain fuses two towers of half NeuMF's embedding dim: give an even --embedding-dim, "
-            f"not {neumf.embedding_dims[0]}"
-        )
     half = {"embedding_dim": neumf.embedding_dims[0] // 2}
     states, metrics = {}, {}
     for tower in (GMF, MLP):
         tower_run = run.pretrained(tower)
         alone = {**options, **half, "ncf_mode": tower}
+        if options.get("resume") and tower_run.latest_checkpoint() is not None:
+            _require_same_tables(tower_run, train_files, None)
         report = tower_run.metrics() if options.get("resume") else None
         if report is not None and tower_run.model_config() != model_config(NCF, schema, alone):
             raise InputError(

@@ -17,7 +17,7 @@ from delta.tables import DeltaTable
 from pyspark.sql.types import LongType, StructField, StructType
 
 from rec_plugin.dataset import load_dataset
-from rec_plugin.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, InputError, run_command
+from rec_plugin.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, InputError, raised_in_a_task, run_command
 from serving.server import free_port
 from spark_jobs.class_archive import install_record, prune_archives
 from spark_jobs.featurize import featurize
@@ -391,3 +391,16 @@ def test_an_input_error_raised_in_a_spark_task_is_one_line(spark, capsys):
     assert len(lines) == 1 and lines[0].startswith("sparkrec thing: error: column x: 3 values beyond 2^53")
     with pytest.raises(Exception, match="PythonException|InputError"):  # --debug keeps the trace
         run_command(command, "sparkrec thing", ["--debug"])
+
+
+def test_an_input_error_followed_by_a_bug_in_a_task_keeps_the_bugs_trace():
+    """A worker trace in which another exception followed the InputError is a bug's: not one line."""
+    trace = (
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "rec_plugin.errors.InputError: column x: 3 values beyond 2^53\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n  File \"y.py\", line 2\nAttributeError: 'NoneType' object\n"
+    )
+    assert raised_in_a_task(RuntimeError(trace)) is None
+    alone = raised_in_a_task(RuntimeError(trace.split("\n\nDuring")[0]))
+    assert str(alone) == "column x: 3 values beyond 2^53"

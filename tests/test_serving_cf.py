@@ -230,4 +230,6 @@ def test_batch_scoring_refuses_a_recommender_in_one_line(spark, shop, served, tm
     _frame(spark, _raw_rows()).write.format("delta").partitionBy("day").save(bronze)
     with pytest.raises(InputError, match="vae_model/1 is a recommender's .*sparkrec recommend"):
         score(spark, bronze, [0], str(tmp_path / "predictions"), str(server.repository), workflow, name="vae")
+    with pytest.raises(InputError, match=r"model vae outputs \[.*\], not click probabilities"):
+        score(spark, bronze, [0], str(tmp_path / "predictions"), via_triton_url=server.grpc_url, name="vae")
     assert not (tmp_path / "predictions").exists()

@@ -50,7 +50,7 @@ class TuneDirectory:
     def trial_run_dir(self, number: int) -> str:
         """A trial's run directory as a `file:` URI: the tune folder is local (or mounted), which a
         bare path would not say on a cluster whose default filesystem is another (HDFS)."""
-        return (self.path / "trials" / str(number)).absolute().as_uri()
+        return f"file:{(self.path / 'trials' / str(number)).absolute()}"  # not %-quoted: a path as given
 
     @property
     def config(self) -> Path:
