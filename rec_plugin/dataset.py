@@ -30,6 +30,7 @@ the DatePart op turns into hour-of-day and day-of-week ids.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, fields
 from datetime import date
 from difflib import get_close_matches
@@ -324,7 +325,9 @@ class DatasetDefinition:
             raise InputError(f"{where}: list columns {unsplit} read from {self.format} need a list_separator")
         if self.day_column is not None and self.format not in DAY_COLUMN_FORMATS:
             raise InputError(f"{where}: {self.format} files take their day from their path, not a day_column")
-        try:
+        try:  # in the one form Spark's cast to date takes too (Python's also takes 20240101)
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.day_origin):
+                raise ValueError(self.day_origin)
             date.fromisoformat(self.day_origin)
         except (TypeError, ValueError):
             raise InputError(f"{where}: day_origin {self.day_origin!r} is not a date (YYYY-MM-DD)") from None

@@ -21,6 +21,7 @@ DAY = "day"
 SOURCE_FILE = "source_file"
 LINE_NUMBER = "line_number"
 RAW_LINE = "raw_line"  # a rejected row's text as read
+REASON, REASON_FIELD = "reason", "reason_field"  # why the rejects table holds a row, and in which field
 # A row's key from ingest on: the day, raw file and line it came from.
 ROW_KEYS = [DAY, SOURCE_FILE, LINE_NUMBER]
 # Table properties for a new table of lineage-keyed rows (bronze, rejects, features): Delta's per-file
@@ -192,8 +193,8 @@ def rejects_schema() -> StructType:
             StructField(SOURCE_FILE, StringType(), False),
             StructField(LINE_NUMBER, LongType(), False),
             StructField(RAW_LINE, StringType(), True),
-            StructField("reason", StringType(), False),
-            StructField("reason_field", StringType(), True),
+            StructField(REASON, StringType(), False),
+            StructField(REASON_FIELD, StringType(), True),
         ]
     )
 

@@ -65,16 +65,17 @@ def write_text(spark: SparkSession, path: str, text: str) -> None:
 
 
 def list_files_recursive(spark: SparkSession, directory: str) -> list[str]:
-    """Data files anywhere below a directory, as sorted paths relative to it."""
+    """Data files anywhere below a directory, as sorted paths relative to it; as Spark lists a table's
+    folder, no file or folder whose name starts with `_` or `.` (a notebook's .ipynb_checkpoints, the
+    _temporary files of a write still running or killed)."""
     fs, hadoop_path = _fs_and_path(spark, directory)
     root = str(fs.makeQualified(hadoop_path).toString()).rstrip("/") + "/"
     files = fs.listFiles(hadoop_path, True)
     relative = []
     while files.hasNext():
-        path = str(files.next().getPath().toString())
-        name = path.rsplit("/", 1)[-1]
-        if not name.startswith(("_", ".")):
-            relative.append(path[len(root) :])
+        path = str(files.next().getPath().toString())[len(root) :]
+        if not any(part.startswith(("_", ".")) for part in path.split("/")):
+            relative.append(path)
     return sorted(relative)
 
 

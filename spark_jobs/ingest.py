@@ -48,6 +48,8 @@ from rec_plugin.schema import (
     INT_OUT_OF_RANGE,
     LINE_NUMBER,
     RAW_LINE,
+    REASON,
+    REASON_FIELD,
     ROW_KEY_STATISTICS,
     SOURCE_FILE,
     rejects_schema,
@@ -107,7 +109,7 @@ WRONG_TYPE = "WRONG_TYPE"
 _DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 _ALPHABETS = {"hex": ("[0-9a-f]", CAT_NOT_HEX)}
 # The columns a row is validated into besides its own fields (a raw column may not take these names).
-_PARSE_COLUMNS = (DAY, SOURCE_FILE, LINE_NUMBER, RAW_LINE, "problem")
+_PARSE_COLUMNS = (DAY, SOURCE_FILE, LINE_NUMBER, RAW_LINE, "problem", REASON, REASON_FIELD)
 
 
 def find_source(
@@ -514,7 +516,7 @@ def ingest(
             rejected_rows = spark.createDataFrame([], rejects_schema())
         else:
             rejected_rows = parsed.where("problem IS NOT NULL").select(
-                "*", F.col("problem.reason").alias("reason"), F.col("problem.field").alias("reason_field")
+                "*", F.col("problem.reason").alias(REASON), F.col("problem.field").alias(REASON_FIELD)
             )
         _replace_rows(_conform(rejected_rows, rejects_schema()), rejects, source, [], note)
         rejected = _source_rows(spark, rejects, source)

@@ -159,6 +159,21 @@ def test_bronze_rows_line_up_with_the_generators_oracle(spark, default_data, def
     assert joined.where(bronze.label != oracle.label).count() == 0
 
 
+def test_files_under_hidden_and_underscore_folders_are_not_read(spark, tmp_path):
+    """A notebook's checkpoint copy and a running or killed Spark write's _temporary files match the
+    patterns and name a day: as Spark lists a table's folder, ingest skips them."""
+    raw = tmp_path / "raw"
+    write_raw(raw, "day_1/a.tsv", False)
+    write_raw(raw, "day_1/.ipynb_checkpoints/a-checkpoint.tsv", False)
+    write_raw(raw, "day_1/_temporary/0/part-00000.tsv", False)
+    bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
+    report = ing.ingest(spark, str(raw), bronze, rejects)
+    assert report["lines_read"] == len(CASES) + 1
+    for table in (bronze, rejects):
+        files = spark.read.format("delta").load(table).select(SOURCE_FILE).distinct().collect()
+        assert {name for (name,) in files} == {"day_1/a.tsv"}
+
+
 def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "clicks.tsv").write_bytes(line())

@@ -592,6 +592,7 @@ def test_a_delta_table_is_read_at_a_pinned_version_validated_and_copied(spark, t
         ({"format": "tsv", "file_patterns": ["*"], "day_column": "d"}, "take their day from their path"),
         ({"format": "jsonl", "file_patterns": ["*"], "day_column": "hour"}, "cannot be a column"),
         ({"format": "parquet", "file_patterns": ["*"], "day_column": "d", "day_origin": "x"}, "not a date"),
+        ({"format": "jsonl", "file_patterns": ["*"], "day_column": "d", "day_origin": "20240101"}, "a date"),
         ({"format": "jsonl", "file_patterns": ["*"], "header": True}, "only tsv and csv files have one"),
         ({"format": "csv", "file_patterns": ["*"], "quote": "''"}, "`quote` is one character"),
         ({"format": "tsv", "file_patterns": "*.tsv"}, 'file_patterns is a JSON list, not "*.tsv"'),
@@ -601,6 +602,14 @@ def test_a_definition_whose_source_fields_do_not_fit_its_format_is_refused_at_lo
     with pytest.raises(InputError, match="^dataset shop: ") as error:
         definition(tmp_path, **source)
     assert message in str(error.value)
+
+
+def test_a_raw_column_named_as_a_rejects_column_is_refused_before_any_read(spark, tmp_path):
+    path = tmp_path / "dataset.json"
+    named = [*COLUMNS, {"name": "reason", "type": "string", "tags": ["categorical"]}]
+    path.write_text(json.dumps({"name": "shop", "columns": named, "format": "tsv", "file_patterns": ["*"]}))
+    with pytest.raises(InputError, match=r"raw columns may not be named \['reason'\]"):
+        ing.validate(spark.range(1), load_dataset(str(path)))
 
 
 def test_a_column_named_twice_is_refused_at_load(tmp_path):
