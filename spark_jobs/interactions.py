@@ -12,10 +12,9 @@ the catalogue can give EVAL_NEGATIVES negatives, is evaluated), plus `negatives`
 drawn on the executors with probability ~ popularity^alpha over the item vocabulary (popularity: the
 item's positives in ncf_train; alpha 0 draws every id alike, as He et al. 2017), from a hash of
 (seed, user, positive, j, round) and, for alpha above 0, an inverse-CDF lookup over the trained items:
-reproducible whatever the partitioning. A
-draw that is any positive of the user (the held-out one included) is drawn again, up to NEGATIVE_ROUNDS
-times; one still colliding is dropped and counted. A user may get the same negative twice (as in He et
-al. 2017's sampler: with replacement).
+reproducible whatever the partitioning. A draw that is any positive of the user (the held-out one
+included) is drawn again, up to NEGATIVE_ROUNDS times; one still colliding is dropped and counted. A
+user may get the same negative twice (as in He et al. 2017's sampler: with replacement).
 ncf_train is written shuffled: spread over files of about NCF_TRAIN_FILE_ROWS rows (at least
 NCF_TRAIN_MIN_FILES files, so that every data-parallel worker gets rows) by a seeded hash of
 each row's key (user, positive, j) and ordered within each file by another, so that every file mixes
@@ -94,8 +93,8 @@ NCF_TRAIN_FILE_ROWS = 500_000
 NCF_TRAIN_MIN_FILES = 16
 # Salts of the seeded hashes, one per purpose, so that no two draws are correlated.
 _TRAIN_SALT, _EVAL_SALT, _SPLIT_SALT, _FOLD_SALT, _FILE_SALT, _ORDER_SALT = 1, 2, 3, 4, 5, 6
-# Columns of the per-user frame: their clicked (last, item) pairs, whether they are evaluated, and
-# their evaluation negatives.
+# Columns of the per-user frames: their clicked (last, item) pairs, whether they are evaluated, and
+# (the evaluated users' frame alone) their evaluation negatives.
 _CLICKED, _EVALUATED, _NEGATIVES = "clicked", "evaluated", "negatives"
 
 
