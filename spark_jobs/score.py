@@ -44,6 +44,8 @@ PROBABILITY = "probability"
 PREDICTION_COLUMNS = [*ROW_KEYS, PROBABILITY]
 SCHEMA = f"{DAY} int, {SOURCE_FILE} string, {LINE_NUMBER} long, {PROBABILITY} float"
 TRITON_BATCH = 2048
+# What a refusal of a recommender's model says.
+_CLICK_MODELS_ONLY = "score scores click models; sparkrec recommend writes a recommender's top items"
 
 
 @cache
@@ -124,10 +126,7 @@ def _require_served(url: str, name: str, columns: list[str]) -> None:
         raise InputError(f"model {name} is not loaded on the Triton server at {url}: load it or fix --name")
     outputs = [output["name"] for output in config.get("output", [])]
     if OUTPUTS[0].name not in outputs:  # a recommender's top items: each task would end in a trace
-        raise InputError(
-            f"model {name} outputs {outputs}, not click probabilities: score scores click models; "
-            "sparkrec recommend writes a recommender's top items"
-        )
+        raise InputError(f"model {name} outputs {outputs}, not click probabilities: {_CLICK_MODELS_ONLY}")
     missing = [c.name for c in (*spec.continuous, *spec.categorical, *spec.lists) if c.name not in columns]
     if missing:  # another dataset's bronze: each task would end in a trace
         raise InputError(
@@ -184,7 +183,7 @@ def score(
         if not is_click_model(model_path):
             raise InputError(
                 f"{model_path.parent} is a recommender's (it outputs top items, not click probabilities): "
-                "score scores click models; sparkrec recommend writes a recommender's top items"
+                f"{_CLICK_MODELS_ONLY}"
             )
         # The model's inputs are the output columns of the workflow version it was trained on, in its
         # schema's order: a later version's new values would have ids past the model's tables.
