@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from difflib import get_close_matches
 from functools import cache
@@ -254,6 +254,9 @@ class DatasetDefinition:
             )
         except InputError as error:
             raise InputError(f"dataset {data['name']}: {error}") from None
+        # The label is a click, 0 or 1, whatever rule the definition gives it (or none): the models
+        # learn a click's probability, and a null label has no row in bronze.
+        columns = tuple(replace(c, rule=BINARY) if Tags.LABEL in c.tags else c for c in columns)
         names = [c.name for c in columns]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
@@ -287,6 +290,11 @@ class DatasetDefinition:
         definition._check_workflow()
         if len(definition.tagged(Tags.LABEL)) != 1:
             raise InputError(f"dataset {definition.name}: exactly one column must be tagged label")
+        if definition.column(definition.label).type not in NUMBER_TYPES:
+            raise InputError(
+                f"dataset {definition.name}: the label {definition.label} is a click, 0 or 1: declare its "
+                f"type {' or '.join(NUMBER_TYPES)}"
+            )
         return definition
 
     def _check_source(self) -> None:

@@ -3,7 +3,8 @@
 A user's mistake (a missing folder, a day the table does not hold, a server that does not answer)
 raises InputError with a message that names the problem and what to do. `run_command` prints it as
 one line on stderr and exits with EXIT_INPUT_ERROR; `--debug` shows the trace instead. So does one
-raised in a Spark task (a Python worker's trace inside the driver's error names it). A Ctrl-C is
+raised in a Spark task (a Python worker's trace inside the driver's error names it), and a file that
+Spark cannot read (a truncated gzip: the file and the cause, not the Java trace). A Ctrl-C is
 one line too (EXIT_INTERRUPTED). Anything else is a bug and keeps its trace. Imports nothing heavy:
 every layer (Triton models too) uses it.
 """
@@ -46,6 +47,23 @@ def raised_in_a_task(error: BaseException) -> InputError | None:
     if not found or any(chained in text for chained in _CHAINED):
         return None
     return InputError(found[-1].strip())
+
+
+# Spark's error for a file a task could not read (a gzip cut short, a parquet file that is not one),
+# and the causes its Java trace lists, the last being the root.
+_UNREADABLE_FILE = re.compile(r"\[FAILED_READ_FILE[.A-Z_]*\] Encountered error while reading file (\S+?)\.\s")
+_CAUSE = re.compile(r"^Caused by: (.+)$", re.MULTILINE)
+
+
+def unreadable_file(error: BaseException) -> InputError | None:
+    """The file that Spark could not read, and why (the root cause of its trace)."""
+    text = str(error)
+    found = _UNREADABLE_FILE.search(text)
+    if found is None:
+        return None
+    causes = _CAUSE.findall(text)
+    why = f" ({causes[-1].strip()})" if causes else ""
+    return InputError(f"{found.group(1)} cannot be read{why}: is it cut short or damaged? Replace it")
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -102,7 +120,7 @@ def run_command(main: Callable[[list[str]], Any], prog: str, argv: list[str] | N
             raise
         _refused(prog, error)
     except BaseException as error:
-        task_error = raised_in_a_task(error)
+        task_error = raised_in_a_task(error) or unreadable_file(error)
         if task_error is not None and not debug and not _interrupted.is_set():
             _refused(prog, task_error)
         # Interrupted, whatever the call it broke raised (PySpark's handler calls into the JVM).

@@ -226,6 +226,43 @@ def has_commit(spark: SparkSession, path: str) -> bool:
     return _latest_commit(spark, path) is not None
 
 
+# What a first Delta write leaves before its commit: data files (and their checksums) in partition
+# folders, and a _delta_log folder without a commit. Delta writes no _SUCCESS, no _temporary.
+_UNCOMMITTED_FILE = re.compile(r"^[.]?part-.*")
+_PARTITION_FOLDER = re.compile(r"^[^=_.][^=]*=.*")
+
+
+def _only_uncommitted_files(fs: Any, folder: Any) -> bool:
+    for status in fs.listStatus(folder):
+        name = status.getPath().getName()
+        if name == "_delta_log" or (status.isFile() and _UNCOMMITTED_FILE.match(name)):
+            continue
+        if not (status.isDirectory() and _PARTITION_FOLDER.match(name)):
+            return False
+        if not _only_uncommitted_files(fs, status.getPath()):
+            return False
+    return True
+
+
+def _uncommitted_write(spark: SparkSession, path: str) -> bool:
+    """Whether `path` is a folder of only what a first Delta write killed before its commit left."""
+    fs, hadoop_path = _fs_and_path(spark, path)
+    if has_commit(spark, path) or not fs.exists(hadoop_path):
+        return False
+    return bool(fs.getFileStatus(hadoop_path).isDirectory()) and _only_uncommitted_files(fs, hadoop_path)
+
+
+def holds_table(spark: SparkSession, path: str, role: str) -> bool:
+    """Whether `path` holds a Delta table to write into (a commit). Nothing there, or only what a first
+    write killed before its commit left, is no table: writing makes one, and Delta reads none of the
+    files its log does not name. Any other folder is refused in one line: it is not a stage's to write."""
+    if has_commit(spark, path):
+        return True
+    if not exists(spark, path) or _uncommitted_write(spark, path):
+        return False
+    raise InputError(f"{role} {path} is not a Delta table: choose another path")
+
+
 def delta_version(spark: SparkSession, path: str, role: str, version: int | None = None) -> int:
     """`version` (default: the latest) of the Delta table at `path`, checked to exist; `role` says
     what the table is for the error line ("bronze table", "features table")."""
@@ -263,9 +300,9 @@ def partition_values(table: DataFrame, column: str) -> set[str]:
 @contextmanager
 def new_table_removed_on_failure(spark: SparkSession, path: str) -> Iterator[None]:
     """A write that fails leaves no half-made table behind: a table (or folder) that did not exist
-    before the block is deleted when the block raises (an existing Delta table is safe: a failed
-    commit changes nothing)."""
-    existed = exists(spark, path)
+    before the block, or held only a killed first write's files, is deleted when the block raises (an
+    existing Delta table is safe: a failed commit changes nothing)."""
+    existed = exists(spark, path) and not _uncommitted_write(spark, path)
     try:
         yield
     except BaseException:

@@ -87,8 +87,7 @@ def _check_features_path(spark: SparkSession, features: str, bronze: str) -> Non
     table that is not a features table."""
     if storage.qualified(spark, features) == storage.qualified(spark, bronze):
         raise InputError(f"--features {features} is the bronze table: give the features table its own path")
-    if storage.exists(spark, features):
-        storage.delta_version(spark, features, "features table")
+    if storage.holds_table(spark, features, "features table"):
         if SPLIT not in spark.read.format("delta").load(features).columns:
             raise InputError(
                 f"{features} holds a Delta table that is not a features table: choose another path"

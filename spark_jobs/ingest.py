@@ -62,6 +62,7 @@ from spark_jobs.raw_formats import (
     EMPTY_LINE,
     FIELD_COUNT,
     JSON_NOT_OBJECT,
+    LAST_DAY,
     LIST,
     READ_CONF,
     ROW_PROBLEM,
@@ -163,7 +164,13 @@ def raw_files(
                 f"{input_dir}/{relative} has no day_<d> in its path, so its day is unknown: "
                 "move it under a day_<d> folder or leave it out with --glob"
             )
-        taken[relative] = int(match.group(1)) if day_from_path and match else None
+        day = int(match.group(1)) if day_from_path and match else None
+        if day is not None and day > LAST_DAY:
+            raise InputError(
+                f"{input_dir}/{relative} names day {day} in its path, past the last day {LAST_DAY}: "
+                "number days from 0"
+            )
+        taken[relative] = day
     wanted = taken if days is None else {f: d for f, d in taken.items() if d in days}
     globs = ",".join(patterns)
     if not wanted:
@@ -401,8 +408,7 @@ def _require_columns_of(
     """An existing table at `path` must be this stage's own (same columns, same types): never overwrite
     another, nor fail mid-write on a column whose type changed.
     For a bronze table of another `dataset`, the refusal names the dataset its ingest recorded."""
-    if storage.exists(spark, path):
-        storage.delta_version(spark, path, role)
+    if storage.holds_table(spark, path, role):
         held = spark.read.format("delta").load(path).schema
         same_columns = sorted(held.fieldNames()) == sorted(schema.fieldNames())
         retyped = [  # by type names: a nested type's nullability is no difference
@@ -498,7 +504,7 @@ def ingest(
             "source": source.describe(),
         }
     )
-    bronze_is_new = not storage.exists(spark, bronze)
+    bronze_is_new = not storage.has_commit(spark, bronze)
     with (
         session_conf(spark, {**READ_CONF, **WIDE_PROJECTIONS}),
         storage.new_table_removed_on_failure(spark, bronze),

@@ -64,7 +64,9 @@ from rec_plugin.schema import DAY, LINE_NUMBER, RAW_LINE, SOURCE_FILE, partition
 from rec_plugin.templates import sql_literal
 from spark_jobs.quoted_records import LINE, LINES_BEFORE, ROWS_SCHEMA, joined_rows
 
-DAY_IN_PATH = re.compile(r"day_(\d+)")
+# A path's day: the last of its folders or its file name that begins with day_<d> (`day_3/`,
+# `day_3.tsv.gz`; not `holiday_2023/`). Java's regex (regexp_extract) reads it as Python's does.
+DAY_IN_PATH = re.compile(r"^(?:.*/)?day_([0-9]+)")
 # Row-level reason codes, in the order a row reports them (before its columns' own).
 EMPTY_LINE = "EMPTY_LINE"
 BAD_BYTES = "BAD_BYTES"

@@ -136,15 +136,15 @@ def _require_served(url: str, name: str, columns: list[str]) -> None:
 
 
 def require_predictions_table(spark: SparkSession, path: str, must_exist: bool = False) -> None:
-    """Each run replaces days of the table at `path`: never let that hit a table of another kind. A
-    `_delta_log` without a commit is a first write that was killed: the rerun writes the table anew."""
-    if storage.has_commit(spark, path):
+    """Each run replaces days of the table at `path`: never let that hit a table of another kind (a
+    killed first write's files are no table: the rerun writes the table anew)."""
+    if storage.holds_table(spark, path, "predictions table"):
         if sorted(spark.read.format("delta").load(path).columns) != sorted(PREDICTION_COLUMNS):
             raise InputError(
                 f"{path} holds a Delta table that is not a predictions table: choose another path"
             )
-    elif must_exist or (storage.exists(spark, path) and not storage.exists(spark, f"{path}/_delta_log")):
-        storage.delta_version(spark, path, "predictions table")  # says which: missing, or not Delta
+    elif must_exist:
+        raise InputError(f"predictions table {path} does not exist")
 
 
 def score(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.dataset import load_dataset
-from rec_plugin.errors import InputError
+from rec_plugin.errors import EXIT_INPUT_ERROR, InputError, run_command
 from rec_plugin.schema import LINE_NUMBER, ROW_KEY_STATISTICS, SOURCE_FILE
 from spark_jobs import ingest as ing
 from spark_jobs.layout import GeneratedData
@@ -179,7 +180,84 @@ def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
     (tmp_path / "raw" / "clicks.tsv").write_bytes(line())
     with pytest.raises(InputError, match="clicks.tsv has no day_<d> in its path, so its day is unknown"):
         ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
+    # Only a folder or file name that begins with day_<d> names a day.
+    (tmp_path / "raw" / "clicks.tsv").unlink()
+    write_raw(tmp_path / "raw", "holiday_2023/clicks.tsv", False)
+    with pytest.raises(InputError, match="holiday_2023/clicks.tsv has no day_<d> in its path"):
+        ing.ingest(
+            spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["c*.tsv"]
+        )
+    write_raw(tmp_path / "raw", "holiday_2023/day_3/part-0.tsv", False)
+    write_raw(tmp_path / "raw", "day_123456/part-0.tsv", False)
+    with pytest.raises(InputError, match="day_123456/part-0.tsv names day 123456 in its path, past the last"):
+        ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
     assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()
+    shutil.rmtree(tmp_path / "raw" / "day_123456")
+    ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["part-*"])
+    days = spark.read.format("delta").load(str(tmp_path / "b")).select("day").distinct().collect()
+    assert [day for (day,) in days] == [3]
+
+
+def test_a_first_ingest_killed_before_its_commit_is_rerun_and_a_folder_of_other_files_refused(
+    spark, tmp_path
+):
+    """A first Delta write killed before its commit leaves its data files and no log (a table's
+    folder with them is no table): the rerun writes the tables. A folder of anything else is refused."""
+    raw = tmp_path / "raw"
+    write_raw(raw, "day_1/a.tsv", False)
+    bronze, rejects = tmp_path / "bronze", tmp_path / "rejects"
+    (bronze / "day=1").mkdir(parents=True)
+    (bronze / "day=1" / "part-00000-6f1c.c000.snappy.parquet").write_bytes(b"PAR1 cut short")
+    (bronze / "day=1" / ".part-00000-6f1c.c000.snappy.parquet.crc").write_bytes(b"crc")
+    (rejects / "_delta_log").mkdir(parents=True)
+    report = ing.ingest(spark, str(raw), str(bronze), str(rejects))
+    assert (report["lines_read"], report["bronze_version"]) == (len(CASES) + 1, 0)
+    assert spark.read.format("delta").load(str(bronze)).count() == report["accepted"]
+    assert spark.read.format("delta").load(str(rejects)).count() == report["rejected"]
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("not a table")
+    with pytest.raises(
+        InputError, match=r"^rejects table .*notes is not a Delta table: choose another path$"
+    ):
+        ing.ingest(spark, str(raw), str(tmp_path / "b"), str(tmp_path / "notes"))
+    assert (tmp_path / "notes" / "todo.txt").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_raw_file_spark_cannot_read_is_one_line_naming_it(spark, tmp_path, capsys):
+    """A gzip cut short and a parquet file of no bytes fail inside Spark's read with a Java trace:
+    ingest's command says the file and the cause in one line, and writes nothing."""
+    whole = gzip.compress(b"\n".join([line()] * 2000))
+    (tmp_path / "raw" / "day_1").mkdir(parents=True)
+    (tmp_path / "raw" / "day_1" / "a.tsv.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "parquet" / "day_1").mkdir(parents=True)
+    (tmp_path / "parquet" / "day_1" / "a.parquet").write_bytes(b"")
+    definition = tmp_path / "clicks.json"
+    columns = [{"name": "click", "type": "int", "tags": ["label"]}, {"name": "item", "type": "string"}]
+    definition.write_text(
+        json.dumps(
+            {"name": "clicks", "format": "parquet", "file_patterns": ["*.parquet"], "columns": columns}
+        )
+    )
+    cases = [
+        (
+            ["--input", str(tmp_path / "raw")],
+            "day_1/a.tsv.gz cannot be read (java.io.EOFException: Unexpected end",
+        ),
+        (
+            ["--input", str(tmp_path / "parquet"), "--dataset", str(definition)],
+            "day_1/a.parquet cannot be read",
+        ),
+    ]
+    for arguments, said in cases:
+        tables = ["--bronze", str(tmp_path / "bronze"), "--rejects", str(tmp_path / "rejects")]
+        with pytest.raises(SystemExit) as exited:
+            run_command(ing.main, "sparkrec ingest", [*arguments, *tables])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exited.value.code == EXIT_INPUT_ERROR
+        assert error.startswith("sparkrec ingest: error: file:/") and said in error, error
+        assert "is it cut short or damaged? Replace it" in error
+        assert not (tmp_path / "bronze").exists() and not (tmp_path / "rejects").exists()
 
 
 def test_a_tables_source_files_come_from_its_file_statistics_and_only_unsettled_files_are_read(

@@ -45,9 +45,9 @@ BRONZE_TYPES = {
 FIELDS = ["day", "click", "user_id", "item", "price", "hour", "recent"]
 
 
-def definition(tmp_path: Path, **source):
+def definition(tmp_path: Path, columns: list[dict] = COLUMNS, **source):
     path = tmp_path / "dataset.json"
-    path.write_text(json.dumps({"name": "shop", "columns": COLUMNS, **source}))
+    path.write_text(json.dumps({"name": "shop", "columns": columns, **source}))
     return load_dataset(str(path))
 
 
@@ -107,8 +107,15 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     raw = tmp_path / "raw" / "clicks" / "a.jsonl"
     raw.parent.mkdir(parents=True)
     raw.write_text("\n".join(line for line, _, _ in JSON_CASES) + "\n")
+    # A label given no rule is held to 0 or 1 all the same (a click 2, a null one: BAD_LABEL).
+    label_without_rule = {k: v for k, v in COLUMNS[0].items() if k != "rule"}
     dataset = definition(
-        tmp_path, format="jsonl", file_patterns=["*.jsonl"], day_column="date", day_origin="2024-01-01"
+        tmp_path,
+        [label_without_rule, *COLUMNS[1:]],
+        format="jsonl",
+        file_patterns=["*.jsonl"],
+        day_column="date",
+        day_origin="2024-01-01",
     )
     report = run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
 
@@ -668,12 +675,20 @@ def test_a_text_column_tagged_continuous_is_refused_at_load(tmp_path):
         load_dataset(str(path))
 
 
-def test_an_unknown_rule_is_refused_at_load(tmp_path):
+def test_an_unknown_rule_and_a_text_label_are_refused_at_load(tmp_path):
     columns = [{**COLUMNS[0], "rule": "bool"}, *COLUMNS[1:]]
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"name": "shop", "columns": columns, "format": "tsv", "file_patterns": ["*"]}))
     with pytest.raises(
         InputError, match=r"^dataset shop: column click: unknown rule 'bool' \(known: \['binary'\]\)$"
+    ):
+        load_dataset(str(path))
+    text_label = [{"name": "click", "type": "string", "tags": ["label"]}, *COLUMNS[1:]]
+    path.write_text(
+        json.dumps({"name": "shop", "columns": text_label, "format": "tsv", "file_patterns": ["*"]})
+    )
+    with pytest.raises(
+        InputError, match=r"^dataset shop: the label click is a click, 0 or 1: declare its type int or long"
     ):
         load_dataset(str(path))
 

@@ -595,10 +595,10 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     with pytest.raises(InputError, match="model ctr_model on the server takes features, not raw rows"):
         by_model = str(tmp_path / "by_model")
         score(spark, bronze, [3], by_model, via_triton_url=server.grpc_url, name="ctr_model")
-    # A first score killed before its commit leaves a _delta_log without one: the rerun writes the table.
+    # A first score killed before its commit leaves its data files and no _delta_log: the rerun writes
+    # the table.
     killed = tmp_path / "killed_predictions"
-    (killed / "_delta_log").mkdir(parents=True)
-    (killed / f"{DAY}=3").mkdir()
+    (killed / f"{DAY}=3").mkdir(parents=True)
     (killed / f"{DAY}=3" / "part-00000-killed.snappy.parquet").write_bytes(b"PAR1")
     in_process_options = {"repository": str(server.repository), "workflow": str(root / "workflow")}
     assert score(spark, bronze, [3], str(killed), **in_process_options)["rows"] == day_rows
