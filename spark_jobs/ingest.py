@@ -6,9 +6,10 @@ parquet files; or an existing Delta table, spark_jobs/raw_formats.py reads each)
 types and rules. Every row ends up in exactly one place: the bronze table (typed by the definition, no
 inference) or the rejects table (the raw row, its file and line number, and a reason code).
 Re-ingesting a file atomically replaces that file's rows in both tables (one Delta replaceWhere commit
-each), so reruns never duplicate; a Delta source's rows (all, or those of some days and the dayless
-ones) replace its rows of every earlier version. A file's day comes from `day_<d>` in its path, as in
-Criteo's layout, unless the definition names a day_column.
+each), so reruns never duplicate (of a day its path names, the rows of files no longer there go too:
+a day exported again under other names replaces the old); a Delta source's rows (all, or those of
+some days and the dayless ones) replace its rows of every earlier version. A file's day comes from
+`day_<d>` in its path, as in Criteo's layout, unless the definition names a day_column.
 
     spark-submit spark_jobs/ingest.py --input data/criteo/raw --bronze lake/bronze --rejects lake/rejects
     spark-submit spark_jobs/ingest.py --dataset ecommerce --input data/shop/raw --bronze ... --rejects ...
@@ -136,17 +137,17 @@ def find_source(
     if days is not None and definition.day_column is not None:
         raise InputError(f"{where} takes each row's day from {definition.day_column}: give no --days")
     patterns = definition.file_patterns if patterns is None else patterns
-    return Source(input_dir, raw_files(spark, input_dir, days, patterns, definition.day_column is None))
+    return file_source(spark, input_dir, days, patterns, definition.day_column is None)
 
 
-def raw_files(
+def file_source(
     spark: SparkSession,
     input_dir: str,
     days: list[int] | None,
     patterns: Sequence[str],
     day_from_path: bool,
-) -> dict[str, int | None]:
-    """Raw files below input_dir whose names match `patterns` (relative path -> day, None unless
+) -> Source:
+    """The raw files below input_dir whose names match `patterns` (relative path -> day, None unless
     `day_from_path`), optionally only the given days; says which files it takes and which it leaves,
     and refuses before any work when there is nothing to take, a day has no file, or a taken file has
     no day in its path."""
@@ -154,7 +155,8 @@ def raw_files(
         raise InputError(f"input folder {input_dir} does not exist")
     taken: dict[str, int | None] = {}
     skipped = []
-    for relative in storage.list_files_recursive(spark, input_dir):
+    listed = storage.list_files_recursive(spark, input_dir)
+    for relative in listed:
         if not any(fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], p) for p in patterns):
             skipped.append(relative)
             continue
@@ -185,7 +187,7 @@ def raw_files(
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"ingest: skipping {len(skipped)} files not matching {globs}: {shown}", flush=True)
-    return wanted
+    return Source(input_dir, wanted, listed=frozenset(listed))
 
 
 def _column_problems(column: RawColumn, value: Column, wrong_type: Column) -> list[Column]:

@@ -49,6 +49,7 @@ import datetime
 import operator
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
@@ -117,24 +118,31 @@ WRONG_TYPE_COLUMN = "_w{}"
 class Source:
     """What one ingest reads: raw files under `root` (relative path -> the day its path names, None
     where rows name their day) or the Delta `table` at `version`, all of it or only the rows of `days`
-    (and those without a day, which every ingest of the table quarantines again)."""
+    (and those without a day, which every ingest of the table quarantines again). `listed`: every file
+    under `root` as it was listed, taken or not."""
 
     root: str | None = None
     files: dict[str, int | None] = field(default_factory=dict)
     table: str | None = None
     version: int | None = None
     days: tuple[int, ...] | None = None
+    listed: frozenset[str] = frozenset()
 
     @property
     def replace_where(self) -> str:
         """The bronze and rejects rows this source's rows replace, so that a rerun never adds rows: its
-        files' (on their days), or the table's at any version (on the days read)."""
+        files' (on their days), or the table's at any version (on the days read). Of a day its path
+        names, the rows of files no longer under `root` go too: a day exported again under other file
+        names, or with a file withdrawn, is what its folder now holds (rows naming their day can be of
+        any day, and are replaced by file only)."""
         if self.table is not None:
             rows = f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
             days = None if self.days is None else [*self.days, UNKNOWN_DAY]
         else:
-            rows = f"{SOURCE_FILE} IN ({', '.join(sql_literal(name) for name in sorted(self.files))})"
+            rows = f"{SOURCE_FILE} IN ({_sql_list(self.files)})"
             days = sorted({day for day in self.files.values() if day is not None}) or None
+            if days is not None:
+                rows = f"({rows} OR {SOURCE_FILE} NOT IN ({_sql_list(self.listed)}))"
         return rows if days is None else f"{DAY} IN ({', '.join(map(str, days))}) AND {rows}"
 
     def describe(self) -> dict:
@@ -143,6 +151,10 @@ class Source:
             days = {} if self.days is None else {"days": list(self.days)}
             return {"table": self.table, "version": self.version, **days}
         return {"input": self.root, "files": len(self.files)}
+
+
+def _sql_list(names: Collection[str]) -> str:
+    return ", ".join(sql_literal(name) for name in sorted(names))
 
 
 def problem(condition: Column, reason: str, name: str | None) -> Column:

@@ -127,6 +127,16 @@ def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
     ) == counts
     ing.ingest(spark, str(raw), bronze, rejects)
     assert spark.read.format("delta").load(bronze).count() == counts[0]
+    # A day exported again under another file name: its folder's files are the day, not added to it.
+    (raw / "day_2" / "b.tsv").rename(raw / "day_2" / "b-again.tsv")
+    ing.ingest(spark, str(raw), bronze, rejects, days=[2])
+    for table, count in zip((bronze, rejects), counts):
+        rows = spark.read.format("delta").load(table)
+        assert rows.count() == count
+        assert {name for (name,) in rows.select(SOURCE_FILE).distinct().collect()} == {
+            "day_1/a.tsv",
+            "day_2/b-again.tsv",
+        }
 
     # Both tables keep file statistics on the row keys a rerun replaces by, and on no other column.
     for table in (bronze, rejects):
