@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -309,3 +310,18 @@ def new_table_removed_on_failure(spark: SparkSession, path: str) -> Iterator[Non
         if not existed and exists(spark, path):
             delete(spark, path)
         raise
+
+
+@contextmanager
+def table_restored_on_failure(spark: SparkSession, path: str) -> Iterator[None]:
+    """A block that raises leaves the table at `path` as it found it: one it made is deleted
+    (new_table_removed_on_failure), one it committed to is restored to the version before, so that a
+    stage writing two tables (ingest's bronze and rejects) never leaves one new beside the other old."""
+    before = _latest_commit(spark, path)
+    with new_table_removed_on_failure(spark, path):
+        try:
+            yield
+        except BaseException:
+            if before is not None and _latest_commit(spark, path) != before:
+                DeltaTable.forPath(spark, path).restoreToVersion(before)
+            raise

@@ -509,8 +509,8 @@ def ingest(
     bronze_is_new = not storage.has_commit(spark, bronze)
     with (
         session_conf(spark, {**READ_CONF, **WIDE_PROJECTIONS}),
-        storage.new_table_removed_on_failure(spark, bronze),
-        storage.new_table_removed_on_failure(spark, rejects),
+        storage.table_restored_on_failure(spark, bronze),
+        storage.table_restored_on_failure(spark, rejects),
     ):
         # Nothing is cached: bronze's pass validates every row, and the rejects' pass runs only when
         # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
@@ -528,7 +528,7 @@ def ingest(
             )
         _replace_rows(_conform(rejected_rows, rejects_schema()), rejects, source, [], note)
         rejected = _source_rows(spark, rejects, source)
-        if accepted + rejected != lines_read:  # inside: a table this ingest created is removed
+        if accepted + rejected != lines_read:  # inside: both tables are left as they were
             raise AssertionError(f"ingest lost lines: {lines_read} read != {accepted} + {rejected}")
     print(f"ingest: lines read {lines_read}, accepted {accepted}, rejected {rejected}")
     if rejected > REJECTED_SHARE_WARNED * lines_read:

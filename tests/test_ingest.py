@@ -148,6 +148,32 @@ def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
         }
 
 
+def test_an_ingest_failing_after_bronzes_commit_leaves_both_tables_as_they_were(spark, tmp_path, monkeypatch):
+    """Bronze and rejects are two commits: a failure after bronze's (a rejects write that fails)
+    restores bronze, so new rows never stand beside the old rows' rejects."""
+    raw = tmp_path / "raw"
+    write_raw(raw, "day_1/a.tsv", False)
+    bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
+    ing.ingest(spark, str(raw), bronze, rejects)
+    before = [sorted(map(repr, spark.read.format("delta").load(t).collect())) for t in (bronze, rejects)]
+    version = DeltaTable.forPath(spark, bronze).history(1).first()["version"]
+    (raw / "day_1" / "a.tsv").write_bytes(line() + b"\n" + line(I3="x") + b"\n")
+    replace_rows = ing._replace_rows
+
+    def rejects_write_fails(frame, path, *arguments):  # noqa: ANN001, ANN202 - ingest's own signature
+        if path == rejects:
+            raise OSError("the rejects table's store went away")
+        replace_rows(frame, path, *arguments)
+
+    monkeypatch.setattr(ing, "_replace_rows", rejects_write_fails)
+    with pytest.raises(OSError, match="went away"):
+        ing.ingest(spark, str(raw), bronze, rejects)
+    assert [
+        sorted(map(repr, spark.read.format("delta").load(t).collect())) for t in (bronze, rejects)
+    ] == before
+    assert DeltaTable.forPath(spark, bronze).history(1).first()["version"] == version + 2  # written, restored
+
+
 def test_a_first_ingest_of_another_datasets_lines_is_refused_and_leaves_no_table(spark, tmp_path):
     raw = tmp_path / "raw"
     write_raw(raw, "day_1/a.tsv", False)
