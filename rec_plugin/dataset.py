@@ -23,8 +23,10 @@ the files under ingest's input matching `file_patterns`; or "delta": the existin
 `table` (a path or URI), read at `version` (default: its latest when ingest starts). A file's day is
 the `day_<d>` in its path unless the definition names a `day_column` (jsonl and parquet may, delta
 must): an int day, or a date or timestamp (its UTC date) counted in days since `day_origin` (default
-1970-01-01). An event time as a feature is a "long" column of epoch seconds or milliseconds, which
-the DatePart op turns into hour-of-day and day-of-week ids.
+1970-01-01). An event time as a feature is a "timestamp" column (ISO 8601 text such as
+"2024-01-03T10:22:00Z", or a parquet/Delta timestamp or date; bronze keeps its epoch milliseconds,
+UTC) or a "long" column of epoch seconds or milliseconds, which the DatePart op turns into
+hour-of-day and day-of-week ids (unit "ms" for a timestamp column).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ DATASETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "datasets"
 DEFAULT_DATASET = "criteo"
 # A column of several values a row (a list of recent items): a list of tokens.
 LIST = "list<string>"
+# An event time: ISO 8601 text, or a parquet/Delta timestamp or date.
+TIMESTAMP = "timestamp"
 # Raw column type -> (schema dtype, Spark SQL type).
 RAW_TYPES = {
     "int": ("int32", "int"),
@@ -58,6 +62,8 @@ RAW_TYPES = {
     "float": ("float64", "double"),
     "string": ("string", "string"),
     LIST: (LIST, "array<string>"),
+    # An event time, kept as epoch milliseconds (UTC): what DatePart(unit="ms") and serving take.
+    TIMESTAMP: ("int64", "bigint"),
 }
 NUMBER_TYPES = ("int", "long", "float")
 TSV, CSV, JSONL, PARQUET, DELTA = "tsv", "csv", "jsonl", "parquet", "delta"
@@ -129,8 +135,9 @@ class DatasetDefinition:
 
     @property
     def read_names(self) -> list[str]:
-        """The fields a row is read from: its columns, then its day_column if it names one."""
-        return [*self.names, *([self.day_column] if self.day_column else [])]
+        """The fields a row is read from: its columns, then its day_column if it names one (a timestamp
+        column may give the day too)."""
+        return list(dict.fromkeys([*self.names, *([self.day_column] if self.day_column else [])]))
 
     def column(self, name: str) -> RawColumn:
         for column in self.columns:
@@ -197,6 +204,7 @@ class DatasetDefinition:
         selects some, and its ops exist and take their params: refused at load, before any work."""
         from rec_plugin.ops import OPS
         from rec_plugin.ops.base import check_params
+        from rec_plugin.ops.date_part import DatePart
 
         available = set(self.names)
         lineage = set(ROW_KEYS)  # what bronze adds to the raw columns, e.g. TargetEncoding's fold key
@@ -214,6 +222,12 @@ class DatasetDefinition:
                 name = entry.get("op")
                 if name not in OPS:
                     raise InputError(f"{where}: unknown op {name!r} (known: {', '.join(sorted(OPS))})")
+                times = [c for c in columns if c in self.names and self.column(c).type == TIMESTAMP]
+                if OPS[name] is DatePart and times and entry.get("params", {}).get("unit") != "ms":
+                    raise InputError(
+                        f"{where}: {times} hold epoch milliseconds (type timestamp): "
+                        'give DatePart "unit": "ms"'
+                    )
                 try:
                     check_params(OPS[name], entry.get("params", {}))
                     op = OPS[name](**entry.get("params", {}))
@@ -314,9 +328,10 @@ class DatasetDefinition:
             raise InputError(f"{where}: `version` pins a delta table's version: an int >= 0")
         if self.day_column is None and self.format == DELTA:
             raise InputError(f"{where}: a delta source names the `day_column` that gives each row's day")
-        if self.day_column in self.names:
+        if self.day_column in self.names and self.column(self.day_column).type != TIMESTAMP:
             raise InputError(
-                f"{where}: day_column {self.day_column} is bronze's day, so it cannot be a column"
+                f"{where}: day_column {self.day_column} is bronze's day, so it cannot be a column "
+                "(but a timestamp column: an event time gives both)"
             )
         if self.header not in (True, False) or (self.header and self.format not in SEPARATORS):
             raise InputError(f"{where}: `header` is true or false, and only tsv and csv files have one")

@@ -36,6 +36,7 @@ from rec_plugin.dataset import (
     BINARY,
     DEFAULT_DATASET,
     DELTA,
+    TIMESTAMP,
     DatasetDefinition,
     RawColumn,
     bundled_datasets,
@@ -70,6 +71,7 @@ from spark_jobs.raw_formats import (
     VALUE_COLUMN,
     WRONG_TYPE_COLUMN,
     Source,
+    epoch_millis_of_text,
     problem,
     read_fields,
 )
@@ -82,6 +84,7 @@ __all__ = [
     "BAD_BYTES",
     "BAD_DAY",
     "BAD_LABEL",
+    "BAD_TIMESTAMP",
     "CAT_BAD_LENGTH",
     "CAT_NOT_HEX",
     "EMPTY_LINE",
@@ -102,6 +105,8 @@ SAMPLED_LINES = 100
 BAD_LABEL = "BAD_LABEL"
 # int/long columns: INT_NOT_INTEGER, then INT_OUT_OF_RANGE; float columns FLOAT_NOT_NUMBER
 # (rec_plugin.schema, shared with serving).
+# A timestamp column's value that is no ISO 8601 date or time ("2024-01-03", "2024-01-03T10:22:00Z").
+BAD_TIMESTAMP = "BAD_TIMESTAMP"
 # A string column (or a list's element) of another length than its token_width, or outside its alphabet.
 CAT_BAD_LENGTH = "CAT_BAD_LENGTH"
 CAT_NOT_HEX = "CAT_NOT_HEX"
@@ -206,6 +211,8 @@ def _column_problems(column: RawColumn, value: Column, wrong_type: Column) -> li
             problem(wrong_type | (present & ~value.rlike("^-?[0-9]+$")), INT_NOT_INTEGER, name),
             problem(present & value.try_cast(column.spark_type).isNull(), INT_OUT_OF_RANGE, name),
         ]
+    if column.type == TIMESTAMP:
+        return [problem(wrong_type | (present & epoch_millis_of_text(value).isNull()), BAD_TIMESTAMP, name)]
     if column.type == "float":
         number = value.try_cast("double")
         not_finite = number.isNull() | F.isnan(number) | (F.abs(number) == float("inf"))
@@ -239,6 +246,8 @@ def _typed(column: RawColumn, value: Column) -> Column:
     if column.rule == BINARY:
         return value.try_cast(column.spark_type)
     present = F.nullif(value, F.lit(""))
+    if column.type == TIMESTAMP:
+        return epoch_millis_of_text(present)
     return present if column.type == "string" else present.try_cast(column.spark_type)
 
 

@@ -59,7 +59,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from rec_plugin import storage
-from rec_plugin.dataset import DELTA, JSONL, LIST, PARQUET, DatasetDefinition, RawColumn
+from rec_plugin.dataset import DELTA, JSONL, LIST, PARQUET, TIMESTAMP, DatasetDefinition, RawColumn
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER, RAW_LINE, SOURCE_FILE, partition_line_number
 from rec_plugin.templates import sql_literal
@@ -90,6 +90,7 @@ _TAKES: dict[str, tuple[type[T.DataType], ...]] = {
     "long": (*_INTEGERS, T.BooleanType),
     "float": (*_INTEGERS, T.FloatType, T.DoubleType, T.DecimalType),
     "string": (T.StringType, *_INTEGERS),  # an integer id as its decimal text, exactly
+    TIMESTAMP: (T.TimestampType, T.TimestampNTZType, T.DateType, T.StringType),  # a string: ISO 8601
 }
 _DAY_TYPES = (*_INTEGERS, T.DateType, T.TimestampType, T.TimestampNTZType)
 # A JSON number as schema_of_variant names it.
@@ -98,6 +99,12 @@ _ISO_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _ZONE = "(Z|[+-][0-9]{2}:?[0-9]{2})"
 _ISO_TIMESTAMP = f"^{_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}([.][0-9]{{1,9}})?)?{_ZONE}?$"
 _MICROS_PER_DAY = 86_400_000_000
+# A parquet/Delta time as the ISO 8601 text a timestamp column's rule reads: an instant with its offset
+# (in the session's zone, named), a timestamp_ntz as its wall clock.
+_ISO_FORMAT = {
+    T.TimestampType: "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX",
+    T.TimestampNTZType: "yyyy-MM-dd'T'HH:mm:ss.SSSSSS",
+}
 # The SQL settings reading takes: each file (a Delta table's data files too) is read whole by one task,
 # so a row's index in its partition is its line number, or its position in the file.
 READ_CONF = {
@@ -377,6 +384,8 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
             taken = kind[name].rlike(_JSON_NUMBER) | boolean
         elif column.type == "string":  # an integer id as its decimal text, exactly
             value, taken = text[name], kind[name].isin("STRING", "BIGINT")
+        elif column.type == TIMESTAMP:
+            value, taken = text[name], kind[name] == "STRING"
         else:
             value, taken = text[name], kind[name].rlike(_JSON_NUMBER)
         missing = kind[name].isNull() | (kind[name] == "VOID")
@@ -415,6 +424,20 @@ def _date_of_timestamp_text(text: Column) -> Column:
     return F.when(text.rlike(f"{_ZONE}$"), zoned).otherwise(text.try_cast("timestamp_ntz").cast("date"))
 
 
+def epoch_millis_of_text(text: Column) -> Column:
+    """An ISO 8601 date or timestamp's epoch milliseconds: the instant when it names a zone or offset,
+    else its wall clock read as UTC (as a day_column's date is its own); null when it is none."""
+    timestamp = text.rlike(_ISO_TIMESTAMP)
+    text = F.regexp_replace(text, f"^({_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}})({_ZONE}?)$", "$1:00$2")
+    zoned = F.unix_millis(text.try_cast("timestamp"))
+    wall = F.timestamp_diff(
+        "MILLISECOND", F.lit("1970-01-01").cast("timestamp_ntz"), text.try_cast("timestamp_ntz")
+    )
+    return F.when(timestamp & text.rlike(f"{_ZONE}$"), zoned).when(
+        timestamp | text.rlike(f"^{_ISO_DATE}$"), wall
+    )
+
+
 def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: str) -> None:
     """A typed source holds every field the definition reads (a missing one is named first: a type
     refused is no help while a name is wrong), each of a type it takes."""
@@ -424,12 +447,16 @@ def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: st
         raise InputError(f"{where} has no column {names} (dataset {definition.name} reads it)")
     for name in definition.read_names:
         source = schema[name].dataType
+        checks = []
         if name == definition.day_column:
-            takes, holds = isinstance(source, _DAY_TYPES), "an int day, a date or a timestamp"
-        else:
-            takes, holds = _takes(definition.column(name), source), definition.column(name).type
-        if not takes:
-            raise InputError(f"{where}: column {name!r} is {source.simpleString()}, not {holds} without loss")
+            checks.append((isinstance(source, _DAY_TYPES), "an int day, a date or a timestamp"))
+        if name in definition.names:  # a timestamp column may be the day_column too
+            checks.append((_takes(definition.column(name), source), definition.column(name).type))
+        for takes, holds in checks:
+            if not takes:
+                raise InputError(
+                    f"{where}: column {name!r} is {source.simpleString()}, not {holds} without loss"
+                )
 
 
 def _takes(column: RawColumn, source: T.DataType) -> bool:
@@ -453,11 +480,14 @@ def _typed_fields(
     values = []
     for column in definition.columns:
         value = _named(column.name)
-        if isinstance(frame.schema[column.name].dataType, T.BooleanType):
+        held = frame.schema[column.name].dataType
+        if isinstance(held, T.BooleanType):
             value = value.cast("int")
+        if isinstance(held, T.TimestampType | T.TimestampNTZType):
+            value = F.date_format(value, _ISO_FORMAT[type(held)])
         if column.type != LIST:
             value = value.cast("string")
-        elif isinstance(frame.schema[column.name].dataType, T.ArrayType):
+        elif isinstance(held, T.ArrayType):
             value = F.filter(value, lambda e: e.isNotNull() & (e != ""))
         else:
             value = _split_list(column, value)

@@ -477,6 +477,98 @@ def test_a_timestamps_day_is_its_utc_date_whatever_the_sessions_time_zone(spark,
     assert {row[0] for row in tables(spark, tmp_path / "local_ts" / "lake")[0].values()} == {2}
 
 
+# An event time's text -> the epoch milliseconds a timestamp column keeps (ing.BAD_TIMESTAMP: refused).
+EVENT_TIMES = [
+    ("2024-01-03T10:22:00Z", 1704277320000),
+    ("2024-01-03T10:22:00.123456+02:00", 1704270120123),  # an instant: its offset counts
+    ("2024-01-03 10:22:00", 1704277320000),  # no zone: its wall clock, as UTC
+    ("2024-01-03T10:22+0000", 1704277320000),  # no seconds
+    ("2024-01-03", 1704240000000),
+    ("", None),
+    ("1704277320", ing.BAD_TIMESTAMP),  # epoch seconds are a long column's
+    ("2024-01-03T25:00:00Z", ing.BAD_TIMESTAMP),
+]
+
+
+def test_a_timestamp_column_keeps_epoch_milliseconds_from_text_json_and_parquet(spark, tmp_path):
+    """An event time as a feature: ISO 8601 text (TSV, JSON) or a parquet timestamp, timestamp_ntz or
+    date, kept as epoch milliseconds (UTC) whatever the session's time zone, for DatePart(unit="ms")."""
+    columns = [COLUMNS[0], {"name": "seen", "type": "timestamp"}]
+    raw = tmp_path / "raw"
+    (raw / "day_1").mkdir(parents=True)
+    (raw / "day_1" / "a.tsv").write_text("".join(f"1\t{text}\n" for text, _ in EVENT_TIMES))
+    (raw / "b.jsonl").write_text(
+        "\n".join(json.dumps({"click": 1, "seen": seen, "day": 1}) for seen in ("2024-01-03", 1704277320))
+    )
+    at = datetime.datetime(2024, 1, 3, 10, 22, 0, 500000)
+    write_parquet(
+        raw / "c.parquet",
+        {
+            "click": (pa.int64(), [1, 1, 1]),
+            "seen": (pa.timestamp("us", tz="UTC"), [at.replace(tzinfo=datetime.UTC), None, None]),
+            "day": (pa.int64(), [1, 1, 1]),
+        },
+    )
+    write_parquet(
+        raw / "d.parquet",
+        {"click": (pa.int64(), [1]), "seen": (pa.timestamp("us"), [at]), "day": (pa.int64(), [1])},
+    )
+    write_parquet(
+        raw / "e.parquet",
+        {"click": (pa.int64(), [1]), "seen": (pa.date32(), [at.date()]), "day": (pa.int64(), [1])},
+    )
+    lakes = {name: tmp_path / name for name in ("tsv", "jsonl", "parquet")}
+    for lake in lakes.values():
+        lake.mkdir()
+    with session_conf(spark, {"spark.sql.session.timeZone": "America/New_York"}):
+        run(
+            spark,
+            lakes["tsv"],
+            definition(tmp_path / "tsv", columns, format="tsv", file_patterns=["*.tsv"]),
+            raw,
+        )
+        fields = {"file_patterns": ["*.jsonl"], "day_column": "day"}
+        run(spark, lakes["jsonl"], definition(tmp_path / "jsonl", columns, format="jsonl", **fields), raw)
+        fields = {"file_patterns": ["*.parquet"], "day_column": "day"}
+        run(
+            spark,
+            lakes["parquet"],
+            definition(tmp_path / "parquet", columns, format="parquet", **fields),
+            raw,
+        )
+
+    def kept(lake: Path) -> dict[int, int | str | None]:
+        rows = spark.read.format("delta").load(str(lake / "bronze"))
+        assert dict(rows.dtypes)["seen"] == "bigint"
+        rejects = spark.read.format("delta").load(str(lake / "rejects"))
+        return {r.line_number: r.seen for r in rows.collect()} | {
+            r.line_number: r.reason for r in rejects.collect()
+        }
+
+    assert kept(lakes["tsv"]) == {n + 1: expected for n, (_, expected) in enumerate(EVENT_TIMES)}
+    assert kept(lakes["jsonl"]) == {1: 1704240000000, 2: ing.BAD_TIMESTAMP}  # a JSON number is no time
+    parquet = spark.read.format("delta").load(str(lakes["parquet"] / "bronze"))
+    assert sorted(r.seen for r in parquet.where("seen IS NOT NULL").collect()) == [
+        1704240000000,  # the date
+        1704277320500,  # the instant and the wall clock alike
+        1704277320500,
+    ]
+    # The event time may give the row's day too.
+    (tmp_path / "both").mkdir()
+    both = definition(
+        tmp_path / "both", columns, format="jsonl", file_patterns=["*.jsonl"], day_column="seen"
+    )
+    run(spark, tmp_path / "both", both, raw)
+    rows = spark.read.format("delta").load(str(tmp_path / "both" / "bronze")).collect()
+    assert [(r.day, r.seen) for r in rows] == [(19725, 1704240000000)]  # 2024-01-03, in days since 1970
+    with pytest.raises(
+        InputError,
+        match=r'\[\'seen\'\] hold epoch milliseconds \(type timestamp\): give DatePart "unit": "ms"',
+    ):
+        hour = {"nodes": [{"columns": ["seen"], "ops": [{"op": "DatePart", "params": {"part": "hour"}}]}]}
+        definition(tmp_path, columns, format="tsv", file_patterns=["*.tsv"], workflow=hour)
+
+
 @pytest.mark.parametrize(
     ("hour", "message"),
     [

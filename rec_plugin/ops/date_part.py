@@ -1,8 +1,9 @@
 """DatePart: the hour of the day or the day of the week of an event time, as a new id column.
 
-Bronze keeps a click log's event time as a number (epoch seconds or milliseconds, UTC): a timestamp
-as such is not a feature a model can embed, but its hour and weekday are (a daily and a weekly
-curve, not monotone, so ids rather than numbers). Their domains are fixed (24 hours, 7 days), so
+Bronze keeps a click log's event time as a number (epoch seconds or milliseconds, UTC; a timestamp
+column's milliseconds, rec_plugin/dataset.py): a timestamp as such is not a feature a model can
+embed, but its hour and weekday are (a daily and a weekly curve, not monotone, so ids rather than
+numbers). Their domains are fixed (24 hours, 7 days), so
 there is no vocabulary to fit: id 0 is a missing time, then hour 0-23 -> ids 1-24 and Monday-Sunday
 -> ids 1-7. Serving computes the same ids from the op's template (serving/preprocess.py)."""
 
