@@ -126,7 +126,7 @@ class Source:
     """What one ingest reads: raw files under `root` (relative path -> the day its path names, None
     where rows name their day) or the Delta `table` at `version`, all of it or only the rows of `days`
     (and those without a day, which every ingest of the table quarantines again). `listed`: every file
-    under `root` as it was listed, taken or not."""
+    under `root` as it was listed, taken or not (none: not listed)."""
 
     root: str | None = None
     files: dict[str, int | None] = field(default_factory=dict)
@@ -148,7 +148,7 @@ class Source:
         else:
             rows = f"{SOURCE_FILE} IN ({_sql_list(self.files)})"
             days = sorted({day for day in self.files.values() if day is not None}) or None
-            if days is not None:
+            if days is not None and self.listed:
                 rows = f"({rows} OR {SOURCE_FILE} NOT IN ({_sql_list(self.listed)}))"
         return rows if days is None else f"{DAY} IN ({', '.join(map(str, days))}) AND {rows}"
 
