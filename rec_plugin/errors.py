@@ -18,6 +18,7 @@ import re
 import signal
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -49,21 +50,26 @@ def raised_in_a_task(error: BaseException) -> InputError | None:
     return InputError(found[-1].strip())
 
 
-# Spark's error for a file a task could not read (a gzip cut short, a parquet file that is not one),
-# and the causes its Java trace lists, the last being the root.
+# Spark's error for a file a task could not read, and the causes its Java trace lists, the last being
+# the root: those that say the file's bytes are damaged (a gzip cut short, a parquet file that is not
+# one). Others (a file gone, a store that did not answer) keep their trace.
 _UNREADABLE_FILE = re.compile(r"\[FAILED_READ_FILE[.A-Z_]*\] Encountered error while reading file (\S+?)\.\s")
 _CAUSE = re.compile(r"^Caused by: (.+)$", re.MULTILINE)
+_DAMAGE = re.compile(
+    r"EOFException|ZipException|Not in GZIP format|incorrect header check|invalid (stored )?block"
+    r"|is not a Parquet file|ParquetDecodingException|Unexpected end of input"
+)
 
 
 def unreadable_file(error: BaseException) -> InputError | None:
-    """The file that Spark could not read, and why (the root cause of its trace)."""
+    """The file whose damaged bytes Spark could not read, and why (the root cause of its trace)."""
     text = str(error)
     found = _UNREADABLE_FILE.search(text)
-    if found is None:
-        return None
     causes = _CAUSE.findall(text)
-    why = f" ({causes[-1].strip()})" if causes else ""
-    return InputError(f"{found.group(1)} cannot be read{why}: is it cut short or damaged? Replace it")
+    if found is None or not causes or not _DAMAGE.search(causes[-1]):
+        return None
+    path = urllib.parse.unquote(found.group(1))
+    return InputError(f"{path} cannot be read ({causes[-1].strip()}): is it cut short or damaged? Replace it")
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -227,9 +228,13 @@ def has_commit(spark: SparkSession, path: str) -> bool:
     return _latest_commit(spark, path) is not None
 
 
-# What a first Delta write leaves before its commit: data files (and their checksums) in partition
-# folders, and a _delta_log folder without a commit. Delta writes no _SUCCESS, no _temporary.
-_UNCOMMITTED_FILE = re.compile(r"^[.]?part-.*")
+# What a first Delta write leaves before its commit: data files named as Delta names them (and their
+# checksums) in partition folders, maybe a _delta_log folder without a commit; no _SUCCESS, no
+# _temporary. Another writer's part files (pyarrow's part-0.parquet) are not taken for these.
+_UNCOMMITTED_FILE = re.compile(
+    r"^[.]?part-[0-9]{5}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-c[0-9]{3}"
+    r"([.][a-z0-9]+)?[.]parquet([.]crc)?$"
+)
 _PARTITION_FOLDER = re.compile(r"^[^=_.][^=]*=.*")
 
 
@@ -301,27 +306,35 @@ def partition_values(table: DataFrame, column: str) -> set[str]:
 @contextmanager
 def new_table_removed_on_failure(spark: SparkSession, path: str) -> Iterator[None]:
     """A write that fails leaves no half-made table behind: a table (or folder) that did not exist
-    before the block, or held only a killed first write's files, is deleted when the block raises (an
-    existing Delta table is safe: a failed commit changes nothing)."""
-    existed = exists(spark, path) and not _uncommitted_write(spark, path)
+    before the block is deleted when the block raises; over a killed first write's files, only the
+    log this write made goes (the folder is left as it was found). An existing Delta table is safe: a
+    failed commit changes nothing."""
+    existed = exists(spark, path)
+    uncommitted = existed and _uncommitted_write(spark, path)
     try:
         yield
     except BaseException:
         if not existed and exists(spark, path):
             delete(spark, path)
+        elif uncommitted and has_commit(spark, path):
+            delete(spark, f"{path}/_delta_log")
         raise
 
 
 @contextmanager
 def table_restored_on_failure(spark: SparkSession, path: str) -> Iterator[None]:
     """A block that raises leaves the table at `path` as it found it: one it made is deleted
-    (new_table_removed_on_failure), one it committed to is restored to the version before, so that a
-    stage writing two tables (ingest's bronze and rejects) never leaves one new beside the other old."""
+    (new_table_removed_on_failure), one it committed to is restored to the version before (the stage is
+    the table's one writer), so that a stage writing two tables (ingest's bronze and rejects) never
+    leaves one new beside the other old. A restore that fails is said, and the block's error raised."""
     before = _latest_commit(spark, path)
     with new_table_removed_on_failure(spark, path):
         try:
             yield
         except BaseException:
             if before is not None and _latest_commit(spark, path) != before:
-                DeltaTable.forPath(spark, path).restoreToVersion(before)
+                try:
+                    DeltaTable.forPath(spark, path).restoreToVersion(before)
+                except Exception as error:  # noqa: BLE001 - the block's error is the one to raise
+                    print(f"could not restore {path} to version {before}: {error}", file=sys.stderr)
             raise

@@ -6,9 +6,9 @@ parquet files; or an existing Delta table, spark_jobs/raw_formats.py reads each)
 types and rules. Every row ends up in exactly one place: the bronze table (typed by the definition, no
 inference) or the rejects table (the raw row, its file and line number, and a reason code).
 Re-ingesting a file atomically replaces that file's rows in both tables (one Delta replaceWhere commit
-each), so reruns never duplicate (of a day its path names, the rows of files no longer there go too:
-a day exported again under other names replaces the old); a Delta source's rows (all, or those of
-some days and the dayless ones) replace its rows of every earlier version. A file's day comes from
+each), so reruns never duplicate (--replace-days replaces the days its files' paths name whole, for a
+day exported again under other names); a Delta source's rows (all, or those of some days and the
+dayless ones) replace its rows of every earlier version. A file's day comes from
 `day_<d>` in its path, as in Criteo's layout, unless the definition names a day_column.
 
     spark-submit spark_jobs/ingest.py --input data/criteo/raw --bronze lake/bronze --rejects lake/rejects
@@ -61,6 +61,7 @@ from spark_jobs.raw_formats import (
     BAD_BYTES,
     BAD_DAY,
     DAY_IN_PATH,
+    DAYS_IN_PATH,
     EMPTY_LINE,
     FIELD_COUNT,
     JSON_NOT_OBJECT,
@@ -172,6 +173,12 @@ def file_source(
                 "move it under a day_<d> folder or leave it out with --glob"
             )
         day = int(match.group(1)) if day_from_path and match else None
+        named = {int(d) for d in DAYS_IN_PATH.findall(relative)}
+        if day_from_path and len(named) > 1:
+            raise InputError(
+                f"{input_dir}/{relative} names days {sorted(named)} in its path: which is its day? "
+                "Leave one day_<d> in it"
+            )
         if day is not None and day > LAST_DAY:
             raise InputError(
                 f"{input_dir}/{relative} names day {day} in its path, past the last day {LAST_DAY}: "
@@ -205,7 +212,10 @@ def _column_problems(column: RawColumn, value: Column, wrong_type: Column) -> li
         value = F.coalesce(value, F.lit(""))
         present = value != ""
     if column.rule == BINARY:
-        return [problem(wrong_type | ~value.isin("0", "1"), BAD_LABEL, name)]
+        zero_or_one = value.isin("0", "1")
+        if column.type == "float":  # a parquet double's or a JSON number's 1.0 too
+            zero_or_one = value.rlike(_DECIMAL) & value.try_cast("double").isin(0.0, 1.0)
+        return [problem(wrong_type | ~zero_or_one, BAD_LABEL, name)]
     if column.type in ("int", "long"):
         return [
             problem(wrong_type | (present & ~value.rlike("^-?[0-9]+$")), INT_NOT_INTEGER, name),
@@ -398,6 +408,28 @@ def _warn_of_rejects(
     )
 
 
+def _warn_of_files_gone(spark: SparkSession, bronze: str, source: Source) -> None:
+    """A warning that bronze holds rows of the days ingested from files no longer under the input: a
+    day exported again under other names, or a file withdrawn, keeps the old rows unless the days are
+    replaced whole (--replace-days). Bronze's file names come from its file statistics (a file's day
+    from its path, as ingest read it), so its data is mostly not read."""
+    if not source.file_days:
+        return
+    held = storage.distinct_strings(spark, bronze, SOURCE_FILE) - source.listed
+    gone = sorted(
+        name for name in held if (day := DAY_IN_PATH.search(name)) and int(day[1]) in source.file_days
+    )
+    if gone:
+        shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+        print(
+            f"ingest: warning: bronze holds rows of days {source.file_days} from {len(gone)} "
+            f"file{'s' if len(gone) > 1 else ''} no longer under {source.root} ({shown}): they stay; "
+            "give --replace-days to replace those days whole by the files there now",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _bronze_hint(spark: SparkSession, bronze: str, dataset: str) -> str:
     """What to give instead of `dataset` for a bronze table of other columns, from its ingest's note."""
     recorded = ingested_dataset(spark, bronze)
@@ -495,11 +527,14 @@ def ingest(
     patterns: Sequence[str] | None = None,
     dataset: str | DatasetDefinition = DEFAULT_DATASET,
     files: Collection[str] | None = None,
+    replace_days: bool = False,
 ) -> dict:
     """Ingests `dataset` (a bundled name, a .json path or a definition): its raw files under input_dir
     of `days` (all by default) whose names match `patterns` (default: its file patterns), or the Delta
     table it names (input_dir None); returns the report section. `files`: only these of the raw files
-    (paths relative to input_dir), e.g. the ones `files_not_ingested` found."""
+    (paths relative to input_dir), e.g. the ones `files_not_ingested` found. `replace_days`: the days
+    the files' paths name are replaced whole, not file by file (a day exported again under other
+    names)."""
     definition = dataset if isinstance(dataset, DatasetDefinition) else load_dataset(dataset)
     bronze_schema = definition.bronze_schema()
     _require_columns_of(spark, bronze, bronze_schema, "bronze table", definition.name)
@@ -507,6 +542,15 @@ def ingest(
     source = find_source(spark, definition, input_dir, days, patterns)
     if files is not None:
         source = _only(source, files)
+    if replace_days:
+        if not source.file_days:
+            raise InputError(
+                f"dataset {definition.name}'s rows name their day: --replace-days replaces the days that "
+                "files' paths name"
+            )
+        source = replace(source, whole_days=True)
+    elif storage.has_commit(spark, bronze):
+        _warn_of_files_gone(spark, bronze, source)
     note = json.dumps(
         {
             "dataset": definition.name,
@@ -577,13 +621,29 @@ def main(argv: list[str] | None = None) -> dict:
         type=lambda text: [p for p in text.split(",") if p],
         help="comma-separated file-name patterns of the raw files (default: the dataset's file_patterns)",
     )
+    parser.add_argument(
+        "--replace-days",
+        action="store_true",
+        help="replace each day the files' paths name whole, not file by file: for a day exported again "
+        "under other file names, or with a file withdrawn (default: a day keeps the rows of files no "
+        "longer under --input, and ingest warns of them)",
+    )
     parser.add_argument("--profile", default="local", help="Spark profile from conf/spark/")
     args = parser.parse_args(argv)
     if args.dataset is not None:
         load_dataset(args.dataset)  # a wrong name or path is refused before Spark starts
     spark = build_session(args.profile, "sparkrec-ingest")
     dataset = dataset_to_ingest(spark, args.bronze, args.dataset)
-    report = ingest(spark, args.input, args.bronze, args.rejects, args.days, args.glob, dataset)
+    report = ingest(
+        spark,
+        args.input,
+        args.bronze,
+        args.rejects,
+        args.days,
+        args.glob,
+        dataset,
+        replace_days=args.replace_days,
+    )
     print(json.dumps({"ingest": report}, indent=2))
     return report
 

@@ -49,7 +49,6 @@ import datetime
 import operator
 import re
 from collections import defaultdict
-from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
@@ -65,9 +64,12 @@ from rec_plugin.schema import DAY, LINE_NUMBER, RAW_LINE, SOURCE_FILE, partition
 from rec_plugin.templates import sql_literal
 from spark_jobs.quoted_records import LINE, LINES_BEFORE, ROWS_SCHEMA, joined_rows
 
-# A path's day: the last of its folders or its file name that begins with day_<d> (`day_3/`,
-# `day_3.tsv.gz`; not `holiday_2023/`). Java's regex (regexp_extract) reads it as Python's does.
-DAY_IN_PATH = re.compile(r"^(?:.*/)?day_([0-9]+)")
+# A path's day: a folder named day_<d>, or a file name day_<d>.<extension> (`day_3/`, `day_3.tsv.gz`;
+# not `holiday_2023/` nor `day_2024-01-05/`); the deepest where several do (ingest refuses a path
+# naming two days). Java's regex (regexp_extract) reads it as Python's does.
+_DAY_NAME = r"day_([0-9]+)(?=[/.]|$)"
+DAY_IN_PATH = re.compile(rf"^(?:.*/)?{_DAY_NAME}")
+DAYS_IN_PATH = re.compile(rf"(?:^|/){_DAY_NAME}")  # every day a path names
 # Row-level reason codes, in the order a row reports them (before its columns' own).
 EMPTY_LINE = "EMPTY_LINE"
 BAD_BYTES = "BAD_BYTES"
@@ -99,12 +101,6 @@ _ISO_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
 _ZONE = "(Z|[+-][0-9]{2}:?[0-9]{2})"
 _ISO_TIMESTAMP = f"^{_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}([.][0-9]{{1,9}})?)?{_ZONE}?$"
 _MICROS_PER_DAY = 86_400_000_000
-# A parquet/Delta time as the ISO 8601 text a timestamp column's rule reads: an instant with its offset
-# (in the session's zone, named), a timestamp_ntz as its wall clock.
-_ISO_FORMAT = {
-    T.TimestampType: "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX",
-    T.TimestampNTZType: "yyyy-MM-dd'T'HH:mm:ss.SSSSSS",
-}
 # The SQL settings reading takes: each file (a Delta table's data files too) is read whole by one task,
 # so a row's index in its partition is its line number, or its position in the file.
 READ_CONF = {
@@ -126,7 +122,8 @@ class Source:
     """What one ingest reads: raw files under `root` (relative path -> the day its path names, None
     where rows name their day) or the Delta `table` at `version`, all of it or only the rows of `days`
     (and those without a day, which every ingest of the table quarantines again). `listed`: every file
-    under `root` as it was listed, taken or not (none: not listed)."""
+    under `root` as it was listed, taken or not; `whole_days`: the days its files' paths name are
+    replaced whole (ingest --replace-days)."""
 
     root: str | None = None
     files: dict[str, int | None] = field(default_factory=dict)
@@ -134,22 +131,26 @@ class Source:
     version: int | None = None
     days: tuple[int, ...] | None = None
     listed: frozenset[str] = frozenset()
+    whole_days: bool = False
+
+    @property
+    def file_days(self) -> list[int]:
+        """The days the taken files' paths name (none where rows name their day)."""
+        return sorted({day for day in self.files.values() if day is not None})
 
     @property
     def replace_where(self) -> str:
         """The bronze and rejects rows this source's rows replace, so that a rerun never adds rows: its
-        files' (on their days), or the table's at any version (on the days read). Of a day its path
-        names, the rows of files no longer under `root` go too: a day exported again under other file
-        names, or with a file withdrawn, is what its folder now holds (rows naming their day can be of
-        any day, and are replaced by file only)."""
+        files' (on their days), or the table's at any version (on the days read); with `whole_days`,
+        every row of its files' days."""
         if self.table is not None:
             rows = f"startswith({SOURCE_FILE}, {sql_literal(self.table + '@v')})"
             days = None if self.days is None else [*self.days, UNKNOWN_DAY]
         else:
-            rows = f"{SOURCE_FILE} IN ({_sql_list(self.files)})"
-            days = sorted({day for day in self.files.values() if day is not None}) or None
-            if days is not None and self.listed:
-                rows = f"({rows} OR {SOURCE_FILE} NOT IN ({_sql_list(self.listed)}))"
+            rows = f"{SOURCE_FILE} IN ({', '.join(sql_literal(name) for name in sorted(self.files))})"
+            days = self.file_days or None
+            if days is not None and self.whole_days:
+                return f"{DAY} IN ({', '.join(map(str, days))})"
         return rows if days is None else f"{DAY} IN ({', '.join(map(str, days))}) AND {rows}"
 
     def describe(self) -> dict:
@@ -158,10 +159,6 @@ class Source:
             days = {} if self.days is None else {"days": list(self.days)}
             return {"table": self.table, "version": self.version, **days}
         return {"input": self.root, "files": len(self.files)}
-
-
-def _sql_list(names: Collection[str]) -> str:
-    return ", ".join(sql_literal(name) for name in sorted(names))
 
 
 def problem(condition: Column, reason: str, name: str | None) -> Column:
@@ -426,16 +423,26 @@ def _date_of_timestamp_text(text: Column) -> Column:
 
 def epoch_millis_of_text(text: Column) -> Column:
     """An ISO 8601 date or timestamp's epoch milliseconds: the instant when it names a zone or offset,
-    else its wall clock read as UTC (as a day_column's date is its own); null when it is none."""
+    else its wall clock read as UTC (as a day_column's date is its own); null when it is none. Never
+    through the session's time zone: a wall clock in that zone's daylight-saving gap is still itself."""
     timestamp = text.rlike(_ISO_TIMESTAMP)
-    text = F.regexp_replace(text, f"^({_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}})({_ZONE}?)$", "$1:00$2")
-    zoned = F.unix_millis(text.try_cast("timestamp"))
-    wall = F.timestamp_diff(
-        "MILLISECOND", F.lit("1970-01-01").cast("timestamp_ntz"), text.try_cast("timestamp_ntz")
+    with_seconds = F.regexp_replace(text, f"^({_ISO_DATE}[T ][0-9]{{2}}:[0-9]{{2}})({_ZONE}?)$", "$1:00$2")
+    instant = F.when(timestamp & text.rlike(f"{_ZONE}$"), with_seconds)
+    instant = instant.when(timestamp, F.concat(with_seconds, F.lit("Z")))
+    instant = instant.when(text.rlike(f"^{_ISO_DATE}$"), F.concat(text, F.lit("T00:00:00Z")))
+    return F.unix_millis(instant.try_cast("timestamp"))
+
+
+def _utc_iso_text(instant: Column) -> Column:
+    """A parquet/Delta timestamp as ISO 8601 text in UTC ("2024-01-03T10:22:00.500000Z"), by arithmetic
+    on its microseconds: formatting through the session's zone would drop a historical offset's
+    seconds."""
+    clock = F.pmod(F.unix_micros(instant), F.lit(_MICROS_PER_DAY))
+    parts = [(clock / 3_600_000_000) % 24, (clock / 60_000_000) % 60, (clock / 1_000_000) % 60]
+    time = F.format_string(
+        "%02d:%02d:%02d.%06d", *[F.floor(part).cast("long") for part in parts], clock % 1_000_000
     )
-    return F.when(timestamp & text.rlike(f"{_ZONE}$"), zoned).when(
-        timestamp | text.rlike(f"^{_ISO_DATE}$"), wall
-    )
+    return F.concat(_utc_date(instant).cast("string"), F.lit("T"), time, F.lit("Z"))
 
 
 def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: str) -> None:
@@ -483,8 +490,8 @@ def _typed_fields(
         held = frame.schema[column.name].dataType
         if isinstance(held, T.BooleanType):
             value = value.cast("int")
-        if isinstance(held, T.TimestampType | T.TimestampNTZType):
-            value = F.date_format(value, _ISO_FORMAT[type(held)])
+        if isinstance(held, T.TimestampType):  # a timestamp_ntz's and a date's text are zone-free
+            value = _utc_iso_text(value)
         if column.type != LIST:
             value = value.cast("string")
         elif isinstance(held, T.ArrayType):

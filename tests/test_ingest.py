@@ -110,7 +110,7 @@ def test_every_malformation_is_quarantined_and_counts_reconcile(spark, tmp_path,
     assert accepted[lines].label == 0
 
 
-def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
+def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path, capsys):
     raw = tmp_path / "raw"
     write_raw(raw, "day_1/a.tsv", False)
     write_raw(raw, "day_2/b.tsv", False)
@@ -127,9 +127,15 @@ def test_reingest_replaces_a_files_rows_atomically(spark, tmp_path):
     ) == counts
     ing.ingest(spark, str(raw), bronze, rejects)
     assert spark.read.format("delta").load(bronze).count() == counts[0]
-    # A day exported again under another file name: its folder's files are the day, not added to it.
+    # A day exported again under another file name: its old file's rows stay, said, unless the day is
+    # replaced whole.
     (raw / "day_2" / "b.tsv").rename(raw / "day_2" / "b-again.tsv")
+    capsys.readouterr()
     ing.ingest(spark, str(raw), bronze, rejects, days=[2])
+    assert "bronze holds rows of days [2] from 1 file no longer under" in capsys.readouterr().err
+    assert spark.read.format("delta").load(bronze).count() == counts[0] + again["accepted"]
+    ing.ingest(spark, str(raw), bronze, rejects, days=[2], replace_days=True)
+    assert "no longer under" not in capsys.readouterr().err
     for table, count in zip((bronze, rejects), counts):
         rows = spark.read.format("delta").load(table)
         assert rows.count() == count
@@ -223,12 +229,22 @@ def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
         ing.ingest(
             spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["c*.tsv"]
         )
+    write_raw(tmp_path / "raw", "day_2024-01-05/clicks.tsv", False)
+    with pytest.raises(InputError, match="day_2024-01-05/clicks.tsv has no day_<d> in its path"):
+        ing.ingest(
+            spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["c*.tsv"]
+        )
     write_raw(tmp_path / "raw", "holiday_2023/day_3/part-0.tsv", False)
-    write_raw(tmp_path / "raw", "day_123456/part-0.tsv", False)
-    with pytest.raises(InputError, match="day_123456/part-0.tsv names day 123456 in its path, past the last"):
-        ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
+    refusals = {
+        "day_123456/part-0.tsv": "day_123456/part-0.tsv names day 123456 in its path, past the last",
+        "day_1/day_2/part-0.tsv": r"day_1/day_2/part-0.tsv names days \[1, 2\] in its path: which is its day",
+    }
+    for path, refusal in refusals.items():
+        write_raw(tmp_path / "raw", path, False)
+        with pytest.raises(InputError, match=refusal):
+            ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
+        shutil.rmtree(tmp_path / "raw" / path.split("/")[0])
     assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()
-    shutil.rmtree(tmp_path / "raw" / "day_123456")
     ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["part-*"])
     days = spark.read.format("delta").load(str(tmp_path / "b")).select("day").distinct().collect()
     assert [day for (day,) in days] == [3]
@@ -243,21 +259,27 @@ def test_a_first_ingest_killed_before_its_commit_is_rerun_and_a_folder_of_other_
     write_raw(raw, "day_1/a.tsv", False)
     bronze, rejects = tmp_path / "bronze", tmp_path / "rejects"
     (bronze / "day=1").mkdir(parents=True)
-    (bronze / "day=1" / "part-00000-6f1c.c000.snappy.parquet").write_bytes(b"PAR1 cut short")
-    (bronze / "day=1" / ".part-00000-6f1c.c000.snappy.parquet.crc").write_bytes(b"crc")
+    data_file = "part-00026-f5381f83-8f47-427f-bdeb-0fc4ff089836-c000.snappy.parquet"  # as Delta names it
+    (bronze / "day=1" / data_file).write_bytes(b"PAR1 cut short")
+    (bronze / "day=1" / f".{data_file}.crc").write_bytes(b"crc")
     (rejects / "_delta_log").mkdir(parents=True)
+    # A failed ingest over them leaves them as they were: its own log goes, their files stay.
+    with pytest.raises(InputError, match="is --dataset right"):
+        ing.ingest(spark, str(raw), str(bronze), str(rejects), dataset="ecommerce")
+    assert not storage.has_commit(spark, str(bronze)) and (bronze / "day=1" / data_file).exists()
     report = ing.ingest(spark, str(raw), str(bronze), str(rejects))
     assert (report["lines_read"], report["bronze_version"]) == (len(CASES) + 1, 0)
     assert spark.read.format("delta").load(str(bronze)).count() == report["accepted"]
     assert spark.read.format("delta").load(str(rejects)).count() == report["rejected"]
 
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "todo.txt").write_text("not a table")
-    with pytest.raises(
-        InputError, match=r"^rejects table .*notes is not a Delta table: choose another path$"
-    ):
-        ing.ingest(spark, str(raw), str(tmp_path / "b"), str(tmp_path / "notes"))
-    assert (tmp_path / "notes" / "todo.txt").exists() and not (tmp_path / "b").exists()
+    # Another writer's files (pyarrow's part-0.parquet) are no killed write: never written into.
+    for folder, name in (("notes", "todo.txt"), ("export/day=1", "part-0.parquet")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / name).write_text("not a table")
+        table = str(tmp_path / folder.split("/")[0])
+        with pytest.raises(InputError, match=r"^rejects table .* is not a Delta table: choose another path$"):
+            ing.ingest(spark, str(raw), str(tmp_path / "b"), table)
+        assert (tmp_path / folder / name).exists() and not (tmp_path / "b").exists()
 
 
 def test_a_raw_file_spark_cannot_read_is_one_line_naming_it(spark, tmp_path, capsys):

@@ -484,6 +484,7 @@ EVENT_TIMES = [
     ("2024-01-03 10:22:00", 1704277320000),  # no zone: its wall clock, as UTC
     ("2024-01-03T10:22+0000", 1704277320000),  # no seconds
     ("2024-01-03", 1704240000000),
+    ("2024-03-10T02:30:00", 1710037800000),  # in New York's daylight-saving gap: no matter here
     ("", None),
     ("1704277320", ing.BAD_TIMESTAMP),  # epoch seconds are a long column's
     ("2024-01-03T25:00:00Z", ing.BAD_TIMESTAMP),
@@ -505,13 +506,20 @@ def test_a_timestamp_column_keeps_epoch_milliseconds_from_text_json_and_parquet(
         raw / "c.parquet",
         {
             "click": (pa.int64(), [1, 1, 1]),
-            "seen": (pa.timestamp("us", tz="UTC"), [at.replace(tzinfo=datetime.UTC), None, None]),
+            "seen": (
+                pa.timestamp("us", tz="UTC"),
+                [at.replace(tzinfo=datetime.UTC), datetime.datetime(1800, 1, 1, tzinfo=datetime.UTC), None],
+            ),
             "day": (pa.int64(), [1, 1, 1]),
         },
     )
     write_parquet(
         raw / "d.parquet",
-        {"click": (pa.int64(), [1]), "seen": (pa.timestamp("us"), [at]), "day": (pa.int64(), [1])},
+        {
+            "click": (pa.int64(), [1, 1]),
+            "seen": (pa.timestamp("us"), [at, datetime.datetime(2024, 3, 10, 2, 30)]),
+            "day": (pa.int64(), [1, 1]),
+        },
     )
     write_parquet(
         raw / "e.parquet",
@@ -549,9 +557,11 @@ def test_a_timestamp_column_keeps_epoch_milliseconds_from_text_json_and_parquet(
     assert kept(lakes["jsonl"]) == {1: 1704240000000, 2: ing.BAD_TIMESTAMP}  # a JSON number is no time
     parquet = spark.read.format("delta").load(str(lakes["parquet"] / "bronze"))
     assert sorted(r.seen for r in parquet.where("seen IS NOT NULL").collect()) == [
+        -5364662400000,  # 1800-01-01 UTC, when New York's offset was -4:56:02
         1704240000000,  # the date
         1704277320500,  # the instant and the wall clock alike
         1704277320500,
+        1710037800000,  # a wall clock in New York's daylight-saving gap
     ]
     # The event time may give the row's day too.
     (tmp_path / "both").mkdir()
@@ -567,6 +577,24 @@ def test_a_timestamp_column_keeps_epoch_milliseconds_from_text_json_and_parquet(
     ):
         hour = {"nodes": [{"columns": ["seen"], "ops": [{"op": "DatePart", "params": {"part": "hour"}}]}]}
         definition(tmp_path, columns, format="tsv", file_patterns=["*.tsv"], workflow=hour)
+
+
+def test_a_float_label_of_parquet_doubles_takes_1_0_and_0_0_and_quarantines_the_rest(spark, tmp_path):
+    """A label column is a click whatever its rule: a pandas-made parquet file keeps it as doubles."""
+    columns = [{"name": "click", "type": "float", "tags": ["label"]}, COLUMNS[1]]
+    write_parquet(
+        tmp_path / "raw" / "day_1" / "a.parquet",
+        {"click": (pa.float64(), [1.0, 0.0, 0.5, None, 2.0]), "user_id": (pa.string(), ["u"] * 5)},
+    )
+    dataset = definition(tmp_path, columns, format="parquet", file_patterns=["*.parquet"])
+    report = run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
+    assert (report["accepted"], report["rejected"]) == (2, 3)
+    rejects = spark.read.format("delta").load(str(tmp_path / "lake" / "rejects")).collect()
+    assert {(r.line_number, r.reason) for r in rejects} == {
+        (3, ing.BAD_LABEL),
+        (4, ing.BAD_LABEL),
+        (5, ing.BAD_LABEL),
+    }
 
 
 @pytest.mark.parametrize(

@@ -599,7 +599,9 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     # the table.
     killed = tmp_path / "killed_predictions"
     (killed / f"{DAY}=3").mkdir(parents=True)
-    (killed / f"{DAY}=3" / "part-00000-killed.snappy.parquet").write_bytes(b"PAR1")
+    (killed / f"{DAY}=3" / "part-00000-3e8145a6-5581-4436-8d4b-ce7c00bc7b53-c000.snappy.parquet").write_bytes(
+        b"PAR1"
+    )
     in_process_options = {"repository": str(server.repository), "workflow": str(root / "workflow")}
     assert score(spark, bronze, [3], str(killed), **in_process_options)["rows"] == day_rows
     # monitor reads predictions only from a predictions table.
