@@ -5,8 +5,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(or $(SPARKREC_CACHE),$(HOME)/.cache/sparkrec)
-WHEELS := $(CACHE)/wheels
-JARS := $(CACHE)/jars
+# Horovod's wheel is built against the pinned torch, so a new pin builds a new one.
+WHEELS := $(CACHE)/wheels/torch-$(shell python3 scripts/pin.py torch)
+JARS := $(or $(SPARKREC_JAR_DIR),$(CACHE)/jars)
 STAMP := $(VENV)/.setup-done
 SQL_JAR := target/sparkrec-sql.jar
 SQL_SOURCES := build.sbt project/build.properties rec_plugin/op_templates.json $(shell find rec_plugin/jvm -name '*.scala')
@@ -22,10 +23,12 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 setup: $(STAMP)
 	@$(PY) -m spark_jobs.class_archive
 
-$(STAMP): pyproject.toml conf/jars.txt project/build.properties scripts/build_horovod_wheel.sh scripts/fetch_jars.sh \
-		scripts/cxx17 scripts/sbt
-	@start=$$(date +%s); \
-	[ -x $(PY) ] || python3 -m venv $(VENV); \
+# One setup at a time per cache (a `make demo` beside a `make test`, two checkouts); a venv without a
+# working pip (a cut `python3 -m venv`) is made again.
+$(STAMP): Makefile pyproject.toml conf/jars.txt project/build.properties scripts/build_horovod_wheel.sh \
+		scripts/fetch_jars.sh scripts/complete_zip scripts/pin.py scripts/cxx17 scripts/sbt
+	@start=$$(date +%s); mkdir -p $(CACHE) && exec 9>$(CACHE)/.setup.lock && flock 9 && \
+	{ $(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && python3 -m venv $(VENV); }; } && \
 	$(PY) -m pip install -q "torch==$$(python3 scripts/pin.py torch)" packaging && \
 	scripts/build_horovod_wheel.sh $(abspath $(PY)) $(WHEELS) && \
 	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[dev]' && \
