@@ -305,7 +305,7 @@ def export_preprocess(
             list_spec.append(RawColumn(column.name, "list<string>", width))
             steps.append(
                 {"kind": "list", "op": "ListCategorify", "column": column.name, "list": index,
-                 "table": table, "max_length": width, "output": step_output()}
+                 "table": table, "max_length": width, "output": step_output(), "distinct": True}
             )  # fmt: skip
             expressions[column.name] = steps[-1]["output"]
         outputs["lists"].append([column.name, expressions[column.name]])

@@ -473,7 +473,19 @@ class Preprocessor:
             found >= 0, table.payload[np.where(found >= 0, found, 0)] if len(table.payload) else 0, 0
         )
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        if step.get("distinct"):
+            return _distinct_per_row(ids.astype(np.int64), offsets)
         return ids.astype(np.int64), offsets
+
+
+def _distinct_per_row(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ids once, in their first order: a bag of items made outside the workflow (Mult-VAE's)
+    trains on each user's distinct items, so an item sent twice must not weigh twice."""
+    rows = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    _, first = np.unique(np.stack([rows, values]), axis=1, return_index=True)
+    kept = np.sort(first)
+    counts = np.bincount(rows[kept], minlength=len(offsets) - 1)
+    return values[kept], np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def padded(values: np.ndarray, offsets: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ trained on the same rows and scored on the same test day: the report's baseline.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.retrain:
         return _write_report(out, retrain_demo(spark, out, config), retrain_summary)
     paths = PipelineLayout(out)
+    # A rerun makes another pipeline: the last one's retrain records and production describe no more.
+    shutil.rmtree(paths.retrain(0).parent, ignore_errors=True)
+    Path(paths.production).unlink(missing_ok=True)
     report = {"generate": generator(spark, paths.data, config)}
     report["ingest"] = ingest(spark, paths.raw, paths.bronze, paths.rejects, dataset=args.dataset)
     splits = day_splits(config.days)

@@ -75,7 +75,7 @@ class ContinuousClient(threading.Thread):
         router = Router(client, self.repository, NAME)
         try:
             while not self._stopping.is_set():
-                start = self.requests * ROWS_PER_REQUEST % (len(self.rows) - ROWS_PER_REQUEST)
+                start = self.requests * ROWS_PER_REQUEST % max(1, len(self.rows) - ROWS_PER_REQUEST + 1)
                 batch = self.rows.iloc[start : start + ROWS_PER_REQUEST]
                 try:
                     router.predict(batch, key=str(self.requests))

@@ -343,8 +343,8 @@ def _track(
     tracker = Tracker.configured()
     trained = record.steps["train"]
     run_id = tracker.track_training(
-        trained["run_dir"], trained["losses"], workflow_inputs(spark, layout.workflow), key=trained["run_dir"]
-    )
+        trained["run_dir"], trained["losses"], workflow_inputs(spark, layout.workflow)
+    )  # keyed by the run and its report: a rerun's new candidate in the same folder is a new run
     if run_id is None:
         return {}
     model_file = torchscript_file(repository, ensemble_model_name(name), version)

@@ -26,7 +26,7 @@ import pyspark
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from rec_plugin.errors import LOG_FILE_ENV, note_interrupts
+from rec_plugin.errors import LOG_FILE_ENV, InputError, note_interrupts
 from rec_plugin.machine_cache import cache_root
 
 CONF_DIR = Path(os.environ.get("SPARKREC_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
@@ -52,7 +52,7 @@ def read_profile(profile: str) -> dict[str, str]:
     """The profile's settings, its `sparkrec.include` chain resolved (later files win)."""
     path = CONF_DIR / "spark" / f"{profile}.conf"
     if not path.is_file():
-        raise ValueError(f"unknown Spark profile {profile!r}: expected one of {', '.join(PROFILES)}")
+        raise InputError(f"unknown Spark profile {profile!r}: expected one of {', '.join(PROFILES)}")
     settings: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.strip()

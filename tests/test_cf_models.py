@@ -160,6 +160,17 @@ def test_the_encoder_reads_the_normalised_bag():
         torch.testing.assert_close(model(*vae_inputs(bags))[0], model.decoder(mu))
 
 
+def test_an_unseen_item_id_0_in_a_bag_is_no_item():
+    """Serving looks a rare or unseen token up as id 0, which no training bag holds: it must neither
+    add its untrained encoder row nor dilute the bag's other items."""
+    torch.manual_seed(0)
+    model = build_model(vae_config()).eval()
+    with torch.no_grad():
+        with_unseen = model(*vae_inputs([[1, 0, 5], [0], [0, 0, 2]]))[0]
+        without = model(*vae_inputs([[1, 5], [], [2]]))[0]
+    torch.testing.assert_close(with_unseen, without)
+
+
 def test_input_dropout_drops_items_and_rescales():
     torch.manual_seed(0)
     model = build_model(vae_config(vae_dropout=0.5)).train()

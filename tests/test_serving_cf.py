@@ -190,6 +190,10 @@ def test_multvae_serves_the_in_process_top_k_without_the_users_items(spark, shop
         assert not set(row_ids) & set(bag) and 0 not in row_ids
         assert not set(row_items) & set(tokens)
     assert len({tuple(row) for row in served_top.ids}) > 1  # the bag moves the ranking
+    # An item sent twice weighs once, and rare or unseen tokens are no items: trained bags hold neither.
+    again = recommend(client, "vae", [["i1", "i2", "i1", "i3", "i2"], ["i0", "i5"]])
+    np.testing.assert_array_equal(again.ids, served_top.ids[:2])
+    assert np.abs(again.scores - served_top.scores[:2]).max() <= 1e-5
     first = recommend(client, "vae", recent[:1], k=3)
     np.testing.assert_array_equal(first.ids, served_top.ids[:1, :3])
     assert first.items.shape == (1, 3) and isinstance(first.items[0, 0], str)

@@ -245,9 +245,13 @@ class MultVAE(nn.Module):
             if bool(high >= self.n_items) or bool(low < 0):
                 bad = int(high) if bool(high >= self.n_items) else int(low)
                 refuse_id(self.feature, self.table_name, bad, self.n_items)
+        # Id 0 (a rare or unseen item at serving) is no item: training bags hold none, so it weighs 0
+        # and counts in no row's length (its encoder row never learned).
         lengths = offsets[1:] - offsets[:-1]
-        norms = lengths.clamp(min=1).to(torch.float32).rsqrt()
-        weights = torch.repeat_interleave(norms, lengths)
+        rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=values.device), lengths)
+        known = (values > 0).to(torch.float32)
+        counts = torch.zeros(lengths.shape[0], device=values.device).index_add_(0, rows, known)
+        weights = counts.clamp(min=1).rsqrt()[rows] * known
         if drop and self.dropout > 0.0:
             kept = torch.rand(values.shape, device=values.device) >= self.dropout
             weights = weights * kept.to(torch.float32) / (1.0 - self.dropout)
