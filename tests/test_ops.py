@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import statistics
@@ -67,6 +68,8 @@ def test_fill_clip_log_normalize(frame):
     out, _ = run(frame, [["n"] >> FillMissing(0) >> Clip(min=0, max=50) >> LogOp()])
     assert out[1].n == 0.0 and out[2].n == 0.0
     assert out[4].n == pytest.approx(3.9318256, abs=1e-6)  # log1p(50)
+    out, _ = run(frame, [["n"] >> LogOp()])  # no Clip: -5 is taken as 0, a missing value stays missing
+    assert (out[1].n, out[2].n) == (0.0, None) and out[3].n == pytest.approx(math.log(8), abs=1e-6)
     out, workflow = run(frame, [["n"] >> FillMissing(0) >> Normalize()])
     values = [r.n for r in out.values()]
     assert sum(values) / len(values) == pytest.approx(0.0, abs=1e-6)

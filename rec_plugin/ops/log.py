@@ -1,4 +1,6 @@
-"""LogOp: log(1 + x), the usual squashing of heavy-tailed counts (clip negatives first)."""
+"""LogOp: log(1 + x), the usual squashing of heavy-tailed counts and prices; a negative value is taken
+as 0 (log1p is no number at -1 and below: Spark's NULL, polars' -inf or NaN at serving), so training
+and serving agree on any input."""
 
 from __future__ import annotations
 
