@@ -175,7 +175,12 @@ class RawSpec:
             for r, value in enumerate(rows[column.name].to_numpy(object)):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
-                kept = [("" if v is None else v) for v in list(value)[:width]]
+                if isinstance(value, str | bytes):  # list() would take its characters for elements
+                    raise InputError(
+                        f"column {column.name} is a list: give each row a list of tokens, not {value!r}"
+                    )
+                # Ingest drops a list's empty and null elements before the first max_length are kept.
+                kept = [v for v in list(value) if v is not None and v not in ("", b"")][:width]
                 elements[r, : len(kept)] = kept
                 lengths[r] = len(kept)
             lists.append((elements, lengths))

@@ -321,6 +321,15 @@ def test_list_categorify_maps_arrays_in_order_and_truncates(spark, tmp_path):
     out = {r.row: r.tags for r in Workflow.load(str(tmp_path / "wf")).transform(frame).collect()}
     # a: 3, b: 3 -> ids 1, 2 (tie broken by value); c, zz, q are rare -> 0.
     assert out == {1: [1, 2, 0], 2: [2, 1, 1], 3: [], 4: None, 5: [2, 0]}
+    # Rows with bronze's row keys come back to their lists by those keys (a shuffle upstream cannot
+    # move them), not by numbers monotonically_increasing_id gives each side of a join.
+    keyed = frame.selectExpr(
+        "1 AS day", "'day_1/a.tsv' AS source_file", "CAST(row AS BIGINT) AS line_number", "*"
+    )
+    keyed = keyed.repartition(3, "line_number")
+    transformed = Workflow.load(str(tmp_path / "wf")).transform(keyed)
+    assert "monotonically_increasing_id" not in transformed._jdf.queryExecution().analyzed().toString()
+    assert {r.row: r.tags for r in transformed.collect()} == out
 
 
 def test_the_schema_is_computed_from_the_graph_for_every_op(spark, tmp_path):

@@ -315,6 +315,19 @@ def test_an_infinite_float_is_refused_as_ingest_refuses_it_and_missing_stays_nul
     assert served["visits"].to_pylist() == [1, None] and served["price"].to_pylist() == [2.5, None]
 
 
+def test_a_served_lists_empty_elements_are_dropped_before_its_first_max_length_as_ingest_does():
+    """Ingest drops a list's null and empty elements before featurize keeps the first max_length: a
+    served list must not count them (they would push its last item out), and a string is no list."""
+    spec = RawSpec(lists=(ServedColumn("recent", "list<string>", 2),))
+    batch = spec.batch(pd.DataFrame({"recent": [["", "a", None, "b", "c"], [], None]}))
+    ((elements, lengths),) = batch.lists
+    assert elements.tolist() == [["a", "b"], ["", ""], ["", ""]] and lengths.tolist() == [2, 0, 0]
+    with pytest.raises(
+        InputError, match=r"^column recent is a list: give each row a list of tokens, not 'a\|b'$"
+    ):
+        spec.batch(pd.DataFrame({"recent": [["a"], "a|b"]}))
+
+
 def test_a_raw_number_float64_cannot_carry_is_refused_in_one_line():
     """A long column travels in RAW_DENSE (float64): 2^53 + 1 would arrive as 2^53, another id, and a
     text is no number at all."""

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin.ops.base import require_at_least
 from rec_plugin.ops.categorify import VOCABULARY_COLUMN, Categorify, lookup_join
-from rec_plugin.schema import ColumnSchema, Tags
+from rec_plugin.schema import ROW_KEYS, ColumnSchema, Tags
 
 
 class ListCategorify(Categorify):
@@ -52,21 +52,28 @@ class ListCategorify(Categorify):
     def transform(
         self, frame: DataFrame, columns: list[str], state: dict[str, Any], ids: dict[str, int] | None = None
     ) -> DataFrame:
-        """Per column: explode with positions, look ids up (lookup_join), regroup in order."""
-        frame = frame.withColumn("_row", F.monotonically_increasing_id())
+        """Per column: explode with positions, look ids up (lookup_join), regroup in order, and join the
+        lists back to their rows by bronze's row keys. Only a frame without them numbers its rows
+        (monotonically_increasing_id): a number computed on each side of that join is the same row's
+        only while nothing upstream shuffles, which Categorify's shuffled joins of large vocabularies
+        do."""
+        order = frame.columns
+        keys = list(ROW_KEYS) if set(ROW_KEYS) <= set(order) else ["_row"]
+        if keys == ["_row"]:
+            frame = frame.withColumn("_row", F.monotonically_increasing_id())
         sizes = ids or self.cardinalities(state, columns)
         for c in columns:
             kept = F.slice(F.col(c), 1, self.params["max_length"])
-            elements = frame.select("_row", F.posexplode(kept).alias("_pos", "_value"))
+            elements = frame.select(*keys, F.posexplode(kept).alias("_pos", "_value"))
             vocabulary = state[c].select(F.col("value").alias("_value"), F.col("id").alias("_id"))
             looked_up = lookup_join(elements, vocabulary, "_value", self.vocabulary_values(sizes[c]))
             pairs = F.sort_array(F.collect_list(F.struct("_pos", F.coalesce("_id", F.lit(0)).alias("_id"))))
-            regrouped = looked_up.groupBy("_row").agg(pairs.alias("_pairs"))
-            frame = frame.join(regrouped, "_row", "left").withColumn(
+            regrouped = looked_up.groupBy(*keys).agg(pairs.alias("_pairs"))
+            frame = frame.join(regrouped, keys, "left").withColumn(
                 c,
                 F.when(F.col(c).isNull(), F.lit(None)).otherwise(
                     F.coalesce(F.transform("_pairs", lambda p: p["_id"]), F.array().cast("array<int>"))
                 ),
             )
             frame = frame.drop("_pairs")
-        return frame.drop("_row")
+        return frame.select(*order)
