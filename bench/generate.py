@@ -26,8 +26,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         generate(spark, f"{scratch}/warmup", config)
         for repeat in range(args.repeats):
-            for name, conf in variants.items():
-                rates[name].append(generate(spark, f"{scratch}/{repeat}", config, conf)["rows_per_s"])
+            # Each variant writes its own folder (no timed delete of the other's output), and the two
+            # take turns going first.
+            order = list(variants.items())[:: 1 if repeat % 2 == 0 else -1]
+            for number, (name, conf) in enumerate(order):
+                out = f"{scratch}/{repeat}-{number}"
+                rates[name].append(generate(spark, out, config, conf)["rows_per_s"])
     medians = print_medians(rates, args.days * args.rows_per_day)
     baseline, candidate = medians.values()
     print(f"ratio sparkrec / baseline: {candidate / baseline:.2f}x")

@@ -82,7 +82,8 @@ def probe_result(command: list[str], marker: str, what: str, **run: object) -> s
 
 
 # The ETL benchmarks' shared report (bench/ingest.py and bench/featurize.py each write their section).
-ETL_REPORT = Path(__file__).resolve().parents[1] / "artifacts" / "bench" / "etl.json"
+BENCH_REPORTS = Path(__file__).resolve().parents[1] / "artifacts" / "bench"
+ETL_REPORT = BENCH_REPORTS / "etl.json"
 # etl.json's key for an engine's rate, and the engine every ratio in its plot is taken against.
 RATE_SUFFIX, REFERENCE_ENGINE = "_rows_per_s", "duckdb"
 

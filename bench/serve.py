@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
-from harness import bench_setup, featurized_data, report_quiet
+from harness import BENCH_REPORTS, bench_setup, featurized_data, report_quiet
 from pyspark.sql import functions as F
 
 from rec_plugin.schema import DAY
@@ -113,8 +113,8 @@ def main() -> None:
         for client in clients:
             client.close()
     results = summary(latencies, rates)
-    out = scratch / "report"
-    out.mkdir()
+    out = BENCH_REPORTS  # not the scratch folder, which goes when the script ends
+    out.mkdir(parents=True, exist_ok=True)
     (out / "serve.json").write_text(json.dumps(results, indent=1) + "\n")
     plot_latencies(latencies, 2048, out / "serve_latency_b2048.png")
     print(f"report: {out / 'serve.json'}, histogram: {out / 'serve_latency_b2048.png'}")
