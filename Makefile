@@ -20,8 +20,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 .PHONY: setup sql-jar demo test lint bench clean
 
 # The JVM's class archive (spark_jobs/class_archive.py) is written once per pyspark install and java.
+# The jars and sbt's launcher are checked on every run (a cache removed since the stamp is filled again).
 setup: $(STAMP)
-	@$(PY) -m spark_jobs.class_archive
+	@scripts/fetch_jars.sh conf/jars.txt $(JARS) && scripts/sbt --fetch-launcher && $(PY) -m spark_jobs.class_archive
 
 # One setup at a time per cache (a `make demo` beside a `make test`, two checkouts); a venv without a
 # working pip (a cut `python3 -m venv`) is made again.

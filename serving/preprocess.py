@@ -70,10 +70,19 @@ def _row_dtype(op: RowOp, column: str, dtype: str) -> str:
     """The Spark type a row op's template leaves `column` in; refuses what serving cannot match."""
     template, params = op.template, op.params
     if dtype == "string" and template == "fill_missing" and isinstance(params.get("value"), str):
+        if set(params["value"]) & set("\\'`"):  # Spark's escapes and quoting are not polars' SQL's
+            raise _refuse(op, f"column {column!r}: fill value {params['value']!r} holds a quote or backslash")
         return "string"
     if dtype not in NUMERIC:
         raise _refuse(
             op, f"column {column!r} is {dtype}, and serving applies {type(op).__name__} to numbers only"
+        )
+    wide = [
+        v for v in params.values() if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**31 - 1
+    ]
+    if dtype == "int32" and wide:  # Spark widens the column to bigint, which polars' int32 would not follow
+        raise _refuse(
+            op, f"column {column!r} is int32 and {wide[0]} is beyond 32-bit integers: declare it long"
         )
     if template == "fill_missing":
         value = params.get("value")

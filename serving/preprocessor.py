@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rec_plugin.errors import InputError
@@ -472,8 +473,15 @@ class Preprocessor:
             strings = pa.array(flat, type=pa.binary()).cast(pa.string())
         else:
             strings = pa.array(flat, type=pa.string(), from_pandas=True)
+        # A null or empty element is none, as in Spark's ListCategorify (a client of its own may send one).
+        present = pc.fill_null(pc.greater(pc.utf8_length(strings), 0), False).to_numpy(zero_copy_only=False)
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        strings, lengths = (
+            strings.filter(pa.array(present)),
+            np.bincount(rows[present], minlength=len(lengths)),
+        )
         table = self.tables[step["table"]]
-        found = table.by_strings(strings) if len(flat) else np.zeros(0, np.int64)
+        found = table.by_strings(strings) if len(strings) else np.zeros(0, np.int64)
         ids = np.where(
             found >= 0, table.payload[np.where(found >= 0, found, 0)] if len(table.payload) else 0, 0
         )

@@ -75,7 +75,7 @@ def jar_paths(names: list[str], required: bool = True) -> list[Path]:
             if not path.is_file() and not required:
                 continue
             if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: run `make setup` to fetch {fields[1]}")
+                raise InputError(f"{path} is missing: run `make setup` to fetch {fields[1]}")
             paths.append(path)
     return paths
 

@@ -277,6 +277,22 @@ def test_serving_refuses_what_it_cannot_serve_with_parity(spark, tmp_path):
         message.startswith("Categorify cannot be served with parity: column 'f' is float64")
         and "\n" not in message
     )
+    # A bound past 32-bit integers widens an int column to bigint in Spark, not in polars.
+    wide = Workflow([["n"] >> Clip(min=0, max=2**31) >> HashBucket(10), "label"], schema).fit(rows)
+    wide.save(str(tmp_path / "wide"))
+    wide.release()
+    with pytest.raises(
+        InputError, match=r"^Clip cannot be served with parity: column 'n' is int32 and 2147483648"
+    ):
+        export_preprocess(spark, str(tmp_path / "wide"), tmp_path / "out_wide")
+    # A backslash or quote in a text literal: Spark's SQL escapes it, polars' reads it otherwise.
+    quoted = Workflow([["s"] >> FillMissing("it's") >> Categorify(), "label"], schema).fit(rows)
+    quoted.save(str(tmp_path / "quoted"))
+    quoted.release()
+    with pytest.raises(
+        InputError, match=r"^FillMissing cannot be served with parity: column 's': fill value"
+    ):
+        export_preprocess(spark, str(tmp_path / "quoted"), tmp_path / "out_quoted")
 
 
 def test_xxhash64_is_sparks(spark):

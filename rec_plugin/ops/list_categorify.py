@@ -1,7 +1,8 @@
 """ListCategorify: multi-hot columns (arrays of values) -> arrays of ids, at most max_length long.
 
 The vocabulary counts every element (as Categorify does for single values, same ids and 0 rules);
-each array keeps its order and its first max_length elements, unpadded (the loader pads). With
+each array keeps its order and its first max_length elements that are not null or empty (ingest drops
+those, and serving too), unpadded (the loader pads). With
 `vocabulary_of="item_id"` the elements take item_id's ids instead (see Categorify): a list of recent
 items and item_id then share one vocabulary and one embedding table."""
 
@@ -63,7 +64,9 @@ class ListCategorify(Categorify):
             frame = frame.withColumn("_row", F.monotonically_increasing_id())
         sizes = ids or self.cardinalities(state, columns)
         for c in columns:
-            kept = F.slice(F.col(c), 1, self.params["max_length"])
+            # A null or empty element is none (ingest drops them so): the first max_length of the rest.
+            elements_of = F.filter(F.col(c), lambda e: e.isNotNull() & (e.cast("string") != ""))
+            kept = F.slice(elements_of, 1, self.params["max_length"])
             elements = frame.select(*keys, F.posexplode(kept).alias("_pos", "_value"))
             vocabulary = state[c].select(F.col("value").alias("_value"), F.col("id").alias("_id"))
             looked_up = lookup_join(elements, vocabulary, "_value", self.vocabulary_values(sizes[c]))
