@@ -6,8 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CACHE ?= $(or $(SPARKREC_CACHE),$(HOME)/.cache/sparkrec)
 # Horovod's wheel is built against the pinned torch, so a new pin builds a new one.
-WHEELS := $(CACHE)/wheels/torch-$(shell python3 scripts/pin.py torch)
+TORCH_PIN := $(shell python3 scripts/pin.py torch)
+$(if $(TORCH_PIN),,$(error cannot read torch's pin from pyproject.toml with python3 scripts/pin.py torch))
+WHEELS := $(CACHE)/wheels/torch-$(TORCH_PIN)
 JARS := $(or $(SPARKREC_JAR_DIR),$(CACHE)/jars)
+JARS_FILE := $(or $(SPARKREC_CONF_DIR),conf)/jars.txt
 STAMP := $(VENV)/.setup-done
 SQL_JAR := target/sparkrec-sql.jar
 SQL_SOURCES := build.sbt project/build.properties rec_plugin/op_templates.json $(shell find rec_plugin/jvm -name '*.scala')
@@ -22,11 +25,11 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # The JVM's class archive (spark_jobs/class_archive.py) is written once per pyspark install and java.
 # The jars and sbt's launcher are checked on every run (a cache removed since the stamp is filled again).
 setup: $(STAMP)
-	@scripts/fetch_jars.sh conf/jars.txt $(JARS) && scripts/sbt --fetch-launcher && $(PY) -m spark_jobs.class_archive
+	@scripts/fetch_jars.sh $(JARS_FILE) $(JARS) && scripts/sbt --fetch-launcher && $(PY) -m spark_jobs.class_archive
 
 # One setup at a time per cache (a `make demo` beside a `make test`, two checkouts); a venv without a
 # working pip (a cut `python3 -m venv`) is made again.
-$(STAMP): Makefile pyproject.toml conf/jars.txt project/build.properties scripts/build_horovod_wheel.sh \
+$(STAMP): Makefile pyproject.toml $(JARS_FILE) project/build.properties scripts/build_horovod_wheel.sh \
 		scripts/fetch_jars.sh scripts/complete_zip scripts/pin.py scripts/cxx17 scripts/sbt
 	@start=$$(date +%s); mkdir -p $(CACHE) && exec 9>$(CACHE)/.setup.lock && flock 9 && \
 	{ $(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && python3 -m venv $(VENV); }; } && \
@@ -34,7 +37,7 @@ $(STAMP): Makefile pyproject.toml conf/jars.txt project/build.properties scripts
 	scripts/build_horovod_wheel.sh $(abspath $(PY)) $(WHEELS) && \
 	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[dev]' && \
 	$(PY) -m pip install -q --no-deps "torchrec==$$(python3 scripts/pin.py torchrec)" && \
-	scripts/fetch_jars.sh conf/jars.txt $(JARS) && \
+	scripts/fetch_jars.sh $(JARS_FILE) $(JARS) && \
 	scripts/sbt --fetch-launcher && \
 	touch $(STAMP) && echo "setup: done in $$(( $$(date +%s) - start )) s"
 

@@ -13,7 +13,8 @@ grep -vE '^\s*(#|$)' "$jars_file" | while read -r _name coordinates; do
   "$here/complete_zip" "$jar" && continue
   echo "setup: fetching $coordinates"
   staging=$(mktemp -d "$jar_dir/.fetching.XXXXXX")
-  mvn -B -q dependency:copy -Dartifact="$coordinates" -DoutputDirectory="$staging" -Dmdep.useBaseVersion=true
+  mvn -B -q dependency:copy -Dartifact="$coordinates" -DoutputDirectory="$staging" -Dmdep.useBaseVersion=true \
+    || { rm -rf "$staging"; exit 1; }
   "$here/complete_zip" "$staging/$(basename "$jar")"
   mv -f "$staging/$(basename "$jar")" "$jar"
   rm -rf "$staging"

@@ -311,7 +311,7 @@ def export_preprocess(
                 )
             index, width = len(list_spec), int(column.max_length)
             lists_read[column.name] = index
-            list_spec.append(RawColumn(column.name, "list<string>", width))
+            list_spec.append(RawColumn(column.name, "list<string>", width, distinct=True))
             steps.append(
                 {"kind": "list", "op": "ListCategorify", "column": column.name, "list": index,
                  "table": table, "max_length": width, "output": step_output(), "distinct": True}

@@ -95,6 +95,9 @@ class RawColumn:
     name: str
     dtype: str
     max_length: int | None = None
+    # A bag of items (Mult-VAE's): its latest max_length distinct items, as spark_jobs/interactions.py
+    # builds a user's bag from their clicks in time order.
+    distinct: bool = False
 
 
 class RawBatch(NamedTuple):
@@ -181,7 +184,10 @@ class RawSpec:
                         f"column {column.name} is a list: give each row a list of tokens, not {value!r}"
                     )
                 # Ingest drops a list's empty and null elements before the first max_length are kept.
-                kept = [v for v in list(value) if v is not None and v not in ("", b"")][:width]
+                present = [v for v in list(value) if v is not None and v not in ("", b"")]
+                if column.distinct:  # each item at its latest place, then the latest max_length
+                    present = list(dict.fromkeys(reversed(present)))[::-1][-width:]
+                kept = present[:width]
                 elements[r, : len(kept)] = kept
                 lengths[r] = len(kept)
             lists.append((elements, lengths))

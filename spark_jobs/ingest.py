@@ -346,7 +346,7 @@ def files_not_ingested(spark: SparkSession, input_dir: str, dataset: str, tables
     source = find_source(spark, load_dataset(dataset), input_dir, None, None)
     held: set[str] = set()
     for table in tables:
-        if storage.exists(spark, table):
+        if storage.has_commit(spark, table):  # a killed first write's files hold no rows
             held |= storage.distinct_strings(spark, table, SOURCE_FILE)
     return sorted(name for name in source.files if name not in held)
 

@@ -67,7 +67,7 @@ from spark_jobs.quoted_records import LINE, LINES_BEFORE, ROWS_SCHEMA, joined_ro
 # A path's day: a folder named day_<d>, or a file name day_<d>.<extension> (`day_3/`, `day_3.tsv.gz`;
 # not `holiday_2023/` nor `day_2024-01-05/`); the deepest where several do (ingest refuses a path
 # naming two days). Java's regex (regexp_extract) reads it as Python's does.
-_DAY_NAME = r"day_([0-9]+)(?=[/.]|$)"
+_DAY_NAME = r"day_([0-9]+)(?=/|[.][^/]*$|$)"
 DAY_IN_PATH = re.compile(rf"^(?:.*/)?{_DAY_NAME}")
 DAYS_IN_PATH = re.compile(rf"(?:^|/){_DAY_NAME}")  # every day a path names
 # Row-level reason codes, in the order a row reports them (before its columns' own).

@@ -229,11 +229,13 @@ def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
         ing.ingest(
             spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["c*.tsv"]
         )
-    write_raw(tmp_path / "raw", "day_2024-01-05/clicks.tsv", False)
-    with pytest.raises(InputError, match="day_2024-01-05/clicks.tsv has no day_<d> in its path"):
-        ing.ingest(
-            spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["c*.tsv"]
-        )
+    for folder in ("day_2024-01-05", "day_3.bak"):
+        write_raw(tmp_path / "raw", f"{folder}/clicks.tsv", False)
+        with pytest.raises(InputError, match=f"{folder}/clicks.tsv has no day_<d> in its path"):
+            ing.ingest(
+                spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"), patterns=["c*.tsv"]
+            )
+        shutil.rmtree(tmp_path / "raw" / folder)
     write_raw(tmp_path / "raw", "holiday_2023/day_3/part-0.tsv", False)
     refusals = {
         "day_123456/part-0.tsv": "day_123456/part-0.tsv names day 123456 in its path, past the last",

@@ -338,6 +338,10 @@ def test_a_served_lists_empty_elements_are_dropped_before_its_first_max_length_a
     batch = spec.batch(pd.DataFrame({"recent": [["", "a", None, "b", "c"], [], None]}))
     ((elements, lengths),) = batch.lists
     assert elements.tolist() == [["a", "b"], ["", ""], ["", ""]] and lengths.tolist() == [2, 0, 0]
+    # A bag (Mult-VAE's) is a user's latest distinct items, as interactions builds it from clicks.
+    bag = RawSpec(lists=(ServedColumn("bag", "list<string>", 3, distinct=True),))
+    ((elements, _),) = bag.batch(pd.DataFrame({"bag": [["i1", "i1", "i2", "i1", "", "i3", "i4"]]})).lists
+    assert elements.tolist() == [["i1", "i3", "i4"]]
     with pytest.raises(
         InputError, match=r"^column recent is a list: give each row a list of tokens, not 'a\|b'$"
     ):
