@@ -142,6 +142,28 @@ def plot_etl(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def plot_rates(rates: dict[str, float], unit: str, title: str, path: Path) -> None:
+    """A benchmark's medians as labelled horizontal bars (one per variant, in the order given) on a log
+    scale (loaders and training differ by orders of magnitude), saved beside its JSON report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    names = list(rates)[::-1]
+    figure = Figure(figsize=(10, 1.2 + 0.35 * len(names)))
+    ax = figure.subplots()
+    ax.barh(names, [rates[n] for n in names])
+    for y, name in enumerate(names):
+        ax.annotate(f" {rates[name]:,.0f}", (rates[name], y), va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(unit)
+    ax.set_xlim(min(rates.values()) / 2, 4 * max(rates.values()))
+    ax.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def demo_splits(days: int) -> dict[str, list[int]]:
     """Days 0..n-1 split as the demo splits them: the last two validate and test, the rest train."""
     every = list(range(days))

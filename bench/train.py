@@ -17,14 +17,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import horovod.spark
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from harness import bench_setup, featurized_data, print_medians, report_quiet, shop_interactions
+from harness import (
+    BENCH_REPORTS,
+    bench_setup,
+    featurized_data,
+    plot_rates,
+    print_medians,
+    report_quiet,
+    shop_interactions,
+)
 from petastorm import make_batch_reader
 from petastorm.pytorch import DataLoader
 from torch import nn
@@ -131,7 +138,7 @@ def our_loader(file_set, schema: Schema) -> float:
     return loader.rows_read / (time.perf_counter() - started)
 
 
-REPORT = Path("artifacts/bench/train.json")
+REPORT = BENCH_REPORTS / "train.json"
 
 
 def main() -> None:
@@ -241,7 +248,11 @@ def main() -> None:
         report[key]["param_bytes_per_rank"] = per_rank
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"report: {REPORT}")
+    title = f"training and loading, {train.rows:,} rows, {os.cpu_count()} cores (medians of {args.repeats})"
+    plot_rates(
+        median, "samples/s (users/s for multvae, rows/s for loaders)", title, REPORT.with_suffix(".png")
+    )
+    print(f"report: {REPORT} and its .png")
 
 
 if __name__ == "__main__":

@@ -318,6 +318,8 @@ def retrain(
             schema = RunDirectory.at(candidate).schema()
             Production(candidate, version, Workflow.version_of(layout.workflow, schema, spark)).save(layout)
             Tracker.configured().promote(settings.name)
+        else:
+            Tracker.configured().drop_candidate(settings.name)
         kept = version if promote else production.version
         record.finish("decide", {"promoted": promote, "production_version": kept})
     return record.steps
@@ -340,15 +342,29 @@ def _track(
     version: int,
 ) -> dict:
     """The candidate's run and model version in MLflow (the `candidate` alias); {} without MLflow."""
+    run_dir, losses = record.steps["train"]["run_dir"], record.steps["train"]["losses"]
+    return _register(spark, layout, name, run_dir, losses, repository, version, CANDIDATE)
+
+
+def _register(
+    spark: SparkSession,
+    layout: PipelineLayout,
+    name: str,
+    run_dir: str,
+    losses: list[float],
+    repository: Path,
+    version: int,
+    alias: str,
+) -> dict:
+    """A run tracked in MLflow (found, not duplicated, when training tracked it already: keyed by the
+    run and its report, so a rerun's new candidate in the same folder is a new run) and its exported
+    model registered under `alias`; {} without MLflow."""
     tracker = Tracker.configured()
-    trained = record.steps["train"]
-    run_id = tracker.track_training(
-        trained["run_dir"], trained["losses"], workflow_inputs(spark, layout.workflow)
-    )  # keyed by the run and its report: a rerun's new candidate in the same folder is a new run
+    run_id = tracker.track_training(run_dir, losses, workflow_inputs(spark, layout.workflow))
     if run_id is None:
         return {}
     model_file = torchscript_file(repository, ensemble_model_name(name), version)
-    registered = tracker.register_model(run_id, name, model_file, CANDIDATE)
+    registered = tracker.register_model(run_id, name, model_file, alias)
     return {"mlflow_run_id": run_id, "registered_version": registered}
 
 
@@ -424,10 +440,13 @@ def deploy(
     name: str,
     server_url: str | None,
 ) -> Production:
-    """Makes a trained run production: exported once with its workflow version's preprocessing, served
-    alone when a server is given (all traffic routed to it), and recorded for the next retrain."""
+    """Makes a trained run production: exported once with its workflow version's preprocessing,
+    registered in MLflow under the `production` alias, served alone when a server is given (all traffic
+    routed to it), and recorded for the next retrain."""
     run_dir = storage.qualified(spark, run_dir)
     version = _export_once(spark, layout.workflow, repository, name, run_dir)
+    # Train tracked its losses (the run is found); a run train did not track goes in without them.
+    _register(spark, layout, name, run_dir, [], repository, version, PRODUCTION)
     schema = RunDirectory.at(run_dir).schema()
     production = Production(run_dir, version, Workflow.version_of(layout.workflow, schema, spark))
     if server_url is not None:

@@ -249,7 +249,14 @@ class Tracker:
         if version is None:
             return None
         self.move_alias(name, PRODUCTION, version)
-        self._client().delete_registered_model_alias(name, CANDIDATE)
+        return self.drop_candidate(name)
+
+    def drop_candidate(self, name: str) -> int | None:
+        """Drops the `candidate` alias (a candidate rolled back is no longer tried; `production` stays
+        where it was); returns the version it pointed at, None when there was none."""
+        version = self.alias_version(name, CANDIDATE)
+        if version is not None:
+            self._client().delete_registered_model_alias(name, CANDIDATE)
         return version
 
     def _client(self) -> MlflowClient:

@@ -64,17 +64,21 @@ NEW_DAY = 2
 
 @pytest.fixture(scope="module")
 def deployed(spark, tmp_path_factory) -> tuple[PipelineLayout, Path, str]:
-    """Days 0-1 ingested, featurized and trained on (DLRM, in process), the run deployed as version 1:
-    the pipeline folder, its model repository and the tracking store's URI."""
+    """Days 0-1 ingested, featurized and trained on (DLRM, in process), the run deployed as version 1
+    (tracked into the pipeline's own store): the pipeline folder, its model repository and the
+    tracking store's URI."""
     layout = PipelineLayout(tmp_path_factory.mktemp("retrain"))
+    tracking = f"sqlite:///{layout.out / 'mlflow.db'}"
     generate(spark, layout.data, DATA)
     ingest(spark, layout.raw, layout.bronze, layout.rejects, days=[0, 1])
     featurize(spark, layout.bronze, layout.features, layout.workflow, {"train": [0, 1]})
     run = layout.run("dlrm")
-    train(spark, layout.features, layout.workflow, run, backend="single", workers=1, progress=False)
     repository = Path(layout.serving) / "repository"
-    deploy(spark, layout, run, repository, NAME, None)
-    return layout, repository, f"sqlite:///{layout.out / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TRACKING_URI_ENV, tracking)
+        train(spark, layout.features, layout.workflow, run, backend="single", workers=1, progress=False)
+        deploy(spark, layout, run, repository, NAME, None)
+    return layout, repository, tracking
 
 
 def _retrain_command(layout: PipelineLayout, tracking: str) -> subprocess.Popen:
@@ -87,6 +91,8 @@ def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypat
     layout, repository, tracking = deployed
     monkeypatch.setenv(TRACKING_URI_ENV, tracking)
     first = Production.load(layout)
+    deployed_version = Tracker.configured(tracking).alias_version(NAME, PRODUCTION)  # registered by deploy
+    assert deployed_version is not None
     candidate = Path(layout.run(f"candidate-day{NEW_DAY}"))
     kill_at_first_checkpoint(lambda: _retrain_command(layout, tracking), candidate)
     killed = RetrainRecord.load(layout.retrain(NEW_DAY) / "record.json")
@@ -135,12 +141,12 @@ def test_a_killed_retrain_reruns_to_one_of_everything(spark, deployed, monkeypat
     assert promoted == (scores[CANDIDATE]["auc"] >= scores[PRODUCTION]["auc"])
     now = Production.load(layout)
     assert now.version == (2 if promoted else 1) and now.workflow_version == (2 if promoted else 1)
-    # Tracked once, with the aliases moved by the decision.
-    tracker = Tracker.configured(tracking)
-    assert (
-        tracker.alias_version(NAME, PRODUCTION if promoted else CANDIDATE)
-        == steps["track"]["registered_version"]
-    )
+    # Tracked once; the decision moves production to the candidate or leaves it at the deployed
+    # version, and either way no candidate is left being tried.
+    tracker, registered = Tracker.configured(tracking), steps["track"]["registered_version"]
+    assert deployed_version < registered
+    assert tracker.alias_version(NAME, PRODUCTION) == (registered if promoted else deployed_version)
+    assert tracker.alias_version(NAME, CANDIDATE) is None
 
 
 def test_featurize_refuses_to_refit_a_workflow_that_retrain_extended(spark, deployed):
@@ -183,15 +189,18 @@ def test_in_process_scoring_uses_the_workflow_version_of_its_model(spark, deploy
     assert bad.count() == 0
 
 
-def test_a_trained_run_is_tracked_in_mlflow_with_its_delta_inputs(deployed):
-    """`train` copies its finished run into the configured store (the test session's, conftest.py)."""
-    layout, _, _ = deployed
-    client = MlflowClient(Tracker.configured().uri)
+def test_a_trained_run_is_tracked_in_mlflow_with_its_delta_inputs_and_deployed_as_production(deployed):
+    """`train` copies its finished run into the configured store; `deploy` registers that run's model
+    (not a second run) as the `production` version."""
+    layout, _, tracking = deployed
+    client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs(
         [experiment.experiment_id], f"tags.`{RUN_DIR_TAG}` LIKE '%{layout.run('dlrm')}'"
     )
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    registered = client.search_model_versions(f"name='{NAME}' and run_id='{runs[0].info.run_id}'")
+    assert [int(v.version) for v in registered] == [1]  # deploy's; production's alias: the retrain test
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, LOSS)][:2] == [1, 2]
     roles = {
         t.value for i in runs[0].inputs.dataset_inputs for t in i.tags if t.key == MLFLOW_DATASET_CONTEXT

@@ -209,6 +209,9 @@ def test_registered_versions_get_aliases_that_retraining_moves(tracker: Tracker,
     assert [a.path for a in client.list_artifacts(second_run, "model")] == ["model/model.pt"]
     assert client.get_model_version(name, str(first)).tags == {"triton_version": "1"}
 
+    assert tracker.drop_candidate(name) == second  # rolled back: production stays
+    assert (tracker.alias_version(name, CANDIDATE), tracker.alias_version(name, PRODUCTION)) == (None, first)
+    assert tracker.drop_candidate(name) is None
     tracker.move_alias(name, PRODUCTION, second)
     assert tracker.alias_version(name, PRODUCTION) == second
     tracker.move_alias(name, PRODUCTION, first)  # rolled back
@@ -225,6 +228,7 @@ def test_a_disabled_tracker_does_nothing(tmp_path: Path):
     tracker.move_alias("criteo", PRODUCTION, 1)
     assert tracker.alias_version("criteo", PRODUCTION) is None
     assert tracker.promote("criteo") is None
+    assert tracker.drop_candidate("criteo") is None
     assert not store.exists()
 
 
