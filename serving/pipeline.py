@@ -83,7 +83,7 @@ def serve_and_score(
     days: list[int],
     out: Path,
     parity_rows: int = 256,
-    latency_requests: int = 30,
+    latency_requests: int = 100,
 ) -> tuple[dict, dict]:
     """Returns the report's "serve" and "score" sections."""
     repository = out / "repository"
@@ -103,6 +103,7 @@ def serve_and_score(
         spec = raw_spec(client, NAME)  # the raw inputs, as the ensemble's config names them
         served = predict_raw(client, NAME, raw.iloc[:parity_rows], spec=spec)
         batch = spec.batch(raw)
+        predict_raw(client, NAME, batch, spec=spec)  # a first request of this size is not timed
         latencies = []
         for _ in range(latency_requests):
             started = time.perf_counter()

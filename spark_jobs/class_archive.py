@@ -83,14 +83,37 @@ def _maps(archive: Path) -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
+def _remove_abandoned_staging(target: Path) -> None:
+    """Removes the staging files of archiving processes that are gone (a setup killed mid-way leaves
+    its 186 MB file, named by its pid)."""
+    for staging in target.parent.glob(f"{target.name}.*.tmp"):
+        pid = staging.suffixes[-2].lstrip(".")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            staging.unlink(missing_ok=True)
+
+
 def main() -> None:
+    """Writes the archive; a failure is a warning, not a failed setup: sessions start without it."""
     target = class_archive()
     if target.is_file():
         if not install_record(target).is_file():  # written before records were
             install_record(target).write_text(f"{pyspark_install()}\n")
         return
-    started = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_staging(target)
+    try:
+        _write(target)
+    except Exception as error:  # noqa: BLE001 - an optimization: what failed is said, setup goes on
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(
+            f"sparkrec class archive: warning: not written ({reason}); Spark sessions start without it "
+            "(about 7 s slower each)",
+            file=sys.stderr,
+        )
+
+
+def _write(target: Path) -> None:
+    started = time.perf_counter()
     staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     options = read_profile("local").get("spark.driver.extraJavaOptions", "")
     archiving = f"{options} -XX:ArchiveClassesAtExit={staging} {QUIET_CLASS_ARCHIVE}"
@@ -103,7 +126,7 @@ def main() -> None:
         jvm = SparkContext._gateway.proc
         jvm.stdin.close()  # the gateway JVM exits on its stdin's end, writing the archive as it goes
         if jvm.wait(timeout=600) != 0 or not staging.is_file() or not _maps(staging):
-            raise SystemExit(f"sparkrec class archive: the JVM wrote no usable {staging}; see its log")
+            raise RuntimeError(f"the JVM wrote no usable {staging}; see its log")
         install = pyspark_install()
         install_record(target).write_text(f"{install}\n")  # before the archive, for a pruning setup
         os.replace(staging, target)

@@ -18,6 +18,7 @@ from pyspark.sql.types import LongType, StructField, StructType
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import EXIT_INPUT_ERROR, EXIT_INTERRUPTED, InputError, raised_in_a_task, run_command
+from rec_plugin.machine_cache import CACHE_ENV
 from serving.server import free_port
 from spark_jobs.class_archive import install_record, prune_archives
 from spark_jobs.featurize import featurize
@@ -139,6 +140,33 @@ def test_a_session_started_from_the_venvs_python_maps_the_class_archive_and_runs
     )
     assert started.returncode == 0 and "rows 3" in started.stdout, started.stdout + started.stderr
     assert f"workers {[sys.executable]}" in started.stdout, started.stdout
+
+
+def test_an_archive_that_cannot_be_written_is_a_warning_and_a_killed_setups_staging_file_goes(
+    tmp_path, monkeypatch
+):
+    """The archive only makes sessions start sooner: a JVM that cannot write it once failed `make setup`
+    and so every `make test`. A setup killed while archiving left its staging file (186 MB) for good."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    target = class_archive()
+    target.parent.mkdir(parents=True)
+    abandoned, writing = (target.with_name(f"{target.name}.{pid}.tmp") for pid in (2**22 + 1, os.getpid()))
+    for staging in (abandoned, writing):
+        staging.write_bytes(b"part of an archive")
+    # A session that cannot start: its jars are not where the cache should hold them.
+    environment = {
+        **os.environ,
+        "SPARKREC_JAR_DIR": str(tmp_path / "no-jars"),
+        "SPARKREC_LOG_DIR": str(tmp_path),
+    }
+    archived = subprocess.run(
+        [sys.executable, "-m", "spark_jobs.class_archive"],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert archived.returncode == 0, archived.stderr
+    warning = [line for line in archived.stderr.splitlines() if "class archive: warning: not written" in line]
+    assert len(warning) == 1 and "start without it" in warning[0] and "no-jars" in warning[0], archived.stderr
+    assert not target.exists() and not abandoned.exists() and writing.exists()
 
 
 def test_setup_records_the_archives_install_and_a_new_archive_removes_those_of_installs_gone(tmp_path):
