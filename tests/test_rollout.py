@@ -28,6 +28,7 @@ from serving.repository import (
     add_version,
     ensemble_model_name,
     preprocess_model_name,
+    torchscript_file,
     versions,
     write_ensemble,
 )
@@ -195,6 +196,20 @@ def test_push_split_promote_and_rollback_while_a_client_sends_without_a_failed_r
             promote(client, repository, NAME)
         time.sleep(1.0)
         assert sender.since(mark) == {2}
+
+        # A candidate whose model cannot load (a damaged file): refused in one line, nothing routed to
+        # it, production serves on and the configs on disk pin production alone again.
+        broken = export_next()
+        torchscript_file(repository, NAME, broken).write_bytes(b"not a TorchScript archive")
+        mark = len(sender.served)
+        with pytest.raises(InputError, match=rf"^{NAME}_v{broken} did not load: "):
+            push_candidate(client, repository, NAME, broken, 0.5)
+        assert Routing.load(repository, NAME) == Routing(2)
+        pinned = (repository / ensemble_model_name(NAME) / "config.pbtxt").read_text()
+        assert "version_policy: { specific: { versions: [ 2 ] } }" in pinned
+        assert _ready(client, ensemble_model_name(NAME), 2) and client.is_model_ready(f"{NAME}_v2")
+        time.sleep(1.0)
+        assert sender.since(mark) == {2} and sender.failed == []
 
         # Version 3 deployed as production over the routed 2 (retrain --deploy): loaded beside it, all
         # traffic moved, 2 unloaded after the drain.
