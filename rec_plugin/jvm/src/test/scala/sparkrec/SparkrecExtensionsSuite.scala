@@ -35,6 +35,14 @@ class SparkrecExtensionsSuite extends AnyFunSuite with BeforeAndAfterAll {
     assert(row.getDouble(3) == 0.0 && row.getFloat(4) == 1.0f && row.getInt(5) == 0)
   }
 
+  test("log takes a negative count as 0 and keeps a missing one missing, as the Python op and serving do") {
+    val row = one(
+      """SELECT sparkrec_log(CAST(-5 AS DOUBLE)), sparkrec_log(CAST(NULL AS DOUBLE)),
+        |       sparkrec_log(CAST(3 AS DOUBLE)), log1p(CAST(3 AS DOUBLE))""".stripMargin
+    )
+    assert(row.getDouble(0) == 0.0 && row.isNullAt(1) && row.getDouble(2) == row.getDouble(3))
+  }
+
   test("hash buckets are 1..n, 0 for missing, and the same as the built-ins they expand to") {
     val row = one(
       """SELECT sparkrec_hash_bucket('a1b2c3d4', 1000), CAST(pmod(xxhash64('a1b2c3d4'), 1000) AS INT) + 1,
