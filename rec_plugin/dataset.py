@@ -103,6 +103,12 @@ class RawColumn:
     def spark_type(self) -> str:
         return RAW_TYPES[self.type][1]
 
+    @property
+    def schema_tags(self) -> tuple[str, ...]:
+        """Its tags in a workflow's input schema: a timestamp column is an event time whatever its own
+        tags say (DatePart refuses to read it as seconds)."""
+        return tuple(dict.fromkeys([*self.tags, *([Tags.TIMESTAMP] if self.type == TIMESTAMP else [])]))
+
 
 @dataclass(frozen=True)
 class DatasetDefinition:
@@ -155,8 +161,9 @@ class DatasetDefinition:
 
     def input_schema(self) -> Schema:
         """The bronze columns as a schema: what the default workflow's ops start from."""
+        columns = self.columns
         return Schema(
-            tuple(ColumnSchema(c.name, c.dtype, c.tags, token_width=c.token_width) for c in self.columns)
+            tuple(ColumnSchema(c.name, c.dtype, c.schema_tags, token_width=c.token_width) for c in columns)
         )
 
     def bronze_schema(self) -> StructType:

@@ -47,6 +47,7 @@ class Tags:
     LABEL = "label"
     USER_ID = "user_id"
     ITEM_ID = "item_id"
+    # An event time in epoch milliseconds (a dataset's timestamp column; DatePart takes it with unit ms).
     TIMESTAMP = "timestamp"
 
 

@@ -16,6 +16,9 @@ from delta.tables import DeltaTable
 
 from rec_plugin.dataset import load_dataset
 from rec_plugin.errors import InputError
+from rec_plugin.ops import DatePart
+from rec_plugin.schema import Tags
+from rec_plugin.workflow import Workflow
 from spark_jobs import ingest as ing
 from spark_jobs import quoted_records
 from spark_jobs.layout import PipelineLayout
@@ -577,6 +580,16 @@ def test_a_timestamp_column_keeps_epoch_milliseconds_from_text_json_and_parquet(
     ):
         hour = {"nodes": [{"columns": ["seen"], "ops": [{"op": "DatePart", "params": {"part": "hour"}}]}]}
         definition(tmp_path, columns, format="tsv", file_patterns=["*.tsv"], workflow=hour)
+    # A workflow built in code from the definition's input schema is held to the same unit, before
+    # its fit writes anything; the hour of epoch milliseconds read as seconds would be silently wrong.
+    schema = definition(tmp_path, columns, format="jsonl", file_patterns=["*.jsonl"]).input_schema()
+    assert schema["seen"].has(Tags.TIMESTAMP) and not schema["click"].has(Tags.TIMESTAMP)
+    frame = spark.read.format("delta").load(str(tmp_path / "both" / "bronze"))
+    with pytest.raises(InputError, match=r"^DatePart\(hour\) of \['seen'\]: epoch milliseconds .* unit='ms'"):
+        Workflow([["seen"] >> DatePart("hour")], schema).fit(frame)
+    fitted = Workflow([["seen"] >> DatePart("hour", "ms")], schema).fit(frame)
+    assert fitted.schema["seen_hour"].tags == (Tags.CATEGORICAL,)  # an hour id is no event time
+    assert [r.seen_hour for r in fitted.transform(frame).collect()] == [1]  # 00:00 UTC: id 1
 
 
 def test_a_float_label_of_parquet_doubles_takes_1_0_and_0_0_and_quarantines_the_rest(spark, tmp_path):

@@ -18,8 +18,9 @@ FITTED_ROW = "_sparkrec_fitted_row"
 
 
 def continuous(column: ColumnSchema, name: str | None = None) -> ColumnSchema:
-    """`column` as a float32 continuous feature (optionally renamed), keeping its free tags."""
-    kept = column.with_tags([Tags.CONTINUOUS], [Tags.CATEGORICAL, Tags.LIST])
+    """`column` as a float32 continuous feature (optionally renamed), keeping its free tags (no longer
+    an event time)."""
+    kept = column.with_tags([Tags.CONTINUOUS], [Tags.CATEGORICAL, Tags.LIST, Tags.TIMESTAMP])
     return ColumnSchema(name or column.name, "float32", kept.tags)
 
 
@@ -27,8 +28,8 @@ def categorical(
     column: ColumnSchema, cardinality: int, name: str | None = None, **extra: Any
 ) -> ColumnSchema:
     """`column` as an int32 id feature of `cardinality` embedding rows (id 0 reserved), keeping its
-    free tags (user_id, item_id, ...)."""
-    kept = column.with_tags([Tags.CATEGORICAL], [Tags.CONTINUOUS, Tags.LIST])
+    free tags (user_id, item_id, ...; no longer an event time)."""
+    kept = column.with_tags([Tags.CATEGORICAL], [Tags.CONTINUOUS, Tags.LIST, Tags.TIMESTAMP])
     return ColumnSchema(name or column.name, "int32", kept.tags, cardinality=cardinality, **extra)
 
 

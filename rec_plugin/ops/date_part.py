@@ -16,7 +16,7 @@ from pyspark.sql.types import IntegerType, LongType
 
 from rec_plugin.errors import InputError
 from rec_plugin.ops.base import RowOp, categorical
-from rec_plugin.schema import ColumnSchema
+from rec_plugin.schema import ColumnSchema, Tags
 
 # part -> (its template in op_templates.json, the number of values it takes).
 PARTS = {"hour": ("hour_of_day", 24), "weekday": ("day_of_week", 7)}
@@ -46,6 +46,12 @@ class DatePart(RowOp):
         return [f"{c}_{self.params['part']}" for c in columns]
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
+        times = [c.name for c in inputs if c.has(Tags.TIMESTAMP)]
+        if times and self.params["unit"] != "ms":
+            raise InputError(
+                f"DatePart({self.params['part']}) of {times}: epoch milliseconds (tagged {Tags.TIMESTAMP}) "
+                f"read as unit={self.params['unit']!r} give wrong hours and days: give unit='ms'"
+            )
         names = self.output_columns([c.name for c in inputs])
         values = PARTS[self.params["part"]][1]
         return [categorical(c, values + 1, name=name) for c, name in zip(inputs, names, strict=True)]
