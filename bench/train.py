@@ -5,7 +5,8 @@ number of days and rows per day.
 
 Generates, ingests and featurizes one data set, then runs every variant interleaved, several times;
 prints median samples/s (rows/s for loaders) and the ratios, and writes artifacts/bench/train.json
-(medians, and the parameter bytes each rank holds for the 2-worker data-parallel and sharded runs).
+(medians, and the parameter bytes each rank holds for the 2-worker data-parallel and sharded runs) and
+train.png (the medians as bars).
 The data-parallel and sharded variants both update the tables with Adagrad (FBGEMM's CPU kernels
 have no Adam), so they differ only in where the tables live.
 

@@ -107,7 +107,7 @@ class RawColumn:
     def schema_tags(self) -> tuple[str, ...]:
         """Its tags in a workflow's input schema: a timestamp column is an event time whatever its own
         tags say (DatePart refuses to read it as seconds)."""
-        return tuple(dict.fromkeys([*self.tags, *([Tags.TIMESTAMP] if self.type == TIMESTAMP else [])]))
+        return tuple(dict.fromkeys([*self.tags, *([Tags.EPOCH_MS] if self.type == TIMESTAMP else [])]))
 
 
 @dataclass(frozen=True)

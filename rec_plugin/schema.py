@@ -47,8 +47,9 @@ class Tags:
     LABEL = "label"
     USER_ID = "user_id"
     ITEM_ID = "item_id"
-    # An event time in epoch milliseconds (a dataset's timestamp column; DatePart takes it with unit ms).
     TIMESTAMP = "timestamp"
+    # Added to a dataset's timestamp column (epoch milliseconds): DatePart refuses it as seconds.
+    EPOCH_MS = "epoch_ms"
 
 
 @dataclass(frozen=True)

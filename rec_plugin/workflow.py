@@ -190,8 +190,12 @@ class Workflow:
             self.states[node_index].append(state)
 
         self.input_schema = self.input_schema or inferred_schema(frame)
-        self._apply(_marked(frame, F.lit(True)), fit_op)
-        self.schema = self.output_schema()
+        try:
+            self._apply(_marked(frame, F.lit(True)), fit_op)
+            self.schema = self.output_schema()  # where an op refuses its inputs' schema
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def input_columns(self) -> list[str]:

@@ -142,7 +142,8 @@ def _load_version(client: Client, repository: Path, name: str, version: int, ser
                 pin_versions(repository, model, served)
         if isinstance(error, InputError):  # loaded, but not ready
             raise
-        raise InputError(f"{ensemble} did not load: {error.message()}") from None
+        first_line = (error.message() or "").strip().splitlines()[:1] or ["no reason given"]
+        raise InputError(f"{ensemble} did not load: {first_line[0]} (the server log has the rest)") from None
 
 
 def serve_production(

@@ -83,37 +83,44 @@ def _maps(archive: Path) -> bool:
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
-def _remove_abandoned_staging(target: Path) -> None:
-    """Removes the staging files of archiving processes that are gone (a setup killed mid-way leaves
-    its 186 MB file, named by its pid)."""
-    for staging in target.parent.glob(f"{target.name}.*.tmp"):
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Removes the staging files (any install's) of archiving processes that are gone: a setup killed
+    mid-way leaves its 186 MB file, named by its pid."""
+    for staging in folder.glob("*.jsa.*.tmp"):
         pid = staging.suffixes[-2].lstrip(".")
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             staging.unlink(missing_ok=True)
 
 
 def main() -> None:
-    """Writes the archive; a failure is a warning, not a failed setup: sessions start without it."""
+    """Writes the archive; a failure is a one-line warning, not a failed setup (the archive only makes
+    sessions start sooner), so each setup tries again."""
     target = class_archive()
-    if target.is_file():
-        if not install_record(target).is_file():  # written before records were
-            install_record(target).write_text(f"{pyspark_install()}\n")
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_staging(target)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(target.parent)
+        if target.is_file():
+            if not install_record(target).is_file():  # written before records were
+                install_record(target).write_text(f"{pyspark_install()}\n")
+            return
+        started = time.perf_counter()
         _write(target)
-    except Exception as error:  # noqa: BLE001 - an optimization: what failed is said, setup goes on
+    except Exception as error:  # noqa: BLE001 - what failed is said, and setup goes on
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(
             f"sparkrec class archive: warning: not written ({reason}); Spark sessions start without it "
             "(about 7 s slower each)",
             file=sys.stderr,
         )
+        return
+    removed = prune_archives(target, pyspark_install())
+    pruned = f"; {len(removed)} of installs gone or replaced removed" if removed else ""
+    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s{pruned}")
 
 
 def _write(target: Path) -> None:
-    started = time.perf_counter()
+    """A session of the workload in a JVM that archives its classes as it exits, into a staging file
+    renamed into place once a JVM maps it."""
     staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     options = read_profile("local").get("spark.driver.extraJavaOptions", "")
     archiving = f"{options} -XX:ArchiveClassesAtExit={staging} {QUIET_CLASS_ARCHIVE}"
@@ -127,15 +134,11 @@ def _write(target: Path) -> None:
         jvm.stdin.close()  # the gateway JVM exits on its stdin's end, writing the archive as it goes
         if jvm.wait(timeout=600) != 0 or not staging.is_file() or not _maps(staging):
             raise RuntimeError(f"the JVM wrote no usable {staging}; see its log")
-        install = pyspark_install()
-        install_record(target).write_text(f"{install}\n")  # before the archive, for a pruning setup
+        install_record(target).write_text(f"{pyspark_install()}\n")  # before the archive, for a pruning setup
         os.replace(staging, target)
-        removed = prune_archives(target, install)
     finally:
         staging.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
-    pruned = f"; {len(removed)} of installs gone or replaced removed" if removed else ""
-    print(f"class archive: {target} written in {time.perf_counter() - started:.0f} s{pruned}")
 
 
 if __name__ == "__main__":

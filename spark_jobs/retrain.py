@@ -25,6 +25,7 @@ rows, versions or runs):
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -314,12 +315,14 @@ def retrain(
     if not record.done("decide"):
         if server_url is not None:
             _decide(server_url, repository, settings.name, version, promote)
+        registered = record.steps["track"].get("registered_version")  # None: not tracked
         if promote:
             schema = RunDirectory.at(candidate).schema()
             Production(candidate, version, Workflow.version_of(layout.workflow, schema, spark)).save(layout)
-            Tracker.configured().promote(settings.name)
-        else:
-            Tracker.configured().drop_candidate(settings.name)
+        if registered is not None and promote:
+            Tracker.configured().promote(settings.name, registered)
+        elif registered is not None:
+            Tracker.configured().drop_candidate(settings.name, registered)
         kept = version if promote else production.version
         record.finish("decide", {"promoted": promote, "production_version": kept})
     return record.steps
@@ -360,6 +363,8 @@ def _register(
     run and its report, so a rerun's new candidate in the same folder is a new run) and its exported
     model registered under `alias`; {} without MLflow."""
     tracker = Tracker.configured()
+    if not tracker.enabled:
+        return {}
     run_id = tracker.track_training(run_dir, losses, workflow_inputs(spark, layout.workflow))
     if run_id is None:
         return {}
@@ -445,8 +450,6 @@ def deploy(
     routed to it), and recorded for the next retrain."""
     run_dir = storage.qualified(spark, run_dir)
     version = _export_once(spark, layout.workflow, repository, name, run_dir)
-    # Train tracked its losses (the run is found); a run train did not track goes in without them.
-    _register(spark, layout, name, run_dir, [], repository, version, PRODUCTION)
     schema = RunDirectory.at(run_dir).schema()
     production = Production(run_dir, version, Workflow.version_of(layout.workflow, schema, spark))
     if server_url is not None:
@@ -456,7 +459,20 @@ def deploy(
         finally:
             client.close()
     production.save(layout)
+    _register_deployed(spark, layout, name, run_dir, repository, version)
     return production
+
+
+def _register_deployed(
+    spark: SparkSession, layout: PipelineLayout, name: str, run_dir: str, repository: Path, version: int
+) -> None:
+    """MLflow's `production` alias on the deployed run's model, once it is production: the run `train`
+    tracked is found (a run it did not track goes in without its loss series, its inputs the workflow's
+    tables as they are now). Tracking is a copy of the record, so its failure is a warning."""
+    try:
+        _register(spark, layout, name, run_dir, [], repository, version, PRODUCTION)
+    except Exception as error:  # noqa: BLE001 - production.json is the record; MLflow its copy
+        print(f"deploy: warning: the production model was not registered in MLflow: {error}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> dict:

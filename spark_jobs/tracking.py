@@ -3,9 +3,9 @@
 The run directory (training/run_directory.py) stays the record every stage reads; MLflow is a second,
 searchable copy of it: a training run's params, its per-step loss and per-day metrics, its plots, the
 bronze, features and vocabulary Delta tables it read with their versions (as run inputs), and the
-exported model registered under aliases that retraining moves (`candidate`: the newest export being
-tried; `production`: the one served). Without MLflow, or with tracking turned off, every call returns
-None and changes nothing.
+exported model registered under aliases that deploying and retraining move (`candidate`: the newest
+export being tried; `production`: the one served). Without MLflow, or with tracking turned off, every
+call returns None and changes nothing.
 
 The store is a SQLite file under the project (mlruns/mlflow.db, artifacts beside it) unless the
 environment variable SPARKREC_TRACKING_URI or the caller names another tracking URI (a server, a
@@ -242,22 +242,26 @@ class Tracker:
                 return None
             raise
 
-    def promote(self, name: str) -> int | None:
-        """Moves `production` to the candidate's version and drops the `candidate` alias (no candidate
-        is being tried any more); returns the promoted version, None when there was no candidate."""
-        version = self.alias_version(name, CANDIDATE)
-        if version is None:
+    def promote(self, name: str, version: int | None = None) -> int | None:
+        """Moves `production` to `version` (default: the candidate's) and drops the `candidate` alias
+        if it points there (no candidate is being tried any more); returns the promoted version, None
+        when there was no candidate."""
+        version = self.alias_version(name, CANDIDATE) if version is None else version
+        if version is None or not self.enabled:
             return None
         self.move_alias(name, PRODUCTION, version)
-        return self.drop_candidate(name)
-
-    def drop_candidate(self, name: str) -> int | None:
-        """Drops the `candidate` alias (a candidate rolled back is no longer tried; `production` stays
-        where it was); returns the version it pointed at, None when there was none."""
-        version = self.alias_version(name, CANDIDATE)
-        if version is not None:
-            self._client().delete_registered_model_alias(name, CANDIDATE)
+        self.drop_candidate(name, version)
         return version
+
+    def drop_candidate(self, name: str, version: int | None = None) -> int | None:
+        """Drops the `candidate` alias (a candidate rolled back is no longer tried; `production` stays
+        where it was), only where it points at `version` when one is given; returns the version it
+        pointed at, None when it was not dropped."""
+        candidate = self.alias_version(name, CANDIDATE)
+        if candidate is None or version not in (None, candidate):
+            return None
+        self._client().delete_registered_model_alias(name, CANDIDATE)
+        return candidate
 
     def _client(self) -> MlflowClient:
         from mlflow import MlflowClient

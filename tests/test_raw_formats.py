@@ -583,7 +583,7 @@ def test_a_timestamp_column_keeps_epoch_milliseconds_from_text_json_and_parquet(
     # A workflow built in code from the definition's input schema is held to the same unit, before
     # its fit writes anything; the hour of epoch milliseconds read as seconds would be silently wrong.
     schema = definition(tmp_path, columns, format="jsonl", file_patterns=["*.jsonl"]).input_schema()
-    assert schema["seen"].has(Tags.TIMESTAMP) and not schema["click"].has(Tags.TIMESTAMP)
+    assert schema["seen"].has(Tags.EPOCH_MS) and not schema["click"].has(Tags.EPOCH_MS)
     frame = spark.read.format("delta").load(str(tmp_path / "both" / "bronze"))
     with pytest.raises(InputError, match=r"^DatePart\(hour\) of \['seen'\]: epoch milliseconds .* unit='ms'"):
         Workflow([["seen"] >> DatePart("hour")], schema).fit(frame)

@@ -202,8 +202,9 @@ def test_push_split_promote_and_rollback_while_a_client_sends_without_a_failed_r
         broken = export_next()
         torchscript_file(repository, NAME, broken).write_bytes(b"not a TorchScript archive")
         mark = len(sender.served)
-        with pytest.raises(InputError, match=rf"^{NAME}_v{broken} did not load: "):
+        with pytest.raises(InputError, match=rf"^{NAME}_v{broken} did not load: ") as refused:
             push_candidate(client, repository, NAME, broken, 0.5)
+        assert "\n" not in str(refused.value), str(refused.value)
         assert Routing.load(repository, NAME) == Routing(2)
         pinned = (repository / ensemble_model_name(NAME) / "config.pbtxt").read_text()
         assert "version_policy: { specific: { versions: [ 2 ] } }" in pinned

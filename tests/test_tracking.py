@@ -209,7 +209,8 @@ def test_registered_versions_get_aliases_that_retraining_moves(tracker: Tracker,
     assert [a.path for a in client.list_artifacts(second_run, "model")] == ["model/model.pt"]
     assert client.get_model_version(name, str(first)).tags == {"triton_version": "1"}
 
-    assert tracker.drop_candidate(name) == second  # rolled back: production stays
+    assert tracker.drop_candidate(name, first) is None  # another retrain's candidate is left alone
+    assert tracker.drop_candidate(name, second) == second  # rolled back: production stays
     assert (tracker.alias_version(name, CANDIDATE), tracker.alias_version(name, PRODUCTION)) == (None, first)
     assert tracker.drop_candidate(name) is None
     tracker.move_alias(name, PRODUCTION, second)

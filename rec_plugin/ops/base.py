@@ -20,7 +20,7 @@ FITTED_ROW = "_sparkrec_fitted_row"
 def continuous(column: ColumnSchema, name: str | None = None) -> ColumnSchema:
     """`column` as a float32 continuous feature (optionally renamed), keeping its free tags (no longer
     an event time)."""
-    kept = column.with_tags([Tags.CONTINUOUS], [Tags.CATEGORICAL, Tags.LIST, Tags.TIMESTAMP])
+    kept = column.with_tags([Tags.CONTINUOUS], [Tags.CATEGORICAL, Tags.LIST, Tags.EPOCH_MS])
     return ColumnSchema(name or column.name, "float32", kept.tags)
 
 
@@ -29,7 +29,7 @@ def categorical(
 ) -> ColumnSchema:
     """`column` as an int32 id feature of `cardinality` embedding rows (id 0 reserved), keeping its
     free tags (user_id, item_id, ...; no longer an event time)."""
-    kept = column.with_tags([Tags.CATEGORICAL], [Tags.CONTINUOUS, Tags.LIST, Tags.TIMESTAMP])
+    kept = column.with_tags([Tags.CATEGORICAL], [Tags.CONTINUOUS, Tags.LIST, Tags.EPOCH_MS])
     return ColumnSchema(name or column.name, "int32", kept.tags, cardinality=cardinality, **extra)
 
 

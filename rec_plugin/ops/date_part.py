@@ -46,10 +46,10 @@ class DatePart(RowOp):
         return [f"{c}_{self.params['part']}" for c in columns]
 
     def output_schema(self, inputs: list[ColumnSchema], state: dict[str, Any]) -> list[ColumnSchema]:
-        times = [c.name for c in inputs if c.has(Tags.TIMESTAMP)]
+        times = [c.name for c in inputs if c.has(Tags.EPOCH_MS)]
         if times and self.params["unit"] != "ms":
             raise InputError(
-                f"DatePart({self.params['part']}) of {times}: epoch milliseconds (tagged {Tags.TIMESTAMP}) "
+                f"DatePart({self.params['part']}) of {times}: epoch milliseconds (tagged {Tags.EPOCH_MS}) "
                 f"read as unit={self.params['unit']!r} give wrong hours and days: give unit='ms'"
             )
         names = self.output_columns([c.name for c in inputs])
