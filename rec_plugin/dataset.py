@@ -103,12 +103,6 @@ class RawColumn:
     def spark_type(self) -> str:
         return RAW_TYPES[self.type][1]
 
-    @property
-    def schema_tags(self) -> tuple[str, ...]:
-        """Its tags in a workflow's input schema: a timestamp column is an event time whatever its own
-        tags say (DatePart refuses to read it as seconds)."""
-        return tuple(dict.fromkeys([*self.tags, *([Tags.EPOCH_MS] if self.type == TIMESTAMP else [])]))
-
 
 @dataclass(frozen=True)
 class DatasetDefinition:
@@ -160,10 +154,15 @@ class DatasetDefinition:
         return label
 
     def input_schema(self) -> Schema:
-        """The bronze columns as a schema: what the default workflow's ops start from."""
-        columns = self.columns
+        """The bronze columns as a schema: what the default workflow's ops start from (a timestamp
+        column tagged as epoch milliseconds, which DatePart refuses to read as seconds)."""
         return Schema(
-            tuple(ColumnSchema(c.name, c.dtype, c.schema_tags, token_width=c.token_width) for c in columns)
+            tuple(
+                ColumnSchema(c.name, c.dtype, c.tags, token_width=c.token_width).with_tags(
+                    [Tags.EPOCH_MS] if c.type == TIMESTAMP else []
+                )
+                for c in self.columns
+            )
         )
 
     def bronze_schema(self) -> StructType:

@@ -41,6 +41,13 @@ _RAISED_IN_A_TASK = re.compile(rf"^{re.escape(InputError.__module__)}\.InputErro
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 
 
+def first_line(message: str | None, otherwise: str) -> str:
+    """A message's first non-blank line (a server's or JVM's answer may carry a trace after it), or
+    `otherwise` when it has none: what a one-line error quotes."""
+    lines = (message or "").strip().splitlines()
+    return lines[0] if lines else otherwise
+
+
 def raised_in_a_task(error: BaseException) -> InputError | None:
     """The InputError a Spark task raised, as the driver's error carries its worker's trace."""
     text = str(error)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tritonclient.utils import InferenceServerException
 
-from rec_plugin.errors import InputError
+from rec_plugin.errors import InputError, first_line
 from rec_plugin.json_files import write_json
 from serving.client import Client, predict_raw, raw_spec
 from serving.preprocessor import RawBatch, RawSpec
@@ -142,8 +142,8 @@ def _load_version(client: Client, repository: Path, name: str, version: int, ser
                 pin_versions(repository, model, served)
         if isinstance(error, InputError):  # loaded, but not ready
             raise
-        first_line = (error.message() or "").strip().splitlines()[:1] or ["no reason given"]
-        raise InputError(f"{ensemble} did not load: {first_line[0]} (the server log has the rest)") from None
+        reason = first_line(error.message(), "no reason given")
+        raise InputError(f"{ensemble} did not load: {reason} (the server log has the rest)") from None
 
 
 def serve_production(

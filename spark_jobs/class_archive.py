@@ -27,6 +27,7 @@ from pyspark import SparkContext
 from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
+from rec_plugin.errors import first_line
 from spark_jobs.session import (
     QUIET_CLASS_ARCHIVE,
     build_session,
@@ -106,7 +107,7 @@ def main() -> None:
         started = time.perf_counter()
         _write(target)
     except Exception as error:  # noqa: BLE001 - what failed is said, and setup goes on
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(str(error), type(error).__name__)
         print(
             f"sparkrec class archive: warning: not written ({reason}); Spark sessions start without it "
             "(about 7 s slower each)",

@@ -319,10 +319,12 @@ def retrain(
         if promote:
             schema = RunDirectory.at(candidate).schema()
             Production(candidate, version, Workflow.version_of(layout.workflow, schema, spark)).save(layout)
-        if registered is not None and promote:
-            Tracker.configured().promote(settings.name, registered)
-        elif registered is not None:
-            Tracker.configured().drop_candidate(settings.name, registered)
+        if registered is not None:
+            tracker = Tracker.configured()
+            if promote:
+                tracker.promote(settings.name, registered)
+            else:
+                tracker.drop_candidate(settings.name, registered)
         kept = version if promote else production.version
         record.finish("decide", {"promoted": promote, "production_version": kept})
     return record.steps
