@@ -15,7 +15,7 @@ STAGES = {
     "interactions": "spark_jobs.interactions",
     "train": "spark_jobs.train",
     "tune": "spark_jobs.tune",
-    "export": "serving.export",
+    "export": "spark_jobs.export",
     "score": "spark_jobs.score",
     "monitor": "spark_jobs.monitor",
     "retrain": "spark_jobs.retrain",

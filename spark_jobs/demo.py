@@ -17,8 +17,8 @@ from pyspark.sql import SparkSession
 from rec_plugin.errors import CommandParser, InputError, run_command
 from rec_plugin.features_description import TEST_SPLIT
 from rec_plugin.json_files import write_json
-from serving.pipeline import serve_and_score
 from spark_jobs.demo_retrain import retrain_config, retrain_demo, retrain_summary
+from spark_jobs.demo_serve import serve_and_score
 from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.generate_ecommerce import EcommerceConfig, generate_ecommerce

@@ -21,7 +21,6 @@ from rec_plugin.interactions import ncf_schema
 from rec_plugin.ops import Categorify
 from rec_plugin.schema import Schema
 from rec_plugin.workflow import Node, Workflow
-from serving.export import main as export_main
 from serving.export import torchscript
 from serving.preprocess import export_preprocess
 from serving.repository import (
@@ -34,6 +33,7 @@ from serving.repository import (
 )
 from serving.rollout import Router, Routing, promote, push_candidate, rollback, routing_file, serve_production
 from serving.server import TritonServer
+from spark_jobs.export import main as export_main
 from training.models import ModelConfig, build_model
 from training.run_directory import RunDirectory
 

@@ -23,9 +23,9 @@ from rec_plugin.ops.categorify import read_vocabularies
 from rec_plugin.schema import LINE_NUMBER, Schema
 from rec_plugin.workflow import Node, Workflow
 from serving.client import _inputs, raw_spec, recommend, score_candidates
-from serving.export import main as export
 from serving.export import top_items, torchscript
 from serving.server import TritonServer
+from spark_jobs.export import main as export
 from spark_jobs.score import score
 from training.models import ModelConfig, build_model
 from training.run_directory import RunDirectory
