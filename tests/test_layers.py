@@ -16,7 +16,8 @@ def imported_packages(source: Path) -> set[str]:
     for node in ast.walk(ast.parse(source.read_text(), str(source))):
         if isinstance(node, ast.Import):
             packages |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{source}:{node.lineno}: a relative import; name the package"
             packages.add(node.module.split(".")[0])
     return packages
 
@@ -25,7 +26,9 @@ def test_no_layer_imports_a_higher_one():
     upward = []
     for rank, layer in enumerate(LAYERS):
         higher = set(LAYERS[rank + 1 :])
-        for module in sorted((ROOT / layer).rglob("*.py")):
+        modules = sorted((ROOT / layer).rglob("*.py"))
+        assert modules, f"no modules under {ROOT / layer}"
+        for module in modules:
             upward += [
                 f"{module.relative_to(ROOT)} imports {p}" for p in sorted(imported_packages(module) & higher)
             ]
