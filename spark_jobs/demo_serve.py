@@ -39,9 +39,10 @@ def serve_and_score(
     keys = list(ROW_KEYS)  # with the day: a Delta source's day ingests number a data file's rows per day
     rows = spark.read.format("delta").load(bronze).where(F.col(DAY).isin(days)).orderBy(*keys).limit(2048)
     raw = rows.toPandas()
-    features = Workflow.load(workflow, spark).transform(rows, keep=tuple(keys)).toPandas()
+    fitted = Workflow.load(workflow, spark)
+    features = fitted.transform(rows, keep=tuple(keys)).toPandas()
     aligned = raw[keys].merge(features, on=keys, validate="one_to_one")
-    expected = call_model(model, table_features(aligned, Workflow.load_schema(workflow, spark)))
+    expected = call_model(model, table_features(aligned, fitted.schema))
     with TritonServer(repository, log=out / "tritonserver.log") as server:
         client = triton_grpc.InferenceServerClient(server.grpc_url)
         client.load_model(NAME)

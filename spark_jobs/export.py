@@ -1,6 +1,10 @@
-"""sparkrec export: the stage that writes a trained run into a Triton model repository (serving/export.py
-does the writing; this stage reads its arguments, starts Spark where the workflow's vocabularies are
-read, and pushes the version to a running server)."""
+"""sparkrec export: a trained run -> the next version of a model in a Triton model repository.
+
+With --workflow, also the preprocess model and the ensemble that serve raw fields; with --push, loaded
+on a running server (its version policy keeps the previous version serving). serving/export.py does
+the writing; this stage reads the arguments, starts Spark where the workflow's vocabularies are read,
+and pushes.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,7 @@ from spark_jobs.session import build_session
 
 
 def main(argv: list[str] | None = None) -> int:
-    """sparkrec export: a trained run -> the next version of a model in a Triton model repository.
-
-    With --workflow, also the preprocess model and the ensemble that serve raw fields; with
-    --push, loaded on a running server (its version policy keeps the previous version serving)."""
-    parser = CommandParser(prog="sparkrec export", description=main.__doc__.splitlines()[0])
+    parser = CommandParser(prog="sparkrec export", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True, help="a `sparkrec train` run directory (a path or URI)")
     parser.add_argument("--repository", required=True, type=Path, help="the Triton model repository")
     parser.add_argument("--name", default=DEFAULT_NAME, help="model name in the repository")
