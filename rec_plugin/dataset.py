@@ -158,9 +158,9 @@ class DatasetDefinition:
         column tagged as epoch milliseconds, which DatePart refuses to read as seconds)."""
         return Schema(
             tuple(
-                ColumnSchema(c.name, c.dtype, c.tags, token_width=c.token_width).with_tags(
-                    [Tags.EPOCH_MS] if c.type == TIMESTAMP else []
-                )
+                ColumnSchema(
+                    c.name, c.dtype, c.tags, token_width=c.token_width, alphabet=c.alphabet
+                ).with_tags([Tags.EPOCH_MS] if c.type == TIMESTAMP else [])
                 for c in self.columns
             )
         )

@@ -36,6 +36,13 @@ INT_NOT_INTEGER = "INT_NOT_INTEGER"
 INT_OUT_OF_RANGE = "INT_OUT_OF_RANGE"
 # A float column's field that is not a finite decimal number (1.5, -2, 3e-4; not nan, inf or 1e999).
 FLOAT_NOT_NUMBER = "FLOAT_NOT_NUMBER"
+# A string column's token (or a list's element) of another length than its token_width, or with a
+# character outside its alphabet: looked up anyway, it would be scored as a value never seen.
+CAT_BAD_LENGTH = "CAT_BAD_LENGTH"
+CAT_NOT_HEX = "CAT_NOT_HEX"
+# The alphabets a dataset definition may fix for a string column: each one's characters (a regex
+# character class) and the reason code of a token outside them.
+TOKEN_ALPHABETS = {"hex": ("[0-9a-f]", CAT_NOT_HEX)}
 
 
 class Tags:
@@ -77,8 +84,11 @@ class ColumnSchema:
     cardinality: int | None = None
     max_length: int | None = None
     vocabulary: VocabularyPin | None = None
-    # Serving: raw tokens of this width (e.g. Criteo's 8 hex characters) take the fixed-width path.
+    # A raw string column's tokens all have this many characters and are in this alphabet
+    # (TOKEN_ALPHABETS): ingest and serving refuse others. Tokens of one width of at most 8 (Criteo's
+    # 8 hex characters) take serving's fixed-width path.
     token_width: int | None = None
+    alphabet: str | None = None
     embedding_table: str | None = None
     hashed_ids: int | None = None
 

@@ -193,7 +193,8 @@ def export_preprocess(
                             op, f"serving takes one ListCategorify of a raw list<string> column, not of {c!r}"
                         )
                     lists_read[c] = len(list_spec)
-                    list_spec.append(RawColumn(c, "list<string>", int(op.params["max_length"])))
+                    width, raw = int(op.params["max_length"]), raw_columns[c]
+                    list_spec.append(RawColumn(c, raw.dtype, width, False, raw.token_width, raw.alphabet))
                     vocabulary = vocabulary_file(op, c, state)
                     output = step_output()
                     steps.append(
@@ -327,7 +328,7 @@ def export_preprocess(
     width = width if width is not None and 0 < width <= TOKEN_BYTES else None
     spec = RawSpec(
         tuple(RawColumn(c.name, c.dtype) for c in served_raw if c.dtype in NUMERIC),
-        tuple(RawColumn(c.name, c.dtype) for c in strings),
+        tuple(RawColumn(c.name, c.dtype, token_width=c.token_width, alphabet=c.alphabet) for c in strings),
         width,
         tuple(list_spec),
     )

@@ -12,6 +12,8 @@ Raw inputs, one per group of the workflow's input columns (RawSpec):
   reason code.
 - RAW_CATEGORICAL: the string raw columns, as uint8 [n, width] zero-padded bytes when every one
   declares the same token_width of at most 8 (Criteo: 8), else BYTES [n] (UTF-8; empty = missing).
+  A token (or list element) of another length than its column's token_width, or outside its alphabet,
+  fails the request with ingest's reason code (CAT_BAD_LENGTH, CAT_NOT_HEX).
 - per list column i (ListCategorify's input): RAW_LIST_<i> BYTES [max_length], padded with empty
   elements, and RAW_LIST_<i>_LENGTHS int64 [1]: how many elements are the row's (a missing list is
   length 0). Elements past max_length are dropped by the client, as ListCategorify drops them.
@@ -32,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,11 +46,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import FLOAT_NOT_NUMBER, INT_NOT_INTEGER, INT_OUT_OF_RANGE
+from rec_plugin.schema import (
+    CAT_BAD_LENGTH,
+    FLOAT_NOT_NUMBER,
+    INT_NOT_INTEGER,
+    INT_OUT_OF_RANGE,
+    TOKEN_ALPHABETS,
+)
 from serving.tokens import (
     TOKEN_BYTES,
+    fixed_width_refusals,
     fixed_width_strings,
     object_strings,
+    string_refusals,
     token_bytes,
     token_keys,
     xxhash64,
@@ -98,6 +108,9 @@ class RawColumn:
     # A bag of items (Mult-VAE's): its latest max_length distinct items, as spark_jobs/interactions.py
     # builds a user's bag from their clicks in time order.
     distinct: bool = False
+    # A string column's (a list's elements') token width and alphabet, as ingest holds them to.
+    token_width: int | None = None
+    alphabet: str | None = None
 
 
 class RawBatch(NamedTuple):
@@ -158,7 +171,7 @@ class RawSpec:
 
     def batch(self, rows: pd.DataFrame) -> RawBatch:
         """Raw bronze rows (a pandas frame with the raw columns by name) as a RawBatch; fixed-width
-        tokens are checked and encoded here (token_bytes refuses a longer or non-ASCII token)."""
+        tokens are checked (refuse_bad_tokens) and encoded here."""
         names = [c.name for c in self.continuous]
         for column in self.continuous:
             if column.dtype == "int64":
@@ -170,7 +183,11 @@ class RawSpec:
         dense = numbers.to_numpy(np.float64, na_value=np.nan).reshape(len(rows), -1)
         tokens = rows[[c.name for c in self.categorical]].to_numpy(object).reshape(len(rows), -1)
         if self.token_width:
-            tokens = token_bytes(tokens, self.token_width)
+            try:
+                tokens = token_bytes(tokens, self.token_width)
+            except ValueError:  # a token too long for its bytes: refused as the server refuses one too short
+                refuse_bad_tokens(replace(self, token_width=None, lists=()), tokens, ())
+                raise
         lists = []
         for column in self.lists:
             width = column.max_length
@@ -376,8 +393,8 @@ class Preprocessor:
         }
 
     def __call__(self, dense: np.ndarray, tokens: np.ndarray | None = None, lists: Sequence = ()) -> Features:
-        """A RawBatch's parts -> the model's Features, in row order; a dense value that ingest would
-        reject raises InputError (dense_counts)."""
+        """A RawBatch's parts -> the model's Features, in row order; a dense value or a token that
+        ingest would reject raises InputError (dense_counts, refuse_bad_tokens)."""
         spec = self.spec
         rows = len(dense)
         if len(spec.categorical):
@@ -390,6 +407,7 @@ class Preprocessor:
         if dense.shape[1:] != (len(spec.continuous),):
             raise ValueError(f"raw dense values must be [B, {len(spec.continuous)}], got {dense.shape}")
         columns: dict[str, pa.Array] = dense_counts(dense, spec.continuous)
+        refuse_bad_tokens(spec, tokens, lists)
         keys = token_keys(tokens) if spec.token_width and len(spec.categorical) else None
         for j, column in enumerate(spec.categorical):
             if keys is None:
@@ -471,17 +489,9 @@ class Preprocessor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """ListCategorify: each row's first max_length elements -> ids (0 = unseen or rare), as values
         and offsets."""
-        width = step["max_length"]
-        lengths = np.clip(np.asarray(lengths, np.int64).reshape(-1), 0, min(width, elements.shape[1]))
-        kept = np.arange(elements.shape[1])[None, :] < lengths[:, None]
-        flat = elements[kept]
-        if len(flat) and isinstance(flat[0], bytes):
-            strings = pa.array(flat, type=pa.binary()).cast(pa.string())
-        else:
-            strings = pa.array(flat, type=pa.string(), from_pandas=True)
+        strings, rows = kept_elements(elements, lengths, step["max_length"])
         # A null or empty element is none, as in Spark's ListCategorify (a client of its own may send one).
         present = pc.fill_null(pc.greater(pc.utf8_length(strings), 0), False).to_numpy(zero_copy_only=False)
-        rows = np.repeat(np.arange(len(lengths)), lengths)
         strings, lengths = (
             strings.filter(pa.array(present)),
             np.bincount(rows[present], minlength=len(lengths)),
@@ -495,6 +505,67 @@ class Preprocessor:
         if step.get("distinct"):
             return _distinct_per_row(ids.astype(np.int64), offsets)
         return ids.astype(np.int64), offsets
+
+
+def kept_elements(elements: np.ndarray, lengths: np.ndarray, width: int) -> tuple[pa.Array, np.ndarray]:
+    """A raw list's elements object [B, max_length] (str or bytes) and lengths [B] -> each row's first
+    `width` elements as Arrow strings, and the row of each."""
+    lengths = np.clip(np.asarray(lengths, np.int64).reshape(-1), 0, min(width, elements.shape[1]))
+    flat = elements[np.arange(elements.shape[1])[None, :] < lengths[:, None]]
+    if len(flat) and isinstance(flat[0], bytes):
+        strings = pa.array(flat, type=pa.binary()).cast(pa.string())
+    else:
+        strings = pa.array(flat, type=pa.string(), from_pandas=True)
+    return strings, np.repeat(np.arange(len(lengths)), lengths)
+
+
+def refuse_bad_tokens(spec: RawSpec, tokens: np.ndarray | None, lists: Sequence) -> None:
+    """A token or list element that ingest would reject (of another length than its column's
+    token_width, or outside its alphabet) raises InputError naming the first one's row, field, value
+    and ingest's reason code: looked up anyway, it would be scored as a value never seen."""
+    checked = [j for j, c in enumerate(spec.categorical) if c.token_width or c.alphabet]
+    if checked and tokens is not None and len(tokens):
+        columns = [spec.categorical[j] for j in checked]
+        if spec.token_width:
+            chosen = tokens if len(checked) == tokens.shape[1] else tokens[:, checked]
+            wrong_length, outside = fixed_width_refusals(chosen, [c.alphabet for c in columns])
+        else:
+            masks = [
+                string_refusals(object_strings(tokens[:, j]), c.token_width, c.alphabet)
+                for j, c in zip(checked, columns)
+            ]
+            wrong_length, outside = (np.stack(each, axis=1) for each in zip(*masks))
+        refused = wrong_length | outside
+        if refused.any():
+            row, k = np.argwhere(refused)[0]
+            token = tokens[row, checked[k]]
+            value = bytes(token).rstrip(b"\0").decode("ascii", "replace") if spec.token_width else token
+            where = f"{RAW_CATEGORICAL} row {row}"
+            _refuse_token(where, columns[k], value, bool(wrong_length[row, k]), int(refused.sum()))
+    for i, (column, (elements, lengths)) in enumerate(zip(spec.lists, lists)):
+        if not (column.token_width or column.alphabet):
+            continue
+        strings, rows = kept_elements(elements, lengths, column.max_length)
+        wrong_length, outside = string_refusals(strings, column.token_width, column.alphabet)
+        refused = wrong_length | outside
+        if refused.any():
+            first = int(np.argmax(refused))
+            where = f"{raw_list(i)} row {rows[first]}"
+            _refuse_token(
+                where, column, strings[first].as_py(), bool(wrong_length[first]), int(refused.sum())
+            )
+
+
+def _refuse_token(where: str, column: RawColumn, value: object, wrong_length: bool, refused: int) -> None:
+    if wrong_length:
+        what, reason = f"not {column.token_width} characters long", CAT_BAD_LENGTH
+    else:
+        characters, reason = TOKEN_ALPHABETS[column.alphabet]
+        what = f"outside the {column.alphabet} alphabet {characters}"
+    raise InputError(
+        f"{where}: {column.name} = {value!r} is {what} ({reason}, as ingest rejects it); "
+        f"{refused} refused value(s) in the batch"
+    )
 
 
 def _distinct_per_row(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

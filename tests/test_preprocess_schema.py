@@ -28,12 +28,13 @@ from rec_plugin.ops import (
 from rec_plugin.schema import ColumnSchema, Schema, Tags
 from rec_plugin.workflow import Workflow
 from serving.preprocess import export_preprocess
-from serving.preprocessor import Preprocessor, RawSpec, dense_counts
+from serving.preprocessor import Preprocessor, RawSpec, dense_counts, refuse_bad_tokens
 from serving.preprocessor import RawColumn as ServedColumn
-from serving.tokens import xxhash64
+from serving.tokens import token_bytes, xxhash64
 
 ROWS = 600
-SHORT = ["a", "bb", "c0ffee", "deadbeef", "7", "zz", "q1", "x9y"]
+# Tokens of the fixed width that input_schema(8) declares (ingest holds a column to its token_width).
+WIDTH_8 = ["aaaaaaaa", "bbbbbbbb", "c0ffee00", "deadbeef", "77777777", "zzzzzzzz", "q1q1q1q1", "x9yx9yx9"]
 ANY = ["a", "été", "x" * 40, "spam and eggs, a long-ish token", "日本", "b", "c d", "0" * 33, "7", "ü"]
 
 
@@ -174,7 +175,7 @@ def _frame(spark, rows: pd.DataFrame):  # noqa: ANN001, ANN202
 
 @pytest.mark.parametrize("width", [8, None], ids=["fixed-width tokens", "tokens of any length"])
 def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_path, width):
-    tokens = SHORT if width else ANY
+    tokens = WIDTH_8 if width else ANY
     fit_rows = _frame(spark, raw_rows(0, tokens))
     workflow = every_op_workflow(input_schema(width)).fit(fit_rows)
     workflow.save(str(tmp_path / "workflow"))
@@ -184,7 +185,7 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
     assert preprocess.spec.token_width == width
     assert [c.name for c in preprocess.spec.continuous] == ["f", "n", "l", "ts", "n_cat"]
     # Other rows than the fitted ones: unseen tokens, and every row encoded with all folds.
-    raw = raw_rows(1, tokens + ["unseen"])
+    raw = raw_rows(1, tokens + ["unseen00"])
     keys = ("line_number",)
     by_spark = (
         Workflow.load(str(tmp_path / "workflow"), spark)
@@ -234,7 +235,7 @@ def test_the_preprocessor_equals_sparks_transform_through_every_op(spark, tmp_pa
 def test_a_vocabulary_left_empty_by_its_threshold_serves_every_value_as_spark_does(spark, tmp_path, width):
     """Fitted on too few rows for any value to reach the threshold (the demo at 40 rows a day), a
     vocabulary is empty: every value is out of vocabulary, in serving as in Spark."""
-    tokens = SHORT if width else ANY
+    tokens = WIDTH_8 if width else ANY
     rare = ROWS + 1
     workflow = Workflow(
         [
@@ -265,7 +266,7 @@ def test_a_vocabulary_left_empty_by_its_threshold_serves_every_value_as_spark_do
 
 
 def test_serving_refuses_what_it_cannot_serve_with_parity(spark, tmp_path):
-    rows = _frame(spark, raw_rows(2, SHORT, rows=100))
+    rows = _frame(spark, raw_rows(2, WIDTH_8, rows=100))
     schema = input_schema(None)
     unservable = Workflow([["f"] >> LogOp() >> Categorify(), "label"], schema).fit(rows)
     unservable.save(str(tmp_path / "float_categories"))
@@ -329,6 +330,49 @@ def test_an_infinite_float_is_refused_as_ingest_refuses_it_and_missing_stays_nul
         dense_counts(raw, columns)
     served = dense_counts(raw[:2], columns)
     assert served["visits"].to_pylist() == [1, None] and served["price"].to_pylist() == [2.5, None]
+
+
+def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text_and_in_a_list():
+    """A token of another width or outside its alphabet (ingest's CAT_BAD_LENGTH, CAT_NOT_HEX) would be
+    looked up as a value never seen: in fixed-width bytes, as text or as a list's element it is refused
+    in one line naming the first one; missing tokens are served."""
+    hex8 = {"token_width": 8, "alphabet": "hex"}
+    strings = (ServedColumn("C1", "string", **hex8), ServedColumn("C2", "string", **hex8))
+    recent = ServedColumn("recent", "list<string>", 3, **hex8)
+    rows = pd.DataFrame(
+        {
+            "C1": ["00ff00ff", None, "00ff00ff", "00ff"],
+            "C2": ["0a0b0c0d", "0a0b0c0d", "0A0B0C0D", "0a0b0c0d"],
+            "recent": [["0a0b0c0d"], None, ["0a0b0c0d", "0a0b0c0"], []],
+        }
+    )
+    refusals = [
+        (
+            [0, 1, 2],
+            r"RAW_CATEGORICAL row 2: C2 = '0A0B0C0D' is outside the hex alphabet \[0-9a-f\] \(CAT_NOT_HEX",
+        ),
+        ([3], r"RAW_CATEGORICAL row 0: C1 = '00ff' is not 8 characters long \(CAT_BAD_LENGTH"),
+        ([0, 2], r"RAW_LIST_0 row 1: recent = '0a0b0c0' is not 8 characters long \(CAT_BAD_LENGTH"),
+        ([0, 1], None),
+    ]
+    as_text = RawSpec(categorical=strings, lists=(recent,))
+    as_bytes = RawSpec(categorical=strings, token_width=8, lists=(recent,))
+    for chosen, refused in refusals:
+        frame = rows.iloc[chosen].reset_index(drop=True)
+        if chosen == [0, 2]:  # the list alone
+            frame["C2"] = "0a0b0c0d"
+        sent = as_text.batch(frame)  # as a client of its own sends them: unchecked
+        for spec, tokens in ((as_text, sent.tokens), (as_bytes, token_bytes(sent.tokens, 8))):
+            if refused is None:
+                refuse_bad_tokens(spec, tokens, sent.lists)
+                continue
+            with pytest.raises(InputError, match=f"^{refused}, as ingest rejects it\\); 1 refused value"):
+                refuse_bad_tokens(spec, tokens, sent.lists)
+    # A token too long for the bytes is refused by the client's encoding (RawSpec.batch).
+    with pytest.raises(
+        InputError, match=r"^RAW_CATEGORICAL row 0: C2 = '0a0b0c0d0' is not 8 characters long"
+    ):
+        as_bytes.batch(pd.DataFrame({"C1": [None], "C2": ["0a0b0c0d0"], "recent": [None]}))
 
 
 def test_a_served_lists_empty_elements_are_dropped_before_its_first_max_length_as_ingest_does():

@@ -24,7 +24,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import DAY, INT_NOT_INTEGER, INT_OUT_OF_RANGE, LINE_NUMBER, SOURCE_FILE
+from rec_plugin.schema import CAT_BAD_LENGTH, DAY, INT_NOT_INTEGER, INT_OUT_OF_RANGE, LINE_NUMBER, SOURCE_FILE
 from rec_plugin.workflow import Workflow
 from serving.client import _inputs, predict, predict_raw, raw_spec
 from serving.export import export_run, onnx_program, torchscript
@@ -441,10 +441,28 @@ REFUSED = [
 ]
 
 
-def test_the_preprocessor_refuses_dense_values_that_ingest_rejects(preprocess_folder, raw_rows, schema):
+def _token_cut_short(tokens: np.ndarray) -> tuple[np.ndarray, int]:
+    """Criteo's fixed-width tokens with C4's first present one cut to 7 characters (ingest's
+    CAT_BAD_LENGTH), and its row."""
+    row = int(np.argmax(tokens[:, 3].any(axis=-1)))
+    cut = tokens.copy()
+    cut[row, 3, 7] = 0
+    return cut, row
+
+
+def test_the_preprocessor_refuses_values_and_tokens_that_ingest_rejects(preprocess_folder, raw_rows, schema):
     """In-process serving refuses them as ingest does: one line naming the row, field, value and reason."""
     raw_dense, tokens, _ = raw_rows
     preprocess = Preprocessor(preprocess_folder)
+    cut, row = _token_cut_short(tokens)
+    with pytest.raises(InputError) as refused:
+        preprocess(raw_dense, cut)
+    message = f"RAW_CATEGORICAL row {row}: C4 = {bytes(cut[row, 3, :7]).decode()!r} is not 8 characters long"
+    assert str(refused.value).startswith(f"{message} ({CAT_BAD_LENGTH}, as ingest rejects it)"), refused.value
+    upper = tokens.copy()
+    upper[row, 3] = np.frombuffer(b"ABCDEF01", np.uint8)
+    with pytest.raises(InputError, match=f"^RAW_CATEGORICAL row {row}: C4 = 'ABCDEF01' is outside the hex"):
+        preprocess(raw_dense, upper)
     for value, reason in REFUSED:
         bad = raw_dense.copy()
         bad[5, 2] = value
@@ -459,7 +477,7 @@ def test_the_preprocessor_refuses_dense_values_that_ingest_rejects(preprocess_fo
     assert np.isfinite(features.dense).all() and features.ids.shape == (len(edge), len(schema.categorical))
 
 
-def test_the_ensemble_refuses_dense_values_that_ingest_rejects_and_serves_on(ensemble, raw_rows):
+def test_the_ensemble_refuses_values_and_tokens_that_ingest_rejects_and_serves_on(ensemble, raw_rows):
     """Through Triton the refusal is that request's error, with the preprocessor's line; the server and
     the next request go on."""
     server, _ = ensemble
@@ -477,6 +495,13 @@ def test_the_ensemble_refuses_dense_values_that_ingest_rejects_and_serves_on(ens
         assert "\n" not in message, message  # the preprocessor's one line, not a Python trace
         assert client.is_server_live() and client.is_model_ready("ctr")
         np.testing.assert_array_equal(predict_raw(client, "ctr", raw_rows), served)
+    cut, row = _token_cut_short(raw_rows.tokens)
+    with pytest.raises(InferenceServerException) as refused:
+        predict_raw(client, "ctr", raw_rows._replace(tokens=cut))
+    assert refused.value.status() == "400", refused.value
+    assert f"RAW_CATEGORICAL row {row}: C4 = " in refused.value.message(), refused.value
+    assert f"({CAT_BAD_LENGTH}, as ingest rejects it)" in refused.value.message(), refused.value
+    np.testing.assert_array_equal(predict_raw(client, "ctr", raw_rows), served)
     client.close()
 
 
@@ -554,8 +579,11 @@ def test_the_ensemble_on_raw_fields_equals_the_model_after_the_spark_workflow(
     assert served.shape == (len(raw), 1) == expected.shape
     assert np.abs(served - expected).max() <= 1e-5
     np.testing.assert_array_equal(predict_raw(client, "ctr", raw, version=1), served)
-    # Tokens travel as 8 bytes each: the client helper refuses a longer one, the server a wider tensor.
-    with pytest.raises(ValueError, match="at most 8 ASCII characters; got '123456789'"):
+    # Tokens travel as 8 bytes each: the client helper refuses a longer one (with ingest's reason), the
+    # server a wider tensor.
+    with pytest.raises(
+        InputError, match=r"^RAW_CATEGORICAL row 0: C1 = '123456789' is not 8 characters long"
+    ):
         predict_raw(client, "ctr", raw.iloc[:2].assign(**{c: "123456789" for c in token_names}))
     wide = [
         triton_http.InferInput("RAW_DENSE", [2, len(dense_names)], "FP64"),
