@@ -3,9 +3,10 @@
 Reads the features table (a pinned Delta version, the latest by default) whose workflow schema tags one
 user_id and one item_id column, and writes the tables of rec_plugin/interactions.py under --out. Implicit
 feedback: a positive is a row whose label is 1, all days, deduplicated per (user, item); id 0 (rare or
-unknown) is never a user or an item. The data knows no time finer than the day, so a user's positives
-are ordered by the (day, source_file, line_number) of each pair's last click: a total order, the same on
-every run, and "the latest positive" is the last in it.
+unknown) is never a positive's user or item; at alpha 0 it is a training negative (_negative_draw).
+The data knows no time finer than the day, so a user's positives are ordered by the (day, source_file,
+line_number) of each pair's last click: a total order, the same on every run, and "the latest positive"
+is the last in it.
 
 ncf_train holds every positive but each evaluated user's latest (a user with 2+ distinct positives, whom
 the catalogue can give EVAL_NEGATIVES negatives, is evaluated), plus `negatives` items per positive
@@ -171,13 +172,14 @@ def _popularity(users: DataFrame, item: str) -> DataFrame:
 
 def _negative_draw(popularity: DataFrame, item: ColumnSchema, alpha: float) -> Callable[[Column], Column]:
     """A vectorized draw: uniform -> item id with probability ~ popularity^alpha. Alpha 0 draws every
-    id of the vocabulary alike (1 .. cardinality - 1, items no one trains on too, as He et al. 2017),
-    in SQL; otherwise by an inverse CDF over the trained items (sorted by id: the cumulative array
-    ships to the executors, 16 bytes an item)."""
+    id of the vocabulary alike (0 .. cardinality - 1, items no one trains on too, as He et al. 2017),
+    in SQL: id 0, the bucket of rare and unseen items, is a negative like any item no one clicked, so
+    NCF scores such an item low, not from an untrained row. Otherwise by an inverse CDF over the
+    trained items (sorted by id: the cumulative array ships to the executors, 16 bytes an item)."""
     if popularity.isEmpty():
         raise InputError("the features table holds no positive (label 1) with a known user and item")
     if alpha == 0:
-        return lambda uniform: (F.lit(1) + F.floor(uniform * (item.cardinality - 1))).cast("bigint")
+        return lambda uniform: F.floor(uniform * item.cardinality).cast("bigint")
     rows = popularity.orderBy(item.name).toPandas()
     ids = rows[item.name].to_numpy(dtype=np.int64)
     cdf = np.cumsum(rows[POPULARITY].to_numpy(dtype=np.float64) ** alpha)

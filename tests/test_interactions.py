@@ -83,10 +83,13 @@ def test_negatives_are_never_a_positive_of_the_user(spark, shop_features, shop_i
     rows = built.rows
     assert rows["ncf_train_negatives"] + built.negatives_dropped == 4 * rows["ncf_train_positives"]
     assert built.negatives_dropped < 0.01 * rows["ncf_train_negatives"]
-    # Drawn over the whole item vocabulary (alpha 0: uniform), items no one trains on among them.
+    # Drawn over the whole item vocabulary (alpha 0: uniform), items no one trains on among them, and
+    # the bucket of rare and unseen items (id 0), so that NCF learns to score those low.
     cardinality = Workflow.load_schema(shop_features.workflow, spark)[ITEM].cardinality
     trained = train.where(f"{LABEL} = 1").select(ITEM).distinct()
-    untrained = spark.range(1, cardinality).withColumnRenamed("id", ITEM).join(trained, ITEM, "left_anti")
+    untrained = spark.range(0, cardinality).withColumnRenamed("id", ITEM).join(trained, ITEM, "left_anti")
+    unknown = train.where(f"{ITEM} = 0")
+    assert unknown.count() > 0 and unknown.where(f"{LABEL} = 1").count() == 0  # a negative, never a positive
     drawn = train.where(f"{LABEL} = 0").select(ITEM).distinct()
     assert untrained.count() > 0
     assert drawn.join(untrained, ITEM, "left_semi").count() == untrained.count()
