@@ -41,7 +41,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rec_plugin.errors import InputError
-from rec_plugin.schema import DAY, LINE_NUMBER, ROW_KEYS, SOURCE_FILE, ColumnSchema, Schema, Tags
+from rec_plugin.schema import (
+    DAY,
+    LINE_NUMBER,
+    ROW_KEYS,
+    SOURCE_FILE,
+    TOKEN_ALPHABETS,
+    ColumnSchema,
+    Schema,
+    Tags,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql.types import StructType
@@ -94,6 +103,9 @@ class RawColumn:
     def __post_init__(self) -> None:
         if self.rule is not None and self.rule not in RULES:
             raise InputError(f"column {self.name}: unknown rule {self.rule!r} (known: {list(RULES)})")
+        if self.alphabet is not None and self.alphabet not in TOKEN_ALPHABETS:
+            known = sorted(TOKEN_ALPHABETS)
+            raise InputError(f"column {self.name}: unknown alphabet {self.alphabet!r} (known: {known})")
 
     @property
     def dtype(self) -> str:

@@ -193,8 +193,13 @@ def export_preprocess(
                             op, f"serving takes one ListCategorify of a raw list<string> column, not of {c!r}"
                         )
                     lists_read[c] = len(list_spec)
-                    width, raw = int(op.params["max_length"]), raw_columns[c]
-                    list_spec.append(RawColumn(c, raw.dtype, width, False, raw.token_width, raw.alphabet))
+                    raw = raw_columns[c]
+                    list_spec.append(
+                        RawColumn(
+                            c, raw.dtype, int(op.params["max_length"]),
+                            token_width=raw.token_width, alphabet=raw.alphabet,
+                        )
+                    )  # fmt: skip
                     vocabulary = vocabulary_file(op, c, state)
                     output = step_output()
                     steps.append(
@@ -295,27 +300,34 @@ def export_preprocess(
                     "serving cannot give it to the model"
                 )
             outputs[group].append([column.name, expressions[column.name]])
-    # A list of the tables' owners' vocabulary pins: an input made outside the workflow (Mult-VAE's bag
-    # of item ids) is served from raw tokens looked up in the vocabulary its ids come from.
+    # The column that owns each vocabulary pin: an input made outside the workflow (Mult-VAE's bag of
+    # item ids) is served from that column's raw tokens, looked up in its vocabulary.
     owners = {
-        c.vocabulary: vocabulary_files[c.name]
+        c.vocabulary: c.name
         for c in workflow.schema or ()
         if c.vocabulary is not None and c.name in vocabulary_files
     }
     for column in schema.lists:
         if column.name not in lists_read:
-            table = owners.get(column.vocabulary) if column.vocabulary is not None else None
-            if table is None or not column.max_length:
+            owner = owners.get(column.vocabulary) if column.vocabulary is not None else None
+            if owner is None or not column.max_length:
                 raise InputError(
                     f"list model input {column.name!r} has no ListCategorify to serve it by, nor a "
                     "max_length and the vocabulary of a Categorify of the workflow"
                 )
             index, width = len(list_spec), int(column.max_length)
             lists_read[column.name] = index
-            list_spec.append(RawColumn(column.name, "list<string>", width, distinct=True))
+            items = raw_columns.get(owner)  # its elements are the owner's raw tokens, when it is raw
+            list_spec.append(
+                RawColumn(
+                    column.name, "list<string>", width, distinct=True,
+                    token_width=items and items.token_width, alphabet=items and items.alphabet,
+                )
+            )  # fmt: skip
             steps.append(
                 {"kind": "list", "op": "ListCategorify", "column": column.name, "list": index,
-                 "table": table, "max_length": width, "output": step_output(), "distinct": True}
+                 "table": vocabulary_files[owner], "max_length": width, "output": step_output(),
+                 "distinct": True}
             )  # fmt: skip
             expressions[column.name] = steps[-1]["output"]
         outputs["lists"].append([column.name, expressions[column.name]])

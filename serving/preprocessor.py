@@ -147,10 +147,13 @@ class RawSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> RawSpec:
+        """An exported spec; one exported before columns carried their token width takes the fixed
+        width (which every string column declared) as each column's, so its tokens are checked too."""
+        width = data.get("token_width")
         return cls(
             tuple(RawColumn(**c) for c in data["continuous"]),
-            tuple(RawColumn(**c) for c in data["categorical"]),
-            data.get("token_width"),
+            tuple(RawColumn(**{"token_width": width, **c}) for c in data["categorical"]),
+            width,
             tuple(RawColumn(**c) for c in data["lists"]),
         )
 
@@ -171,7 +174,8 @@ class RawSpec:
 
     def batch(self, rows: pd.DataFrame) -> RawBatch:
         """Raw bronze rows (a pandas frame with the raw columns by name) as a RawBatch; fixed-width
-        tokens are checked (refuse_bad_tokens) and encoded here."""
+        tokens are encoded here, a token too long for them refused as the server refuses the others
+        that ingest would reject (refuse_bad_tokens)."""
         names = [c.name for c in self.continuous]
         for column in self.continuous:
             if column.dtype == "int64":
@@ -539,7 +543,8 @@ def refuse_bad_tokens(spec: RawSpec, tokens: np.ndarray | None, lists: Sequence)
         if refused.any():
             row, k = np.argwhere(refused)[0]
             token = tokens[row, checked[k]]
-            value = bytes(token).rstrip(b"\0").decode("ascii", "replace") if spec.token_width else token
+            value = bytes(token).rstrip(b"\0") if spec.token_width else token
+            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
             where = f"{RAW_CATEGORICAL} row {row}"
             _refuse_token(where, columns[k], value, bool(wrong_length[row, k]), int(refused.sum()))
     for i, (column, (elements, lengths)) in enumerate(zip(spec.lists, lists)):
@@ -548,8 +553,9 @@ def refuse_bad_tokens(spec: RawSpec, tokens: np.ndarray | None, lists: Sequence)
         strings, rows = kept_elements(elements, lengths, column.max_length)
         wrong_length, outside = string_refusals(strings, column.token_width, column.alphabet)
         refused = wrong_length | outside
-        if refused.any():
-            first = int(np.argmax(refused))
+        if refused.any():  # the first refused row's, its length first as ingest reports a list's
+            in_row = np.flatnonzero(refused & (rows == rows[np.argmax(refused)]))
+            first = int(next((e for e in in_row if wrong_length[e]), in_row[0]))
             where = f"{raw_list(i)} row {rows[first]}"
             _refuse_token(
                 where, column, strings[first].as_py(), bool(wrong_length[first]), int(refused.sum())

@@ -36,35 +36,40 @@ from rec_plugin.schema import TOKEN_ALPHABETS
 TOKEN_BYTES = 8
 
 
-# A uint64 of eight bytes that are each 1: eight lookups in a byte table that all said yes.
+# A uint64 of eight bytes that are each 1: eight lookups in a byte table that all said yes; and the
+# high bit of each of eight bytes (a byte of a multi-byte UTF-8 character).
 _EVERY_BYTE = np.uint64(0x0101010101010101)
+_HIGH_BITS = np.uint64(0x8080808080808080)
 
 
 @functools.cache
 def _alphabet_bytes(alphabet: str) -> np.ndarray:
-    """uint8 [256]: 1 for a byte value that is a character of `alphabet` (TOKEN_ALPHABETS) and for
-    the zero bytes that pad a token to eight."""
+    """uint8 [256]: 1 for an ASCII byte that is a character of `alphabet` (TOKEN_ALPHABETS)."""
     characters = TOKEN_ALPHABETS[alphabet][0]
-    return np.array([b == 0 or re.fullmatch(characters, chr(b)) is not None for b in range(256)], np.uint8)
+    return np.array([b < 128 and re.fullmatch(characters, chr(b)) is not None for b in range(256)], np.uint8)
 
 
 def fixed_width_refusals(
     encoded: np.ndarray, alphabets: Sequence[str | None]
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [B, n, width] zero-padded tokens of n columns whose token_width is `width`, with their
-    alphabets (None: any) -> bool [B, n] masks of the tokens ingest rejects: shorter than the width
-    (CAT_BAD_LENGTH), and with a byte outside their alphabet. Missing (all-zero) tokens are neither.
-    Each token is checked as its uint64 key: 2048 x 26 Criteo tokens in about 1 ms."""
+    alphabets (None: any) -> bool [B, n] masks of the tokens ingest rejects: of another length in
+    characters (CAT_BAD_LENGTH: shorter, ending in padding, or holding a multi-byte character), and
+    with a byte outside their alphabet (a zero inside the width too). Missing (all-zero) tokens are
+    neither. Each token is checked as its uint64 key (bench/token_check.py)."""
+    width = encoded.shape[-1]
     keys = token_keys(encoded)
     present = keys != 0
-    short = present & ((keys >> np.uint64(8 * (encoded.shape[-1] - 1))) & np.uint64(0xFF) == 0)
-    outside = np.zeros_like(short)
+    last = (keys >> np.uint64(8 * (width - 1))) & np.uint64(0xFF)
+    wrong_length = present & ((last == 0) | (keys & _HIGH_BITS != 0))
+    padding = np.uint64(sum(1 << (8 * i) for i in range(width, TOKEN_BYTES)))  # each byte past the width
+    outside = np.zeros_like(wrong_length)
     for name in set(alphabets) - {None}:
         chosen = [j for j, a in enumerate(alphabets) if a == name]
         tokens = keys if len(chosen) == len(alphabets) else np.ascontiguousarray(keys[:, chosen])
         looked_up = np.take(_alphabet_bytes(name), tokens.view(np.uint8)).view(np.uint64)
-        outside[:, chosen] = looked_up != _EVERY_BYTE
-    return short, outside & present & ~short
+        outside[:, chosen] = (looked_up | padding) != _EVERY_BYTE
+    return wrong_length, outside & present & ~wrong_length
 
 
 def string_refusals(

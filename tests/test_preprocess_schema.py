@@ -343,21 +343,24 @@ def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text
         {
             "C1": ["00ff00ff", None, "00ff00ff", "00ff"],
             "C2": ["0a0b0c0d", "0a0b0c0d", "0A0B0C0D", "0a0b0c0d"],
-            "recent": [["0a0b0c0d"], None, ["0a0b0c0d", "0a0b0c0"], []],
+            "recent": [["0a0b0c0d"], None, ["0A0B0C0D", "0a0b0c0"], []],
         }
     )
+    # (rows, the refusal, how many values it counts)
     refusals = [
         (
             [0, 1, 2],
             r"RAW_CATEGORICAL row 2: C2 = '0A0B0C0D' is outside the hex alphabet \[0-9a-f\] \(CAT_NOT_HEX",
+            1,
         ),
-        ([3], r"RAW_CATEGORICAL row 0: C1 = '00ff' is not 8 characters long \(CAT_BAD_LENGTH"),
-        ([0, 2], r"RAW_LIST_0 row 1: recent = '0a0b0c0' is not 8 characters long \(CAT_BAD_LENGTH"),
-        ([0, 1], None),
+        ([3], r"RAW_CATEGORICAL row 0: C1 = '00ff' is not 8 characters long \(CAT_BAD_LENGTH", 1),
+        # A list with both: its length code first, as ingest gives it.
+        ([0, 2], r"RAW_LIST_0 row 1: recent = '0a0b0c0' is not 8 characters long \(CAT_BAD_LENGTH", 2),
+        ([0, 1], None, 0),
     ]
     as_text = RawSpec(categorical=strings, lists=(recent,))
     as_bytes = RawSpec(categorical=strings, token_width=8, lists=(recent,))
-    for chosen, refused in refusals:
+    for chosen, refused, count in refusals:
         frame = rows.iloc[chosen].reset_index(drop=True)
         if chosen == [0, 2]:  # the list alone
             frame["C2"] = "0a0b0c0d"
@@ -366,7 +369,9 @@ def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text
             if refused is None:
                 refuse_bad_tokens(spec, tokens, sent.lists)
                 continue
-            with pytest.raises(InputError, match=f"^{refused}, as ingest rejects it\\); 1 refused value"):
+            with pytest.raises(
+                InputError, match=f"^{refused}, as ingest rejects it\\); {count} refused value"
+            ):
                 refuse_bad_tokens(spec, tokens, sent.lists)
     # A token too long for the bytes is refused by the client's encoding (RawSpec.batch).
     with pytest.raises(

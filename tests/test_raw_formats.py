@@ -97,6 +97,7 @@ JSON_CASES = [
     (json.dumps({**GOOD, "date": 1, "click": None}), ing.BAD_LABEL, "click"),
     (json.dumps({**GOOD, "date": 1, "user_id": 4.2}), ing.WRONG_TYPE, "user_id"),
     (json.dumps({**GOOD, "date": 1, "item": "ABCD"}), ing.CAT_NOT_HEX, "item"),
+    (json.dumps({**GOOD, "date": 1, "item": "abc\n"}), ing.CAT_NOT_HEX, "item"),  # 4 characters, one no digit
     (json.dumps({**GOOD, "date": 1, "recent": [1, 2]}), ing.WRONG_TYPE, "recent"),
     (json.dumps({**GOOD, "date": "2023-12-31"}), ing.BAD_DAY, "date"),
     (json.dumps(GOOD), ing.BAD_DAY, "date"),
@@ -808,12 +809,18 @@ def test_a_text_column_tagged_continuous_is_refused_at_load(tmp_path):
         load_dataset(str(path))
 
 
-def test_an_unknown_rule_and_a_text_label_are_refused_at_load(tmp_path):
+def test_an_unknown_rule_or_alphabet_and_a_text_label_are_refused_at_load(tmp_path):
     columns = [{**COLUMNS[0], "rule": "bool"}, *COLUMNS[1:]]
     path = tmp_path / "dataset.json"
     path.write_text(json.dumps({"name": "shop", "columns": columns, "format": "tsv", "file_patterns": ["*"]}))
     with pytest.raises(
         InputError, match=r"^dataset shop: column click: unknown rule 'bool' \(known: \['binary'\]\)$"
+    ):
+        load_dataset(str(path))
+    base32 = [*COLUMNS, {"name": "code", "type": "string", "alphabet": "base32", "tags": ["categorical"]}]
+    path.write_text(json.dumps({"name": "shop", "columns": base32, "format": "tsv", "file_patterns": ["*"]}))
+    with pytest.raises(
+        InputError, match=r"^dataset shop: column code: unknown alphabet 'base32' \(known: \['hex'\]\)$"
     ):
         load_dataset(str(path))
     text_label = [{"name": "click", "type": "string", "tags": ["label"]}, *COLUMNS[1:]]
