@@ -373,6 +373,16 @@ def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text
                 InputError, match=f"^{refused}, as ingest rejects it\\); {count} refused value"
             ):
                 refuse_bad_tokens(spec, tokens, sent.lists)
+    # An export from before columns carried their width: each takes the fixed width, so is checked.
+    exported = as_bytes.to_dict()
+    for column in exported["categorical"]:
+        del column["token_width"], column["alphabet"]
+    old = RawSpec.from_dict(exported)
+    assert [c.token_width for c in old.categorical] == [8, 8] and old.lists == as_bytes.lists
+    with pytest.raises(InputError, match=r"^RAW_CATEGORICAL row 0: C1 = '00ff' is not 8 characters long"):
+        refuse_bad_tokens(
+            old, token_bytes(as_text.batch(rows.iloc[[3]].reset_index(drop=True)).tokens, 8), ()
+        )
     # A token too long for the bytes is refused by the client's encoding (RawSpec.batch).
     with pytest.raises(
         InputError, match=r"^RAW_CATEGORICAL row 0: C2 = '0a0b0c0d0' is not 8 characters long"
