@@ -190,7 +190,8 @@ class RawSpec:
             try:
                 tokens = token_bytes(tokens, self.token_width)
             except ValueError:  # a token too long for its bytes: refused as the server refuses one too short
-                refuse_bad_tokens(replace(self, token_width=None, lists=()), tokens, ())
+                as_text = replace(self, token_width=None, lists=())
+                refuse_bad_tokens(as_text, RawTokens.of(as_text, tokens, ()))
                 raise
         lists = []
         for column in self.lists:
@@ -411,11 +412,12 @@ class Preprocessor:
         if dense.shape[1:] != (len(spec.continuous),):
             raise ValueError(f"raw dense values must be [B, {len(spec.continuous)}], got {dense.shape}")
         columns: dict[str, pa.Array] = dense_counts(dense, spec.continuous)
-        refuse_bad_tokens(spec, tokens, lists)
-        keys = token_keys(tokens) if spec.token_width and len(spec.categorical) else None
+        raw = RawTokens.of(spec, tokens, lists)
+        refuse_bad_tokens(spec, raw)
+        keys = token_keys(tokens) if raw.fixed is not None else None
         for j, column in enumerate(spec.categorical):
             if keys is None:
-                columns[column.name] = object_strings(tokens[:, j])
+                columns[column.name] = raw.strings[j]
             elif column.name in self.materialized:
                 columns[column.name] = fixed_width_strings(tokens[:, j, :])
         frame = pl.from_arrow(pa.table(columns)) if columns else pl.DataFrame({"__rows": np.zeros(rows)})
@@ -432,8 +434,7 @@ class Preprocessor:
                 if step.get("raw") is None:
                     inputs.append(frame.select(expression.cast(POLARS_TYPES[dtype])).to_series().to_arrow())
             if step["kind"] == "list":
-                elements, lengths = lists[step["list"]]
-                list_results[step["output"]] = self._list_ids(step, elements, lengths)
+                list_results[step["output"]] = self._list_ids(step, *raw.elements[step["list"]], rows)
                 continue
             if step["kind"] == "hash":
                 result = self._hashed(step, inputs)
@@ -489,16 +490,15 @@ class Preprocessor:
         return pl.Series(pa.array(ids.astype(np.int32), mask=~hit))
 
     def _list_ids(
-        self, step: dict, elements: np.ndarray, lengths: np.ndarray
+        self, step: dict, strings: pa.Array, rows: np.ndarray, batch_rows: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """ListCategorify: each row's first max_length elements -> ids (0 = unseen or rare), as values
-        and offsets."""
-        strings, rows = kept_elements(elements, lengths, step["max_length"])
+        """ListCategorify: each row's first max_length elements (RawTokens.elements: the strings and the
+        row of each) -> ids (0 = unseen or rare), as values and offsets."""
         # A null or empty element is none, as in Spark's ListCategorify (a client of its own may send one).
         present = pc.fill_null(pc.greater(pc.utf8_length(strings), 0), False).to_numpy(zero_copy_only=False)
         strings, lengths = (
             strings.filter(pa.array(present)),
-            np.bincount(rows[present], minlength=len(lengths)),
+            np.bincount(rows[present], minlength=batch_rows),
         )
         table = self.tables[step["table"]]
         found = table.by_strings(strings) if len(strings) else np.zeros(0, np.int64)
@@ -523,40 +523,58 @@ def kept_elements(elements: np.ndarray, lengths: np.ndarray, width: int) -> tupl
     return strings, np.repeat(np.arange(len(lengths)), lengths)
 
 
-def refuse_bad_tokens(spec: RawSpec, tokens: np.ndarray | None, lists: Sequence) -> None:
+class RawTokens(NamedTuple):
+    """A batch's tokens in the forms that both the check (refuse_bad_tokens) and the lookups read, each
+    made once: the fixed-width tokens uint8 [B, n, width] (None when they travel as BYTES), else each
+    column's Arrow strings; per list, its kept elements (kept_elements)."""
+
+    fixed: np.ndarray | None
+    strings: list[pa.Array]
+    elements: list[tuple[pa.Array, np.ndarray]]
+
+    @classmethod
+    def of(cls, spec: RawSpec, tokens: np.ndarray | None, lists: Sequence) -> RawTokens:
+        """A RawBatch's tokens and lists, as `spec` takes them."""
+        fixed = tokens if spec.token_width and len(spec.categorical) else None
+        strings = [] if fixed is not None or tokens is None else [object_strings(t) for t in tokens.T]
+        kept = [kept_elements(e, n, c.max_length) for c, (e, n) in zip(spec.lists, lists)]
+        return cls(fixed, strings, kept)
+
+
+def refuse_bad_tokens(spec: RawSpec, raw: RawTokens) -> None:
     """A token or list element that ingest would reject (of another length than its column's
     token_width, or outside its alphabet) raises InputError naming the first one's row, field, value
     and ingest's reason code: looked up anyway, it would be scored as a value never seen."""
     checked = [j for j, c in enumerate(spec.categorical) if c.token_width or c.alphabet]
-    if checked and tokens is not None and len(tokens):
+    rows = len(raw.fixed) if raw.fixed is not None else len(raw.strings[0]) if raw.strings else 0
+    if checked and rows:
         columns = [spec.categorical[j] for j in checked]
-        if spec.token_width:
-            chosen = tokens if len(checked) == tokens.shape[1] else tokens[:, checked]
+        if raw.fixed is not None:
+            chosen = raw.fixed if len(checked) == raw.fixed.shape[1] else raw.fixed[:, checked]
             wrong_length, outside = fixed_width_refusals(chosen, [c.alphabet for c in columns])
         else:
             masks = [
-                string_refusals(object_strings(tokens[:, j]), c.token_width, c.alphabet)
-                for j, c in zip(checked, columns)
+                string_refusals(raw.strings[j], c.token_width, c.alphabet) for j, c in zip(checked, columns)
             ]
             wrong_length, outside = (np.stack(each, axis=1) for each in zip(*masks))
         refused = wrong_length | outside
         if refused.any():
             row, k = np.argwhere(refused)[0]
-            token = tokens[row, checked[k]]
-            value = bytes(token).rstrip(b"\0") if spec.token_width else token
-            value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            if raw.fixed is not None:
+                value = bytes(raw.fixed[row, checked[k]]).rstrip(b"\0").decode("utf-8", "replace")
+            else:
+                value = raw.strings[checked[k]][row].as_py()
             where = f"{RAW_CATEGORICAL} row {row}"
             _refuse_token(where, columns[k], value, bool(wrong_length[row, k]), int(refused.sum()))
-    for i, (column, (elements, lengths)) in enumerate(zip(spec.lists, lists)):
+    for i, (column, (strings, element_rows)) in enumerate(zip(spec.lists, raw.elements)):
         if not (column.token_width or column.alphabet):
             continue
-        strings, rows = kept_elements(elements, lengths, column.max_length)
         wrong_length, outside = string_refusals(strings, column.token_width, column.alphabet)
         refused = wrong_length | outside
         if refused.any():  # the first refused row's, its length first as ingest reports a list's
-            in_row = np.flatnonzero(refused & (rows == rows[np.argmax(refused)]))
+            in_row = np.flatnonzero(refused & (element_rows == element_rows[np.argmax(refused)]))
             first = int(next((e for e in in_row if wrong_length[e]), in_row[0]))
-            where = f"{raw_list(i)} row {rows[first]}"
+            where = f"{raw_list(i)} row {element_rows[first]}"
             _refuse_token(
                 where, column, strings[first].as_py(), bool(wrong_length[first]), int(refused.sum())
             )

@@ -4,6 +4,7 @@ raw rows of a small click log with string, float, int, long and array<string> co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -28,7 +29,7 @@ from rec_plugin.ops import (
 from rec_plugin.schema import ColumnSchema, Schema, Tags
 from rec_plugin.workflow import Workflow
 from serving.preprocess import export_preprocess
-from serving.preprocessor import Preprocessor, RawSpec, dense_counts, refuse_bad_tokens
+from serving.preprocessor import Preprocessor, RawSpec, RawTokens, dense_counts, refuse_bad_tokens
 from serving.preprocessor import RawColumn as ServedColumn
 from serving.tokens import token_bytes, xxhash64
 
@@ -367,12 +368,12 @@ def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text
         sent = as_text.batch(frame)  # as a client of its own sends them: unchecked
         for spec, tokens in ((as_text, sent.tokens), (as_bytes, token_bytes(sent.tokens, 8))):
             if refused is None:
-                refuse_bad_tokens(spec, tokens, sent.lists)
+                refuse_bad_tokens(spec, RawTokens.of(spec, tokens, sent.lists))
                 continue
             with pytest.raises(
                 InputError, match=f"^{refused}, as ingest rejects it\\); {count} refused value"
             ):
-                refuse_bad_tokens(spec, tokens, sent.lists)
+                refuse_bad_tokens(spec, RawTokens.of(spec, tokens, sent.lists))
     # An export from before columns carried their width: each takes the fixed width, so is checked.
     exported = as_bytes.to_dict()
     for column in exported["categorical"]:
@@ -380,14 +381,47 @@ def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text
     old = RawSpec.from_dict(exported)
     assert [c.token_width for c in old.categorical] == [8, 8] and old.lists == as_bytes.lists
     with pytest.raises(InputError, match=r"^RAW_CATEGORICAL row 0: C1 = '00ff' is not 8 characters long"):
-        refuse_bad_tokens(
-            old, token_bytes(as_text.batch(rows.iloc[[3]].reset_index(drop=True)).tokens, 8), ()
-        )
+        cut_short = token_bytes(as_text.batch(rows.iloc[[3]].reset_index(drop=True)).tokens, 8)
+        refuse_bad_tokens(old, RawTokens.of(old, cut_short, ()))
     # A token too long for the bytes is refused by the client's encoding (RawSpec.batch).
     with pytest.raises(
         InputError, match=r"^RAW_CATEGORICAL row 0: C2 = '0a0b0c0d0' is not 8 characters long"
     ):
         as_bytes.batch(pd.DataFrame({"C1": [None], "C2": ["0a0b0c0d0"], "recent": [None]}))
+
+
+def test_a_bag_of_items_is_held_to_its_item_columns_width_and_alphabet(spark, tmp_path):
+    """Mult-VAE's bag is made outside the workflow from the item column's tokens (interactions.py):
+    served, its items are refused where the item column's own tokens would be, and known ones found."""
+    items = ["00ff00ff", "0a0b0c0d", "deadbeef", "c0ffee00"]
+    schema = Schema(tuple(replace(c, alphabet="hex") if c.name == "s" else c for c in input_schema(8)))
+    path = str(tmp_path / "workflow")
+    workflow = Workflow([["s"] >> Categorify(freq_threshold=1), "label"], schema).fit(
+        _frame(spark, raw_rows(0, items))
+    )
+    workflow.save(path)
+    workflow.release()
+    fitted = Workflow.load_schema(path, spark)
+    item = fitted["s"]
+    bag = ColumnSchema(
+        "bag", "list<int64>", (Tags.CATEGORICAL, Tags.LIST), cardinality=item.cardinality, max_length=3,
+        vocabulary=item.vocabulary, embedding_table=item.embedding_table_name,
+    )  # fmt: skip
+    preprocess = Preprocessor(
+        export_preprocess(spark, path, tmp_path / "out", Schema((bag, fitted.label))).parent
+    )
+    (served_bag,) = preprocess.spec.lists
+    assert (served_bag.token_width, served_bag.alphabet, served_bag.distinct) == (8, "hex", True)
+    known = preprocess(*preprocess.spec.batch(pd.DataFrame({"bag": [items[:2], ["0a0b0c0e"]]})))
+    (values,), (offsets,) = known.list_values, known.list_offsets
+    assert (values[:2] > 0).all() and values[2] == 0 and offsets.tolist() == [0, 2, 3]
+    for sent, refused in (
+        ("DEADBEEF", r"'DEADBEEF' is outside the hex alphabet \[0-9a-f\] \(CAT_NOT_HEX"),
+        ("deadbee", r"'deadbee' is not 8 characters long \(CAT_BAD_LENGTH"),
+    ):
+        batch = preprocess.spec.batch(pd.DataFrame({"bag": [items[:1], [items[1], sent]]}))
+        with pytest.raises(InputError, match=f"^RAW_LIST_0 row 1: bag = {refused}, as ingest rejects it"):
+            preprocess(*batch)
 
 
 def test_a_served_lists_empty_elements_are_dropped_before_its_first_max_length_as_ingest_does():
