@@ -411,6 +411,8 @@ class Preprocessor:
                 raise ValueError(f"raw tokens must be [B, {', '.join(map(str, expected))}], got {shape}")
         if dense.shape[1:] != (len(spec.continuous),):
             raise ValueError(f"raw dense values must be [B, {len(spec.continuous)}], got {dense.shape}")
+        if len(lists) != len(spec.lists) or any(len(lengths) != rows for _, lengths in lists):
+            raise ValueError(f"raw lists must be {len(spec.lists)} of B = {rows} rows each")
         columns: dict[str, pa.Array] = dense_counts(dense, spec.continuous)
         raw = RawTokens.of(spec, tokens, lists)
         refuse_bad_tokens(spec, raw)
@@ -490,7 +492,7 @@ class Preprocessor:
         return pl.Series(pa.array(ids.astype(np.int32), mask=~hit))
 
     def _list_ids(
-        self, step: dict, strings: pa.Array, rows: np.ndarray, batch_rows: int
+        self, step: dict, strings: pa.Array, element_rows: np.ndarray, batch_rows: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """ListCategorify: each row's first max_length elements (RawTokens.elements: the strings and the
         row of each) -> ids (0 = unseen or rare), as values and offsets."""
@@ -498,7 +500,7 @@ class Preprocessor:
         present = pc.fill_null(pc.greater(pc.utf8_length(strings), 0), False).to_numpy(zero_copy_only=False)
         strings, lengths = (
             strings.filter(pa.array(present)),
-            np.bincount(rows[present], minlength=batch_rows),
+            np.bincount(element_rows[present], minlength=batch_rows),
         )
         table = self.tables[step["table"]]
         found = table.by_strings(strings) if len(strings) else np.zeros(0, np.int64)
@@ -525,8 +527,9 @@ def kept_elements(elements: np.ndarray, lengths: np.ndarray, width: int) -> tupl
 
 class RawTokens(NamedTuple):
     """A batch's tokens in the forms that both the check (refuse_bad_tokens) and the lookups read, each
-    made once: the fixed-width tokens uint8 [B, n, width] (None when they travel as BYTES), else each
-    column's Arrow strings; per list, its kept elements (kept_elements)."""
+    made once: the fixed-width tokens uint8 [B, n, width] (None when they travel as BYTES or there are
+    no string columns), else each string column's Arrow strings (none without tokens); per list, its
+    kept elements and the row of each (kept_elements)."""
 
     fixed: np.ndarray | None
     strings: list[pa.Array]
@@ -536,7 +539,9 @@ class RawTokens(NamedTuple):
     def of(cls, spec: RawSpec, tokens: np.ndarray | None, lists: Sequence) -> RawTokens:
         """A RawBatch's tokens and lists, as `spec` takes them."""
         fixed = tokens if spec.token_width and len(spec.categorical) else None
-        strings = [] if fixed is not None or tokens is None else [object_strings(t) for t in tokens.T]
+        strings = []
+        if fixed is None and tokens is not None:
+            strings = [object_strings(tokens[:, j]) for j in range(len(spec.categorical))]
         kept = [kept_elements(e, n, c.max_length) for c, (e, n) in zip(spec.lists, lists)]
         return cls(fixed, strings, kept)
 

@@ -125,6 +125,11 @@ def test_multvae_outputs_logits_and_kl_and_scripts():
     config = vae_config()
     assert config.list_features == (ITEMS,) and config.vae_dropout == 0.5
     assert (config.beta_cap, config.anneal_steps) == (1.0, None)  # annealed over the run (training/loop.py)
+    # A cap above the 1 that beta reaches over the run would change nothing: refused, as a negative one.
+    for cap in (2.0, -0.1):
+        with pytest.raises(SchemaError, match=f"^beta_cap {cap} is never the KL weight"):
+            vae_config(beta_cap=cap)
+    assert vae_config(beta_cap=2.0, anneal_steps=100).beta_cap == 2.0
     torch.manual_seed(0)
     model = build_model(config)
     inputs = vae_inputs([[1, 5, 7], [], [119], [3, 4]])

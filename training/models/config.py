@@ -92,6 +92,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.ncf_mode not in NCF_MODES:
             raise SchemaError(f"ncf_mode {self.ncf_mode!r} is not one of {NCF_MODES}")
+        if self.beta_cap < 0 or (self.anneal_steps is None and self.beta_cap > 1):
+            raise SchemaError(
+                f"beta_cap {self.beta_cap} is never the KL weight: it rises from 0 to 1 over the run, or "
+                "by 1 / anneal_steps a step when anneal_steps is given, up to a cap of 0 or more"
+            )
         table_of = {}
         for table in self.tables:
             for feature in table.features:
