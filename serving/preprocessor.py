@@ -551,8 +551,7 @@ def refuse_bad_tokens(spec: RawSpec, raw: RawTokens) -> None:
     token_width, or outside its alphabet) raises InputError naming the first one's row, field, value
     and ingest's reason code: looked up anyway, it would be scored as a value never seen."""
     checked = [j for j, c in enumerate(spec.categorical) if c.token_width or c.alphabet]
-    rows = len(raw.fixed) if raw.fixed is not None else len(raw.strings[0]) if raw.strings else 0
-    if checked and rows:
+    if checked and (raw.fixed is not None or raw.strings):
         columns = [spec.categorical[j] for j in checked]
         if raw.fixed is not None:
             chosen = raw.fixed if len(checked) == raw.fixed.shape[1] else raw.fixed[:, checked]

@@ -380,8 +380,8 @@ def test_a_token_that_ingest_rejects_is_refused_with_its_reason_as_bytes_as_text
         del column["token_width"], column["alphabet"]
     old = RawSpec.from_dict(exported)
     assert [c.token_width for c in old.categorical] == [8, 8] and old.lists == as_bytes.lists
+    cut_short = token_bytes(as_text.batch(rows.iloc[[3]].reset_index(drop=True)).tokens, 8)
     with pytest.raises(InputError, match=r"^RAW_CATEGORICAL row 0: C1 = '00ff' is not 8 characters long"):
-        cut_short = token_bytes(as_text.batch(rows.iloc[[3]].reset_index(drop=True)).tokens, 8)
         refuse_bad_tokens(old, RawTokens.of(old, cut_short, ()))
     # A token too long for the bytes is refused by the client's encoding (RawSpec.batch).
     with pytest.raises(

@@ -94,8 +94,9 @@ class ModelConfig:
             raise SchemaError(f"ncf_mode {self.ncf_mode!r} is not one of {NCF_MODES}")
         if self.beta_cap < 0 or (self.anneal_steps is None and self.beta_cap > 1):
             raise SchemaError(
-                f"beta_cap {self.beta_cap} is never the KL weight: it rises from 0 to 1 over the run, or "
-                "by 1 / anneal_steps a step when anneal_steps is given, up to a cap of 0 or more"
+                f"beta_cap {self.beta_cap} is never the KL weight: beta rises from 0 to 1 over the run (by "
+                "1 / anneal_steps a step when anneal_steps is given) and the cap only lowers it; give a cap "
+                "of 0 to 1, or one above 1 with anneal_steps"
             )
         table_of = {}
         for table in self.tables:
