@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from rec_plugin.errors import InputError
 from rec_plugin.schema import (
+    COLUMN_NAME_RULE,
     DAY,
     LINE_NUMBER,
     ROW_KEYS,
@@ -50,6 +51,7 @@ from rec_plugin.schema import (
     ColumnSchema,
     Schema,
     Tags,
+    unusable_column_names,
 )
 
 if TYPE_CHECKING:
@@ -290,6 +292,9 @@ class DatasetDefinition:
         # learn a click's probability, and a null label has no row in bronze.
         columns = tuple(replace(c, rule=BINARY) if Tags.LABEL in c.tags else c for c in columns)
         names = [c.name for c in columns]
+        unusable = unusable_column_names(names)
+        if unusable:
+            raise InputError(f"dataset {data['name']}: columns {unusable} need names of {COLUMN_NAME_RULE}")
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
             raise InputError(f"dataset {data['name']}: columns {doubled} are named twice: name each once")

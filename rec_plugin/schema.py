@@ -9,6 +9,7 @@ functions that build Spark objects, so serving code reads a schema without pyspa
 from __future__ import annotations
 
 import json
+import keyword
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -43,6 +44,17 @@ CAT_NOT_HEX = "CAT_NOT_HEX"
 # The alphabets a dataset definition may fix for a string column: each one's characters (a regex
 # character class) and the reason code of a token outside them.
 TOKEN_ALPHABETS = {"hex": ("[0-9a-f]", CAT_NOT_HEX)}
+
+
+def unusable_column_names(names: Iterable[str]) -> list[str]:
+    """The names a feature column cannot take: training hands a batch's columns to the models as the
+    fields of a named tuple (Petastorm), which must be Python identifiers, not keywords and not starting
+    with `_`; such names also need no quoting in Spark SQL and are ones Delta takes."""
+    return [n for n in names if not n.isidentifier() or keyword.iskeyword(n) or n.startswith("_")]
+
+
+# How a refusal of unusable_column_names says what a name may be.
+COLUMN_NAME_RULE = "letters, digits and _, starting with a letter, and no Python keyword"
 
 
 class Tags:

@@ -34,7 +34,7 @@ from rec_plugin.ops.categorify import (
     merge_vocabularies,
     write_vocabularies,
 )
-from rec_plugin.schema import ColumnSchema, Schema, Tags
+from rec_plugin.schema import COLUMN_NAME_RULE, ColumnSchema, Schema, Tags, unusable_column_names
 
 WORKFLOW_FILE = "workflow.json"
 SCHEMA_FILE = "schema.json"
@@ -152,6 +152,23 @@ def _refuse_columns_fitted_twice(nodes: list[Node]) -> None:
         )
 
 
+def _refuse_number_ops_on_strings(nodes: list[Node], schema: Schema) -> None:
+    """An op that computes with numbers (Normalize, Clip, LogOp, DatePart) given a string or list
+    column is refused in one line when the workflow is built, not mid-fit with a Python or Spark trace.
+    A column stays a string through the nodes until an op makes ids or numbers of it."""
+    strings = {c.name for c in schema if c.dtype == "string" or c.is_list}
+    for node in nodes:
+        for op, columns in node.steps():
+            given = [c for c in columns if c in strings]
+            if op.reads_numbers and given:
+                raise InputError(
+                    f"{type(op).__name__} reads numbers, and columns {given} hold strings or lists: give "
+                    "them a number type, or make ids of them (Categorify, HashBucket) instead"
+                )
+            if not op.keeps_strings:
+                strings -= set(op.output_columns(columns))
+
+
 def _marked(frame: DataFrame, fitted_rows: Column) -> DataFrame:
     """`frame` with the FITTED_ROW column the ops read (a null mark is not fitted)."""
     return frame.withColumn(FITTED_ROW, F.coalesce(fitted_rows, F.lit(False)))
@@ -171,14 +188,25 @@ class Workflow:
         self._persisted: list[DataFrame] = []
         self._vocabulary_owners = _vocabulary_owners(self.nodes)
         _refuse_columns_fitted_twice(self.nodes)
+        unusable = unusable_column_names(self.output_columns())
+        if unusable:
+            raise InputError(f"workflow outputs {unusable}: feature columns need names of {COLUMN_NAME_RULE}")
+        if input_schema is not None:
+            _refuse_number_ops_on_strings(self.nodes, input_schema)
 
     def output_columns(self) -> list[str]:
-        return [c for node in self.nodes for c in node.output_columns()] + self.passthrough
+        """Each column the nodes write (once: a later node may rewrite an earlier one's), then the
+        passthrough columns."""
+        written = [c for node in self.nodes for c in node.output_columns()]
+        return list(dict.fromkeys(written + self.passthrough))
 
     def fit(self, frame: DataFrame) -> Workflow:
         """Learns every op's state; each op sees the data as transform hands it to that op for rows
         fitted on (every row of `frame` is one). The fit queries that states keep frames of stay
         persisted until `release` (a refit releases the previous fit's first)."""
+        if self.input_schema is None:
+            self.input_schema = inferred_schema(frame)
+            _refuse_number_ops_on_strings(self.nodes, self.input_schema)
         self.release()
         self.states = [[] for _ in self.nodes]
 
@@ -189,7 +217,6 @@ class Workflow:
                 state = op.fit(current, columns, self._persisted)
             self.states[node_index].append(state)
 
-        self.input_schema = self.input_schema or inferred_schema(frame)
         try:
             self._apply(_marked(frame, F.lit(True)), fit_op)
             self.schema = self.output_schema()  # where an op refuses its inputs' schema
@@ -213,7 +240,7 @@ class Workflow:
         if self.states is None or self.input_schema is None:
             raise RuntimeError("fit the workflow (or load a fitted one) first")
         known = {c.name: c for c in self.input_schema}
-        output: list[ColumnSchema] = []
+        output: dict[str, ColumnSchema] = {}  # a column a later node rewrites keeps its place
         for node, states in zip(self.nodes, self.states):
             missing = [c for c in node.columns if c not in known]
             if missing:
@@ -222,13 +249,11 @@ class Workflow:
             for op, state in zip(node.ops, states):
                 columns = op.output_schema(columns, state)
             known.update({c.name: c for c in columns})
-            output.extend(columns)
-        # The label is read as a float32 target whatever its raw type.
-        output += [
-            replace(known[name], dtype="float32") if known[name].has(Tags.LABEL) else known[name]
-            for name in self.passthrough
-        ]
-        return Schema(tuple(output))
+            output.update({c.name: c for c in columns})
+        for name in self.passthrough:  # the label is read as a float32 target whatever its raw type
+            column = known[name]
+            output[name] = replace(column, dtype="float32") if column.has(Tags.LABEL) else column
+        return Schema(tuple(output.values()))
 
     def release(self) -> None:
         """Unpersists what fit persisted, and only that: never the rest of a shared session's cache. The

@@ -39,7 +39,7 @@ from rec_plugin.ops.categorify import (
     merge_vocabularies,
 )
 from rec_plugin.schema import VocabularyPin
-from rec_plugin.workflow import SCHEMA_FILE, VERSIONS_FOLDER, WORKFLOW_FILE, Workflow
+from rec_plugin.workflow import SCHEMA_FILE, VERSIONS_FOLDER, WORKFLOW_FILE, Workflow, inferred_schema
 from spark_jobs.session import session_conf
 
 ROWS = [
@@ -144,10 +144,31 @@ def test_date_part_gives_utc_hour_and_weekday_ids_on_the_gpu_and_refuses_what_is
         ("s_hour", 25), ("s_weekday", 8), ("ms_weekday", 8),
     ]  # fmt: skip
     text = spark.createDataFrame([("2026-01-01",)], "s string")
-    with pytest.raises(InputError, match=r"DatePart reads epoch times .*columns \['s'\] are \['string'\]"):
+    with pytest.raises(InputError, match=r"^DatePart reads numbers, and columns \['s'\] hold strings"):
         Workflow([["s"] >> DatePart("hour")]).fit(text)
     with pytest.raises(ValueError, match="part='minute' is not one of"):
         DatePart("minute")
+
+
+def test_a_number_op_on_strings_or_an_unusable_name_is_refused_before_any_job(frame):
+    """Normalize of a string column stopped fit with a Python TypeError, after the earlier ops' jobs."""
+    strings = r"^Normalize reads numbers, and columns \['c'\] hold strings or lists: give them a number"
+    with pytest.raises(InputError, match=strings):
+        Workflow([["c"] >> Normalize()]).fit(frame)
+    with pytest.raises(InputError, match=strings):
+        Workflow([["c"] >> FillMissing("z") >> Normalize()], inferred_schema(frame))
+    Workflow([["c"] >> HashBucket(4) >> Normalize(), ["n"] >> LogOp()], inferred_schema(frame))
+    with pytest.raises(InputError, match=r"^workflow outputs \['c-d'\]: feature columns need names of"):
+        Workflow([["c-d"] >> Categorify()])
+
+
+def test_a_column_a_later_node_rewrites_is_written_once_through_both_nodes_ops(frame):
+    """The second node sees `n` as the first left it; `n` was written twice and Delta refused the
+    duplicate column after the whole fit."""
+    workflow = Workflow([["n"] >> Clip(min=0), ["n"] >> LogOp(), "row"]).fit(frame)
+    assert workflow.schema.names == ["n", "row"] and workflow.output_columns() == ["n", "row"]
+    rows = {r.row: r.n for r in workflow.transform(frame).collect()}
+    assert rows == {i: None if n is None else pytest.approx(math.log1p(max(n, 0))) for i, n, _, _ in ROWS}
 
 
 def test_cross_needs_two_columns(frame):

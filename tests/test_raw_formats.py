@@ -761,6 +761,18 @@ def test_a_column_named_twice_is_refused_at_load(tmp_path):
     assert f"['{COLUMNS[1]['name']}'] are named twice" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["event-time", "dwell.sec", "user id", "class", "_hidden", "2nd"])
+def test_a_column_whose_name_no_feature_can_take_is_refused_at_load(tmp_path, name):
+    """Training reads a batch's columns as a named tuple's fields: `event-time` or `class` passed ingest
+    and featurize and stopped train with Petastorm's trace; `dwell.sec` stopped ingest with Spark's."""
+    renamed = [*COLUMNS[:3], {**COLUMNS[3], "name": name}, *COLUMNS[4:]]
+    refusal = rf"^dataset shop: columns \['{re.escape(name)}'\] need names of letters, digits and _"
+    with pytest.raises(InputError, match=refusal):
+        definition(tmp_path, renamed, format="tsv", file_patterns=["*"])
+    accented = [*COLUMNS[:3], {**COLUMNS[3], "name": "catégorie"}, *COLUMNS[4:]]
+    assert "catégorie" in definition(tmp_path, accented, format="tsv", file_patterns=["*"]).names
+
+
 def test_a_list_column_of_delimited_text_without_its_separator_and_a_file_without_columns_are_refused_at_load(
     tmp_path,
 ):

@@ -39,6 +39,11 @@ class Op:
     # Whether the op's state keeps frames of its fit query (vocabularies, statistics tables) rather
     # than values read from it: fit persists that query, so those frames do not recompute it.
     state_holds_frames = False
+    # Whether the op computes with its inputs' values as numbers (a string column is refused when the
+    # workflow is built), and whether a string input stays a string through it (else it becomes ids
+    # or numbers).
+    reads_numbers = False
+    keeps_strings = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params

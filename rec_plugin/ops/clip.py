@@ -7,6 +7,7 @@ from rec_plugin.ops.base import RowOp
 
 class Clip(RowOp):
     template = "clip"
+    reads_numbers = True
 
     def __init__(self, min: float | None = None, max: float | None = None) -> None:  # noqa: A002
         if min is not None and max is not None and min > max:

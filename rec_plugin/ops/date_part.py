@@ -27,6 +27,8 @@ EPOCH_DTYPES = ("int32", "int64")
 
 
 class DatePart(RowOp):
+    reads_numbers = True
+
     def __init__(self, part: str, unit: str = "s") -> None:
         if part not in PARTS:
             raise ValueError(f"DatePart part={part!r} is not one of {sorted(PARTS)}")

@@ -9,6 +9,7 @@ from rec_plugin.ops.base import RowOp
 
 class LogOp(RowOp):
     template = "log"
+    reads_numbers = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -17,6 +17,7 @@ SHIFT_ROWS = 1000
 
 class Normalize(RowOp):
     template = "normalize"
+    reads_numbers = True
 
     def __init__(self) -> None:
         super().__init__()
