@@ -392,6 +392,13 @@ def _source_rows(spark: SparkSession, path: str, source: Source) -> int:
     return spark.read.format("delta").load(path).where(source.replace_where).count()
 
 
+def _nothing_read(source: Source) -> str:
+    """What an ingest that read no line says: of files, that they are empty or a header only."""
+    if source.table is not None:
+        return f"table {source.table} holds no row to ingest"
+    return f"the {len(source.files)} files read hold no line (they are empty, or a header only)"
+
+
 def _warn_of_rejects(
     spark: SparkSession, rejects: str, source: Source, rejected: int, lines_read: int
 ) -> None:
@@ -399,9 +406,10 @@ def _warn_of_rejects(
     not fit the files (a float column typed int) is quarantined, not refused, once bronze exists."""
     rows = spark.read.format("delta").load(rejects).where(source.replace_where)
     top = rows.groupBy("reason").count().orderBy(F.desc("count"), "reason").first()
+    lines = f"{top['count']} line" + ("s" if top["count"] > 1 else "")
     print(
         f"ingest: warning: {rejected / lines_read:.0%} of the {lines_read} lines read were rejected, "
-        f"mostly {top['reason']} ({top['count']} lines): is the dataset definition right?",
+        f"mostly {top['reason']} ({lines}): is the dataset definition right?",
         file=sys.stderr,
         flush=True,
     )
@@ -568,6 +576,8 @@ def ingest(
         # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
         parsed = validate(read_fields(spark, definition, source), definition)
         lines_read = _lines_read(parsed, source, definition)
+        if lines_read == 0 and bronze_is_new:  # before any write: an empty table would pass for data
+            raise InputError(f"{_nothing_read(source)}: nothing was written")
         _replace_rows(_conform(parsed.where("problem IS NULL"), bronze_schema), bronze, source, [DAY], note)
         accepted = _source_rows(spark, bronze, source)
         if accepted == 0 and lines_read > 0 and bronze_is_new:  # raised inside: the new table is removed
@@ -583,6 +593,8 @@ def ingest(
         if accepted + rejected != lines_read:  # inside: both tables are left as they were
             raise AssertionError(f"ingest lost lines: {lines_read} read != {accepted} + {rejected}")
     print(f"ingest: lines read {lines_read}, accepted {accepted}, rejected {rejected}")
+    if lines_read == 0:
+        print(f"ingest: warning: {_nothing_read(source)}", file=sys.stderr, flush=True)
     if rejected > REJECTED_SHARE_WARNED * lines_read:
         _warn_of_rejects(spark, rejects, source, rejected, lines_read)
     return {

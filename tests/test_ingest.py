@@ -284,6 +284,24 @@ def test_a_first_ingest_killed_before_its_commit_is_rerun_and_a_folder_of_other_
         assert (tmp_path / folder / name).exists() and not (tmp_path / "b").exists()
 
 
+def test_a_first_ingest_of_empty_files_is_refused_and_a_later_one_warned_of(spark, tmp_path, capsys):
+    """Empty files made empty bronze and rejects tables at version 0 without a word, and featurize then
+    said the table held no days."""
+    raw, bronze, rejects = tmp_path / "raw", tmp_path / "bronze", tmp_path / "rejects"
+    (raw / "day_1").mkdir(parents=True)
+    (raw / "day_1" / "a.tsv").write_bytes(b"")
+    (raw / "day_1" / "b.tsv.gz").write_bytes(gzip.compress(b""))
+    refusal = r"^the 2 files read hold no line \(they are empty, or a header only\): nothing was written$"
+    with pytest.raises(InputError, match=refusal):
+        ing.ingest(spark, str(raw), str(bronze), str(rejects))
+    assert not bronze.exists() and not rejects.exists()
+    write_raw(raw, "day_2/c.tsv", False)
+    assert ing.ingest(spark, str(raw), str(bronze), str(rejects), days=[2])["lines_read"] == len(CASES) + 1
+    capsys.readouterr()
+    assert ing.ingest(spark, str(raw), str(bronze), str(rejects), days=[1])["lines_read"] == 0
+    assert "ingest: warning: the 2 files read hold no line" in capsys.readouterr().err
+
+
 def test_a_raw_file_spark_cannot_read_is_one_line_naming_it(spark, tmp_path, capsys):
     """A gzip cut short and a parquet file of no bytes fail inside Spark's read with a Java trace:
     ingest's command says the file and the cause in one line, and writes nothing."""
