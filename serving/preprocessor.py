@@ -176,6 +176,11 @@ class RawSpec:
         """Raw bronze rows (a pandas frame with the raw columns by name) as a RawBatch; fixed-width
         tokens are encoded here, a token too long for them refused as the server refuses the others
         that ingest would reject (refuse_bad_tokens)."""
+        missing = [c.name for c in (*self.continuous, *self.categorical, *self.lists) if c.name not in rows]
+        if missing:
+            raise InputError(f"the rows lack the raw columns {missing} that the served workflow reads")
+        if rows.empty:
+            raise InputError("the batch has no rows: send one row or more")
         names = [c.name for c in self.continuous]
         for column in self.continuous:
             if column.dtype == "int64":

@@ -221,6 +221,12 @@ def main(argv: list[str] | None = None) -> None:
             f"models {absent} are not in repository {args.repository} (it holds {held or 'none'}): "
             "export them first (sparkrec export) or fix --repository or --load"
         )
+    if not args.repository.is_dir():  # a typo would otherwise serve nothing without a word
+        print(
+            f"serve: repository {args.repository} does not exist: it is made empty, for models exported "
+            "into it with `sparkrec export --push`",
+            flush=True,
+        )
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

@@ -441,6 +441,16 @@ def test_a_served_lists_empty_elements_are_dropped_before_its_first_max_length_a
         spec.batch(pd.DataFrame({"recent": [["a"], "a|b"]}))
 
 
+def test_a_batch_without_a_raw_column_or_without_rows_is_refused_in_one_line():
+    """A client's frame lacking a column ended in pandas' KeyError, an empty one in numpy's reshape."""
+    spec = RawSpec((ServedColumn("price", "float64"),), lists=(ServedColumn("recent", "list<string>", 2),))
+    with pytest.raises(InputError, match=r"^the rows lack the raw columns \['recent'\] that the served"):
+        spec.batch(pd.DataFrame({"price": [1.0]}))
+    with pytest.raises(InputError, match="^the batch has no rows: send one row or more$"):
+        spec.batch(pd.DataFrame({"price": [], "recent": []}))
+    assert spec.batch(pd.DataFrame({"price": [1.0], "recent": [["a"]]})).dense.tolist() == [[1.0]]
+
+
 def test_a_raw_number_float64_cannot_carry_is_refused_in_one_line():
     """A long column travels in RAW_DENSE (float64): 2^53 + 1 would arrive as 2^53, another id, and a
     text is no number at all."""

@@ -361,6 +361,8 @@ def test_sparkrec_serve_and_export_push_then_sigterm(runs, tmp_path):
          "--metrics-port", str(ports.metrics), "--log-file", str(log)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    made = serve.stdout.readline()  # a new repository is said to be made, so a typo is seen
+    assert made.startswith(f"serve: repository {repository} does not exist: it is made empty"), made
     ready = serve.stdout.readline()
     assert "tritonserver ready" in ready and ready.rstrip().endswith(f"; log {log}"), ready
     assert "Started HTTPService at 127.0.0.1" in log.read_text()  # tritonserver's own log lines
