@@ -246,6 +246,10 @@ def test_an_oracle_that_lacks_the_held_out_rows_gives_no_oracle_figures(spark, t
 def test_a_day_whose_every_line_is_rejected_is_ingested_again_by_the_rerun(spark, deployed):
     """Recorded as ingested, an empty day once failed every rerun, its corrected files never read."""
     layout, repository, _ = deployed
+    # A day without files yet is refused, and nothing is recorded of it.
+    with pytest.raises(InputError, match=r"^no raw files (matching .* )?under .* for days \[8\]"):
+        retrain(spark, layout, repository, RetrainSettings(8))
+    assert not layout.retrain(8).exists()
     empty_day = 7
     files = Path(layout.raw) / f"day_{empty_day}"
     files.mkdir()
