@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 from rec_plugin.errors import InputError
 from rec_plugin.schema import (
-    COLUMN_NAME_RULE,
     DAY,
     LINE_NUMBER,
     ROW_KEYS,
@@ -51,7 +50,6 @@ from rec_plugin.schema import (
     ColumnSchema,
     Schema,
     Tags,
-    unusable_column_names,
 )
 
 if TYPE_CHECKING:
@@ -77,6 +75,9 @@ RAW_TYPES = {
     TIMESTAMP: ("int64", "bigint"),
 }
 NUMBER_TYPES = ("int", "long", "float")
+# What a raw column's name may not hold: Delta's invalid characters in column names, and the dot of a
+# struct's field in Spark.
+UNSTORABLE_NAME = re.compile(r"[\s.,;{}()=`]")
 TSV, CSV, JSONL, PARQUET, DELTA = "tsv", "csv", "jsonl", "parquet", "delta"
 # Delimited text formats -> their field separator.
 SEPARATORS = {TSV: "\t", CSV: ","}
@@ -262,8 +263,9 @@ class DatasetDefinition:
         absent = [c for c in passed if c not in available]
         if absent:
             raise InputError(f"dataset {self.name}: workflow passthrough names columns {absent} it lacks")
-        try:  # what the workflow checks of its graph: shared vocabularies' owners, columns fitted twice
-            self.default_workflow()
+        try:  # what the workflow checks of its graph (shared vocabularies, columns fitted twice) and
+            # of its inputs (feature names, number ops on strings)
+            self.default_workflow().check(self.input_schema())
         except InputError as error:
             raise InputError(f"dataset {self.name}: {error}") from None
 
@@ -292,9 +294,12 @@ class DatasetDefinition:
         # learn a click's probability, and a null label has no row in bronze.
         columns = tuple(replace(c, rule=BINARY) if Tags.LABEL in c.tags else c for c in columns)
         names = [c.name for c in columns]
-        unusable = unusable_column_names(names)
-        if unusable:
-            raise InputError(f"dataset {data['name']}: columns {unusable} need names of {COLUMN_NAME_RULE}")
+        unstorable = [n for n in names if UNSTORABLE_NAME.search(n)]
+        if unstorable:  # Spark reads a dot as a struct's field; Delta refuses the others
+            raise InputError(
+                f"dataset {data['name']}: columns {unstorable} have names bronze cannot hold: leave out "
+                "spaces and the characters .,;{}()=` (a feature's name is letters, digits and _)"
+            )
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:
             raise InputError(f"dataset {data['name']}: columns {doubled} are named twice: name each once")

@@ -154,12 +154,14 @@ def _refuse_columns_fitted_twice(nodes: list[Node]) -> None:
 
 def _refuse_number_ops_on_strings(nodes: list[Node], schema: Schema) -> None:
     """An op that computes with numbers (Normalize, Clip, LogOp, DatePart) given a string or list
-    column is refused in one line when the workflow is built, not mid-fit with a Python or Spark trace.
-    A column stays a string through the nodes until an op makes ids or numbers of it."""
-    strings = {c.name for c in schema if c.dtype == "string" or c.is_list}
+    column is refused in one line before any job, not mid-fit with a Python or Spark trace.
+    A column stays a string through the nodes until an op makes ids or numbers of it; a list stays a
+    list (ListCategorify makes a list of ids)."""
+    lists = {c.name for c in schema if c.is_list}
+    strings = {c.name for c in schema if c.dtype == "string"}
     for node in nodes:
         for op, columns in node.steps():
-            given = [c for c in columns if c in strings]
+            given = [c for c in columns if c in strings or c in lists]
             if op.reads_numbers and given:
                 raise InputError(
                     f"{type(op).__name__} reads numbers, and columns {given} hold strings or lists: give "
@@ -188,15 +190,10 @@ class Workflow:
         self._persisted: list[DataFrame] = []
         self._vocabulary_owners = _vocabulary_owners(self.nodes)
         _refuse_columns_fitted_twice(self.nodes)
-        unusable = unusable_column_names(self.output_columns())
-        if unusable:
-            raise InputError(f"workflow outputs {unusable}: feature columns need names of {COLUMN_NAME_RULE}")
-        if input_schema is not None:
-            _refuse_number_ops_on_strings(self.nodes, input_schema)
 
     def output_columns(self) -> list[str]:
-        """Each column the nodes write (once: a later node may rewrite an earlier one's), then the
-        passthrough columns."""
+        """Each column the nodes write (once: a later node may rewrite an earlier one's, as a
+        Categorify of a Cross's column), then the passthrough columns."""
         written = [c for node in self.nodes for c in node.output_columns()]
         return list(dict.fromkeys(written + self.passthrough))
 
@@ -204,9 +201,9 @@ class Workflow:
         """Learns every op's state; each op sees the data as transform hands it to that op for rows
         fitted on (every row of `frame` is one). The fit queries that states keep frames of stay
         persisted until `release` (a refit releases the previous fit's first)."""
-        if self.input_schema is None:
-            self.input_schema = inferred_schema(frame)
-            _refuse_number_ops_on_strings(self.nodes, self.input_schema)
+        schema = self.input_schema or inferred_schema(frame)
+        self.check(schema)
+        self.input_schema = schema
         self.release()
         self.states = [[] for _ in self.nodes]
 
@@ -224,6 +221,15 @@ class Workflow:
             self.release()
             raise
         return self
+
+    def check(self, input_schema: Schema) -> None:
+        """Refuses, before any job, outputs that training cannot read by name and number ops given
+        strings or lists: fit and a dataset definition's load run it (a saved workflow is not held to
+        it again)."""
+        unusable = unusable_column_names(self.output_columns())
+        if unusable:
+            raise InputError(f"workflow outputs {unusable}: feature columns need names of {COLUMN_NAME_RULE}")
+        _refuse_number_ops_on_strings(self.nodes, input_schema)
 
     def input_columns(self) -> list[str]:
         """The columns the nodes read from the input (not from an earlier node's outputs), in order."""

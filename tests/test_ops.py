@@ -150,21 +150,24 @@ def test_date_part_gives_utc_hour_and_weekday_ids_on_the_gpu_and_refuses_what_is
         DatePart("minute")
 
 
-def test_a_number_op_on_strings_or_an_unusable_name_is_refused_before_any_job(frame):
-    """Normalize of a string column stopped fit with a Python TypeError, after the earlier ops' jobs."""
+def test_a_number_op_on_strings_or_an_unreadable_name_is_refused_before_fitting(frame):
+    """Normalize of a string column stopped fit with a Python TypeError after the earlier ops' jobs."""
+    schema = inferred_schema(frame.withColumn("tags", F.array("c")))
     strings = r"^Normalize reads numbers, and columns \['c'\] hold strings or lists: give them a number"
     with pytest.raises(InputError, match=strings):
         Workflow([["c"] >> Normalize()]).fit(frame)
     with pytest.raises(InputError, match=strings):
-        Workflow([["c"] >> FillMissing("z") >> Normalize()], inferred_schema(frame))
-    Workflow([["c"] >> HashBucket(4) >> Normalize(), ["n"] >> LogOp()], inferred_schema(frame))
+        Workflow([["c"] >> FillMissing("z") >> Normalize()]).check(schema)
+    with pytest.raises(InputError, match=r"^Clip reads numbers, and columns \['tags'\] hold strings or"):
+        Workflow([["tags"] >> ListCategorify(max_length=2) >> Clip(min=0)]).check(schema)
+    Workflow([["c"] >> HashBucket(4) >> Normalize(), ["n"] >> LogOp()]).check(schema)
     with pytest.raises(InputError, match=r"^workflow outputs \['c-d'\]: feature columns need names of"):
-        Workflow([["c-d"] >> Categorify()])
+        Workflow([["c-d"] >> Categorify()]).fit(frame.withColumnRenamed("c", "c-d"))
 
 
 def test_a_column_a_later_node_rewrites_is_written_once_through_both_nodes_ops(frame):
-    """The second node sees `n` as the first left it; `n` was written twice and Delta refused the
-    duplicate column after the whole fit."""
+    """The second node sees `n` as the first left it (as a Categorify of a Cross's column does); `n`
+    was written twice and Delta refused the duplicate column after the whole fit."""
     workflow = Workflow([["n"] >> Clip(min=0), ["n"] >> LogOp(), "row"]).fit(frame)
     assert workflow.schema.names == ["n", "row"] and workflow.output_columns() == ["n", "row"]
     rows = {r.row: r.n for r in workflow.transform(frame).collect()}
