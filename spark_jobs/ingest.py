@@ -188,9 +188,13 @@ def file_source(
         taken[relative] = day
     wanted = taken if days is None else {f: d for f, d in taken.items() if d in days}
     globs = ",".join(patterns)
+    shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
     if not wanted:
+        others = f" (it holds {shown}: give --glob to take them)" if skipped and not taken else ""
         raise InputError(
-            f"no raw files matching {globs} under {input_dir}" + (f" for days {days}" if days else "")
+            f"no raw files matching {globs} under {input_dir}"
+            + (f" for days {days}" if days else "")
+            + others
         )
     missing = sorted(set(days or []) - set(wanted.values()))
     if missing:
@@ -198,7 +202,6 @@ def file_source(
         raise InputError(f"no raw files for days {missing} under {input_dir} (days found: {found})")
     print(f"ingest: taking {len(wanted)} files matching {globs} under {input_dir}", flush=True)
     if skipped:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"ingest: skipping {len(skipped)} files not matching {globs}: {shown}", flush=True)
     return Source(input_dir, wanted, listed=frozenset(listed))
 
@@ -396,7 +399,24 @@ def _nothing_read(source: Source) -> str:
     """What an ingest that read no line says: of files, that they are empty or a header only."""
     if source.table is not None:
         return f"table {source.table} holds no row to ingest"
-    return f"the {len(source.files)} files read hold no line (they are empty, or a header only)"
+    files = "1 file read holds" if len(source.files) == 1 else f"{len(source.files)} files read hold"
+    return f"the {files} no line (empty, or a header only)"
+
+
+def _refuse_nothing_read(
+    spark: SparkSession, bronze: str, rejects: str, source: Source, bronze_is_new: bool
+) -> None:
+    """A source of no line makes no new table, nor replaces rows ingested before (a day's files
+    exported empty by mistake, with --replace-days, would delete the day): refused in one line. Files
+    that were empty before too are only warned of, after the ingest."""
+    if bronze_is_new:
+        raise InputError(f"{_nothing_read(source)}: nothing was written")
+    held = sum(_source_rows(spark, t, source) for t in (bronze, rejects) if storage.has_commit(spark, t))
+    if held:
+        raise InputError(
+            f"{_nothing_read(source)}, and would replace the {held} rows ingested from it before: nothing "
+            "was written (delete those rows with Delta if that is meant)"
+        )
 
 
 def _warn_of_rejects(
@@ -576,8 +596,8 @@ def ingest(
         # bronze took fewer rows than were read (its empty write still replaces the files' old rejects).
         parsed = validate(read_fields(spark, definition, source), definition)
         lines_read = _lines_read(parsed, source, definition)
-        if lines_read == 0 and bronze_is_new:  # before any write: an empty table would pass for data
-            raise InputError(f"{_nothing_read(source)}: nothing was written")
+        if lines_read == 0:  # before any write: an empty table would pass for data
+            _refuse_nothing_read(spark, bronze, rejects, source, bronze_is_new)
         _replace_rows(_conform(parsed.where("problem IS NULL"), bronze_schema), bronze, source, [DAY], note)
         accepted = _source_rows(spark, bronze, source)
         if accepted == 0 and lines_read > 0 and bronze_is_new:  # raised inside: the new table is removed

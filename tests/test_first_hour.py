@@ -339,7 +339,9 @@ def test_ingest_takes_only_raw_files_and_refuses_before_work(spark, tiny, tmp_pa
     bronze, rejects = str(tmp_path / "bronze"), str(tmp_path / "rejects")
     with pytest.raises(InputError, match=r"no raw files for days \[7\] under .* \(days found: 0,1,2,3\)"):
         ingest(spark, str(tiny / "raw"), bronze, rejects, days=[0, 7])
-    with pytest.raises(InputError, match=r"no raw files matching \*\.csv under"):
+    # What the folder holds instead is named (a pattern of .csv over .tsv files, say).
+    elsewhere = r"no raw files matching \*\.csv under .* \(it holds .*: give --glob to take them\)$"
+    with pytest.raises(InputError, match=elsewhere):
         ingest(spark, str(tiny / "raw"), bronze, rejects, patterns=["*.csv"])
     with pytest.raises(InputError, match="notes.txt has no day_<d> in its path"):
         ingest(spark, str(tiny / "raw" / "day_0"), bronze, rejects, patterns=["*.txt"])

@@ -291,7 +291,7 @@ def test_a_first_ingest_of_empty_files_is_refused_and_a_later_one_warned_of(spar
     (raw / "day_1").mkdir(parents=True)
     (raw / "day_1" / "a.tsv").write_bytes(b"")
     (raw / "day_1" / "b.tsv.gz").write_bytes(gzip.compress(b""))
-    refusal = r"^the 2 files read hold no line \(they are empty, or a header only\): nothing was written$"
+    refusal = r"^the 2 files read hold no line \(empty, or a header only\): nothing was written$"
     with pytest.raises(InputError, match=refusal):
         ing.ingest(spark, str(raw), str(bronze), str(rejects))
     assert not bronze.exists() and not rejects.exists()
@@ -300,6 +300,14 @@ def test_a_first_ingest_of_empty_files_is_refused_and_a_later_one_warned_of(spar
     capsys.readouterr()
     assert ing.ingest(spark, str(raw), str(bronze), str(rejects), days=[1])["lines_read"] == 0
     assert "ingest: warning: the 2 files read hold no line" in capsys.readouterr().err
+    # A file emptied since its ingest would take its rows with it: refused, the tables untouched.
+    (raw / "day_2" / "c.tsv").write_bytes(b"")
+    version = storage.delta_version(spark, str(bronze), "bronze table")
+    with pytest.raises(
+        InputError, match=rf"^the 1 file read holds no line .*, and would replace the {len(CASES) + 1} rows"
+    ):
+        ing.ingest(spark, str(raw), str(bronze), str(rejects), days=[2])
+    assert storage.delta_version(spark, str(bronze), "bronze table") == version
 
 
 def test_a_raw_file_spark_cannot_read_is_one_line_naming_it(spark, tmp_path, capsys):
