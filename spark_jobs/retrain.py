@@ -259,16 +259,16 @@ def retrain(
             f"the retrain of day {day} began with --holdout-share {began[HOLDOUT_SHARE]}: its vocabularies "
             f"and features leave those rows out, so rerun with it or remove {folder}"
         )
+    deployed = asdict(Production.load(layout))  # nothing deployed is refused before any work
     dataset = settings.dataset or ingested_dataset(spark, layout.bronze) or DEFAULT_DATASET
     ingested = None if record.done("ingest") else ingest_day(spark, layout, day, dataset, record)
     rows = _day_rows(spark, layout, day)
     if rows.isEmpty():  # before ingest is recorded: a rerun ingests the day's corrected files again
         raise InputError(f"bronze table {layout.bronze} holds no rows of day {day} after its ingest")
     # Production as it was when this retrain had its day's rows, whatever a failed earlier attempt
-    # promoted (a day without rows yet records nothing: its retrain starts when they come).
-    production = Production(
-        **(record.done("start") or record.finish("start", asdict(Production.load(layout))))
-    )
+    # promoted (a day without rows yet records no start, only the files chosen where rows name their
+    # day).
+    production = Production(**(record.done("start") or record.finish("start", deployed)))
     if ingested is not None:
         record.finish("ingest", {k: ingested[k] for k in ("lines_read", "accepted", "rejected")})
     holdout = held_out(rows, settings.holdout_share)
