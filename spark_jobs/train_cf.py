@@ -177,7 +177,7 @@ def train_cf(
     run = RunDirectory(storage.qualified(spark, run_dir))
     resuming = bool(options.get("resume")) and run.latest_checkpoint() is not None
     if resuming:
-        _require_same_tables(run, train_files, options.get("valid"))
+        _require_same_tables(run, model, train_files, options.get("valid"))
     if model == MULTVAE and not options.get("warm_start") and not resuming:
         options["initial_weights"] = popularity_started_vae(spark, layout, schema, run, options)
     towers = {}
@@ -207,11 +207,13 @@ def train_cf(
     return details
 
 
-def _require_same_tables(run: RunDirectory, train_files: FileSet, valid: dict | None) -> None:
+def _require_same_tables(run: RunDirectory, model: str, train_files: FileSet, valid: dict | None) -> None:
     """A resume trains on the tables its checkpoint did: rebuilt ones redraw the negatives and the
-    held-out users, some of whom the checkpoint's epochs trained on."""
+    held-out users, some of whom the checkpoint's epochs trained on. A checkpoint of the other model
+    reads another table: fit refuses it as of another model (check_resumable)."""
     saved = TrainSpec(**run.spec())
-    if FileSet.from_dict(saved.train).files != train_files.files or saved.valid != valid:
+    rebuilt = FileSet.from_dict(saved.train).files != train_files.files or saved.valid != valid
+    if saved.model["name"] == model and rebuilt:
         raise InputError(
             f"cannot resume {run.uri}: its interaction tables were rebuilt since its checkpoint (other "
             "files), so its held-out users may have been trained on: train anew without --resume"
@@ -243,7 +245,7 @@ def pretrain_neumf(
         tower_run = run.pretrained(tower)
         alone = {**options, **half, "ncf_mode": tower}
         if options.get("resume") and tower_run.latest_checkpoint() is not None:
-            _require_same_tables(tower_run, train_files, None)
+            _require_same_tables(tower_run, NCF, train_files, None)
         report = tower_run.metrics() if options.get("resume") else None
         if report is not None and tower_run.model_config() != model_config(NCF, schema, alone):
             raise InputError(

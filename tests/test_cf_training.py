@@ -282,6 +282,12 @@ def test_pretraining_starts_neumf_from_its_fused_towers(spark, shop_features, sh
     again = dict(progress=False, epochs=5, resume=True, pretrain=True)
     with pytest.raises(InputError, match="its pretrained gmf tower has another config than these options"):
         train_cf(spark, layout.root, shop_features.workflow, str(run_dir), NCF, embedding_dim=32, **again)
+    # A resume as Mult-VAE is refused as of another model (it was blamed on rebuilt tables: Mult-VAE
+    # reads another table than NCF's).
+    with pytest.raises(InputError, match=r"the run's checkpoint is of another model \(ncf, "):
+        train_cf(
+            spark, layout.root, shop_features.workflow, str(run_dir), MULTVAE, progress=False, resume=True
+        )
     # So is one on interaction tables rebuilt since the checkpoint (here: as if a file were new).
     spec = json.loads((run_dir / "spec.json").read_text())
     spec["train"]["files"][0] += ".rebuilt"
