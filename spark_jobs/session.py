@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 
 from rec_plugin.errors import LOG_FILE_ENV, InputError, note_interrupts
 from rec_plugin.machine_cache import cache_root
+from spark_jobs.jvm_console import start_without_warning
 
 CONF_DIR = Path(os.environ.get("SPARKREC_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 JAR_DIR = Path(os.environ.get("SPARKREC_JAR_DIR", cache_root() / "jars"))
@@ -135,10 +136,12 @@ def _start_jvm(settings: dict[str, str], log: Path) -> None:
     settings["spark.driver.extraJavaOptions"] = " ".join(
         filter(None, [settings.get("spark.driver.extraJavaOptions"), java_options])
     )
-    SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(settings.items()))
-    jvm = SparkContext._jvm
+    conf = SparkConf(loadDefaults=False).setAll(settings.items())
     if not submitted:
+        start_without_warning(lambda: SparkContext._ensure_initialized(conf=conf))
         return
+    SparkContext._ensure_initialized(conf=conf)
+    jvm = SparkContext._jvm
     jvm.java.lang.System.setProperty("sparkrec.log.file", str(log))
     # The logger context of Spark's own classes (log4j keeps one per class loader).
     spark_loader = jvm.java.lang.Class.forName("org.apache.spark.SparkContext").getClassLoader()

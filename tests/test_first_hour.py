@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from spark_jobs.featurize import featurize
 from spark_jobs.generate import GeneratorConfig, generate
 from spark_jobs.ingest import ingest
 from spark_jobs.ingest import main as ingest_main
+from spark_jobs.jvm_console import JVM_START_WARNING, start_without_warning
 from spark_jobs.score import score
 from spark_jobs.session import class_archive, pyspark_install
 
@@ -198,8 +200,6 @@ def test_setup_records_the_archives_install_and_a_new_archive_removes_those_of_i
     assert left == ["spark-live.install", "spark-live.jsa", "spark-new.install", "spark-new.jsa"]
 
 
-# The JVM prints this itself when Spark's launcher adds the module; no option of ours reaches it.
-JVM_START_WARNING = "WARNING: Using incubator modules: jdk.incubator.vector"
 SPARK_STAGE_BAR = "[Stage "
 
 
@@ -210,14 +210,40 @@ def _one_line_error(result: subprocess.CompletedProcess, stage: str, problem: st
 
 
 def _one_line_message(result: subprocess.CompletedProcess, pattern: str) -> str:
-    """The one line stderr shows but for the JVM's start warning and Spark's live progress bar (which
-    redraws itself with carriage returns, and which the work before a failure may show)."""
+    """The one line stderr shows but for Spark's live progress bar (which redraws itself with
+    carriage returns, and which the work before a failure may show)."""
     shown = [line.rsplit("\r", 1)[-1] for line in result.stderr.split("\n")]
-    lines = [line for line in shown if line.strip() and line != JVM_START_WARNING]
+    lines = [line for line in shown if line.strip()]
     lines = [line for line in lines if not line.startswith(SPARK_STAGE_BAR)]
     assert len(lines) == 1 and re.match(pattern, lines[0]), result.stderr
     assert "Traceback" not in result.stdout and "at org.apache" not in result.stdout
     return lines[0]
+
+
+@pytest.mark.parametrize(
+    "pieces, shown",
+    [
+        (
+            [JVM_START_WARNING[:20], JVM_START_WARNING[20:] + b"[Stage 1]\r[Stage 2]\rend\n"],
+            b"[Stage 1]\r[Stage 2]\rend\n",
+        ),
+        ([b"Error: no java\n", JVM_START_WARNING], b"Error: no java\n" + JVM_START_WARNING),
+        ([JVM_START_WARNING, JVM_START_WARNING + b"end\n"], JVM_START_WARNING + b"end\n"),
+    ],
+)
+def test_a_started_processs_stderr_loses_only_a_leading_start_warning(pieces, shown, capfd):
+    """The process started (the JVM) writes through the pipe for its whole life, in pieces that may
+    split the warning; only a warning that opens its output is dropped, the rest passes unchanged."""
+    script = "import sys, time\nfor piece in sys.argv[1:]:\n"
+    script += "    sys.stderr.buffer.write(bytes.fromhex(piece)); sys.stderr.flush(); time.sleep(0.2)\n"
+    command = [sys.executable, "-c", script, *(piece.hex() for piece in pieces)]
+    started: list[subprocess.Popen] = []
+    threads_before = set(threading.enumerate())
+    start_without_warning(lambda: started.append(subprocess.Popen(command)))
+    assert started[0].wait(timeout=60) == 0
+    for drain in set(threading.enumerate()) - threads_before:
+        drain.join(timeout=10)
+    assert capfd.readouterr().err == shown.decode()
 
 
 def test_a_ctrl_c_mid_stage_is_one_line_and_leaves_no_table(default_data, tmp_path):
