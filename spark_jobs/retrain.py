@@ -132,6 +132,17 @@ class RetrainRecord:
         print(f"retrain: {step} done: {json.dumps(shown(result))}", flush=True)
         return result
 
+    def forget(self, step: str) -> None:
+        """Undoes `step`'s record, so the rerun does it again; a record left empty goes, with its
+        folder if nothing else is in it."""
+        self.steps.pop(step, None)
+        if self.steps:
+            write_json(self.path, self.steps)
+            return
+        self.path.unlink(missing_ok=True)
+        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
+
 
 # In layout.retrain(day): the steps finished, each with its result.
 RECORD_FILE = "record.json"
@@ -182,6 +193,18 @@ def ingest_day(
 
 def _day_rows(spark: SparkSession, layout: PipelineLayout, day: int) -> DataFrame:
     return spark.read.format("delta").load(layout.bronze).where(F.col(DAY) == day)
+
+
+def ingested_day_rows(
+    spark: SparkSession, layout: PipelineLayout, day: int, record: RetrainRecord
+) -> DataFrame:
+    """Bronze's rows of day `day` once its ingest ran; none is refused before the ingest is recorded,
+    and the files chosen for it are forgotten: the rerun reads the day's corrected or added files."""
+    rows = _day_rows(spark, layout, day)
+    if rows.isEmpty():
+        record.forget(NEW_FILES)
+        raise InputError(f"bronze table {layout.bronze} holds no rows of day {day} after its ingest")
+    return rows
 
 
 def extend_workflow(spark: SparkSession, layout: PipelineLayout, day: int, rows: DataFrame) -> int:
@@ -262,9 +285,7 @@ def retrain(
     deployed = asdict(Production.load(layout))  # nothing deployed is refused before any work
     dataset = settings.dataset or ingested_dataset(spark, layout.bronze) or DEFAULT_DATASET
     ingested = None if record.done("ingest") else ingest_day(spark, layout, day, dataset, record)
-    rows = _day_rows(spark, layout, day)
-    if rows.isEmpty():  # before ingest is recorded: a rerun ingests the day's corrected files again
-        raise InputError(f"bronze table {layout.bronze} holds no rows of day {day} after its ingest")
+    rows = ingested_day_rows(spark, layout, day, record)
     # Production as it was when this retrain had its day's rows, whatever a failed earlier attempt
     # promoted (a day without rows yet records no start, only the files chosen where rows name their
     # day).

@@ -23,7 +23,7 @@ from spark_jobs import ingest as ing
 from spark_jobs import quoted_records
 from spark_jobs.layout import PipelineLayout
 from spark_jobs.raw_formats import UNKNOWN_DAY, read_fields
-from spark_jobs.retrain import NEW_FILES, RetrainRecord, ingest_day
+from spark_jobs.retrain import NEW_FILES, RetrainRecord, ingest_day, ingested_day_rows
 from spark_jobs.session import session_conf
 
 COLUMNS = [
@@ -355,6 +355,33 @@ def test_a_retrain_ingests_a_days_new_files_once_and_a_rerun_the_same_files(spar
     (raw / "c.jsonl").unlink()
     fresh = RetrainRecord.load(tmp_path / "again" / "record.json")
     assert ingest_day(spark, layout, 2, dataset, fresh) == {"lines_read": 0, "accepted": 0, "rejected": 0}
+
+
+def test_a_retrain_whose_new_files_hold_no_row_of_its_day_reads_the_files_added_for_the_rerun(
+    spark, tmp_path
+):
+    """Where rows name their day, the files chosen for a day that turned out to hold none of its rows
+    were kept, and every rerun read those again, never the day's files added since."""
+    layout = PipelineLayout(tmp_path)
+    raw = Path(layout.raw) / "clicks"
+    raw.mkdir(parents=True)
+    definition(
+        tmp_path, format="jsonl", file_patterns=["*.jsonl"], day_column="date", day_origin="2024-01-01"
+    )
+    dataset = str(tmp_path / "dataset.json")
+    (raw / "a.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-01"}) + "\n")
+    ing.ingest(spark, layout.raw, layout.bronze, layout.rejects, dataset=dataset)
+    (raw / "b.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-04"}) + "\n")  # day 3's, not 2's
+    record = RetrainRecord.load(layout.retrain(2) / "record.json")
+    ingest_day(spark, layout, 2, dataset, record)
+    with pytest.raises(InputError, match="^bronze table .* holds no rows of day 2 after its ingest"):
+        ingested_day_rows(spark, layout, 2, record)
+    assert not layout.retrain(2).exists()
+    (raw / "c.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-03"}) + "\n")
+    rerun = RetrainRecord.load(layout.retrain(2) / "record.json")
+    assert ingest_day(spark, layout, 2, dataset, rerun)["accepted"] == 1
+    assert rerun.done(NEW_FILES) == {"files": ["clicks/c.jsonl"]}
+    assert ingested_day_rows(spark, layout, 2, rerun).count() == 1
 
 
 def write_parquet(path: Path, columns: dict[str, tuple[pa.DataType, list]]) -> None:
