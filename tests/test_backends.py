@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -118,6 +119,8 @@ def spec_for(planted: dict, run_dir: Path, backend: str, **options: object) -> T
     return spec
 
 
+# A warning of Python's warnings module, of Python's logging or of torch's logging (`[rank0]:W1208 ...`).
+WORKER_WARNING = re.compile(r"Warning: |WARNING:|\]:W\d{4} ")
 # How a worker's native crash starts in its stderr: a C++ exception nobody caught, faulthandler's dump.
 CRASH_MARKERS = ("terminate called", "Fatal Python error")
 
@@ -148,6 +151,7 @@ def torchrun(run_dir: Path, workers: int) -> dict:
         timeout=600,
     )
     assert done.returncode == 0, crash_excerpt(done.stderr)
+    assert not WORKER_WARNING.search(done.stderr), done.stderr  # a run's console shows its own lines
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -17,6 +17,8 @@ have another layout). Serving and evaluation read the run like any other.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -28,8 +30,14 @@ from torch.optim import Optimizer
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.planner.types import ParameterConstraints
+from torchrec.distributed.planner import EmbeddingShardingPlanner
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.types import (
+    KernelConfig,
+    ParameterConstraints,
+    TopologyFactory,
+    TrainerConfig,
+)
 from torchrec.distributed.types import ShardingType
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -54,6 +62,15 @@ POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 FUSED_OPTIMIZERS = {"adagrad": EmbOptimType.EXACT_ADAGRAD, "adam": EmbOptimType.ADAM}
 # FBGEMM's table kernels take rows of a multiple of 4 floats.
 FBGEMM_DIM_MULTIPLE = 4
+# The share of each device's memory the planner leaves to the dense layers, their optimizer state and
+# the batches (TorchRec's default margin; the dense layers of these models are megabytes).
+RESERVED_MEMORY_SHARE = 0.15
+# Deprecation notices of the pinned torch and torchrec that no call of ours can act on: DMP wraps the
+# dense layers in DDP with `broadcast_buffers`, and its tables' state comes as ShardedTensors.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.distributed\.model_parallel")
+warnings.filterwarnings("ignore", message="Please use DTensor instead", category=FutureWarning)
+# torch logs once that is_fx_tracing, which TorchRec's modules call, also answers for torch.export.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
 class ShardedEmbeddings(nn.Module):
@@ -238,12 +255,16 @@ class TorchRecCollective(TorchCollective):
         if settings.sparse == "adagrad":
             fused["eps"] = ADAGRAD_EPS
         sharders = [EmbeddingBagCollectionSharder(fused_params=fused)]
-        topology = Topology(
-            world_size=self.size, compute_device=self.device.type, local_world_size=self.local_size
+        topology = TopologyFactory.create_topology(
+            TrainerConfig(world_size=self.size, local_world_size=self.local_size),
+            kernel_config=KernelConfig(compute_device=self.device.type),
         )
-        plan = EmbeddingShardingPlanner(topology=topology, constraints=constraints).collective_plan(
-            model, sharders, dist.GroupMember.WORLD
+        planner = EmbeddingShardingPlanner(
+            topology=topology,
+            constraints=constraints,
+            storage_reservation=FixedPercentageStorageReservation(RESERVED_MEMORY_SHARE),
         )
+        plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
         self.model = model
         sharded = DistributedModelParallel(model, device=self.device, plan=plan, sharders=sharders)
         # DMP wraps the replicated parameters in DDP (its `_dmp_wrapped_module`, absent when every
