@@ -39,7 +39,7 @@ from pyspark.sql import functions as F
 from rec_plugin import storage
 from rec_plugin.dataset import DEFAULT_DATASET, DELTA, load_dataset
 from rec_plugin.errors import CommandParser, InputError, run_command
-from rec_plugin.features_description import TRAIN_SPLIT, FeaturesDescription
+from rec_plugin.features_description import TEST_SPLIT, TRAIN_SPLIT, VALID_SPLIT, FeaturesDescription
 from rec_plugin.json_files import write_json
 from rec_plugin.schema import DAY, ROW_KEYS
 from rec_plugin.workflow import Workflow, spark_type
@@ -262,7 +262,14 @@ def retrain(
     day = settings.day
     folder = layout.retrain(day)
     record = RetrainRecord.load(folder / RECORD_FILE)
-    trained_days = FeaturesDescription.load(spark, layout.workflow).days(TRAIN_SPLIT)
+    described = FeaturesDescription.load(spark, layout.workflow)
+    trained_days = described.days(TRAIN_SPLIT)
+    judging = [split for split in (VALID_SPLIT, TEST_SPLIT) if day in described.days(split)]
+    if not record.steps and judging:  # its features would become training rows, and the split go
+        raise InputError(
+            f"day {day} is a {judging[0]} day of {layout.features} (featurize's): the models are judged on "
+            "it, so retrain takes a day after the features' days"
+        )
     if not record.steps and day in trained_days:
         # Its counts would be merged into the vocabularies twice, and production trained on the rows
         # that would judge it.

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from rec_plugin import storage
 from rec_plugin.errors import InputError
+from rec_plugin.features_description import FeaturesDescription
 from rec_plugin.schema import DAY
 from rec_plugin.workflow import Workflow
 from serving.export import export_run
@@ -214,6 +215,17 @@ def test_a_negative_wait_or_a_zero_count_is_refused_before_any_work(option, tmp_
     with pytest.raises(InputError, match=f"{option[0]}.*see sparkrec retrain --help"):
         retrain_main(["--out", str(tmp_path), "--day", "2", *option])
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("day, split", [(2, "valid"), (3, "test")])
+def test_a_day_the_models_are_judged_on_is_refused_before_any_work(spark, tmp_path, day, split):
+    """Retrained, featurize's validation or test day became training rows and the split was gone."""
+    layout = PipelineLayout(tmp_path)
+    splits = {"train": [0, 1], "valid": [2], "test": [3]}
+    FeaturesDescription(layout.features, 0, layout.bronze, 0, splits, 4).save(spark, layout.workflow)
+    with pytest.raises(InputError, match=f"^day {day} is a {split} day of .*: the models are judged on it"):
+        retrain(spark, layout, tmp_path / "repository", RetrainSettings(day))
+    assert not layout.retrain(day).exists() and not Path(layout.bronze).exists()
 
 
 def test_a_folder_of_the_oracles_name_that_is_not_its_table_gives_no_oracle_figures(spark, tmp_path, capsys):
