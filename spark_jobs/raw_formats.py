@@ -370,7 +370,7 @@ def _json_fields(lines: DataFrame, definition: DatasetDefinition) -> DataFrame:
     for i, column in enumerate(definition.columns):
         name = column.name
         if column.type == LIST:
-            taken = kind[name].isin("ARRAY<STRING>", "ARRAY<VOID>")
+            taken = kind[name].isin("ARRAY<STRING>", "ARRAY<VOID>", "ARRAY<BIGINT>")  # ids as their text
             value = F.when(taken, F.filter(f"_array_{i}", lambda e: e.isNotNull() & (e != "")))
             if column.list_separator:
                 value = value.when(kind[name] == "STRING", _split_list(column, text[name]))
@@ -467,9 +467,9 @@ def _check_schema(definition: DatasetDefinition, schema: T.StructType, where: st
 
 
 def _takes(column: RawColumn, source: T.DataType) -> bool:
-    if column.type == LIST:
+    if column.type == LIST:  # elements as a string column takes them: integer ids as their text
         if isinstance(source, T.ArrayType):
-            return isinstance(source.elementType, T.StringType)
+            return isinstance(source.elementType, _TAKES["string"])
         return isinstance(source, T.StringType) and bool(column.list_separator)
     return isinstance(source, _TAKES[column.type])
 
@@ -495,7 +495,7 @@ def _typed_fields(
         if column.type != LIST:
             value = value.cast("string")
         elif isinstance(held, T.ArrayType):
-            value = F.filter(value, lambda e: e.isNotNull() & (e != ""))
+            value = F.filter(value.cast("array<string>"), lambda e: e.isNotNull() & (e != ""))
         else:
             value = _split_list(column, value)
         values.append((value, F.lit(False)))

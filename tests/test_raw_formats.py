@@ -98,12 +98,14 @@ JSON_CASES = [
     (json.dumps({**GOOD, "date": 1, "user_id": 4.2}), ing.WRONG_TYPE, "user_id"),
     (json.dumps({**GOOD, "date": 1, "item": "ABCD"}), ing.CAT_NOT_HEX, "item"),
     (json.dumps({**GOOD, "date": 1, "item": "abc\n"}), ing.CAT_NOT_HEX, "item"),  # 4 characters, one no digit
-    (json.dumps({**GOOD, "date": 1, "recent": [1, 2]}), ing.WRONG_TYPE, "recent"),
+    (json.dumps({**GOOD, "date": 1, "recent": [1.5, 2]}), ing.WRONG_TYPE, "recent"),
+    (json.dumps({**GOOD, "date": 1, "recent": [1, "a"]}), ing.WRONG_TYPE, "recent"),
     (json.dumps({**GOOD, "date": "2023-12-31"}), ing.BAD_DAY, "date"),
     (json.dumps(GOOD), ing.BAD_DAY, "date"),
     (json.dumps({**GOOD, "date": 1704277320}), ing.BAD_DAY, "date"),  # epoch seconds, not a day
     (json.dumps({**GOOD, "date": 4, "click": False}), None, None),  # a boolean is an int: false is 0
     (json.dumps({**GOOD, "date": 4, "user_id": 2**62 + 1}), None, None),  # an integer id, as its text
+    (json.dumps({**GOOD, "date": 4, "recent": [2**62 + 1, None, 7]}), None, None),  # integer ids too
 ]
 
 
@@ -130,8 +132,9 @@ def test_json_lines_are_validated_by_field_name_and_json_type(spark, tmp_path):
     assert bronze == {
         ("clicks/a.jsonl", 1): (2, 1, "u1", "00af", 1.5, 7, ["0001", "b"]),
         ("clicks/a.jsonl", 2): (5, 0, None, "beef", 0.002, None, ["a", "b"]),
-        ("clicks/a.jsonl", len(JSON_CASES) - 1): (4, 0, "u1", "00af", 1.5, 7, ["0001", "b"]),
-        ("clicks/a.jsonl", len(JSON_CASES)): (4, 1, str(2**62 + 1), "00af", 1.5, 7, ["0001", "b"]),
+        ("clicks/a.jsonl", len(JSON_CASES) - 2): (4, 0, "u1", "00af", 1.5, 7, ["0001", "b"]),
+        ("clicks/a.jsonl", len(JSON_CASES) - 1): (4, 1, str(2**62 + 1), "00af", 1.5, 7, ["0001", "b"]),
+        ("clicks/a.jsonl", len(JSON_CASES)): (4, 1, "u1", "00af", 1.5, 7, [str(2**62 + 1), "7"]),
     }
     not_json = spark.read.format("delta").load(str(tmp_path / "lake" / "rejects")).where("line_number = 3")
     assert [(r.day, r.raw_line) for r in not_json.collect()] == [(UNKNOWN_DAY, "not json")]
@@ -424,7 +427,7 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
             "click": (pa.bool_(), [True, False, None]),
             "user_id": (pa.string(), ["u1"] * 3),
             "item": (pa.string(), ["00af"] * 3),
-            "recent": (pa.string(), ["a"] * 3),
+            "recent": (pa.list_(pa.int64()), [[2**62 + 1, None], [7], None]),  # integer ids: their text
             "price": (pa.float64(), [1.0] * 3),
             "hour": (pa.int64(), [2] * 3),
         },
@@ -449,8 +452,8 @@ def test_parquet_columns_are_cast_without_loss_and_bad_values_quarantined(spark,
         ("day_1/a.parquet", 2): (1, 0, None, "beef", None, None, None),
         ("day_2/b.parquet", 1): (2, 0, "8", "0a0a", 5.0, 23, ["a", "b"]),
         ("day_2/b.parquet", 2): (2, 1, str(2**62 + 9), "0b0b", 6.0, 4, None),
-        ("day_3/c.parquet", 1): (3, 1, "u1", "00af", 1.0, 2, ["a"]),
-        ("day_3/c.parquet", 2): (3, 0, "u1", "00af", 1.0, 2, ["a"]),
+        ("day_3/c.parquet", 1): (3, 1, "u1", "00af", 1.0, 2, [str(2**62 + 1)]),
+        ("day_3/c.parquet", 2): (3, 0, "u1", "00af", 1.0, 2, ["7"]),
     }
 
     run(spark, tmp_path / "lake", dataset, tmp_path / "raw")
