@@ -182,6 +182,7 @@ class RawSpec:
         if rows.empty:
             raise InputError("the batch has no rows: send one row or more")
         names = [c.name for c in self.continuous]
+        rows = _as_epoch_milliseconds(rows, names)
         for column in self.continuous:
             if column.dtype == "int64":
                 _require_exact_in_float64(rows[column.name], column.name)
@@ -244,6 +245,19 @@ class RawSpec:
             (inputs[raw_list(i)], inputs[lengths_of(raw_list(i))].reshape(-1)) for i in range(len(self.lists))
         )
         return RawBatch(dense, tokens, lists)
+
+
+def _as_epoch_milliseconds(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """`rows` with each of the columns `names` that holds pandas datetimes as the number bronze holds
+    of a timestamp: epoch milliseconds (UTC; a time without a zone taken as UTC, as ingest takes it)."""
+    times = {}
+    for name in names:
+        values = rows[name]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            if values.dt.tz is not None:
+                values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+            times[name] = (values - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1)
+    return rows.assign(**times) if times else rows
 
 
 def _not_a_number(rows: pd.DataFrame, names: list[str]) -> str:

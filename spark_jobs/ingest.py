@@ -171,7 +171,8 @@ def file_source(
         if match is None and day_from_path:
             raise InputError(
                 f"{input_dir}/{relative} has no day_<d> in its path, so its day is unknown: "
-                "move it under a day_<d> folder or leave it out with --glob"
+                "move it under a day_<d> folder, leave it out with --glob, or (jsonl, parquet) name the "
+                "column holding its rows' dates as the dataset's day_column"
             )
         day = int(match.group(1)) if day_from_path and match else None
         named = {int(d) for d in DAYS_IN_PATH.findall(relative)}

@@ -220,7 +220,9 @@ def test_files_under_hidden_and_underscore_folders_are_not_read(spark, tmp_path)
 def test_files_without_a_day_are_a_clear_error(spark, tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "clicks.tsv").write_bytes(line())
-    with pytest.raises(InputError, match="clicks.tsv has no day_<d> in its path, so its day is unknown"):
+    with pytest.raises(
+        InputError, match="clicks.tsv has no day_<d> in its path, .* as the dataset's day_column$"
+    ):
         ing.ingest(spark, str(tmp_path / "raw"), str(tmp_path / "b"), str(tmp_path / "r"))
     # Only a folder or file name that begins with day_<d> names a day.
     (tmp_path / "raw" / "clicks.tsv").unlink()
