@@ -30,6 +30,34 @@ def qualified(spark: SparkSession, path: str) -> str:
     return str(fs.makeQualified(hadoop_path).toString())
 
 
+def is_local_master(spark: SparkSession) -> bool:
+    """Spark runs its tasks on this host (local, local[n], local-cluster): they share its disk."""
+    return spark.sparkContext.master.startswith("local")
+
+
+def seen_by_an_executor(spark: SparkSession, location: str) -> bool:
+    """Whether a Spark task finds `location` (a path, or a URL of a file system fsspec knows)."""
+
+    def exists(_: Iterator[int]) -> Iterator[bool]:
+        import fsspec
+
+        filesystem, path = fsspec.core.url_to_fs(location)
+        yield filesystem.exists(path)
+
+    return all(spark.sparkContext.parallelize([0], 1).mapPartitions(exists).collect())
+
+
+def require_seen_by_executors(spark: SparkSession, location: str, what: str) -> None:
+    """On a cluster, tasks on the executors read or write `location` after the driver has: one only
+    the driver's disk holds (its local /tmp) is refused in one line before the work, not found missing
+    in a task or empty after it. A local master's tasks share the driver's disk."""
+    if not is_local_master(spark) and not seen_by_an_executor(spark, location):
+        raise InputError(
+            f"{what} {location} is on the driver's disk, and the executors do not see it: on a cluster "
+            "give a location every node reads and writes (hdfs://, s3://, abfss://, a shared mount)"
+        )
+
+
 def raw_path(spark: SparkSession, path: str) -> str:
     """The percent-encoded path part of a path's URI, as Spark's input_file_name() writes it."""
     _, hadoop_path = _fs_and_path(spark, path)

@@ -23,6 +23,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
+from rec_plugin import storage
 from rec_plugin.errors import InputError
 from rec_plugin.schema import DAY, LINE_NUMBER
 from rec_plugin.workflow import Workflow
@@ -212,6 +213,17 @@ averaged = average_sparse_rows(gradient)
 torch.save({"input": gradient.to_dense(), "averaged": averaged.to_dense(), "sparse": averaged.is_sparse}, out)
 dist.destroy_process_group()  # frees the group, joining gloo's threads: one left at exit can abort it
 """
+
+
+def test_a_spark_task_looks_for_what_the_workers_and_scoring_tasks_will_read(spark, tmp_path):
+    """On a cluster a run directory or model file on the driver's own disk was found empty after the
+    workers trained into their disks, or missing in a scoring task's trace: a task looks first (here,
+    on a local master, it runs on this host)."""
+    (tmp_path / "model.pt").write_bytes(b"model")
+    for seen in (str(tmp_path), tmp_path.as_uri(), str(tmp_path / "model.pt")):
+        assert storage.seen_by_an_executor(spark, seen)
+    assert not storage.seen_by_an_executor(spark, str(tmp_path / "elsewhere"))
+    storage.require_seen_by_executors(spark, str(tmp_path / "elsewhere"), "--run-dir")  # a local master
 
 
 @pytest.mark.parametrize(

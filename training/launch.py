@@ -12,17 +12,14 @@ from pyspark.sql import SparkSession
 
 from rec_plugin.errors import InputError
 from rec_plugin.schema import SchemaError
+from rec_plugin.storage import is_local_master
 from training.distributed import BACKENDS, refuse_torchrec_on_cpu
 from training.loop import TrainSpec, train_worker
 
 
-def _is_local(spark: SparkSession) -> bool:
-    return spark.sparkContext.master.startswith("local")
-
-
 def _workers_have_gpus(spark: SparkSession) -> bool:
     """Local mode: this host has a GPU. A cluster: Spark schedules GPUs to its tasks."""
-    if _is_local(spark):
+    if is_local_master(spark):
         return torch.cuda.is_available()
     return float(spark.conf.get("spark.task.resource.gpu.amount", "0")) > 0
 
@@ -53,7 +50,7 @@ def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:
         import horovod.spark
 
         # Locally the workers meet on loopback; on a cluster Horovod picks the executors' interfaces.
-        nics = {"lo"} if _is_local(spark) else None
+        nics = {"lo"} if is_local_master(spark) else None
         results = horovod.spark.run(
             train_worker, args=(spec.to_dict(),), num_proc=workers, use_gloo=True, nics=nics, verbose=0
         )
@@ -62,7 +59,7 @@ def launch(spark: SparkSession, spec: TrainSpec, workers: int) -> dict:
         from pyspark.ml.torch.distributor import TorchDistributor
 
         distributor = TorchDistributor(
-            num_processes=workers, local_mode=_is_local(spark), use_gpu=_workers_have_gpus(spark)
+            num_processes=workers, local_mode=is_local_master(spark), use_gpu=_workers_have_gpus(spark)
         )
         return distributor.run(train_worker, spec.to_dict())
     raise ValueError(f"unknown backend {spec.backend!r}; choose one of {', '.join(BACKENDS)}")
