@@ -251,6 +251,7 @@ def recommend(
     tasks = user_column(features).cardinality // USERS_PER_TASK
     users = users.repartition(min(max(cores, tasks), cores * RANKING_TASKS_PER_CORE))
     threads = int(spark.conf.get("spark.task.cpus", "1"))
+    storage.require_seen_by_executors(spark, run.uri, "--run-dir")  # each ranking task loads its weights
     ranked = users.mapInPandas(ranker(run.uri, model, pool, k, threads), RANKED_SCHEMA)
     rows = (
         ranked.join(raw_tokens(spark, workflow, item, ITEM_ID, ITEM_TOKEN), ITEM_ID, "left")
