@@ -65,6 +65,8 @@ from training.run_directory import RunDirectory
 INHERITED_SPEC = ("sparse_optimizer", "batch_size", "dense_lr", "sparse_lr", "precision")
 # The record's step that names the raw files a retrain ingests where rows name their day.
 NEW_FILES = "new_files"
+# Marks NEW_FILES when its files held none of the day's rows: the rerun adds the files found since.
+HELD_NO_DAY_ROWS = "held_no_day_rows"
 HOLDOUT_SHARE = "holdout_share"  # recorded with the extend step: what the rerun must hold out again
 
 
@@ -132,17 +134,6 @@ class RetrainRecord:
         print(f"retrain: {step} done: {json.dumps(shown(result))}", flush=True)
         return result
 
-    def forget(self, step: str) -> None:
-        """Undoes `step`'s record, so the rerun does it again; a record left empty goes, with its
-        folder if nothing else is in it."""
-        self.steps.pop(step, None)
-        if self.steps:
-            write_json(self.path, self.steps)
-            return
-        self.path.unlink(missing_ok=True)
-        if self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
-            self.path.parent.rmdir()
-
 
 # In layout.retrain(day): the steps finished, each with its result.
 RECORD_FILE = "record.json"
@@ -179,15 +170,18 @@ def ingest_day(
     if definition.day_column is None:
         return ingest(spark, *tables, [day], dataset=dataset)
     chosen = record.done(NEW_FILES)
-    if chosen is None:
+    if chosen is None or chosen.get(HELD_NO_DAY_ROWS):
         new = files_not_ingested(spark, layout.raw, dataset, [layout.bronze, layout.rejects])
-        if not new and not _day_rows(spark, layout, day).isEmpty():  # an earlier retrain's files held it
-            return {"lines_read": 0, "accepted": 0, "rejected": 0}
-        if not new:  # not recorded: a rerun once the files are there finds them
+        if chosen is None and not new and not _day_rows(spark, layout, day).isEmpty():
+            return {"lines_read": 0, "accepted": 0, "rejected": 0}  # an earlier retrain's files held it
+        # Files chosen before that held none of the day's rows are read again (corrected in place).
+        earlier = chosen["files"] if chosen else []
+        files = earlier + [f for f in new if f not in earlier]
+        if not files:  # not recorded: a rerun once the files are there finds them
             raise InputError(
                 f"every raw file under {layout.raw} is ingested already: add day {day}'s files there"
             )
-        chosen = record.finish(NEW_FILES, {"files": new})
+        chosen = record.finish(NEW_FILES, {"files": files})
     return ingest(spark, *tables, dataset=dataset, files=chosen["files"])
 
 
@@ -199,10 +193,13 @@ def ingested_day_rows(
     spark: SparkSession, layout: PipelineLayout, day: int, record: RetrainRecord
 ) -> DataFrame:
     """Bronze's rows of day `day` once its ingest ran; none is refused before the ingest is recorded,
-    and the files chosen for it are forgotten: the rerun reads the day's corrected or added files."""
+    and the files chosen for it are marked so that the rerun reads them again (corrected in place)
+    with the files added since."""
     rows = _day_rows(spark, layout, day)
     if rows.isEmpty():
-        record.forget(NEW_FILES)
+        chosen = record.done(NEW_FILES)
+        if chosen is not None:
+            record.finish(NEW_FILES, {**chosen, HELD_NO_DAY_ROWS: True})
         raise InputError(f"bronze table {layout.bronze} holds no rows of day {day} after its ingest")
     return rows
 

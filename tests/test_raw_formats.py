@@ -360,11 +360,9 @@ def test_a_retrain_ingests_a_days_new_files_once_and_a_rerun_the_same_files(spar
     assert ingest_day(spark, layout, 2, dataset, fresh) == {"lines_read": 0, "accepted": 0, "rejected": 0}
 
 
-def test_a_retrain_whose_new_files_hold_no_row_of_its_day_reads_the_files_added_for_the_rerun(
-    spark, tmp_path
-):
+def test_a_retrain_whose_files_hold_no_row_of_its_day_reads_them_again_with_those_added(spark, tmp_path):
     """Where rows name their day, the files chosen for a day that turned out to hold none of its rows
-    were kept, and every rerun read those again, never the day's files added since."""
+    were kept, and every rerun read those alone, never the day's files added since."""
     layout = PipelineLayout(tmp_path)
     raw = Path(layout.raw) / "clicks"
     raw.mkdir(parents=True)
@@ -372,19 +370,23 @@ def test_a_retrain_whose_new_files_hold_no_row_of_its_day_reads_the_files_added_
         tmp_path, format="jsonl", file_patterns=["*.jsonl"], day_column="date", day_origin="2024-01-01"
     )
     dataset = str(tmp_path / "dataset.json")
-    (raw / "a.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-01"}) + "\n")
+
+    def line(date: str) -> str:
+        return json.dumps({**GOOD, "date": date}) + "\n"
+
+    (raw / "a.jsonl").write_text(line("2024-01-01"))
     ing.ingest(spark, layout.raw, layout.bronze, layout.rejects, dataset=dataset)
-    (raw / "b.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-04"}) + "\n")  # day 3's, not 2's
+    (raw / "b.jsonl").write_text(line("2024-01-04"))  # day 3's, not 2's
     record = RetrainRecord.load(layout.retrain(2) / "record.json")
     ingest_day(spark, layout, 2, dataset, record)
     with pytest.raises(InputError, match="^bronze table .* holds no rows of day 2 after its ingest"):
         ingested_day_rows(spark, layout, 2, record)
-    assert not layout.retrain(2).exists()
-    (raw / "c.jsonl").write_text(json.dumps({**GOOD, "date": "2024-01-03"}) + "\n")
+    (raw / "b.jsonl").write_text(line("2024-01-03"))  # corrected in place
+    (raw / "c.jsonl").write_text(line("2024-01-03"))  # and one added
     rerun = RetrainRecord.load(layout.retrain(2) / "record.json")
-    assert ingest_day(spark, layout, 2, dataset, rerun)["accepted"] == 1
-    assert rerun.done(NEW_FILES) == {"files": ["clicks/c.jsonl"]}
-    assert ingested_day_rows(spark, layout, 2, rerun).count() == 1
+    assert ingest_day(spark, layout, 2, dataset, rerun)["accepted"] == 2
+    assert rerun.done(NEW_FILES) == {"files": ["clicks/b.jsonl", "clicks/c.jsonl"]}
+    assert ingested_day_rows(spark, layout, 2, rerun).count() == 2
 
 
 def write_parquet(path: Path, columns: dict[str, tuple[pa.DataType, list]]) -> None:
