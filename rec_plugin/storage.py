@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,26 +36,56 @@ def is_local_master(spark: SparkSession) -> bool:
     return spark.sparkContext.master.startswith("local")
 
 
-def seen_by_an_executor(spark: SparkSession, location: str) -> bool:
-    """Whether a Spark task finds `location` (a path, or a URL of a file system fsspec knows)."""
+def executor_lookup(spark: SparkSession, location: str) -> str | None:
+    """None when a Spark task finds `location` (a path, or a URL of a file system fsspec knows); else
+    why not: it is absent there, or the task's error in looking (a file system the executor lacks)."""
 
-    def exists(_: Iterator[int]) -> Iterator[bool]:
-        import fsspec
+    def look(_: Iterator[int]) -> Iterator[str]:
+        try:
+            import fsspec
 
-        filesystem, path = fsspec.core.url_to_fs(location)
-        yield filesystem.exists(path)
+            filesystem, path = fsspec.core.url_to_fs(location)
+            yield "" if filesystem.exists(path) else "absent there"
+        except Exception as error:  # noqa: BLE001 - said in the driver's one line, not a task's trace
+            yield f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
-    return all(spark.sparkContext.parallelize([0], 1).mapPartitions(exists).collect())
+    [found] = spark.sparkContext.parallelize([0], 1).mapPartitions(look).collect()
+    return found or None
 
 
 def require_seen_by_executors(spark: SparkSession, location: str, what: str) -> None:
-    """On a cluster, tasks on the executors read or write `location` after the driver has: one only
-    the driver's disk holds (its local /tmp) is refused in one line before the work, not found missing
-    in a task or empty after it. A local master's tasks share the driver's disk."""
-    if not is_local_master(spark) and not seen_by_an_executor(spark, location):
+    """On a cluster, tasks on the executors read `location` after the driver has: one they do not
+    see (on the driver's own disk, its local /tmp) is refused in one line before the work, not found
+    missing in a task's trace. A local master's tasks share the driver's disk."""
+    if not is_local_master(spark):
+        _refuse_unseen(spark, location, location, what)
+
+
+def require_folder_shared_with_executors(spark: SparkSession, folder: str, what: str) -> None:
+    """As require_seen_by_executors, for a folder the executors will write into: they look for a
+    file the driver has just written there (a copy of the folder on an executor's own disk, which
+    such a failed run leaves, would pass a look for the folder), before the driver changes anything
+    else in it."""
+    if is_local_master(spark):
+        return
+    import fsspec
+
+    filesystem, path = fsspec.core.url_to_fs(folder)
+    filesystem.makedirs(path, exist_ok=True)
+    probe = f"{folder.rstrip('/')}/.sparkrec-probe-{uuid.uuid4().hex}"
+    filesystem.pipe_file(fsspec.core.url_to_fs(probe)[1], b"")
+    try:
+        _refuse_unseen(spark, probe, folder, what)
+    finally:
+        filesystem.rm_file(fsspec.core.url_to_fs(probe)[1])
+
+
+def _refuse_unseen(spark: SparkSession, looked_for: str, shown: str, what: str) -> None:
+    missing = executor_lookup(spark, looked_for)
+    if missing is not None:
         raise InputError(
-            f"{what} {location} is on the driver's disk, and the executors do not see it: on a cluster "
-            "give a location every node reads and writes (hdfs://, s3://, abfss://, a shared mount)"
+            f"the executors do not see {what} {shown}, which the driver sees ({missing}): on a cluster "
+            "give a location every node reads and writes (hdfs://, s3://, abfs://, a mount they share)"
         )
 
 

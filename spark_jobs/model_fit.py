@@ -58,13 +58,13 @@ def fit(
     )
     check_workers(backend, workers)  # before the run directory is written
     check_backend_settings(spark, spec)
+    if backend != "single":  # its workers run in the executors' tasks on a cluster
+        storage.require_folder_shared_with_executors(spark, run.uri, "--run-dir")
     if spec.resume and run.latest_checkpoint() is not None:
         check_resumable(run, spec, anew)
         run.clear_finished_mark()  # unfinished until the resumed run ends (a fresh run's rank 0 clears)
     run.write_model_config(config)
     run.write_spec(spec.to_dict())
-    if backend != "single":  # its workers run in the executors' tasks on a cluster
-        storage.require_seen_by_executors(spark, run.uri, "--run-dir")
     summary = launch(spark, spec, workers)
     trained = build_model(config)
     trained.load_state_dict(run.weights())

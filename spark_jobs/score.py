@@ -191,7 +191,7 @@ def score(
         schema = trained_on or Workflow.load_schema(workflow, spark)
         pinned = Workflow.load(workflow, spark, pinned_to=trained_on)
         features = pinned.transform(rows, keep=(SOURCE_FILE, LINE_NUMBER, DAY))
-        storage.require_seen_by_executors(spark, str(model_path.resolve()), "the model file")
+        storage.require_seen_by_executors(spark, str(model_path.resolve()), "--repository's model file")
         scored = features.mapInPandas(in_process(str(model_path.resolve()), schema), SCHEMA)
         source = {"model_file": str(model_path.resolve())}
     lineage = {"bronze_table": bronze, "bronze_version": bronze_version, "days": days, **source}

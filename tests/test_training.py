@@ -218,12 +218,17 @@ dist.destroy_process_group()  # frees the group, joining gloo's threads: one lef
 def test_a_spark_task_looks_for_what_the_workers_and_scoring_tasks_will_read(spark, tmp_path):
     """On a cluster a run directory or model file on the driver's own disk was found empty after the
     workers trained into their disks, or missing in a scoring task's trace: a task looks first (here,
-    on a local master, it runs on this host)."""
+    on a local master, it runs on this host), and says why it did not find it."""
     (tmp_path / "model.pt").write_bytes(b"model")
     for seen in (str(tmp_path), tmp_path.as_uri(), str(tmp_path / "model.pt")):
-        assert storage.seen_by_an_executor(spark, seen)
-    assert not storage.seen_by_an_executor(spark, str(tmp_path / "elsewhere"))
-    storage.require_seen_by_executors(spark, str(tmp_path / "elsewhere"), "--run-dir")  # a local master
+        assert storage.executor_lookup(spark, seen) is None
+    assert storage.executor_lookup(spark, str(tmp_path / "elsewhere")) == "absent there"
+    assert storage.executor_lookup(spark, "nosuchfs://bucket/run").startswith(
+        "ValueError: Protocol not known"
+    )
+    # A local master's tasks share this disk: nothing is looked for, nor written.
+    storage.require_folder_shared_with_executors(spark, str(tmp_path / "run"), "--run-dir")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
