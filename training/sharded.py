@@ -31,7 +31,7 @@ from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner
-from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
+from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import (
     KernelConfig,
     ParameterConstraints,
@@ -62,9 +62,10 @@ POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 FUSED_OPTIMIZERS = {"adagrad": EmbOptimType.EXACT_ADAGRAD, "adam": EmbOptimType.ADAM}
 # FBGEMM's table kernels take rows of a multiple of 4 floats.
 FBGEMM_DIM_MULTIPLE = 4
-# The share of each device's memory the planner leaves to the dense layers, their optimizer state and
-# the batches (TorchRec's default margin; the dense layers of these models are megabytes).
+# TorchRec's default reservation of each device's memory, set out: a margin of 15% of it, the batches'
+# ids, and the dense layers at 6x their size (parameters, optimizer state, DDP's buffers).
 RESERVED_MEMORY_SHARE = 0.15
+DENSE_MEMORY_MULTIPLE = 6
 # Deprecation notices of the pinned torch and torchrec that no call of ours can act on: DMP wraps the
 # dense layers in DDP with `broadcast_buffers`, and its tables' state comes as ShardedTensors.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.distributed\.model_parallel")
@@ -186,6 +187,22 @@ def sharded_or_replicated(
     return EmbeddingCollection(tables, id_features, list_features, dim, init_std)
 
 
+def _default_reservation(model: nn.Module) -> HeuristicalStorageReservation:
+    """TorchRec's default reservation, built as its planner builds it, less its two notices: the
+    constructor's deprecation (the policy stays TorchRec's default in this pin) and the warning that
+    dense tensors not materialized are sized wrong, given here their size as the planner counts it."""
+    tables = [m for m in model.modules() if isinstance(m, EmbeddingBagCollection)]  # what the planner shards
+    in_tables = {id(p) for module in tables for p in module.parameters()}
+    dense = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in in_tables)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return HeuristicalStorageReservation(
+            RESERVED_MEMORY_SHARE,
+            parameter_multiplier=DENSE_MEMORY_MULTIPLE,
+            dense_tensor_estimate=max(1, DENSE_MEMORY_MULTIPLE * dense),
+        )
+
+
 def _sharded_modules(model: nn.Module) -> Iterator[tuple[str, ShardedEmbeddings]]:
     for path, module in model.named_modules():
         if isinstance(module, ShardedEmbeddings):
@@ -255,14 +272,18 @@ class TorchRecCollective(TorchCollective):
         if settings.sparse == "adagrad":
             fused["eps"] = ADAGRAD_EPS
         sharders = [EmbeddingBagCollectionSharder(fused_params=fused)]
+        # A GPU's own memory, not the 32 GiB TorchRec assumes of one.
+        memory = (
+            torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else None
+        )
         topology = TopologyFactory.create_topology(
-            TrainerConfig(world_size=self.size, local_world_size=self.local_size),
+            TrainerConfig(world_size=self.size, local_world_size=self.local_size, hbm_cap_bytes=memory),
             kernel_config=KernelConfig(compute_device=self.device.type),
         )
         planner = EmbeddingShardingPlanner(
             topology=topology,
             constraints=constraints,
-            storage_reservation=FixedPercentageStorageReservation(RESERVED_MEMORY_SHARE),
+            storage_reservation=_default_reservation(model),
         )
         plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
         self.model = model
