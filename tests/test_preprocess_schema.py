@@ -479,5 +479,7 @@ def test_a_timestamp_sent_as_pandas_datetimes_is_sent_as_bronzes_epoch_milliseco
     for sent in times.values():
         batch = spec.batch(pd.DataFrame({"price": [1.0, 2.0, 3.0], "event_time": sent}))
         np.testing.assert_array_equal(batch.dense[:, 1], [1_704_277_320_123, 1_704_342_600_000, np.nan])
+    with pytest.raises(InputError, match=r"^RAW_DENSE: price holds datetimes, .* reads it as float64"):
+        spec.batch(pd.DataFrame({"price": times["UTC"], "event_time": [1, 2, 3]}))
     with pytest.raises(InputError, match=r"^RAW_DENSE: event_time = .*2024.* is not a number$"):
         spec.batch(pd.DataFrame({"price": [1.0], "event_time": pd.Series([times["UTC"][0]], dtype=object)}))
