@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyspark
 from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 from rec_plugin.errors import LOG_FILE_ENV, InputError, note_interrupts
@@ -137,10 +138,13 @@ def _start_jvm(settings: dict[str, str], log: Path) -> None:
         filter(None, [settings.get("spark.driver.extraJavaOptions"), java_options])
     )
     conf = SparkConf(loadDefaults=False).setAll(settings.items())
-    if not submitted:
-        start_without_warning(lambda: SparkContext._ensure_initialized(conf=conf))
+    if not submitted and SparkContext._gateway is None:
+        gateway = start_without_warning(lambda stderr: launch_gateway(conf, popen_kwargs={"stderr": stderr}))
+        SparkContext._ensure_initialized(gateway=gateway, conf=conf)
         return
     SparkContext._ensure_initialized(conf=conf)
+    if not submitted:
+        return
     jvm = SparkContext._jvm
     jvm.java.lang.System.setProperty("sparkrec.log.file", str(log))
     # The logger context of Spark's own classes (log4j keeps one per class loader).

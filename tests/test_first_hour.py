@@ -227,19 +227,26 @@ def _one_line_message(result: subprocess.CompletedProcess, pattern: str) -> str:
             [JVM_START_WARNING[:20], JVM_START_WARNING[20:] + b"[Stage 1]\r[Stage 2]\rend\n"],
             b"[Stage 1]\r[Stage 2]\rend\n",
         ),
-        ([b"Error: no java\n", JVM_START_WARNING], b"Error: no java\n" + JVM_START_WARNING),
+        ([b"Error: no java\n", JVM_START_WARNING], b"Error: no java\n"),
+        ([b"line\n" * 8, JVM_START_WARNING], b"line\n" * 8 + JVM_START_WARNING),  # past the JVM's start
         ([JVM_START_WARNING, JVM_START_WARNING + b"end\n"], JVM_START_WARNING + b"end\n"),
+        (
+            [b"Picked up JAVA_TOOL_OPTIONS: -Xss4m\n", JVM_START_WARNING, b"[Stage 1]\r"],
+            b"Picked up JAVA_TOOL_OPTIONS: -Xss4m\n[Stage 1]\r",
+        ),
+        ([b"[Stage 1]", b"\r[Stage 2]\r", b"\n"], b"[Stage 1]\r[Stage 2]\r\n"),
     ],
 )
-def test_a_started_processs_stderr_loses_only_a_leading_start_warning(pieces, shown, capfd):
+def test_a_started_processs_stderr_loses_only_the_start_warning_among_its_first_lines(pieces, shown, capfd):
     """The process started (the JVM) writes through the pipe for its whole life, in pieces that may
-    split the warning; only a warning that opens its output is dropped, the rest passes unchanged."""
+    split the warning or a line; the warning is dropped once, where it comes among its first lines
+    (after `Picked up ...` notices), and the rest passes unchanged, a progress bar at once."""
     script = "import sys, time\nfor piece in sys.argv[1:]:\n"
     script += "    sys.stderr.buffer.write(bytes.fromhex(piece)); sys.stderr.flush(); time.sleep(0.2)\n"
     command = [sys.executable, "-c", script, *(piece.hex() for piece in pieces)]
     started: list[subprocess.Popen] = []
     threads_before = set(threading.enumerate())
-    start_without_warning(lambda: started.append(subprocess.Popen(command)))
+    started.append(start_without_warning(lambda stderr: subprocess.Popen(command, stderr=stderr)))
     assert started[0].wait(timeout=60) == 0
     for drain in set(threading.enumerate()) - threads_before:
         drain.join(timeout=10)
