@@ -174,8 +174,10 @@ def ingest_day(
         new = files_not_ingested(spark, layout.raw, dataset, [layout.bronze, layout.rejects])
         if chosen is None and not new and not _day_rows(spark, layout, day).isEmpty():
             return {"lines_read": 0, "accepted": 0, "rejected": 0}  # an earlier retrain's files held it
-        # Files chosen before that held none of the day's rows are read again (corrected in place).
-        earlier = chosen["files"] if chosen else []
+        # Files chosen before that held none of the day's rows are read again (corrected in place),
+        # those still there: one removed or renamed since is the mistake undone.
+        present = set(storage.list_files_recursive(spark, layout.raw)) if chosen else set()
+        earlier = [f for f in chosen["files"] if f in present] if chosen else []
         files = earlier + [f for f in new if f not in earlier]
         if not files:  # not recorded: a rerun once the files are there finds them
             raise InputError(
