@@ -182,7 +182,7 @@ class RawSpec:
         if rows.empty:
             raise InputError("the batch has no rows: send one row or more")
         names = [c.name for c in self.continuous]
-        rows = _as_epoch_milliseconds(rows, self.continuous)
+        _refuse_datetimes(rows, names)
         for column in self.continuous:
             if column.dtype == "int64":
                 _require_exact_in_float64(rows[column.name], column.name)
@@ -247,24 +247,16 @@ class RawSpec:
         return RawBatch(dense, tokens, lists)
 
 
-def _as_epoch_milliseconds(rows: pd.DataFrame, columns: Sequence[RawColumn]) -> pd.DataFrame:
-    """`rows` with each int64 column that holds pandas datetimes as the number bronze holds of a
-    timestamp: epoch milliseconds (UTC; a time without a zone taken as UTC, as ingest takes it).
-    Datetimes in a column of another type (a price, a count) are refused, not sent as ~1.7e12."""
-    times = {}
-    for column in columns:
-        values = rows[column.name]
-        if not pd.api.types.is_datetime64_any_dtype(values):
-            continue
-        if column.dtype != "int64":
+def _refuse_datetimes(rows: pd.DataFrame, names: list[str]) -> None:
+    """A column of pandas datetimes (a frame read back from parquet) is refused naming it: the served
+    workflow reads the number bronze holds, which for a timestamp column is epoch milliseconds, but
+    a long column of epoch seconds (DatePart's unit "s") looks the same to the client."""
+    for name in names:
+        if pd.api.types.is_datetime64_any_dtype(rows[name]):
             raise InputError(
-                f"{RAW_DENSE}: {column.name} holds datetimes, and the served workflow reads it as "
-                f"{column.dtype}: only a timestamp column takes them"
+                f"{RAW_DENSE}: {name} holds datetimes: send the number bronze holds (a timestamp "
+                "column's epoch milliseconds, UTC)"
             )
-        if values.dt.tz is not None:
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        times[column.name] = (values - pd.Timestamp(0)) // pd.Timedelta(milliseconds=1)
-    return rows.assign(**times) if times else rows
 
 
 def _not_a_number(rows: pd.DataFrame, names: list[str]) -> str:
