@@ -57,36 +57,45 @@ def require_seen_by_executors(spark: SparkSession, location: str, what: str) -> 
     """On a cluster, tasks on the executors read `location` after the driver has: one they do not
     see (on the driver's own disk, its local /tmp) is refused in one line before the work, not found
     missing in a task's trace. A local master's tasks share the driver's disk."""
-    if not is_local_master(spark):
-        _refuse_unseen(spark, location, location, what)
+    if is_local_master(spark):
+        return
+    missing = executor_lookup(spark, location)
+    if missing is not None:
+        raise InputError(_unseen(what, location, missing))
 
 
 def require_folder_shared_with_executors(spark: SparkSession, folder: str, what: str) -> None:
-    """As require_seen_by_executors, for a folder the executors will write into: they look for a
-    file the driver has just written there (a copy of the folder on an executor's own disk, which
-    such a failed run leaves, would pass a look for the folder), before the driver changes anything
-    else in it."""
+    """As require_seen_by_executors, for a folder the executors use: they look for a file the driver
+    has just written there (a copy of the folder on an executor's own disk, which a failed run
+    leaves, would pass a look for the folder), before the driver changes anything else in it; a
+    folder made for the look and refused goes again."""
     if is_local_master(spark):
         return
     import fsspec
 
     filesystem, path = fsspec.core.url_to_fs(folder)
-    filesystem.makedirs(path, exist_ok=True)
-    probe = f"{folder.rstrip('/')}/.sparkrec-probe-{uuid.uuid4().hex}"
-    filesystem.pipe_file(fsspec.core.url_to_fs(probe)[1], b"")
+    name = f".sparkrec-probe-{uuid.uuid4().hex}"
+    made = not filesystem.exists(path)
     try:
-        _refuse_unseen(spark, probe, folder, what)
+        filesystem.makedirs(path, exist_ok=True)
+        filesystem.pipe_file(f"{path.rstrip('/')}/{name}", b"")
+    except Exception as error:  # noqa: BLE001 - a store's refusal, said in one line
+        raise InputError(f"cannot write into {what} {folder}: {type(error).__name__}: {error}") from None
+    try:
+        missing = executor_lookup(spark, f"{folder.rstrip('/')}/{name}")
     finally:
-        filesystem.rm_file(fsspec.core.url_to_fs(probe)[1])
-
-
-def _refuse_unseen(spark: SparkSession, looked_for: str, shown: str, what: str) -> None:
-    missing = executor_lookup(spark, looked_for)
+        filesystem.rm_file(f"{path.rstrip('/')}/{name}")
     if missing is not None:
-        raise InputError(
-            f"the executors do not see {what} {shown}, which the driver sees ({missing}): on a cluster "
-            "give a location every node reads and writes (hdfs://, s3://, abfs://, a mount they share)"
-        )
+        if made:
+            filesystem.rm(path, recursive=True)
+        raise InputError(_unseen(what, folder, missing))
+
+
+def _unseen(what: str, location: str, missing: str) -> str:
+    return (
+        f"the executors do not see {what} {location}, which the driver sees ({missing}): on a cluster "
+        "give a location every node reads and writes (hdfs://, s3a://, abfs://, a mount they share)"
+    )
 
 
 def raw_path(spark: SparkSession, path: str) -> str:

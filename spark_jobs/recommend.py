@@ -251,7 +251,7 @@ def recommend(
     tasks = user_column(features).cardinality // USERS_PER_TASK
     users = users.repartition(min(max(cores, tasks), cores * RANKING_TASKS_PER_CORE))
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    storage.require_seen_by_executors(spark, run.uri, "--run-dir")  # each ranking task loads its weights
+    storage.require_folder_shared_with_executors(spark, run.uri, "--run-dir")  # each ranking task loads it
     ranked = users.mapInPandas(ranker(run.uri, model, pool, k, threads), RANKED_SCHEMA)
     rows = (
         ranked.join(raw_tokens(spark, workflow, item, ITEM_ID, ITEM_TOKEN), ITEM_ID, "left")
@@ -299,4 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main, "sparkrec recommend")
+    # Run from the importable module, not this __main__: Spark's Python workers unpickle the ranking
+    # functions' cached model loader by module name, and under `spark-submit spark_jobs/recommend.py`
+    # __main__ is not theirs.
+    from spark_jobs import recommend as stage
+
+    run_command(stage.main, "sparkrec recommend")
