@@ -12,8 +12,8 @@ redraws itself with carriage returns, never a newline).
 from __future__ import annotations
 
 import os
-import select
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,6 +21,8 @@ JVM_START_WARNING = b"WARNING: Using incubator modules: jdk.incubator.vector\n"
 # The JVM's own lines before it runs any code: where the warning can be.
 _HEAD_LINES = 8
 _CHUNK = 65536
+# How long a write waits for a full (non-blocking) console to take more.
+_FULL_CONSOLE_WAIT_SECONDS = 0.01
 # How long a failed start waits for the JVM's last words before its error is raised.
 _LAST_WORDS_SECONDS = 2.0
 
@@ -92,6 +94,6 @@ class _Console:
             try:
                 view = view[os.write(self.fd, view) :]
             except BlockingIOError:
-                select.select([], [self.fd], [])
-            except OSError:
+                time.sleep(_FULL_CONSOLE_WAIT_SECONDS)
+            except Exception:  # noqa: BLE001 - the thread must read on whatever the console does
                 self.gone = True
