@@ -104,6 +104,7 @@ def test_stages_run_under_plain_spark_submit_as_documented(spark, tiny, tmp_path
         "--model", "logistic", "--backend", "single", "--workers", "1", logs=logs,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
+    assert "UserWarning" not in trained.stderr, trained.stderr  # a torch tensor of a read-only array
     exported = sparkrec("export", "--run-dir", str(run_dir), "--repository", str(repository), logs=logs)
     assert exported.returncode == 0, exported.stderr
     run_files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}

@@ -429,7 +429,7 @@ class BatchLoader:
                 name: JaggedIds(torch.from_numpy(np.ascontiguousarray(j.values)), torch.from_numpy(j.offsets))
                 for name, j in zip(self.lists, lists)
             },
-            torch.from_numpy(np.ascontiguousarray(label)),
+            torch.from_numpy(np.array(label)),  # a copy: the label column's Arrow buffer is read-only
             torch.ones(len(label)),
         )
 
