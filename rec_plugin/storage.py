@@ -75,16 +75,17 @@ def require_folder_shared_with_executors(spark: SparkSession, folder: str, what:
 
     filesystem, path = fsspec.core.url_to_fs(folder)
     name = f".sparkrec-probe-{uuid.uuid4().hex}"
+    probe, probe_path = f"{folder.rstrip('/')}/{name}", f"{path.rstrip('/')}/{name}"
     made = not filesystem.exists(path)
     try:
         filesystem.makedirs(path, exist_ok=True)
-        filesystem.pipe_file(f"{path.rstrip('/')}/{name}", b"")
+        filesystem.pipe_file(probe_path, b"")
     except Exception as error:  # noqa: BLE001 - a store's refusal, said in one line
         raise InputError(f"cannot write into {what} {folder}: {type(error).__name__}: {error}") from None
     try:
-        missing = executor_lookup(spark, f"{folder.rstrip('/')}/{name}")
+        missing = executor_lookup(spark, probe)
     finally:
-        filesystem.rm_file(f"{path.rstrip('/')}/{name}")
+        filesystem.rm_file(probe_path)
     if missing is not None:
         if made:
             filesystem.rm(path, recursive=True)

@@ -176,8 +176,10 @@ def ingest_day(
             return {"lines_read": 0, "accepted": 0, "rejected": 0}  # an earlier retrain's files held it
         # Files chosen before that held none of the day's rows are read again (corrected in place),
         # those still there: one removed or renamed since is the mistake undone.
-        present = set(storage.list_files_recursive(spark, layout.raw)) if chosen else set()
-        earlier = [f for f in chosen["files"] if f in present] if chosen else []
+        earlier = []
+        if chosen is not None:
+            present = set(storage.list_files_recursive(spark, layout.raw))
+            earlier = [f for f in chosen["files"] if f in present]
         files = earlier + [f for f in new if f not in earlier]
         if not files:  # not recorded: a rerun once the files are there finds them
             raise InputError(
